@@ -1,0 +1,35 @@
+# One-command set-up: `make run` starts the server, `make test` runs the tests (fresh machine OK).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test build bench clean node
+
+$(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) setup.py -q build_ext --inplace
+	touch $(STAMP)
+
+build: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/faktory-fast $(ARGS)
+
+tests/node/node_modules: tests/node/package.json
+	cd tests/node && npm install --no-audit --no-fund --silent
+	touch tests/node/node_modules
+
+node: tests/node/node_modules
+
+test: $(STAMP) tests/node/node_modules
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/_wire.c faktory_fast/_resp.c ext/*.c tests/node/node_modules

@@ -1,0 +1,201 @@
+"""Command-line flags, environment and conf.d/*.toml, resolved into one Config (Faktory's rules)."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from faktory_fast import FAKTORY_VERSION, __version__
+
+ENVIRONMENTS = ("development", "staging", "production")
+LOG_LEVELS = ("error", "warn", "info", "debug")
+DEFAULT_BINDING = "localhost:7419"
+DEFAULT_WEB_BINDING = "localhost:7420"
+DEFAULT_DATA_DIR = "/var/lib/faktory/db"
+DEFAULT_CONFIG_DIR = "/etc/faktory"
+PASSWORD_REQUIRED = (
+    "faktory requires a password to be set in staging or production, see the Security wiki page"
+)
+
+
+class ConfigError(Exception):
+    """Invalid flags or configuration: reported on one line, exit status 2."""
+
+
+@dataclass
+class Config:
+    """Everything the server needs to start, after defaults and precedence rules."""
+
+    host: str = "localhost"
+    port: int = 7419
+    web_host: str = "localhost"
+    web_port: int = 7420  # 0 disables the web UI
+    environment: str = "development"
+    log_level: str = "info"
+    data_dir: str = ""
+    config_dir: str = ""
+    password: str = ""
+    web_password: str = ""
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    durability: str = "everysec"
+    redis_server: str | None = None
+    redis_url: str | None = None  # a Redis of the user's instead of the child
+    max_line: int = 16 * 1024 * 1024
+    max_connections: int = 2000
+    toml: dict = field(default_factory=dict)
+
+    @property
+    def binding(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def split_binding(value: str, flag: str) -> tuple[str, int]:
+    """``host:port`` (host may be empty for all interfaces) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"invalid {flag} binding {value!r}: expected host:port")
+    host = host.strip("[]")
+    return (host or "0.0.0.0"), int(port)
+
+
+def read_password(value: str) -> str:
+    """A password setting; a value starting with ``/`` names a file holding it."""
+    if value.startswith("/"):
+        try:
+            with open(value) as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read password file {value}: {exc.strerror}") from None
+    return value
+
+
+def read_toml(config_dir: str) -> dict:
+    """conf.d/*.toml in name order, concatenated and parsed as one document (as Faktory does)."""
+    files = sorted(glob.glob(os.path.join(config_dir, "conf.d", "*.toml")))
+    text = ""
+    for path in files:
+        with open(path) as fh:
+            text += fh.read() + "\n"
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {os.path.join(config_dir, 'conf.d')}: {exc}") from None
+
+
+def parse_redis_url(url: str) -> dict[str, Any]:
+    """Split a Redis URL (``unix:///path/redis.sock?db=0`` or ``redis://[:pw@]host:port/db``)."""
+    u = urlparse(url)
+    out: dict[str, Any] = {"password": unquote(u.password) if u.password else None, "db": 0}
+    if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
+        out["path"] = u.path
+        for part in u.query.split("&"):
+            if part.startswith("db="):
+                out["db"] = int(part[3:])
+    elif u.scheme in ("redis", "rediss"):
+        out["host"] = u.hostname or "localhost"
+        out["port"] = u.port or 6379
+        out["ssl"] = u.scheme == "rediss"
+        if u.path and u.path.strip("/"):
+            out["db"] = int(u.path.strip("/"))
+    else:
+        raise ValueError(f"unsupported Redis URL {url!r}: use unix:///path or redis://host:port")
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags: Faktory's, then ours."""
+    p = _Parser(prog="faktory-fast", description="A fast, wire-compatible Faktory server.")
+    p.add_argument("-b", dest="binding", default=None, help=f"command port binding ({DEFAULT_BINDING})")
+    p.add_argument("-w", dest="web_binding", default=None,
+                   help=f"web UI binding ({DEFAULT_WEB_BINDING}); :0 disables the web UI")
+    p.add_argument("-e", dest="environment", default=None,
+                   help="development, staging or production (default $FAKTORY_ENV or development)")
+    p.add_argument("-l", dest="log_level", default="info", help="error, warn, info or debug")
+    p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
+    p.add_argument("-c", dest="config_dir", default=None, help="configuration directory (conf.d/*.toml)")
+    p.add_argument("-v", dest="version", action="store_true", help="print the version and exit")
+    p.add_argument("--processes", type=int, default=None,
+                   help="server processes serving connections (default: number of CPUs)")
+    p.add_argument("--durability", default=None, choices=("everysec", "always"),
+                   help="Redis appendfsync: everysec (default) or always")
+    p.add_argument("--redis-server", default=None, help="path of the redis-server binary to run")
+    p.add_argument("--max-line", type=int, default=None,
+                   help="longest command line accepted, in bytes (default 16 MiB)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="most identified connections at once (default 2000)")
+    return p
+
+
+def banner() -> str:
+    return f"faktory_fast {__version__} (Faktory {FAKTORY_VERSION} protocol)"
+
+
+def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config | None:
+    """Resolve flags, environment and TOML into a Config; None means "printed -v, exit 0"."""
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    if args.version:
+        return None
+    cfg = Config()
+    cfg.environment = args.environment or env.get("FAKTORY_ENV") or "development"
+    if cfg.environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f'Invalid environment "{cfg.environment}": legal values are development, staging or production'
+        )
+    if args.log_level not in LOG_LEVELS:
+        raise ConfigError(f'Invalid log level "{args.log_level}": legal values are error, warn, info or debug')
+    cfg.log_level = args.log_level
+    home = env.get("HOME", os.path.expanduser("~"))
+    dev = cfg.environment == "development"
+    cfg.data_dir = args.data_dir or (os.path.join(home, ".faktory", "db") if dev else DEFAULT_DATA_DIR)
+    cfg.config_dir = args.config_dir or (os.path.join(home, ".faktory") if dev else DEFAULT_CONFIG_DIR)
+    cfg.toml = read_toml(cfg.config_dir)
+    fk = cfg.toml.get("faktory", {})
+    web = cfg.toml.get("web", {})
+    ours = cfg.toml.get("faktory_fast", {})
+    if not isinstance(fk, dict) or not isinstance(web, dict) or not isinstance(ours, dict):
+        raise ConfigError("invalid configuration: [faktory], [web] and [faktory_fast] must be tables")
+
+    cfg.host, cfg.port = split_binding(args.binding or fk.get("binding") or DEFAULT_BINDING, "-b")
+    web_binding = args.web_binding or web.get("binding") or DEFAULT_WEB_BINDING
+    cfg.web_host, cfg.web_port = split_binding(web_binding, "-w")
+
+    processes = args.processes if args.processes is not None else ours.get("processes")
+    if processes is not None:
+        if not isinstance(processes, int) or processes < 1:
+            raise ConfigError(f"invalid --processes {processes!r}: must be a positive integer")
+        cfg.processes = processes
+    cfg.durability = args.durability or ours.get("durability", "everysec")
+    if cfg.durability not in ("everysec", "always"):
+        raise ConfigError(f"invalid durability {cfg.durability!r}: everysec or always")
+    cfg.redis_server = args.redis_server or ours.get("redis_server")
+    cfg.redis_url = env.get("REDIS_URL") or (env.get(env["REDIS_PROVIDER"]) if env.get("REDIS_PROVIDER") else None)
+    for name in ("max_line", "max_connections"):
+        value = getattr(args, name)
+        value = value if value is not None else ours.get(name, getattr(cfg, name))
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be a positive integer")
+        setattr(cfg, name, value)
+
+    password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
+    if not isinstance(password, str):
+        raise ConfigError("invalid [faktory] password: must be a string")
+    cfg.password = read_password(password) if password else ""
+    skip = env.get("FAKTORY_SKIP_PASSWORD", "").lower() in ("1", "true", "yes")
+    if not dev and not cfg.password and not skip:
+        if os.path.exists("/etc/faktory/password"):
+            cfg.password = read_password("/etc/faktory/password")
+        if not cfg.password:
+            raise ConfigError(PASSWORD_REQUIRED)
+    web_password = web.get("password") or ""
+    cfg.web_password = read_password(web_password) if web_password else cfg.password
+    return cfg

@@ -1,0 +1,317 @@
+"""Job payloads: validation, Faktory's canonical encoding, timestamps, and the failure rules.
+
+Pure functions (no I/O) so the lifecycle and the scheduler share them and tests reach them
+directly. Messages match Faktory's word for word where clients or users may see them.
+"""
+from __future__ import annotations
+
+import calendar
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_RETRY = 25
+DEFAULT_RESERVE = 1800
+MAX_RESERVE = 86400
+DEAD_TTL = 180 * 86400
+DEFAULT_PRIORITY = 5
+
+QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+class JobError(ValueError):
+    """A job (or command payload) is invalid; str() is the text after ``-ERR ``."""
+
+
+# -- time ------------------------------------------------------------------------------------
+
+def rfc3339(ns: int | None = None) -> str:
+    """UTC RFC3339 with nanoseconds and trailing zeros trimmed, as Go's RFC3339Nano."""
+    if ns is None:
+        ns = time.time_ns()
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+def parse_rfc3339(value: str) -> int:
+    """RFC3339 (fraction optional, ``Z`` or ``±hh:mm``) to unix nanoseconds; ValueError if not."""
+    m = _RFC3339.fullmatch(value)
+    if not m:
+        raise ValueError(
+            f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse "{value}" as RFC3339'
+        )
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 60):
+        raise ValueError(f'parsing time "{value}": field out of range')
+    if d > calendar.monthrange(y, mo)[1]:
+        raise ValueError(f'parsing time "{value}": day out of range')
+    frac = int((m.group(7) or "").ljust(9, "0") or 0)
+    tz = m.group(8)
+    offset = 0
+    if tz not in ("Z", "z"):
+        sign = 1 if tz[0] == "+" else -1
+        offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+    secs = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) - offset
+    return secs * 1_000_000_000 + frac
+
+
+def score(ns: int) -> str:
+    """A sorted-set score (unix seconds) as an exact decimal string."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    return f"{sec}.{frac:09d}"
+
+
+def today() -> str:
+    """The day counters' key suffix: YYYY-MM-DD in the server's local time zone."""
+    return time.strftime("%Y-%m-%d")
+
+
+# -- decoding with Go-like type errors ---------------------------------------------------------
+
+_JSON_KIND = {str: "string", int: "number", float: "number", bool: "bool", list: "array",
+              dict: "object"}
+# field -> (accepted Python types, Go type name for the error message)
+_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "jid": ((str,), "string"),
+    "queue": ((str,), "string"),
+    "jobtype": ((str,), "string"),
+    "created_at": ((str,), "string"),
+    "enqueued_at": ((str,), "string"),
+    "at": ((str,), "string"),
+    "args": ((list,), "[]interface {}"),
+    "custom": ((dict,), "map[string]interface {}"),
+    "failure": ((dict,), "client.Failure"),
+    "retry": ((int,), "int"),
+    "reserve_for": ((int,), "int"),
+    "backtrace": ((int,), "int"),
+}
+
+
+def loads(payload: bytes, what: str = "JSON") -> Any:
+    """orjson.loads with a JobError naming ``what`` on malformed input."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise JobError(f"invalid {what}: {exc}") from None
+
+
+def _type_error(field: str, value: Any, gotype: str) -> JobError:
+    kind = _JSON_KIND.get(type(value), "value")
+    if isinstance(value, float):
+        kind = f"number {value!r}"
+    return JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field Job.{field} of type {gotype}")
+
+
+def check_types(job: Any) -> dict:
+    """Reject what Go's decoder would reject for Faktory's Job struct."""
+    if not isinstance(job, dict):
+        raise JobError(
+            f"invalid JSON: json: cannot unmarshal {_JSON_KIND.get(type(job), 'value')} into Go value of type client.Job"
+        )
+    for name, (types, gotype) in _FIELDS.items():
+        value = job.get(name)
+        if value is None:
+            continue
+        if type(value) not in types:  # bool is not an int to Go; nor is 5.0
+            raise _type_error(name, value, gotype)
+    return job
+
+
+def priority_of(job: dict) -> int:
+    """Our priority extension: an integer 1-9 (clamped), anything else is the default 5."""
+    p = job.get("priority")
+    if type(p) is not int:
+        return DEFAULT_PRIORITY
+    return min(9, max(1, p))
+
+
+def encode(job: dict) -> bytes:
+    """Faktory's field order and omit-empty rules; unknown top-level keys are dropped."""
+    out: dict[str, Any] = {"retry": job.get("retry")}
+    if job.get("failure"):
+        out["failure"] = job["failure"]
+    if job.get("custom"):
+        out["custom"] = job["custom"]
+    out["jid"] = job.get("jid") or ""
+    out["queue"] = job.get("queue") or ""
+    out["jobtype"] = job.get("jobtype") or ""
+    for key in ("created_at", "enqueued_at", "at"):
+        if job.get(key):
+            out[key] = job[key]
+    out["args"] = job.get("args")
+    for key in ("reserve_for", "backtrace"):
+        if job.get(key):
+            out[key] = job[key]
+    prio = priority_of(job)
+    if prio != DEFAULT_PRIORITY:
+        out["priority"] = prio
+    return orjson.dumps(out)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated job ready for the store: where it goes and its bytes."""
+
+    jid: str
+    queue: str
+    priority: int
+    payload: bytes
+    at_score: str  # '' = enqueue now
+
+
+def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
+    """Validate and normalise one pushed job (PUSH and each job of PUSHB)."""
+    check_types(job)
+    if job.get("retry") is None:
+        job["retry"] = DEFAULT_RETRY
+    jid = job.get("jid") or ""
+    if len(jid.encode()) < 8:
+        raise JobError("jobs must have a reasonable jid parameter")
+    if not job.get("jobtype"):
+        raise JobError("jobs must have a jobtype parameter")
+    if job.get("args") is None:
+        raise JobError("jobs must have an args parameter")
+    if (job.get("reserve_for") or 0) > MAX_RESERVE:
+        raise JobError("jobs cannot be reserved for more than one day")
+    if not job.get("created_at"):
+        job["created_at"] = created_at or rfc3339(now_ns)
+    if not job.get("queue"):
+        job["queue"] = "default"
+    at_score = ""
+    at = job.get("at")
+    if at:
+        try:
+            at_ns = parse_rfc3339(at)
+        except ValueError as exc:
+            raise JobError(f"invalid timestamp for 'at': \"{at}\": {exc}") from None
+        if at_ns > now_ns:
+            at_score = score(at_ns)
+    queue = job["queue"]
+    if not at_score:
+        check_queue(queue)
+        job["enqueued_at"] = rfc3339(now_ns)
+    return Prepared(jid, queue, priority_of(job), encode(job), at_score)
+
+
+def check_queue(name: str) -> None:
+    """Faktory's queue-name rule."""
+    if not QUEUE_NAME.fullmatch(name):
+        raise JobError(f'cannot get "{name}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z')
+
+
+def requeue(member: bytes, now_ns: int) -> tuple[str, int, bytes]:
+    """A job leaving a sorted set for its queue, with a fresh ``enqueued_at``.
+
+    Returns (queue, priority, payload); queue is '' when the job cannot be enqueued (bad
+    JSON or queue name), which drops it as Faktory does.
+    """
+    try:
+        job = orjson.loads(member)
+        if not isinstance(job, dict):
+            raise ValueError("not an object")
+        queue = job.get("queue") or "default"
+        check_queue(queue)
+    except (ValueError, JobError):
+        return "", DEFAULT_PRIORITY, member
+    job["enqueued_at"] = rfc3339(now_ns)
+    return queue, priority_of(job), encode(job)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class FailInfo:
+    """What a FAIL (or an expired reservation) says went wrong, already cleansed."""
+
+    errtype: str
+    message: str
+    backtrace: list[str]
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip() or "unknown"
+    raw = text.encode()
+    if len(raw) > limit:
+        text = raw[:limit].decode(errors="ignore")
+    return text
+
+
+def fail_info(payload: bytes) -> tuple[str, FailInfo]:
+    """Parse and cleanse a FAIL payload; returns (jid, info)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise JobError(f"invalid FAIL {payload.decode(errors='replace')}") from None
+    if not isinstance(data, dict):
+        raise JobError(f"invalid FAIL {payload.decode(errors='replace')}")
+    for key in ("jid", "errtype", "message"):
+        if data.get(key) is not None and type(data[key]) is not str:
+            raise JobError(f"invalid FAIL {payload.decode(errors='replace')}")
+    bt = data.get("backtrace")
+    if bt is not None and (type(bt) is not list or any(type(x) is not str for x in bt)):
+        raise JobError(f"invalid FAIL {payload.decode(errors='replace')}")
+    jid = data.get("jid") or ""
+    if not jid:
+        raise JobError("missing JID")
+    info = FailInfo(_clip(data.get("errtype") or "", 100), _clip(data.get("message") or "", 1000),
+                    (bt or [])[:50])
+    return jid, info
+
+
+EXPIRED = FailInfo("ReservationExpired", "Faktory job reservation expired", [])
+
+
+def backoff(count: int, rng: random.Random | None = None) -> int:
+    """Seconds until retry number ``count`` (0-based): count^4 + 15 + R*(count+1), R in [0, 29]."""
+    r = (rng or random).randint(0, 29)
+    return count**4 + 15 + r * (count + 1)
+
+
+def apply_failure(job_bytes: bytes, info: FailInfo, now_ns: int,
+                  rng: random.Random | None = None) -> tuple[str, bytes, str]:
+    """Faktory's retry rules for one failed job: (outcome, payload, score).
+
+    outcome is ``retry`` (score = next attempt), ``dead`` (score = now + 180 days) or
+    ``discard`` (retry 0: the job vanishes).
+    """
+    job = orjson.loads(job_bytes)
+    retry = job.get("retry")
+    if type(retry) is not int:
+        retry = DEFAULT_RETRY if retry is None else 0
+    now = rfc3339(now_ns)
+    old = job.get("failure") if isinstance(job.get("failure"), dict) else None
+    if old is None:
+        count, remaining, failed_at = 0, retry, now
+    else:
+        count = int(old.get("retry_count") or 0) + 1
+        remaining = int(old.get("remaining") or 0)
+        if remaining > 0:
+            remaining -= 1
+        failed_at = old.get("failed_at") or now
+    failure: dict[str, Any] = {"failed_at": failed_at}
+    if retry == 0:
+        outcome, at_ns = "discard", now_ns
+    elif count < retry:
+        outcome = "retry"
+        at_ns = now_ns + backoff(count, rng) * 1_000_000_000
+        failure["next_at"] = rfc3339(at_ns)
+    else:
+        outcome, at_ns = "dead", now_ns + DEAD_TTL * 1_000_000_000
+    failure["message"] = info.message
+    failure["errtype"] = info.errtype
+    if info.backtrace:
+        failure["backtrace"] = info.backtrace
+    failure["retry_count"] = count
+    failure["remaining"] = remaining
+    job["failure"] = failure
+    return outcome, encode(job), score(at_ns)

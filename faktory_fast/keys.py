@@ -1,0 +1,65 @@
+"""Every Redis key name the server uses, in one place.
+
+Faktory 1.10's layout is kept so a data directory it wrote is served as it is:
+``q:<queue>`` lists (LPUSH in, RPOP out), the ``queues`` and ``paused`` sets, the ``scheduled``,
+``retries``, ``dead`` and ``working`` sorted sets and the ``processed``/``failures`` counters.
+
+Differences, all under the ``ff:`` prefix so they never collide with Faktory's keys:
+
+* ``working`` members are jids (Faktory stores the reservation JSON there); the reservation itself
+  lives in the ``ff:res`` hash so ACK/FAIL find it in O(1) from any process. Boot migrates
+  Faktory's format (see the ``ff_migrate`` function).
+* Jobs whose priority is not 5 live in ``q:<queue>:p<N>`` beside ``q:<queue>`` (``:`` cannot occur
+  in a queue name, so these never clash), and their queue is listed in ``ff:prioq``.
+"""
+
+QUEUES = "queues"
+PAUSED = "paused"
+SCHEDULED = "scheduled"
+RETRIES = "retries"
+DEAD = "dead"
+WORKING = "working"
+PROCESSED = "processed"
+FAILURES = "failures"
+
+#: Sorted sets a job can rest in, as named by MUTATE and the web UI.
+SORTED_SETS = (SCHEDULED, RETRIES, DEAD)
+
+RESERVATIONS = "ff:res"  # hash jid -> reservation JSON
+PRIORITY_QUEUES = "ff:prioq"  # set of queues holding jobs with priority != 5
+WORKER_BEATS = "ff:wids"  # zset wid -> last heartbeat (unix seconds)
+CONNECTIONS = "ff:conns"  # hash server-process id -> open identified connections
+COMMANDS = "ff:cmds"  # hash server-process id -> commands dispatched
+TASKS = "ff:tasks"  # hash "<Task>.<field>" -> number, for INFO's tasks section
+RESERVATION_SEQ = "ff:rseq"  # counter giving each reservation a token
+CONTROL_CHANNEL = "ff:ctl"  # pub/sub: "reap <wid>" and similar broadcasts
+
+
+def queue(name: str) -> str:
+    """The list holding ``name``'s jobs of priority 5."""
+    return "q:" + name
+
+
+def priority_queue(name: str, priority: int) -> str:
+    """The list holding ``name``'s jobs of another priority."""
+    return f"q:{name}:p{priority}"
+
+
+def worker(wid: str) -> str:
+    """Hash describing one worker process (hostname, pid, labels, state, ...)."""
+    return "ff:w:" + wid
+
+
+def waiters(name: str) -> str:
+    """Set of server processes with a FETCH waiting on queue ``name``."""
+    return "ff:wait:" + name
+
+
+def wake_channel(proc_id: str) -> str:
+    """Pub/sub channel telling one server process that a queue it waits on got a job."""
+    return "ff:wake:" + proc_id
+
+
+def daily(counter: str, day: str) -> str:
+    """``processed:YYYY-MM-DD`` / ``failures:YYYY-MM-DD``."""
+    return f"{counter}:{day}"

@@ -1,0 +1,224 @@
+"""The storage interface: every Redis key the server touches is behind these methods.
+
+Each method is exactly one Redis round trip (a command or an FCALL of our function library in
+``lua/faktory.lua``). The same Store serves the asyncio server (``Store.for_async`` over an
+``aredis.RedisConnection``) and the synchronous web UI (``Store.for_sync`` over a redis-py
+client): a method returns the reply, or an awaitable of it, depending on the executor.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Any, Awaitable, Callable, Iterable, Sequence
+
+from faktory_fast import keys
+from faktory_fast.config import parse_redis_url
+
+LIBRARY_NAME = "faktory_fast"
+
+Decode = Callable[[Any], Any] | None
+
+
+def library_source() -> str:
+    """The Lua function library, as shipped in the package."""
+    return resources.files("faktory_fast").joinpath("lua/faktory.lua").read_text()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+def _info(reply: list) -> dict[str, Any]:
+    (processed, failures, scheduled, retries, dead, working, workers, conns, cmds,
+     tasks, queues) = reply
+    return {
+        "processed": processed, "failures": failures, "scheduled": scheduled,
+        "retries": retries, "dead": dead, "working": working, "workers": workers,
+        "connections": conns, "commands": cmds,
+        "tasks": {_text(k): float(v) for k, v in _pairs(tasks)},
+        "queues": {_text(k): v for k, v in _pairs(queues)},
+    }
+
+
+class Store:
+    """Redis access for the server, the scheduler and the web UI."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        # call(decode, *command) -> reply or awaitable of reply
+        self._call = call
+
+    @classmethod
+    def for_async(cls, conn: Any) -> "Store":
+        """Over an ``aredis.RedisConnection``: methods return awaitables."""
+        execute = conn.execute
+
+        async def decoded(fut: Awaitable[Any], decode: Callable[[Any], Any]) -> Any:
+            return decode(await fut)
+
+        def call(decode: Decode, *args: Any) -> Any:
+            fut = execute(*args)
+            return fut if decode is None else decoded(fut, decode)
+
+        return cls(call)
+
+    @classmethod
+    def for_sync(cls, url: str) -> "Store":
+        """Over a redis-py client of its own (for the web UI): methods return values.
+
+        RESP2 and no reply post-processing, so both executors see the same raw values.
+        """
+        import redis
+
+        target = parse_redis_url(url)
+        common = {"db": target["db"], "password": target["password"], "protocol": 2}
+        if "path" in target:
+            client = redis.Redis(unix_socket_path=target["path"], **common)
+        else:
+            client = redis.Redis(host=target["host"], port=target["port"],
+                                 ssl=target.get("ssl", False), **common)
+        client.response_callbacks.clear()
+        execute = client.execute_command
+
+        def call(decode: Decode, *args: Any) -> Any:
+            reply = execute(*args)
+            return reply if decode is None else decode(reply)
+
+        return cls(call)
+
+    def _fcall(self, decode: Decode, function: str, *args: Any) -> Any:
+        return self._call(decode, "FCALL", function, 0, *args)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def load_library(self) -> Any:
+        """Install (or replace) our function library."""
+        return self._call(None, "FUNCTION", "LOAD", "REPLACE", library_source())
+
+    def server_version(self) -> Any:
+        """Redis's INFO server section as text."""
+        return self._call(_text, "INFO", "server")
+
+    def legacy_reservations(self) -> Any:
+        """Faktory-format ``working`` members (reservation JSON) with scores, for migration."""
+        def pick(flat: list) -> list[tuple[bytes, float]]:
+            return [(m, float(s)) for m, s in _pairs(flat) if m[:1] == b"{"]
+        return self._call(pick, "ZRANGE", keys.WORKING, 0, -1, "WITHSCORES")
+
+    def migrate_reservation(self, member: bytes, jid: str, record: bytes, score: float) -> Any:
+        return self._fcall(None, "ff_migrate_reservation", member, jid, record, repr(score))
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def push(self, jobs: Iterable[Any]) -> Any:
+        """Store prepared jobs (``jobs.Prepared``): enqueue now or schedule."""
+        args: list[Any] = []
+        for p in jobs:
+            args += (p.queue, p.priority, p.payload, p.at_score)
+        return self._fcall(None, "ff_push", len(args) // 4, *args)
+
+    def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
+              queues: Sequence[Any]) -> Any:
+        """Reserve the next job: [job, rid], or 0 (empty), -1 (worker quiet), -2 (all paused)."""
+        return self._fcall(None, "ff_fetch", wid, proc, now, default_reserve, *queues)
+
+    def ack(self, jid: Any, day: str) -> Any:
+        """1 if the reservation existed (and is now done), else 0."""
+        return self._fcall(None, "ff_ack", jid, day)
+
+    def fail(self, jid: str, rid: Any, day: str, outcome: str, payload: bytes, score: str) -> Any:
+        """[1] done, [0] no such reservation, [2, record]: recompute from that record."""
+        return self._fcall(None, "ff_fail", jid, rid, day, outcome, payload, score)
+
+    def reservation(self, jid: str) -> Any:
+        """The reservation record of ``jid`` or None."""
+        return self._call(None, "HGET", keys.RESERVATIONS, jid)
+
+    def reservations(self, limit: int = 1000) -> Any:
+        """Up to ``limit`` reservation records (jobs in progress), soonest to expire first."""
+        def records(reply: list) -> list:
+            return [r for r in reply if r is not None]
+        return self._fcall(records, "ff_reservations", limit)
+
+    def expired(self, now: str, limit: int) -> Any:
+        """Reservation records whose time is up."""
+        return self._fcall(None, "ff_expired", now, limit)
+
+    def due(self, zset: str, now: str, limit: int) -> Any:
+        """Members of a sorted set whose score is ``<= now``, oldest first."""
+        return self._call(None, "ZRANGEBYSCORE", zset, "-inf", now, "LIMIT", 0, limit)
+
+    def enqueue_from(self, zset: str, moves: Sequence[tuple[bytes, str, int, bytes]]) -> Any:
+        """Move (member, queue, priority, payload) entries from a sorted set to their queues."""
+        args: list[Any] = []
+        for move in moves:
+            args += move
+        return self._fcall(None, "ff_enqueue_from", zset, len(moves), *args)
+
+    def purge_dead(self, now: str) -> Any:
+        """Forget dead jobs past their retention."""
+        return self._call(None, "ZREMRANGEBYSCORE", keys.DEAD, "-inf", now)
+
+    def mutate(self, cmd: str, target: str, dead_score: str, mode: str, pattern: str,
+               extra: Sequence[str]) -> Any:
+        return self._fcall(None, "ff_mutate", cmd, target, dead_score, mode, pattern, *extra)
+
+    # -- queues --------------------------------------------------------------------------------
+    def queue_op(self, sub: str, names: Sequence[str]) -> Any:
+        """QUEUE PAUSE | RESUME | REMOVE (``*`` = every queue)."""
+        return self._fcall(None, "ff_queue", sub, *names)
+
+    def queue_heads(self, names: Sequence[str]) -> Any:
+        """Per queue, the next-to-run job of each of its priority lists."""
+        return self._fcall(None, "ff_queue_heads", *names)
+
+    def flush(self) -> Any:
+        return self._fcall(None, "ff_flush")
+
+    def info(self) -> Any:
+        """Counters, set sizes, queue sizes, connections and task stats as a dict."""
+        return self._fcall(_info, "ff_info")
+
+    # -- workers and processes -------------------------------------------------------------
+    def hello(self, proc: str, max_conns: int, wid: str, hostname: str, pid: Any,
+              labels: bytes, v: Any, now: str) -> Any:
+        """0, or the connection count that would exceed ``max_conns``."""
+        return self._fcall(None, "ff_hello", proc, max_conns, wid, hostname, pid, labels, v, now)
+
+    def bye(self, proc: str, wid: str) -> Any:
+        return self._fcall(None, "ff_bye", proc, wid)
+
+    def beat(self, wid: str, now: str, state: str, rss_kb: Any) -> Any:
+        """The worker's state after this heartbeat, or None for an unknown wid."""
+        return self._fcall(lambda r: _text(r) if r else None, "ff_beat", wid, now, state, rss_kb)
+
+    def signal_workers(self, state: str, wids: Sequence[str]) -> Any:
+        """Quiet or terminate workers (``*`` = all)."""
+        return self._fcall(None, "ff_signal", state, *wids)
+
+    def reap_workers(self, cutoff: str) -> Any:
+        return self._fcall(None, "ff_reap_workers", cutoff)
+
+    def workers(self) -> Any:
+        """Every registered worker as a dict of its fields."""
+        def decode(reply: list) -> list[dict[str, str]]:
+            return [{_text(k): _text(v) for k, v in _pairs(h)} for h in reply if h]
+        return self._fcall(decode, "ff_workers")
+
+    def count_commands(self, proc: str, n: int) -> Any:
+        return self._call(None, "HINCRBY", keys.COMMANDS, proc, n)
+
+    def process_gone(self, proc: str) -> Any:
+        return self._fcall(None, "ff_process_gone", proc)
+
+    def set_task_stats(self, fields: dict[str, float]) -> Any:
+        args: list[Any] = []
+        for k, v in fields.items():
+            args += (k, repr(float(v)) if isinstance(v, float) else v)
+        return self._call(None, "HSET", keys.TASKS, *args)
+
+
+def process_id() -> str:
+    """A name for this server process, unique across restarts and hosts."""
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"

@@ -1,0 +1,94 @@
+"""One server process: serves client connections on the socket the supervisor bound.
+
+Started by the supervisor as ``python -m faktory_fast.worker`` with the listening socket
+inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+import orjson
+import uvloop
+
+from faktory_fast import aredis, keys, log as logsetup, resp, wire
+from faktory_fast.lifecycle import Lifecycle
+from faktory_fast.server import Connection, ServerState
+from faktory_fast.store import Store
+
+log = logging.getLogger("faktory_fast")
+
+COMMAND_REPORT_INTERVAL = 1.0
+SHUTDOWN_GRACE = 5.0
+
+
+async def serve(settings: dict[str, Any]) -> int:
+    """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1)."""
+    loop = asyncio.get_running_loop()
+    proc = settings["proc"]
+    lc: Lifecycle | None = None
+
+    def on_message(msg: list) -> None:
+        channel, data = msg[1], msg[2].decode()
+        if lc is None:
+            return
+        if channel == b"ff:ctl":
+            lc.on_control(data)
+        else:
+            lc.on_wake(data)
+
+    sub = await aredis.connect(settings["redis_url"], on_push=on_message)
+    conn = await aredis.connect(settings["redis_url"])
+    store = Store.for_async(conn)
+    lc = Lifecycle(store, proc, settings["started_at"])
+    await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
+    await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
+    state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"])
+    sock = socket.socket(fileno=settings["fd"])
+    server = await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
+    log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,
+              wire.IMPLEMENTATION, resp.IMPLEMENTATION)
+
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(0))
+
+    async def report_commands() -> None:
+        while True:
+            await asyncio.sleep(COMMAND_REPORT_INTERVAL)
+            n, lc.commands = lc.commands, 0
+            if n:
+                await store.count_commands(proc, n)
+
+    reporter = asyncio.ensure_future(report_commands())
+    done, _ = await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+    reporter.cancel()
+    if stop not in done:
+        log.error("Lost the connection to Redis; process %s exits", proc)
+        return 1
+    server.close()
+    state.shutdown()
+    deadline = loop.time() + SHUTDOWN_GRACE
+    while any(c.busy for c in state.connections) and loop.time() < deadline:
+        await asyncio.sleep(0.01)  # in-flight commands finish their Redis round trip
+    for c in list(state.connections):
+        c.write_and_close(b"")
+    if lc.commands:
+        await store.count_commands(proc, lc.commands)
+    conn.close()
+    sub.close()
+    return 0
+
+
+def main() -> None:
+    settings = orjson.loads(sys.stdin.buffer.read())
+    logsetup.setup(settings["log_level"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    sys.exit(uvloop.run(serve(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Shared fixtures: one real server (2 processes, child Redis) for the session, flushed per test."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.support import Client, FaktoryServer
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    srv = FaktoryServer(str(tmp_path_factory.mktemp("faktory")), processes=2).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: FaktoryServer) -> Iterator[Client]:
+    c = server.client()
+    assert c.call("FLUSH") == "OK"
+    yield c
+    c.close()

@@ -1,0 +1,243 @@
+"""Test support: run a real faktory_fast server (with its child Redis) and talk to it.
+
+``FaktoryServer`` starts ``python -m faktory_fast`` as users do; ``Client`` is a deliberately
+plain blocking socket client so tests see the exact bytes on the wire.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FaktoryServer:
+    """A faktory_fast server process on a free port with its own storage dir."""
+
+    def __init__(self, data_dir: str, processes: int = 2, password: str | None = None,
+                 env: dict[str, str] | None = None, args: list[str] | None = None,
+                 web: bool = False) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.web_port = free_port() if web else 0
+        self.password = password
+        self.processes = processes
+        self.extra_env = env or {}
+        self.args = args or []
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"tcp://{auth}127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "FaktoryServer":
+        env = dict(os.environ, **self.extra_env)
+        env.pop("FAKTORY_PASSWORD", None)
+        if self.password:
+            env["FAKTORY_PASSWORD"] = self.password
+        web = f"127.0.0.1:{self.web_port}" if self.web_port else ":0"
+        cmd = [sys.executable, "-m", "faktory_fast", "-b", f"127.0.0.1:{self.port}", "-w", web,
+               "-d", self.data_dir, "-c", os.path.join(self.data_dir, "conf"),
+               "--processes", str(self.processes), *self.args]
+        self._listening.clear()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env, cwd=ROOT, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.lines))
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if "Listening on" in line:
+                self._listening.set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def redis(self) -> redis.Redis:
+        """A redis-py client on the child Redis (for white-box assertions)."""
+        return redis.Redis(unix_socket_path=os.path.join(self.data_dir, "redis.sock"))
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the server processes (children of the master running faktory_fast.worker)."""
+        assert self.proc is not None
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.proc.pid and b"faktory_fast.worker" in cmdline:
+                out.append(int(entry))
+        return sorted(out)
+
+    def client(self, **kw: Any) -> "Client":
+        kw.setdefault("password", self.password)
+        return Client("127.0.0.1", self.port, **kw)
+
+
+class ReplyError(Exception):
+    """A ``-`` line from the server; str() is the text after the dash."""
+
+
+class Client:
+    """A blocking Faktory protocol client that shows raw replies."""
+
+    def __init__(self, host: str, port: int, password: str | None = None, wid: str | None = None,
+                 hello: bool = True, timeout: float = 10, v: int | None = 2, **hello_fields: Any) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.hi = self.read_reply()
+        if hello:
+            payload: dict[str, Any] = {"hostname": "test", "pid": os.getpid(), "labels": ["pytest"]}
+            if v is not None:
+                payload["v"] = v
+            if wid:
+                payload["wid"] = wid
+            payload.update(hello_fields)
+            greeting = json.loads(self.hi[3:])
+            if password and "s" in greeting:
+                rounds = greeting["i"] if (v or 0) >= 2 else 1
+                payload["pwdhash"] = pwdhash(password, greeting["s"], rounds)
+            self.send("HELLO " + json.dumps(payload))
+            ok = self.read_reply()
+            if ok != "OK":
+                raise ReplyError(f"handshake failed: {ok!r}")
+
+    def send(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
+        self.sock.sendall(data + b"\r\n")
+
+    def _readline(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by the server")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_reply(self) -> Any:
+        """'+X' -> 'X'; '-X' -> raises ReplyError; '$n' -> str or None."""
+        line = self._readline()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise ReplyError(rest.decode())
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed by the server")
+                self.buf += chunk
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data.decode()
+        if kind == b":":
+            return int(rest)
+        raise AssertionError(f"unexpected reply {line!r}")
+
+    def call(self, line: str | bytes) -> Any:
+        self.send(line)
+        return self.read_reply()
+
+    def push(self, job: dict) -> Any:
+        return self.call("PUSH " + json.dumps(job))
+
+    def fetch(self, *queues: str) -> dict | None:
+        reply = self.call("FETCH " + " ".join(queues or ("default",)))
+        return json.loads(reply) if reply else None
+
+    def ack(self, jid: str) -> Any:
+        return self.call("ACK " + json.dumps({"jid": jid}))
+
+    def fail(self, jid: str, errtype: str = "RuntimeError", message: str = "boom",
+             backtrace: list[str] | None = None) -> Any:
+        return self.call("FAIL " + json.dumps({"jid": jid, "errtype": errtype, "message": message,
+                                                "backtrace": backtrace or []}))
+
+    def info(self) -> dict:
+        return json.loads(self.call("INFO"))
+
+    def closed_by_server(self, timeout: float = 5) -> bool:
+        """True if the server closes the connection (EOF) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def pwdhash(password: str, salt: str, iterations: int) -> str:
+    digest = hashlib.sha256((password + salt).encode()).digest()
+    for _ in range(iterations - 1):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+def job(jobtype: str = "TestJob", args: list | None = None, **fields: Any) -> dict:
+    """A job payload with a fresh jid."""
+    out = {"jid": uuid.uuid4().hex, "jobtype": jobtype, "args": args if args is not None else [1, "x"]}
+    out.update(fields)
+    return out
+
+
+def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.02) -> Any:
+    """Poll a condition the server changes on its own clock (scheduler, reaper) until true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

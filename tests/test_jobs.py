@@ -1,0 +1,175 @@
+"""Unit tests of job validation, encoding, timestamps and the failure rules (no I/O)."""
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from faktory_fast import jobs
+from faktory_fast.jobs import JobError
+
+NOW = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
+
+
+def test_rfc3339_trims_trailing_zeros() -> None:
+    assert jobs.rfc3339(NOW) == "2026-01-01T00:00:00.123456789Z"
+    assert jobs.rfc3339(1_767_225_600_100_000_000) == "2026-01-01T00:00:00.1Z"
+    assert jobs.rfc3339(1_767_225_600_000_000_000) == "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2026-01-01T00:00:00Z", 1_767_225_600_000_000_000),
+    ("2026-01-01T00:00:00.5Z", 1_767_225_600_500_000_000),
+    ("2026-01-01T01:00:00+01:00", 1_767_225_600_000_000_000),
+    ("2025-12-31T19:00:00.123456789-05:00", 1_767_225_600_123_456_789),
+])
+def test_parse_rfc3339(text: str, expected: int) -> None:
+    assert jobs.parse_rfc3339(text) == expected
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2026-01-01", "2026-01-01 00:00:00Z",
+                                  "2026-02-30T00:00:00Z", "2026-01-01T00:00:00"])
+def test_parse_rfc3339_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        jobs.parse_rfc3339(text)
+
+
+def test_prepare_defaults_and_order() -> None:
+    p = jobs.prepare({"args": [1], "jobtype": "T", "jid": "abcdefgh", "extra": 1, "priority": 5}, NOW)
+    assert p.queue == "default" and p.priority == 5 and p.at_score == ""
+    doc = orjson.loads(p.payload)
+    assert list(doc) == ["retry", "jid", "queue", "jobtype", "created_at", "enqueued_at", "args"]
+    assert doc["retry"] == 25
+    assert doc["created_at"] == doc["enqueued_at"] == jobs.rfc3339(NOW)
+
+
+def test_prepare_keeps_retry_zero_and_null_means_default() -> None:
+    assert orjson.loads(jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "retry": 0},
+                                     NOW).payload)["retry"] == 0
+    assert orjson.loads(jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "retry": None},
+                                     NOW).payload)["retry"] == 25
+
+
+@pytest.mark.parametrize("job,message", [
+    ({"jid": "short", "jobtype": "T", "args": []}, "jobs must have a reasonable jid parameter"),
+    ({"jobtype": "T", "args": []}, "jobs must have a reasonable jid parameter"),
+    ({"jid": "abcdefgh", "args": []}, "jobs must have a jobtype parameter"),
+    ({"jid": "abcdefgh", "jobtype": "T"}, "jobs must have an args parameter"),
+    ({"jid": "abcdefgh", "jobtype": "T", "args": None}, "jobs must have an args parameter"),
+    ({"jid": "abcdefgh", "jobtype": "T", "args": [], "reserve_for": 86401},
+     "jobs cannot be reserved for more than one day"),
+    ({"jid": "abcdefgh", "jobtype": "T", "args": [], "queue": "bad queue"},
+     'cannot get "bad queue" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z'),
+])
+def test_prepare_validation_messages(job: dict, message: str) -> None:
+    with pytest.raises(JobError) as exc:
+        jobs.prepare(job, NOW)
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("job", [
+    {"jid": "abcdefgh", "jobtype": "T", "args": {}},
+    {"jid": "abcdefgh", "jobtype": "T", "args": [], "retry": "5"},
+    {"jid": "abcdefgh", "jobtype": "T", "args": [], "reserve_for": 60.5},
+    {"jid": "abcdefgh", "jobtype": "T", "args": [], "custom": []},
+    {"jid": "abcdefgh", "jobtype": "T", "args": [], "retry": True},
+    ["not", "an", "object"],
+])
+def test_type_errors_are_invalid_json(job: object) -> None:
+    with pytest.raises(JobError) as exc:
+        jobs.prepare(job, NOW)
+    assert str(exc.value).startswith("invalid JSON: json: cannot unmarshal")
+
+
+def test_bad_at_timestamp() -> None:
+    with pytest.raises(JobError) as exc:
+        jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "at": "soon"}, NOW)
+    assert str(exc.value).startswith("invalid timestamp for 'at': \"soon\": parsing time")
+
+
+def test_future_at_is_scheduled_without_queue_check() -> None:
+    p = jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "queue": "bad queue",
+                      "at": "2099-01-01T00:00:00Z"}, NOW)
+    assert p.at_score == "4070908800.000000000"
+    assert "enqueued_at" not in orjson.loads(p.payload)
+
+
+def test_past_at_enqueues_and_keeps_at() -> None:
+    p = jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "at": "2000-01-01T00:00:00Z"}, NOW)
+    doc = orjson.loads(p.payload)
+    assert p.at_score == "" and doc["at"] == "2000-01-01T00:00:00Z" and "enqueued_at" in doc
+
+
+def test_priority_is_clamped_and_kept_only_when_not_default() -> None:
+    base = {"jid": "abcdefgh", "jobtype": "T", "args": []}
+    assert jobs.prepare({**base, "priority": 9}, NOW).priority == 9
+    assert jobs.prepare({**base, "priority": 42}, NOW).priority == 9
+    assert jobs.prepare({**base, "priority": 0}, NOW).priority == 1
+    assert jobs.prepare({**base, "priority": "high"}, NOW).priority == 5
+    assert orjson.loads(jobs.prepare({**base, "priority": 2}, NOW).payload)["priority"] == 2
+
+
+def test_backoff_formula_bounds() -> None:
+    for count in (0, 1, 5, 24):
+        values = {jobs.backoff(count, random.Random(seed)) for seed in range(200)}
+        assert min(values) >= count**4 + 15
+        assert max(values) <= count**4 + 15 + 29 * (count + 1)
+
+
+def _job(**fields: object) -> bytes:
+    return orjson.dumps({"retry": 25, "jid": "abcdefgh", "queue": "default", "jobtype": "T",
+                         "args": [], **fields})
+
+
+def test_first_failure_schedules_retry() -> None:
+    info = jobs.FailInfo("E", "msg", ["a", "b"])
+    outcome, payload, score = jobs.apply_failure(_job(), info, NOW, random.Random(1))
+    doc = orjson.loads(payload)
+    assert outcome == "retry"
+    f = doc["failure"]
+    assert list(f) == ["failed_at", "next_at", "message", "errtype", "backtrace", "retry_count",
+                       "remaining"]
+    assert f["retry_count"] == 0 and f["remaining"] == 25 and f["failed_at"] == jobs.rfc3339(NOW)
+    delay = float(score) - NOW / 1e9
+    assert 15 <= delay <= 44
+    assert list(doc)[:2] == ["retry", "failure"]
+
+
+def test_later_failure_counts_and_keeps_failed_at() -> None:
+    first = {"failed_at": "2020-01-01T00:00:00Z", "retry_count": 3, "remaining": 22,
+             "message": "old", "errtype": "Old"}
+    outcome, payload, _ = jobs.apply_failure(_job(failure=first), jobs.FailInfo("E", "new", []), NOW)
+    f = orjson.loads(payload)["failure"]
+    assert outcome == "retry"
+    assert (f["retry_count"], f["remaining"], f["failed_at"], f["message"]) == (4, 21, "2020-01-01T00:00:00Z", "new")
+    assert "backtrace" not in f
+
+
+def test_exhausted_retries_die_and_zero_discards_and_negative_dies() -> None:
+    info = jobs.FailInfo("E", "m", [])
+    done = {"failed_at": "x", "retry_count": 1, "remaining": 1}
+    outcome, _, score = jobs.apply_failure(_job(retry=2, failure=done), info, NOW)
+    assert outcome == "dead" and float(score) == pytest.approx(NOW / 1e9 + 180 * 86400)
+    assert jobs.apply_failure(_job(retry=0), info, NOW)[0] == "discard"
+    outcome, payload, _ = jobs.apply_failure(_job(retry=-1), info, NOW)
+    assert outcome == "dead" and orjson.loads(payload)["failure"]["remaining"] == -1
+
+
+def test_fail_info_cleansing() -> None:
+    jid, info = jobs.fail_info(orjson.dumps({"jid": "j1", "errtype": "  ", "message": "x" * 2000,
+                                             "backtrace": [str(i) for i in range(80)]}))
+    assert jid == "j1" and info.errtype == "unknown" and len(info.message) == 1000
+    assert len(info.backtrace) == 50
+    with pytest.raises(JobError, match="missing JID"):
+        jobs.fail_info(b'{"message":"m"}')
+    with pytest.raises(JobError, match="invalid FAIL"):
+        jobs.fail_info(b'{"jid":1}')
+
+
+def test_requeue_refreshes_enqueued_at_and_drops_bad_queues() -> None:
+    queue, prio, payload = jobs.requeue(_job(enqueued_at="2000-01-01T00:00:00Z"), NOW)
+    assert (queue, prio) == ("default", 5)
+    assert orjson.loads(payload)["enqueued_at"] == jobs.rfc3339(NOW)
+    assert jobs.requeue(_job(queue="no way"), NOW)[0] == ""
+    assert jobs.requeue(b"not json", NOW)[0] == ""

@@ -1,0 +1,234 @@
+"""The Redis function library (lua/faktory.lua) through Store, on a real child Redis."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import orjson
+import pytest
+import redis as redislib
+
+from faktory_fast import jobs, keys
+from faktory_fast.redis_child import RedisChild
+from faktory_fast.store import Store
+
+NOW = "1767225600.000000000"
+LATER = "1767229200.000000000"
+
+
+@pytest.fixture(scope="module")
+def redis_child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisChild]:
+    child = RedisChild(str(tmp_path_factory.mktemp("redis")))
+    child.start()
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def r(redis_child: RedisChild) -> Iterator[redislib.Redis]:
+    client = redislib.Redis(unix_socket_path=redis_child.socket_path)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis_child: RedisChild, r: redislib.Redis) -> Store:
+    s = Store.for_sync(redis_child.url)
+    s.load_library()
+    return s
+
+
+def push(store: Store, queue: str = "default", priority: int = 5, at: str = "", **fields: object) -> str:
+    job = {"jid": os.urandom(8).hex(), "jobtype": "T", "args": [], "queue": queue, **fields}
+    if priority != 5:
+        job["priority"] = priority
+    p = jobs.prepare(job, 1_767_225_600_000_000_000)
+    if at:
+        p.at_score = at
+    store.push([p])
+    return p.jid
+
+
+def fetch(store: Store, *queues: str, wid: str = "") -> object:
+    return store.fetch(wid, "proc1", NOW, 1800, queues or ("default",))
+
+
+def jid_of(res: object) -> str:
+    assert isinstance(res, list), res
+    return orjson.loads(res[0])["jid"]
+
+
+def test_redis_has_no_tcp_port_and_socket_is_private(redis_child: RedisChild, r: redislib.Redis) -> None:
+    assert r.config_get("port")["port"] == "0"
+    assert r.config_get("appendonly")["appendonly"] == "yes"
+    assert r.config_get("appendfsync")["appendfsync"] == "everysec"
+    assert oct(os.stat(redis_child.socket_path).st_mode & 0o777) == "0o700"
+
+
+def test_push_fetch_reserves(store: Store, r: redislib.Redis) -> None:
+    jid = push(store)
+    assert r.smembers(keys.QUEUES) == {b"default"}
+    res = fetch(store)
+    assert jid_of(res) == jid and res[2] == jid.encode()
+    assert r.zscore(keys.WORKING, jid) == pytest.approx(float(NOW) + 1800)
+    record = orjson.loads(r.hget(keys.RESERVATIONS, jid))
+    assert record["rid"] == res[1] and record["job"]["jid"] == jid
+    assert fetch(store) == 0
+    assert r.smembers(keys.waiters("default")) == {b"proc1"}
+
+
+def test_reserve_for_is_clamped(store: Store, r: redislib.Redis) -> None:
+    a = push(store, reserve_for=5)
+    b = push(store, reserve_for=7200)
+    fetch(store), fetch(store)
+    assert r.zscore(keys.WORKING, a) == pytest.approx(float(NOW) + 60)
+    assert r.zscore(keys.WORKING, b) == pytest.approx(float(NOW) + 7200)
+
+
+def test_strict_queue_order_and_fifo(store: Store) -> None:
+    low1, low2 = push(store, "low"), push(store, "low")
+    high = push(store, "high")
+    assert jid_of(fetch(store, "high", "low")) == high
+    assert jid_of(fetch(store, "high", "low")) == low1
+    assert jid_of(fetch(store, "high", "low")) == low2
+
+
+def test_priorities_within_a_queue(store: Store, r: redislib.Redis) -> None:
+    normal = push(store)
+    low = push(store, priority=1)
+    urgent = push(store, priority=9)
+    urgent2 = push(store, priority=9)
+    assert r.llen("q:default:p9") == 2 and r.llen("q:default") == 1
+    assert store.info()["queues"] == {"default": 4}
+    order = [jid_of(fetch(store)) for _ in range(4)]
+    assert order == [urgent, urgent2, normal, low]
+    assert not r.sismember(keys.PRIORITY_QUEUES, "default") or fetch(store) == 0
+
+
+def test_paused_and_quiet(store: Store, r: redislib.Redis) -> None:
+    push(store, "a")
+    store.queue_op("PAUSE", ["a", "never-seen"])
+    assert r.smembers(keys.PAUSED) == {b"a"}
+    assert fetch(store, "a") == -2
+    assert fetch(store, "a", "b") == -3
+    store.queue_op("RESUME", ["*"])
+    store.hello("p", 100, "w1", "host", 1, b"[]", 2, NOW)
+    store.signal_workers("quiet", ["w1"])
+    assert fetch(store, "a", wid="w1") == -1
+    assert isinstance(fetch(store, "a", wid="w2"), list)
+
+
+def test_ack_and_counters(store: Store, r: redislib.Redis) -> None:
+    jid = push(store)
+    fetch(store)
+    assert store.ack(jid, "2026-01-01") == 1
+    assert store.ack(jid, "2026-01-01") == 0
+    assert r.get(keys.PROCESSED) == b"1" and r.get("processed:2026-01-01") == b"1"
+    assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
+
+
+def test_fail_needs_the_current_token(store: Store, r: redislib.Redis) -> None:
+    jid = push(store)
+    res = fetch(store)
+    rid = res[1]
+    stale = store.fail(jid, rid + 1000, "2026-01-01", "retry", b"{}", LATER)
+    assert stale[0] == 2 and orjson.loads(stale[1])["rid"] == rid
+    assert store.fail(jid, "", "2026-01-01", "", b"", "")[0] == 2
+    assert store.fail(jid, rid, "2026-01-01", "retry", b'{"x":1}', LATER) == [1]
+    assert r.zrange(keys.RETRIES, 0, -1, withscores=True) == [(b'{"x":1}', float(LATER))]
+    assert r.get(keys.FAILURES) == b"1" and r.get(keys.PROCESSED) == b"1"
+    assert store.fail(jid, rid, "2026-01-01", "retry", b"{}", LATER) == [0]
+
+
+def test_expired_and_enqueue_from(store: Store, r: redislib.Redis) -> None:
+    jid = push(store, reserve_for=60)
+    fetch(store)
+    assert store.expired(NOW, 10) == []
+    records = store.expired("1767225661", 10)
+    assert [orjson.loads(x)["job"]["jid"] for x in records] == [jid]
+    member = r.zrange(keys.SCHEDULED, 0, -1)
+    assert member == []
+    push(store, at=NOW)
+    due = store.due(keys.SCHEDULED, LATER, 10)
+    assert len(due) == 1
+    moves = [(due[0], "default", 5, b'{"jid":"moved"}')]
+    assert store.enqueue_from(keys.SCHEDULED, moves) == 1
+    assert store.enqueue_from(keys.SCHEDULED, moves) == 0  # never twice
+    assert r.lrange("q:default", 0, -1) == [b'{"jid":"moved"}']
+
+
+def test_push_wakes_registered_processes(store: Store, r: redislib.Redis) -> None:
+    assert fetch(store, "wq") == 0
+    pubsub = r.pubsub()
+    pubsub.subscribe(keys.wake_channel("proc1"))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    push(store, "wq")
+    msg = pubsub.get_message(timeout=2)
+    assert msg["data"] == b"wq"
+    assert not r.exists(keys.waiters("wq"))
+    pubsub.close()
+
+
+def test_workers_hello_beat_bye_reap(store: Store, r: redislib.Redis) -> None:
+    assert store.hello("p1", 3, "w1", "host", 42, b'["x"]', 2, NOW) == 0
+    assert store.hello("p2", 3, "w1", "other", 43, b"[]", 2, NOW) == 0
+    assert store.hello("p2", 3, "", "", 0, b"[]", 2, NOW) == 0
+    assert store.hello("p2", 3, "w2", "", 0, b"[]", 2, NOW) == 4  # over the cap
+    w = store.workers()
+    assert len(w) == 1 and w[0]["hostname"] == "host" and w[0]["conns"] == "2"
+    assert store.beat("w1", LATER, "", 100) == "running"
+    assert store.beat("w1", LATER, "terminate", "") == "terminate"
+    assert store.beat("w1", LATER, "quiet", "") == "terminate"  # never backwards
+    assert store.beat("nobody", LATER, "", "") is None
+    store.bye("p1", "w1")
+    assert store.beat("w1", LATER, "", "") == "terminate"
+    store.bye("p2", "w1")
+    assert store.beat("w1", LATER, "", "") is None
+    store.hello("p1", 10, "w3", "h", 1, b"[]", 2, NOW)
+    assert store.reap_workers(LATER) == 1 and store.workers() == []
+
+
+def test_flush_keeps_the_live_registry(store: Store, r: redislib.Redis) -> None:
+    store.hello("p1", 10, "w1", "h", 1, b"[]", 2, NOW)
+    push(store)
+    store.flush()
+    assert r.llen("q:default") == 0 and not r.exists(keys.QUEUES)
+    assert store.beat("w1", LATER, "", "") == "running"
+    assert store.info()["connections"] == 1
+
+
+def test_queue_remove_and_heads(store: Store, r: redislib.Redis) -> None:
+    push(store, "x")
+    push(store, "x", priority=2)
+    heads = store.queue_heads(["x", "nope"])
+    assert len(heads[0]) == 2 and heads[1] == []
+    store.queue_op("REMOVE", ["x"])
+    assert store.info()["queues"] == {} and r.keys("q:*") == []
+
+
+def test_mutate_filters_and_commands(store: Store, r: redislib.Redis) -> None:
+    j1 = push(store, at=LATER)
+    j2 = push(store, at=LATER)
+    r.zadd(keys.SCHEDULED, {orjson.dumps({"jid": "other123", "jobtype": "Other", "queue": "q2", "args": []}): 1})
+    store.mutate("kill", keys.SCHEDULED, LATER, "jids", "", [f'"jid":"{j1}"'])
+    assert [orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)] == [j1]
+    store.mutate("requeue", keys.SCHEDULED, LATER, "glob", '*"jobtype":"Other"*', [])
+    assert r.llen("q:q2") == 1 and r.zcard(keys.SCHEDULED) == 1
+    store.mutate("discard", keys.SCHEDULED, LATER, "glob", "*", ['"jobtype":"Nope"'])
+    assert r.zcard(keys.SCHEDULED) == 1
+    store.mutate("discard", keys.SCHEDULED, LATER, "glob", "*", ['"jobtype":"T"'])
+    assert r.zcard(keys.SCHEDULED) == 0
+    store.mutate("clear", keys.DEAD, LATER, "all", "", [])
+    assert r.zcard(keys.DEAD) == 0 and j2
+
+
+def test_migrates_faktory_reservations(store: Store, r: redislib.Redis) -> None:
+    job = {"jid": "legacy01", "jobtype": "T", "args": [], "queue": "default"}
+    member = orjson.dumps({"job": job, "reserved_at": "x", "expires_at": "y", "wid": "w"})
+    r.zadd(keys.WORKING, {member: 1767225600.5})
+    legacy = store.legacy_reservations()
+    assert legacy == [(member, 1767225600.5)]
+    store.migrate_reservation(member, "legacy01", b'{"rid":0,"job":{}}', 1767225600.5)
+    assert r.zrange(keys.WORKING, 0, -1) == [b"legacy01"]
+    assert store.legacy_reservations() == []

@@ -1,0 +1,1 @@
+"""The web UI and JSON stats (Falcon under gunicorn), installed as ``faktory_fast.web``."""
