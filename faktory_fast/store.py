@@ -218,6 +218,73 @@ class Store:
             args += (k, repr(float(v)) if isinstance(v, float) else v)
         return self._call(None, "HSET", keys.TASKS, *args)
 
+    # -- web UI ----------------------------------------------------------------------------------
+    def set_page(self, zset: str, offset: int, count: int) -> Any:
+        """(size of ``zset``, [(member, score), ...]) for one page in score order."""
+        def decode(reply: list) -> tuple[int, list[tuple[bytes, str]]]:
+            return reply[0], [(m, _text(sc)) for m, sc in _pairs(reply[1])]
+        return self._fcall(decode, "ff_web_set_page", zset, offset, count)
+
+    def set_entries(self, zset: str, entries: Sequence[tuple[str, str]]) -> Any:
+        """[(member, score), ...] of the entries named by (score, jid) that still exist."""
+        args = [x for entry in entries for x in entry]
+        return self._fcall(lambda r: [(m, _text(sc)) for m, sc in _pairs(r)],
+                           "ff_web_set_get", zset, *args)
+
+    def set_remove(self, zset: str, entries: Sequence[tuple[str, str]], kill_score: str = "") -> Any:
+        """Delete entries named by (score, jid); with ``kill_score`` move them to ``dead``."""
+        args = [x for entry in entries for x in entry]
+        action = "kill" if kill_score else "delete"
+        return self._fcall(None, "ff_web_set_remove", zset, action, kill_score, *args)
+
+    def set_filter(self, zset: str, cursor: str, scan_cap: int, want: int, jobtype: str,
+                   queue: str, text: str) -> Any:
+        """Scan ``zset`` from ``cursor`` for matching entries (bounded by ``scan_cap``).
+
+        Returns (next cursor, '0' when the scan is complete; entries scanned; [(member, score)]).
+        ``text`` matches case-insensitively.
+        """
+        def decode(reply: list) -> tuple[str, int, list[tuple[bytes, str]]]:
+            return _text(reply[0]), reply[1], [(m, _text(sc)) for m, sc in _pairs(reply[2])]
+        return self._fcall(decode, "ff_web_set_filter", zset, cursor, scan_cap, want, jobtype,
+                           queue, text.lower())
+
+    def queue_page(self, name: str, offset: int, count: int) -> Any:
+        """(size, [(priority, job), ...]) of one page of a queue, in the order FETCH takes them."""
+        def decode(reply: list) -> tuple[int, list[tuple[int, bytes]]]:
+            return reply[0], [(int(p), j) for p, j in _pairs(reply[1])]
+        return self._fcall(decode, "ff_web_queue_page", name, offset, count)
+
+    def queue_delete(self, name: str, jobs: Sequence[tuple[int, bytes]]) -> Any:
+        """Remove these (priority, job) entries from a queue; returns how many went."""
+        args = [x for entry in jobs for x in entry]
+        return self._fcall(None, "ff_web_queue_delete", name, *args)
+
+    def queue_list(self) -> Any:
+        """Every queue as (name, size, paused, [oldest job of each priority list])."""
+        def decode(reply: list) -> list[tuple[str, int, bool, list[bytes]]]:
+            return [(_text(n), size, bool(p), heads) for n, size, p, heads in reply]
+        return self._fcall(decode, "ff_web_queues")
+
+    def daily_counts(self, days: Sequence[str]) -> Any:
+        """[(processed, failures), ...] for each ``YYYY-MM-DD`` in ``days``."""
+        def decode(reply: list) -> list[tuple[int, int]]:
+            values = [int(v or 0) for v in reply]
+            return list(zip(values[0::2], values[1::2]))
+        names = [keys.daily(c, d) for d in days for c in (keys.PROCESSED, keys.FAILURES)]
+        return self._call(decode, "MGET", *names)
+
+    def redis_info(self) -> Any:
+        """Redis's full INFO as a dict of field -> text value."""
+        def decode(reply: Any) -> dict[str, str]:
+            out = {}
+            for line in _text(reply).splitlines():
+                if line and not line.startswith("#") and ":" in line:
+                    k, v = line.split(":", 1)
+                    out[k] = v.strip()
+            return out
+        return self._call(decode, "INFO")
+
 
 def process_id() -> str:
     """A name for this server process, unique across restarts and hosts."""

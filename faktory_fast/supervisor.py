@@ -89,6 +89,7 @@ class Supervisor:
         self.exit_code = 0
         self.stats = TaskStats()
         self._quick_deaths = 0
+        self._on_exit: Any = None  # set once the event loop runs
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -133,7 +134,13 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to reload yet"))
-        loop.add_signal_handler(signal.SIGCHLD, self._reap_children, store, stop)
+        self._on_exit = lambda: self._reap_children(store, stop)
+        for w in self.workers:
+            self._watch(w.proc)
+        if self.web is not None:
+            self._watch(self.web)
+        if self.redis is not None and self.redis.proc is not None:
+            self._watch(self.redis.proc)
 
         master = Lifecycle(store, process_id(), self.started_at)
         tasks = [asyncio.ensure_future(t) for t in (
@@ -201,6 +208,7 @@ class Supervisor:
         p.stdin.write(self._settings(proc_id))
         p.stdin.close()
         self.workers.append(WorkerProcess(p, proc_id, time.monotonic()))
+        self._watch(p)
         log.debug("Started server process %d (%s)", p.pid, proc_id)
 
     def _start_web(self) -> None:
@@ -215,7 +223,30 @@ class Supervisor:
         self.web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-b", bind_to, "-w", "1", "--threads", "4",
              "--log-level", "warning", "faktory_fast.web.app:create_app()"], env=env)
+        self._watch(self.web)
         log.info("Web UI at http://%s", bind_to)
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        """Call ``self._on_exit`` when ``proc`` ends (uvloop keeps SIGCHLD for itself)."""
+        if self._on_exit is None:
+            return  # before the loop runs: _main() adds the watchers
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll instead
+            def poll() -> None:
+                if proc.poll() is None:
+                    loop.call_later(0.5, poll)
+                else:
+                    self._on_exit()
+            loop.call_later(0.5, poll)
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._on_exit()
+        loop.add_reader(fd, exited)
 
     def _reap_children(self, store: Store, stop: asyncio.Future) -> None:
         if self.redis is not None and not self.redis.alive():

@@ -12,6 +12,7 @@ from tests.support import Client, FaktoryServer
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
     srv = FaktoryServer(str(tmp_path_factory.mktemp("faktory")), processes=2).start()
     yield srv
+    srv.close_clients()
     srv.stop()
 
 
@@ -20,4 +21,4 @@ def client(server: FaktoryServer) -> Iterator[Client]:
     c = server.client()
     assert c.call("FLUSH") == "OK"
     yield c
-    c.close()
+    server.close_clients()

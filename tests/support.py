@@ -44,6 +44,8 @@ class FaktoryServer:
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._listening = threading.Event()
+        self._pump_thread: threading.Thread | None = None
+        self.clients: list[Client] = []  # closed by stop(), so no test leaks a socket
 
     @property
     def url(self) -> str:
@@ -62,7 +64,8 @@ class FaktoryServer:
         self._listening.clear()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env, cwd=ROOT, text=True)
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         if not self._listening.wait(timeout):
             self.stop()
             raise RuntimeError("server did not start:\n" + "\n".join(self.lines))
@@ -78,13 +81,24 @@ class FaktoryServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:
             return None
+        self.close_clients()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        if self._pump_thread is not None:
+            self._pump_thread.join(10)  # EOF once every process holding the pipe is gone
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+    def close_clients(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.clients.clear()
 
     def redis(self) -> redis.Redis:
         """A redis-py client on the child Redis (for white-box assertions)."""
@@ -110,7 +124,10 @@ class FaktoryServer:
 
     def client(self, **kw: Any) -> "Client":
         kw.setdefault("password", self.password)
-        return Client("127.0.0.1", self.port, **kw)
+        c = Client.__new__(Client)
+        self.clients.append(c)
+        c.__init__("127.0.0.1", self.port, **kw)  # registered first: closed even if HELLO fails
+        return c
 
 
 class ReplyError(Exception):
@@ -119,6 +136,8 @@ class ReplyError(Exception):
 
 class Client:
     """A blocking Faktory protocol client that shows raw replies."""
+
+    sock: socket.socket | None = None
 
     def __init__(self, host: str, port: int, password: str | None = None, wid: str | None = None,
                  hello: bool = True, timeout: float = 10, v: int | None = 2, **hello_fields: Any) -> None:
@@ -214,7 +233,8 @@ class Client:
             return True
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
 
 
 def pwdhash(password: str, salt: str, iterations: int) -> str:
@@ -241,3 +261,47 @@ def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.02) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def serving_pid(client: Client, server: FaktoryServer) -> int:
+    """Which server process holds the other end of this client's connection."""
+    cport = client.sock.getsockname()[1]
+    want = f"0100007F:{server.port:04X} 0100007F:{cport:04X}"
+    inode = None
+    with open("/proc/net/tcp") as fh:
+        for line in fh:
+            parts = line.split()
+            if f"{parts[1]} {parts[2]}" == want:
+                inode = parts[9]
+    assert inode, "connection not found in /proc/net/tcp"
+    for pid in server.worker_pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError("no server process holds the connection")
+
+
+def clients_on_distinct_processes(server: FaktoryServer, n: int = 2, **kw: Any) -> list[Client]:
+    """Open connections until ``n`` of them are served by ``n`` different processes."""
+    by_pid: dict[int, Client] = {}
+    spare: list[Client] = []
+    for _ in range(200):
+        c = server.client(**kw)
+        pid = serving_pid(c, server)
+        if pid in by_pid:
+            spare.append(c)
+        else:
+            by_pid[pid] = c
+        if len(by_pid) == n:
+            break
+    for c in spare:
+        c.close()
+    assert len(by_pid) == n, "the kernel never spread connections over the processes"
+    return list(by_pid.values())

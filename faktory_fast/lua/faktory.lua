@@ -323,10 +323,10 @@ end
 -- ff_flush(): FLUSHDB, but the live registry of processes, connections and workers survives
 -- (they are still connected); everything about jobs and queues is gone. Publishes 'flush' on
 -- ff:ctl so processes drop what they cached about empty queues.
--- Keys: all; keeps ff:conns, ff:cmds, ff:wids, ff:w:<wid>.
+-- Keys: all; keeps ff:conns, ff:cmds, ff:tasks, ff:wids, ff:w:<wid>.
 local function ff_flush(keys, args)
   local keep = {}
-  for _, k in ipairs({'ff:conns', 'ff:cmds'}) do keep[k] = redis.call('HGETALL', k) end
+  for _, k in ipairs({'ff:conns', 'ff:cmds', 'ff:tasks'}) do keep[k] = redis.call('HGETALL', k) end
   local beats = redis.call('ZRANGE', 'ff:wids', 0, -1, 'WITHSCORES')
   local workers = {}
   for i = 1, #beats, 2 do workers[beats[i]] = redis.call('HGETALL', 'ff:w:' .. beats[i]) end
@@ -483,6 +483,144 @@ local function ff_workers(keys, args)
   return out
 end
 
+-- web UI ------------------------------------------------------------------------------------
+-- Read-mostly helpers for the web UI (web/). Sorted-set entries are named by (score, jid): the
+-- score string exactly as Redis returned it, and the entry's JSON containing '"jid":"<jid>"'.
+
+-- Members of `set` with exactly `score` whose JSON names `jid`. Keys: <set>.
+local function entries_at(set, score, jid)
+  local found = {}
+  local needle = '"jid":"' .. jid .. '"'
+  for _, m in ipairs(redis.call('ZRANGE', set, score, score, 'BYSCORE')) do
+    if string.find(m, needle, 1, true) then found[#found + 1] = m end
+  end
+  return found
+end
+
+-- ff_web_set_page(set, offset, count): {size, {member, score, ...}} in score order.
+-- Keys: <set>.
+local function ff_web_set_page(keys, args)
+  local offset = tonumber(args[2])
+  local stop = offset + tonumber(args[3]) - 1
+  return {redis.call('ZCARD', args[1]), redis.call('ZRANGE', args[1], offset, stop, 'WITHSCORES')}
+end
+
+-- ff_web_set_get(set, score, jid, score, jid, ...): the members so named, as {member, score, ...}.
+-- Keys: <set>.
+local function ff_web_set_get(keys, args)
+  local out = {}
+  for i = 2, #args - 1, 2 do
+    for _, m in ipairs(entries_at(args[1], args[i], args[i + 1])) do
+      out[#out + 1] = m
+      out[#out + 1] = args[i]
+    end
+  end
+  return out
+end
+
+-- ff_web_set_remove(set, action, dead_score, score, jid, ...): delete the named entries, or
+-- with action 'kill' move them to `dead` with dead_score. Returns how many moved.
+-- Keys: <set>, dead.
+local function ff_web_set_remove(keys, args)
+  local set, kill, n = args[1], args[2] == 'kill', 0
+  for i = 4, #args - 1, 2 do
+    for _, m in ipairs(entries_at(set, args[i], args[i + 1])) do
+      if redis.call('ZREM', set, m) == 1 then
+        n = n + 1
+        if kill then redis.call('ZADD', 'dead', args[3], m) end
+      end
+    end
+  end
+  return n
+end
+
+-- ff_web_set_filter(set, cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor`
+-- for entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
+-- stopping after about scan_cap entries or once `want` matched. Returns
+-- {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. Keys: <set>.
+local function ff_web_set_filter(keys, args)
+  local set, cursor, cap, want = args[1], args[2], tonumber(args[3]), tonumber(args[4])
+  local jobtype, queue, text = args[5], args[6], args[7]
+  local jt = jobtype ~= '' and ('"jobtype":"' .. jobtype .. '"') or nil
+  local qu = queue ~= '' and ('"queue":"' .. queue .. '"') or nil
+  local out, scanned, matched = {}, 0, 0
+  repeat
+    local reply = redis.call('ZSCAN', set, cursor, 'COUNT', 100)
+    cursor = reply[1]
+    local items = reply[2]
+    for i = 1, #items, 2 do
+      local m = items[i]
+      scanned = scanned + 1
+      if (not jt or string.find(m, jt, 1, true)) and (not qu or string.find(m, qu, 1, true))
+          and (text == '' or string.find(string.lower(m), text, 1, true)) then
+        out[#out + 1] = m
+        out[#out + 1] = items[i + 1]
+        matched = matched + 1
+      end
+    end
+  until cursor == '0' or scanned >= cap or matched >= want
+  return {cursor, scanned, out}
+end
+
+-- Priorities of a queue in the order FETCH takes them. Keys: ff:prioq.
+local function fetch_order(name)
+  if redis.call('SISMEMBER', 'ff:prioq', name) == 0 then return {5} end
+  return {9, 8, 7, 6, 5, 4, 3, 2, 1}
+end
+
+-- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: the queue's jobs over
+-- all its priority lists in the order they will be fetched, skipping `offset` of them.
+-- Keys: ff:prioq, q:<name>[:p<N>].
+local function ff_web_queue_page(keys, args)
+  local name, skip, left = args[1], tonumber(args[2]), tonumber(args[3])
+  local out, total = {}, 0
+  for _, p in ipairs(fetch_order(name)) do
+    local key = qkey(name, p)
+    local len = redis.call('LLEN', key)
+    total = total + len
+    if left > 0 and skip < len then
+      -- The next job to run is at the right end (index -1).
+      local jobs = redis.call('LRANGE', key, -(skip + left), -(skip + 1))
+      for i = #jobs, 1, -1 do
+        out[#out + 1] = p
+        out[#out + 1] = jobs[i]
+      end
+      left = left - #jobs
+      skip = 0
+    else
+      skip = skip - len
+      if skip < 0 then skip = 0 end
+    end
+  end
+  return {total, out}
+end
+
+-- ff_web_queue_delete(name, priority, job, ...): remove those jobs (one occurrence each).
+-- Keys: q:<name>[:p<N>].
+local function ff_web_queue_delete(keys, args)
+  local n = 0
+  for i = 2, #args - 1, 2 do
+    n = n + redis.call('LREM', qkey(args[1], tonumber(args[i])), 1, args[i + 1])
+  end
+  return n
+end
+
+-- ff_web_queues(): every known queue as {name, size, paused (0/1), {oldest job of each of its
+-- priority lists}}, for the queue list's size and latency columns.
+-- Keys: queues, paused, ff:prioq, q:<name>[:p<N>].
+local function ff_web_queues(keys, args)
+  local out = {}
+  for _, name in ipairs(redis.call('SMEMBERS', 'queues')) do
+    local heads = {}
+    for _, p in ipairs(fetch_order(name)) do
+      local job = redis.call('LINDEX', qkey(name, p), -1)
+      if job then heads[#heads + 1] = job end
+    end
+    out[#out + 1] = {name, qsize(name), redis.call('SISMEMBER', 'paused', name), heads}
+  end
+  return out
+end
+
 redis.register_function('ff_push', ff_push)
 redis.register_function('ff_fetch', ff_fetch)
 redis.register_function('ff_ack', ff_ack)
@@ -505,3 +643,15 @@ redis.register_function('ff_migrate_reservation', ff_migrate_reservation)
 redis.register_function{function_name = 'ff_reservations', callback = ff_reservations,
   flags = {'no-writes'}}
 redis.register_function{function_name = 'ff_workers', callback = ff_workers, flags = {'no-writes'}}
+redis.register_function{function_name = 'ff_web_set_page', callback = ff_web_set_page,
+  flags = {'no-writes'}}
+redis.register_function{function_name = 'ff_web_set_get', callback = ff_web_set_get,
+  flags = {'no-writes'}}
+redis.register_function('ff_web_set_remove', ff_web_set_remove)
+redis.register_function{function_name = 'ff_web_set_filter', callback = ff_web_set_filter,
+  flags = {'no-writes'}}
+redis.register_function{function_name = 'ff_web_queue_page', callback = ff_web_queue_page,
+  flags = {'no-writes'}}
+redis.register_function('ff_web_queue_delete', ff_web_queue_delete)
+redis.register_function{function_name = 'ff_web_queues', callback = ff_web_queues,
+  flags = {'no-writes'}}

@@ -1,0 +1,123 @@
+"""Several server processes sharing one Redis: hand-offs, worker registry, crashes, restarts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support import (Client, FaktoryServer, ReplyError, clients_on_distinct_processes, job,
+                           serving_pid, wait_for)
+
+
+def test_push_on_one_process_fetch_on_another(server: FaktoryServer) -> None:
+    a, b = clients_on_distinct_processes(server)
+    a.call("FLUSH")
+    j = job(queue="handoff")
+    a.push(j)
+    got = b.fetch("handoff")
+    assert got["jid"] == j["jid"]
+    assert a.ack(j["jid"]) == "OK"  # ACK through the other process
+    assert a.info()["faktory"]["sets"]["working"] == 0
+    a.close(), b.close()
+
+
+def test_waiting_fetch_on_one_process_wakes_for_a_push_on_another(server: FaktoryServer) -> None:
+    a, b = clients_on_distinct_processes(server)
+    a.call("FLUSH")
+    b.send("FETCH crossq")
+    time.sleep(0.2)  # b is parked (a push before that would be found directly, too)
+    j = job(queue="crossq")
+    t0 = time.monotonic()
+    a.push(j)
+    got = json.loads(b.read_reply())
+    assert got["jid"] == j["jid"] and time.monotonic() - t0 < 0.5
+    a.close(), b.close()
+
+
+def test_beat_for_a_worker_connected_elsewhere(server: FaktoryServer) -> None:
+    a, b = clients_on_distinct_processes(server, wid="shared-wid")
+    assert b.call('BEAT {"wid":"shared-wid"}') == "OK"
+    assert a.call('BEAT {"wid":"shared-wid","current_state":"quiet"}') == '{"state":"quiet"}'
+    assert b.call('BEAT {"wid":"shared-wid"}') == '{"state":"quiet"}'
+    a.close(), b.close()
+
+
+def test_killed_process_loses_nothing(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=2).start()
+    try:
+        a, b = clients_on_distinct_processes(srv)
+        for i in range(20):
+            a.push(job(jid=f"queued{i:04d}"))
+        held = b.fetch()
+        victim = srv.worker_pids()
+        pid = serving_pid(b, srv)
+        os.kill(pid, signal.SIGKILL)
+        assert b.closed_by_server()
+        wait_for(lambda: len(srv.worker_pids()) == 2 and pid not in srv.worker_pids())
+        assert set(srv.worker_pids()) != set(victim)
+        c = srv.client()
+        info = c.info()["faktory"]
+        assert info["queues"]["default"] == 19 and info["sets"]["working"] == 1
+        r = srv.redis()
+        r.zadd("working", {held["jid"]: time.time() - 1})  # its reservation time is up
+        wait_for(lambda: r.zcard("retries") == 1)
+        assert json.loads(r.zrange("retries", 0, -1)[0])["jid"] == held["jid"]
+        a.close(), c.close()
+    finally:
+        srv.stop()
+
+
+def test_restart_keeps_jobs_and_shutdown_tells_clients(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    c = Client("127.0.0.1", srv.port)  # not closed by srv.stop(): it must hear the shutdown
+    for i in range(10):
+        c.push(job(jid=f"durable{i:03d}"))
+    c.fetch()
+    assert srv.stop() == 0
+    with pytest.raises(ReplyError, match="^ERR shutdown in progress$"):
+        c.read_reply()
+    c.close()
+    assert not os.path.exists(os.path.join(srv.data_dir, "redis.sock"))
+    srv.start()
+    c = srv.client()
+    info = c.info()["faktory"]
+    assert info["queues"]["default"] == 9 and info["sets"]["working"] == 1
+    c.close()
+    srv.stop()
+
+
+def test_crash_of_the_master_keeps_acknowledged_pushes(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    c = srv.client()
+    for i in range(10):
+        assert c.push(job(jid=f"crashsafe{i:03d}")) == "OK"
+    srv.stop(signal.SIGKILL)
+    sock = os.path.join(srv.data_dir, "redis.sock")
+    wait_for(lambda: not _redis_alive(sock), timeout=15)
+    srv.start()
+    assert srv.client().info()["faktory"]["queues"]["default"] == 10
+    srv.stop()
+
+
+def _redis_alive(sock: str) -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            return True
+    except OSError:
+        return False
+
+
+def test_redis_death_stops_the_server(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    r = srv.redis()
+    r.shutdown(nosave=True)
+    r.close()
+    assert srv.proc.wait(20) != 0
+    srv.stop()
+    assert any("Redis died" in line or "Lost the connection to Redis" in line for line in srv.lines)
