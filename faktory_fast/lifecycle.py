@@ -114,6 +114,13 @@ class Lifecycle:
             if remaining <= 0 or not await self._wait(queues, remaining):
                 return None
 
+    async def release(self, job: bytes) -> None:
+        """Put back a job fetched for a client that left before it could be sent."""
+        doc = orjson.loads(job)
+        jid = doc.get("jid") or ""
+        self._reserved.pop(jid, None)
+        await self.store.release(jid, doc.get("queue") or "default", jobs.priority_of(doc), job)
+
     def _known_empty(self, queues: list[str], now: float) -> bool:
         empty = self._empty
         for q in queues:

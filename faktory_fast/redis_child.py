@@ -56,8 +56,8 @@ def binary_version(binary: str) -> tuple[int, ...]:
     raise RedisChildError(f"cannot tell the version of {binary}: {out.strip()!r}")
 
 
-def _set_pdeathsig() -> None:
-    # Linux: the child Redis gets SIGTERM if the server dies without stopping it.
+def set_pdeathsig() -> None:
+    """Linux: a child of ours gets SIGTERM if the server dies without stopping it."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -143,7 +143,7 @@ class RedisChild:
                "--loglevel", "notice" if self.debug else "warning",
                "--dir", self.data_dir, "--logfile", os.path.join(self.data_dir, "redis.log")]
         log.debug("Starting %s", " ".join(cmd))
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_set_pdeathsig,
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=set_pdeathsig,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.socket_path):

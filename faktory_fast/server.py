@@ -241,7 +241,10 @@ class Connection(asyncio.Protocol):
         queues = [q for q in payload.decode(errors="replace").split(" ") if q]
         if not queues:
             raise JobError("must call fetch with at least one queue")
-        return wire.bulk(await self.lc.fetch(queues, self.wid))
+        job = await self.lc.fetch(queues, self.wid)
+        if job is not None and self.transport is None:
+            await self.lc.release(job)  # the client left while it waited: nobody got the job
+        return wire.bulk(job)
 
     async def cmd_ack(self, payload: bytes) -> bytes:
         await self.lc.ack(payload)

@@ -20,7 +20,7 @@ import uvloop
 from faktory_fast import aredis, jobs, keys
 from faktory_fast.config import Config
 from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
-from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError
+from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
 from faktory_fast.store import Store, process_id
 
 log = logging.getLogger("faktory_fast")
@@ -203,7 +203,7 @@ class Supervisor:
         assert self.sock is not None
         proc_id = process_id() + f"-{len(self.workers)}"
         p = subprocess.Popen([sys.executable, "-m", "faktory_fast.worker"], stdin=subprocess.PIPE,
-                             pass_fds=(self.sock.fileno(),))
+                             pass_fds=(self.sock.fileno(),), preexec_fn=set_pdeathsig)
         assert p.stdin is not None
         p.stdin.write(self._settings(proc_id))
         p.stdin.close()
@@ -222,7 +222,8 @@ class Supervisor:
             else f"{self.cfg.web_host}:{self.cfg.web_port}"
         self.web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-b", bind_to, "-w", "1", "--threads", "4",
-             "--log-level", "warning", "faktory_fast.web.app:create_app()"], env=env)
+             "--log-level", "warning", "faktory_fast.web.app:create_app()"], env=env,
+            preexec_fn=set_pdeathsig)
         self._watch(self.web)
         log.info("Web UI at http://%s", bind_to)
 

@@ -28,7 +28,7 @@ def test_waiting_fetch_on_one_process_wakes_for_a_push_on_another(server: Faktor
     a, b = clients_on_distinct_processes(server)
     a.call("FLUSH")
     b.send("FETCH crossq")
-    time.sleep(0.2)  # b is parked (a push before that would be found directly, too)
+    wait_for(lambda: server.redis().exists("ff:wait:crossq"))  # b is parked
     j = job(queue="crossq")
     t0 = time.monotonic()
     a.push(j)

@@ -154,7 +154,7 @@ def test_waiting_fetch_wakes_on_push(server: FaktoryServer, client: Client) -> N
     results: list = []
     t = threading.Thread(target=lambda: results.append((client.fetch("wakeq"), time.monotonic())))
     t.start()
-    time.sleep(0.3)  # let the FETCH park (it would also find the job if it had not yet)
+    wait_for(lambda: server.redis().exists("ff:wait:wakeq"))  # the FETCH is parked
     other = server.client()
     j = job(queue="wakeq")
     pushed = time.monotonic()
@@ -398,3 +398,19 @@ def test_too_many_connections(strict: FaktoryServer) -> None:
     extra.close()
     for c in clients:
         c.close()
+
+
+def test_job_fetched_for_a_departed_client_goes_back(server: FaktoryServer, client: Client) -> None:
+    r = server.redis()
+    conns = lambda: sum(int(v) for v in r.hvals("ff:conns"))  # noqa: E731
+    gone = server.client()
+    before = conns()
+    gone.send("FETCH leftq")
+    wait_for(lambda: r.exists("ff:wait:leftq"))  # parked in FETCH
+    gone.close()
+    wait_for(lambda: conns() == before - 1)  # the server has seen the close
+    j = job(queue="leftq")
+    client.push(j)
+    got = client.fetch("leftq")
+    assert got is not None and got["jid"] == j["jid"]
+    assert client.info()["faktory"]["sets"]["working"] == 1
