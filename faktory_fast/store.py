@@ -131,6 +131,10 @@ class Store:
         """[1] done, [0] no such reservation, [2, record]: recompute from that record."""
         return self._fcall(None, "ff_fail", jid, rid, day, outcome, payload, score)
 
+    def release(self, jid: str, queue: str, priority: int, job: bytes) -> Any:
+        """Undo a reservation; the job goes back to the head of its queue. 1 if it existed."""
+        return self._fcall(None, "ff_release", jid, queue, priority, job)
+
     def reservation(self, jid: str) -> Any:
         """The reservation record of ``jid`` or None."""
         return self._call(None, "HGET", keys.RESERVATIONS, jid)

@@ -167,6 +167,19 @@ local function ff_fail(keys, args)
   return {1}
 end
 
+-- ff_release(jid, queue, priority, job): undo a reservation whose client left before the job
+-- could be sent: the job goes back to the end its queue is fetched from, so it runs next.
+-- Keys: ff:res, working, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
+local function ff_release(keys, args)
+  if redis.call('HDEL', 'ff:res', args[1]) == 0 then return 0 end
+  redis.call('ZREM', 'working', args[1])
+  local prio = tonumber(args[3])
+  redis.call('RPUSH', qkey(args[2], prio), args[4])
+  if prio ~= 5 then redis.call('SADD', 'ff:prioq', args[2]) end
+  wake(args[2])
+  return 1
+end
+
 -- ff_expired(now, limit): reservations whose time is up, as records (read by the reaper, which
 -- then fails each through ff_fail with its token). Drops `working` entries with no record.
 -- Keys: working, ff:res.
@@ -625,6 +638,7 @@ redis.register_function('ff_push', ff_push)
 redis.register_function('ff_fetch', ff_fetch)
 redis.register_function('ff_ack', ff_ack)
 redis.register_function('ff_fail', ff_fail)
+redis.register_function('ff_release', ff_release)
 redis.register_function('ff_expired', ff_expired)
 redis.register_function('ff_enqueue_from', ff_enqueue_from)
 redis.register_function('ff_hello', ff_hello)
