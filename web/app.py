@@ -1,50 +1,63 @@
-"""Falcon application: JSON stats for now (the full UI is issue 3)."""
+"""The Falcon application served by gunicorn on the ``-w`` binding (see supervisor._start_web)."""
 from __future__ import annotations
 
 import os
-import time
+from typing import Any
 
 import falcon
 import orjson
 
-from faktory_fast import FAKTORY_VERSION, jobs
-from faktory_fast.lifecycle import info_document
 from faktory_fast.store import Store
 
+from . import resources, security
+from .render import Renderer
+from .settings import Settings
 
-class Health:
-    """``/health``: liveness without authentication."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        state = self.store.info()
-        resp.data = orjson.dumps({"now": jobs.rfc3339(), "server": {
-            "command_count": state["commands"], "connections": state["connections"],
-            "description": "Faktory", "faktory_version": FAKTORY_VERSION}})
-        resp.content_type = falcon.MEDIA_JSON
-        resp.cache_control = ["no-cache"]
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+JSON_PATHS = ("/stats", "/health", "/metrics")
 
 
-class Stats:
-    """``/stats``: the INFO document."""
+class StaticCaching:
+    """Static files may be cached for an hour, as Faktory's."""
 
-    def __init__(self, store: Store, started_at: float) -> None:
-        self.store = store
-        self.started_at = started_at
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        if req.path.startswith("/static/") and req_succeeded:
+            resp.cache_control = ["public", "max-age=3600"]
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("X-Frame-Options", "DENY")
+        resp.set_header("Referrer-Policy", "same-origin")
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.data = orjson.dumps(info_document(self.store.info(), self.started_at))
-        resp.content_type = falcon.MEDIA_JSON
-        resp.cache_control = ["no-cache"]
+
+def _error_serializer(ui: Renderer):
+    def serialize(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+        if req.path in JSON_PATHS:
+            resp.data = orjson.dumps(exc.to_dict())
+            resp.content_type = falcon.MEDIA_JSON
+            return
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = ui.error(req, exc.status, exc.title or "", exc.description or "")
+    return serialize
 
 
-def create_app() -> falcon.App:
-    """The WSGI app gunicorn serves; settings come from the supervisor's environment."""
-    store = Store.for_sync(os.environ["FAKTORY_FAST_REDIS_URL"])
-    started_at = float(os.environ.get("FAKTORY_FAST_STARTED_AT", time.time()))
-    app = falcon.App()
-    app.add_route("/health", Health(store))
-    app.add_route("/stats", Stats(store, started_at))
+def create_app(settings: Settings | None = None) -> falcon.App:
+    """The WSGI app; gunicorn calls it with no argument (settings from the environment)."""
+    settings = settings or Settings.from_env()
+    store = Store.for_sync(settings.redis_url)
+    ui = Renderer(store, settings)
+    app = falcon.App(middleware=[security.ScriptName(), security.BasicAuth(settings.password),
+                                 security.CsrfProtection(), StaticCaching()])
+    app.set_error_serializer(_error_serializer(ui))
+    app.add_static_route("/static", STATIC)
+    app.add_route("/health", resources.Health(ui))
+    app.add_route("/stats", resources.Stats(ui))
+    app.add_route("/metrics", resources.Metrics(ui))
+    app.add_route("/", resources.Dashboard(ui))
+    app.add_route("/busy", resources.Busy(ui))
+    app.add_route("/queues", resources.Queues(ui))
+    app.add_route("/queues/{name}", resources.Queue(ui))
+    for listing in resources.set_resources(ui):
+        app.add_route(listing.path, listing)
+        app.add_route(listing.path + "/{key}", resources.SortedSetEntry(listing))
+    app.add_route("/debug", resources.Debug(ui))
     return app

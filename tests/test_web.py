@@ -1,0 +1,487 @@
+"""The web UI through Falcon's test client, against a real child Redis (no protocol server)."""
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import Any, Iterator
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+import redis
+from falcon import testing
+
+from faktory_fast import jobs, keys
+from faktory_fast.lifecycle import info_document
+from faktory_fast.redis_child import RedisChild
+from faktory_fast.store import Store
+from faktory_fast.web import resources
+from faktory_fast.web.app import create_app
+from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
+from faktory_fast.web.settings import Settings
+
+FORM = "application/x-www-form-urlencoded"
+TOKEN = "t" * 43
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    child = RedisChild(str(tmp_path_factory.mktemp("webredis")))
+    child.start()
+    Store.for_sync(child.url).load_library()
+    yield child.url
+    child.stop()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    r = redis.Redis(unix_socket_path=redis_url[len("unix://"):])
+    r.flushdb()
+    r.close()
+    yield Store.for_sync(redis_url)
+
+
+@pytest.fixture
+def web(store: Store, redis_url: str) -> "Web":
+    return Web(redis_url)
+
+
+class Web:
+    """A Falcon test client that behaves like a same-origin browser session."""
+
+    def __init__(self, redis_url: str, password: str = "", **settings: Any) -> None:
+        self.app = create_app(Settings(redis_url=redis_url, password=password, **settings))
+        self.client = testing.TestClient(self.app)
+        self.headers: dict[str, str] = {}
+
+    def get(self, path: str, **kw: Any) -> testing.Result:
+        return self.client.simulate_get(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def post(self, path: str, fields: list[tuple[str, str]] | dict, token: str | None = TOKEN,
+             headers: dict[str, str] | None = None) -> testing.Result:
+        pairs = list(fields.items()) if isinstance(fields, dict) else list(fields)
+        if token is not None:
+            pairs.append((CSRF_FIELD, token))
+        h = {"Content-Type": FORM, "Cookie": f"{CSRF_COOKIE}={TOKEN}", "Sec-Fetch-Site": "same-origin",
+             **self.headers, **(headers or {})}
+        return self.client.simulate_post(path, body=urlencode(pairs), headers=h)
+
+
+# -- data helpers -----------------------------------------------------------------------------
+
+def push(store: Store, jobtype: str = "SendEmail", args: list | None = None, **fields: Any) -> dict:
+    job = {"jid": f"jid-{time.time_ns()}", "jobtype": jobtype,
+           "args": [1, "x"] if args is None else args, **fields}
+    store.push([jobs.prepare(dict(job), time.time_ns())])
+    return job
+
+
+def add_failed(store: Store, zset: str = keys.RETRIES, jobtype: str = "SendEmail",
+               args: list | None = None, queue: str = "default", at: float | None = None,
+               jid: str | None = None, **fields: Any) -> tuple[str, str]:
+    """A failed job put into a sorted set; returns its (score, jid)."""
+    jid = jid or f"jid-{time.time_ns()}"
+    job = {"jid": jid, "jobtype": jobtype, "args": [1, "x"] if args is None else args,
+           "queue": queue, "retry": 25, "created_at": jobs.rfc3339(), **fields}
+    prepared = jobs.prepare(job, time.time_ns())
+    _, payload, score = jobs.apply_failure(
+        prepared.payload, jobs.FailInfo("RuntimeError", "boom <b>", ["a.py:1", "b.py:2"]),
+        time.time_ns())
+    if at is not None:
+        score = jobs.score(int(at * 1e9))
+    store._call(None, "ZADD", zset, score, payload)
+    got = store._call(None, "ZSCORE", zset, payload)
+    return got.decode(), jid
+
+
+def key_of(entry: tuple[str, str]) -> str:
+    return f"{float(entry[0])!r}|{entry[1]}"
+
+
+def members(store: Store, zset: str) -> list[dict]:
+    return [orjson.loads(m) for m in store._call(None, "ZRANGE", zset, 0, -1)]
+
+
+def queued(store: Store, name: str = "default") -> list[dict]:
+    return [orjson.loads(j) for _, j in store.queue_page(name, 0, 1000)[1]]
+
+
+# -- JSON routes ------------------------------------------------------------------------------
+
+def test_stats_is_the_info_document(web: Web, store: Store) -> None:
+    push(store)
+    got = web.get("/stats")
+    assert got.status_code == 200 and got.headers["content-type"].startswith("application/json")
+    assert got.headers["cache-control"] == "no-cache"
+    doc = got.json
+    want = info_document(store.info(), time.time())
+    assert doc.keys() == want.keys() and doc["faktory"].keys() == want["faktory"].keys()
+    assert doc["faktory"]["queues"] == {"default": 1}
+    assert doc["faktory"]["tasks"]["Busy"]["size"] == 0
+
+
+def test_health(web: Web) -> None:
+    got = web.get("/health")
+    assert got.status_code == 200
+    assert got.json["server"]["description"] == "Faktory"
+    assert set(got.json["server"]) == {"command_count", "connections", "description",
+                                       "faktory_version"}
+
+
+def test_metrics_prometheus_text(web: Web, store: Store) -> None:
+    push(store, queue="critical")
+    push(store, queue="critical")
+    add_failed(store)
+    got = web.get("/metrics")
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = got.text
+    assert 'faktory_queue_size{queue="critical"} 2' in text
+    assert re.search(r'faktory_queue_latency_seconds\{queue="critical"\} [0-9.e-]+', text)
+    assert 'faktory_set_size{set="retries"} 1' in text
+    assert "# TYPE faktory_jobs_processed_total counter" in text
+    for name in ("faktory_jobs_failed_total", "faktory_connections", "faktory_worker_processes"):
+        assert re.search(rf"^{name} \d+$", text, re.M)
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+def test_dashboard(web: Web, store: Store) -> None:
+    store._call(None, "SET", keys.daily(keys.PROCESSED, jobs.today()), 42)
+    got = web.get("/")
+    assert got.status_code == 200 and "text/html" in got.headers["content-type"]
+    page = got.text
+    assert 'id="live"' in page and 'data-stats="/stats"' in page
+    assert "processed: 42" in page  # history legend for 30 days
+    for fact in ("Version", "Uptime", "Connections", "Redis memory"):
+        assert fact in page
+    for days in (7, 90, 180):
+        assert web.get("/", params={"days": str(days)}).status_code == 200
+    assert web.get("/", params={"days": "5"}).status_code == 400
+    assert web.get("/", params={"days": "x"}).status_code == 400
+    assert web.get("/", headers={"Accept": "text/html"}).headers["cache-control"] == "no-cache"
+
+
+def test_summary_bar_on_every_page(web: Web, store: Store) -> None:
+    push(store)
+    add_failed(store)
+    add_failed(store, keys.DEAD)
+    add_failed(store, keys.DEAD)
+    for path in ("/", "/busy", "/queues", "/queues/default", "/retries", "/scheduled", "/morgue",
+                 "/debug"):
+        page = web.get(path).text
+        assert re.search(r'data-stat="enqueued">1<', page), path
+        assert re.search(r'data-stat="retries">1<', page), path
+        assert re.search(r'data-stat="dead">2<', page), path
+        assert 'data-stat="processed"' in page and 'data-stat="busy"' in page
+
+
+def test_static_files_are_cacheable(web: Web) -> None:
+    got = web.get("/static/app.js")
+    assert got.status_code == 200 and got.headers["cache-control"] == "public, max-age=3600"
+
+
+def test_busy_lists_processes_and_jobs_and_signals(web: Web, store: Store) -> None:
+    now = repr(time.time())
+    store.hello("p1", 100, "w1", "box", 4242, b'["blue","big"]', 2, now)
+    store.hello("p1", 100, "w2", "box2", 7, b"[]", 2, now)
+    store.beat("w1", now, "", 20480)
+    job = push(store, "Crunch", args=["<i>x</i>"])
+    assert store.fetch("w1", "p1", now, 1800, ["default"])[2] == job["jid"].encode()
+    page = web.get("/busy").text
+    assert "box:4242" in page and "blue" in page and "big" in page and "20.0 MB" in page
+    assert job["jid"] in page and "Crunch" in page and "&lt;i&gt;x&lt;/i&gt;" in page
+    got = web.post("/busy", {"wid": "w1", "signal": "quiet"})
+    assert got.status_code == 302 and got.headers["location"].endswith("/busy")
+    states = {w["wid"]: w["state"] for w in store.workers()}
+    assert states == {"w1": "quiet", "w2": "running"}
+    assert ">quiet<" in web.get("/busy").text
+    web.post("/busy", {"wid": "all", "signal": "terminate"})
+    assert {w["state"] for w in store.workers()} == {"terminate"}
+    assert web.post("/busy", {"wid": "w1", "signal": "explode"}).status_code == 400
+    assert web.post("/busy", {"signal": "quiet"}).status_code == 400
+
+
+def test_queues_page_pause_resume_clear(web: Web, store: Store) -> None:
+    push(store, queue="zeta")
+    push(store, queue="alpha")
+    push(store, queue="alpha")
+    page = web.get("/queues").text
+    assert page.index("alpha") < page.index("zeta")
+    assert re.search(r"alpha</a>\s*</td>\s*<td>2</td>", page)
+    assert web.post("/queues/alpha", {"action": "pause"}).status_code == 302
+    assert store._call(None, "SMEMBERS", keys.PAUSED) == [b"alpha"]
+    assert "paused" in web.get("/queues").text
+    web.post("/queues/alpha", {"action": "resume"})
+    assert store._call(None, "SMEMBERS", keys.PAUSED) == []
+    web.post("/queues/alpha", {"action": "delete"})
+    assert store.info()["queues"] == {"zeta": 1}
+    assert web.post("/queues/zeta", {"action": "nuke"}).status_code == 400
+    assert web.post("/queues/bad:name", {"action": "pause"}).status_code == 400
+
+
+def test_queue_page_pages_over_priorities_and_deletes(web: Web, store: Store) -> None:
+    low = [push(store, "Low", priority=1) for _ in range(3)]
+    normal = [push(store, "Normal") for _ in range(20)]
+    high = [push(store, "High", priority=9) for _ in range(5)]
+    got = web.get("/queues/default")
+    assert got.status_code == 200
+    jids = re.findall(r"<code>(jid-\d+)</code>", got.text)
+    # fetch order: priority 9 first, FIFO within a priority
+    assert jids == [j["jid"] for j in high + normal]
+    assert "p9" in got.text and "28 jobs" in got.text.replace(",", "")
+    second = re.findall(r"<code>(jid-\d+)</code>", web.get("/queues/default?page=2").text)
+    assert second == [j["jid"] for j in low]
+    assert web.get("/queues/default?page=0").status_code == 400
+    bkeys = re.findall(r'name="bkey" value="([^"]+)"', got.text)
+    got = web.post("/queues/default", [("bkey", bkeys[0]), ("bkey", bkeys[6])])
+    assert got.status_code == 302 and got.headers["location"] == "/queues/default"
+    left = {j["jid"] for j in queued(store)}
+    assert high[0]["jid"] not in left and normal[1]["jid"] not in left and len(left) == 26
+    assert web.post("/queues/default", {"bkey": "x.!!!"}).status_code == 400
+    assert web.post("/queues/default", {"bkey": "12.abc"}).status_code == 400
+
+
+def test_unknown_queue_redirects(web: Web) -> None:
+    got = web.get("/queues/nope")
+    assert got.status_code == 302 and got.headers["location"] == "/queues"
+
+
+def test_retries_list_and_detail(web: Web, store: Store) -> None:
+    entry = add_failed(store, jobtype="Resize", args=[{"w": 100}], queue="images", priority=3,
+                       custom={"tenant": "acme"})
+    page = web.get("/retries").text
+    assert "Resize" in page and "images" in page and "RuntimeError: boom &lt;b&gt;" in page
+    assert "p3" in page and key_of(entry).replace("|", "%7C") in page
+    detail = web.get(f"/retries/{key_of(entry)}")
+    assert detail.status_code == 200
+    for text in ("Resize", entry[1], "acme", "a.py:1\nb.py:2", "Retry count", "Priority"):
+        assert text in detail.text
+    missing = web.get(f"/retries/{entry[0]}|nosuchjid")
+    assert missing.status_code == 307 and missing.headers["location"] == "/retries"
+    assert web.get("/retries/garbage").status_code == 400
+
+
+def test_retry_now_moves_to_queue_once_with_fresh_enqueued_at(web: Web, store: Store) -> None:
+    a = add_failed(store, queue="q1")
+    b = add_failed(store, queue="q1", priority=7)
+    c = add_failed(store)
+    before = jobs.rfc3339()
+    got = web.post("/retries", [("action", "retry"), ("key", key_of(a)), ("key", key_of(b))])
+    assert got.status_code == 302 and got.headers["location"] == "/retries"
+    moved = queued(store, "q1")
+    assert {j["jid"] for j in moved} == {a[1], b[1]}
+    assert all(j["enqueued_at"] >= before for j in moved)
+    assert [m["jid"] for m in members(store, keys.RETRIES)] == [c[1]]
+    # a second click on a stale page does nothing
+    web.post("/retries", [("action", "retry"), ("key", key_of(a))])
+    assert len(queued(store, "q1")) == 2
+
+
+def test_kill_delete_and_all(web: Web, store: Store) -> None:
+    a, b, c = (add_failed(store) for _ in range(3))
+    web.post("/retries", [("action", "kill"), ("key", key_of(a))])
+    dead = members(store, keys.DEAD)
+    assert [d["jid"] for d in dead] == [a[1]]
+    dead_score = float(store._call(None, "ZRANGE", keys.DEAD, 0, 0, "WITHSCORES")[1])
+    assert abs(dead_score - (time.time() + jobs.DEAD_TTL)) < 60
+    web.post("/retries", [("action", "delete"), ("key", key_of(b))])
+    assert [m["jid"] for m in members(store, keys.RETRIES)] == [c[1]]
+    web.post(f"/retries/{key_of(c)}", {"action": "delete"})
+    assert members(store, keys.RETRIES) == []
+    for _ in range(3):
+        add_failed(store)
+    web.post("/retries", {"action": "retry", "key": "all"})
+    assert members(store, keys.RETRIES) == [] and len(queued(store)) == 3
+    for _ in range(2):
+        add_failed(store)
+    web.post("/retries", {"action": "kill", "key": "all"})
+    assert len(members(store, keys.DEAD)) == 3
+    web.post("/morgue", {"action": "delete", "key": "all"})
+    assert members(store, keys.DEAD) == []
+
+
+def test_scheduled_add_to_queue_and_morgue_retry(web: Web, store: Store) -> None:
+    job = push(store, "Later", at=jobs.rfc3339(time.time_ns() + 3600 * 10**9))
+    page = web.get("/scheduled").text
+    assert "Later" in page and "in 59 min" in page or "in 1 h" in page
+    key = re.search(r'name="key" value="([^"]+)"', page).group(1)
+    assert web.get(f"/scheduled/{key}").status_code == 200
+    web.post(f"/scheduled/{key}", {"action": "add_to_queue"})
+    assert [j["jid"] for j in queued(store)] == [job["jid"]]
+    d = add_failed(store, keys.DEAD, queue="dq")
+    assert "RuntimeError" in web.get("/morgue").text
+    assert web.get(f"/morgue/{key_of(d)}").status_code == 200
+    web.post("/morgue", [("action", "retry"), ("key", key_of(d))])
+    assert [j["jid"] for j in queued(store, "dq")] == [d[1]]
+    assert web.post("/morgue", [("action", "kill"), ("key", key_of(d))]).status_code == 400
+    assert web.post("/scheduled", [("action", "retry"), ("key", key_of(d))]).status_code == 400
+
+
+def test_filter_by_jobtype_queue_and_text(web: Web, store: Store) -> None:
+    add_failed(store, keys.DEAD, jobtype="Alpha", queue="q1", args=["needle-123"])
+    add_failed(store, keys.DEAD, jobtype="Alpha", queue="q2")
+    add_failed(store, keys.DEAD, jobtype="Beta", queue="q1")
+
+    def types(params: dict) -> list[str]:
+        page = web.get("/morgue", params=params).text
+        return re.findall(r"<td>(Alpha|Beta)", page)
+
+    assert sorted(types({"jobtype": "Alpha"})) == ["Alpha", "Alpha"]
+    assert types({"jobtype": "Alpha", "queue": "q1"}) == ["Alpha"]
+    assert types({"queue": "q1"}).count("Beta") == 1
+    assert types({"q": "NEEDLE-1"}) == ["Alpha"]
+    assert types({"q": "nothing"}) == []
+    assert web.get("/morgue", params={"q": "x", "cursor": "abc"}).status_code == 400
+
+
+def test_filter_scan_is_bounded_with_a_more_link(web: Web, store: Store,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resources, "FILTER_SCAN_CAP", 150)
+    pipe = [x for i in range(400) for x in (i, orjson.dumps(
+        {"jid": f"j{i:04d}xxxx", "jobtype": "T", "queue": "default", "args": []}))]
+    store._call(None, "ZADD", keys.DEAD, *pipe)  # > 128 entries: a real (hash table) scan
+    page = web.get("/morgue", params={"jobtype": "T"}).text
+    scanned = int(re.search(r"among ([\d,]+) scanned", page).group(1).replace(",", ""))
+    assert scanned < 400 and "more remain" in page
+    more = re.search(r'href="(/morgue\?[^"]*cursor=\d+)"', page).group(1).replace("&amp;", "&")
+    assert web.get(more).status_code == 200
+
+
+def test_args_are_escaped_everywhere(web: Web, store: Store) -> None:
+    evil = "<script>alert(1)</script>"
+    push(store, evil, args=[evil], custom={"x": evil})
+    entry = add_failed(store, jobtype=evil, args=[evil])
+    for path in ("/queues/default", "/retries", f"/retries/{key_of(entry)}"):
+        page = web.get(path).text
+        assert "<script>alert" not in page, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
+
+
+def test_priority_shown_only_when_not_5(web: Web, store: Store) -> None:
+    push(store, "Plain")
+    push(store, "Urgent", priority=8)
+    page = web.get("/queues/default").text
+    assert page.count('class="badge prio"') == 1 and "p8" in page
+
+
+# -- security ---------------------------------------------------------------------------------
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_auth_when_a_password_is_set(store: Store, redis_url: str) -> None:
+    web = Web(redis_url, password="s3cret", environment="production")
+    for path in ("/", "/stats", "/metrics", "/retries", "/busy", "/debug"):
+        got = web.get(path)
+        assert got.status_code == 401, path
+        assert got.headers["www-authenticate"] == 'Basic realm="Faktory"'
+        assert "Authorization required" in got.text
+    wrong = web.get("/", headers=basic("admin", "nope"))
+    assert wrong.status_code == 401 and "Authorization failed" in wrong.text
+    assert web.get("/", headers={"Authorization": "Basic !!!"}).status_code == 401
+    assert web.get("/", headers=basic("anyone", "s3cret")).status_code == 200
+    assert web.get("/stats", headers=basic("", "s3cret")).status_code == 200
+    assert web.get("/health").status_code == 200
+    assert web.get("/static/app.css").status_code == 200
+    entry = add_failed(store)
+    web.headers = basic("x", "s3cret")
+    assert web.post("/retries", [("action", "delete"), ("key", key_of(entry))]).status_code == 302
+    web.headers = {}
+    assert web.post("/retries", {"action": "delete", "key": "all"}).status_code == 401
+
+
+def test_no_auth_without_a_password(web: Web) -> None:
+    assert web.get("/").status_code == 200
+
+
+def test_csrf_token_and_cross_origin_checks(web: Web, store: Store) -> None:
+    entry = add_failed(store)
+    fields = [("action", "delete"), ("key", key_of(entry))]
+    first = web.get("/retries")
+    cookie = first.cookies[CSRF_COOKIE]
+    assert cookie.http_only and cookie.same_site.lower() == "strict" and len(cookie.value) >= 32
+    assert f'name="{CSRF_FIELD}" value="{cookie.value}"' in first.text
+    assert web.post("/retries", fields, token=None).status_code == 403
+    assert web.post("/retries", fields, token="wrong" * 10).status_code == 403
+    assert web.post("/retries", fields, token="é" * 43).status_code == 403
+    foreign = web.post("/retries", fields, headers={"Sec-Fetch-Site": "cross-site"})
+    assert foreign.status_code == 403 and "Cross-origin" in foreign.text
+    no_fetch_meta = {"Sec-Fetch-Site": "", "Origin": "http://evil.example"}
+    h = {k: v for k, v in no_fetch_meta.items() if v}
+    client = web.client
+    got = client.simulate_post("/retries", body=urlencode(fields + [(CSRF_FIELD, TOKEN)]),
+                               headers={"Content-Type": FORM, "Cookie": f"{CSRF_COOKIE}={TOKEN}", **h})
+    assert got.status_code == 403
+    assert len(members(store, keys.RETRIES)) == 1
+    same = client.simulate_post("/retries", body=urlencode(fields + [(CSRF_FIELD, TOKEN)]),
+                                headers={"Content-Type": FORM, "Cookie": f"{CSRF_COOKIE}={TOKEN}",
+                                         "Origin": "http://falconframework.org"})
+    assert same.status_code == 302 and members(store, keys.RETRIES) == []
+
+
+def test_get_never_changes_state(web: Web, store: Store) -> None:
+    entry = add_failed(store)
+    push(store)
+    for path in ("/retries", f"/retries/{key_of(entry)}", "/queues/default", "/busy"):
+        web.get(path, params={"action": "delete", "key": key_of(entry), "signal": "terminate",
+                              "wid": "all"})
+    assert len(members(store, keys.RETRIES)) == 1 and len(queued(store)) == 1
+
+
+def test_bad_form_input_is_4xx(web: Web, store: Store) -> None:
+    entry = add_failed(store)
+    assert web.post("/retries", {"action": "retry"}).status_code == 400
+    assert web.post("/retries", {"key": key_of(entry)}).status_code == 400
+    assert web.post("/retries", {"action": "explode", "key": key_of(entry)}).status_code == 400
+    assert web.post("/retries", {"action": "retry", "key": "no-pipe"}).status_code == 400
+    assert web.post("/retries", {"action": "retry", "key": "nan|jid"}).status_code == 400
+    assert web.post("/retries", {"action": "retry", "key": "1e999|jid"}).status_code == 400
+    raw = web.client.simulate_post("/retries", body=b'{"a":1}', headers={
+        "Content-Type": "application/json", "Cookie": f"{CSRF_COOKIE}={TOKEN}"})
+    assert raw.status_code in (400, 403)
+    assert web.get("/retries", params={"page": "-1"}).status_code == 400
+    assert web.get("/retries", params={"page": "abc"}).status_code == 400
+    assert web.post("/stats", {}).status_code == 405
+    assert "<h1>400" in web.post("/retries", {"action": "x", "key": "all"}).text
+
+
+def test_script_name_prefix(web: Web, store: Store) -> None:
+    web.headers = {"X-Script-Name": "/faktory"}
+    page = web.get("/faktory/retries")
+    assert page.status_code == 200 and 'href="/faktory/static/app.css"' in page.text
+    entry = add_failed(store)
+    got = web.post("/faktory/retries", [("action", "delete"), ("key", key_of(entry))])
+    assert got.headers["location"] == "/faktory/retries"
+
+
+# -- speed ------------------------------------------------------------------------------------
+
+def fill(store: Store, zset: str, n: int) -> None:
+    base = time.time() + 3600
+    template = ('{"retry":25,"failure":{"failed_at":"2025-01-01T00:00:00Z","message":"boom",'
+                '"errtype":"E","retry_count":1,"remaining":24},"jid":"%s","queue":"default",'
+                '"jobtype":"Bulk","args":[%d,"some text"]}')
+    for start in range(0, n, 10_000):
+        args: list[Any] = []
+        for i in range(start, min(n, start + 10_000)):
+            args += (repr(base + i), template % (f"bulk{i:08d}", i))
+        store._call(None, "ZADD", zset, *args)
+
+
+@pytest.mark.parametrize("path,zset", [("/scheduled", keys.SCHEDULED), ("/retries", keys.RETRIES),
+                                       ("/morgue", keys.DEAD)])
+def test_first_page_fast_with_100k_jobs(web: Web, store: Store, path: str, zset: str) -> None:
+    fill(store, zset, 100_000)
+    assert web.get(path).status_code == 200  # warm up templates
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        got = web.get(path)
+        timings.append(time.perf_counter() - started)
+        assert got.status_code == 200 and "100,000" in got.text
+    best = sorted(timings)[len(timings) // 2]
+    print(f"{path}: median first-page render {best * 1000:.1f} ms with 100,000 jobs")
+    assert best < 0.05
+    assert web.get(path, params={"page": "4000"}).status_code == 200

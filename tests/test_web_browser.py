@@ -1,0 +1,182 @@
+"""End to end: a real server (protocol + web UI under gunicorn) driven by headless Chromium.
+
+Jobs go in through the Faktory protocol; the browser logs in with the password (production
+mode), watches the dashboard, retries a failed job, pauses a queue, and is refused a
+cross-origin POST. Screenshots of the dashboard and the retries page land in docs/.
+"""
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+import pytest
+
+from tests.support import ROOT, Client, FaktoryServer, job, wait_for
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "web-e2e-secret"
+DOCS = os.path.join(ROOT, "docs")
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+
+
+def web_ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=1) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    srv = FaktoryServer(str(tmp_path_factory.mktemp("webe2e")), processes=1, password=PASSWORD,
+                        web=True, env={"FAKTORY_ENV": "production"}).start()
+    try:
+        wait_for(lambda: web_ready(f"http://127.0.0.1:{srv.web_port}"), timeout=30, interval=0.1)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def base(server: FaktoryServer) -> str:
+    return f"http://127.0.0.1:{server.web_port}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A logged-in tab (HTTP Basic credentials; the username is ignored)."""
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": 1280, "height": 860})
+    tab = ctx.new_page()
+    yield tab
+    ctx.close()
+
+
+@pytest.fixture
+def client(server: FaktoryServer) -> Iterator[Client]:
+    c = server.client()
+    assert c.call("FLUSH") == "OK"
+    yield c
+    c.close()
+
+
+def failed_job(client: Client, **fields: Any) -> dict:
+    """Push a job, fetch it and FAIL it: it lands in the retry set."""
+    j = job(**fields)
+    client.push(j)
+    fetched = client.fetch(j.get("queue", "default"))
+    assert fetched and fetched["jid"] == j["jid"]
+    client.fail(j["jid"], "ImageError", "cannot decode <png>",
+                ["resize.py:10 in decode", "worker.py:99 in run"])
+    return j
+
+
+def test_login_required_in_production(browser: Any, base: str) -> None:
+    # Chromium turns an unanswered Basic challenge into a navigation error, so the 401s are
+    # read through the context's HTTP client (same cookies and credentials as its pages).
+    anonymous = browser.new_context()
+    with pytest.raises(playwright.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):
+        anonymous.new_page().goto(base + "/")
+    reply = anonymous.request.get(base + "/")
+    assert reply.status == 401 and reply.headers["www-authenticate"] == 'Basic realm="Faktory"'
+    assert anonymous.new_page().goto(base + "/health").status == 200
+    anonymous.close()
+    wrong = browser.new_context(http_credentials={"username": "ops", "password": "nope"})
+    assert wrong.request.get(base + "/").status == 401
+    wrong.close()
+    right = browser.new_context(http_credentials={"username": "anyone", "password": PASSWORD})
+    tab = right.new_page()
+    assert tab.goto(base + "/").status == 200 and tab.title() == "Dashboard · Faktory"
+    right.close()
+
+
+def test_dashboard_live_graph(page: Any, base: str, client: Client) -> None:
+    for i in range(6):
+        client.push(job("SendEmail", [i, "user@example.com"]))
+    for _ in range(4):
+        client.ack(client.fetch("default")["jid"])
+    failed_job(client, jobtype="ResizeImage", queue="images")
+    page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
+    reply = page.goto(base + "/")
+    assert reply.status == 200
+    assert page.locator('[data-stat="processed"]').inner_text() == "5"
+    assert page.locator('[data-stat="failed"]').inner_text() == "1"
+    assert page.locator('[data-stat="enqueued"]').inner_text() == "2"
+    assert page.locator("#interval").input_value() == "2"
+    client.ack(client.fetch("default")["jid"])
+    # the live graph gets a point per poll of /stats (every 2 s here)
+    page.wait_for_function(
+        "document.getElementById('live-processed').getAttribute('points').split(' ').length >= 2",
+        timeout=10_000)
+    assert page.locator('[data-stat="processed"]').inner_text() == "6"
+    assert "Version" in page.inner_text(".facts")
+    page.screenshot(path=os.path.join(DOCS, "dashboard.png"), full_page=True)
+
+
+def test_retry_from_the_retries_page(page: Any, base: str, client: Client) -> None:
+    j = failed_job(client, jobtype="ResizeImage", args=["<script>alert(1)</script>", 640])
+    other = failed_job(client, jobtype="SyncAccount", args=[42])
+    page.goto(base + "/retries")
+    assert page.locator('[data-stat="retries"]').inner_text() == "2"
+    assert "<script>alert(1)</script>" in page.inner_text("table")  # shown as text
+    assert "ImageError: cannot decode <png>" in page.inner_text("table")
+    page.screenshot(path=os.path.join(DOCS, "retries.png"), full_page=True)
+    row = page.locator("tr", has_text="ResizeImage")
+    row.locator('input[name="key"]').check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Retry now", exact=True).click()
+    assert page.url == base + "/retries"
+    assert "ResizeImage" not in page.inner_text("table")
+    assert "SyncAccount" in page.inner_text("table")
+    again = client.fetch("default")
+    assert again["jid"] == j["jid"] and again["failure"]["retry_count"] == 0
+    page.goto(base + "/retries/" + page.locator('input[name="key"]').first.get_attribute("value"))
+    assert other["jid"] in page.inner_text("main")
+    assert "worker.py:99 in run" in page.inner_text("pre.backtrace")
+
+
+def test_pause_a_queue(page: Any, base: str, client: Client, server: FaktoryServer) -> None:
+    client.push(job(queue="mailers"))
+    page.goto(base + "/queues")
+    row = page.locator("tr", has_text="mailers")
+    with page.expect_navigation():
+        row.get_by_role("button", name="Pause").click()
+    assert "paused" in page.locator("tr", has_text="mailers").inner_text()
+    assert server.redis().smembers("paused") == {b"mailers"}
+    with page.expect_navigation():
+        page.locator("tr", has_text="mailers").get_by_role("button", name="Resume").click()
+    assert server.redis().smembers("paused") == set()
+
+
+def test_cross_origin_post_is_refused(page: Any, base: str, client: Client,
+                                      server: FaktoryServer) -> None:
+    failed_job(client)
+    # A page on another site that auto-submits a form to the web UI (the browser still has
+    # the Basic credentials, as a logged-in operator's would).
+    evil = (f'<form id="f" method="post" action="{base}/retries">'
+            '<input name="action" value="delete"><input name="key" value="all"></form>'
+            '<script>document.getElementById("f").submit()</script>')
+    page.route("http://evil.example/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=evil))
+    with page.expect_response(lambda r: r.url == base + "/retries") as caught:
+        page.goto("http://evil.example/")
+    assert caught.value.status == 403
+    page.wait_for_load_state()
+    assert "Cross-origin request refused" in page.content()
+    assert server.redis().zcard("retries") == 1

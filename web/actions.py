@@ -1,0 +1,47 @@
+"""What the buttons on the retries, scheduled and dead pages do to their sorted set."""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from faktory_fast import jobs
+from faktory_fast.store import Store
+
+ALL = "all"
+BATCH = 500  # entries moved per round trip by "all" actions
+
+
+def _dead_score() -> str:
+    return jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
+
+
+def _requeue(store: Store, zset: str, members: Sequence[bytes]) -> int:
+    now = time.time_ns()
+    moves = [(m, *jobs.requeue(m, now)) for m in members]
+    return store.enqueue_from(zset, moves) if moves else 0
+
+
+def act(store: Store, zset: str, action: str, entries: Sequence[tuple[str, str]] | str) -> int:
+    """Apply ``action`` (retry | add_to_queue | delete | kill) to (score, jid) entries or ALL.
+
+    retry and add_to_queue move jobs to their queues with a fresh ``enqueued_at`` (each entry
+    at most once, even with concurrent clicks); kill moves them to the dead set for 180 days.
+    Returns how many entries were affected.
+    """
+    if entries == ALL:
+        if action == "delete":
+            store.mutate("clear", zset, "", "all", "", [])
+            return 0
+        if action == "kill":
+            return store.mutate("kill", zset, _dead_score(), "all", "", [])
+        moved = 0
+        while True:
+            _, page = store.set_page(zset, 0, BATCH)
+            if not page:
+                return moved
+            moved += _requeue(store, zset, [m for m, _ in page])
+    if action == "delete":
+        return store.set_remove(zset, entries)
+    if action == "kill":
+        return store.set_remove(zset, entries, _dead_score())
+    return _requeue(store, zset, [m for m, _ in store.set_entries(zset, entries)])

@@ -1,0 +1,62 @@
+"""Jinja2 page rendering with what every page shows (summary bar, navigation, footer)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import falcon
+import jinja2
+
+from faktory_fast import FAKTORY_VERSION
+from faktory_fast.store import Store
+
+from . import views
+from .security import CSRF_FIELD
+from .settings import Settings
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+NAV = (("/", "Home"), ("/busy", "Busy"), ("/queues", "Queues"), ("/retries", "Retries"),
+       ("/scheduled", "Scheduled"), ("/morgue", "Dead"))
+
+
+def environment() -> jinja2.Environment:
+    """Autoescaping everywhere: job data is attacker-controlled text."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters.update(fmt_time=views.fmt_time, reltime=views.reltime,
+                       duration=views.duration)
+    return env
+
+
+class Renderer:
+    """Renders a template into a response, adding the shared page context."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.env = environment()
+
+    def page(self, req: falcon.Request, resp: falcon.Response, template: str,
+             info: dict[str, Any] | None = None, **context: Any) -> None:
+        """Render ``template``; ``info`` (``Store.info()``) is fetched unless given."""
+        info = info if info is not None else self.store.info()
+        resp.content_type = falcon.MEDIA_HTML
+        resp.cache_control = ["no-cache"]
+        resp.text = self.env.get_template(template).render(
+            summary={
+                "processed": info["processed"], "failed": info["failures"],
+                "busy": info["working"], "enqueued": sum(info["queues"].values()),
+                "retries": info["retries"], "scheduled": info["scheduled"], "dead": info["dead"],
+            },
+            nav=NAV, path=req.path, prefix=req.context.prefix, csrf=req.context.csrf,
+            csrf_field=CSRF_FIELD, version=FAKTORY_VERSION, settings=self.settings,
+            utc_time=time.strftime("%H:%M:%S UTC", time.gmtime()), now=time.time(),
+            **context)
+
+    def error(self, req: falcon.Request, status: str, title: str, description: str) -> str:
+        """A minimal error page (no Redis access: it may be what failed)."""
+        prefix = getattr(req.context, "prefix", "")
+        return self.env.get_template("error.html").render(
+            status=status, title=title, description=description, prefix=prefix)

@@ -1,0 +1,305 @@
+"""Falcon resources: read from the store, render; POSTs act and redirect (302)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import falcon
+import orjson
+
+from faktory_fast import FAKTORY_VERSION, jobs, keys
+from faktory_fast.lifecycle import info_document, latency
+from faktory_fast.store import Store
+
+from . import actions, charts, metrics, views
+from .render import Renderer
+from .settings import Settings
+
+HISTORY_DAYS = (7, 30, 90, 180)
+FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offering "more"
+SIGNALS = ("quiet", "terminate")
+
+
+# -- request helpers --------------------------------------------------------------------------
+
+def form(req: falcon.Request) -> dict[str, list[str]]:
+    """The urlencoded body as name -> list of values (400 for other bodies)."""
+    if not (req.content_type or "").startswith(falcon.MEDIA_URLENCODED):
+        raise falcon.HTTPBadRequest(title="Expected a form")
+    media = req.get_media(default_when_empty={})
+    return {k: v if isinstance(v, list) else [v] for k, v in media.items()}
+
+
+def one(fields: dict[str, list[str]], name: str) -> str:
+    """The single value of a form field (400 when missing)."""
+    values = fields.get(name) or [""]
+    if not values[0]:
+        raise falcon.HTTPBadRequest(title=f"Missing {name}")
+    return values[0]
+
+
+def redirect(req: falcon.Request, path: str) -> falcon.HTTPFound:
+    return falcon.HTTPFound(req.context.prefix + path)
+
+
+def page_param(req: falcon.Request) -> int:
+    try:
+        return views.page_number(req.get_param("page"))
+    except ValueError:
+        raise falcon.HTTPBadRequest(title="Invalid page") from None
+
+
+def queue_latencies(store: Store) -> list[tuple[str, int, bool, float]]:
+    """(name, size, paused, latency seconds) of every queue, sorted by name."""
+    now = time.time_ns()
+    return sorted((name, size, paused, latency(heads, now))
+                  for name, size, paused, heads in store.queue_list())
+
+
+def json_response(resp: falcon.Response, document: Any) -> None:
+    resp.data = orjson.dumps(document)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.cache_control = ["no-cache"]
+
+
+class Resource:
+    """Base: the store, the settings and the page renderer."""
+
+    def __init__(self, ui: Renderer) -> None:
+        self.ui = ui
+        self.store = ui.store
+        self.settings: Settings = ui.settings
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+class Health(Resource):
+    """``/health``: liveness, no authentication."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        state = self.store.info()
+        json_response(resp, {"now": jobs.rfc3339(), "server": {
+            "command_count": state["commands"], "connections": state["connections"],
+            "description": "Faktory", "faktory_version": FAKTORY_VERSION}})
+
+
+class Stats(Resource):
+    """``/stats``: the INFO document."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        json_response(resp, info_document(self.store.info(), self.settings.started_at))
+
+
+class Metrics(Resource):
+    """``/metrics``: Prometheus text format."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.text = metrics.render(self.store.info(), queue_latencies(self.store))
+        resp.content_type = metrics.CONTENT_TYPE
+        resp.cache_control = ["no-cache"]
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+class Dashboard(Resource):
+    """``/``: live and history graphs, server facts."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        days = req.get_param_as_int("days", default=30)
+        if days not in HISTORY_DAYS:
+            raise falcon.HTTPBadRequest(title="Invalid days", description="Use 7, 30, 90 or 180.")
+        today = datetime.date.today()
+        dates = [(today - datetime.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
+        counts = self.store.daily_counts(dates)
+        info = self.store.info()
+        self.ui.page(req, resp, "dashboard.html", info=info, days=days, day_choices=HISTORY_DAYS,
+                     history=charts.history_svg(dates, counts),
+                     stats=info_document(info, self.settings.started_at),
+                     redis=self.store.redis_info())
+
+
+class Busy(Resource):
+    """``/busy``: worker processes and jobs in progress; quiet/terminate."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        running = []
+        per_worker: dict[str, int] = {}
+        for record in self.store.reservations(1000):
+            res = orjson.loads(record)
+            wid = res.get("wid") or ""
+            per_worker[wid] = per_worker.get(wid, 0) + 1
+            job = views.parse_job(orjson.dumps(res.get("job")), wid=wid,
+                                  reserved_at=res.get("reserved_at"), expires_at=res.get("expires_at"))
+            running.append(job)
+        workers = []
+        for w in self.store.workers():
+            try:
+                labels = orjson.loads(w.get("labels") or "[]")
+            except orjson.JSONDecodeError:
+                labels = []
+            workers.append({**w, "labels": labels if isinstance(labels, list) else [],
+                            "busy": per_worker.get(w.get("wid", ""), 0),
+                            "rss_mb": int(w.get("rss_kb") or 0) / 1024})
+        self.ui.page(req, resp, "busy.html", workers=workers, running=running)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        fields = form(req)
+        signal, wid = one(fields, "signal"), one(fields, "wid")
+        if signal not in SIGNALS:
+            raise falcon.HTTPBadRequest(title=f"Invalid signal: {signal}")
+        self.store.signal_workers(signal, ["*" if wid == "all" else wid])
+        raise redirect(req, "/busy")
+
+
+class Queues(Resource):
+    """``/queues``: every queue with size, latency and paused state."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.ui.page(req, resp, "queues.html", queues=queue_latencies(self.store))
+
+
+def encode_bkey(priority: int, job: bytes) -> str:
+    """A queue entry's form key: ``<priority>.<base64url(job JSON)>``."""
+    return f"{priority}.{base64.urlsafe_b64encode(job).rstrip(b'=').decode()}"
+
+
+def decode_bkey(bkey: str) -> tuple[int, bytes]:
+    prio, _, data = bkey.partition(".")
+    try:
+        priority = int(prio)
+        job = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    except (ValueError, binascii.Error):
+        raise falcon.HTTPBadRequest(title="Invalid job key") from None
+    if not 1 <= priority <= 9:
+        raise falcon.HTTPBadRequest(title="Invalid job key")
+    return priority, job
+
+
+class Queue(Resource):
+    """``/queues/<name>``: one queue's jobs (paged); delete jobs, pause, resume, clear."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        info = self.store.info()
+        if name not in info["queues"]:
+            raise redirect(req, "/queues")
+        number = page_param(req)
+        size, entries = self.store.queue_page(name, (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
+        page = views.Page(number, size)
+        rows = [(encode_bkey(p, raw), views.parse_job(raw)) for p, raw in entries]
+        paused = any(n == name and p for n, _, p, _ in self.store.queue_list())
+        self.ui.page(req, resp, "queue.html", info=info, name=name, rows=rows, page=page,
+                     paused=paused)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        fields = form(req)
+        if not jobs.QUEUE_NAME.fullmatch(name):
+            raise falcon.HTTPBadRequest(title="Invalid queue name")
+        if fields.get("bkey"):
+            self.store.queue_delete(name, [decode_bkey(k) for k in fields["bkey"]])
+            raise redirect(req, f"/queues/{name}")
+        action = one(fields, "action")
+        ops = {"delete": "REMOVE", "pause": "PAUSE", "resume": "RESUME"}
+        if action not in ops:
+            raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
+        self.store.queue_op(ops[action], [name])
+        raise redirect(req, "/queues")
+
+
+class SortedSet(Resource):
+    """``/retries``, ``/scheduled``, ``/morgue``: paged or filtered list; bulk actions."""
+
+    def __init__(self, ui: Renderer, zset: str, path: str, title: str,
+                 actions_: tuple[str, ...]) -> None:
+        super().__init__(ui)
+        self.zset, self.path, self.title, self.actions = zset, path, title, actions_
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        filters = {k: (req.get_param(k) or "").strip() for k in ("jobtype", "queue", "q")}
+        number = page_param(req)
+        cursor = req.get_param("cursor") or "0"
+        if not cursor.isdigit():
+            raise falcon.HTTPBadRequest(title="Invalid cursor")
+        scan = None
+        if any(filters.values()):
+            next_cursor, scanned, found = self.store.set_filter(
+                self.zset, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE, filters["jobtype"],
+                filters["queue"], filters["q"])
+            entries = sorted(found, key=lambda e: float(e[1]))
+            page = None
+            scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
+        else:
+            size, entries = self.store.set_page(self.zset, (number - 1) * views.PAGE_SIZE,
+                                                views.PAGE_SIZE)
+            page = views.Page(number, size)
+        rows = [views.parse_job(m, score) for m, score in entries]
+        self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, title=self.title,
+                     actions=self.actions, rows=rows, page=page, filters=filters, scan=scan)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        fields = form(req)
+        action = one(fields, "action")
+        if action not in self.actions:
+            raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
+        given = [k for k in fields.get("key", []) if k]
+        if not given:
+            raise falcon.HTTPBadRequest(title="No jobs selected")
+        target = actions.ALL if actions.ALL in given else [self._entry(k) for k in given]
+        actions.act(self.store, self.zset, action, target)
+        raise redirect(req, self.path)
+
+    @staticmethod
+    def _entry(key: str) -> tuple[str, str]:
+        try:
+            return views.parse_key(key)
+        except ValueError:
+            raise falcon.HTTPBadRequest(title="Invalid job key") from None
+
+
+class SortedSetEntry(Resource):
+    """``/retries/<key>`` and friends: one job in full; its actions."""
+
+    def __init__(self, listing: SortedSet) -> None:
+        super().__init__(listing.ui)
+        self.listing = listing
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        found = self.store.set_entries(self.listing.zset, [self.listing._entry(key)])
+        if not found:
+            raise falcon.HTTPTemporaryRedirect(req.context.prefix + self.listing.path)
+        member, score = found[0]
+        lst = self.listing
+        self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, title=lst.title,
+                     actions=lst.actions, job=views.parse_job(member, score))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        fields = form(req)
+        action = one(fields, "action")
+        if action not in self.listing.actions:
+            raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
+        actions.act(self.store, self.listing.zset, action, [self.listing._entry(key)])
+        raise redirect(req, self.listing.path)
+
+
+class Debug(Resource):
+    """``/debug``: server and Redis details."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        started = time.perf_counter()
+        redis = self.store.redis_info()
+        rtt_us = int((time.perf_counter() - started) * 1e6)
+        url = urlsplit(self.settings.redis_url)
+        where = url.path if url.scheme == "unix" else (url.hostname or "") + f":{url.port or 6379}"
+        self.ui.page(req, resp, "debug.html", redis=redis, rtt_us=rtt_us, redis_where=where)
+
+
+def set_resources(ui: Renderer) -> list[SortedSet]:
+    """The three sorted-set pages and the actions each offers."""
+    return [
+        SortedSet(ui, keys.RETRIES, "/retries", "Retries", ("retry", "delete", "kill")),
+        SortedSet(ui, keys.SCHEDULED, "/scheduled", "Scheduled", ("add_to_queue", "delete", "kill")),
+        SortedSet(ui, keys.DEAD, "/morgue", "Dead", ("retry", "delete")),
+    ]

@@ -1,0 +1,99 @@
+"""Authentication and cross-site request protection, as Falcon middleware.
+
+* HTTP Basic auth with the web password (username ignored, constant-time comparison) on every
+  route but ``/health`` and ``/static``, whenever a password is configured (production and
+  staging refuse to start without one).
+* State-changing requests must come from our own pages: Faktory's ``Sec-Fetch-Site``/``Origin``
+  rules, and a double-submit CSRF token (cookie + form field) for browsers that send neither.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+import falcon
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+CSRF_COOKIE = "faktory_csrf"
+CSRF_FIELD = "csrf_token"
+REALM = 'Basic realm="Faktory"'
+
+
+def _public(path: str) -> bool:
+    return path == "/health" or path.startswith("/static/")
+
+
+class ScriptName:
+    """``X-Script-Name: /prefix`` from a proxy: strip it from the path, prefix generated links."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        prefix = (req.get_header("X-Script-Name") or "").rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            prefix = ""
+        if prefix and req.path.startswith(prefix):
+            req.path = req.path[len(prefix):] or "/"
+        req.context.prefix = prefix
+
+
+class BasicAuth:
+    """401 unless the request carries the password (any username)."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password.encode()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.password or _public(req.path):
+            return
+        header = req.get_header("Authorization") or ""
+        if not header.lower().startswith("basic "):
+            raise falcon.HTTPUnauthorized(title="Authorization required", challenges=[REALM])
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        _, _, given = decoded.partition(b":")
+        if not hmac.compare_digest(given, self.password):
+            raise falcon.HTTPUnauthorized(title="Authorization failed", challenges=[REALM])
+
+
+def cross_origin(req: falcon.Request) -> bool:
+    """Go's CrossOriginProtection rule, as Faktory 1.9.4+ applies it."""
+    site = req.get_header("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = req.get_header("Origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc.lower() != (req.get_header("Host") or req.netloc).lower()
+
+
+class CsrfProtection:
+    """Reject foreign state-changing requests; issue and check the CSRF token.
+
+    Every page gets the token (``req.context.csrf``) for its forms; the cookie is SameSite=Strict
+    and HttpOnly so another site can neither send nor read it.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token = req.cookies.get(CSRF_COOKIE, "")
+        if len(token) < 32:
+            token = secrets.token_urlsafe(32)
+            resp.set_cookie(CSRF_COOKIE, token, path="/", http_only=True, same_site="Strict",
+                            secure=req.scheme == "https")
+        req.context.csrf = token
+        if req.method in SAFE_METHODS or _public(req.path):
+            return
+        if cross_origin(req):
+            raise falcon.HTTPForbidden(title="Cross-origin request refused")
+        form = req.get_media(default_when_empty={}) if _is_form(req) else {}
+        given = form.get(CSRF_FIELD, "") if isinstance(form, dict) else ""
+        if not isinstance(given, str) or CSRF_COOKIE not in req.cookies \
+                or not hmac.compare_digest(given.encode(), token.encode()):
+            raise falcon.HTTPForbidden(title="Invalid or missing CSRF token")
+
+
+def _is_form(req: falcon.Request) -> bool:
+    return (req.content_type or "").startswith(falcon.MEDIA_URLENCODED)
