@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test build bench clean node
+.PHONY: run test build bench clean node browser
 
 $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ tests/node/node_modules: tests/node/package.json
 
 node: tests/node/node_modules
 
-test: $(STAMP) tests/node/node_modules
+# Headless Chromium for the web UI's browser tests, from Debian's packages (Playwright drives it).
+browser:
+	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) tests/node/node_modules browser
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)

@@ -92,9 +92,9 @@ class Lifecycle:
         deadline = loop.time() + FETCH_WAIT
         while True:
             wakes = self._wakes
-            if self._known_empty(queues, loop.time()):
-                res: Any = 0
-            else:
+            asked = not self._known_empty(queues, loop.time())
+            res: Any = 0
+            if asked:
                 res = await self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues)
             if type(res) is list:
                 job, rid, jid = res
@@ -105,12 +105,13 @@ class Lifecycle:
             if res == QUIET or res == ALL_PAUSED:
                 await asyncio.sleep(max(0.0, remaining))
                 return None
-            if res == 0 and self._wakes == wakes:
-                t = loop.time()
-                for q in queues:
-                    self._empty[q] = t
-            elif res == 0:
-                continue  # a wake-up raced this fetch: look again at once
+            if res == 0:
+                if self._wakes != wakes:
+                    continue  # a wake-up raced this fetch: look again at once
+                if asked:  # Redis now has us down as waiting on each of these queues
+                    t = loop.time()
+                    for q in queues:
+                        self._empty[q] = t
             if remaining <= 0 or not await self._wait(queues, remaining):
                 return None
 

@@ -414,3 +414,32 @@ def test_job_fetched_for_a_departed_client_goes_back(server: FaktoryServer, clie
     got = client.fetch("leftq")
     assert got is not None and got["jid"] == j["jid"]
     assert client.info()["faktory"]["sets"]["working"] == 1
+
+
+def test_idle_fetch_loop_does_not_poll_redis(server: FaktoryServer, client: Client) -> None:
+    """A FETCH on a queue known to be empty waits for a wake-up instead of asking Redis."""
+    r = server.redis()
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with r.monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                seen.append(cmd["command"])
+                if "stop-monitor" in cmd["command"]:
+                    return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    ready.wait(5)
+    assert client.fetch("idleq") is None
+    assert client.fetch("idleq") is None
+    assert client.fetch("idleq") is None
+    server.redis().echo("stop-monitor")
+    t.join(5)
+    fetches = [c for c in seen if "ff_fetch" in c and "idleq" in c]
+    assert len(fetches) == 1, fetches
+    j = job(queue="idleq")
+    client.push(j)
+    assert client.fetch("idleq")["jid"] == j["jid"]  # and a push still wakes it
