@@ -7,7 +7,7 @@ ARGS ?=
 
 .PHONY: run test build bench clean node browser
 
-$(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
+$(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/faktory_fast/*.pxd)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
