@@ -1,0 +1,9 @@
+"""faktory-bench: a load-test harness for any Faktory-protocol server (and a raw-Redis baseline).
+
+Run ``python -m bench --help`` from the repository root; see ``bench/README.md``.
+
+Modules: ``client`` (handshake, blocking Conn, epoll Reactor), ``resp`` (RESP parse/encode),
+``procs`` (load processes with a start barrier and CPU accounting), ``procstat`` (server CPU/RSS over
+a pid tree), ``report`` (JSON, summaries, tables), one module per scenario (``load``, ``latency``,
+``idle``, ``bulk``, ``baseline``, ``chart``) and ``common`` (their shared helpers).
+"""

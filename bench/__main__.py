@@ -1,0 +1,107 @@
+"""``python -m bench <scenario> ...`` / ``faktory-bench``: run a scenario, print a table, write JSON."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from types import ModuleType
+from typing import Any, Sequence
+
+from bench.client import BenchError, parse_faktory_url, parse_redis_url
+from bench.procstat import parse_pids
+from bench.report import parse_labels, summarize, table, write_json
+from bench import baseline, bulk, chart, idle, latency, load
+from bench.common import Target
+
+SCENARIOS: list[ModuleType] = [load, latency, idle, bulk, baseline]
+
+
+def _common_args(p: argparse.ArgumentParser, redis: bool) -> None:
+    if redis:
+        p.add_argument("--redis", default=os.environ.get("REDIS_URL"),
+                       help="redis://host:port or unix:///path/redis.sock (default $REDIS_URL)")
+    else:
+        p.add_argument("--url", default=os.environ.get("FAKTORY_URL", "tcp://localhost:7419"),
+                       help="tcp://[:password@]host:port (default $FAKTORY_URL or tcp://localhost:7419)")
+    p.add_argument("--server-pid", action="append", metavar="PID[,PID...]",
+                   help="server pid(s) to meter, with all their descendants (repeatable)")
+    p.add_argument("--compare", metavar="URL2", help="also run against this second server and print ratios")
+    p.add_argument("--pid2", action="append", metavar="PID[,PID...]", help="pids of the --compare server")
+    p.add_argument("--rounds", type=int, default=1, help="runs per server, alternating (default 1)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE",
+                   help="tag the result, e.g. --label processes=2 (repeatable; used by chart)")
+    p.add_argument("--out", help="result JSON path (default bench/results/<scenario>-<timestamp>.json)")
+    p.add_argument("--timeout", type=float, default=900.0, help="abort a run after this many seconds")
+    p.add_argument("--stall", type=float, default=20.0,
+                   help="abort when no job completes for this many seconds (default 20)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per scenario plus ``chart``."""
+    parser = argparse.ArgumentParser(prog="faktory-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    for mod in SCENARIOS:
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        _common_args(p, redis=mod is baseline)
+        mod.add_args(p)
+    chart.add_args(sub.add_parser(chart.NAME, help=chart.HELP, description=chart.HELP))
+    return parser
+
+
+def run_scenario(mod: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``rounds`` alternating runs on the first (and --compare) server; print and save results."""
+    if mod is baseline:
+        if not args.redis:
+            raise SystemExit("baseline needs --redis URL (or $REDIS_URL)")
+        targets = [Target("first", parse_redis_url(args.redis), parse_pids(args.server_pid))]
+        if args.compare:
+            targets.append(Target("second", parse_redis_url(args.compare), parse_pids(args.pid2)))
+    else:
+        targets = [Target("first", parse_faktory_url(args.url), parse_pids(args.server_pid))]
+        if args.compare:
+            targets.append(Target("second", parse_faktory_url(args.compare), parse_pids(args.pid2)))
+    runs: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        for t in targets:
+            print(f"[{mod.NAME}] round {rnd + 1}/{args.rounds} on {t.name} server {t.endpoint.redacted()}",
+                  file=sys.stderr, flush=True)
+            metrics = mod.run_once(args, t)
+            runs.append({"target": t.name, "round": rnd, **metrics})
+    names = [t.name for t in targets]
+    summary = summarize(runs, names)
+    doc = {
+        "scenario": mod.NAME,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "label": parse_labels(args.label),
+        "params": mod.params(args),
+        "servers": {t.name: {"url": t.endpoint.redacted(), "pids": t.pids} for t in targets},
+        "runs": runs,
+        "summary": summary,
+    }
+    path = write_json(doc, args.out)
+    print(f"{mod.NAME}: {', '.join(f'{k}={v}' for k, v in doc['params'].items())}")
+    print(table(summary, names, mod.METRICS))
+    print(f"results: {path}")
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``faktory-bench``)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.scenario == chart.NAME:
+            return chart.run(args)
+        mod = next(m for m in SCENARIOS if m.NAME == args.scenario)
+        run_scenario(mod, args)
+    except BenchError as e:
+        print(f"faktory-bench: {e}", file=sys.stderr)
+        return 1
+    except (ConnectionError, OSError) as e:
+        print(f"faktory-bench: connection problem: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

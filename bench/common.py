@@ -1,0 +1,84 @@
+"""Shared pieces of the scenarios: targets, worker layout, process counts."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+from bench.client import BenchError, Conn, Endpoint
+
+
+@dataclass
+class Target:
+    """One server under test: its endpoint and the pids whose process trees we meter."""
+
+    name: str  # "first" or "second"
+    endpoint: Endpoint
+    pids: list[int] = field(default_factory=list)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one (larger ones first)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def layout(threads: int, procs: int) -> list[tuple[int, int]]:
+    """(pushers, fetchers) per process: half the threads push, half fetch, spread evenly.
+
+    Pushers are dealt round-robin from process 0 and fetchers continue where pushers stopped, so every
+    process gets a mix (dealing alternating roles round-robin over 2 processes would not).
+    """
+    npush, nfetch = (threads + 1) // 2, threads // 2
+    procs = max(1, min(procs, threads))
+    per = [[0, 0] for _ in range(procs)]
+    for i in range(npush):
+        per[i % procs][0] += 1
+    for j in range(nfetch):
+        per[(npush + j) % procs][1] += 1
+    return [(a, b) for a, b in per if a or b]
+
+
+def flush(ep: Endpoint) -> None:
+    """Send FLUSH on a fresh connection (every scenario starts from an empty server)."""
+    c = Conn(ep)
+    try:
+        c.call("FLUSH")
+    finally:
+        c.close()
+
+
+def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE soft limit to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+class StallGuard:
+    """Abort a run whose progress counter has not moved for ``limit`` seconds (lost jobs never arrive)."""
+
+    def __init__(self, limit: float, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.value = -1
+        self.since = time.monotonic()
+
+    def check(self, value: int, total: int) -> None:
+        """Call with the current counter; raises BenchError when stalled short of ``total``."""
+        now = time.monotonic()
+        if value != self.value:
+            self.value, self.since = value, now
+        elif value < total and now - self.since > self.limit:
+            raise BenchError(f"{self.what}: stuck at {value:,} of {total:,} for {self.limit:g}s "
+                             f"(jobs lost or server stalled)")

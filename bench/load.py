@@ -1,0 +1,156 @@
+"""``load``: Faktory's own load test (contribsys/faktory test/load) — push, fetch, ack/fail."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
+from bench.procs import WorkerCtx, MP, run_workers
+from bench.procstat import ServerMeter
+from bench.resp import ErrorReply
+from bench.common import StallGuard, Target, cpu_count, flush, layout, split_evenly
+
+NAME = "load"
+HELP = "Faktory's load test: T workers, half PUSH to queue0..4, half FETCH+ACK (1%% FAIL)"
+METRICS = [
+    ("jobs_per_s", "jobs/s"),
+    ("elapsed_s", "elapsed s"),
+    ("pushed", "pushed"),
+    ("fetched", "fetched (acked+failed)"),
+    ("failed", "failed"),
+    ("client_cpu_us_per_job", "client CPU µs/job"),
+    ("server_cpu_us_per_job", "server CPU µs/job"),
+    ("server_cpu_pct", "server CPU % (1 core=100)"),
+    ("server_procs", "server processes"),
+]
+
+QUEUES = [f"queue{i}" for i in range(5)]
+PUSH_TMPL = (b'PUSH {"jid":"%s%08x","jobtype":"SomeJob","args":[[1,"string",3]],'
+             b'"retry":25,"queue":"queue%d"}\r\n')
+# Every ordering of the five queues, precomputed: picking one is cheaper than shuffling per FETCH.
+FETCH_CMDS = [b"FETCH " + " ".join(p).encode() + b"\r\n" for p in itertools.permutations(QUEUES)]
+ACK_TMPL = b'ACK {"jid":"%s"}\r\n'
+FAIL_TMPL = (b'FAIL {"jid":"%s","errtype":"RuntimeError","message":"bench: simulated failure",'
+             b'"backtrace":["bench/load.py:1:in fetcher"]}\r\n')
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """Options of the load scenario."""
+    p.add_argument("-j", "--jobs", type=int, default=30000, help="jobs to push and to fetch (default 30000)")
+    p.add_argument("-t", "--threads", type=int, default=10, help="workers, half push half fetch (default 10)")
+    p.add_argument("--procs", type=int, default=0, help="load processes (default min(threads, cpus))")
+    p.add_argument("--fail-rate", type=float, default=0.01, help="fraction of fetched jobs FAILed (0.01)")
+
+
+def params(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameters recorded in the result JSON."""
+    procs = args.procs or min(args.threads, cpu_count())
+    return {"jobs": args.jobs, "threads": args.threads, "procs": len(layout(args.threads, procs)),
+            "fail_rate": args.fail_rate}
+
+
+@dataclass
+class _Arg:
+    ep: Endpoint
+    jobs: int
+    quotas: list[int]  # one push quota per pusher connection of this process
+    nfetch: int
+    fail_rate: float
+    pushed: Any  # RawArray: per-process pushed counts (progress)
+    fetched: Any  # RawArray: per-process fetched counts (global stop condition)
+
+
+def _worker(ctx: WorkerCtx, a: _Arg) -> dict:
+    conns = [Conn(a.ep) for _ in range(len(a.quotas) + a.nfetch)]
+    socks = [c.detach() for c in conns]
+    idx, jobs, fetched_arr, pushed_arr = ctx.index, a.jobs, a.fetched, a.pushed
+    prefix = (os.urandom(4).hex() + f"{idx:02x}").encode()
+    st = {"pushed": 0, "fetched": 0, "failed": 0, "t_last": 0.0}
+    fail_rate = a.fail_rate
+    rnd, choice, randrange, loads, mono = random.random, random.choice, random.randrange, orjson.loads, time.monotonic
+
+    def pusher(first: int, quota: int) -> Script:
+        for i in range(first, first + quota):
+            check_ok((yield PUSH_TMPL % (prefix, i, randrange(5))), "PUSH")
+            st["pushed"] += 1
+            pushed_arr[idx] = st["pushed"]
+
+    def fetcher() -> Script:
+        while sum(fetched_arr) < jobs:
+            job = yield choice(FETCH_CMDS)
+            if job is None:
+                continue
+            if type(job) is ErrorReply:
+                raise BenchError(f"FETCH: -{job}")
+            jid = loads(job)["jid"].encode()
+            if rnd() < fail_rate:
+                check_ok((yield FAIL_TMPL % jid), "FAIL")
+                st["failed"] += 1
+            else:
+                check_ok((yield ACK_TMPL % jid), "ACK")
+            st["fetched"] += 1
+            fetched_arr[idx] = st["fetched"]
+            st["t_last"] = mono()
+
+    reactor = Reactor()
+    ctx.ready()
+    first = 0
+    for sock, quota in zip(socks, a.quotas):
+        reactor.add(sock, pusher(first, quota))
+        first += quota
+    for sock in socks[len(a.quotas):]:
+        reactor.add(sock, fetcher())
+    try:
+        reactor.run(lambda: sum(fetched_arr) >= jobs)
+        reactor.drain()
+    finally:
+        reactor.close()
+    return st
+
+
+def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """One load run against ``target``; returns the metrics dict."""
+    if args.threads < 2:
+        raise SystemExit("load needs at least 2 threads (one pusher, one fetcher)")
+    flush(target.endpoint)
+    plan = layout(args.threads, args.procs or min(args.threads, cpu_count()))
+    quotas = split_evenly(args.jobs, sum(p for p, _ in plan))
+    pushed = MP.RawArray("q", len(plan))
+    fetched = MP.RawArray("q", len(plan))
+    wargs, k = [], 0
+    for npush, nfetch in plan:
+        wargs.append(_Arg(target.endpoint, args.jobs, quotas[k:k + npush], nfetch, args.fail_rate, pushed, fetched))
+        k += npush
+    meter = ServerMeter(target.pids)
+    stall = StallGuard(args.stall, "load fetched")
+
+    def progress(elapsed: float) -> str | None:
+        stall.check(sum(fetched), args.jobs)
+        if elapsed < 2:
+            return None
+        return f"  load {elapsed:5.1f}s pushed {sum(pushed):,}/{args.jobs:,} fetched {sum(fetched):,}/{args.jobs:,}"
+
+    t0, results = run_workers(_worker, wargs, on_go=meter.start, progress=progress, timeout=args.timeout,
+                              done=lambda: sum(fetched) >= args.jobs, on_done=meter.stop)
+    elapsed = max(r["t_last"] for r in results) - t0
+    n_fetched = sum(r["fetched"] for r in results)
+    server_cpu = meter.cpu_s()
+    return {
+        "jobs_per_s": args.jobs / elapsed,
+        "elapsed_s": elapsed,
+        "pushed": sum(r["pushed"] for r in results),
+        "fetched": n_fetched,
+        "failed": sum(r["failed"] for r in results),
+        "client_cpu_us_per_job": sum(r["cpu_s"] for r in results) / args.jobs * 1e6,
+        "client_cpu_user_share": sum(r["cpu_user_s"] for r in results) / max(1e-9, sum(r["cpu_s"] for r in results)),
+        "server_cpu_us_per_job": None if server_cpu is None else server_cpu / args.jobs * 1e6,
+        "server_cpu_pct": None if server_cpu is None else server_cpu / elapsed * 100,
+        "server_procs": meter.nprocs(),
+    }

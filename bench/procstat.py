@@ -1,0 +1,102 @@
+"""Server-side CPU and RSS from /proc, summed over a pid *tree* (master + forked workers + child redis)."""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_pids(values: Iterable[str] | None) -> list[int]:
+    """Flatten ``--server-pid 1,2 --server-pid 3`` into ``[1, 2, 3]``."""
+    out: list[int] = []
+    for v in values or ():
+        out.extend(int(p) for p in v.split(",") if p.strip())
+    return out
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode()
+    except OSError:  # process gone
+        return None
+    # comm (field 2) may contain spaces and ')' — everything after the last ')' is fixed-format.
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def tree(roots: Iterable[int]) -> list[int]:
+    """``roots`` plus all their live descendants (walks the ppid links of every /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        f = _stat_fields(int(name))
+        if f is not None:
+            children.setdefault(int(f[1]), []).append(int(name))  # f[1] = ppid (field 4)
+    seen: list[int] = []
+    todo = [p for p in roots if os.path.exists(f"/proc/{p}")]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(children.get(p, ()))
+    return seen
+
+
+def cpu_seconds(roots: Iterable[int]) -> dict[int, float]:
+    """utime+stime (seconds) of every process in the tree, keyed by pid."""
+    out: dict[int, float] = {}
+    for pid in tree(roots):
+        f = _stat_fields(pid)
+        if f is not None:
+            out[pid] = (int(f[11]) + int(f[12])) / CLK_TCK  # fields 14 and 15
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots; processes born in between count from zero."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def rss_kb(roots: Iterable[int]) -> int:
+    """Sum of VmRSS (kB) over the tree."""
+    total = 0
+    for pid in tree(roots):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+class ServerMeter:
+    """Snapshot server CPU before/after a measured window; no-op when no pids were given."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before: dict[int, float] = {}
+        self.after: dict[int, float] = {}
+
+    def start(self) -> None:
+        """Take the 'before' snapshot."""
+        if self.pids:
+            self.before = cpu_seconds(self.pids)
+
+    def stop(self) -> None:
+        """Take the 'after' snapshot."""
+        if self.pids:
+            self.after = cpu_seconds(self.pids)
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds used by the server tree in the window, or None without pids."""
+        return cpu_delta(self.before, self.after) if self.pids else None
+
+    def nprocs(self) -> int | None:
+        """How many processes the tree had at the end."""
+        return len(self.after) if self.pids else None

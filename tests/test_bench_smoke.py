@@ -1,0 +1,169 @@
+"""Smoke test of the ``bench`` load-test harness (``python -m bench <scenario>``).
+
+Each scenario runs with tiny sizes against a real faktory_fast server (password-protected, so
+every run exercises the HELLO hash) and ``baseline`` against a real child Redis. These prove the
+harness works; the figures themselves are measured by hand (bench/README.md).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bench.client import parse_faktory_url, parse_redis_url, pwdhash
+from bench.resp import ErrorReply, encode_command, parse
+from faktory_fast.redis_child import RedisChild
+from tests.support import FaktoryServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PASSWORD = "smoke-pw"
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real faktory_fast server with a password: (url, master pid)."""
+    srv = FaktoryServer(str(tmp_path_factory.mktemp("bench")), processes=1, password=PASSWORD,
+                        args=["--max-connections", "500"]).start()
+    assert srv.proc is not None
+    yield srv.url, srv.proc.pid
+    srv.stop()
+
+
+def bench(*args: str, out: Path, timeout: float = 60) -> dict[str, Any]:
+    """Run ``python -m bench ARGS --out OUT`` from the repo root; return the result JSON."""
+    res = subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    assert "results:" in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["scenario"] == args[0]
+    assert doc["runs"] and doc["summary"]["first"]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def load_doc(server_url: tuple[str, int], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    url, pid = server_url
+    out = tmp_path_factory.mktemp("load") / "load.json"
+    return bench("load", "--url", url, "-j", "200", "-t", "4", "--server-pid", str(pid),
+                 "--label", "processes=1", out=out)
+
+
+def test_protocol_helpers() -> None:
+    # Faktory's own test vectors (docs: shared faktory-reference.md §2).
+    assert pwdhash("foobar", "55104dc76695721d", 1545) == \
+        "6d877f8e5544b1f2598768f817413ab8a357afffa924dedae99eb91472d4ec30"
+    assert pwdhash("foobar", "123456789abc", 1) == \
+        "d30ae2acf55b9e6896725c3b4a2c1d26554ad2e1111c1b29056aa909f8260e39"
+    ep = parse_faktory_url("tcp://:s3cret@example.test:7500")
+    assert (ep.host, ep.port, ep.password, ep.redacted()) == ("example.test", 7500, "s3cret",
+                                                              "tcp://:***@example.test:7500")
+    assert parse_redis_url("unix:///tmp/r.sock").path == "/tmp/r.sock"
+    assert parse(b"$-1\r\n") == (None, 5)
+    assert parse(b"$3\r\nab") is None  # incomplete bulk
+    assert parse(b"*2\r\n$1\r\nk\r\n$2\r\nvv\r\n") == ([b"k", b"vv"], 19)
+    err = (parse(b"-ERR Invalid password\r\n") or (None, 0))[0]
+    assert type(err) is ErrorReply and err == "ERR Invalid password"
+    assert encode_command("INCR", "x") == b"*2\r\n$4\r\nINCR\r\n$1\r\nx\r\n"
+
+
+def test_load(load_doc: dict[str, Any]) -> None:
+    r = load_doc["summary"]["first"]
+    p = load_doc["params"]
+    assert (p["jobs"], p["threads"], p["fail_rate"]) == (200, 4, 0.01) and 1 <= p["procs"] <= 4
+    assert load_doc["label"] == {"processes": 1}
+    assert r["pushed"] == 200 and r["fetched"] == 200 and 0 <= r["failed"] < 200
+    assert r["jobs_per_s"] > 0 and r["elapsed_s"] > 0
+    assert 0 < r["client_cpu_us_per_job"] < 1e6
+    assert r["server_cpu_us_per_job"] is not None and r["server_cpu_us_per_job"] >= 0
+    assert r["server_procs"] == 3  # the master, its one server process and the child Redis
+
+
+def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = server_url
+    doc = bench("load", "--url", url, "-j", "100", "-t", "2", "--compare", url, "--pid2", str(pid),
+                "--rounds", "2", out=tmp_path / "cmp.json")
+    assert [(r["target"], r["round"]) for r in doc["runs"]] == \
+        [("first", 0), ("second", 0), ("first", 1), ("second", 1)]
+    assert doc["summary"]["ratio"]["jobs_per_s"] > 0
+    assert doc["summary"]["second"]["server_cpu_us_per_job"] is not None
+
+
+def test_latency(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = server_url
+    r = bench("latency", "--url", url, "-n", "50", "-w", "4", "--rate", "250", "--server-pid", str(pid),
+              out=tmp_path / "lat.json")["summary"]["first"]
+    assert r["received"] == 50 and r["lost"] == 0
+    assert 0 <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] < 5000
+    assert r["push_rate"] > 0
+
+
+def test_idle(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = server_url
+    # -d 3: longer than one 2 s FETCH wait, so every loop gets replies
+    r = bench("idle", "--url", url, "-n", "50", "-d", "3", "--server-pid", str(pid),
+              out=tmp_path / "idle.json")["summary"]["first"]
+    assert r["connected"] == 50 and r["failed"] == 0
+    assert r["server_cpu_pct"] is not None and 0 <= r["server_cpu_pct"] < 400
+    assert r["server_rss_kb_per_conn"] is not None and r["server_rss_mb_connected"] > 0
+    assert r["fetch_replies_per_s"] > 0  # the loops really were FETCHing
+
+
+def test_bulk(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = server_url
+    r = bench("bulk", "--url", url, "-j", "2000", "--scheduled", "1000", "--at-delay", "1",
+              "--server-pid", str(pid), out=tmp_path / "bulk.json")["summary"]["first"]
+    assert r["jobs_per_s"] > 0 and r["elapsed_s"] > 0
+    assert r["scheduled"] == 1000 and r["sched_acked"] == 1000
+    assert r["sched_pushed_before_at"] is True
+    assert 0 < r["sched_drain_s"] < 30 and r["sched_jobs_per_s"] > 0
+
+
+def test_chart(load_doc: dict[str, Any], tmp_path: Path) -> None:
+    files = []
+    for n, scale in ((1, 1.0), (2, 1.8)):  # a second point, as if re-run with --label processes=2
+        doc = json.loads(json.dumps(load_doc))
+        doc["label"] = {"processes": n}
+        doc["summary"]["first"]["jobs_per_s"] *= scale
+        files.append(tmp_path / f"load-{n}.json")
+        files[-1].write_text(json.dumps(doc))
+    svg = tmp_path / "chart.svg"
+    res = subprocess.run([sys.executable, "-m", "bench", "chart", *map(str, files), "-o", str(svg)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    text = svg.read_text()
+    assert text.startswith("<svg") and "<polyline" in text and text.count("<circle") == 2
+
+
+def test_wrong_password_is_reported(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, _ = server_url
+    res = subprocess.run([sys.executable, "-m", "bench", "load", "--url", url.replace(PASSWORD, "nope"),
+                          "-j", "10", "-t", "2", "--out", str(tmp_path / "x.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "Invalid password" in res.stderr
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A real Redis (the server's child-Redis launcher): (url, pid)."""
+    child = RedisChild(str(tmp_path))
+    child.start()
+    assert child.proc is not None
+    yield child.url, child.proc.pid
+    child.stop()
+
+
+def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = redis_url
+    doc = bench("baseline", "--redis", url, "-j", "500", "-t", "4", "--server-pid", str(pid),
+                out=tmp_path / "base.json")
+    r = doc["summary"]["first"]
+    assert r["pushed"] == 500 and r["fetched"] == 500
+    assert r["jobs_per_s"] > 0 and r["redis_ops_per_s"] > r["jobs_per_s"]
+    assert r["server_cpu_us_per_job"] is not None
+
