@@ -32,12 +32,19 @@ class JobError(ValueError):
 
 # -- time ------------------------------------------------------------------------------------
 
+_stamp_cache: list = [None, ""]  # [unix second, its "YYYY-MM-DDTHH:MM:SS"]: strftime is slow
+
+
 def rfc3339(ns: int | None = None) -> str:
     """UTC RFC3339 with nanoseconds and trailing zeros trimmed, as Go's RFC3339Nano."""
     if ns is None:
         ns = time.time_ns()
     sec, frac = divmod(ns, 1_000_000_000)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    if _stamp_cache[0] == sec:
+        base = _stamp_cache[1]
+    else:
+        base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _stamp_cache[0], _stamp_cache[1] = sec, base
     if frac:
         return f"{base}.{frac:09d}".rstrip("0") + "Z"
     return base + "Z"
@@ -71,9 +78,18 @@ def score(ns: int) -> str:
     return f"{sec}.{frac:09d}"
 
 
+_day_cache: list = [0.0, ""]  # [local midnight after which it changes, "YYYY-MM-DD"]
+
+
 def today() -> str:
     """The day counters' key suffix: YYYY-MM-DD in the server's local time zone."""
-    return time.strftime("%Y-%m-%d")
+    now = time.time()
+    if now >= _day_cache[0]:
+        lt = time.localtime(now)
+        # Recompute at the next whole minute: cheap, and right across midnight and DST changes.
+        _day_cache[0] = now - lt.tm_sec - (now % 1) + 60
+        _day_cache[1] = time.strftime("%Y-%m-%d", lt)
+    return _day_cache[1]
 
 
 # -- decoding with Go-like type errors ---------------------------------------------------------

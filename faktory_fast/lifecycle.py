@@ -53,7 +53,7 @@ class Lifecycle:
         self.started_at = started_at
         self.default_reserve = default_reserve
         self.commands = 0  # dispatched since the last report to Redis
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._reserved: dict[str, tuple[int, bytes]] = {}
         self._waiting: dict[str, dict[_Waiter, None]] = {}
         self._empty: dict[str, float] = {}  # queue -> when we registered as its waiter
@@ -88,7 +88,7 @@ class Lifecycle:
     # -- FETCH ---------------------------------------------------------------------------------
     async def fetch(self, queues: list[str], wid: str) -> bytes | None:
         """The next job of the first non-empty queue, waiting up to 2 s; None if none came."""
-        loop = self._loop
+        loop = self.loop
         deadline = loop.time() + FETCH_WAIT
         while True:
             wakes = self._wakes
@@ -138,11 +138,11 @@ class Lifecycle:
                 del reserved[old]
 
     async def _wait(self, queues: list[str], timeout: float) -> bool:
-        fut = self._loop.create_future()
+        fut = self.loop.create_future()
         waiter = _Waiter(fut, queues)
         for q in queues:
             self._waiting.setdefault(q, {})[waiter] = None
-        handle = self._loop.call_later(timeout, _resolve, fut, False)
+        handle = self.loop.call_later(timeout, _resolve, fut, False)
         try:
             woken = await fut
         finally:

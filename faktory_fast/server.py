@@ -74,6 +74,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.lc = state.lifecycle
+        self.loop = state.lifecycle.loop  # loop.create_task: no get_running_loop() per command
         self.parser = wire.CommandParser(state.max_line)
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
@@ -97,7 +98,7 @@ class Connection(asyncio.Protocol):
             self.salt = format(secrets.randbits(63), "x")
             hi.update(i=self.iterations, s=self.salt)
         transport.write(b"+HI " + orjson.dumps(hi) + b"\r\n")  # type: ignore[attr-defined]
-        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
+        self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
 
     def data_received(self, data: bytes) -> None:
         self.pending.extend(self.parser.feed(data))
@@ -105,7 +106,7 @@ class Connection(asyncio.Protocol):
             self.pending.append(_OVERFLOW)
         if not self.busy and self.pending:
             self.busy = True
-            asyncio.ensure_future(self._run())
+            self.loop.create_task(self._run())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -120,7 +121,7 @@ class Connection(asyncio.Protocol):
                 conns.discard(self)
                 if not conns:
                     del st.by_wid[self.wid]
-            asyncio.ensure_future(self._bye())
+            self.loop.create_task(self._bye())
 
     async def _bye(self) -> None:
         try:
@@ -221,7 +222,7 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         if self.transport is None:  # gone while we registered it
-            asyncio.ensure_future(self._bye())
+            self.loop.create_task(self._bye())
             return
         self.state.by_wid.setdefault(wid, set()).add(self)
         self.transport.write(wire.OK)

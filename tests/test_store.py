@@ -232,3 +232,16 @@ def test_migrates_faktory_reservations(store: Store, r: redislib.Redis) -> None:
     store.migrate_reservation(member, "legacy01", b'{"rid":0,"job":{}}', 1767225600.5)
     assert r.zrange(keys.WORKING, 0, -1) == [b"legacy01"]
     assert store.legacy_reservations() == []
+
+
+@pytest.mark.parametrize("fields", [
+    {"jid": 'with"quote\\s'},  # escaped characters: the fast path must not guess
+    {"jid": "plainjid1", "custom": {"jid": "decoy"}},  # custom comes before jid
+    {"jid": "plainjid2", "args": [{"reserve_for": 5}]},  # a nested reserve_for is not the job's
+])
+def test_fetch_finds_the_real_jid(store: Store, r: redislib.Redis, fields: dict) -> None:
+    job = {"jobtype": "T", "args": [], "queue": "default", **fields}
+    store.push([jobs.prepare(job, 1_767_225_600_000_000_000)])
+    res = fetch(store)
+    assert res[2].decode() == fields["jid"]
+    assert r.zscore(keys.WORKING, fields["jid"]) == pytest.approx(float(NOW) + 1800)

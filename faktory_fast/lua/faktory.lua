@@ -100,11 +100,17 @@ local function ff_fetch(keys, args)
       active[#active + 1] = name
       local job = pop(name)
       if job then
-        local ok, decoded = pcall(cjson.decode, job)
-        local jid, reserve = nil, nil
-        if ok and type(decoded) == 'table' then
-          jid = decoded['jid']
-          reserve = tonumber(decoded['reserve_for'])
+        -- Fast path for the common shape we encode (no failure, custom or reserve_for):
+        -- the jid is the second key; otherwise decode the whole job.
+        local jid = string.match(job, '^{"retry":%-?%d+,"jid":"([^"\\]*)"')
+        local reserve = nil
+        if jid == nil or string.find(job, '"reserve_for":', 1, true) then
+          local ok, decoded = pcall(cjson.decode, job)
+          jid = nil
+          if ok and type(decoded) == 'table' then
+            jid = decoded['jid']
+            reserve = tonumber(decoded['reserve_for'])
+          end
         end
         if type(jid) ~= 'string' then
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
