@@ -121,3 +121,20 @@ def test_redis_death_stops_the_server(tmp_path) -> None:
     assert srv.proc.wait(20) != 0
     srv.stop()
     assert any("Redis died" in line or "Lost the connection to Redis" in line for line in srv.lines)
+
+
+def test_durability_always_and_debug_log_names_the_codecs(tmp_path) -> None:
+    from faktory_fast import resp, wire
+
+    srv = FaktoryServer(str(tmp_path), processes=1, args=["--durability", "always", "-l", "debug"]).start()
+    try:
+        r = srv.redis()
+        assert r.config_get("appendfsync")["appendfsync"] == "always"
+        assert r.config_get("appendonly")["appendonly"] == "yes"
+        r.close()
+        c = srv.client()  # served, so the worker has logged its start-up line
+        assert c.call("INFO")
+        wanted = f"wire codec: {wire.IMPLEMENTATION}, RESP codec: {resp.IMPLEMENTATION}"
+        wait_for(lambda: any(wanted in line for line in srv.lines))
+    finally:
+        srv.stop()
