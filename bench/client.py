@@ -266,3 +266,22 @@ def check_ok(reply: Any, what: str) -> None:
 def now_us() -> int:
     """Wall-clock microseconds (fits a float64 exactly, so it survives JSON re-encoding by any server)."""
     return time.time_ns() // 1000
+
+
+def run_pushers_and_fetchers(socks: list[socket.socket], quotas: list[int],
+                             pusher: Callable[[int, int], Script], fetcher: Callable[[], Script],
+                             done: Callable[[], bool]) -> None:
+    """One reactor: the first ``len(quotas)`` sockets push their quota of jobs (numbered on
+    from each other), the rest fetch, until ``done()``; then pending replies are drained."""
+    reactor = Reactor()
+    first = 0
+    for sock, quota in zip(socks, quotas):
+        reactor.add(sock, pusher(first, quota))
+        first += quota
+    for sock in socks[len(quotas):]:
+        reactor.add(sock, fetcher())
+    try:
+        reactor.run(done)
+        reactor.drain()
+    finally:
+        reactor.close()

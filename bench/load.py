@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
+from bench.client import BenchError, Conn, Endpoint, Script, check_ok, run_pushers_and_fetchers
 from bench.procs import WorkerCtx, MP, run_workers
 from bench.procstat import ServerMeter
 from bench.resp import ErrorReply
@@ -99,19 +99,8 @@ def _worker(ctx: WorkerCtx, a: _Arg) -> dict:
             fetched_arr[idx] = st["fetched"]
             st["t_last"] = mono()
 
-    reactor = Reactor()
     ctx.ready()
-    first = 0
-    for sock, quota in zip(socks, a.quotas):
-        reactor.add(sock, pusher(first, quota))
-        first += quota
-    for sock in socks[len(a.quotas):]:
-        reactor.add(sock, fetcher())
-    try:
-        reactor.run(lambda: sum(fetched_arr) >= jobs)
-        reactor.drain()
-    finally:
-        reactor.close()
+    run_pushers_and_fetchers(socks, a.quotas, pusher, fetcher, lambda: sum(fetched_arr) >= jobs)
     return st
 
 

@@ -1,27 +1,9 @@
 """Redis RESP reply reader and command packer: the compiled codec if built, else Python.
 
-``IMPLEMENTATION`` is ``"cython"`` or ``"python"``; ``cython_impl`` (None when not built) and
-``python_impl`` are the two modules, so tests and benchmarks can pick either.
+Names as in ``resp_py``; see ``codec.select`` for ``IMPLEMENTATION``, ``cython_impl`` and
+``python_impl``. Types: ``resp.pyi``.
 """
-from __future__ import annotations
+from faktory_fast import resp_py
+from faktory_fast.codec import select
 
-from types import ModuleType
-
-from faktory_fast import resp_py as python_impl
-
-cython_impl: ModuleType | None
-try:
-    from faktory_fast import _resp as cython_impl
-except ImportError:  # not built (no compiler/Cython, or FAKTORY_FAST_NO_EXT)
-    cython_impl = None
-
-if cython_impl is not None:
-    from faktory_fast._resp import *  # noqa: F401,F403
-    IMPLEMENTATION = "cython"
-else:
-    from faktory_fast.resp_py import *  # noqa: F401,F403
-    IMPLEMENTATION = "python"
-
-from faktory_fast.resp_py import __all__ as _names
-
-__all__ = [*_names, "IMPLEMENTATION", "cython_impl", "python_impl"]
+select("faktory_fast._resp", resp_py, globals())

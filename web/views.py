@@ -144,8 +144,12 @@ def page_number(value: str | None) -> int:
     return n
 
 
-def to_seconds(value: str | bytes) -> float | None:
-    """Unix seconds from a decimal or RFC3339 string; None if it is neither."""
+def to_seconds(value: Any) -> float | None:
+    """Unix seconds from a number, or a decimal or RFC3339 string; None if it is none of these."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
     text = value.decode() if isinstance(value, bytes) else value
     try:
         return float(text)
@@ -159,24 +163,18 @@ def to_seconds(value: str | bytes) -> float | None:
 
 def fmt_time(value: Any) -> str:
     """Unix seconds or an RFC3339 string as ``YYYY-MM-DD HH:MM:SS UTC``."""
-    if value in (None, ""):
+    seconds = to_seconds(value)
+    if seconds is None:
         return ""
-    if isinstance(value, (str, bytes)):
-        value = to_seconds(value)
-        if value is None:
-            return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(value)))
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def reltime(value: Any, now: float | None = None) -> str:
     """``in 5 min`` / ``3 h ago`` for unix seconds or an RFC3339 string."""
-    if value in (None, ""):
+    seconds = to_seconds(value)
+    if seconds is None:
         return ""
-    if isinstance(value, (str, bytes)):
-        value = to_seconds(value)
-        if value is None:
-            return ""
-    delta = float(value) - (time.time() if now is None else now)
+    delta = seconds - (time.time() if now is None else now)
     span = abs(delta)
     for unit, secs in (("d", 86400), ("h", 3600), ("min", 60)):
         if span >= secs:
