@@ -25,9 +25,10 @@ log = logging.getLogger("faktory_fast")
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
 EMPTY_TRUST = 10.0  # seconds we trust "queue was empty" without asking Redis again
 RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-trip FAIL
+# ff_fetch's answers besides a job: 0 nothing (we are registered as a waiter), these two,
+# and -3: nothing in the unpaused queues (not registered for the paused ones).
 QUIET = -1
 ALL_PAUSED = -2
-SOME_PAUSED = -3
 
 
 def now_str(ns: int | None = None) -> str:

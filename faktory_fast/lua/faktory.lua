@@ -86,7 +86,9 @@ end
 -- terminating; -2 when every queue is paused; -3 when nothing is there and some are paused.
 -- Keys: ff:w:<wid>, paused, ff:prioq, q:<q>[:p<N>], ff:wait:<q>, ff:rseq, ff:res, working.
 local function ff_fetch(keys, args)
-  local wid, proc, now = args[1], args[2], tonumber(args[3])
+  local wid, proc = args[1], args[2]
+  local now_sec, now_frac = string.match(args[3], '^(%d+)(%.?%d*)$')
+  now_sec = tonumber(now_sec)
   if wid ~= '' then
     local state = redis.call('HGET', 'ff:w:' .. wid, 'state')
     if state == 'quiet' or state == 'terminate' then return -1 end
@@ -120,9 +122,11 @@ local function ff_fetch(keys, args)
         if reserve < 60 then reserve = 60 end
         if reserve > 86400 then reserve = 86400 end
         local rid = redis.call('INCR', 'ff:rseq')
-        local expires = now + reserve
-        local record = '{"rid":' .. rid .. ',"wid":' .. cjson.encode(wid) .. ',"reserved_at":' ..
-          args[3] .. ',"expires_at":' .. string.format('%.6f', expires) .. ',"job":' .. job .. '}'
+        -- Built as strings: number formatting and cjson.encode are the slow part of this function.
+        local expires = (now_sec + math.floor(reserve)) .. now_frac
+        local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
+        local record = '{"rid":' .. rid .. ',"wid":' .. quoted .. ',"reserved_at":' .. args[3] ..
+          ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
         redis.call('HSET', 'ff:res', jid, record)
         redis.call('ZADD', 'working', expires, jid)
         return {job, rid, jid}
