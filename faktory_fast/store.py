@@ -289,6 +289,14 @@ class Store:
             return out
         return self._call(decode, "INFO")
 
+    def ping(self) -> Any:
+        """PONG: one bare round trip, timed by the web UI's debug page."""
+        return self._call(None, "PING")
+
+    def server_processes(self) -> Any:
+        """How many server processes are in the connection registry (``ff:conns``)."""
+        return self._call(None, "HLEN", keys.CONNECTIONS)
+
 
 def process_id() -> str:
     """A name for this server process, unique across restarts and hosts."""

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
 import time
 from typing import Any, Iterator
 from urllib.parse import urlencode
@@ -16,7 +18,7 @@ from faktory_fast import jobs, keys
 from faktory_fast.lifecycle import info_document
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import Store
-from faktory_fast.web import resources
+from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
 from faktory_fast.web.settings import Settings
@@ -485,3 +487,176 @@ def test_first_page_fast_with_100k_jobs(web: Web, store: Store, path: str, zset:
     print(f"{path}: median first-page render {best * 1000:.1f} ms with 100,000 jobs")
     assert best < 0.05
     assert web.get(path, params={"page": "4000"}).status_code == 200
+
+
+# -- localisation -----------------------------------------------------------------------------
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(render.__file__), "templates")
+TRANSLATED = ("ar", "de", "es", "fr", "it", "ja", "nl", "pt-br", "ru", "zh-cn")
+T_CALL = re.compile(r"""\bt\(\s*['"]([A-Za-z]\w*)['"]""")
+
+
+def language(got: testing.Result) -> tuple[str, str, str]:
+    """(Content-Language, <html lang>, <html dir>) of a page."""
+    m = re.search(r'<html lang="([^"]*)" dir="([^"]*)">', got.text)
+    assert m, got.text[:200]
+    return got.headers["content-language"], m.group(1), m.group(2)
+
+
+def test_locale_cookie_beats_accept_language(web: Web) -> None:
+    got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=fr", "Accept-Language": "de"})
+    assert language(got) == ("fr", "fr", "ltr") and "Files" in got.text
+    # a cookie naming no locale file is ignored
+    got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=../../etc", "Accept-Language": "de"})
+    assert language(got)[0] == "de"
+
+
+@pytest.mark.parametrize("header,want", [
+    ("sv-SE, de-AT;q=0.8", "de"),      # no sv file: the next entry, by its base language
+    ("de-at", "de"),
+    ("pt-BR,pt;q=0.9", "pt-br"),       # the regional file when there is one
+    ("zh-CN", "zh-cn"),
+    ("ja;q=0.2, xx, nl;q=0.9", "nl"),  # by quality, then order
+    ("es;q=0, it", "it"),              # q=0 means not acceptable
+    ("tlh, xx-YY, *", "en"),           # nothing known: English
+    ("", "en"),
+])
+def test_accept_language_negotiation(web: Web, header: str, want: str) -> None:
+    assert language(web.get("/", headers={"Accept-Language": header}))[0] == want
+
+
+def test_content_language_on_every_response(web: Web) -> None:
+    de = {"Accept-Language": "de-DE"}
+    assert web.get("/", headers=de).headers["content-language"] == "de"
+    assert web.get("/stats", headers=de).headers["content-language"] == "de"
+    missing = web.get("/no/such/page", headers=de)
+    assert missing.status_code == 404 and language(missing) == ("de", "de", "ltr")
+    assert "Zurück zur Übersicht" in missing.text
+    assert "Accept-Language" in web.get("/", headers=de).headers["vary"]
+    assert "content-language" not in web.get("/static/app.css", headers=de).headers
+    assert web.get("/").headers["content-language"] == "en"
+
+
+def test_rtl_languages_render_right_to_left(web: Web, store: Store) -> None:
+    push(store)
+    got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=ar"})
+    assert language(got) == ("ar", "ar", "rtl") and "الطوابير" in got.text
+    assert "[dir=\"rtl\"]" in web.get("/static/app.css").text
+    for code in ("fa", "he", "ur"):  # RTL even before they have a locale file
+        assert i18n.Locale(code, {}).direction == "rtl"
+    assert i18n.Locale("en", {}).direction == "ltr"
+
+
+def test_pages_in_german(web: Web, store: Store) -> None:
+    entry = add_failed(store, jobtype="Resize")
+    push(store, queue="mails")
+    de = {"Accept-Language": "de"}
+    retries = web.get("/retries", headers=de).text
+    assert "Jetzt wiederholen" in retries and "Wiederholungen" in retries and "Retry now" not in retries
+    assert re.search(r"vor \d+ s<", web.get("/queues/mails", headers=de).text)  # relative times
+    assert "Fehler" in web.get(f"/retries/{key_of(entry)}", headers=de).text
+    assert "Alle Jobs in mails löschen?" in web.get("/queues", headers=de).text
+    dashboard = web.get("/", headers=de).text
+    assert "Abfrageintervall" in dashboard and "verarbeitet: 0" in dashboard
+    assert 'data-max-label="max. %{max} pro Abfrage"' in dashboard
+
+
+def test_translated_text_is_escaped_with_its_values(store: Store, redis_url: str) -> None:
+    catalog = i18n.Catalog({"en": {"Hi": "Hello %{who}", "Bye": "Bye"}, "xx": {"Hi": "Hallo %{who}"}})
+    xx = catalog.locales["xx"]
+    assert xx.t("Hi", who="<b>") == "Hallo <b>" and xx.t("Bye") == "Bye"  # English fallback
+    assert xx.t("Unknown") == "Unknown" and xx.t("Hi") == "Hallo %{who}"
+    env = render.environment()
+    page = env.from_string("{{ t('Hi', who=name) }}").render(locale=xx, name="<b>")
+    assert page == "Hallo &lt;b&gt;"
+
+
+def test_locale_file_format() -> None:
+    text = "# comment\nxx: # header\n  Key: value: with colon\n  Quoted: \"%{n} items\"\n\n"
+    assert i18n.parse(text, "xx") == {"Key": "value: with colon", "Quoted": "%{n} items"}
+    for bad in ("xx:\n  no colon here\n", "yy:\n  Key: v\n", "xx:\n  A: 1\n  A: 2\n",
+                "xx:\n  A: 1\nxx:\n", "xx:\n  bad key: 1\n"):
+        with pytest.raises(ValueError):
+            i18n.parse(bad, "xx")
+
+
+def test_every_template_key_is_in_english() -> None:
+    english = i18n.Catalog.load().locales["en"].strings
+    sources = [os.path.join(TEMPLATE_DIR, f) for f in os.listdir(TEMPLATE_DIR)]
+    sources += [os.path.join(os.path.dirname(render.__file__), f) for f in ("render.py", "charts.py")]
+    used = set()
+    for path in sources:
+        with open(path, encoding="utf-8") as f:
+            used |= set(T_CALL.findall(f.read()))
+    used |= {key for key, _ in charts.SERIES}
+    assert len(used) > 100
+    assert sorted(used - set(english)) == []
+    assert sorted(set(english) - used - {"LanguageName"}) == []  # nothing unused either
+
+
+def test_locale_files_parse_and_match_english() -> None:
+    tables = {}
+    for name in os.listdir(i18n.LOCALES_DIR):
+        code = name.removesuffix(".yml")
+        with open(os.path.join(i18n.LOCALES_DIR, name), encoding="utf-8") as f:
+            tables[code] = i18n.parse(f.read(), code)
+    english = tables["en"]
+    assert set(TRANSLATED) <= set(tables)
+    placeholders = re.compile(r"%\{\w+\}")
+    for code, table in tables.items():
+        assert set(table) <= set(english), (code, set(table) - set(english))
+        for key, text in table.items():
+            assert sorted(placeholders.findall(text)) == sorted(placeholders.findall(english[key])), \
+                (code, key)
+    for code in TRANSLATED:
+        assert set(tables[code]) == set(english), (code, set(english) - set(tables[code]))
+    assert len({tables[c]["LanguageName"] for c in tables}) == len(tables)
+
+
+# -- /debug -----------------------------------------------------------------------------------
+
+def test_debug_page(web: Web, store: Store) -> None:
+    page = web.get("/debug", headers={"Cookie": f"{i18n.COOKIE}=ja"}).text
+    selector = re.search(r'<select id="locale-select".*?</select>', page, re.S).group(0)
+    codes = re.findall(r'<option value="([^"]+)"', selector)
+    assert set(TRANSLATED) | {"en"} <= set(codes) and codes == sorted(codes)
+    assert re.search(r'<option value="ja" lang="ja" selected>日本語', selector)
+    assert "faktory_locale" in web.get("/static/app.js").text
+    assert re.search(r'id="redis-rtt">\d+ µs<', page)
+    assert redis_url_path(store) in page
+    assert re.search(r'<pre class="df">[^<]*\d+%', page)  # df -h of the socket's directory
+    assert "redis_version" in page and "used_memory_human" in page  # the full INFO
+    assert re.search(r"<th>CPU 数</th><td>\d+</td>", page)
+    assert re.search(r"<td>\d+\.\d MB</td>", page)
+    assert "サーバープロセス" not in page  # no server process has had a client yet
+    store.hello("proc-a", 100, "w1", "box", 1, b"[]", 2, repr(time.time()))
+    store.hello("proc-b", 100, "w2", "box", 2, b"[]", 2, repr(time.time()))
+    page = web.get("/debug").text
+    assert re.search(r"<th>Server processes \(serving clients\)</th><td>2</td>", page)
+
+
+def redis_url_path(store: Store) -> str:
+    return store._call(None, "CONFIG", "GET", "unixsocket")[1].decode()
+
+
+def test_debug_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    assert resources.redis_location("redis://:secret@example.com:6380/2") == "redis://example.com:6380/2"
+    assert resources.redis_location("unix:///var/run/r.sock?db=1") == "/var/run/r.sock"
+    assert resources.storage_dir("redis://example.com") is None
+    assert resources.storage_dir("unix:///var/run/r.sock") == "/var/run"
+    assert "%" in resources.disk_usage(str(tmp_path))
+    assert "df" in resources.disk_usage(str(tmp_path / "missing"))  # df's own complaint
+
+    def hang(*args: Any, **kw: Any) -> Any:
+        assert kw["timeout"] == 2
+        raise subprocess.TimeoutExpired(args[0], kw["timeout"])
+    monkeypatch.setattr(resources.subprocess, "run", hang)
+    assert resources.disk_usage("/") == "df -h: no answer within 2 s"
+    assert resources.rss_bytes() > 1 << 20
+
+
+def test_debug_over_tcp_omits_df(store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    web = Web(redis_url)
+    monkeypatch.setattr(resources, "storage_dir", lambda url: None)
+    page = web.get("/debug").text
+    assert 'class="df"' not in page and "Redis INFO" in page

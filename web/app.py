@@ -10,6 +10,7 @@ import orjson
 from faktory_fast.store import Store
 
 from . import resources, security
+from .i18n import Catalog, Localisation
 from .render import Renderer
 from .settings import Settings
 
@@ -44,9 +45,11 @@ def create_app(settings: Settings | None = None) -> falcon.App:
     """The WSGI app; gunicorn calls it with no argument (settings from the environment)."""
     settings = settings or Settings.from_env()
     store = Store.for_sync(settings.redis_url)
-    ui = Renderer(store, settings)
-    app = falcon.App(middleware=[security.ScriptName(), security.BasicAuth(settings.password),
-                                 security.CsrfProtection(), StaticCaching()])
+    catalog = Catalog.load()  # the locale files, parsed once
+    ui = Renderer(store, settings, catalog)
+    app = falcon.App(middleware=[Localisation(catalog), security.ScriptName(),
+                                 security.BasicAuth(settings.password), security.CsrfProtection(),
+                                 StaticCaching()])
     app.set_error_serializer(_error_serializer(ui))
     app.add_static_route("/static", STATIC)
     app.add_route("/health", resources.Health(ui))

@@ -1,12 +1,12 @@
 """Server-rendered SVG charts (no JavaScript library, no CDN)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 900, 220, 40
-SERIES = (("processed", "#2f7ed8"), ("failed", "#d9534f"))
+SERIES = (("ChartProcessed", "#2f7ed8"), ("ChartFailed", "#d9534f"))  # (locale key, colour)
 
 
 def _nice_max(value: int) -> int:
@@ -19,8 +19,12 @@ def _nice_max(value: int) -> int:
         scale *= 10
 
 
-def history_svg(days: Sequence[str], counts: Sequence[tuple[int, int]]) -> Markup:
-    """A line chart of processed and failed jobs per day (oldest day on the left)."""
+def history_svg(days: Sequence[str], counts: Sequence[tuple[int, int]],
+                t: Callable[..., str]) -> Markup:
+    """A line chart of processed and failed jobs per day (oldest day on the left).
+
+    ``t`` is the page's ``Locale.t`` for the labels.
+    """
     n = len(days)
     top = _nice_max(max([max(p, f) for p, f in counts] or [0]))
     inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
@@ -32,7 +36,7 @@ def history_svg(days: Sequence[str], counts: Sequence[tuple[int, int]]) -> Marku
         return PAD + inner_h - inner_h * v / top
 
     parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="Jobs per day over {n} days" xmlns="http://www.w3.org/2000/svg">']
+             f'aria-label="{escape(t("JobsPerDay", days=n))}" xmlns="http://www.w3.org/2000/svg">']
     for frac in (0, 0.5, 1):
         gy = PAD + inner_h * (1 - frac)
         parts.append(f'<line x1="{PAD}" y1="{gy:.1f}" x2="{WIDTH - PAD}" y2="{gy:.1f}" class="grid"/>'
@@ -41,7 +45,8 @@ def history_svg(days: Sequence[str], counts: Sequence[tuple[int, int]]) -> Marku
     for label_i in sorted({0, n // 2, n - 1}) if n else []:
         parts.append(f'<text x="{x(label_i):.1f}" y="{HEIGHT - PAD + 18}" class="axis" '
                      f'text-anchor="middle">{escape(days[label_i])}</text>')
-    for idx, (name, colour) in enumerate(SERIES):
+    for idx, (key, colour) in enumerate(SERIES):
+        name = escape(t(key))
         points = " ".join(f"{x(i):.1f},{y(c[idx]):.1f}" for i, c in enumerate(counts))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                      f'points="{points}"><title>{name}</title></polyline>')

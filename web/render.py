@@ -12,12 +12,28 @@ from faktory_fast import FAKTORY_VERSION
 from faktory_fast.store import Store
 
 from . import views
+from .i18n import Catalog, locale_of
 from .security import CSRF_FIELD
 from .settings import Settings
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-NAV = (("/", "Home"), ("/busy", "Busy"), ("/queues", "Queues"), ("/retries", "Retries"),
-       ("/scheduled", "Scheduled"), ("/morgue", "Dead"))
+
+
+@jinja2.pass_context
+def translate(ctx: jinja2.runtime.Context, key: str, **values: Any) -> str:
+    """``t(key, name=value)``: the page's language's text for a locale key (see i18n)."""
+    return ctx["locale"].t(key, **values)
+
+
+@jinja2.pass_context
+def reltime(ctx: jinja2.runtime.Context, value: Any, now: float | None = None) -> str:
+    """``in 5 min`` / ``3 h ago``, in the page's language."""
+    relative = views.relative(value, now)
+    if relative is None:
+        return ""
+    text, future = relative
+    locale = ctx["locale"]
+    return locale.t("TimeFromNow", time=text) if future else locale.t("TimeAgo", time=text)
 
 
 def environment() -> jinja2.Environment:
@@ -25,17 +41,18 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    env.filters.update(fmt_time=views.fmt_time, reltime=views.reltime,
-                       duration=views.duration)
+    env.filters.update(fmt_time=views.fmt_time, reltime=reltime, duration=views.duration)
+    env.globals["t"] = translate
     return env
 
 
 class Renderer:
     """Renders a template into a response, adding the shared page context."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, catalog: Catalog) -> None:
         self.store = store
         self.settings = settings
+        self.catalog = catalog
         self.env = environment()
 
     def page(self, req: falcon.Request, resp: falcon.Response, template: str,
@@ -50,13 +67,14 @@ class Renderer:
                 "busy": info["working"], "enqueued": sum(info["queues"].values()),
                 "retries": info["retries"], "scheduled": info["scheduled"], "dead": info["dead"],
             },
-            nav=NAV, path=req.path, prefix=req.context.prefix, csrf=req.context.csrf,
+            path=req.path, prefix=req.context.prefix, csrf=req.context.csrf,
             csrf_field=CSRF_FIELD, version=FAKTORY_VERSION, settings=self.settings,
             utc_time=time.strftime("%H:%M:%S UTC", time.gmtime()), now=time.time(),
-            **context)
+            locale=locale_of(req, self.catalog), **context)
 
     def error(self, req: falcon.Request, status: str, title: str, description: str) -> str:
         """A minimal error page (no Redis access: it may be what failed)."""
         prefix = getattr(req.context, "prefix", "")
         return self.env.get_template("error.html").render(
-            status=status, title=title, description=description, prefix=prefix)
+            status=status, title=title, description=description, prefix=prefix,
+            locale=locale_of(req, self.catalog))

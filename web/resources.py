@@ -4,24 +4,29 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import os
+import resource
+import subprocess
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import falcon
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
+from faktory_fast.config import parse_redis_url
 from faktory_fast.lifecycle import info_document, latency
 from faktory_fast.store import Store
 
 from . import actions, charts, metrics, views
+from .i18n import locale_of
 from .render import Renderer
 from .settings import Settings
 
 HISTORY_DAYS = (7, 30, 90, 180)
 FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offering "more"
 SIGNALS = ("quiet", "terminate")
+DF_TIMEOUT = 2.0  # seconds /debug waits for df (a hung network mount must not hang the page)
 
 
 # -- request helpers --------------------------------------------------------------------------
@@ -117,7 +122,7 @@ class Dashboard(Resource):
         counts = self.store.daily_counts(dates)
         info = self.store.info()
         self.ui.page(req, resp, "dashboard.html", info=info, days=days, day_choices=HISTORY_DAYS,
-                     history=charts.history_svg(dates, counts),
+                     history=charts.history_svg(dates, counts, locale_of(req, self.ui.catalog).t),
                      stats=info_document(info, self.settings.started_at),
                      redis=self.store.redis_info())
 
@@ -212,10 +217,9 @@ class Queue(Resource):
 class SortedSet(Resource):
     """``/retries``, ``/scheduled``, ``/morgue``: paged or filtered list; bulk actions."""
 
-    def __init__(self, ui: Renderer, zset: str, path: str, title: str,
-                 actions_: tuple[str, ...]) -> None:
+    def __init__(self, ui: Renderer, zset: str, path: str, actions_: tuple[str, ...]) -> None:
         super().__init__(ui)
-        self.zset, self.path, self.title, self.actions = zset, path, title, actions_
+        self.zset, self.path, self.actions = zset, path, actions_
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         filters = {k: (req.get_param(k) or "").strip() for k in ("jobtype", "queue", "q")}
@@ -236,8 +240,8 @@ class SortedSet(Resource):
                                                 views.PAGE_SIZE)
             page = views.Page(number, size)
         rows = [views.parse_job(m, score) for m, score in entries]
-        self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, title=self.title,
-                     actions=self.actions, rows=rows, page=page, filters=filters, scan=scan)
+        self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, actions=self.actions,
+                     rows=rows, page=page, filters=filters, scan=scan)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         fields = form(req)
@@ -272,8 +276,8 @@ class SortedSetEntry(Resource):
             raise falcon.HTTPTemporaryRedirect(req.context.prefix + self.listing.path)
         member, score = found[0]
         lst = self.listing
-        self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, title=lst.title,
-                     actions=lst.actions, job=views.parse_job(member, score))
+        self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, actions=lst.actions,
+                     job=views.parse_job(member, score))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         fields = form(req)
@@ -285,21 +289,63 @@ class SortedSetEntry(Resource):
 
 
 class Debug(Resource):
-    """``/debug``: server and Redis details."""
+    """``/debug``: the locale selector and Faktory's debug facts, adapted to this server."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        started = time.perf_counter()
         redis = self.store.redis_info()
-        rtt_us = int((time.perf_counter() - started) * 1e6)
-        url = urlsplit(self.settings.redis_url)
-        where = url.path if url.scheme == "unix" else (url.hostname or "") + f":{url.port or 6379}"
-        self.ui.page(req, resp, "debug.html", redis=redis, rtt_us=rtt_us, redis_where=where)
+        started = time.perf_counter_ns()
+        self.store.ping()
+        rtt_us = (time.perf_counter_ns() - started) // 1000
+        socket_dir = storage_dir(self.settings.redis_url)
+        self.ui.page(req, resp, "debug.html", redis=redis, rtt_us=rtt_us,
+                     redis_where=redis_location(self.settings.redis_url),
+                     processes=self.store.server_processes() or None, cpus=os.cpu_count(),
+                     rss_mb=rss_bytes() / 2**20, storage=socket_dir,
+                     df=disk_usage(socket_dir) if socket_dir else None,
+                     locales=self.ui.catalog.choices())
+
+
+def redis_location(url: str) -> str:
+    """The Redis socket path, or its URL without the password."""
+    target = parse_redis_url(url)
+    if "path" in target:
+        return target["path"]
+    scheme = "rediss" if target.get("ssl") else "redis"
+    host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
+    return f"{scheme}://{host}:{target['port']}/{target['db']}"
+
+
+def storage_dir(url: str) -> str | None:
+    """The directory of the Redis unix socket (the data directory), None over TCP."""
+    target = parse_redis_url(url)
+    return os.path.dirname(os.path.abspath(target["path"])) if "path" in target else None
+
+
+def disk_usage(directory: str) -> str:
+    """``df -h`` of ``directory`` (its output or why there is none)."""
+    try:
+        done = subprocess.run(["df", "-h", "--", directory], capture_output=True, text=True,
+                              timeout=DF_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        return f"df -h: no answer within {DF_TIMEOUT:g} s"
+    except OSError as exc:
+        return f"df -h: {exc}"
+    return (done.stdout + done.stderr).rstrip()
+
+
+def rss_bytes() -> int:
+    """This web process's resident memory."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, in KiB on Linux
 
 
 def set_resources(ui: Renderer) -> list[SortedSet]:
     """The three sorted-set pages and the actions each offers."""
     return [
-        SortedSet(ui, keys.RETRIES, "/retries", "Retries", ("retry", "delete", "kill")),
-        SortedSet(ui, keys.SCHEDULED, "/scheduled", "Scheduled", ("add_to_queue", "delete", "kill")),
-        SortedSet(ui, keys.DEAD, "/morgue", "Dead", ("retry", "delete")),
+        SortedSet(ui, keys.RETRIES, "/retries", ("retry", "delete", "kill")),
+        SortedSet(ui, keys.SCHEDULED, "/scheduled", ("add_to_queue", "delete", "kill")),
+        SortedSet(ui, keys.DEAD, "/morgue", ("retry", "delete")),
     ]

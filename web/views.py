@@ -169,20 +169,17 @@ def fmt_time(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
-def reltime(value: Any, now: float | None = None) -> str:
-    """``in 5 min`` / ``3 h ago`` for unix seconds or an RFC3339 string."""
+def relative(value: Any, now: float | None = None) -> tuple[str, bool] | None:
+    """(``5 min``, in the future?) for unix seconds or an RFC3339 string; None if neither."""
     seconds = to_seconds(value)
     if seconds is None:
-        return ""
+        return None
     delta = seconds - (time.time() if now is None else now)
     span = abs(delta)
     for unit, secs in (("d", 86400), ("h", 3600), ("min", 60)):
         if span >= secs:
-            text = f"{int(span // secs)} {unit}"
-            break
-    else:
-        text = f"{int(span)} s"
-    return f"in {text}" if delta > 0 else f"{text} ago"
+            return f"{int(span // secs)} {unit}", delta > 0
+    return f"{int(span)} s", delta > 0
 
 
 def duration(seconds: float) -> str:

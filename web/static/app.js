@@ -1,4 +1,5 @@
-// faktory_fast web UI: select-all checkboxes, confirm dialogs, the live dashboard graph.
+// faktory_fast web UI: select-all checkboxes, confirm dialogs, the language selector, the live
+// dashboard graph.
 // No libraries; everything degrades to plain forms and links without JavaScript.
 (function () {
   "use strict";
@@ -15,6 +16,16 @@
     var el = ev.target.closest("[data-confirm]");
     if (el && !window.confirm(el.getAttribute("data-confirm"))) ev.preventDefault();
   });
+
+  // the language selector on /debug: remember the choice in Faktory's cookie and reload
+  var locale = document.getElementById("locale-select");
+  if (locale) {
+    locale.addEventListener("change", function () {
+      document.cookie = "faktory_locale=" + encodeURIComponent(locale.value) +
+        "; path=/; max-age=31536000; samesite=lax";
+      window.location.reload();
+    });
+  }
 
   var chart = document.getElementById("live");
   if (!chart) return;
@@ -45,7 +56,8 @@
       var values = series[k];
       document.getElementById("live-" + k + "-last").textContent = values.length ? values[values.length - 1] : 0;
     });
-    document.getElementById("live-max").textContent = "max " + max + " per poll";
+    document.getElementById("live-max").textContent =
+      chart.getAttribute("data-max-label").replace("%{max}", max);
   }
 
   function updateSummary(doc) {
