@@ -1,0 +1,59 @@
+"""Redis CPU per call of faktory_fast's hot Lua functions (ff_push, ff_fetch, ff_ack).
+
+Not a server benchmark: it starts a child Redis, calls each function N times through
+``Store.for_sync`` and reads ``usec_per_call`` from ``INFO commandstats`` (reset between the
+phases), so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
+repository root: ``python -m bench.lua_cost [-n 20000]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import redis
+
+from faktory_fast import jobs
+from faktory_fast.redis_child import RedisChild
+from faktory_fast.store import Store
+
+QUEUES = [f"queue{i}" for i in range(5)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=20000, help="calls per phase")
+    n = ap.parse_args().n
+    child = RedisChild(tempfile.mkdtemp(prefix="lua-cost-"))
+    child.start()
+    try:
+        store = Store.for_sync(child.url)
+        store.load_library()
+        r = redis.Redis(unix_socket_path=child.socket_path)
+
+        def phase(name: str, calls: object) -> None:
+            r.config_resetstat()
+            for _ in calls:  # type: ignore[attr-defined]
+                pass
+            usec = r.info("commandstats")["cmdstat_fcall"]["usec_per_call"]
+            print(f"{name:<12} {usec:6.2f} µs/call")
+
+        now = time.time_ns()
+        prepared = [jobs.prepare({"jid": os.urandom(8).hex(), "jobtype": "SomeJob",
+                                  "args": [[1, "string", 3]], "retry": 25, "queue": QUEUES[i % 5]}, now)
+                    for i in range(n)]
+        phase("ff_push", (store.push([p]) for p in prepared))
+        jids: list[bytes] = []
+        phase("ff_fetch", (jids.append(store.fetch("", "p", jobs.score(now), 1800,
+                                                   QUEUES[i % 5:] + QUEUES[:i % 5])[2])
+                           for i in range(n)))
+        phase("ff_ack", (store.ack(j, "2026-01-01") for j in jids))
+        phase("fetch empty", (store.fetch("", "p", jobs.score(now), 1800, QUEUES) for _ in range(n)))
+        r.close()
+    finally:
+        child.stop()
+
+
+if __name__ == "__main__":
+    main()
