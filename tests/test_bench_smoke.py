@@ -167,3 +167,12 @@ def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
     assert r["jobs_per_s"] > 0 and r["redis_ops_per_s"] > r["jobs_per_s"]
     assert r["server_cpu_us_per_job"] is not None
 
+
+
+def test_lua_cost() -> None:
+    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    costs = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in res.stdout.splitlines()}
+    assert set(costs) == {"ff_push", "ff_fetch", "ff_ack", "fetch empty"}
+    assert all(0 < v < 10_000 for v in costs.values())
