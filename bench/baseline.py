@@ -17,10 +17,9 @@ from typing import Any
 import orjson
 
 from bench.client import BenchError, Conn, Endpoint, Script, run_pushers_and_fetchers
-from bench.procs import MP, WorkerCtx, run_workers
-from bench.procstat import ServerMeter
+from bench.procs import WorkerCtx
 from bench.resp import ErrorReply, encode_command
-from bench.common import StallGuard, Target, cpu_count, layout, split_evenly
+from bench.common import cpu_count, layout, run_push_fetch, Target
 
 NAME = "baseline"
 HELP = "raw Redis ceiling: LPUSH / BRPOP+ZADD / ZREM+INCR per job, one round trip each"
@@ -129,26 +128,10 @@ def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         c.call_raw(encode_command("DEL", *QUEUES, WORKING, PROCESSED))
     finally:
         c.sock.close()
-    plan = layout(args.threads, args.procs or min(args.threads, cpu_count()))
-    quotas = split_evenly(args.jobs, sum(p for p, _ in plan))
-    fetched = MP.RawArray("q", len(plan))
-    pushed = MP.RawArray("q", len(plan))
-    wargs, k = [], 0
-    for npush, nfetch in plan:
-        wargs.append(_Arg(target.endpoint, args.jobs, quotas[k:k + npush], nfetch, args.rpop, fetched, pushed))
-        k += npush
-    meter = ServerMeter(target.pids)
-    stall = StallGuard(args.stall, "baseline fetched")
-
-    def progress(elapsed: float) -> str | None:
-        stall.check(sum(fetched), args.jobs)
-        if elapsed < 2:
-            return None
-        return f"  baseline {elapsed:5.1f}s pushed {sum(pushed):,}/{args.jobs:,} fetched {sum(fetched):,}"
-
-    t0, results = run_workers(_worker, wargs, on_go=meter.start, progress=progress, timeout=args.timeout,
-                              done=lambda: sum(fetched) >= args.jobs, on_done=meter.stop)
-    elapsed = max(r["t_last"] for r in results) - t0
+    results, elapsed, meter = run_push_fetch(
+        "baseline", args, target, _worker,
+        lambda quotas, nfetch, pushed, fetched: _Arg(target.endpoint, args.jobs, quotas, nfetch,
+                                                     args.rpop, fetched, pushed))
     cpu = meter.cpu_s()
     return {
         "jobs_per_s": args.jobs / elapsed,

@@ -6,7 +6,11 @@ import resource
 import time
 from dataclasses import dataclass, field
 
+from typing import Any, Callable
+
 from bench.client import BenchError, Conn, Endpoint
+from bench.procs import MP, run_workers
+from bench.procstat import ServerMeter
 
 
 @dataclass
@@ -82,3 +86,33 @@ class StallGuard:
         elif value < total and now - self.since > self.limit:
             raise BenchError(f"{self.what}: stuck at {value:,} of {total:,} for {self.limit:g}s "
                              f"(jobs lost or server stalled)")
+
+
+def run_push_fetch(name: str, args: Any, target: Any, worker: Callable[..., dict],
+                   make_arg: Callable[[list[int], int, Any, Any], Any]) -> tuple[list[dict], float, Any]:
+    """Run ``worker`` processes that push ``args.jobs`` jobs and fetch them all (load, baseline).
+
+    ``make_arg(quotas, nfetch, pushed, fetched)`` builds one process's argument; ``pushed`` and
+    ``fetched`` are shared per-process counters. Returns (per-process results, elapsed seconds
+    from the start signal to the last job, the server CPU meter).
+    """
+    plan = layout(args.threads, args.procs or min(args.threads, cpu_count()))
+    quotas = split_evenly(args.jobs, sum(p for p, _ in plan))
+    pushed = MP.RawArray("q", len(plan))
+    fetched = MP.RawArray("q", len(plan))
+    wargs, k = [], 0
+    for npush, nfetch in plan:
+        wargs.append(make_arg(quotas[k:k + npush], nfetch, pushed, fetched))
+        k += npush
+    meter = ServerMeter(target.pids)
+    stall = StallGuard(args.stall, f"{name} fetched")
+
+    def progress(elapsed: float) -> str | None:
+        stall.check(sum(fetched), args.jobs)
+        if elapsed < 2:
+            return None
+        return f"  {name} {elapsed:5.1f}s pushed {sum(pushed):,}/{args.jobs:,} fetched {sum(fetched):,}/{args.jobs:,}"
+
+    t0, results = run_workers(worker, wargs, on_go=meter.start, progress=progress, timeout=args.timeout,
+                              done=lambda: sum(fetched) >= args.jobs, on_done=meter.stop)
+    return results, max(r["t_last"] for r in results) - t0, meter

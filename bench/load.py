@@ -12,10 +12,9 @@ from typing import Any
 import orjson
 
 from bench.client import BenchError, Conn, Endpoint, Script, check_ok, run_pushers_and_fetchers
-from bench.procs import WorkerCtx, MP, run_workers
-from bench.procstat import ServerMeter
+from bench.procs import WorkerCtx
 from bench.resp import ErrorReply
-from bench.common import StallGuard, Target, cpu_count, flush, layout, split_evenly
+from bench.common import cpu_count, flush, layout, run_push_fetch, Target
 
 NAME = "load"
 HELP = "Faktory's load test: T workers, half PUSH to queue0..4, half FETCH+ACK (1%% FAIL)"
@@ -109,26 +108,10 @@ def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     if args.threads < 2:
         raise SystemExit("load needs at least 2 threads (one pusher, one fetcher)")
     flush(target.endpoint)
-    plan = layout(args.threads, args.procs or min(args.threads, cpu_count()))
-    quotas = split_evenly(args.jobs, sum(p for p, _ in plan))
-    pushed = MP.RawArray("q", len(plan))
-    fetched = MP.RawArray("q", len(plan))
-    wargs, k = [], 0
-    for npush, nfetch in plan:
-        wargs.append(_Arg(target.endpoint, args.jobs, quotas[k:k + npush], nfetch, args.fail_rate, pushed, fetched))
-        k += npush
-    meter = ServerMeter(target.pids)
-    stall = StallGuard(args.stall, "load fetched")
-
-    def progress(elapsed: float) -> str | None:
-        stall.check(sum(fetched), args.jobs)
-        if elapsed < 2:
-            return None
-        return f"  load {elapsed:5.1f}s pushed {sum(pushed):,}/{args.jobs:,} fetched {sum(fetched):,}/{args.jobs:,}"
-
-    t0, results = run_workers(_worker, wargs, on_go=meter.start, progress=progress, timeout=args.timeout,
-                              done=lambda: sum(fetched) >= args.jobs, on_done=meter.stop)
-    elapsed = max(r["t_last"] for r in results) - t0
+    results, elapsed, meter = run_push_fetch(
+        "load", args, target, _worker,
+        lambda quotas, nfetch, pushed, fetched: _Arg(target.endpoint, args.jobs, quotas, nfetch,
+                                                     args.fail_rate, pushed, fetched))
     n_fetched = sum(r["fetched"] for r in results)
     server_cpu = meter.cpu_s()
     return {

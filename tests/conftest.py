@@ -22,3 +22,12 @@ def client(server: FaktoryServer) -> Iterator[Client]:
     assert c.call("FLUSH") == "OK"
     yield c
     server.close_clients()
+
+
+@pytest.fixture
+def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
+    """The session server, flushed; clients opened through it are closed afterwards."""
+    c = server.client()
+    assert c.call("FLUSH") == "OK"
+    yield server
+    server.close_clients()

@@ -151,13 +151,6 @@ def node_client(url: str, *ops: dict, check: bool = True) -> list[dict]:
     return results
 
 
-@pytest.fixture
-def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
-    flush(server)
-    yield server
-    server.close_clients()
-
-
 @pytest.fixture(scope="module")
 def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
     s = FaktoryServer(str(tmp_path_factory.mktemp("faktory-pw-node")), processes=2,

@@ -294,13 +294,6 @@ def pyfaktory_producer(url: str) -> Iterator[pyfaktory.Producer]:
 # fixtures
 
 
-@pytest.fixture
-def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
-    flush(server)
-    yield server
-    server.close_clients()
-
-
 @pytest.fixture(scope="module")
 def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
     s = FaktoryServer(str(tmp_path_factory.mktemp("faktory-pw")), processes=2,
