@@ -91,6 +91,7 @@ class Lifecycle:
         """The next job of the first non-empty queue, waiting up to 2 s; None if none came."""
         loop = self.loop
         deadline = loop.time() + FETCH_WAIT
+        woken = False
         while True:
             wakes = self._wakes
             asked = not self._known_empty(queues, loop.time())
@@ -101,9 +102,15 @@ class Lifecycle:
                 job, rid, jid = res
                 if jid:
                     self._remember(jid.decode(), rid, job)
+                if woken:  # more jobs may have come with this one: let the next waiter look too
+                    for q in queues:
+                        self._wake_one(q)
                 return job
             remaining = deadline - loop.time()
             if res == QUIET or res == ALL_PAUSED:
+                if woken:  # the job that woke us is still there: pass the wake-up on
+                    for q in queues:
+                        self._wake_one(q)
                 await asyncio.sleep(max(0.0, remaining))
                 return None
             if res == 0:
@@ -113,7 +120,10 @@ class Lifecycle:
                     t = loop.time()
                     for q in queues:
                         self._empty[q] = t
-            if remaining <= 0 or not await self._wait(queues, remaining):
+            if remaining <= 0:
+                return None
+            woken = await self._wait(queues, remaining)
+            if not woken:
                 return None
 
     async def release(self, job: bytes) -> None:
@@ -145,14 +155,10 @@ class Lifecycle:
             self._waiting.setdefault(q, {})[waiter] = None
         handle = self.loop.call_later(timeout, _resolve, fut, False)
         try:
-            woken = await fut
+            return await fut
         finally:
             handle.cancel()
             self._forget(waiter)
-        if woken:  # more jobs may have come with this one: let the next waiter look too
-            for q in queues:
-                self._wake_one(q)
-        return woken
 
     def _forget(self, waiter: _Waiter) -> None:
         for q in waiter.queues:

@@ -445,3 +445,34 @@ def test_idle_fetch_loop_does_not_poll_redis(server: FaktoryServer, client: Clie
     j = job(queue="idleq")
     client.push(j)
     assert client.fetch("idleq")["jid"] == j["jid"]  # and a push still wakes it
+
+
+def test_one_push_wakes_one_parked_fetcher(server: FaktoryServer, client: Client) -> None:
+    """No thundering herd: a job for ten parked FETCHes costs one successful Redis fetch and at
+    most one more that finds the queue empty, not one per fetcher."""
+    r = server.redis()
+    parked = [server.client() for _ in range(10)]
+    for c in parked:
+        c.send("FETCH herdq")
+    wait_for(lambda: r.exists("ff:wait:herdq"))
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with r.monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                seen.append(cmd["command"])
+                if "stop-monitor" in cmd["command"]:
+                    return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    ready.wait(5)
+    client.push(job(queue="herdq"))
+    replies = [c.read_reply() for c in parked]  # each answers within its 2 s wait
+    server.redis().echo("stop-monitor")
+    t.join(5)
+    assert sum(1 for x in replies if x) == 1
+    fetches = [c for c in seen if "ff_fetch" in c and "herdq" in c]
+    assert 1 <= len(fetches) <= 2 * 2, fetches  # two server processes: each may look once more
