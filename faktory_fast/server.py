@@ -43,8 +43,9 @@ class ServerState:
     """What the connections of one server process share."""
 
     def __init__(self, lifecycle: Lifecycle, password: str = "", max_line: int = 16 << 20,
-                 max_connections: int = 2000) -> None:
+                 max_connections: int = 2000, environment: str = "development") -> None:
         self.lifecycle = lifecycle
+        self.environment = environment
         self.password = password
         self.max_line = max_line
         self.max_connections = max_connections
@@ -264,7 +265,9 @@ class Connection(asyncio.Protocol):
 
     async def cmd_flush(self, payload: bytes) -> bytes:
         await self.lc.flush()
-        log.info("FLUSH by %s", self.wid or "a client")
+        # As Faktory: routine in development, worth a warning anywhere else.
+        level = logging.INFO if self.state.environment == "development" else logging.WARNING
+        log.log(level, "FLUSH by %s", self.wid or "a client")
         return wire.OK
 
     async def cmd_queue(self, payload: bytes) -> bytes:

@@ -196,6 +196,7 @@ class Supervisor:
             "proc": proc_id, "fd": self.sock.fileno(), "redis_url": self.redis_url,
             "password": self.cfg.password, "max_line": self.cfg.max_line,
             "max_connections": self.cfg.max_connections, "log_level": self.cfg.log_level,
+            "environment": self.cfg.environment,
             "started_at": self.started_at,
         })
 

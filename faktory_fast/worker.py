@@ -47,7 +47,8 @@ async def serve(settings: dict[str, Any]) -> int:
     lc = Lifecycle(store, proc, settings["started_at"])
     await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
     await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
-    state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"])
+    state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"],
+                        settings["environment"])
     sock = socket.socket(fileno=settings["fd"])
     server = await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
     log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,

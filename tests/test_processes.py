@@ -138,3 +138,13 @@ def test_durability_always_and_debug_log_names_the_codecs(tmp_path) -> None:
         wait_for(lambda: any(wanted in line for line in srv.lines))
     finally:
         srv.stop()
+
+
+def test_production_flush_is_a_warning(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=1, password="prod-pw",
+                        env={"FAKTORY_ENV": "production"}).start()
+    try:
+        assert srv.client().call("FLUSH") == "OK"
+        wait_for(lambda: any(line.startswith("W ") and "FLUSH" in line for line in srv.lines))
+    finally:
+        srv.stop()
