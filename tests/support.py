@@ -12,10 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import contextlib
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import redis
 
@@ -305,3 +306,29 @@ def clients_on_distinct_processes(server: FaktoryServer, n: int = 2, **kw: Any) 
         c.close()
     assert len(by_pid) == n, "the kernel never spread connections over the processes"
     return list(by_pid.values())
+
+
+@contextlib.contextmanager
+def redis_commands(server: FaktoryServer) -> Iterator[list[str]]:
+    """Record every command the server's Redis runs inside the block (Redis MONITOR)."""
+    r = server.redis()
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with r.monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                if "stop-monitor" in cmd["command"]:
+                    return
+                seen.append(cmd["command"])
+
+    t = threading.Thread(target=watch)
+    t.start()
+    assert ready.wait(5)
+    try:
+        yield seen
+    finally:
+        r.echo("stop-monitor")
+        t.join(5)
+        r.close()

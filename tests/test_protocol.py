@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.support import Client, FaktoryServer, ReplyError, job, pwdhash, wait_for
+from tests.support import (Client, FaktoryServer, ReplyError, job, pwdhash, redis_commands,
+                           wait_for)
 
 
 def raw(server: FaktoryServer) -> socket.socket:
@@ -420,26 +421,10 @@ def test_job_fetched_for_a_departed_client_goes_back(server: FaktoryServer, clie
 
 def test_idle_fetch_loop_does_not_poll_redis(server: FaktoryServer, client: Client) -> None:
     """A FETCH on a queue known to be empty waits for a wake-up instead of asking Redis."""
-    r = server.redis()
-    seen: list[str] = []
-    ready = threading.Event()
-
-    def watch() -> None:
-        with r.monitor() as m:
-            ready.set()
-            for cmd in m.listen():
-                seen.append(cmd["command"])
-                if "stop-monitor" in cmd["command"]:
-                    return
-
-    t = threading.Thread(target=watch)
-    t.start()
-    ready.wait(5)
-    assert client.fetch("idleq") is None
-    assert client.fetch("idleq") is None
-    assert client.fetch("idleq") is None
-    server.redis().echo("stop-monitor")
-    t.join(5)
+    with redis_commands(server) as seen:
+        assert client.fetch("idleq") is None
+        assert client.fetch("idleq") is None
+        assert client.fetch("idleq") is None
     fetches = [c for c in seen if "ff_fetch" in c and "idleq" in c]
     assert len(fetches) == 1, fetches
     j = job(queue="idleq")
@@ -455,24 +440,9 @@ def test_one_push_wakes_one_parked_fetcher(server: FaktoryServer, client: Client
     for c in parked:
         c.send("FETCH herdq")
     wait_for(lambda: r.exists("ff:wait:herdq"))
-    seen: list[str] = []
-    ready = threading.Event()
-
-    def watch() -> None:
-        with r.monitor() as m:
-            ready.set()
-            for cmd in m.listen():
-                seen.append(cmd["command"])
-                if "stop-monitor" in cmd["command"]:
-                    return
-
-    t = threading.Thread(target=watch)
-    t.start()
-    ready.wait(5)
-    client.push(job(queue="herdq"))
-    replies = [c.read_reply() for c in parked]  # each answers within its 2 s wait
-    server.redis().echo("stop-monitor")
-    t.join(5)
+    with redis_commands(server) as seen:
+        client.push(job(queue="herdq"))
+        replies = [c.read_reply() for c in parked]  # each answers within its 2 s wait
     assert sum(1 for x in replies if x) == 1
     fetches = [c for c in seen if "ff_fetch" in c and "herdq" in c]
     assert 1 <= len(fetches) <= 2 * 2, fetches  # two server processes: each may look once more
