@@ -85,11 +85,13 @@ class Supervisor:
         self.workers: list[WorkerProcess] = []
         self.web: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
+        self.web_sock: socket.socket | None = None
         self.stopping = False
         self.exit_code = 0
         self.stats = TaskStats()
         self._quick_deaths = 0
         self._on_exit: Any = None  # set once the event loop runs
+        self._web_started = 0.0
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -221,10 +223,19 @@ class Supervisor:
                    FAKTORY_FAST_BINDING=self.cfg.binding)
         bind_to = f"[{self.cfg.web_host}]:{self.cfg.web_port}" if ":" in self.cfg.web_host \
             else f"{self.cfg.web_host}:{self.cfg.web_port}"
+        if self.web_sock is None:
+            # Bound here so a taken port is reported at once (gunicorn would retry for 5 s).
+            try:
+                self.web_sock = bind(self.cfg.web_host, self.cfg.web_port)
+            except StartupError as exc:
+                log.error("Web UI disabled: %s", exc)
+                return
+        fd = self.web_sock.fileno()
         self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-b", bind_to, "-w", "1", "--threads", "4",
+            [sys.executable, "-m", "gunicorn", "-b", f"fd://{fd}", "-w", "1", "--threads", "4",
              "--log-level", "warning", "faktory_fast.web.app:create_app()"], env=env,
-            preexec_fn=set_pdeathsig)
+            pass_fds=(fd,), preexec_fn=set_pdeathsig)
+        self._web_started = time.monotonic()
         self._watch(self.web)
         log.info("Web UI at http://%s", bind_to)
 
@@ -277,8 +288,13 @@ class Supervisor:
                 self._quick_deaths = 0
             self._spawn()
         if self.web is not None and self.web.poll() is not None and not self.stopping:
-            log.warning("The web UI exited with status %s; restarting it", self.web.returncode)
-            self._start_web()
+            if time.monotonic() - self._web_started < 2.0:  # broken, not crashed: no respawn loop
+                log.error("The web UI exited at start (status %s); serving without it",
+                          self.web.returncode)
+                self.web = None
+            else:
+                log.warning("The web UI exited with status %s; restarting it", self.web.returncode)
+                self._start_web()
 
     def _stop_children(self) -> None:
         self.stopping = True
