@@ -213,6 +213,10 @@ class Store:
     def count_commands(self, proc: str, n: int) -> Any:
         return self._call(None, "HINCRBY", keys.COMMANDS, proc, n)
 
+    def registered_processes(self) -> Any:
+        """Ids of the server processes counted in the connection registry."""
+        return self._call(lambda ids: [_text(i) for i in ids], "HKEYS", keys.CONNECTIONS)
+
     def process_gone(self, proc: str) -> Any:
         return self._fcall(None, "ff_process_gone", proc)
 

@@ -118,6 +118,10 @@ class Supervisor:
         await self._check_redis(store)
         await store.load_library()
         await self._migrate(store)
+        if self.redis is not None:
+            # Our own Redis: any process still registered died with a killed master before us.
+            for proc in await store.registered_processes():
+                await store.process_gone(proc)
         self.sock = bind(self.cfg.host, self.cfg.port)
         log.info("Listening on %s:%d with %d server processes", self.cfg.host,
                  self.sock.getsockname()[1], self.cfg.processes)

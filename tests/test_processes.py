@@ -102,6 +102,19 @@ def test_crash_of_the_master_keeps_acknowledged_pushes(tmp_path) -> None:
     srv.stop()
 
 
+def test_restart_forgets_processes_of_an_earlier_run(tmp_path) -> None:
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    r = srv.redis()
+    r.hset("ff:conns", "ghost:1:dead", 5)  # as left by server processes killed with the master
+    r.close()
+    srv.stop()
+    srv.start()
+    try:
+        assert srv.client().info()["server"]["connections"] == 1
+    finally:
+        srv.stop()
+
+
 def _redis_alive(sock: str) -> bool:
     import socket
 
