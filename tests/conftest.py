@@ -17,17 +17,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
 
 
 @pytest.fixture
-def client(server: FaktoryServer) -> Iterator[Client]:
-    c = server.client()
-    assert c.call("FLUSH") == "OK"
-    yield c
-    server.close_clients()
-
-
-@pytest.fixture
 def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
-    """The session server, flushed; clients opened through it are closed afterwards."""
+    """The server, flushed; clients opened through it are closed afterwards."""
     c = server.client()
     assert c.call("FLUSH") == "OK"
     yield server
     server.close_clients()
+
+
+@pytest.fixture
+def client(srv: FaktoryServer) -> Client:
+    """A connection to the flushed server (a module's own ``server`` fixture takes precedence)."""
+    return srv.client()

@@ -7,7 +7,6 @@ cross-origin POST. Screenshots of the dashboard and the retries page land in doc
 from __future__ import annotations
 
 import os
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
@@ -66,14 +65,6 @@ def page(browser: Any) -> Iterator[Any]:
     tab = ctx.new_page()
     yield tab
     ctx.close()
-
-
-@pytest.fixture
-def client(server: FaktoryServer) -> Iterator[Client]:
-    c = server.client()
-    assert c.call("FLUSH") == "OK"
-    yield c
-    c.close()
 
 
 def failed_job(client: Client, **fields: Any) -> dict:
