@@ -28,6 +28,7 @@ SORTED_SETS = (SCHEDULED, RETRIES, DEAD)
 RESERVATIONS = "ff:res"  # hash jid -> reservation JSON
 PRIORITY_QUEUES = "ff:prioq"  # set of queues holding jobs with priority != 5
 WORKER_BEATS = "ff:wids"  # zset wid -> last heartbeat (unix seconds)
+QUIET_WORKERS = "ff:quiet"  # set of wids told to quiet or terminate (FETCH's fast path asks)
 CONNECTIONS = "ff:conns"  # hash server-process id -> open identified connections
 COMMANDS = "ff:cmds"  # hash server-process id -> commands dispatched
 TASKS = "ff:tasks"  # hash "<Task>.<field>" -> number, for INFO's tasks section

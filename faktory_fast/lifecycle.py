@@ -12,13 +12,13 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
 from faktory_fast.jobs import JobError
-from faktory_fast.store import Store
+from faktory_fast.store import Store, Then
 
 log = logging.getLogger("faktory_fast")
 
@@ -62,10 +62,10 @@ class Lifecycle:
         self.on_reap: Callable[[str], None] = lambda wid: None
 
     # -- PUSH / PUSHB ----------------------------------------------------------------------
-    async def push(self, payload: bytes) -> None:
-        job = jobs.loads(payload)
-        prepared = jobs.prepare(job, time.time_ns())
-        await self.store.push((prepared,))
+    def push(self, payload: bytes, then: Then) -> None:
+        """Validate (JobError at once) and store one job; ``then`` gets Redis's reply."""
+        prepared = jobs.prepare(jobs.loads(payload), time.time_ns())
+        self.store.push((prepared,), then)
 
     async def push_bulk(self, payload: bytes) -> bytes:
         """Returns the JSON object of jid -> error for the jobs that were refused."""
@@ -87,21 +87,42 @@ class Lifecycle:
         return orjson.dumps(errors)
 
     # -- FETCH ---------------------------------------------------------------------------------
-    async def fetch(self, queues: list[str], wid: str) -> bytes | None:
-        """The next job of the first non-empty queue, waiting up to 2 s; None if none came."""
+    def fetch(self, queues: list[str], wid: str, then: Then) -> None:
+        """The next job of the first non-empty queue, waiting up to 2 s for one.
+
+        ``then`` gets the job (bytes), None if none came, or the exception. The first look is
+        a plain callback on the Redis reply (the common case: a job is there); only a FETCH
+        that has to wait becomes a task.
+        """
         loop = self.loop
         deadline = loop.time() + FETCH_WAIT
+        wakes = self._wakes
+        if self._known_empty(queues, loop.time()):
+            run_then(loop, self._fetch(queues, wid, deadline, (wakes, False, 0)), then)
+            return
+
+        def first(res: Any) -> None:
+            if type(res) is list:
+                then(self._reserved_job(res))
+            elif isinstance(res, Exception):
+                then(res)
+            else:
+                run_then(loop, self._fetch(queues, wid, deadline, (wakes, True, res)), then)
+
+        self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues, first)
+
+    async def _fetch(self, queues: list[str], wid: str, deadline: float,
+                     first: tuple[int, bool, Any]) -> bytes | None:
+        """FETCH from its first answer on: wait for wake-ups and look again until the deadline.
+
+        ``first`` is (wake count before the look, whether Redis was asked, its answer).
+        """
+        loop = self.loop
+        wakes, asked, res = first
         woken = False
         while True:
-            wakes = self._wakes
-            asked = not self._known_empty(queues, loop.time())
-            res: Any = 0
-            if asked:
-                res = await self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues)
             if type(res) is list:
-                job, rid, jid = res
-                if jid:
-                    self._remember(jid.decode(), rid, job)
+                job = self._reserved_job(res)
                 if woken:  # more jobs may have come with this one: let the next waiter look too
                     for q in queues:
                         self._wake_one(q)
@@ -113,18 +134,31 @@ class Lifecycle:
                         self._wake_one(q)
                 await asyncio.sleep(max(0.0, remaining))
                 return None
+            raced = False
             if res == 0:
                 if self._wakes != wakes:
-                    continue  # a wake-up raced this fetch: look again at once
-                if asked:  # Redis now has us down as waiting on each of these queues
+                    raced = True  # a wake-up raced this fetch: look again at once
+                elif asked:  # Redis now has us down as waiting on each of these queues
                     t = loop.time()
                     for q in queues:
                         self._empty[q] = t
-            if remaining <= 0:
-                return None
-            woken = await self._wait(queues, remaining)
-            if not woken:
-                return None
+            if not raced:
+                if remaining <= 0:
+                    return None
+                woken = await self._wait(queues, remaining)
+                if not woken:
+                    return None
+            wakes = self._wakes
+            asked = not self._known_empty(queues, loop.time())
+            res = 0
+            if asked:
+                res = await self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues)
+
+    def _reserved_job(self, res: list) -> bytes:
+        job, rid, jid = res
+        if jid:
+            self._remember(jid.decode(), rid, job)
+        return job
 
     async def release(self, job: bytes) -> None:
         """Put back a job fetched for a client that left before it could be sent."""
@@ -198,7 +232,8 @@ class Lifecycle:
                 _resolve(waiter.fut, False)
 
     # -- ACK / FAIL ------------------------------------------------------------------------
-    async def ack(self, payload: bytes) -> None:
+    def ack(self, payload: bytes, then: Then) -> None:
+        """Finish a reservation (JobError at once if the payload is bad); ``then`` gets 1 or 0."""
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -208,8 +243,13 @@ class Lifecycle:
             raise JobError(f"invalid ACK {payload.decode(errors='replace')}")
         jid = data["jid"]
         self._reserved.pop(jid, None)
-        if not await self.store.ack(jid, jobs.today()):
-            log.info("No such job to acknowledge %s", jid)
+
+        def done(reply: Any) -> None:
+            if reply == 0:
+                log.info("No such job to acknowledge %s", jid)
+            then(reply)
+
+        self.store.ack(jid, jobs.today(), done)
 
     async def fail(self, payload: bytes) -> None:
         jid, info = jobs.fail_info(payload)
@@ -319,6 +359,15 @@ class Lifecycle:
             mode, extra = "all", []
         dead_score = jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
         await self.store.mutate(cmd, target, dead_score, mode, pattern, extra)
+
+
+def run_then(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], then: Then) -> None:
+    """Run ``coro`` as a task; ``then`` gets its result, or the exception it raised."""
+    def done(task: asyncio.Task) -> None:
+        if not task.cancelled():
+            exc = task.exception()
+            then(exc if exc is not None else task.result())
+    loop.create_task(coro).add_done_callback(done)
 
 
 def _resolve(fut: asyncio.Future, value: bool) -> None:

@@ -13,13 +13,13 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 
 from faktory_fast import wire
 from faktory_fast.jobs import JobError
-from faktory_fast.lifecycle import Lifecycle, now_str
+from faktory_fast.lifecycle import Lifecycle, now_str, run_then
 
 log = logging.getLogger("faktory_fast")
 
@@ -27,6 +27,8 @@ HANDSHAKE_TIMEOUT = 2.0
 SHUTDOWN = wire.error("shutdown in progress")
 # Queued after the commands that preceded a line over the length limit.
 _OVERFLOW: tuple = (None, None)
+# A command's answer will come later, through Connection.answer.
+LATER = object()
 _STATE_REPLY = {"quiet": wire.bulk(b'{"state":"quiet"}'),
                 "terminate": wire.bulk(b'{"state":"terminate"}')}
 
@@ -105,9 +107,8 @@ class Connection(asyncio.Protocol):
         self.pending.extend(self.parser.feed(data))
         if self.parser.overflow:
             self.pending.append(_OVERFLOW)
-        if not self.busy and self.pending:
-            self.busy = True
-            self.loop.create_task(self._run())
+        if not self.busy:
+            self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -132,61 +133,85 @@ class Connection(asyncio.Protocol):
 
     # -- helpers -------------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the connection; nothing more is written to it."""
         if self.transport is not None:
             self.transport.close()
+            self.transport = None
 
     def write_and_close(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-            self.transport.close()
+            self.close()
 
     def _handshake_late(self) -> None:
         if not self.identified:
             self.close()
 
     # -- command loop ------------------------------------------------------------------------
-    async def _run(self) -> None:
+    def _next(self) -> None:
+        """Run queued commands in order until one has to wait; its answer resumes the loop."""
         pending = self.pending
-        try:
-            while pending and self.transport is not None:
-                item = pending.popleft()
-                if item is _OVERFLOW:
-                    self.write_and_close(wire.error(
-                        f"line too long: the limit is {self.state.max_line} bytes"))
-                    break
-                verb, payload = item
-                if self.state.shutting_down:
-                    self.write_and_close(SHUTDOWN)
-                    break
-                if not self.identified:
-                    await self._hello(verb, payload)
-                    continue
+        state = self.state
+        while pending and self.transport is not None:
+            item = pending.popleft()
+            if item is _OVERFLOW:
+                self.write_and_close(wire.error(f"line too long: the limit is {state.max_line} bytes"))
+                return
+            if state.shutting_down:
+                self.write_and_close(SHUTDOWN)
+                return
+            verb, payload = item
+            if self.identified:
                 self.lc.commands += 1
                 handler = COMMANDS.get(verb)
-                if handler is None:
-                    reply = wire.error("unknown command " + verb.decode(errors="replace"))
-                else:
-                    try:
-                        reply = await handler(self, payload)
-                    except JobError as exc:
-                        reply = wire.error(str(exc))
-                    except Exception:
-                        log.exception("Unexpected error in %s", verb.decode(errors="replace"))
-                        reply = wire.error("internal error")
-                if reply is None:  # END
-                    self.close()
-                    break
-                if self.transport is not None:
-                    self.transport.write(reply)
-                if self.state.shutting_down and not pending:
-                    self.write_and_close(SHUTDOWN)
-        finally:
-            self.busy = False
+            elif verb == b"HELLO":
+                handler = _HELLO
+            else:
+                self.close()  # Faktory closes without a word
+                return
+            if handler is None:
+                reply: Any = wire.error("unknown command " + verb.decode(errors="replace"))
+            else:
+                self.busy = True
+                try:
+                    reply = handler(self, payload)
+                except Exception as exc:
+                    reply = _error_reply(verb, exc)
+                if reply is LATER:  # the handler calls self.answer when it is done
+                    return
+                self.busy = False
+            self._send(reply)
 
-    async def _hello(self, verb: bytes, payload: bytes) -> None:
-        if verb != b"HELLO" or not payload.startswith(b"{"):
-            self.close()  # Faktory closes without a word
-            return
+    def answer(self, reply: Any) -> None:
+        """Finish the command in flight: its reply (bytes), None to close, or an exception."""
+        self.busy = False
+        if isinstance(reply, BaseException):
+            reply = _error_reply(b"", reply)
+        self._send(reply)
+        self._next()
+
+    def _send(self, reply: bytes | None) -> None:
+        if reply is None:  # END
+            self.close()
+        elif self.transport is not None:
+            self.transport.write(reply)
+            if self.state.shutting_down and not self.pending:
+                self.write_and_close(SHUTDOWN)
+
+    def _answer_ok(self, reply: Any) -> None:
+        self.answer(reply if isinstance(reply, BaseException) else wire.OK)
+
+    def _answer_job(self, job: Any) -> None:
+        if type(job) is bytes and self.transport is None:
+            # The client left while it waited: nobody got the job.
+            run_then(self.loop, self.lc.release(job), self.answer)
+        else:
+            self.answer(job if isinstance(job, BaseException) else wire.bulk(job))
+
+    async def _hello(self, payload: bytes) -> bytes:
+        if not payload.startswith(b"{"):
+            self.close()
+            return b""
         try:
             hello = orjson.loads(payload)
             if not isinstance(hello, dict):
@@ -203,54 +228,54 @@ class Connection(asyncio.Protocol):
                 raise ValueError
         except ValueError:
             self.close()
-            return
+            return b""
         if self.state.password:
             # Clients that speak v1 (the Python `faktory` package) hash once.
             rounds = self.iterations if v >= 2 else 1
             expected = password_hash(self.state.password, self.salt, rounds)
             if not hmac.compare_digest(expected.encode(), pwdhash.encode()):
                 self.write_and_close(wire.error("Invalid password"))
-                return
+                return b""
         lc = self.lc
         over = await lc.store.hello(lc.proc, self.state.max_connections, wid, hostname, pid,
                                     orjson.dumps(labels), v, now_str())
         if over:
             log.warning("Too many connections: %d", over)
             self.write_and_close(wire.error(f"too many connections: {over}"))
-            return
+            return b""
         self.identified = True
         self.wid = wid
         if self._timer is not None:
             self._timer.cancel()
         if self.transport is None:  # gone while we registered it
             self.loop.create_task(self._bye())
-            return
+            return b""
         self.state.by_wid.setdefault(wid, set()).add(self)
-        self.transport.write(wire.OK)
-
-    # -- commands (the command table below names these) ------------------------------------
-    async def cmd_end(self, payload: bytes) -> bytes | None:
-        return None
-
-    async def cmd_push(self, payload: bytes) -> bytes:
-        await self.lc.push(payload)
         return wire.OK
 
-    async def cmd_pushb(self, payload: bytes) -> bytes:
-        return wire.bulk(await self.lc.push_bulk(payload))
+    # -- commands (the command table below names these) ------------------------------------
+    # A command returns its reply (None closes the connection), or LATER and calls
+    # self.answer when its Redis reply is in; coroutine commands are run by _awaiting.
+    def cmd_end(self, payload: bytes) -> None:
+        return None
 
-    async def cmd_fetch(self, payload: bytes) -> bytes:
+    def cmd_push(self, payload: bytes) -> object:
+        self.lc.push(payload, self._answer_ok)
+        return LATER
+
+    def cmd_fetch(self, payload: bytes) -> object:
         queues = [q for q in payload.decode(errors="replace").split(" ") if q]
         if not queues:
             raise JobError("must call fetch with at least one queue")
-        job = await self.lc.fetch(queues, self.wid)
-        if job is not None and self.transport is None:
-            await self.lc.release(job)  # the client left while it waited: nobody got the job
-        return wire.bulk(job)
+        self.lc.fetch(queues, self.wid, self._answer_job)
+        return LATER
 
-    async def cmd_ack(self, payload: bytes) -> bytes:
-        await self.lc.ack(payload)
-        return wire.OK
+    def cmd_ack(self, payload: bytes) -> object:
+        self.lc.ack(payload, self._answer_ok)
+        return LATER
+
+    async def cmd_pushb(self, payload: bytes) -> bytes:
+        return wire.bulk(await self.lc.push_bulk(payload))
 
     async def cmd_fail(self, payload: bytes) -> bytes:
         await self.lc.fail(payload)
@@ -278,27 +303,46 @@ class Connection(asyncio.Protocol):
         await self.lc.mutate(payload)
         return wire.OK
 
-    async def cmd_batch(self, payload: bytes) -> bytes:
+    def cmd_batch(self, payload: bytes) -> bytes:
         return wire.error("batch subsystem is only available in Faktory Enterprise")
 
-    async def cmd_track(self, payload: bytes) -> bytes:
+    def cmd_track(self, payload: bytes) -> bytes:
         return wire.error("tracking subsystem is only available in Faktory Enterprise")
 
 
-Handler = Callable[[Connection, bytes], Awaitable[bytes | None]]
+Handler = Callable[[Connection, bytes], Any]
+
+
+def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) -> Handler:
+    """A command written as a coroutine: run it as a task and answer with its result."""
+    def handler(conn: Connection, payload: bytes) -> object:
+        run_then(conn.loop, method(conn, payload), conn.answer)
+        return LATER
+    return handler
+
+
+def _error_reply(verb: bytes, exc: BaseException) -> bytes:
+    if isinstance(exc, JobError):
+        return wire.error(str(exc))
+    log.error("Unexpected error in %s", verb.decode(errors="replace") or "a command",
+              exc_info=exc)
+    return wire.error("internal error")
+
+
+_HELLO = _awaiting(Connection._hello)
 
 COMMANDS: dict[bytes, Handler] = {
     b"END": Connection.cmd_end,
     b"PUSH": Connection.cmd_push,
-    b"PUSHB": Connection.cmd_pushb,
+    b"PUSHB": _awaiting(Connection.cmd_pushb),
     b"FETCH": Connection.cmd_fetch,
     b"ACK": Connection.cmd_ack,
-    b"FAIL": Connection.cmd_fail,
-    b"BEAT": Connection.cmd_beat,
-    b"INFO": Connection.cmd_info,
-    b"FLUSH": Connection.cmd_flush,
-    b"QUEUE": Connection.cmd_queue,
-    b"MUTATE": Connection.cmd_mutate,
+    b"FAIL": _awaiting(Connection.cmd_fail),
+    b"BEAT": _awaiting(Connection.cmd_beat),
+    b"INFO": _awaiting(Connection.cmd_info),
+    b"FLUSH": _awaiting(Connection.cmd_flush),
+    b"QUEUE": _awaiting(Connection.cmd_queue),
+    b"MUTATE": _awaiting(Connection.cmd_mutate),
     b"BATCH": Connection.cmd_batch,
     b"TRACK": Connection.cmd_track,
 }

@@ -3,7 +3,9 @@
 Each method is exactly one Redis round trip (a command or an FCALL of our function library in
 ``lua/faktory.lua``). The same Store serves the asyncio server (``Store.for_async`` over an
 ``aredis.RedisConnection``) and the synchronous web UI (``Store.for_sync`` over a redis-py
-client): a method returns the reply, or an awaitable of it, depending on the executor.
+client): a method returns the reply, or an awaitable of it, depending on the executor. The
+server's hot-path methods (push, fetch, ack) also take ``then``: the reply is then passed to
+that callback instead (with the asyncio executor, straight from the Redis reply handler).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from faktory_fast.config import parse_redis_url
 LIBRARY_NAME = "faktory_fast"
 
 Decode = Callable[[Any], Any] | None
+Then = Callable[[Any], None]  # receives the reply, or the exception (ReplyError, RedisClosed)
 
 
 def library_source() -> str:
@@ -47,9 +50,10 @@ def _info(reply: list) -> dict[str, Any]:
 class Store:
     """Redis access for the server, the scheduler and the web UI."""
 
-    def __init__(self, call: Callable[..., Any]) -> None:
-        # call(decode, *command) -> reply or awaitable of reply
+    def __init__(self, call: Callable[..., Any], call_then: Callable[..., None]) -> None:
+        # call(decode, *command) -> reply or awaitable of reply; call_then(then, *command)
         self._call = call
+        self._call_then = call_then
 
     @classmethod
     def for_async(cls, conn: Any) -> "Store":
@@ -63,7 +67,7 @@ class Store:
             fut = execute(*args)
             return fut if decode is None else decoded(fut, decode)
 
-        return cls(call)
+        return cls(call, conn.execute_cb)
 
     @classmethod
     def for_sync(cls, url: str) -> "Store":
@@ -87,9 +91,18 @@ class Store:
             reply = execute(*args)
             return reply if decode is None else decode(reply)
 
-        return cls(call)
+        def call_then(then: Then, *args: Any) -> None:
+            try:
+                reply = execute(*args)
+            except redis.ResponseError as exc:
+                reply = exc
+            then(reply)
 
-    def _fcall(self, decode: Decode, function: str, *args: Any) -> Any:
+        return cls(call, call_then)
+
+    def _fcall(self, decode: Decode, function: str, *args: Any, then: Then | None = None) -> Any:
+        if then is not None:
+            return self._call_then(then, "FCALL", function, 0, *args)
         return self._call(decode, "FCALL", function, 0, *args)
 
     # -- setup ---------------------------------------------------------------------------------
@@ -111,21 +124,22 @@ class Store:
         return self._fcall(None, "ff_migrate_reservation", member, jid, record, repr(score))
 
     # -- jobs ----------------------------------------------------------------------------------
-    def push(self, jobs: Iterable[Any]) -> Any:
+    def push(self, jobs: Iterable[Any], then: Then | None = None) -> Any:
         """Store prepared jobs (``jobs.Prepared``): enqueue now or schedule."""
         args: list[Any] = []
         for p in jobs:
             args += (p.queue, p.priority, p.payload, p.at_score)
-        return self._fcall(None, "ff_push", len(args) // 4, *args)
+        return self._fcall(None, "ff_push", len(args) // 4, *args, then=then)
 
     def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
-              queues: Sequence[Any]) -> Any:
-        """Reserve the next job: [job, rid], or 0 (empty), -1 (worker quiet), -2 (all paused)."""
-        return self._fcall(None, "ff_fetch", wid, proc, now, default_reserve, *queues)
+              queues: Sequence[Any], then: Then | None = None) -> Any:
+        """Reserve the next job: [job, rid, jid], or 0 (empty; registered as a waiter),
+        -1 (worker quiet), -2 (all paused), -3 (empty, some paused)."""
+        return self._fcall(None, "ff_fetch", wid, proc, now, default_reserve, *queues, then=then)
 
-    def ack(self, jid: Any, day: str) -> Any:
+    def ack(self, jid: Any, day: str, then: Then | None = None) -> Any:
         """1 if the reservation existed (and is now done), else 0."""
-        return self._fcall(None, "ff_ack", jid, day)
+        return self._fcall(None, "ff_ack", jid, day, then=then)
 
     def fail(self, jid: str, rid: Any, day: str, outcome: str, payload: bytes, score: str) -> Any:
         """[1] done, [0] no such reservation, [2, record]: recompute from that record."""

@@ -117,6 +117,12 @@ def test_paused_and_quiet(store: Store, r: redislib.Redis) -> None:
     store.signal_workers("quiet", ["w1"])
     assert fetch(store, "a", wid="w1") == -1
     assert isinstance(fetch(store, "a", wid="w2"), list)
+    # A quiet worker stays quiet across FLUSH (FETCH's fast path looks at ff:quiet first).
+    store.flush()
+    push(store, "a")
+    assert r.smembers(keys.QUIET_WORKERS) == {b"w1"}
+    assert fetch(store, "a", wid="w1") == -1
+    assert isinstance(fetch(store, "a", wid="w2"), list)
 
 
 def test_ack_and_counters(store: Store, r: redislib.Redis) -> None:
@@ -183,10 +189,15 @@ def test_workers_hello_beat_bye_reap(store: Store, r: redislib.Redis) -> None:
     assert store.beat("nobody", LATER, "", "") is None
     store.bye("p1", "w1")
     assert store.beat("w1", LATER, "", "") == "terminate"
+    assert r.smembers(keys.QUIET_WORKERS) == {b"w1"}
     store.bye("p2", "w1")
     assert store.beat("w1", LATER, "", "") is None
+    assert not r.exists(keys.QUIET_WORKERS)  # gone with the worker
     store.hello("p1", 10, "w3", "h", 1, b"[]", 2, NOW)
+    store.signal_workers("terminate", ["*"])
+    assert r.smembers(keys.QUIET_WORKERS) == {b"w3"}
     assert store.reap_workers(LATER) == 1 and store.workers() == []
+    assert not r.exists(keys.QUIET_WORKERS)
 
 
 def test_flush_keeps_the_live_registry(store: Store, r: redislib.Redis) -> None:

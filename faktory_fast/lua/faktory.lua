@@ -27,10 +27,14 @@ end
 
 -- Keys: queues, q:<name>[:p<N>], ff:prioq, ff:wait:<name>.
 local function enqueue(name, prio, job)
-  redis.call('SADD', 'queues', name)
-  redis.call('LPUSH', qkey(name, prio), job)
-  if prio ~= 5 then redis.call('SADD', 'ff:prioq', name) end
-  wake(name)
+  -- Only a list that was empty can belong to an unregistered queue or one with waiters (a
+  -- FETCH waits only when all of a queue's lists are empty, and QUEUE REMOVE deletes them):
+  -- pushes onto a backlog cost one call.
+  if redis.call('LPUSH', qkey(name, prio), job) == 1 then
+    redis.call('SADD', 'queues', name)
+    if prio ~= 5 then redis.call('SADD', 'ff:prioq', name) end
+    wake(name)
+  end
 end
 
 -- Pop the next job of queue `name`: priority 9 first, FIFO within a priority.
@@ -84,23 +88,30 @@ end
 -- given queues (strict order). Returns {job, rid, jid} on success; 0 when nothing is there (and
 -- the process is registered as waiting on every searched queue); -1 when the worker is quiet or
 -- terminating; -2 when every queue is paused; -3 when nothing is there and some are paused.
--- Keys: ff:w:<wid>, paused, ff:prioq, q:<q>[:p<N>], ff:wait:<q>, ff:rseq, ff:res, working.
+-- Keys: ff:quiet, ff:w:<wid>, paused, ff:prioq, q:<q>[:p<N>], ff:wait:<q>, ff:rseq, ff:res,
+-- working.
 local function ff_fetch(keys, args)
   local wid, proc = args[1], args[2]
   local now_sec, now_frac = string.match(args[3], '^(%d+)(%.?%d*)$')
   now_sec = tonumber(now_sec)
-  if wid ~= '' then
-    local state = redis.call('HGET', 'ff:w:' .. wid, 'state')
-    if state == 'quiet' or state == 'terminate' then return -1 end
-  end
+  -- With no quiet worker, paused queue or priority list anywhere (the usual case), one call
+  -- answers all three questions.
+  local plain = redis.call('EXISTS', 'ff:quiet', 'paused', 'ff:prioq') == 0
   local paused = {}
-  for _, p in ipairs(redis.call('SMEMBERS', 'paused')) do paused[p] = true end
+  if not plain then
+    if wid ~= '' then
+      local state = redis.call('HGET', 'ff:w:' .. wid, 'state')
+      if state == 'quiet' or state == 'terminate' then return -1 end
+    end
+    for _, p in ipairs(redis.call('SMEMBERS', 'paused')) do paused[p] = true end
+  end
   local active = {}
   for i = 5, #args do
     local name = args[i]
     if not paused[name] then
       active[#active + 1] = name
-      local job = pop(name)
+      local job
+      if plain then job = redis.call('RPOP', 'q:' .. name) else job = pop(name) end
       if job then
         -- Fast path for the common shape we encode (no failure, custom or reserve_for):
         -- the jid is the second key; otherwise decode the whole job.
@@ -179,14 +190,16 @@ end
 
 -- ff_release(jid, queue, priority, job): undo a reservation whose client left before the job
 -- could be sent: the job goes back to the end its queue is fetched from, so it runs next.
--- Keys: ff:res, working, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
+-- Keys: ff:res, working, queues, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
 local function ff_release(keys, args)
   if redis.call('HDEL', 'ff:res', args[1]) == 0 then return 0 end
   redis.call('ZREM', 'working', args[1])
-  local prio = tonumber(args[3])
-  redis.call('RPUSH', qkey(args[2], prio), args[4])
-  if prio ~= 5 then redis.call('SADD', 'ff:prioq', args[2]) end
-  wake(args[2])
+  local name, prio = args[2], tonumber(args[3])
+  if redis.call('RPUSH', qkey(name, prio), args[4]) == 1 then  -- as in enqueue
+    redis.call('SADD', 'queues', name)
+    if prio ~= 5 then redis.call('SADD', 'ff:prioq', name) end
+    wake(name)
+  end
   return 1
 end
 
@@ -242,7 +255,7 @@ local function ff_hello(keys, args)
 end
 
 -- ff_bye(proc, wid): an identified connection closed; the worker goes when its last one does.
--- Keys: ff:conns, ff:w:<wid>, ff:wids.
+-- Keys: ff:conns, ff:w:<wid>, ff:wids, ff:quiet.
 local function ff_bye(keys, args)
   redis.call('HINCRBY', 'ff:conns', args[1], -1)
   local wid = args[2]
@@ -251,6 +264,7 @@ local function ff_bye(keys, args)
     if redis.call('EXISTS', wkey) == 1 and redis.call('HINCRBY', wkey, 'conns', -1) <= 0 then
       redis.call('DEL', wkey)
       redis.call('ZREM', 'ff:wids', wid)
+      redis.call('SREM', 'ff:quiet', wid)
     end
   end
   return 0
@@ -258,29 +272,32 @@ end
 
 local STATE_ORDER = {running = 0, quiet = 1, terminate = 2}
 
--- Move a worker's state forward only (running -> quiet -> terminate). Keys: ff:w:<wid>.
-local function advance(wkey, state)
+-- Move a worker's state forward only (running -> quiet -> terminate); a worker that is not
+-- running is listed in ff:quiet (every heartbeat says so again). Keys: ff:w:<wid>, ff:quiet.
+local function advance(wid, state)
+  local wkey = 'ff:w:' .. wid
   local current = redis.call('HGET', wkey, 'state') or 'running'
   if STATE_ORDER[state] and STATE_ORDER[state] > (STATE_ORDER[current] or 0) then
     redis.call('HSET', wkey, 'state', state)
-    return state
+    current = state
   end
+  if current ~= 'running' then redis.call('SADD', 'ff:quiet', wid) end
   return current
 end
 
 -- ff_beat(wid, now, state, rss_kb): heartbeat; returns the worker's state, or false if unknown.
--- Keys: ff:w:<wid>, ff:wids.
+-- Keys: ff:w:<wid>, ff:wids, ff:quiet.
 local function ff_beat(keys, args)
   local wid = args[1]
   local wkey = 'ff:w:' .. wid
   if redis.call('EXISTS', wkey) == 0 then return false end
   redis.call('ZADD', 'ff:wids', args[2], wid)
   if args[4] ~= '' then redis.call('HSET', wkey, 'rss_kb', args[4]) end
-  return advance(wkey, args[3])
+  return advance(wid, args[3])
 end
 
 -- ff_signal(state, wid...): quiet or terminate workers (wid '*' = all), as from the web UI.
--- Keys: ff:wids, ff:w:<wid>.
+-- Keys: ff:wids, ff:w:<wid>, ff:quiet.
 local function ff_signal(keys, args)
   local wids = {}
   for i = 2, #args do
@@ -290,18 +307,20 @@ local function ff_signal(keys, args)
   local n = 0
   for _, wid in ipairs(wids) do
     local wkey = 'ff:w:' .. wid
-    if redis.call('EXISTS', wkey) == 1 then advance(wkey, args[1]) n = n + 1 end
+    if redis.call('EXISTS', wkey) == 1 then advance(wid, args[1]) n = n + 1 end
   end
   return n
 end
 
 -- ff_reap_workers(cutoff): forget workers whose last heartbeat is older than cutoff and tell
--- every process to close their connections. Keys: ff:wids, ff:w:<wid>; publishes on ff:ctl.
+-- every process to close their connections. Keys: ff:wids, ff:w:<wid>, ff:quiet; publishes on
+-- ff:ctl.
 local function ff_reap_workers(keys, args)
   local wids = redis.call('ZRANGEBYSCORE', 'ff:wids', '-inf', '(' .. args[1])
   for _, wid in ipairs(wids) do
     redis.call('DEL', 'ff:w:' .. wid)
     redis.call('ZREM', 'ff:wids', wid)
+    redis.call('SREM', 'ff:quiet', wid)
     redis.call('PUBLISH', 'ff:ctl', 'reap ' .. wid)
   end
   return #wids
@@ -346,11 +365,12 @@ end
 -- ff_flush(): FLUSHDB, but the live registry of processes, connections and workers survives
 -- (they are still connected); everything about jobs and queues is gone. Publishes 'flush' on
 -- ff:ctl so processes drop what they cached about empty queues.
--- Keys: all; keeps ff:conns, ff:cmds, ff:tasks, ff:wids, ff:w:<wid>.
+-- Keys: all; keeps ff:conns, ff:cmds, ff:tasks, ff:wids, ff:w:<wid>, ff:quiet.
 local function ff_flush(keys, args)
   local keep = {}
   for _, k in ipairs({'ff:conns', 'ff:cmds', 'ff:tasks'}) do keep[k] = redis.call('HGETALL', k) end
   local beats = redis.call('ZRANGE', 'ff:wids', 0, -1, 'WITHSCORES')
+  local quiet = redis.call('SMEMBERS', 'ff:quiet')
   local workers = {}
   for i = 1, #beats, 2 do workers[beats[i]] = redis.call('HGETALL', 'ff:w:' .. beats[i]) end
   redis.call('FLUSHDB')
@@ -362,6 +382,7 @@ local function ff_flush(keys, args)
     local fields = workers[beats[i]]
     if #fields > 0 then redis.call('HSET', 'ff:w:' .. beats[i], unpack(fields)) end
   end
+  if #quiet > 0 then redis.call('SADD', 'ff:quiet', unpack(quiet)) end
   redis.call('PUBLISH', 'ff:ctl', 'flush')
   return 0
 end
