@@ -134,12 +134,10 @@ def check_types(job: Any) -> dict:
         raise JobError(
             f"invalid JSON: json: cannot unmarshal {_JSON_KIND.get(type(job), 'value')} into Go value of type client.Job"
         )
-    for name, (types, gotype) in _FIELDS.items():
-        value = job.get(name)
-        if value is None:
-            continue
-        if type(value) not in types:  # bool is not an int to Go; nor is 5.0
-            raise _type_error(name, value, gotype)
+    for name, value in job.items():  # a job has fewer keys than _FIELDS
+        spec = _FIELDS.get(name)
+        if spec is not None and value is not None and type(value) not in spec[0]:
+            raise _type_error(name, value, spec[1])  # bool is not an int to Go; nor is 5.0
     return job
 
 
@@ -199,8 +197,9 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
         raise JobError("jobs must have an args parameter")
     if (job.get("reserve_for") or 0) > MAX_RESERVE:
         raise JobError("jobs cannot be reserved for more than one day")
+    stamp = created_at or rfc3339(now_ns)  # created_at is rfc3339(now_ns) when given
     if not job.get("created_at"):
-        job["created_at"] = created_at or rfc3339(now_ns)
+        job["created_at"] = stamp
     if not job.get("queue"):
         job["queue"] = "default"
     at_score = ""
@@ -215,7 +214,7 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
     queue = job["queue"]
     if not at_score:
         check_queue(queue)
-        job["enqueued_at"] = rfc3339(now_ns)
+        job["enqueued_at"] = stamp
     return Prepared(jid, queue, priority_of(job), encode(job), at_score)
 
 
