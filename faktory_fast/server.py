@@ -3,7 +3,9 @@
 It frames lines (``wire.CommandParser``), runs the handshake and dispatches each command through
 ``COMMANDS`` to ``Lifecycle``; replies are serialised with ``wire``. No job logic lives here.
 Commands of one connection run strictly one after another, so replies keep their order even
-when a client pipelines.
+when a client pipelines. A command answers at once, or returns ``LATER`` and is answered through
+``Connection.answer``: the hot ones (PUSH, FETCH, ACK) straight from their Redis reply callback,
+the others when the task running their coroutine ends.
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self.busy = False
+        self.verb = b""  # of the command in flight, for the log
         self.identified = False
         self.wid = ""
         self.salt = ""
@@ -173,6 +176,7 @@ class Connection(asyncio.Protocol):
                 reply: Any = wire.error("unknown command " + verb.decode(errors="replace"))
             else:
                 self.busy = True
+                self.verb = verb
                 try:
                     reply = handler(self, payload)
                 except Exception as exc:
@@ -186,7 +190,7 @@ class Connection(asyncio.Protocol):
         """Finish the command in flight: its reply (bytes), None to close, or an exception."""
         self.busy = False
         if isinstance(reply, BaseException):
-            reply = _error_reply(b"", reply)
+            reply = _error_reply(self.verb, reply)
         self._send(reply)
         self._next()
 
@@ -324,8 +328,7 @@ def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) ->
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:
     if isinstance(exc, JobError):
         return wire.error(str(exc))
-    log.error("Unexpected error in %s", verb.decode(errors="replace") or "a command",
-              exc_info=exc)
+    log.error("Unexpected error in %s", verb.decode(errors="replace"), exc_info=exc)
     return wire.error("internal error")
 
 

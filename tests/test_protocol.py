@@ -96,6 +96,26 @@ def test_push_errors(client: Client, payload: str, message: str) -> None:
     assert client.info()["faktory"]["total_enqueued"] == 0
 
 
+def test_redis_refusing_a_command_is_an_internal_error(srv: FaktoryServer, client: Client) -> None:
+    # PUSH, FETCH and ACK are answered from their Redis reply callback: a Redis error there
+    # must become -ERR on that connection and leave it (and the stored jobs) usable.
+    held = job()
+    client.push(held)
+    assert client.fetch("default")["jid"] == held["jid"]
+    r = srv.redis()
+    r.config_set("maxmemory", 1)  # every writing FCALL now gets -OOM
+    try:
+        for line in ("PUSH " + json.dumps(job()), "FETCH default", "ACK " + json.dumps({"jid": held["jid"]})):
+            with pytest.raises(ReplyError, match="^ERR internal error$"):
+                client.call(line)
+    finally:
+        r.config_set("maxmemory", 0)
+    assert r.hexists("ff:res", held["jid"])  # the refused ACK changed nothing
+    assert client.ack(held["jid"]) == "OK"
+    again = job()
+    assert client.push(again) == "OK" and client.fetch("default")["jid"] == again["jid"]
+
+
 @pytest.mark.parametrize("line", ["PUSH", "PUSHB", "ACK", "FAIL", "BEAT", "QUEUE", "QUEUE PAUSE",
                                   "MUTATE", "FETCH", "PUSH  ", "ACK []", "BEAT []", "FAIL 1"])
 def test_bare_and_malformed_commands_get_errors(client: Client, line: str) -> None:
