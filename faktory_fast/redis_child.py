@@ -90,6 +90,9 @@ slowlog-log-slower-than 10000
 slowlog-max-len 128
 # Per-command latency histograms cost time on every call (calls from Lua too); nothing reads them.
 latency-tracking no
+# A small sorted set is a listpack that ZADD scans, parsing each score: with a few dozen jobs in
+# progress a reservation's ZADD on `working` cost 8 us instead of 1.6 (skiplist) under load.
+zset-max-listpack-entries 16
 """
     path = os.path.join(data_dir, "redis.conf")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
