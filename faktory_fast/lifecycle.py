@@ -363,11 +363,17 @@ class Lifecycle:
 
 def run_then(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], then: Then) -> None:
     """Run ``coro`` as a task; ``then`` gets its result, or the exception it raised."""
-    def done(task: asyncio.Task) -> None:
-        if not task.cancelled():
-            exc = task.exception()
-            then(exc if exc is not None else task.result())
-    loop.create_task(coro).add_done_callback(done)
+    loop.create_task(_then(coro, then))
+
+
+async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
+    # Calls `then` inside the task's last step: a done-callback would wait a loop iteration.
+    try:
+        result = await coro
+    except Exception as exc:
+        then(exc)
+    else:
+        then(result)
 
 
 def _resolve(fut: asyncio.Future, value: bool) -> None:
