@@ -17,8 +17,9 @@ from typing import Any, Callable, Coroutine
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
+from faktory_fast.aredis import Then
 from faktory_fast.jobs import JobError
-from faktory_fast.store import Store, Then
+from faktory_fast.store import Store
 
 log = logging.getLogger("faktory_fast")
 

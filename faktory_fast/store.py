@@ -14,12 +14,12 @@ from importlib import resources
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from faktory_fast import keys
+from faktory_fast.aredis import Then
 from faktory_fast.config import parse_redis_url
 
 LIBRARY_NAME = "faktory_fast"
 
 Decode = Callable[[Any], Any] | None
-Then = Callable[[Any], None]  # receives the reply, or the exception (ReplyError, RedisClosed)
 
 
 def library_source() -> str:
@@ -51,7 +51,8 @@ class Store:
     """Redis access for the server, the scheduler and the web UI."""
 
     def __init__(self, call: Callable[..., Any], call_then: Callable[..., None]) -> None:
-        # call(decode, *command) -> reply or awaitable of reply; call_then(then, *command)
+        # call(decode, *command) -> reply or awaitable of reply;
+        # call_then(then, *command): the reply (or the exception) goes to then
         self._call = call
         self._call_then = call_then
 

@@ -103,8 +103,10 @@ def signal_worker(server: FaktoryServer, wid: str, state: str) -> None:
     """Quiet or terminate a worker from the server side (what the Web UI's Busy page does)."""
     r = server.redis()
     try:
-        assert r.fcall("ff_signal", 0, state, wid) == 1
-        assert r.hget(f"ff:w:{wid}", "state") == state.encode()
+        # One MULTI: a worker told to terminate may be gone (and its record with it) right after.
+        pipe = r.pipeline(transaction=True)
+        pipe.fcall("ff_signal", 0, state, wid).hget(f"ff:w:{wid}", "state")
+        assert pipe.execute() == [1, state.encode()]
     finally:
         r.close()
 
