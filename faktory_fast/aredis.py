@@ -71,19 +71,17 @@ class RedisConnection(asyncio.Protocol):
     # API ----------------------------------------------------------------------------------
     def execute(self, *args: Any) -> Awaitable[Any]:
         """Send one command; the future resolves to its reply (errors raise ReplyError)."""
-        if self._transport is None:
-            raise RedisClosed("Redis connection closed")
         fut = self._loop.create_future()
         self._send(fut, args)
         return fut
 
     def execute_cb(self, then: Then, *args: Any) -> None:
         """Send one command; ``then`` gets its reply (or the error) from ``data_received``."""
-        if self._transport is None:
-            raise RedisClosed("Redis connection closed")
         self._send(then, args)
 
     def _send(self, waiter: Union[asyncio.Future, Then], args: tuple) -> None:
+        if self._transport is None:
+            raise RedisClosed("Redis connection closed")
         self._pending.append(waiter)
         self._out.append(pack_command(*args))
         if self._flush_handle is None:

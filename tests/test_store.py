@@ -130,6 +130,9 @@ def test_ack_and_counters(store: Store, r: redislib.Redis) -> None:
     fetch(store)
     assert store.ack(jid, "2026-01-01") == 1
     assert store.ack(jid, "2026-01-01") == 0
+    replies: list = []
+    store.ack(jid, "2026-01-01", then=replies.append)  # the callback form, as the server uses
+    assert replies == [0]
     assert r.get(keys.PROCESSED) == b"1" and r.get("processed:2026-01-01") == b"1"
     assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
 
