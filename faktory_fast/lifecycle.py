@@ -9,6 +9,8 @@ publishes a wake-up, so thousands of idle fetchers cost no Redis connections and
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import resource
 import time
@@ -24,6 +26,7 @@ from faktory_fast.store import Store
 log = logging.getLogger("faktory_fast")
 
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
+SWEEP_SLACK = 0.01  # seconds a parked FETCH may answer nil after its deadline
 EMPTY_TRUST = 10.0  # seconds we trust "queue was empty" without asking Redis again
 RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-trip FAIL
 # ff_fetch's answers besides a job: 0 nothing (we are registered as a waiter), these two,
@@ -37,12 +40,77 @@ def now_str(ns: int | None = None) -> str:
     return jobs.score(time.time_ns() if ns is None else ns)
 
 
-class _Waiter:
-    __slots__ = ("fut", "queues")
+class _Fetch:
+    """One FETCH: looks in Redis, parks until a wake-up or its deadline, looks again.
 
-    def __init__(self, fut: asyncio.Future, queues: list[str]) -> None:
-        self.fut = fut
+    Driven by callbacks (Redis replies, wake-ups, the deadline sweep), not a task: a parked
+    FETCH costs no task, future or timer of its own, which is what thousands of idle workers
+    (each re-sending FETCH every 2 s) cost a server.
+    """
+
+    __slots__ = ("lc", "queues", "wid", "deadline", "then", "wakes", "woken", "parked",
+                 "listening")
+
+    def __init__(self, lc: Lifecycle, queues: list[str], wid: str, deadline: float,
+                 then: Then) -> None:
+        self.lc = lc
         self.queues = queues
+        self.wid = wid
+        self.deadline = deadline
+        self.then = then
+        self.wakes = 0  # lc's wake count when we last looked: detects one racing the look
+        self.woken = False  # a wake-up made us look again
+        self.parked = False  # waiting for a wake-up or the deadline, not yet answered
+        self.listening = False  # listed in lc._waiting under each of our queues
+
+    def look(self) -> None:
+        """Ask Redis for a job, unless every queue is known to be empty."""
+        lc = self.lc
+        self.wakes = lc._wakes
+        if lc._known_empty(self.queues, lc.loop.time()):
+            self.found(0, False)
+            return
+        try:
+            lc.store.fetch(self.wid, lc.proc, now_str(), lc.default_reserve, self.queues,
+                           self._asked)
+        except Exception as exc:  # Redis gone
+            self.then(exc)
+
+    def _asked(self, res: Any) -> None:
+        try:
+            self.found(res, True)
+        except Exception as exc:
+            self.then(exc)
+
+    def found(self, res: Any, asked: bool) -> None:
+        """Act on ``ff_fetch``'s answer (0 unasked: every queue was known to be empty)."""
+        lc = self.lc
+        if type(res) is list:
+            job = lc._reserved_job(res)
+            if self.woken:  # more jobs may have come with this one: let the next waiter look too
+                lc._pass_wake(self.queues)
+            self.then(job)
+            return
+        if isinstance(res, Exception):
+            self.then(res)
+            return
+        if res == QUIET or res == ALL_PAUSED:
+            if self.woken:  # the job that woke us is still there: pass the wake-up on
+                lc._pass_wake(self.queues)
+            lc._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
+            return
+        if res == 0:
+            if lc._wakes != self.wakes:  # a wake-up raced this look: look again at once
+                self.look()
+                return
+            if asked:  # Redis now has us down as waiting on each of these queues
+                t = lc.loop.time()
+                for q in self.queues:
+                    lc._empty[q] = t
+        if self.deadline <= lc.loop.time():
+            self.then(None)
+        else:
+            lc._park(self, listen=True)
 
 
 class Lifecycle:
@@ -57,7 +125,11 @@ class Lifecycle:
         self.commands = 0  # dispatched since the last report to Redis
         self.loop = asyncio.get_running_loop()
         self._reserved: dict[str, tuple[int, bytes]] = {}
-        self._waiting: dict[str, dict[_Waiter, None]] = {}
+        self._waiting: dict[str, dict[_Fetch, None]] = {}  # queue -> parked FETCHes, oldest first
+        self._deadlines: list[tuple[float, int, _Fetch]] = []  # heap of parked FETCHes
+        self._seq = itertools.count()  # heap tie-break
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at: float | None = None
         self._empty: dict[str, float] = {}  # queue -> when we registered as its waiter
         self._wakes = 0  # bumped by every wake-up and flush: detects one racing a FETCH
         self.on_reap: Callable[[str], None] = lambda wid: None
@@ -91,69 +163,10 @@ class Lifecycle:
     def fetch(self, queues: list[str], wid: str, then: Then) -> None:
         """The next job of the first non-empty queue, waiting up to 2 s for one.
 
-        ``then`` gets the job (bytes), None if none came, or the exception. The first look is
-        a plain callback on the Redis reply (the common case: a job is there); only a FETCH
-        that has to wait becomes a task.
+        ``then`` gets the job (bytes), None if none came, or the exception. The common case
+        (a job is there) is one Redis call whose reply callback answers.
         """
-        loop = self.loop
-        deadline = loop.time() + FETCH_WAIT
-        wakes = self._wakes
-        if self._known_empty(queues, loop.time()):
-            run_then(loop, self._fetch(queues, wid, deadline, (wakes, False, 0)), then)
-            return
-
-        def first(res: Any) -> None:
-            if type(res) is list:
-                then(self._reserved_job(res))
-            elif isinstance(res, Exception):
-                then(res)
-            else:
-                run_then(loop, self._fetch(queues, wid, deadline, (wakes, True, res)), then)
-
-        self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues, first)
-
-    async def _fetch(self, queues: list[str], wid: str, deadline: float,
-                     first: tuple[int, bool, Any]) -> bytes | None:
-        """FETCH from its first answer on: wait for wake-ups and look again until the deadline.
-
-        ``first`` is (wake count before the look, whether Redis was asked, its answer).
-        """
-        loop = self.loop
-        wakes, asked, res = first
-        woken = False
-        while True:
-            if type(res) is list:
-                job = self._reserved_job(res)
-                if woken:  # more jobs may have come with this one: let the next waiter look too
-                    for q in queues:
-                        self._wake_one(q)
-                return job
-            remaining = deadline - loop.time()
-            if res == QUIET or res == ALL_PAUSED:
-                if woken:  # the job that woke us is still there: pass the wake-up on
-                    for q in queues:
-                        self._wake_one(q)
-                await asyncio.sleep(max(0.0, remaining))
-                return None
-            raced = False
-            if res == 0:
-                if self._wakes != wakes:
-                    raced = True  # a wake-up raced this fetch: look again at once
-                elif asked:  # Redis now has us down as waiting on each of these queues
-                    t = loop.time()
-                    for q in queues:
-                        self._empty[q] = t
-            if not raced:
-                if remaining <= 0:
-                    return None
-                woken = await self._wait(queues, remaining)
-                if not woken:
-                    return None
-            wakes = self._wakes
-            asked = not self._known_empty(queues, loop.time())
-            res = 0
-            if asked:
-                res = await self.store.fetch(wid, self.proc, now_str(), self.default_reserve, queues)
+        _Fetch(self, queues, wid, self.loop.time() + FETCH_WAIT, then).look()
 
     def _reserved_job(self, res: list) -> bytes:
         job, rid, jid = res
@@ -183,34 +196,61 @@ class Lifecycle:
             for old in list(reserved)[: RESERVED_CACHE // 10]:
                 del reserved[old]
 
-    async def _wait(self, queues: list[str], timeout: float) -> bool:
-        fut = self.loop.create_future()
-        waiter = _Waiter(fut, queues)
-        for q in queues:
-            self._waiting.setdefault(q, {})[waiter] = None
-        handle = self.loop.call_later(timeout, _resolve, fut, False)
-        try:
-            return await fut
-        finally:
-            handle.cancel()
-            self._forget(waiter)
+    def _park(self, f: _Fetch, listen: bool) -> None:
+        """Park a FETCH until its deadline; ``listen``: or until a wake-up for its queues."""
+        f.parked = True
+        if listen:
+            f.listening = True
+            for q in f.queues:
+                self._waiting.setdefault(q, {})[f] = None
+        # Entries of FETCHes answered early stay until their deadline (lazy deletion).
+        heapq.heappush(self._deadlines, (f.deadline, next(self._seq), f))
+        if self._sweep_at is None or f.deadline + SWEEP_SLACK < self._sweep_at:
+            self._arm_sweep(f.deadline)
 
-    def _forget(self, waiter: _Waiter) -> None:
-        for q in waiter.queues:
-            d = self._waiting.get(q)
-            if d is not None:
-                d.pop(waiter, None)
-                if not d:
-                    del self._waiting[q]
+    def _unpark(self, f: _Fetch) -> None:
+        f.parked = False
+        if f.listening:
+            f.listening = False
+            for q in f.queues:
+                d = self._waiting.get(q)
+                if d is not None:
+                    d.pop(f, None)
+                    if not d:
+                        del self._waiting[q]
+
+    def _arm_sweep(self, deadline: float) -> None:
+        # One timer for all parked FETCHes, late by up to SWEEP_SLACK so that neighbouring
+        # deadlines are answered by one sweep.
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep_at = deadline + SWEEP_SLACK
+        self._sweep = self.loop.call_at(self._sweep_at, self._sweep_due)
+
+    def _sweep_due(self) -> None:
+        """Answer nil to every parked FETCH whose deadline has passed."""
+        self._sweep = self._sweep_at = None
+        now = self.loop.time()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            f = heapq.heappop(heap)[2]
+            if f.parked:
+                self._unpark(f)
+                f.then(None)
+        if heap:
+            self._arm_sweep(heap[0][0])
 
     def _wake_one(self, queue: str) -> None:
         d = self._waiting.get(queue)
-        while d:
-            waiter = next(iter(d))
-            self._forget(waiter)
-            if not waiter.fut.done():
-                waiter.fut.set_result(True)
-                return
+        if d:
+            f = next(iter(d))
+            self._unpark(f)
+            f.woken = True
+            f.look()
+
+    def _pass_wake(self, queues: list[str]) -> None:
+        for q in queues:
+            self._wake_one(q)
 
     def on_wake(self, queue: str) -> None:
         """A job arrived in ``queue`` (published by whoever pushed it)."""
@@ -228,9 +268,11 @@ class Lifecycle:
 
     def stop_waiting(self) -> None:
         """Shutdown: every parked FETCH answers nil now."""
-        for d in list(self._waiting.values()):
-            for waiter in list(d):
-                _resolve(waiter.fut, False)
+        for _, _, f in sorted(self._deadlines):
+            if f.parked:
+                self._unpark(f)
+                f.then(None)
+        self._deadlines.clear()
 
     # -- ACK / FAIL ------------------------------------------------------------------------
     def ack(self, payload: bytes, then: Then) -> None:
@@ -375,11 +417,6 @@ async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
         then(exc)
     else:
         then(result)
-
-
-def _resolve(fut: asyncio.Future, value: bool) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def reservation_job(record: bytes) -> tuple[int, bytes]:

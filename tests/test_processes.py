@@ -179,3 +179,20 @@ def test_web_port_taken_leaves_the_job_server_running(tmp_path) -> None:
     finally:
         srv.stop()
         blocker.close()
+
+
+def test_shutdown_answers_a_parked_fetch_at_once(tmp_path) -> None:
+    """A FETCH parked on an empty queue hears nil when the server stops, not at its 2 s end."""
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    c = Client("127.0.0.1", srv.port)
+    sent = time.monotonic()
+    c.send("FETCH parkedq")
+    r = srv.redis()
+    wait_for(lambda: r.exists("ff:wait:parkedq"))  # parked
+    r.close()
+    assert srv.stop() == 0
+    assert c.read_reply() is None
+    assert time.monotonic() - sent < 1.5
+    with pytest.raises(ReplyError, match="^ERR shutdown in progress$"):
+        c.read_reply()
+    c.close()
