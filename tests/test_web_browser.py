@@ -2,7 +2,8 @@
 
 Jobs go in through the Faktory protocol; the browser logs in with the password (production
 mode), watches the dashboard, retries a failed job, pauses a queue, and is refused a
-cross-origin POST. Screenshots of the dashboard and the retries page land in docs/.
+cross-origin POST. Screenshots of the dashboard and the retries page are taken; they replace
+the README's (docs/) only when FF_SCREENSHOTS=docs, so a test run leaves the tree clean.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "web-e2e-secret"
 DOCS = os.path.join(ROOT, "docs")
+
+
+def screenshot(page: Any, tmp_path: Any, name: str) -> None:
+    """Full-page screenshot into docs/ (FF_SCREENSHOTS=docs) or the test's tmp_path."""
+    folder = DOCS if os.environ.get("FF_SCREENSHOTS") == "docs" else str(tmp_path)
+    page.screenshot(path=os.path.join(folder, name), full_page=True)
+    assert os.path.getsize(os.path.join(folder, name)) > 0
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
 
@@ -97,7 +105,7 @@ def test_login_required_in_production(browser: Any, base: str) -> None:
     right.close()
 
 
-def test_dashboard_live_graph(page: Any, base: str, client: Client) -> None:
+def test_dashboard_live_graph(page: Any, base: str, client: Client, tmp_path: Any) -> None:
     for i in range(6):
         client.push(job("SendEmail", [i, "user@example.com"]))
     for _ in range(4):
@@ -117,17 +125,17 @@ def test_dashboard_live_graph(page: Any, base: str, client: Client) -> None:
         timeout=10_000)
     assert page.locator('[data-stat="processed"]').inner_text() == "6"
     assert "Version" in page.inner_text(".facts")
-    page.screenshot(path=os.path.join(DOCS, "dashboard.png"), full_page=True)
+    screenshot(page, tmp_path, "dashboard.png")
 
 
-def test_retry_from_the_retries_page(page: Any, base: str, client: Client) -> None:
+def test_retry_from_the_retries_page(page: Any, base: str, client: Client, tmp_path: Any) -> None:
     j = failed_job(client, jobtype="ResizeImage", args=["<script>alert(1)</script>", 640])
     other = failed_job(client, jobtype="SyncAccount", args=[42])
     page.goto(base + "/retries")
     assert page.locator('[data-stat="retries"]').inner_text() == "2"
     assert "<script>alert(1)</script>" in page.inner_text("table")  # shown as text
     assert "ImageError: cannot decode <png>" in page.inner_text("table")
-    page.screenshot(path=os.path.join(DOCS, "retries.png"), full_page=True)
+    screenshot(page, tmp_path, "retries.png")
     row = page.locator("tr", has_text="ResizeImage")
     row.locator('input[name="key"]').check()
     with page.expect_navigation():
