@@ -3,20 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BUILT := $(VENV)/.built
 ARGS ?=
 
 .PHONY: run test build bench clean node browser
 
-$(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/faktory_fast/*.pxd)
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) setup.py -q build_ext --inplace
 	touch $(STAMP)
 
-build: $(STAMP)
+# The compiled hot path (ext/*.pyx and the modules setup.py compiles), rebuilt after an edit;
+# a build older than its source is not imported anyway (faktory_fast/__init__.py).
+$(BUILT): $(STAMP) $(wildcard ext/*.pyx ext/faktory_fast/*.pxd faktory_fast/*.pxd faktory_fast/*.py)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(BUILT)
 
-run: $(STAMP)
+build: $(BUILT)
+
+run: $(BUILT)
 	$(VENV)/bin/faktory-fast $(ARGS)
 
 tests/node/node_modules: tests/node/package.json
@@ -30,11 +36,11 @@ browser:
 	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-test: $(STAMP) tests/node/node_modules browser
+test: $(BUILT) tests/node/node_modules browser
 	$(PY) -m pytest $(ARGS)
 
-bench: $(STAMP)
+bench: $(BUILT)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/_wire.c faktory_fast/_resp.c ext/*.c tests/node/node_modules
+	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c ext/*.c tests/node/node_modules

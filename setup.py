@@ -1,4 +1,8 @@
-"""Build script: the Cython hot path in ext/ is optional (pure-Python fallbacks exist)."""
+"""Build script: the Cython hot path is optional (pure-Python fallbacks exist).
+
+ext/ holds the codecs written for Cython; the hot path's Python modules are compiled as they
+are, typed by the .pxd beside them (faktory_fast.COMPILED lists them; FAKTORY_FAST_PURE=1 at run
+time ignores what was built)."""
 import os
 
 from setuptools import Extension, setup
@@ -14,8 +18,13 @@ if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
         [
             Extension("faktory_fast._wire", ["ext/_wire.pyx"]),
             Extension("faktory_fast._resp", ["ext/_resp.pyx"]),
+            # The hot path's pure-Python modules, compiled as they are (faktory_fast.COMPILED).
+            *(Extension(f"faktory_fast.{name}", [f"faktory_fast/{name}.py"])
+              for name in ("aredis", "jobs", "lifecycle", "server", "store")),
         ],
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+        # Python's semantics for the compiled .py modules (bounds checks, negative indexing);
+        # the .pyx files turn those off in their own header.
+        compiler_directives={"language_level": "3"},
         include_path=["ext"],
     )
 

@@ -32,8 +32,12 @@ class RedisClosed(ConnectionError):
     """The connection to Redis is gone."""
 
 
-class RedisConnection(asyncio.Protocol):
-    """One Redis connection; ``execute`` may be called from any number of tasks at once."""
+class RedisConnection:
+    """One Redis connection; ``execute`` may be called from any number of tasks at once.
+
+    An asyncio protocol by its methods: built, this is an extension type (``aredis.pxd``),
+    which cannot subclass ``asyncio.Protocol``.
+    """
 
     def __init__(self, on_push: Callable[[list], None] | None = None) -> None:
         self._reader = RespReader()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 from typing import Any
+
+from faktory_fast import PURE_ENV
 
 
 def select(compiled: str, fallback: ModuleType, namespace: dict[str, Any]) -> None:
@@ -12,10 +15,12 @@ def select(compiled: str, fallback: ModuleType, namespace: dict[str, Any]) -> No
     Also sets ``IMPLEMENTATION`` ("cython" or "python"), ``cython_impl`` (None when not built)
     and ``python_impl``, so tests and benchmarks can pick either.
     """
-    try:
-        cython_impl: ModuleType | None = importlib.import_module(compiled)
-    except ImportError:  # not built (no compiler or Cython at install time)
-        cython_impl = None
+    cython_impl: ModuleType | None = None
+    if not os.environ.get(PURE_ENV):
+        try:
+            cython_impl = importlib.import_module(compiled)
+        except ImportError:  # not built (no compiler or Cython at install time)
+            pass
     chosen = cython_impl or fallback
     namespace.update({name: getattr(chosen, name) for name in fallback.__all__})
     namespace.update(IMPLEMENTATION="cython" if cython_impl else "python",

@@ -40,79 +40,6 @@ def now_str(ns: int | None = None) -> str:
     return jobs.score(time.time_ns() if ns is None else ns)
 
 
-class _Fetch:
-    """One FETCH: looks in Redis, parks until a wake-up or its deadline, looks again.
-
-    Driven by callbacks (Redis replies, wake-ups, the deadline sweep), not a task: a parked
-    FETCH costs no task, future or timer of its own, which is what thousands of idle workers
-    (each re-sending FETCH every 2 s) cost a server.
-    """
-
-    __slots__ = ("lc", "queues", "wid", "deadline", "then", "wakes", "woken", "parked",
-                 "listening")
-
-    def __init__(self, lc: Lifecycle, queues: list[str], wid: str, deadline: float,
-                 then: Then) -> None:
-        self.lc = lc
-        self.queues = queues
-        self.wid = wid
-        self.deadline = deadline
-        self.then = then
-        self.wakes = 0  # lc's wake count when we last looked: detects one racing the look
-        self.woken = False  # a wake-up made us look again
-        self.parked = False  # waiting for a wake-up or the deadline, not yet answered
-        self.listening = False  # listed in lc._waiting under each of our queues
-
-    def look(self) -> None:
-        """Ask Redis for a job, unless every queue is known to be empty."""
-        lc = self.lc
-        self.wakes = lc._wakes
-        if lc._known_empty(self.queues, lc.loop.time()):
-            self.found(0, False)
-            return
-        try:
-            lc.store.fetch(self.wid, lc.proc, now_str(), lc.default_reserve, self.queues,
-                           self._asked)
-        except Exception as exc:  # Redis gone
-            self.then(exc)
-
-    def _asked(self, res: Any) -> None:
-        try:
-            self.found(res, True)
-        except Exception as exc:
-            self.then(exc)
-
-    def found(self, res: Any, asked: bool) -> None:
-        """Act on ``ff_fetch``'s answer (0 unasked: every queue was known to be empty)."""
-        lc = self.lc
-        if type(res) is list:
-            job = lc._reserved_job(res)
-            if self.woken:  # more jobs may have come with this one: let the next waiter look too
-                lc._pass_wake(self.queues)
-            self.then(job)
-            return
-        if isinstance(res, Exception):
-            self.then(res)
-            return
-        if res == QUIET or res == ALL_PAUSED:
-            if self.woken:  # the job that woke us is still there: pass the wake-up on
-                lc._pass_wake(self.queues)
-            lc._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
-            return
-        if res == 0:
-            if lc._wakes != self.wakes:  # a wake-up raced this look: look again at once
-                self.look()
-                return
-            if asked:  # Redis now has us down as waiting on each of these queues
-                t = lc.loop.time()
-                for q in self.queues:
-                    lc._empty[q] = t
-        if self.deadline <= lc.loop.time():
-            self.then(None)
-        else:
-            lc._park(self, listen=True)
-
-
 class Lifecycle:
     """Protocol command semantics for one server process."""
 
@@ -402,6 +329,79 @@ class Lifecycle:
             mode, extra = "all", []
         dead_score = jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
         await self.store.mutate(cmd, target, dead_score, mode, pattern, extra)
+
+
+class _Fetch:
+    """One FETCH: looks in Redis, parks until a wake-up or its deadline, looks again.
+
+    Driven by callbacks (Redis replies, wake-ups, the deadline sweep), not a task: a parked
+    FETCH costs no task, future or timer of its own, which is what thousands of idle workers
+    (each re-sending FETCH every 2 s) cost a server.
+    """
+
+    __slots__ = ("lc", "queues", "wid", "deadline", "then", "wakes", "woken", "parked",
+                 "listening")
+
+    def __init__(self, lc: Lifecycle, queues: list[str], wid: str, deadline: float,
+                 then: Then) -> None:
+        self.lc = lc
+        self.queues = queues
+        self.wid = wid
+        self.deadline = deadline
+        self.then = then
+        self.wakes = 0  # lc's wake count when we last looked: detects one racing the look
+        self.woken = False  # a wake-up made us look again
+        self.parked = False  # waiting for a wake-up or the deadline, not yet answered
+        self.listening = False  # listed in lc._waiting under each of our queues
+
+    def look(self) -> None:
+        """Ask Redis for a job, unless every queue is known to be empty."""
+        lc = self.lc
+        self.wakes = lc._wakes
+        if lc._known_empty(self.queues, lc.loop.time()):
+            self.found(0, False)
+            return
+        try:
+            lc.store.fetch(self.wid, lc.proc, now_str(), lc.default_reserve, self.queues,
+                           self._asked)
+        except Exception as exc:  # Redis gone
+            self.then(exc)
+
+    def _asked(self, res: Any) -> None:
+        try:
+            self.found(res, True)
+        except Exception as exc:
+            self.then(exc)
+
+    def found(self, res: Any, asked: bool) -> None:
+        """Act on ``ff_fetch``'s answer (0 unasked: every queue was known to be empty)."""
+        lc = self.lc
+        if type(res) is list:
+            job = lc._reserved_job(res)
+            if self.woken:  # more jobs may have come with this one: let the next waiter look too
+                lc._pass_wake(self.queues)
+            self.then(job)
+            return
+        if isinstance(res, Exception):
+            self.then(res)
+            return
+        if res == QUIET or res == ALL_PAUSED:
+            if self.woken:  # the job that woke us is still there: pass the wake-up on
+                lc._pass_wake(self.queues)
+            lc._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
+            return
+        if res == 0:
+            if lc._wakes != self.wakes:  # a wake-up raced this look: look again at once
+                self.look()
+                return
+            if asked:  # Redis now has us down as waiting on each of these queues
+                t = lc.loop.time()
+                for q in self.queues:
+                    lc._empty[q] = t
+        if self.deadline <= lc.loop.time():
+            self.then(None)
+        else:
+            lc._park(self, listen=True)
 
 
 def run_then(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], then: Then) -> None:

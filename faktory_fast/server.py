@@ -73,8 +73,12 @@ class ServerState:
                 conn.write_and_close(SHUTDOWN)
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: handshake, then commands in order."""
+class Connection:
+    """One client connection: handshake, then commands in order.
+
+    An asyncio protocol by its methods: built, this is an extension type (``server.pxd``),
+    which cannot subclass ``asyncio.Protocol``.
+    """
 
     def __init__(self, state: ServerState) -> None:
         self.state = state

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from faktory_fast import aredis, jobs, keys
+from faktory_fast import aredis, hot_path, jobs, keys
 from faktory_fast.config import Config
 from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
@@ -123,8 +123,8 @@ class Supervisor:
             for proc in await store.registered_processes():
                 await store.process_gone(proc)
         self.sock = bind(self.cfg.host, self.cfg.port)
-        log.info("Listening on %s:%d with %d server processes", self.cfg.host,
-                 self.sock.getsockname()[1], self.cfg.processes)
+        log.info("Listening on %s:%d with %d server processes (hot path: %s)", self.cfg.host,
+                 self.sock.getsockname()[1], self.cfg.processes, hot_path())
         for _ in range(self.cfg.processes):
             self._spawn()
         if self.cfg.web_port:

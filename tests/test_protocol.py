@@ -7,10 +7,28 @@ import socket
 import threading
 import time
 
+from typing import Iterator
+
 import pytest
 
+from faktory_fast import PURE_ENV, hot_path
 from tests.support import (Client, FaktoryServer, ReplyError, job, pwdhash, redis_commands,
                            wait_for)
+
+# Where the hot path is built, these tests run against the compiled modules and their source.
+IMPLEMENTATIONS = ["cython", "python"] if hot_path() == "cython" else ["python"]
+
+
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    """This module's own server, one per implementation of the hot path."""
+    env = {PURE_ENV: "1"} if request.param == "python" else {}
+    srv = FaktoryServer(str(tmp_path_factory.mktemp("faktory")), processes=2, env=env).start()
+    assert any(f"(hot path: {request.param})" in line for line in srv.lines), srv.lines
+    yield srv
+    srv.close_clients()
+    srv.stop()
 
 
 def raw(server: FaktoryServer) -> socket.socket:

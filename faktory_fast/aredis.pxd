@@ -1,0 +1,14 @@
+# Types for the compiled aredis.py (setup.py); the .py is the source of truth.
+
+cdef class RedisConnection:
+    cdef object _reader
+    cdef object _pending
+    cdef list _out
+    cdef object _transport
+    cdef object _loop
+    cdef object _flush_handle
+    cdef object _on_push
+    cdef public object closed
+    cdef _send(self, object waiter, tuple args)
+
+cdef _deliver(object waiter, object reply)
