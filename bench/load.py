@@ -28,6 +28,9 @@ METRICS = [
     ("server_cpu_us_per_job", "server CPU µs/job"),
     ("server_cpu_pct", "server CPU % (1 core=100)"),
     ("server_procs", "server processes"),
+    *((f"{part}_{mode}_us_per_job", f"  {label} {mode} µs/job")
+      for part, label in (("server", "server processes"), ("redis", "its Redis"))
+      for mode in ("user", "sys")),
 ]
 
 QUEUES = [f"queue{i}" for i in range(5)]
@@ -125,4 +128,6 @@ def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "server_cpu_us_per_job": None if server_cpu is None else server_cpu / args.jobs * 1e6,
         "server_cpu_pct": None if server_cpu is None else server_cpu / elapsed * 100,
         "server_procs": meter.nprocs(),
+        **{key.replace(" ", "_") + "_us_per_job": cpu / args.jobs * 1e6
+           for key, cpu in meter.parts().items()},
     }

@@ -45,19 +45,37 @@ def tree(roots: Iterable[int]) -> list[int]:
     return seen
 
 
-def cpu_seconds(roots: Iterable[int]) -> dict[int, float]:
-    """utime+stime (seconds) of every process in the tree, keyed by pid."""
-    out: dict[int, float] = {}
+#: Process names counted as the server's Redis in the per-part split.
+REDIS_NAMES = ("redis-server", "valkey-server", "keydb-server")
+
+
+def cpu_times(roots: Iterable[int]) -> dict[int, tuple[str, float, float]]:
+    """(part, user s, system s) of every process in the tree, keyed by pid; part is "redis"
+    for a Redis server process, else "server"."""
+    out: dict[int, tuple[str, float, float]] = {}
     for pid in tree(roots):
         f = _stat_fields(pid)
-        if f is not None:
-            out[pid] = (int(f[11]) + int(f[12])) / CLK_TCK  # fields 14 and 15
+        if f is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as c:
+                part = "redis" if c.read().strip() in REDIS_NAMES else "server"
+        except OSError:
+            continue
+        out[pid] = (part, int(f[11]) / CLK_TCK, int(f[12]) / CLK_TCK)  # fields 14 and 15
     return out
 
 
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds used between two snapshots; processes born in between count from zero."""
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+def cpu_delta(before: dict[int, tuple[str, float, float]],
+              after: dict[int, tuple[str, float, float]]) -> dict[str, float]:
+    """CPU seconds used between two snapshots, as ``{"<part> user": s, "<part> sys": s}``;
+    processes born in between count from zero."""
+    out: dict[str, float] = {}
+    for pid, (part, user, system) in after.items():
+        _, user0, system0 = before.get(pid, (part, 0.0, 0.0))
+        out[part + " user"] = out.get(part + " user", 0.0) + user - user0
+        out[part + " sys"] = out.get(part + " sys", 0.0) + system - system0
+    return out
 
 
 def rss_kb(roots: Iterable[int]) -> int:
@@ -80,22 +98,26 @@ class ServerMeter:
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
-        self.before: dict[int, float] = {}
-        self.after: dict[int, float] = {}
+        self.before: dict[int, tuple[str, float, float]] = {}
+        self.after: dict[int, tuple[str, float, float]] = {}
 
     def start(self) -> None:
         """Take the 'before' snapshot."""
         if self.pids:
-            self.before = cpu_seconds(self.pids)
+            self.before = cpu_times(self.pids)
 
     def stop(self) -> None:
         """Take the 'after' snapshot."""
         if self.pids:
-            self.after = cpu_seconds(self.pids)
+            self.after = cpu_times(self.pids)
 
     def cpu_s(self) -> float | None:
         """CPU seconds used by the server tree in the window, or None without pids."""
-        return cpu_delta(self.before, self.after) if self.pids else None
+        return sum(self.parts().values()) if self.pids else None
+
+    def parts(self) -> dict[str, float]:
+        """CPU seconds by part and mode ("redis user", "server sys", ...); {} without pids."""
+        return cpu_delta(self.before, self.after) if self.pids else {}
 
     def nprocs(self) -> int | None:
         """How many processes the tree had at the end."""

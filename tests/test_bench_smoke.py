@@ -82,6 +82,8 @@ def test_load(load_doc: dict[str, Any]) -> None:
     assert 0 < r["client_cpu_us_per_job"] < 1e6
     assert r["server_cpu_us_per_job"] is not None and r["server_cpu_us_per_job"] >= 0
     assert r["server_procs"] == 3  # the master, its one server process and the child Redis
+    parts = [r[f"{part}_{mode}_us_per_job"] for part in ("server", "redis") for mode in ("user", "sys")]
+    assert min(parts) >= 0 and sum(parts) == pytest.approx(r["server_cpu_us_per_job"])  # one round
 
 
 def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
