@@ -28,7 +28,7 @@ def _common_args(p: argparse.ArgumentParser, redis: bool) -> None:
                    help="server pid(s) to meter, with all their descendants (repeatable)")
     p.add_argument("--compare", metavar="URL2", help="also run against this second server and print ratios")
     p.add_argument("--pid2", action="append", metavar="PID[,PID...]", help="pids of the --compare server")
-    p.add_argument("--rounds", type=int, default=1, help="runs per server, alternating (default 1)")
+    p.add_argument("--rounds", type=int, default=1, help="runs per server, alternating, the order swapped each round (default 1)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
                    help="tag the result, e.g. --label processes=2 (repeatable; used by chart)")
     p.add_argument("--out", help="result JSON path (default bench/results/<scenario>-<timestamp>.json)")
@@ -63,7 +63,8 @@ def run_scenario(mod: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
             targets.append(Target("second", parse_faktory_url(args.compare), parse_pids(args.pid2)))
     runs: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
-        for t in targets:
+        # A B, B A, ...: whichever runs first in a round has no systematic edge.
+        for t in (targets if rnd % 2 == 0 else targets[::-1]):
             print(f"[{mod.NAME}] round {rnd + 1}/{args.rounds} on {t.name} server {t.endpoint.redacted()}",
                   file=sys.stderr, flush=True)
             metrics = mod.run_once(args, t)

@@ -91,7 +91,7 @@ def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
     doc = bench("load", "--url", url, "-j", "100", "-t", "2", "--compare", url, "--pid2", str(pid),
                 "--rounds", "2", out=tmp_path / "cmp.json")
     assert [(r["target"], r["round"]) for r in doc["runs"]] == \
-        [("first", 0), ("second", 0), ("first", 1), ("second", 1)]
+        [("first", 0), ("second", 0), ("second", 1), ("first", 1)]
     assert doc["summary"]["ratio"]["jobs_per_s"] > 0
     assert doc["summary"]["second"]["server_cpu_us_per_job"] is not None
 
