@@ -28,7 +28,8 @@ def _common_args(p: argparse.ArgumentParser, redis: bool) -> None:
                    help="server pid(s) to meter, with all their descendants (repeatable)")
     p.add_argument("--compare", metavar="URL2", help="also run against this second server and print ratios")
     p.add_argument("--pid2", action="append", metavar="PID[,PID...]", help="pids of the --compare server")
-    p.add_argument("--rounds", type=int, default=1, help="runs per server, alternating, the order swapped each round (default 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs per server, alternating, the order swapped each round (default 1)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
                    help="tag the result, e.g. --label processes=2 (repeatable; used by chart)")
     p.add_argument("--out", help="result JSON path (default bench/results/<scenario>-<timestamp>.json)")
