@@ -1,6 +1,8 @@
 """Every Redis key name the server uses, in one place.
 
-Faktory 1.10's layout is kept so a data directory it wrote is served as it is:
+Faktory 1.10's layout is kept so a data directory it wrote is served as it is (one written by
+Faktory 1.9 or older, with queues under their bare names, is moved to it at boot:
+``faktory_fast.migration``):
 ``q:<queue>`` lists (LPUSH in, RPOP out), the ``queues`` and ``paused`` sets, the ``scheduled``,
 ``retries``, ``dead`` and ``working`` sorted sets and the ``processed``/``failures`` counters.
 
@@ -8,7 +10,7 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
 
 * ``working`` members are jids (Faktory stores the reservation JSON there); the reservation itself
   lives in the ``ff:res`` hash so ACK/FAIL find it in O(1) from any process. Boot migrates
-  Faktory's format (see the ``ff_migrate`` function).
+  Faktory's format (``faktory_fast.migration``).
 * Jobs whose priority is not 5 live in ``q:<queue>:p<N>`` beside ``q:<queue>`` (``:`` cannot occur
   in a queue name, so these never clash), and their queue is listed in ``ff:prioq``.
 """
@@ -21,6 +23,9 @@ DEAD = "dead"
 WORKING = "working"
 PROCESSED = "processed"
 FAILURES = "failures"
+#: Faktory's data-format version: 1 since 1.10 moved queues from ``<queue>`` to ``q:<queue>``.
+DATA_VERSION = "v"
+CURRENT_DATA_VERSION = 1
 
 #: Sorted sets a job can rest in, as named by MUTATE and the web UI.
 SORTED_SETS = (SCHEDULED, RETRIES, DEAD)

@@ -124,6 +124,21 @@ class Store:
     def migrate_reservation(self, member: bytes, jid: str, record: bytes, score: float) -> Any:
         return self._fcall(None, "ff_migrate_reservation", member, jid, record, repr(score))
 
+    def known_queues(self) -> Any:
+        """The names in the ``queues`` set (sorted)."""
+        return self._call(lambda names: sorted(_text(n) for n in names), "SMEMBERS", keys.QUEUES)
+
+    def migrate_queue(self, name: str) -> Any:
+        """Move Faktory 1.9's bare-named queue list to ``q:<name>``; the number of jobs moved."""
+        return self._call(None, "FCALL", "ff_migrate_queue", 2, name, keys.queue(name))
+
+    def data_version(self) -> Any:
+        """Faktory's data-format version (the ``v`` key; 0 when absent)."""
+        return self._call(int, "INCRBY", keys.DATA_VERSION, 0)
+
+    def set_data_version(self, version: int) -> Any:
+        return self._call(None, "SET", keys.DATA_VERSION, version)
+
     # -- jobs ----------------------------------------------------------------------------------
     def push(self, jobs: Iterable[Any], then: Then | None = None) -> Any:
         """Store prepared jobs (``jobs.Prepared``): enqueue now or schedule."""

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from faktory_fast import aredis, hot_path, jobs, keys
+from faktory_fast import aredis, hot_path, jobs, keys, migration
 from faktory_fast.config import Config
 from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
@@ -105,6 +105,9 @@ class Supervisor:
         except (StartupError, RedisChildError) as exc:
             log.error("%s", exc)
             return 1
+        except aredis.RedisClosed:
+            log.error("Lost the connection to Redis while starting")
+            return 1
         finally:
             self._stop_children()
             if self.redis is not None:
@@ -117,7 +120,7 @@ class Supervisor:
         store = Store.for_async(conn)
         await self._check_redis(store)
         await store.load_library()
-        await self._migrate(store)
+        await migration.migrate(store)
         if self.redis is not None:
             # Our own Redis: any process still registered died with a killed master before us.
             for proc in await store.registered_processes():
@@ -179,21 +182,6 @@ class Supervisor:
                 if version < MIN_REDIS:
                     raise StartupError(f"Redis {line.split(':', 1)[1].strip()} is too old: "
                                        "faktory_fast needs Redis >= 7.0")
-
-    async def _migrate(self, store: Store) -> None:
-        """A data dir written by Faktory: turn its ``working`` entries into ours."""
-        legacy = await store.legacy_reservations()
-        for member, score in legacy:
-            try:
-                res = orjson.loads(member)
-                job = res["job"]
-                record = orjson.dumps({"rid": 0, "wid": res.get("wid", ""),
-                                       "reserved_at": score, "expires_at": score, "job": job})
-                await store.migrate_reservation(member, job["jid"], record, score)
-            except (ValueError, KeyError, TypeError):
-                log.warning("Dropping unreadable reservation %r", member[:200])
-        if legacy:
-            log.info("Migrated %d reservations from Faktory's format", len(legacy))
 
     # -- processes ---------------------------------------------------------------------------
     def _settings(self, proc_id: str) -> bytes:

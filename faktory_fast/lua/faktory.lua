@@ -510,6 +510,22 @@ local function ff_migrate_reservation(keys, args)
   return 0
 end
 
+-- ff_migrate_queue(KEYS: <name>, q:<name>): Faktory <= 1.9 kept queue <name> in a list under
+-- its bare name; 1.10 and we use q:<name>. Move it, older jobs (1.9's) to the right, the end
+-- FETCH pops first. Only a list moves: a 1.9 queue named like one of Faktory's other keys
+-- could not have worked. Returns the number of jobs moved.
+local function ff_migrate_queue(keys, args)
+  local bare, prefixed = keys[1], keys[2]
+  if redis.call('TYPE', bare)['ok'] ~= 'list' then return 0 end
+  local n = redis.call('LLEN', bare)
+  if redis.call('EXISTS', prefixed) == 0 then
+    redis.call('RENAME', bare, prefixed)
+  else
+    for _ = 1, n do redis.call('LMOVE', bare, prefixed, 'LEFT', 'RIGHT') end
+  end
+  return n
+end
+
 -- ff_reservations(limit): up to `limit` reservation records, soonest to expire first (for the
 -- web UI's jobs in progress). Keys: working, ff:res.
 local function ff_reservations(keys, args)
@@ -685,6 +701,7 @@ redis.register_function{function_name = 'ff_queue_heads', callback = ff_queue_he
   flags = {'no-writes'}}
 redis.register_function('ff_mutate', ff_mutate)
 redis.register_function('ff_migrate_reservation', ff_migrate_reservation)
+redis.register_function('ff_migrate_queue', ff_migrate_queue)
 redis.register_function{function_name = 'ff_reservations', callback = ff_reservations,
   flags = {'no-writes'}}
 redis.register_function{function_name = 'ff_workers', callback = ff_workers, flags = {'no-writes'}}
