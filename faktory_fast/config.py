@@ -6,7 +6,7 @@ import glob
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
 from faktory_fast import FAKTORY_VERSION, __version__
@@ -46,6 +46,8 @@ class Config:
     redis_url: str | None = None  # a Redis of the user's instead of the child
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
+    backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
+    backup_keep: int = 24
     toml: dict = field(default_factory=dict)
 
     @property
@@ -106,14 +108,16 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, exit 2
+class CommandParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (one clear line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags: Faktory's, then ours."""
-    p = _Parser(prog="faktory-fast", description="A fast, wire-compatible Faktory server.")
+    p = CommandParser(prog="faktory-fast", description="A fast, wire-compatible Faktory server.")
     p.add_argument("-b", dest="binding", default=None, help=f"command port binding ({DEFAULT_BINDING})")
     p.add_argument("-w", dest="web_binding", default=None,
                    help=f"web UI binding ({DEFAULT_WEB_BINDING}); :0 disables the web UI")
@@ -133,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest command line accepted, in bytes (default 16 MiB)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="most identified connections at once (default 2000)")
+    p.add_argument("--backup-every", type=int, default=None,
+                   help="seconds between backups of the child Redis into <data dir>/backups "
+                        "(default 3600; 0: none)")
+    p.add_argument("--backup-keep", type=int, default=None,
+                   help="how many backups to keep, newest first (default 24)")
     return p
 
 
@@ -147,6 +156,26 @@ def default_processes(cpus: int, child_redis: bool) -> int:
     return max(1, cpus // 2) if child_redis else cpus
 
 
+def directories(environment: str, data_dir: str | None, config_dir: str | None,
+                environ: Mapping[str, str]) -> tuple[str, str]:
+    """The storage and config directories: the flags, else Faktory's defaults (under
+    ``~/.faktory`` in development)."""
+    home = environ.get("HOME", os.path.expanduser("~"))
+    dev = environment == "development"
+    return (data_dir or (os.path.join(home, ".faktory", "db") if dev else DEFAULT_DATA_DIR),
+            config_dir or (os.path.join(home, ".faktory") if dev else DEFAULT_CONFIG_DIR))
+
+
+def environment_of(flag: str | None, environ: Mapping[str, str]) -> str:
+    """``-e``, else ``$FAKTORY_ENV``, else development; anything else is an error."""
+    environment = flag or environ.get("FAKTORY_ENV") or "development"
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f'Invalid environment "{environment}": legal values are development, staging or production'
+        )
+    return environment
+
+
 def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config | None:
     """Resolve flags, environment and TOML into a Config; None means "printed -v, exit 0"."""
     env = os.environ if environ is None else environ
@@ -154,18 +183,12 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if args.version:
         return None
     cfg = Config()
-    cfg.environment = args.environment or env.get("FAKTORY_ENV") or "development"
-    if cfg.environment not in ENVIRONMENTS:
-        raise ConfigError(
-            f'Invalid environment "{cfg.environment}": legal values are development, staging or production'
-        )
+    cfg.environment = environment_of(args.environment, env)
     if args.log_level not in LOG_LEVELS:
         raise ConfigError(f'Invalid log level "{args.log_level}": legal values are error, warn, info or debug')
     cfg.log_level = args.log_level
-    home = env.get("HOME", os.path.expanduser("~"))
     dev = cfg.environment == "development"
-    cfg.data_dir = args.data_dir or (os.path.join(home, ".faktory", "db") if dev else DEFAULT_DATA_DIR)
-    cfg.config_dir = args.config_dir or (os.path.join(home, ".faktory") if dev else DEFAULT_CONFIG_DIR)
+    cfg.data_dir, cfg.config_dir = directories(cfg.environment, args.data_dir, args.config_dir, env)
     cfg.toml = read_toml(cfg.config_dir)
     fk = cfg.toml.get("faktory", {})
     web = cfg.toml.get("web", {})
@@ -188,11 +211,13 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if cfg.durability not in ("everysec", "always"):
         raise ConfigError(f"invalid durability {cfg.durability!r}: everysec or always")
     cfg.redis_server = args.redis_server or ours.get("redis_server")
-    for name in ("max_line", "max_connections"):
+    for name, least in (("max_line", 1), ("max_connections", 1), ("backup_every", 0),
+                        ("backup_keep", 1)):
         value = getattr(args, name)
         value = value if value is not None else ours.get(name, getattr(cfg, name))
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be a positive integer")
+        if not isinstance(value, int) or value < least:
+            kind = "a positive integer" if least else "an integer >= 0"
+            raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be {kind}")
         setattr(cfg, name, value)
 
     password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""

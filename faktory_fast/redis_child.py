@@ -106,7 +106,7 @@ def _stamp_ts() -> str:
     return time.strftime("%Y%m%dT%H%M%S")
 
 
-def _free_name(path: str) -> str:
+def free_name(path: str) -> str:
     """``path`` if nothing is there, else ``path.<timestamp>`` (never over an existing file)."""
     if not os.path.exists(path):
         return path
@@ -118,7 +118,7 @@ def _free_name(path: str) -> str:
     return candidate
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -146,6 +146,29 @@ def _ppid(pid: int) -> int:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def saved_at_clean_stop(data_dir: str) -> bool:
+    """True if ``faktory.rdb`` is the one our Redis saved when it last stopped cleanly."""
+    try:
+        with open(os.path.join(data_dir, CLEAN_STOP)) as fh:
+            return bool(json.load(fh) == _rdb_stamp(os.path.join(data_dir, RDB_FILE)))
+    except (OSError, ValueError):
+        return False
+
+
+def running_redis(data_dir: str) -> int:
+    """The pid of a Redis running on ``data_dir`` (its pid file names it), else 0."""
+    try:
+        with open(os.path.join(data_dir, PID_FILE)) as fh:
+            pid = int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+    if pid <= 0 or not pid_alive(pid):
+        return 0
+    if not any(n in _cmdline(pid) for n in ("redis-server", "valkey-server")):
+        return 0  # the pid was reused by something else
+    return pid
 
 
 def write_config(data_dir: str, durability: str, appendonly: bool = True) -> str:
@@ -285,15 +308,9 @@ class RedisChild:
         signal has told it to stop, and it may still be saving) is told again and awaited; one
         whose server still runs is left alone (its socket answers, and is reused below): its
         pid is returned, else 0."""
-        try:
-            with open(self.path(PID_FILE)) as fh:
-                pid = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
+        pid = running_redis(self.data_dir)
+        if not pid:
             return 0
-        if pid <= 0 or not _pid_alive(pid):
-            return 0
-        if not any(n in _cmdline(pid) for n in ("redis-server", "valkey-server")):
-            return 0  # the pid was reused by something else
         parent = _cmdline(_ppid(pid))
         if "faktory_fast" in parent or "faktory-fast" in parent:
             return pid  # its server still runs
@@ -303,7 +320,7 @@ class RedisChild:
         except ProcessLookupError:
             return 0
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid):
+        while pid_alive(pid):
             if time.monotonic() > deadline:
                 raise RedisChildError(f"the Redis of an earlier run (pid {pid}) did not stop "
                                       f"within {timeout:.0f} s")
@@ -319,25 +336,22 @@ class RedisChild:
             return False
         has_aof = os.path.exists(self.path(AOF_MANIFEST))
         if has_aof:
-            try:
-                with open(self.path(CLEAN_STOP)) as fh:
-                    ours = json.load(fh)
-            except (OSError, ValueError):
+            if not os.path.exists(self.path(CLEAN_STOP)):
                 return False  # no clean stop recorded: after a crash the AOF is the truth
-            if ours == stamp:
+            if saved_at_clean_stop(self.data_dir):
                 return False  # the RDB our Redis saved last: the AOF holds the same and more
-        copy = _free_name(self.path(RDB_COPY))
+        copy = free_name(self.path(RDB_COPY))
         tmp = copy + ".tmp"
         shutil.copyfile(rdb, tmp)
         os.chmod(tmp, 0o600)
         os.replace(tmp, copy)
         if has_aof:
-            aside = _free_name(self.path(AOF_DIR + ".before-" + RDB_FILE))
+            aside = free_name(self.path(AOF_DIR + ".before-" + RDB_FILE))
             os.rename(self.path(AOF_DIR), aside)
             log.warning("%s was saved by another server after our last stop: loading it; the "
                         "older append-only files are kept in %s", rdb, aside)
-        log.info("Loading %s (written by Faktory or another server); a copy of it is kept in %s",
-                 rdb, copy)
+        log.info("Loading %s (no append-only file of ours beside it); a copy of it is kept in "
+                 "%s", rdb, copy)
         return True
 
     def _switch_to_aof(self) -> None:

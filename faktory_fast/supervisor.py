@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import redis
 import uvloop
 
-from faktory_fast import aredis, hot_path, jobs, keys, migration
+from faktory_fast import aredis, backup, hot_path, jobs, keys, migration
 from faktory_fast.config import Config
 from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
@@ -158,6 +159,8 @@ class Supervisor:
             self._every(WORKER_REAP_INTERVAL, self._reap_workers, store),
             self._every(DEAD_PURGE_INTERVAL, self._purge_dead, store),
         )]
+        if self.redis is not None and self.cfg.backup_every:
+            tasks.append(asyncio.ensure_future(self._every(self.cfg.backup_every, self._backup)))
         await asyncio.wait([stop, conn.closed], return_when=asyncio.FIRST_COMPLETED)
         for t in tasks:
             t.cancel()
@@ -355,6 +358,16 @@ class Supervisor:
         if n:
             log.info("Reaped %d workers that stopped sending heartbeats", n)
             self.stats.add("Workers", reaped=n)
+
+    async def _backup(self) -> None:
+        assert self.redis is not None
+        client = redis.Redis(unix_socket_path=self.redis.socket_path)
+        try:
+            taken = await asyncio.to_thread(backup.take, client, self.redis.data_dir,
+                                            self.cfg.backup_keep)
+        finally:
+            client.close()
+        log.info("Backup written to %s (%.1f MiB)", taken.path, taken.size / 2**20)
 
     async def _purge_dead(self, store: Store) -> None:
         t0 = time.perf_counter()

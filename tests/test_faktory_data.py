@@ -189,9 +189,11 @@ def test_an_rdb_saved_by_faktory_after_our_stop_is_loaded(faktory_dir) -> None:
     """Back to Faktory for a while, then to us again: Faktory's newer RDB wins over our AOF."""
     data, _ = faktory_dir
     srv = FaktoryServer(data, processes=1).start()
-    c = srv.client()
-    assert c.push({"jid": "ours-0001", "jobtype": "X", "args": [], "queue": "legacy"}) == "OK"
-    srv.stop()
+    try:
+        c = srv.client()
+        assert c.push({"jid": "ours-0001", "jobtype": "X", "args": [], "queue": "legacy"}) == "OK"
+    finally:
+        srv.stop()
     fk = FaktoryRedis(data)  # Faktory 1.9 again: reads faktory.rdb, ignores our AOF
     assert fk.r.llen("q:legacy") == 31
     fk.r.lpush("legacy", faktory_job("while-away", "legacy"))
