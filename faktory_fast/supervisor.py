@@ -290,7 +290,18 @@ class Supervisor:
         def too_slow() -> None:
             if proc is self.web and self._web_ready_at is None and proc.poll() is None:
                 log.error("The web UI did not start within %.0f s; stopping it", WEB_START_TIMEOUT)
+                # Its workers too: an orphan would keep the port open for nobody.
+                try:
+                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                        workers = [int(pid) for pid in fh.read().split()]
+                except OSError:
+                    workers = []
                 proc.kill()
+                for pid in workers:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
 
         loop.add_reader(ready, readable)
         loop.call_later(WEB_START_TIMEOUT, too_slow)
