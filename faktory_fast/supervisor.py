@@ -37,8 +37,8 @@ CRASH_LOOP = 5  # worker deaths within a second of start before we give up
 WEB_START_TIMEOUT = 30.0  # a web UI not serving by then has failed to start
 WEB_BACKOFF = (1.0, 60.0)  # delay before restarting a web UI that died: doubles from 1 s to 60 s
 WEB_STABLE = 60.0  # a web UI that served this long before dying is restarted after 1 s again
-#: Where the running faktory_fast was imported from: gunicorn puts its working directory first
-#: on sys.path, so it works here, where that finds the very package the master runs.
+#: Where this faktory_fast was imported from: the web UI's working directory, which gunicorn
+#: puts first on sys.path (unless it is there already), so there it finds this very package.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(faktory_fast.__file__)))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from faktory_fast import PURE_ENV
 from tests.support import ROOT, FaktoryServer, job, wait_for
 
 # What a fresh clone would not have, or what a build leaves in the tree. The checkout is copied
@@ -66,7 +67,7 @@ def installed_server(venv: Path, data_dir: Path, **kw: object) -> FaktoryServer:
     """The venv's ``faktory-fast`` command, started in the checkout's root directory (as
     FaktoryServer does) with nothing of the checkout on PYTHONPATH."""
     return FaktoryServer(str(data_dir), processes=1, command=[str(venv / "bin" / "faktory-fast")],
-                         env={"PYTHONPATH": ""}, **kw)  # type: ignore[arg-type]
+                         env={"PYTHONPATH": "", PURE_ENV: ""}, **kw)  # type: ignore[arg-type]
 
 
 def processes() -> dict[int, tuple[int, bytes]]:
