@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 # The compiled hot path (ext/*.pyx and the modules setup.py compiles), rebuilt after an edit;
-# a build older than its source is not imported anyway (faktory_fast/__init__.py).
+# a module whose source changed since is not imported anyway (faktory_fast/__init__.py).
 $(BUILT): $(STAMP) $(wildcard ext/*.pyx ext/faktory_fast/*.pxd faktory_fast/*.pxd faktory_fast/*.py)
 	$(PY) setup.py -q build_ext --inplace
 	touch $(BUILT)
@@ -43,4 +43,4 @@ bench: $(BUILT)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c ext/*.c tests/node/node_modules
+	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c faktory_fast/_compiled.json ext/*.c tests/node/node_modules

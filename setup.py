@@ -2,15 +2,56 @@
 
 ext/ holds the codecs written for Cython; the hot path's Python modules are compiled as they
 are, typed by the .pxd beside them (faktory_fast.COMPILED lists them; FAKTORY_FAST_PURE=1 at run
-time ignores what was built)."""
+time ignores what was built). Every extension is optional: without a C compiler (or without
+Cython) the install succeeds with the pure-Python package, and the server's start-up line says
+"hot path: python"."""
+import hashlib
+import json
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 try:
     from Cython.Build import cythonize
 except ImportError:  # no Cython: the pure-Python fallbacks are used
     cythonize = None
+
+COMPILED = ("aredis", "jobs", "lifecycle", "server", "store")  # faktory_fast.COMPILED
+BUILD_RECORD = "_compiled.json"  # faktory_fast.BUILD_RECORD
+
+
+def source_digest(package_dir, name):
+    """faktory_fast.source_digest (the package cannot be imported while it is being built)."""
+    digest = hashlib.sha256()
+    for suffix in (".py", ".pxd"):
+        path = os.path.join(package_dir, name + suffix)
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                digest.update(suffix.encode() + b"\0" + fh.read())
+    return digest.hexdigest()
+
+
+class BuildExt(build_ext):
+    """Builds on every core, skips an extension that fails to compile (``optional``), and
+    records beside the compiled modules which sources they were built from: faktory_fast
+    imports a compiled module only while its source is still the one recorded."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = True  # os.cpu_count() jobs
+
+    def run(self):
+        super().run()
+        record = {name: source_digest("faktory_fast", name) for name in COMPILED
+                  if os.path.exists(self.get_ext_fullpath(f"faktory_fast.{name}"))}
+        target = os.path.join(os.path.dirname(self.get_ext_fullpath("faktory_fast.server")),
+                              BUILD_RECORD)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True)
+
 
 ext_modules = []
 if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
@@ -20,12 +61,14 @@ if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
             Extension("faktory_fast._resp", ["ext/_resp.pyx"]),
             # The hot path's pure-Python modules, compiled as they are (faktory_fast.COMPILED).
             *(Extension(f"faktory_fast.{name}", [f"faktory_fast/{name}.py"])
-              for name in ("aredis", "jobs", "lifecycle", "server", "store")),
+              for name in COMPILED),
         ],
         # Python's semantics for the compiled .py modules (bounds checks, negative indexing);
         # the .pyx files turn those off in their own header.
         compiler_directives={"language_level": "3"},
         include_path=["ext"],
     )
+    for ext in ext_modules:
+        ext.optional = True  # (cythonize drops the attribute from the Extensions it is given)
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

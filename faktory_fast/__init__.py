@@ -1,9 +1,11 @@
 """faktory_fast: a fast, wire-compatible Faktory server."""
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 from typing import Any
@@ -17,11 +19,41 @@ FAKTORY_VERSION = "1.10.0"
 COMPILED = ("aredis", "jobs", "lifecycle", "server", "store")
 #: Set (to anything) to run without compiled code: these modules and the codecs from source.
 PURE_ENV = "FAKTORY_FAST_PURE"
+#: Written by setup.py's build_ext beside the compiled modules: for each one it built, the
+#: ``source_digest`` of what it compiled.
+BUILD_RECORD = "_compiled.json"
+
+
+def source_digest(package_dir: str, name: str) -> str:
+    """The digest of what a compiled module is built from: its ``.py`` and ``.pxd``.
+
+    setup.py computes the same (it cannot import the package it builds): keep them equal.
+    """
+    digest = hashlib.sha256()
+    for suffix in (".py", ".pxd"):
+        path = os.path.join(package_dir, name + suffix)
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                digest.update(suffix.encode() + b"\0" + fh.read())
+    return digest.hexdigest()
+
+
+def _recorded(package_dir: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(package_dir, BUILD_RECORD), "rb") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 class _SourceWhenAsked(importlib.abc.MetaPathFinder):
-    """Imports the ``.py`` of a compiled module under PURE_ENV, or when the build is older
-    than its source (an edit since the last ``make build`` must not run stale code)."""
+    """Imports the ``.py`` of a compiled module under PURE_ENV, or when the build was not made
+    from the source beside it (an edit since the last ``make build`` must not run stale code).
+
+    The build's record of its sources decides, not file times: pip writes an installed
+    package's ``.py`` files after its compiled ones, and a copy may change every time.
+    """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         package, _, name = fullname.rpartition(".")
@@ -29,11 +61,12 @@ class _SourceWhenAsked(importlib.abc.MetaPathFinder):
             return None
         here = os.path.dirname(os.path.abspath(__file__))
         source = os.path.join(here, name + ".py")
+        if not os.path.exists(source):
+            return None  # shipped compiled only: that is all there is
         if not os.environ.get(PURE_ENV):
-            built = [os.path.join(here, name + suffix)
-                     for suffix in importlib.machinery.EXTENSION_SUFFIXES]
-            times = [os.path.getmtime(b) for b in built if os.path.exists(b)]
-            if not times or max(times) >= os.path.getmtime(source):
+            built = any(os.path.exists(os.path.join(here, name + suffix))
+                        for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+            if not built or _recorded(here).get(name) == source_digest(here, name):
                 return None  # the usual import: the built module if there is one
         return importlib.util.spec_from_file_location(fullname, source)
 

@@ -18,8 +18,10 @@ import orjson
 import redis
 import uvloop
 
+import faktory_fast
 from faktory_fast import aredis, backup, hot_path, jobs, keys, migration
 from faktory_fast.config import Config
+from faktory_fast.gunicorn_conf import READY_FD_ENV
 from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
 from faktory_fast.store import Store, process_id
@@ -33,6 +35,12 @@ WORKER_TIMEOUT = 60.0
 DEAD_PURGE_INTERVAL = 60.0
 SCAN_BATCH = 500
 CRASH_LOOP = 5  # worker deaths within a second of start before we give up
+WEB_START_TIMEOUT = 30.0  # a web UI not serving by then has failed to start
+WEB_BACKOFF = (1.0, 60.0)  # delay before restarting a web UI that died: doubles from 1 s to 60 s
+WEB_STABLE = 60.0  # a web UI that served this long before dying is restarted after 1 s again
+#: Where this faktory_fast was imported from: the web UI's working directory, which gunicorn
+#: puts first on sys.path (unless it is there already), so there it finds this very package.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(faktory_fast.__file__)))
 
 
 class StartupError(RuntimeError):
@@ -86,13 +94,14 @@ class Supervisor:
         self.workers: list[WorkerProcess] = []
         self.web: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
-        self.web_sock: socket.socket | None = None
         self.stopping = False
         self.exit_code = 0
         self.stats = TaskStats()
         self._quick_deaths = 0
         self._on_exit: Any = None  # set once the event loop runs
-        self._web_started = 0.0
+        self._web_ready_at: float | None = None  # when the running web UI began serving
+        self._web_served = False  # a web UI that dies after this is restarted, not fatal
+        self._web_backoff = WEB_BACKOFF[0]
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -127,12 +136,13 @@ class Supervisor:
             for proc in await store.registered_processes():
                 await store.process_gone(proc)
         self.sock = bind(self.cfg.host, self.cfg.port)
+        web_sock = self._bind_web() if self.cfg.web_port else None
         log.info("Listening on %s:%d with %d server processes (hot path: %s)", self.cfg.host,
                  self.sock.getsockname()[1], self.cfg.processes, hot_path())
         for _ in range(self.cfg.processes):
             self._spawn()
-        if self.cfg.web_port:
-            self._start_web()
+        if web_sock is not None:
+            self._start_web(web_sock)
 
         stop = loop.create_future()
 
@@ -200,8 +210,11 @@ class Supervisor:
     def _spawn(self) -> None:
         assert self.sock is not None
         proc_id = process_id() + f"-{len(self.workers)}"
-        p = subprocess.Popen([sys.executable, "-m", "faktory_fast.worker"], stdin=subprocess.PIPE,
-                             pass_fds=(self.sock.fileno(),), preexec_fn=set_pdeathsig)
+        # -P: the working directory is not put on sys.path (started in a source checkout, the
+        # process would import the checkout instead of the installed package).
+        p = subprocess.Popen([sys.executable, "-P", "-m", "faktory_fast.worker"],
+                             stdin=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
+                             preexec_fn=set_pdeathsig)
         assert p.stdin is not None
         p.stdin.write(self._settings(proc_id))
         p.stdin.close()
@@ -209,30 +222,95 @@ class Supervisor:
         self._watch(p)
         log.debug("Started server process %d (%s)", p.pid, proc_id)
 
-    def _start_web(self) -> None:
+    def _bind_web(self) -> socket.socket:
+        """The web UI's listening socket, bound here so a taken port is reported at once
+        (gunicorn would retry for 5 s)."""
+        try:
+            return bind(self.cfg.web_host, self.cfg.web_port)
+        except StartupError as exc:
+            raise StartupError(f"Web UI: {exc}") from None
+
+    def _web_address(self) -> str:
+        host, port = self.cfg.web_host, self.cfg.web_port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _start_web(self, sock: socket.socket) -> None:
+        """Run gunicorn on ``sock`` (closed here: gunicorn holds the port from now on, so a
+        dead UI leaves nobody listening rather than requests waiting for nobody)."""
         env = dict(os.environ,
                    FAKTORY_FAST_REDIS_URL=self.redis_url,
                    FAKTORY_FAST_WEB_PASSWORD=self.cfg.web_password,
                    FAKTORY_FAST_ENV=self.cfg.environment,
                    FAKTORY_FAST_STARTED_AT=repr(self.started_at),
                    FAKTORY_FAST_BINDING=self.cfg.binding)
-        bind_to = f"[{self.cfg.web_host}]:{self.cfg.web_port}" if ":" in self.cfg.web_host \
-            else f"{self.cfg.web_host}:{self.cfg.web_port}"
-        if self.web_sock is None:
-            # Bound here so a taken port is reported at once (gunicorn would retry for 5 s).
-            try:
-                self.web_sock = bind(self.cfg.web_host, self.cfg.web_port)
-            except StartupError as exc:
-                log.error("Web UI disabled: %s", exc)
-                return
-        fd = self.web_sock.fileno()
-        self.web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-b", f"fd://{fd}", "-w", "1", "--threads", "4",
-             "--log-level", "warning", "faktory_fast.web.app:create_app()"], env=env,
-            pass_fds=(fd,), preexec_fn=set_pdeathsig)
-        self._web_started = time.monotonic()
+        ready_r, ready_w = os.pipe()
+        env[READY_FD_ENV] = str(ready_w)
+        fd = sock.fileno()
+        try:
+            # -P and the working directory PACKAGE_ROOT: gunicorn imports the package this
+            # process runs, not a checkout in the directory the server was started from.
+            self.web = subprocess.Popen(
+                [sys.executable, "-P", "-m", "gunicorn", "-c", "python:faktory_fast.gunicorn_conf",
+                 "-b", f"fd://{fd}", "-w", "1", "--threads", "4", "--log-level", "warning",
+                 "faktory_fast.web.app:create_app()"],
+                env=env, cwd=PACKAGE_ROOT, pass_fds=(fd, ready_w), preexec_fn=set_pdeathsig)
+        except OSError:
+            os.close(ready_r)
+            raise
+        finally:
+            sock.close()
+            os.close(ready_w)
+        self._web_ready_at = None
         self._watch(self.web)
-        log.info("Web UI at http://%s", bind_to)
+        self._watch_web_ready(self.web, ready_r)
+
+    def _watch_web_ready(self, proc: subprocess.Popen, ready: int) -> None:
+        """Log the UI's address once ``proc`` serves; stop it if it does not within
+        WEB_START_TIMEOUT (its exit then counts as a failed start)."""
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            if not os.read(ready, 64):  # EOF: every gunicorn process is gone
+                loop.remove_reader(ready)
+                os.close(ready)
+            elif proc is self.web and self._web_ready_at is None:
+                self._web_ready_at = time.monotonic()
+                self._web_served = True
+                log.info("Web UI at http://%s", self._web_address())
+
+        def too_slow() -> None:
+            if proc is self.web and self._web_ready_at is None and proc.poll() is None:
+                log.error("The web UI did not start within %.0f s; stopping it", WEB_START_TIMEOUT)
+                # Its workers too: an orphan would keep the port open for nobody.
+                try:
+                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                        workers = [int(pid) for pid in fh.read().split()]
+                except OSError:
+                    workers = []
+                proc.kill()
+                for pid in workers:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+        loop.add_reader(ready, readable)
+        loop.call_later(WEB_START_TIMEOUT, too_slow)
+
+    def _restart_web(self) -> None:
+        if self.stopping or self.web is not None:
+            return
+        try:
+            sock = self._bind_web()
+        except StartupError as exc:
+            log.error("%s; trying again in %.0f s", exc, self._web_backoff)
+            self._restart_web_later()
+            return
+        self._start_web(sock)
+
+    def _restart_web_later(self) -> None:
+        asyncio.get_running_loop().call_later(self._web_backoff, self._restart_web)
+        self._web_backoff = min(self._web_backoff * 2, WEB_BACKOFF[1])
 
     def _watch(self, proc: subprocess.Popen) -> None:
         """Call ``self._on_exit`` when ``proc`` ends (uvloop keeps SIGCHLD for itself)."""
@@ -283,13 +361,25 @@ class Supervisor:
                 self._quick_deaths = 0
             self._spawn()
         if self.web is not None and self.web.poll() is not None and not self.stopping:
-            if time.monotonic() - self._web_started < 2.0:  # broken, not crashed: no respawn loop
-                log.error("The web UI exited at start (status %s); serving without it",
-                          self.web.returncode)
-                self.web = None
-            else:
-                log.warning("The web UI exited with status %s; restarting it", self.web.returncode)
-                self._start_web()
+            self._reap_web(stop)
+
+    def _reap_web(self, stop: asyncio.Future) -> None:
+        """The web UI exited: fatal if it never served (as a taken port is), else restarted
+        with back-off. Its port is closed meanwhile (gunicorn held the only socket)."""
+        assert self.web is not None
+        code, self.web = self.web.returncode, None
+        if not self._web_served:
+            log.error("The web UI could not start (gunicorn exited with status %s; its error is "
+                      "above); shutting down", code)
+            self.exit_code = 1
+            if not stop.done():
+                stop.set_result(None)
+            return
+        if self._web_ready_at is not None and time.monotonic() - self._web_ready_at >= WEB_STABLE:
+            self._web_backoff = WEB_BACKOFF[0]
+        log.warning("The web UI exited with status %s; restarting it in %.0f s", code,
+                    self._web_backoff)
+        self._restart_web_later()
 
     def _stop_children(self) -> None:
         self.stopping = True

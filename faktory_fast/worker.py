@@ -1,6 +1,6 @@
 """One server process: serves client connections on the socket the supervisor bound.
 
-Started by the supervisor as ``python -m faktory_fast.worker`` with the listening socket
+Started by the supervisor as ``python -P -m faktory_fast.worker`` with the listening socket
 inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
 """
 from __future__ import annotations

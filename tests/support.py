@@ -34,8 +34,9 @@ class FaktoryServer:
 
     def __init__(self, data_dir: str, processes: int = 2, password: str | None = None,
                  env: dict[str, str] | None = None, args: list[str] | None = None,
-                 web: bool = False) -> None:
+                 web: bool = False, command: list[str] | None = None) -> None:
         self.data_dir = data_dir
+        self.command = command or [sys.executable, "-m", "faktory_fast"]  # e.g. an installed one
         self.port = free_port()
         self.web_port = free_port() if web else 0
         self.password = password
@@ -59,7 +60,7 @@ class FaktoryServer:
         if self.password:
             env["FAKTORY_PASSWORD"] = self.password
         web = f"127.0.0.1:{self.web_port}" if self.web_port else ":0"
-        cmd = [sys.executable, "-m", "faktory_fast", "-b", f"127.0.0.1:{self.port}", "-w", web,
+        cmd = [*self.command, "-b", f"127.0.0.1:{self.port}", "-w", web,
                "-d", self.data_dir, "-c", os.path.join(self.data_dir, "conf"),
                "--processes", str(self.processes), *self.args]
         self._listening.clear()

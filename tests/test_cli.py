@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -115,3 +116,18 @@ def test_old_redis_is_refused(tmp_path) -> None:
                   "--redis-server", str(fake))
     assert out.returncode == 1
     assert "needs Redis >= 7.0" in out.stdout + out.stderr
+
+
+def test_web_port_taken_is_a_startup_error(tmp_path) -> None:
+    """A web UI that cannot start stops the server at start-up, as a taken command port does:
+    one clear line and exit status 1, before anything listens."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        out = run_cli("-b", "127.0.0.1:0", "-w", f"127.0.0.1:{port}", "-d", str(tmp_path / "d"),
+                      "-c", str(tmp_path), "--processes", "1")
+    assert out.returncode == 1
+    log = out.stdout + out.stderr
+    assert f"Web UI: cannot listen on 127.0.0.1:{port}: Address already in use" in log
+    assert "Listening on" not in log

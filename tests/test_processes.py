@@ -163,24 +163,6 @@ def test_production_flush_is_a_warning(tmp_path) -> None:
         srv.stop()
 
 
-def test_web_port_taken_leaves_the_job_server_running(tmp_path) -> None:
-    import socket
-
-    srv = FaktoryServer(str(tmp_path), processes=1, web=True)
-    blocker = socket.socket()
-    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    blocker.bind(("127.0.0.1", srv.web_port))
-    blocker.listen(1)
-    try:
-        srv.start()
-        wait_for(lambda: any("Web UI disabled: cannot listen on 127.0.0.1" in line for line in srv.lines))
-        assert srv.client().call("INFO")  # the job server goes on
-        assert srv.proc is not None and srv.proc.poll() is None
-    finally:
-        srv.stop()
-        blocker.close()
-
-
 def test_shutdown_answers_a_parked_fetch_at_once(tmp_path) -> None:
     """A FETCH parked on an empty queue hears nil when the server stops, not at its 2 s end."""
     srv = FaktoryServer(str(tmp_path), processes=1).start()

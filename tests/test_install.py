@@ -1,0 +1,225 @@
+"""The server as users install and run it: a wheel in a fresh virtualenv, started from the
+source checkout; an install on a machine without a C compiler; a web UI that cannot start, or
+that dies.
+
+The tests marked ``slow`` build the package (a C build and a virtualenv each, about half a
+minute in all) and share each build through a module-scoped fixture.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from faktory_fast import PURE_ENV
+from tests.support import ROOT, FaktoryServer, job, wait_for
+
+# What a fresh clone would not have, or what a build leaves in the tree. The checkout is copied
+# before building because pip builds in the source tree, where setuptools would reuse (not
+# rebuild) extensions an earlier build left in build/. Cython's .c files are kept (copytree
+# keeps their times, so Cython regenerates only what is stale).
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "*.so",
+                                    "_compiled.json", "__pycache__", ".pytest_cache",
+                                    "node_modules", "results")
+
+
+def pip(*args: str, **env: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    assert done.returncode == 0, f"pip {args[0]} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+
+
+def build_and_install(tmp: Path, **build_env: str) -> Path:
+    """A wheel of (a copy of) the checkout, installed with its dependencies into a new
+    virtualenv, as ``pip wheel . && pip install faktory_fast-*.whl``; returns the venv."""
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCE)
+    pip("wheel", str(src), "--no-deps", "-q", "-w", str(tmp / "dist"), **build_env)
+    [wheel] = (tmp / "dist").glob("*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=60)
+    pip("--python", str(venv / "bin" / "python"), "install", "-q", str(wheel))
+    return venv
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # -O0: what gets compiled and imported is under test, not how fast it runs (a third of the
+    # build time of the default -O3).
+    return build_and_install(tmp_path_factory.mktemp("wheel"), CFLAGS="-O0")
+
+
+@pytest.fixture(scope="module")
+def installed_without_compiler(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_and_install(tmp_path_factory.mktemp("nocc"), CC="/bin/false")
+
+
+def installed_server(venv: Path, data_dir: Path, **kw: object) -> FaktoryServer:
+    """The venv's ``faktory-fast`` command, started in the checkout's root directory (as
+    FaktoryServer does) with nothing of the checkout on PYTHONPATH."""
+    return FaktoryServer(str(data_dir), processes=1, command=[str(venv / "bin" / "faktory-fast")],
+                         env={"PYTHONPATH": "", PURE_ENV: ""}, **kw)  # type: ignore[arg-type]
+
+
+def processes() -> dict[int, tuple[int, bytes]]:
+    """Every process: its parent's pid and its command line."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                found[int(entry)] = (ppid, fh.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    procs = processes()
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, (ppid, _) in procs.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def children(srv: FaktoryServer, marker: bytes) -> list[int]:
+    """The server's child processes whose command line contains ``marker``."""
+    assert srv.proc is not None
+    return sorted(pid for pid, (ppid, cmd) in processes().items()
+                  if ppid == srv.proc.pid and marker in cmd)
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def status_or_refused(url: str) -> int | None:
+    """The status of GET ``url``, or None when nobody listens on its port. A request left
+    waiting (a port bound that nobody serves) raises a timeout: the test fails."""
+    try:
+        return get(url, timeout=3)[0]
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionError):
+            return None
+        raise
+    except ConnectionError:  # reset while the UI goes away
+        return None
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: Path,
+                                                                      tmp_path: Path) -> None:
+    """pip installs the .py files after the compiled ones and the server starts in a source
+    checkout: still the installed, compiled package runs, in every process, and the UI works."""
+    srv = installed_server(installed, tmp_path, web=True).start()
+    try:
+        assert any("(hot path: cython)" in line for line in srv.lines), srv.lines
+        c = srv.client()
+        j = job(queue="installed")
+        assert c.push(j) == "OK"
+        assert c.fetch("installed")["jid"] == j["jid"]
+        assert c.ack(j["jid"]) == "OK"
+
+        wait_for(lambda: any("Web UI at http://" in line for line in srv.lines), timeout=30)
+        base = f"http://127.0.0.1:{srv.web_port}"
+        status, page = get(base + "/")
+        assert status == 200 and "<html" in page
+        status, stats = get(base + "/stats")
+        assert status == 200 and json.loads(stats)["faktory"]["total_processed"] == 1
+
+        # The server process and the UI's gunicorn worker have mapped the installed compiled
+        # modules, and nothing of the checkout.
+        site = next((installed / "lib").glob("python3*/site-packages/faktory_fast"))
+        [gunicorn] = children(srv, b"gunicorn")
+        pids = children(srv, b"faktory_fast.worker") + descendants(gunicorn)
+        assert len(pids) == 2
+        for pid in pids:
+            with open(f"/proc/{pid}/maps") as fh:
+                maps = fh.read()
+            assert f"{site}/store.cpython" in maps
+            assert os.path.join(ROOT, "faktory_fast") not in maps
+    finally:
+        srv.stop()
+    assert not any("Traceback" in line for line in srv.lines), srv.lines
+
+
+@pytest.mark.slow
+def test_install_without_a_c_compiler_runs_the_python_hot_path(
+        installed_without_compiler: Path, tmp_path: Path) -> None:
+    """The extensions are optional: the build goes on without them (CC=/bin/false fails every
+    compile) and the start-up line says the pure-Python hot path runs."""
+    site = next((installed_without_compiler / "lib").glob("python3*/site-packages/faktory_fast"))
+    assert not list(site.glob("*.so"))
+    srv = installed_server(installed_without_compiler, tmp_path).start()
+    try:
+        assert any("(hot path: python)" in line for line in srv.lines), srv.lines
+        c = srv.client()
+        j = job()
+        assert c.push(j) == "OK"
+        assert c.fetch()["jid"] == j["jid"]
+        assert c.ack(j["jid"]) == "OK"
+    finally:
+        srv.stop()
+
+
+def test_web_ui_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    """The UI's gunicorn cannot load the app (here a broken falcon earlier on PYTHONPATH; the
+    job server does not import falcon): the reason is logged and the server exits with 1."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "falcon.py").write_text('raise ImportError("falcon is broken on this machine")\n')
+    srv = FaktoryServer(str(tmp_path / "data"), processes=1, web=True,
+                        env={"PYTHONPATH": str(broken)}).start()
+    try:
+        assert srv.proc is not None
+        assert srv.proc.wait(30) == 1
+    finally:
+        srv.stop()
+    log = "\n".join(srv.lines)
+    assert "ImportError: falcon is broken on this machine" in log  # gunicorn's traceback
+    assert "The web UI could not start (gunicorn exited with status" in log
+
+
+def test_web_ui_that_dies_is_restarted_with_back_off(tmp_path: Path) -> None:
+    """While the UI is down its port is closed (requests are refused, none waits for nobody);
+    it is restarted after 1 s, then after 2 s when it dies again; the job server goes on."""
+    srv = FaktoryServer(str(tmp_path), processes=1, web=True).start()
+    health = f"http://127.0.0.1:{srv.web_port}/health"
+    try:
+        wait_for(lambda: status_or_refused(health) == 200, timeout=30, interval=0.1)
+
+        def exits() -> list[str]:
+            return [line for line in srv.lines if "The web UI exited" in line]
+
+        for n in (1, 2):
+            [gunicorn] = children(srv, b"gunicorn")
+            for pid in [gunicorn, *descendants(gunicorn)]:  # the whole UI: master and worker
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: status_or_refused(health) is None)
+            wait_for(lambda: len(exits()) == n)
+            assert exits()[-1].endswith(f"restarting it in {2 ** (n - 1)} s")
+            wait_for(lambda: children(srv, b"gunicorn") not in ([], [gunicorn])
+                     and status_or_refused(health) == 200, timeout=30, interval=0.05)
+        assert srv.client().call("INFO")
+    finally:
+        srv.stop()
