@@ -143,7 +143,8 @@ def _type_error(field: str, value: Any, gotype: str, struct: str = "Job") -> Job
     kind = _JSON_KIND.get(type(value), "value")
     if isinstance(value, float):
         kind = f"number {value!r}"
-    return JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field {struct}.{field} of type {gotype}")
+    return JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field "
+                    f"{struct}.{field} of type {gotype}")
 
 
 def check_types(job: Any) -> dict:

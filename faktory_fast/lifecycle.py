@@ -456,7 +456,10 @@ def reservation_job(record: bytes) -> tuple[int, bytes]:
     rid = data.get("rid") if isinstance(data, dict) else None
     if type(rid) is not int or not record.startswith(b'{"rid":%d,' % rid):
         raise JobError("not a reservation record")
-    job = orjson.dumps(data.get("job"))
+    try:
+        job = orjson.dumps(data.get("job"))
+    except orjson.JSONEncodeError:  # only nesting: the record was decoded from JSON
+        raise JobError(jobs.TOO_DEEP) from None
     jobs.stored_job(job)
     return rid, job
 
@@ -484,8 +487,8 @@ async def set_aside(store: Store, source: str, key: Any, record: bytes, reason: 
     moved = await store.set_aside(source, key, record, dead_score, entry, reason, now_str(now_ns))
     if moved:
         name = key.decode(errors="replace") if isinstance(key, bytes) else key
-        log.warning("Set aside a bad record from %s into %s: %s: %.200s", source,
-                    "the dead set" if entry else keys.BAD_RECORDS, reason, name)
+        log.warning("Set aside a bad record from %s into %s: %s: %r", source,
+                    "the dead set" if entry else keys.BAD_RECORDS, reason, name[:200])
     return bool(moved)
 
 

@@ -47,8 +47,8 @@ def test_due_entries_that_are_not_jobs_are_set_aside(srv: FaktoryServer, client:
     bad_failure = json.dumps({"jid": "bad-failure", "jobtype": "T", "args": [], "queue": "bd",
                               "retry": 3, "failure": {"retry_count": "x", "remaining": 2}})
     # Oldest first: the bad ones sit between good ones in the order the scheduler reads them.
-    r.zadd("scheduled", {json.dumps(good[0]): past, b"not json at all": past + 1, bad_type: past + 2,
-                         bad_name: past + 3, json.dumps(good[1]): past + 4})
+    r.zadd("scheduled", {json.dumps(good[0]): past, b"not json at all": past + 1,
+                         bad_type: past + 2, bad_name: past + 3, json.dumps(good[1]): past + 4})
     r.zadd("retries", {bad_failure: past, json.dumps(good[2]): past + 1})
 
     got = {client.fetch("bd")["jid"] for _ in range(3)}  # each waits up to 2 s for the next
@@ -82,8 +82,9 @@ def test_due_entries_that_are_not_jobs_are_set_aside(srv: FaktoryServer, client:
 
 def reservation(rid: int, job_doc: Any, expires: float) -> bytes:
     """An ``ff:res`` record as ``ff_fetch`` writes it."""
-    return (b'{"rid":%d,"wid":"w","reserved_at":%f,"expires_at":%f,"job":' % (rid, expires - 60, expires)
-            + json.dumps(job_doc).encode() + b"}")
+    head = b'{"rid":%d,"wid":"w","reserved_at":%f,"expires_at":%f,"job":' % (
+        rid, expires - 60, expires)
+    return head + json.dumps(job_doc).encode() + b"}"
 
 
 def test_bad_reservations_are_set_aside_and_the_rest_expire(srv: FaktoryServer,
@@ -99,14 +100,18 @@ def test_bad_reservations_are_set_aside_and_the_rest_expire(srv: FaktoryServer,
     faktory_member = json.dumps({"job": job(jid="res-faktory-format"), "wid": "w",
                                  "reserved_at": "2026-01-01T00:00:00Z",
                                  "expires_at": "2026-01-01T00:30:00Z"})
+    too_deep = (b'{"rid":5,"job":{"jid":"res-too-deep","jobtype":"T","args":' + b"[" * 300
+                + b"]" * 300 + b"}}")
     r.hset("ff:res", mapping={
         "res-garbage": b"\x00 garbage",
+        "res-too-deep": too_deep,
         "res-bad-failure": reservation(3, bad_failure, past),
         "res-not-ours": json.dumps({"job": not_ours, "rid": 4}),
     })
     # The bad ones expire first, so the reaper meets them before the good one.
-    r.zadd("working", {"res-garbage": past - 4, "res-bad-failure": past - 3,
-                       "res-not-ours": past - 2, faktory_member: past - 1})
+    r.zadd("working", {"res-garbage": past - 5, "res-too-deep": past - 4,
+                       "res-bad-failure": past - 3, "res-not-ours": past - 2,
+                       faktory_member: past - 1})
     r.zadd("working", {good["jid"]: past})
 
     member = wait_for(lambda: r.zrange("retries", 0, -1))[0]
@@ -124,9 +129,10 @@ def test_bad_reservations_are_set_aside_and_the_rest_expire(srv: FaktoryServer,
     assert dead["res-not-ours"]["args"] == not_ours["args"]
     assert dead["res-faktory-format"]["failure"]["message"] == (
         "a reservation without its record (found in the reservations)")
-    aside = bad_stream(srv)  # not even JSON: kept as it was
+    aside = bad_stream(srv)  # not even a job we could store: kept as it was
     assert [(e[b"jid"], e[b"source"], e[b"record"]) for e in aside] == [
-        (b"res-garbage", b"working", b"\x00 garbage")]
+        (b"res-garbage", b"working", b"\x00 garbage"), (b"res-too-deep", b"working", too_deep)]
+    assert aside[1][b"reason"] == b"jobs cannot nest more than 254 levels deep"
 
     # One more expiry is reaped (the reaper ran again): still one log line per bad record.
     again = job(reserve_for=60)
@@ -135,7 +141,7 @@ def test_bad_reservations_are_set_aside_and_the_rest_expire(srv: FaktoryServer,
     r.zadd("working", {again["jid"]: time.time() - 1})
     wait_for(lambda: r.zcard("retries") == 2)
     lines = new_lines(srv, start)
-    assert sum(SET_ASIDE in line for line in lines) == 4
+    assert sum(SET_ASIDE in line for line in lines) == 5
     assert not any("Traceback" in line or "Background task" in line for line in lines)
 
 

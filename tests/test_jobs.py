@@ -173,7 +173,8 @@ def test_requeue_refreshes_enqueued_at_and_refuses_what_push_would() -> None:
     assert orjson.loads(payload)["enqueued_at"] == jobs.rfc3339(NOW)
     for member, message in [
         (_job(queue="no way"), 'cannot get "no way" queue'),
-        (_job(queue=5), "invalid JSON: json: cannot unmarshal number into Go struct field Job.queue"),
+        (_job(queue=5), "invalid JSON: json: cannot unmarshal number into Go struct field "
+                        "Job.queue"),
         (b"not json", "invalid JSON: "),
         (b"[1]", "invalid JSON: json: cannot unmarshal array into Go value of type client.Job"),
         (_job(jid=""), "jobs must have a reasonable jid parameter"),
@@ -217,7 +218,8 @@ def test_failure_fields_are_type_checked(failure: dict, field: str, gotype: str)
     with pytest.raises(JobError) as exc:
         jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "failure": failure}, NOW)
     assert str(exc.value).startswith("invalid JSON: json: cannot unmarshal ")
-    assert str(exc.value).endswith(f" into Go struct field Failure.failure.{field} of type {gotype}")
+    assert str(exc.value).endswith(
+        f" into Go struct field Failure.failure.{field} of type {gotype}")
     with pytest.raises(JobError):
         jobs.apply_failure(_job(failure=failure), jobs.EXPIRED, NOW)
 

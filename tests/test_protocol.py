@@ -189,13 +189,14 @@ def test_push_refuses_types_the_server_reads_back(server: FaktoryServer, client:
     # good, when read back: refused at PUSH in the words of Go's decoder, as Faktory's.
     start = len(server.lines)
     prefix = "ERR invalid JSON: json: cannot unmarshal "
+    field = " into Go struct field Failure.failure."
     for failure, message in [
-        ({"retry_count": "x"}, "string into Go struct field Failure.failure.retry_count of type int"),
-        ({"remaining": 1.5}, "number 1.5 into Go struct field Failure.failure.remaining of type int"),
-        ({"failed_at": 5}, "number into Go struct field Failure.failure.failed_at of type string"),
-        ({"backtrace": "line"}, "string into Go struct field Failure.failure.backtrace of type []string"),
-        ({"backtrace": ["a", 1]}, "number into Go struct field Failure.failure.backtrace of type string"),
-        ({"errtype": True}, "bool into Go struct field Failure.failure.errtype of type string"),
+        ({"retry_count": "x"}, f"string{field}retry_count of type int"),
+        ({"remaining": 1.5}, f"number 1.5{field}remaining of type int"),
+        ({"failed_at": 5}, f"number{field}failed_at of type string"),
+        ({"backtrace": "line"}, f"string{field}backtrace of type []string"),
+        ({"backtrace": ["a", 1]}, f"number{field}backtrace of type string"),
+        ({"errtype": True}, f"bool{field}errtype of type string"),
     ]:
         payload = json.dumps({"jid": "p1234567", "jobtype": "P", "args": [], "queue": "q",
                               "failure": failure})
