@@ -169,12 +169,15 @@ def test_worker_reaper_survives_a_wid_that_is_not_utf8(srv: FaktoryServer) -> No
     r = srv.redis()
     pids = srv.worker_pids()
     stale = srv.client(wid="stale-worker-1")
+    accented = srv.client(wid="w\u00f6rker-\u00fc")  # not ASCII, but UTF-8 as any wid from HELLO
     ghost = b"\xff\xfe-ghost"
     r.hset(b"ff:w:" + ghost, mapping={"wid": ghost, "state": "running"})
-    r.zadd("ff:wids", {ghost: 1, "stale-worker-1": 2})  # last heartbeats long ago
+    # Their last heartbeats, long ago:
+    r.zadd("ff:wids", {ghost: 1, "stale-worker-1": 2, "w\u00f6rker-\u00fc": 3})
     wait_for(lambda: r.zcard("ff:wids") == 0, timeout=30, interval=0.2)  # reaped every 15 s
     assert not r.exists(b"ff:w:" + ghost) and not r.exists("ff:w:stale-worker-1")
-    assert stale.closed_by_server(timeout=5)  # the reap reached the process serving it
+    # The reaps reached the processes serving them.
+    assert stale.closed_by_server(timeout=5) and accented.closed_by_server(timeout=5)
     assert srv.worker_pids() == pids
     assert srv.client().call("INFO")
     assert not any("Lost the connection" in line or "exited with status" in line
