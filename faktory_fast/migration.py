@@ -21,6 +21,7 @@ import logging
 import orjson
 
 from faktory_fast import keys
+from faktory_fast.lifecycle import set_aside
 from faktory_fast.store import Store
 
 log = logging.getLogger("faktory_fast")
@@ -56,6 +57,6 @@ async def _reservations(store: Store) -> None:
                                    "reserved_at": score, "expires_at": score, "job": job})
             await store.migrate_reservation(member, job["jid"], record, score)
         except (ValueError, KeyError, TypeError):
-            log.warning("Dropping unreadable reservation %r", member[:200])
+            await set_aside(store, keys.WORKING, member, b"", "unreadable Faktory reservation")
     if legacy:
         log.info("Migrated %d reservations from Faktory's format", len(legacy))

@@ -292,6 +292,10 @@ def test_unreadable_reservations_do_not_stop_the_boot(tmp_path) -> None:
     srv = FaktoryServer(str(tmp_path), processes=1).start()
     try:
         assert srv.client().call("ACK " + json.dumps({"jid": "whatever1"})) == "OK"
-        assert any("unreadable reservation" in line for line in srv.lines)
+        assert any("unreadable Faktory reservation" in line for line in srv.lines)
+        r = srv.redis()
+        assert r.zcard("working") == 0  # kept, not dropped: in the dead set, or as it was
+        assert r.zcard("dead") + r.xlen("ff:bad") == 1
+        r.close()
     finally:
         srv.stop()
