@@ -46,6 +46,8 @@ class Config:
     redis_url: str | None = None  # a Redis of the user's instead of the child
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
+    line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
+    line_timeout: float = 60.0
     toml: dict = field(default_factory=dict)
 
     @property
@@ -133,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest command line accepted, in bytes (default 16 MiB)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="most identified connections at once (default 2000)")
+    p.add_argument("--line-budget", type=int, default=None,
+                   help="bytes of unfinished lines the connections of one server process may hold "
+                        "together (default 16 times --max-line, 256 MiB)")
+    p.add_argument("--line-timeout", type=float, default=None,
+                   help="seconds a client may take to finish a line it started (default 60)")
     return p
 
 
@@ -194,6 +201,17 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be a positive integer")
         setattr(cfg, name, value)
+    budget = args.line_budget if args.line_budget is not None else ours.get("line_budget")
+    if budget is None:
+        budget = 16 * cfg.max_line
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < cfg.max_line:
+        raise ConfigError(f"invalid --line-budget {budget!r}: must be an integer of at least "
+                          f"--max-line ({cfg.max_line})")
+    cfg.line_budget = budget
+    timeout = args.line_timeout if args.line_timeout is not None else ours.get("line_timeout", 60.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < 1e9:
+        raise ConfigError(f"invalid --line-timeout {timeout!r}: must be a positive number of seconds")
+    cfg.line_timeout = float(timeout)
 
     password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
     if not isinstance(password, str):
