@@ -10,8 +10,10 @@ the others when the task running their coroutine ends.
 Flow control bounds what one connection holds: reading stops while its unsent replies are over
 the transport's high-water mark (``pause_writing``, and no command runs then either), while
 commands it pipelined wait behind the one in flight, and while the Redis connection is
-congested (``ServerState.redis_pressure``). Unfinished lines share one budget per process
-(``--line-budget``) and must be finished within ``--line-timeout`` seconds.
+congested (``ServerState.redis_pressure``). So a connection holds at most the command in
+flight, one read (uvloop reads 250 kB at most) and the parsed commands of one 8 KiB slice of
+it, 64 KiB of unsent replies plus one, and its unfinished line. Unfinished lines share one
+budget per process (``--line-budget``) and must be finished within ``--line-timeout`` seconds.
 """
 from __future__ import annotations
 
@@ -204,7 +206,7 @@ class Connection:
     def _feed_inbox(self) -> bool:
         """Parse the inbox a slice at a time until a command is complete or it is used up.
 
-        A big read of tiny pipelined commands would cost some 40 times its size as parsed
+        A big read of tiny pipelined commands would cost some 30 times its size as parsed
         commands; this way it costs its size, and the commands of one slice.
         """
         data = self.inbox

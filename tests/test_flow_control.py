@@ -124,6 +124,20 @@ def test_a_client_that_does_not_read_stops_being_read(fl: FaktoryServer) -> None
     assert not any("pause_writing" in line for line in fl.lines)
 
 
+def test_info_over_and_over_never_read(fl: FaktoryServer) -> None:
+    """The report's case: INFO over and over, no reply read. The process stays small; the
+    client then leaves without reading and the process serves on."""
+    pid = fl.worker_pids()[0]
+    c = fl.client()
+    base = rss(pid)
+    send_in_background(c.sock, b"INFO\r\n" * 200_000)
+    growth = peak_growth(pid, base, 1.5, limit=16 * MiB)
+    assert growth < 16 * MiB, f"the server process grew by {growth >> 20} MiB"
+    c.close()
+    assert fl.client().info()["faktory"]
+    assert not any("pause_writing" in line for line in fl.lines)
+
+
 def test_pipelined_commands_wait_in_the_socket(fl: FaktoryServer) -> None:
     """Half a million commands behind a FETCH that waits: the server reads one slice of them at
     a time, not all 1 MB of them into half a million parsed commands."""
