@@ -8,6 +8,7 @@ cdef class RedisConnection:
     cdef object _loop
     cdef object _flush_handle
     cdef object _on_push
+    cdef public object on_pressure
     cdef public object closed
     cdef _send(self, object waiter, tuple args)
 

@@ -26,6 +26,10 @@ log = logging.getLogger("faktory_fast")
 
 # A reply callback: called with the reply, or with the ReplyError / RedisClosed instead.
 Then = Callable[[Any], None]
+# Write buffer limits of a Redis connection. Redis is near and drains its socket fast, so only a
+# congested Redis fills this much, not a burst of big payloads (which would stop every client).
+HIGH_WATER = 4 << 20
+LOW_WATER = 1 << 20
 
 
 class RedisClosed(ConnectionError):
@@ -48,11 +52,23 @@ class RedisConnection:
         self._flush_handle: asyncio.Handle | None = None
         # Pub/sub messages (when subscribed) go to on_push instead of a waiting future.
         self._on_push = on_push
+        # Told True when the write buffer passes HIGH_WATER, False when it is back below
+        # LOW_WATER (the server stops reading from its clients meanwhile).
+        self.on_pressure: Callable[[bool], None] | None = None
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
+
+    def pause_writing(self) -> None:
+        if self.on_pressure is not None:
+            self.on_pressure(True)
+
+    def resume_writing(self) -> None:
+        if self.on_pressure is not None:
+            self.on_pressure(False)
 
     def data_received(self, data: bytes) -> None:
         pending = self._pending

@@ -48,6 +48,8 @@ class Config:
     max_connections: int = 2000
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
     backup_keep: int = 24
+    line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
+    line_timeout: float = 60.0
     toml: dict = field(default_factory=dict)
 
     @property
@@ -142,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 3600; 0: none)")
     p.add_argument("--backup-keep", type=int, default=None,
                    help="how many backups to keep, newest first (default 24)")
+    p.add_argument("--line-budget", type=int, default=None,
+                   help="bytes of unfinished lines the connections of one server process may hold "
+                        "together (default 16 times --max-line, 256 MiB)")
+    p.add_argument("--line-timeout", type=float, default=None,
+                   help="seconds a client may take to finish a line it started (default 60)")
     return p
 
 
@@ -219,6 +226,17 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
             kind = "a positive integer" if least else "an integer >= 0"
             raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be {kind}")
         setattr(cfg, name, value)
+    budget = args.line_budget if args.line_budget is not None else ours.get("line_budget")
+    if budget is None:
+        budget = 16 * cfg.max_line
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < cfg.max_line:
+        raise ConfigError(f"invalid --line-budget {budget!r}: must be an integer of at least "
+                          f"--max-line ({cfg.max_line})")
+    cfg.line_budget = budget
+    timeout = args.line_timeout if args.line_timeout is not None else ours.get("line_timeout", 60.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < 1e9:
+        raise ConfigError(f"invalid --line-timeout {timeout!r}: must be a positive number of seconds")
+    cfg.line_timeout = float(timeout)
 
     password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
     if not isinstance(password, str):

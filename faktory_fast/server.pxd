@@ -14,6 +14,17 @@ cdef class Connection:
     cdef public str salt
     cdef public int iterations
     cdef object _timer
+    cdef public bint paused
+    cdef public bint backlogged
+    cdef public bint redis_held
+    cdef public Py_ssize_t partial
+    cdef public double line_started
+    cdef object inbox
+    cdef Py_ssize_t inbox_pos
     cpdef answer(self, reply)
     cdef _send(self, bytes reply)
     cdef _next(self)
+    cdef bint _feed(self, bytes data) except -1
+    cdef bint _feed_inbox(self) except -1
+    cdef bint _count_line(self, Py_ssize_t n, bint new_line) except -1
+    cdef _forget_line(self)

@@ -6,6 +6,14 @@ Commands of one connection run strictly one after another, so replies keep their
 when a client pipelines. A command answers at once, or returns ``LATER`` and is answered through
 ``Connection.answer``: the hot ones (PUSH, FETCH, ACK) straight from their Redis reply callback,
 the others when the task running their coroutine ends.
+
+Flow control bounds what one connection holds: reading stops while its unsent replies are over
+the transport's high-water mark (``pause_writing``, and no command runs then either), while
+commands it pipelined wait behind the one in flight, and while the Redis connection is
+congested (``ServerState.redis_pressure``). So a connection holds at most the command in
+flight, one read (uvloop reads 250 kB at most) and the parsed commands of one 8 KiB slice of
+it, 64 KiB of unsent replies plus one, and its unfinished line. Unfinished lines share one
+budget per process (``--line-budget``) and must be finished within ``--line-timeout`` seconds.
 """
 from __future__ import annotations
 
@@ -20,13 +28,17 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from faktory_fast import wire
+from faktory_fast.aredis import RedisClosed
 from faktory_fast.jobs import JobError
 from faktory_fast.lifecycle import Lifecycle, now_str, run_then
 
 log = logging.getLogger("faktory_fast")
 
 HANDSHAKE_TIMEOUT = 2.0
+LINE_TIMEOUT = 60.0  # seconds a started line may take to arrive (--line-timeout)
+FEED_SLICE = 8192  # bytes of a big read parsed at once (Connection._feed_inbox)
 SHUTDOWN = wire.error("shutdown in progress")
+REDIS_LOST = wire.error("lost the connection to Redis")
 # Queued after the commands that preceded a line over the length limit.
 _OVERFLOW: tuple = (None, None)
 # A command's answer will come later, through Connection.answer.
@@ -47,12 +59,20 @@ class ServerState:
     """What the connections of one server process share."""
 
     def __init__(self, lifecycle: Lifecycle, password: str = "", max_line: int = 16 << 20,
-                 max_connections: int = 2000, environment: str = "development") -> None:
+                 max_connections: int = 2000, environment: str = "development",
+                 line_budget: int | None = None, line_timeout: float = LINE_TIMEOUT) -> None:
         self.lifecycle = lifecycle
         self.environment = environment
         self.password = password
         self.max_line = max_line
         self.max_connections = max_connections
+        # Bytes of unfinished lines all connections of this process may hold together.
+        self.line_budget = line_budget or 16 * max_line
+        self.line_timeout = line_timeout
+        self.partial_bytes = 0
+        self.unfinished: dict[Connection, None] = {}  # connections holding an unfinished line
+        self._sweep: asyncio.TimerHandle | None = None
+        self.redis_full = False
         self.connections: set[Connection] = set()
         self.by_wid: dict[str, set[Connection]] = {}
         self.shutting_down = False
@@ -71,6 +91,40 @@ class ServerState:
         for conn in list(self.connections):
             if not conn.busy:
                 conn.write_and_close(SHUTDOWN)
+
+    def redis_pressure(self, full: bool) -> None:
+        """The Redis connection's write buffer passed its high-water mark (True) or drained.
+
+        Reading from every client stops meanwhile. Memory would stay bounded without this (a
+        connection has at most one command in flight, so Redis's buffer holds at most one per
+        connection), but the clients' next lines would pile up here, against the line budget
+        and clock, instead of in their sockets while Redis catches up.
+        """
+        self.redis_full = full
+        log.debug("Redis is congested: reading from clients paused" if full
+                  else "Redis caught up: reading from clients resumed")
+        for conn in self.connections:
+            conn.redis_held = full
+            conn._flow()
+
+    def watch_lines(self) -> None:
+        """Start the clock that closes connections whose lines take too long (if not running)."""
+        if self._sweep is None:
+            self._sweep = self.lifecycle.loop.call_later(min(1.0, self.line_timeout / 4),
+                                                         self._sweep_lines)
+
+    def _sweep_lines(self) -> None:
+        self._sweep = None
+        now = self.lifecycle.loop.time()
+        limit = self.line_timeout
+        for conn in list(self.unfinished):
+            # A connection we stopped reading from is not late: its clock restarts on resume.
+            if (now - conn.line_started > limit and not conn.paused and not conn.backlogged
+                    and not conn.redis_held):
+                conn.drop(f"a line unfinished after {limit:g} s ({conn.partial} bytes so far; "
+                          f"--line-timeout)", f"line not finished within {limit:g} s")
+        if self.unfinished:
+            self.watch_lines()
 
 
 class Connection:
@@ -94,6 +148,14 @@ class Connection:
         self.salt = ""
         self.iterations = 0
         self._timer: asyncio.TimerHandle | None = None
+        # Flow control: no command runs while paused; reading stops while any of the three holds.
+        self.paused = False  # its replies are not being read (pause_writing)
+        self.backlogged = False  # commands it pipelined wait behind the one in flight
+        self.redis_held = False  # the Redis connection is congested
+        self.partial = 0  # bytes of unfinished line, counted in state.partial_bytes
+        self.inbox: bytes | None = None  # a big read, parsed a slice at a time (_feed_inbox)
+        self.inbox_pos = 0
+        self.line_started = 0.0  # loop time that line started, or reading last resumed
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,17 +171,76 @@ class Connection:
             hi.update(i=self.iterations, s=self.salt)
         transport.write(b"+HI " + orjson.dumps(hi) + b"\r\n")  # type: ignore[attr-defined]
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
+        if self.state.redis_full:
+            self.redis_held = True
+            self._flow()
 
     def data_received(self, data: bytes) -> None:
-        self.pending.extend(self.parser.feed(data))
-        if self.parser.overflow:
+        if len(data) > FEED_SLICE or self.inbox is not None:
+            if self.inbox is not None:  # not while reading is paused; keeps the order if it were
+                data = self.inbox[self.inbox_pos:] + data
+            self.inbox = data
+            self.inbox_pos = 0
+            if not self._feed_inbox():
+                return
+        elif not self._feed(data):
+            return
+        if not self.busy:
+            self._next()
+        if (self.pending or self.inbox is not None) and not self.backlogged:
+            # Read no more until these have run: a client pipelining faster than its commands
+            # run holds one read here, the rest waits in its socket.
+            self.backlogged = True
+            self._flow()
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data`` into pending; False if its unfinished line got the connection closed."""
+        parser = self.parser
+        lines = parser.feed(data)
+        self.pending.extend(lines)
+        if parser.overflow:
             self.pending.append(_OVERFLOW)
+        n = parser.buffered()
+        return not (n or self.partial) or self._count_line(n, bool(lines))
+
+    def _feed_inbox(self) -> bool:
+        """Parse the inbox a slice at a time until a command is complete or it is used up.
+
+        A big read of tiny pipelined commands would cost some 30 times its size as parsed
+        commands; this way it costs its size, and the commands of one slice.
+        """
+        data = self.inbox
+        pos = self.inbox_pos
+        end = len(data)
+        while pos < end:
+            if not self._feed(data[pos:pos + FEED_SLICE]):
+                return False
+            pos += FEED_SLICE
+            if self.pending:
+                break
+        if pos < end:
+            self.inbox_pos = pos
+        else:
+            self.inbox = None
+        return True
+
+    def pause_writing(self) -> None:
+        """The transport's buffer of unsent replies passed its high-water mark."""
+        self.paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        """The client read enough of its replies: go on."""
+        self.paused = False
+        self._flow()
         if not self.busy:
             self._next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.pending.clear()
+        self.inbox = None
+        self._forget_line()
         if self._timer is not None:
             self._timer.cancel()
         st = self.state
@@ -154,13 +275,75 @@ class Connection:
         if not self.identified:
             self.close()
 
+    # -- flow control --------------------------------------------------------------------------
+    def _flow(self) -> None:
+        """Read from the client only while nothing holds it back."""
+        t = self.transport
+        if t is None:
+            return
+        if self.paused or self.backlogged or self.redis_held:
+            t.pause_reading()
+        else:
+            t.resume_reading()
+            if self.partial:  # its line's clock ran while we did not read
+                self.line_started = self.loop.time()
+
+    def _count_line(self, n, new_line) -> bool:  # n: int, new_line: bool (types: server.pxd)
+        """Count the unfinished line (``n`` bytes, begun in this read if ``new_line``) against
+        the process's budget; False if it does not fit and the connection was closed."""
+        st = self.state
+        grown = n - self.partial
+        st.partial_bytes += grown
+        if not n:
+            del st.unfinished[self]
+        elif not self.partial or new_line:
+            self.line_started = self.loop.time()
+            if not self.partial:
+                st.unfinished[self] = None
+                st.watch_lines()
+        self.partial = n
+        if grown > 0 and st.partial_bytes > st.line_budget:
+            self.drop(f"its unfinished line of {n} bytes does not fit in the budget of "
+                      f"{st.line_budget} bytes for unfinished lines (--line-budget)",
+                      "server busy: too many unfinished lines, try again")
+            return False
+        return True
+
+    def _forget_line(self) -> None:
+        if self.partial:
+            self.state.partial_bytes -= self.partial
+            del self.state.unfinished[self]
+            self.partial = 0
+
+    def drop(self, reason: str, reply: str) -> None:
+        """Close an offending connection, with one log line and an ``-ERR reply``."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a client"
+        log.warning("Closing the connection from %s%s: %s", who,
+                    f" (worker {self.wid})" if self.wid else "", reason)
+        self._forget_line()
+        self.parser = wire.CommandParser(self.state.max_line)  # frees the line now
+        self.pending.clear()
+        self.inbox = None
+        self.write_and_close(wire.error(reply))
+
     # -- command loop ------------------------------------------------------------------------
     def _next(self) -> None:
         """Run queued commands in order until one has to wait; its answer resumes the loop."""
         pending = self.pending
         state = self.state
-        while pending and self.transport is not None:
+        while self.transport is not None and not self.paused:
+            if not pending:
+                if self.inbox is not None and self._feed_inbox() and pending:
+                    continue
+                if self.backlogged and self.inbox is None:  # all read has run: read more
+                    self.backlogged = False
+                    self._flow()
+                return
             item = pending.popleft()
+            if self.backlogged and not pending and self.inbox is None:
+                self.backlogged = False  # the last one: the client's next lines may come now
+                self._flow()
             if item is _OVERFLOW:
                 self.write_and_close(wire.error(f"line too long: the limit is {state.max_line} bytes"))
                 return
@@ -332,6 +515,8 @@ def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) ->
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:
     if isinstance(exc, JobError):
         return wire.error(str(exc))
+    if isinstance(exc, RedisClosed):  # one event, logged once by the process (worker.serve)
+        return REDIS_LOST
     log.error("Unexpected error in %s", verb.decode(errors="replace"), exc_info=exc)
     return wire.error("internal error")
 

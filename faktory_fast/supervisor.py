@@ -204,6 +204,7 @@ class Supervisor:
             "proc": proc_id, "fd": self.sock.fileno(), "redis_url": self.redis_url,
             "password": self.cfg.password, "max_line": self.cfg.max_line,
             "max_connections": self.cfg.max_connections, "log_level": self.cfg.log_level,
+            "line_budget": self.cfg.line_budget, "line_timeout": self.cfg.line_timeout,
             "environment": self.cfg.environment,
             "started_at": self.started_at,
         })
@@ -337,8 +338,10 @@ class Supervisor:
 
     def _reap_children(self, store: Store, stop: asyncio.Future) -> None:
         if self.redis is not None and not self.redis.alive():
-            log.error("The child Redis died (exit status %s); shutting down. A supervisor such as "
-                      "systemd should restart the server.", self.redis.proc and self.redis.proc.returncode)
+            if not stop.done() and not self.stopping:  # one line per death, not one per exit
+                log.error("The child Redis died (exit status %s); shutting down. A supervisor such "
+                          "as systemd should restart the server.",
+                          self.redis.proc and self.redis.proc.returncode)
             self.exit_code = 1
             if not stop.done():
                 stop.set_result(None)

@@ -17,7 +17,7 @@ import uvloop
 
 from faktory_fast import aredis, keys, log as logsetup, resp, wire
 from faktory_fast.lifecycle import Lifecycle
-from faktory_fast.server import Connection, ServerState
+from faktory_fast.server import LINE_TIMEOUT, Connection, ServerState
 from faktory_fast.store import Store
 
 log = logging.getLogger("faktory_fast")
@@ -48,7 +48,9 @@ async def serve(settings: dict[str, Any]) -> int:
     await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
     await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
     state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"],
-                        settings["environment"])
+                        settings["environment"], settings.get("line_budget"),
+                        settings.get("line_timeout", LINE_TIMEOUT))
+    conn.on_pressure = state.redis_pressure
     sock = socket.socket(fileno=settings["fd"])
     server = await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
     log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,
@@ -62,14 +64,16 @@ async def serve(settings: dict[str, Any]) -> int:
             await asyncio.sleep(COMMAND_REPORT_INTERVAL)
             n, lc.commands = lc.commands, 0
             if n:
-                await store.count_commands(proc, n)
+                try:
+                    await store.count_commands(proc, n)
+                except aredis.RedisClosed:
+                    return  # serve() reports the loss
 
     reporter = asyncio.ensure_future(report_commands())
-    done, _ = await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
     reporter.cancel()
-    if stop not in done:
-        log.error("Lost the connection to Redis; process %s exits", proc)
-        return 1
+    # Stopping or not, clients are told and let go before we exit: commands still arriving
+    # would start tasks that never run. Without Redis every command fails at once.
     server.close()
     state.shutdown()
     deadline = loop.time() + SHUTDOWN_GRACE
@@ -77,8 +81,18 @@ async def serve(settings: dict[str, Any]) -> int:
         await asyncio.sleep(0.01)  # in-flight commands finish their Redis round trip
     for c in list(state.connections):
         c.write_and_close(b"")
-    if lc.commands:
-        await store.count_commands(proc, lc.commands)
+    if lc.commands and not conn.closed.done():
+        try:
+            await store.count_commands(proc, lc.commands)
+        except aredis.RedisClosed:
+            pass
+    else:
+        await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
+    if conn.closed.done() or sub.closed.done():
+        # The one line for this: the commands it failed answered "-ERR lost the connection to
+        # Redis" without a word each (server._error_reply).
+        log.error("Lost the connection to Redis; process %s exits", proc)
+        return 1
     conn.close()
     sub.close()
     return 0

@@ -136,6 +136,46 @@ def test_redis_death_stops_the_server(tmp_path) -> None:
     assert any("Redis died" in line or "Lost the connection to Redis" in line for line in srv.lines)
 
 
+def test_redis_death_is_one_line_per_process_not_a_traceback_per_command(tmp_path) -> None:
+    """The child Redis killed with hundreds of commands in flight on two server processes:
+    each process says so in one line, the master in one, and the clients get -ERR replies."""
+    srv = FaktoryServer(str(tmp_path), processes=2).start()
+    try:
+        r = srv.redis()
+        redis_pid = r.info("server")["process_id"]
+        r.close()
+        clients = clients_on_distinct_processes(srv)
+        clients += [srv.client() for _ in range(6)]
+        pushed = job(queue="deathq")
+        assert clients[0].push(pushed) == "OK"
+        assert clients[0].fetch("deathq")["jid"] == pushed["jid"]
+        batch = []
+        for i in range(100):
+            batch += ["PUSH " + json.dumps(job(queue="deathq")), "INFO", "FETCH deathq",
+                      "PUSHB " + json.dumps([job(queue="deathq")]), "BEAT {\"wid\":\"x\"}",
+                      "ACK " + json.dumps({"jid": pushed["jid"]}), "QUEUE PAUSE deathq2"]
+        data = ("\r\n".join(batch) + "\r\n").encode()
+        for c in clients:
+            c.sock.sendall(data)
+        os.kill(redis_pid, signal.SIGKILL)
+        replies = []
+        for c in clients:
+            assert c.closed_by_server(timeout=20)
+            replies += c.buf.split(b"\r\n")
+        assert srv.proc.wait(20) != 0
+    finally:
+        srv.stop()
+    errors = {line for line in replies if line.startswith(b"-")}
+    assert b"-ERR lost the connection to Redis" in errors
+    assert errors <= {b"-ERR lost the connection to Redis", b"-ERR shutdown in progress"}
+    assert not [line for line in srv.lines if "Traceback" in line or "Unexpected error" in line
+                or "RuntimeWarning" in line or "never awaited" in line]
+    lost = [line for line in srv.lines if "Redis died" in line or "Lost the connection to Redis" in line]
+    by_process = [line.rsplit("; process ", 1)[-1] for line in lost if "; process " in line]
+    assert len(by_process) == len(set(by_process)) <= 2
+    assert len(lost) - len(by_process) == 1  # the master's
+
+
 def test_durability_always_and_debug_log_names_the_codecs(tmp_path) -> None:
     from faktory_fast import resp, wire
 
