@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logger.debug("Codecs: wire %s, RESP %s", wire.IMPLEMENTATION, resp.IMPLEMENTATION)
     logger.info("Environment %s, storage %s, config %s", cfg.environment, cfg.data_dir, cfg.config_dir)
-    sys.exit(Supervisor(cfg).run())
+    sys.exit(Supervisor(cfg, argv).run())
 
 
 def backup_command(verb: str, argv: list[str]) -> int:

@@ -57,6 +57,17 @@ class Config:
         return f"{self.host}:{self.port}"
 
 
+#: What a SIGHUP reloads (conf.d/*.toml and the environment are read again); a change to any
+#: other setting is reported as needing a restart.
+RELOADABLE = ("log_level", "web_password", "backup_every", "backup_keep")
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The settings that differ between ``old`` and ``new`` but cannot change while running."""
+    fixed = [f for f in Config.__dataclass_fields__ if f not in RELOADABLE and f != "toml"]
+    return [f for f in fixed if getattr(old, f) != getattr(new, f)]
+
+
 def split_binding(value: str, flag: str) -> tuple[str, int]:
     """``host:port`` (host may be empty for all interfaces) into its parts."""
     host, sep, port = value.rpartition(":")
@@ -125,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"web UI binding ({DEFAULT_WEB_BINDING}); :0 disables the web UI")
     p.add_argument("-e", dest="environment", default=None,
                    help="development, staging or production (default $FAKTORY_ENV or development)")
-    p.add_argument("-l", dest="log_level", default="info", help="error, warn, info or debug")
+    p.add_argument("-l", dest="log_level", default=None,
+                   help="error, warn, info or debug (default info, or [faktory_fast] log_level)")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="config_dir", default=None, help="configuration directory (conf.d/*.toml)")
     p.add_argument("-v", dest="version", action="store_true", help="print the version and exit")
@@ -191,9 +203,6 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         return None
     cfg = Config()
     cfg.environment = environment_of(args.environment, env)
-    if args.log_level not in LOG_LEVELS:
-        raise ConfigError(f'Invalid log level "{args.log_level}": legal values are error, warn, info or debug')
-    cfg.log_level = args.log_level
     dev = cfg.environment == "development"
     cfg.data_dir, cfg.config_dir = directories(cfg.environment, args.data_dir, args.config_dir, env)
     cfg.toml = read_toml(cfg.config_dir)
@@ -203,6 +212,10 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if not isinstance(fk, dict) or not isinstance(web, dict) or not isinstance(ours, dict):
         raise ConfigError("invalid configuration: [faktory], [web] and [faktory_fast] must be tables")
 
+    # The one setting of ours a SIGHUP can change that a flag sets too: the flag wins.
+    cfg.log_level = args.log_level or ours.get("log_level", "info")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f'Invalid log level "{cfg.log_level}": legal values are error, warn, info or debug')
     cfg.host, cfg.port = split_binding(args.binding or fk.get("binding") or DEFAULT_BINDING, "-b")
     web_binding = args.web_binding or web.get("binding") or DEFAULT_WEB_BINDING
     cfg.web_host, cfg.web_port = split_binding(web_binding, "-w")

@@ -11,15 +11,16 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import orjson
 import redis
 import uvloop
 
 import faktory_fast
-from faktory_fast import aredis, backup, hot_path, jobs, keys, migration
+from faktory_fast import aredis, backup, config, hot_path, jobs, keys, migration
+from faktory_fast import log as logsetup
 from faktory_fast.config import Config
 from faktory_fast.gunicorn_conf import READY_FD_ENV
 from faktory_fast.jobs import JobError
@@ -87,8 +88,15 @@ def bind(host: str, port: int) -> socket.socket:
 class Supervisor:
     """Runs the whole server; ``run()`` returns the process exit status."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, argv: list[str] | None = None,
+                 reload_hooks: Sequence[Callable[[Config], None]] = ()) -> None:
+        """``argv``: the command line ``cfg`` came from, read again on SIGHUP;
+        ``reload_hooks``: called with the new Config after each SIGHUP reload (subsystems with
+        configuration of their own: cron, throttles)."""
         self.cfg = cfg
+        self.argv = argv
+        self.reload_hooks = list(reload_hooks)
+        self._web_reloading = False  # the web UI is being restarted for new settings
         self.started_at = time.time()
         self.redis: RedisChild | None = None
         self.redis_url = cfg.redis_url or ""
@@ -154,7 +162,7 @@ class Supervisor:
 
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to reload yet"))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._on_exit = lambda: self._reap_children(store, stop)
         for w in self.workers:
             self._watch(w.proc)
@@ -170,8 +178,8 @@ class Supervisor:
             self._every(WORKER_REAP_INTERVAL, self._reap_workers, store),
             self._every(DEAD_PURGE_INTERVAL, self._purge_dead, store),
         )]
-        if self.redis is not None and self.cfg.backup_every:
-            tasks.append(asyncio.ensure_future(self._every(self.cfg.backup_every, self._backup)))
+        if self.redis is not None:
+            tasks.append(asyncio.ensure_future(self._backups()))
         await asyncio.wait([stop, conn.closed], return_when=asyncio.FIRST_COMPLETED)
         for t in tasks:
             t.cancel()
@@ -218,8 +226,9 @@ class Supervisor:
                              stdin=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
                              preexec_fn=set_pdeathsig)
         assert p.stdin is not None
-        p.stdin.write(self._settings(proc_id))
-        p.stdin.close()
+        # The settings, one line; the pipe stays open for later ones (a SIGHUP's log level).
+        p.stdin.write(self._settings(proc_id) + b"\n")
+        p.stdin.flush()
         self.workers.append(WorkerProcess(p, proc_id, time.monotonic()))
         self._watch(p)
         log.debug("Started server process %d (%s)", p.pid, proc_id)
@@ -372,6 +381,10 @@ class Supervisor:
         with back-off. Its port is closed meanwhile (gunicorn held the only socket)."""
         assert self.web is not None
         code, self.web = self.web.returncode, None
+        if self._web_reloading:  # stopped by reload(): back at once, with the new settings
+            self._web_reloading = False
+            self._restart_web()
+            return
         if not self._web_served:
             log.error("The web UI could not start (gunicorn exited with status %s; its error is "
                       "above); shutting down", code)
@@ -399,6 +412,43 @@ class Supervisor:
                 p.kill()
                 p.wait()
         self.workers = [w for w in self.workers if w.proc.poll() is None]
+
+    # -- SIGHUP ----------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read conf.d/*.toml (and the environment) again, as Faktory does on SIGHUP: apply the
+        log level, the web password and the backup schedule; report other changes as needing
+        a restart; call the reload hooks. No connection is dropped (the web UI restarts if its
+        password changed)."""
+        try:
+            new = config.load(self.argv)
+        except config.ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        if new is None:
+            return
+        for name in config.restart_needed(self.cfg, new):
+            log.warning("SIGHUP: %s changed in the configuration; that needs a restart", name)
+        old, self.cfg = self.cfg, replace(self.cfg, **{n: getattr(new, n) for n in config.RELOADABLE})
+        changed = [n for n in config.RELOADABLE if getattr(old, n) != getattr(self.cfg, n)]
+        if old.log_level != self.cfg.log_level:
+            log.setLevel(logsetup.LEVELS[self.cfg.log_level])
+            message = orjson.dumps({"log_level": self.cfg.log_level}) + b"\n"
+            for w in self.workers:
+                try:
+                    assert w.proc.stdin is not None
+                    w.proc.stdin.write(message)
+                    w.proc.stdin.flush()
+                except (OSError, ValueError):
+                    pass  # gone: its successor starts with the new settings
+        if old.web_password != self.cfg.web_password and self.web is not None:
+            self._web_reloading = True
+            self.web.terminate()  # graceful; _reap_web starts it again with the new password
+        for hook in self.reload_hooks:
+            try:
+                hook(self.cfg)
+            except Exception:
+                log.exception("SIGHUP: reloading %s failed", getattr(hook, "__qualname__", hook))
+        log.info("SIGHUP: configuration reloaded (%s)", ", ".join(changed) or "no change")
 
     # -- background tasks --------------------------------------------------------------------
     async def _every(self, interval: float, fn: Any, *args: Any) -> None:
@@ -451,6 +501,18 @@ class Supervisor:
         if n:
             log.info("Reaped %d workers that stopped sending heartbeats", n)
             self.stats.add("Workers", reaped=n)
+
+    async def _backups(self) -> None:
+        """A backup every ``cfg.backup_every`` seconds (read each time: SIGHUP may change it)."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(1)
+            if self.cfg.backup_every and time.monotonic() - last >= self.cfg.backup_every:
+                last = time.monotonic()
+                try:
+                    await self._backup()
+                except (backup.BackupError, redis.RedisError, OSError) as exc:
+                    log.error("Backup failed: %s", exc)
 
     async def _backup(self) -> None:
         assert self.redis is not None

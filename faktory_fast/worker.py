@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,7 @@ async def serve(settings: dict[str, Any]) -> int:
     """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1)."""
     loop = asyncio.get_running_loop()
     proc = settings["proc"]
+    settings["pipe"].follow(loop)
     lc: Lifecycle | None = None
 
     def on_message(msg: list) -> None:
@@ -98,8 +100,48 @@ async def serve(settings: dict[str, Any]) -> int:
     return 0
 
 
+class MasterPipe:
+    """stdin, from the master: the settings as the first JSON line, later lines (a SIGHUP's
+    log level) applied as they come. EOF means the master is gone: the parent-death signal
+    handles that."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def first(self) -> dict[str, Any]:
+        while b"\n" not in self.pending:
+            data = os.read(self.fd, 65536)
+            if not data:
+                raise SystemExit("no settings on stdin")
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        return orjson.loads(line)
+
+    def follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        def readable() -> None:
+            data = os.read(self.fd, 65536)
+            if not data:
+                loop.remove_reader(self.fd)
+            self.pending += data
+            self._apply()
+
+        loop.add_reader(self.fd, readable)
+        self._apply()  # a line that came with the settings
+
+    def _apply(self) -> None:
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            level = orjson.loads(line).get("log_level")
+            if level in logsetup.LEVELS:
+                log.setLevel(logsetup.LEVELS[level])
+                log.debug("Log level now %s", level)
+
+
 def main() -> None:
-    settings = orjson.loads(sys.stdin.buffer.read())
+    pipe = MasterPipe()
+    settings = pipe.first()
+    settings["pipe"] = pipe
     logsetup.setup(settings["log_level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     sys.exit(uvloop.run(serve(settings)))
