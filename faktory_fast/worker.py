@@ -35,7 +35,8 @@ async def serve(settings: dict[str, Any]) -> int:
     lc: Lifecycle | None = None
 
     def on_message(msg: list) -> None:
-        channel, data = msg[1], msg[2].decode()
+        # Not strict: a hand-edited queue name that is not UTF-8 must not kill the process.
+        channel, data = msg[1], msg[2].decode(errors="replace")
         if lc is None:
             return
         if channel == b"ff:ctl":
