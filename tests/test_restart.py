@@ -77,22 +77,24 @@ def test_a_start_waits_for_the_redis_of_an_earlier_run(tmp_path) -> None:
     assert old.proc is not None
     old_pid = old.proc.pid
     os.kill(old_pid, signal.SIGSTOP)
-    new = RedisChild(str(tmp_path))
-    returned_while_old_alive: list[bool] = []
+    resumed: list[float] = []
 
-    def start() -> None:
-        new.start()
-        returned_while_old_alive.append(_alive(old_pid))
+    def resume_later() -> None:
+        time.sleep(1.5)  # the hold under test: longer than a PING timeout, nothing to await
+        resumed.append(time.monotonic())
+        os.kill(old_pid, signal.SIGCONT)  # the SIGTERM it was sent now takes effect
 
-    t = threading.Thread(target=start)
+    t = threading.Thread(target=resume_later)
     t.start()
-    time.sleep(1.5)  # the hold under test: longer than a PING timeout, and nothing to await
-    assert not returned_while_old_alive  # still waiting
-    os.kill(old_pid, signal.SIGCONT)  # the SIGTERM it was sent now takes effect
-    t.join(30)
+    # In this thread: the child's parent-death signal fires when the thread that started it ends.
+    new = RedisChild(str(tmp_path))
+    new.start()
+    returned = time.monotonic()
+    old_alive = _alive(old_pid)
+    t.join()
     old.proc.wait(5)
     try:
-        assert returned_while_old_alive == [False]
+        assert resumed and returned > resumed[0] and not old_alive
         r = redis.Redis(unix_socket_path=new.socket_path)
         assert r.get("kept") == b"yes"
         r.close()
