@@ -41,8 +41,8 @@ async def _queues(store: Store) -> None:
             moved += n
             queues += 1
     if moved:
-        log.info("Migrated %d jobs in %d queues from Faktory 1.9's layout (<queue> -> q:<queue>)",
-                 moved, queues)
+        log.info("Migrated %d jobs in %d queue%s from Faktory 1.9's layout (<queue> -> "
+                 "q:<queue>)", moved, queues, "" if queues == 1 else "s")
     if await store.data_version() < keys.CURRENT_DATA_VERSION:
         await store.set_data_version(keys.CURRENT_DATA_VERSION)
 

@@ -420,6 +420,6 @@ class RedisChild:
         if self.proc.returncode == 0 and stamp:
             # The RDB is ours: at the next start, a different one was saved by someone else.
             tmp = self.path(CLEAN_STOP + ".tmp")
-            with open(tmp, "w") as fh:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
                 json.dump(stamp, fh)
             os.replace(tmp, self.path(CLEAN_STOP))
