@@ -542,7 +542,7 @@ class ProxyHeader(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.conn is not None:  # a direct client's first bytes
             if net.looks_like_proxy_header(data):
-                self._refuse(f"a PROXY header, but {self.via} is not in --proxy-from")
+                self._refuse("it sent a PROXY header, but its address is not in --proxy-from")
                 return
             conn, self.conn = self.conn, None
             self._handover(conn, data)
@@ -592,8 +592,8 @@ class ProxyHeader(asyncio.Protocol):
 
     def _late(self) -> None:
         what = "an incomplete PROXY header" if self.buf else "no PROXY header"
-        self._refuse(f"{what} within {HANDSHAKE_TIMEOUT:g} s (a client of {self.via} that "
-                     "is in --proxy-from must connect through the proxy)")
+        self._refuse(f"{what} within {HANDSHAKE_TIMEOUT:g} s (its address is in --proxy-from, "
+                     "so it must start with one)")
 
     def _refuse(self, reason: str) -> None:
         log.warning("Closing the connection from %s: %s", self.via, reason)
