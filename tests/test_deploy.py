@@ -430,6 +430,11 @@ def test_tls_older_than_1_2_refused_on_both_ports(tls_server: FaktoryServer, cer
                 ctx.wrap_socket(raw, server_hostname="localhost")
         # the server refused (alert or close after our hello), not our own library
         assert "NO_PROTOCOLS_AVAILABLE" not in str(err.value), err.value
+        # while TLS 1.2 is served on the same port
+        ctx12 = verifying(certs, maximum_version=ssl.TLSVersion.TLSv1_2)
+        with ctx12.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                               server_hostname="localhost") as tls12:
+            assert tls12.version() == "TLSv1.2"
 
 
 def test_plain_tcp_to_tls_ports_is_closed_without_a_traceback(tls_server: FaktoryServer,
@@ -682,6 +687,9 @@ def test_health_checks_log_nothing(mode: str, tmp_path_factory: pytest.TempPathF
             wait_for(lambda: haproxy_server_state(hp, "faktory_web", "web1")["status"] == "UP",
                      timeout=20)
             assert problems(server.lines) == []
+            if mode == "tls":  # the checks were plain connections to TLS ports
+                assert any("TLS activated" in ln for ln in server.lines)
+                assert connect(server, tls=verifying(certs)).call("INFO").startswith("{")
         finally:
             server.stop()
 
