@@ -14,6 +14,9 @@ congested (``ServerState.redis_pressure``). So a connection holds at most the co
 flight, one read (uvloop reads 250 kB at most) and the parsed commands of one 8 KiB slice of
 it, 64 KiB of unsent replies plus one, and its unfinished line. Unfinished lines share one
 budget per process (``--line-budget``) and must be finished within ``--line-timeout`` seconds.
+
+With ``--proxy-protocol``, ``ProxyHeader`` reads a connection's PROXY header first and then hands
+the transport to a ``Connection``; without it, connections go straight to ``Connection``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""faktory_fast.wire: client-command framing and reply serializers, against both implementations."""
+"""faktory_fast.wire: client-command framing and reply serializers, against both implementations;
+faktory_fast.net: the PROXY protocol header parser and trusted networks."""
 from __future__ import annotations
 
 import ipaddress
