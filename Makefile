@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUILT := $(VENV)/.built
 ARGS ?=
 
-.PHONY: run test build bench clean node browser
+.PHONY: run test build bench clean node browser deploy-tools
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,16 @@ browser:
 	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-test: $(BUILT) tests/node/node_modules browser
+# haproxy, stunnel and openssl for the deployment tests (tests/test_deploy.py), from Debian's
+# packages, when missing. Not fatal: where they cannot be installed those tests skip and say why.
+deploy-tools:
+	@[ -x /usr/sbin/haproxy ] && [ -x /usr/bin/stunnel4 ] && [ -x /usr/bin/openssl ] || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    haproxy stunnel4 openssl; } || echo "make: haproxy/stunnel4/openssl not installed:" \
+	    "tests/test_deploy.py will skip what needs them" >&2; }
+
+test: $(BUILT) tests/node/node_modules browser deploy-tools
 	$(PY) -m pytest $(ARGS)
 
 bench: $(BUILT)

@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> None:
 
     logger.debug("Codecs: wire %s, RESP %s", wire.IMPLEMENTATION, resp.IMPLEMENTATION)
     logger.info("Environment %s, storage %s, config %s", cfg.environment, cfg.data_dir, cfg.config_dir)
+    if cfg.tls_cert:
+        logger.info("TLS activated with %s", cfg.tls_cert)  # Faktory's line
+    if cfg.proxy_protocol:
+        logger.info("PROXY protocol on: a PROXY header is required from %s",
+                    ",".join(cfg.proxy_from))
     sys.exit(Supervisor(cfg, argv).run())
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
-from faktory_fast import FAKTORY_VERSION, __version__
+from faktory_fast import FAKTORY_VERSION, __version__, net
 
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -50,6 +50,10 @@ class Config:
     backup_keep: int = 24
     line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
     line_timeout: float = 60.0
+    tls_cert: str = ""  # <config dir>/public.cert.pem when TLS is on (net.tls_files)
+    tls_key: str = ""
+    proxy_protocol: bool = False  # read a PROXY header on connections from proxy_from
+    proxy_from: list[str] = field(default_factory=lambda: net.DEFAULT_PROXY_FROM.split(","))
     toml: dict = field(default_factory=dict)
 
     @property
@@ -161,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "together (default 16 times --max-line, 256 MiB)")
     p.add_argument("--line-timeout", type=float, default=None,
                    help="seconds a client may take to finish a line it started (default 60)")
+    p.add_argument("--proxy-protocol", action="store_true", default=None,
+                   help="connections from --proxy-from addresses start with a PROXY protocol "
+                        "header (v1 or v2: haproxy send-proxy, stunnel protocol = proxy)")
+    p.add_argument("--proxy-from", default=None, metavar="CIDR,...",
+                   help=f"the proxies trusted to send a PROXY header (default {net.DEFAULT_PROXY_FROM})")
     return p
 
 
@@ -250,6 +259,28 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < 1e9:
         raise ConfigError(f"invalid --line-timeout {timeout!r}: must be a positive number of seconds")
     cfg.line_timeout = float(timeout)
+
+    tls = net.tls_files(cfg.config_dir)
+    if tls is not None:
+        try:
+            net.server_context(*tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(f"unable to initialize TLS certificate {tls[0]} with key {tls[1]}: "
+                              f"{exc}") from None
+        cfg.tls_cert, cfg.tls_key = tls
+    proxy = args.proxy_protocol if args.proxy_protocol is not None else ours.get("proxy_protocol", False)
+    if not isinstance(proxy, bool):
+        raise ConfigError(f"invalid proxy_protocol {proxy!r}: must be true or false")
+    cfg.proxy_protocol = proxy
+    proxy_from = args.proxy_from if args.proxy_from is not None else ours.get("proxy_from")
+    if proxy_from is not None:
+        try:
+            cfg.proxy_from = [str(n) for n in net.parse_networks(proxy_from)]
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid --proxy-from {proxy_from!r}: {exc}") from None
+    if cfg.proxy_protocol and cfg.tls_cert:
+        raise ConfigError(f"--proxy-protocol and native TLS ({cfg.tls_cert}) cannot be combined: "
+                          "terminate TLS at the proxy, or turn the PROXY protocol off")
 
     password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
     if not isinstance(password, str):

@@ -19,6 +19,7 @@ cdef class Connection:
     cdef public bint redis_held
     cdef public Py_ssize_t partial
     cdef public double line_started
+    cdef public str peer
     cdef object inbox
     cdef Py_ssize_t inbox_pos
     cpdef answer(self, reply)

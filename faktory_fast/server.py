@@ -14,6 +14,9 @@ congested (``ServerState.redis_pressure``). So a connection holds at most the co
 flight, one read (uvloop reads 250 kB at most) and the parsed commands of one 8 KiB slice of
 it, 64 KiB of unsent replies plus one, and its unfinished line. Unfinished lines share one
 budget per process (``--line-budget``) and must be finished within ``--line-timeout`` seconds.
+
+With ``--proxy-protocol``, ``ProxyHeader`` reads a connection's PROXY header first and then hands
+the transport to a ``Connection``; without it, connections go straight to ``Connection``.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from faktory_fast import wire
+from faktory_fast import net, wire
 from faktory_fast.aredis import RedisClosed
 from faktory_fast.jobs import JobError
 from faktory_fast.lifecycle import Lifecycle, now_str, run_then
@@ -156,6 +159,7 @@ class Connection:
         self.inbox: bytes | None = None  # a big read, parsed a slice at a time (_feed_inbox)
         self.inbox_pos = 0
         self.line_started = 0.0  # loop time that line started, or reading last resumed
+        self.peer = ""  # the client's address from a PROXY header (ProxyHeader sets it)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -271,6 +275,13 @@ class Connection:
             self.transport.write(data)
             self.close()
 
+    def address(self) -> str:
+        """The client's address: from its PROXY header, else the socket's peer."""
+        if self.peer:
+            return self.peer
+        t = self.transport
+        return net.address_text(t.get_extra_info("peername")) if t is not None else ""
+
     def _handshake_late(self) -> None:
         if not self.identified:
             self.close()
@@ -317,9 +328,7 @@ class Connection:
 
     def drop(self, reason: str, reply: str) -> None:
         """Close an offending connection, with one log line and an ``-ERR reply``."""
-        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a client"
-        log.warning("Closing the connection from %s%s: %s", who,
+        log.warning("Closing the connection from %s%s: %s", self.address() or "a client",
                     f" (worker {self.wid})" if self.wid else "", reason)
         self._forget_line()
         self.parser = wire.CommandParser(self.state.max_line)  # frees the line now
@@ -428,10 +437,11 @@ class Connection:
                 self.write_and_close(wire.error("Invalid password"))
                 return b""
         lc = self.lc
+        addr = self.address()
         over = await lc.store.hello(lc.proc, self.state.max_connections, wid, hostname, pid,
-                                    orjson.dumps(labels), v, now_str())
+                                    orjson.dumps(labels), v, now_str(), addr)
         if over:
-            log.warning("Too many connections: %d", over)
+            log.warning("Too many connections: %d (refused %s)", over, addr or "a client")
             self.write_and_close(wire.error(f"too many connections: {over}"))
             return b""
         self.identified = True
@@ -501,6 +511,104 @@ class Connection:
         return wire.error("tracking subsystem is only available in Faktory Enterprise")
 
 
+class ProxyHeader(asyncio.Protocol):
+    """The start of a connection when the PROXY protocol is on (``--proxy-protocol``).
+
+    A connection from a ``--proxy-from`` address must begin with a PROXY header (v1 or v2):
+    it is read here, then the transport is handed to a ``Connection`` (``set_protocol``) that
+    knows the client's real address and serves the rest as any other connection. Other
+    addresses are direct clients, served at once (they wait for ``+HI``); one whose first bytes
+    are a PROXY header is closed. A header that is malformed, or missing after
+    HANDSHAKE_TIMEOUT, closes the connection; each of these closes logs one line, while a
+    connection closed before sending anything (a proxy's health check) logs nothing.
+    """
+
+    def __init__(self, state: ServerState, networks: net.Networks) -> None:
+        self.state = state
+        self.networks = networks
+        self.transport: asyncio.Transport | None = None
+        self.via = ""  # the proxy's address (the socket's peer)
+        self.buf = b""
+        self.conn: Connection | None = None  # a direct client's, until its first bytes
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.via = net.address_text(peer) or "a client"
+        if net.trusted(peer, self.networks):
+            self._timer = self.state.lifecycle.loop.call_later(HANDSHAKE_TIMEOUT, self._late)
+        else:
+            self.conn = Connection(self.state)
+            self.conn.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:  # a direct client's first bytes
+            if net.looks_like_proxy_header(data):
+                self._refuse("it sent a PROXY header, but its address is not in --proxy-from")
+                return
+            conn, self.conn = self.conn, None
+            self._handover(conn, data)
+            return
+        self.buf += data
+        try:
+            got = net.parse_proxy_header(self.buf)
+        except net.ProxyHeaderError as exc:
+            self._refuse(f"malformed PROXY header: {exc}")
+            return
+        if got is None:
+            return  # incomplete (the parser bounds its length)
+        end, client = got
+        rest, self.buf = self.buf[end:], b""
+        if self._timer is not None:
+            self._timer.cancel()
+        conn = Connection(self.state)
+        if client is not None:
+            conn.peer = net.address_text(client)
+            log.debug("Connection from %s via %s", conn.peer, self.via)
+        assert self.transport is not None
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        if rest and conn.transport is not None:
+            conn.data_received(rest)
+
+    def _handover(self, conn: Connection, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.set_protocol(conn)
+        if conn.transport is not None:
+            conn.data_received(data)
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.conn is not None:
+            self.conn.connection_lost(exc)
+        self.transport = None
+
+    def _late(self) -> None:
+        what = "an incomplete PROXY header" if self.buf else "no PROXY header"
+        self._refuse(f"{what} within {HANDSHAKE_TIMEOUT:g} s (its address is in --proxy-from, "
+                     "so it must start with one)")
+
+    def _refuse(self, reason: str) -> None:
+        log.warning("Closing the connection from %s: %s", self.via, reason)
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close()
+            conn.connection_lost(None)  # it counted itself in: let it go now
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
 Handler = Callable[[Connection, bytes], Any]
 
 
@@ -539,4 +647,4 @@ COMMANDS: dict[bytes, Handler] = {
     b"TRACK": Connection.cmd_track,
 }
 
-__all__ = ["Connection", "ServerState", "COMMANDS", "password_hash"]
+__all__ = ["Connection", "ProxyHeader", "ServerState", "COMMANDS", "password_hash"]

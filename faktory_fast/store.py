@@ -225,9 +225,11 @@ class Store:
 
     # -- workers and processes -------------------------------------------------------------
     def hello(self, proc: str, max_conns: int, wid: str, hostname: str, pid: Any,
-              labels: bytes, v: Any, now: str) -> Any:
-        """0, or the connection count that would exceed ``max_conns``."""
-        return self._fcall(None, "ff_hello", proc, max_conns, wid, hostname, pid, labels, v, now)
+              labels: bytes, v: Any, now: str, addr: str = "") -> Any:
+        """0, or the connection count that would exceed ``max_conns``. ``addr``: the client's
+        address (shown on the Busy page)."""
+        return self._fcall(None, "ff_hello", proc, max_conns, wid, hostname, pid, labels, v, now,
+                           addr)
 
     def bye(self, proc: str, wid: str) -> Any:
         return self._fcall(None, "ff_bye", proc, wid)

@@ -215,6 +215,8 @@ class Supervisor:
             "line_budget": self.cfg.line_budget, "line_timeout": self.cfg.line_timeout,
             "environment": self.cfg.environment,
             "started_at": self.started_at,
+            "tls_cert": self.cfg.tls_cert, "tls_key": self.cfg.tls_key,
+            "proxy_protocol": self.cfg.proxy_protocol, "proxy_from": self.cfg.proxy_from,
         })
 
     def _spawn(self) -> None:
@@ -257,12 +259,14 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         env[READY_FD_ENV] = str(ready_w)
         fd = sock.fileno()
+        # Native TLS (net.tls_files): gunicorn's default context takes TLS 1.2 or later only.
+        tls = ["--certfile", self.cfg.tls_cert, "--keyfile", self.cfg.tls_key] if self.cfg.tls_cert else []
         try:
             # -P and the working directory PACKAGE_ROOT: gunicorn imports the package this
             # process runs, not a checkout in the directory the server was started from.
             self.web = subprocess.Popen(
                 [sys.executable, "-P", "-m", "gunicorn", "-c", "python:faktory_fast.gunicorn_conf",
-                 "-b", f"fd://{fd}", "-w", "1", "--threads", "4", "--log-level", "warning",
+                 "-b", f"fd://{fd}", "-w", "1", "--threads", "4", "--log-level", "warning", *tls,
                  "faktory_fast.web.app:create_app()"],
                 env=env, cwd=PACKAGE_ROOT, pass_fds=(fd, ready_w), preexec_fn=set_pdeathsig)
         except OSError:
@@ -287,7 +291,8 @@ class Supervisor:
             elif proc is self.web and self._web_ready_at is None:
                 self._web_ready_at = time.monotonic()
                 self._web_served = True
-                log.info("Web UI at http://%s", self._web_address())
+                log.info("Web UI at %s://%s", "https" if self.cfg.tls_cert else "http",
+                         self._web_address())
 
         def too_slow() -> None:
             if proc is self.web and self._web_ready_at is None and proc.poll() is None:

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import uvloop
 
-from faktory_fast import aredis, keys, log as logsetup, resp, wire
+from faktory_fast import aredis, keys, log as logsetup, net, resp, wire
 from faktory_fast.lifecycle import Lifecycle
-from faktory_fast.server import LINE_TIMEOUT, Connection, ServerState
+from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
 from faktory_fast.store import Store
 
 log = logging.getLogger("faktory_fast")
@@ -55,7 +55,7 @@ async def serve(settings: dict[str, Any]) -> int:
                         settings.get("line_timeout", LINE_TIMEOUT))
     conn.on_pressure = state.redis_pressure
     sock = socket.socket(fileno=settings["fd"])
-    server = await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
+    server = await listen(loop, state, sock, settings)
     log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,
               wire.IMPLEMENTATION, resp.IMPLEMENTATION)
 
@@ -137,6 +137,22 @@ class MasterPipe:
             if level in logsetup.LEVELS:
                 log.setLevel(logsetup.LEVELS[level])
                 log.debug("Log level now %s", level)
+
+
+async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, sock: socket.socket,
+                 settings: dict[str, Any]) -> asyncio.AbstractServer:
+    """Serve client connections on ``sock``: plain TCP, TLS, or PROXY header first (the
+    configuration allows one of the last two). Plain TCP goes straight to ``Connection``."""
+    if settings.get("proxy_protocol"):
+        networks = net.parse_networks(settings["proxy_from"])
+        return await loop.create_server(lambda: ProxyHeader(state, networks), sock=sock,
+                                        backlog=1024)
+    if settings.get("tls_cert"):
+        # asyncio's TLS: a handshake that fails (a plain-TCP client) closes without a log line.
+        tls = net.server_context(settings["tls_cert"], settings["tls_key"])
+        return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024,
+                                        ssl=tls, ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
+    return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import contextlib
@@ -142,8 +143,14 @@ class Client:
     sock: socket.socket | None = None
 
     def __init__(self, host: str, port: int, password: str | None = None, wid: str | None = None,
-                 hello: bool = True, timeout: float = 10, v: int | None = 2, **hello_fields: Any) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 hello: bool = True, timeout: float = 10, v: int | None = 2,
+                 tls: ssl.SSLContext | None = None, source: str | None = None,
+                 **hello_fields: Any) -> None:
+        """``tls``: speak TLS (to ``localhost``); ``source``: the local address to connect from."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
         self.hi = self.read_reply()
         if hello:

@@ -1,12 +1,15 @@
-"""faktory_fast.wire: client-command framing and reply serializers, against both implementations."""
+"""faktory_fast.wire: client-command framing and reply serializers, against both implementations;
+faktory_fast.net: the PROXY protocol header parser and trusted networks."""
 from __future__ import annotations
 
+import ipaddress
 import random
+import struct
 from types import ModuleType
 
 import pytest
 
-from faktory_fast import wire, wire_py
+from faktory_fast import net, wire, wire_py
 
 IMPLS = [
     pytest.param(
@@ -266,3 +269,115 @@ def test_bulk(w) -> None:
     big = bytes(range(256)) * 4096
     assert w.bulk(big) == b"$1048576\r\n" + big + b"\r\n"
     assert type(w.bulk(b"x")) is bytes
+
+
+# -- the PROXY protocol header (faktory_fast.net) ----------------------------------------------
+
+def v2_header(command: int = 1, fam: int = 0x11, src: str = "203.0.113.7", dst: str = "10.0.0.1",
+              sport: int = 50123, dport: int = 7419, tlvs: bytes = b"",
+              block: bytes | None = None) -> bytes:
+    """A PROXY v2 header as haproxy's send-proxy-v2 writes it."""
+    if block is None:
+        block = (ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+                 + struct.pack(">HH", sport, dport)) if fam >> 4 in (1, 2) else b""
+    body = block + tlvs
+    return net.V2_SIGNATURE + bytes([0x20 | command, fam]) + struct.pack(">H", len(body)) + body
+
+
+def test_proxy_v1_tcp4_tcp6_unknown() -> None:
+    line = b"PROXY TCP4 203.0.113.7 10.0.0.1 50123 7419\r\n"
+    assert net.parse_proxy_header(line + b"HELLO {}\r\n") == (len(line), ("203.0.113.7", 50123))
+    line6 = b"PROXY TCP6 2001:db8::1 ::1 65535 7419\r\n"
+    assert net.parse_proxy_header(line6) == (len(line6), ("2001:db8::1", 65535))
+    unknown = b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n"
+    assert net.parse_proxy_header(unknown) == (len(unknown), None)
+    assert net.parse_proxy_header(b"PROXY UNKNOWN\r\n") == (15, None)
+
+
+def test_proxy_v1_incomplete_until_crlf_at_every_split() -> None:
+    line = b"PROXY TCP4 203.0.113.7 10.0.0.1 50123 7419\r\n"
+    for i in range(len(line)):
+        assert net.parse_proxy_header(line[:i]) is None, i
+    assert net.parse_proxy_header(line) == (len(line), ("203.0.113.7", 50123))
+
+
+@pytest.mark.parametrize("data", [
+    b"HELLO {}\r\n",                                      # not a header at all
+    b"PROXX TCP4",                                        # refused before it is complete
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 50123 7419\n",      # LF only
+    b"PROXY TCP5 203.0.113.7 10.0.0.1 50123 7419\r\n",    # unknown family
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 50123\r\n",         # a field missing
+    b"PROXY TCP4  203.0.113.7 10.0.0.1 50123 7419\r\n",   # double space
+    b"PROXY TCP4 2001:db8::1 10.0.0.1 50123 7419\r\n",    # IPv6 in TCP4
+    b"PROXY TCP6 203.0.113.7 ::1 50123 7419\r\n",         # IPv4 in TCP6
+    b"PROXY TCP4 203.0.113.300 10.0.0.1 50123 7419\r\n",  # not an address
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 65536 7419\r\n",    # port out of range
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 0123 7419\r\n",     # leading zero
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 +123 7419\r\n",     # sign
+    b"PROXY TCP4 203.0.113.7 10.0.0.1 \xd9\xa1 7419\r\n",  # not ASCII
+    b"PROXY " + b"x" * 120,                               # over 107 bytes without CRLF
+    b"PROXY UNKNOWN" + b" " * 100 + b"\r\n",              # CRLF past 107 bytes
+])
+def test_proxy_v1_malformed(data: bytes) -> None:
+    with pytest.raises(net.ProxyHeaderError):
+        net.parse_proxy_header(data)
+
+
+def test_proxy_v2_inet_inet6_with_tlvs() -> None:
+    tlvs = b"\x04\x00\x03abc" + b"\x20\x00\x05\x01\x00\x00\x00\x00"  # NOOP, SSL
+    h = v2_header(tlvs=tlvs)
+    assert net.parse_proxy_header(h + b"HELLO {}\r\n") == (len(h), ("203.0.113.7", 50123))
+    h6 = v2_header(fam=0x21, src="2001:db8::7", dst="::1", sport=1)
+    assert net.parse_proxy_header(h6) == (len(h6), ("2001:db8::7", 1))
+
+
+def test_proxy_v2_without_a_client_address() -> None:
+    local = v2_header(command=0, fam=0x00)  # LOCAL: haproxy's health checks
+    assert net.parse_proxy_header(local) == (16, None)
+    unspec = v2_header(fam=0x00)
+    assert net.parse_proxy_header(unspec) == (16, None)
+    unix = v2_header(fam=0x31, block=b"\0" * 216)
+    assert net.parse_proxy_header(unix) == (16 + 216, None)
+    assert net.parse_proxy_header(v2_header(fam=0x10, block=b"\0" * 12)) == (28, None)
+
+
+def test_proxy_v2_incomplete_at_every_split() -> None:
+    h = v2_header(tlvs=b"\x04\x00\x01z")
+    for i in range(len(h)):
+        assert net.parse_proxy_header(h[:i]) is None, i
+
+
+@pytest.mark.parametrize("data", [
+    net.V2_SIGNATURE[:11] + b"X" + bytes(4),                    # signature off
+    net.V2_SIGNATURE + bytes([0x11, 0x11]) + bytes(2),          # version 1 in the v2 format
+    net.V2_SIGNATURE + bytes([0x22, 0x11]) + bytes(2),          # command 2
+    v2_header(fam=0x12),                                        # UDP over IPv4
+    v2_header(fam=0x41, block=b""),                             # address family 4
+    v2_header(fam=0x11, block=b"\0" * 11),                      # address block too short
+    v2_header(fam=0x21, block=b"\0" * 35),
+])
+def test_proxy_v2_malformed(data: bytes) -> None:
+    with pytest.raises(net.ProxyHeaderError):
+        net.parse_proxy_header(data)
+
+
+def test_looks_like_proxy_header() -> None:
+    assert net.looks_like_proxy_header(b"PROXY TCP4 ")
+    assert net.looks_like_proxy_header(v2_header())
+    assert net.looks_like_proxy_header(net.V2_SIGNATURE[:5])
+    assert not net.looks_like_proxy_header(b'HELLO {"v":2}\r\n')
+    assert not net.looks_like_proxy_header(b"\r\n")
+
+
+def test_trusted_networks() -> None:
+    nets = net.parse_networks(net.DEFAULT_PROXY_FROM)
+    assert net.trusted(("127.0.0.2", 1), nets) and net.trusted(("::1", 1, 0, 0), nets)
+    assert net.trusted(("::ffff:127.0.0.1", 1, 0, 0), nets)  # a dual-stack socket's IPv4 peer
+    assert not net.trusted(("10.0.0.1", 1), nets) and not net.trusted(None, nets)
+    assert net.parse_networks(["10.1.2.3", " 192.168.0.0/16 "]) == [
+        ipaddress.ip_network("10.1.2.3/32"), ipaddress.ip_network("192.168.0.0/16")]
+    for bad in ("10.0.0.300", "", "10.0.0.0/33,127.0.0.1", [7]):
+        with pytest.raises(ValueError):
+            net.parse_networks(bad)  # type: ignore[arg-type]
+    assert net.address_text(("::1", 5, 0, 0)) == "[::1]:5"
+    assert net.address_text(("1.2.3.4", 5)) == "1.2.3.4:5" and net.address_text(None) == ""

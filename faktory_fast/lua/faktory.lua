@@ -269,9 +269,10 @@ local function ff_enqueue_from(keys, args)
   return moved
 end
 
--- ff_hello(proc, max_conns, wid, hostname, pid, labels, v, now): count an identified
--- connection and register its worker. Returns 0, or the would-be connection count when
--- that exceeds max_conns (nothing is changed then).
+-- ff_hello(proc, max_conns, wid, hostname, pid, labels, v, now[, addr]): count an identified
+-- connection and register its worker (addr: the client's address, for the Busy page).
+-- Returns 0, or the would-be connection count when that exceeds max_conns (nothing is
+-- changed then).
 -- Keys: ff:conns, ff:w:<wid>, ff:wids.
 local function ff_hello(keys, args)
   local total = 0
@@ -283,7 +284,8 @@ local function ff_hello(keys, args)
     local wkey = 'ff:w:' .. wid
     if redis.call('EXISTS', wkey) == 0 then
       redis.call('HSET', wkey, 'wid', wid, 'hostname', args[4], 'pid', args[5], 'labels', args[6],
-        'v', args[7], 'started_at', args[8], 'state', 'running', 'rss_kb', 0, 'conns', 0)
+        'v', args[7], 'started_at', args[8], 'state', 'running', 'rss_kb', 0, 'conns', 0,
+        'addr', args[9] or '')
       redis.call('ZADD', 'ff:wids', args[8], wid)
     end
     redis.call('HINCRBY', wkey, 'conns', 1)

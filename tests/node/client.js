@@ -1,5 +1,6 @@
 // The faktory-worker (npm) Client driven by the compatibility tests.
-// Usage: node client.js '<json>'   with {url, ops: [...]}; prints one JSON result line per op:
+// Usage: node client.js '<json>'   with {url, tlsOptions?, ops: [...]} (tlsOptions: passed to
+// Node's tls.connect, e.g. {"ca": "<PEM>"}: TLS to the server); prints one JSON result line per op:
 //   {"ok":true,"result":...} or {"ok":false,"error":"..."}; the client is closed at the end.
 // ops:
 //   {"op":"job", "jobtype", "args", "queue"?, "retry"?, "custom"?, "atInMs"?, "jid"?}
@@ -50,7 +51,7 @@ async function run(client, op) {
 
 (async () => {
   const cfg = JSON.parse(process.argv[2]);
-  const client = new Client({ url: cfg.url });
+  const client = new Client({ url: cfg.url, tlsOptions: cfg.tlsOptions });
   let failed = false;
   try {
     for (const op of cfg.ops) {

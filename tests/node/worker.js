@@ -1,6 +1,7 @@
 // A faktory-worker (npm) Worker driven by the compatibility tests.
 // Usage: node worker.js '<json config>'
-//   config: {url, wid, queues, concurrency, beatInterval (seconds), timeout (seconds)}
+//   config: {url, wid, queues, concurrency, beatInterval (seconds), timeout (seconds),
+//            tlsOptions (for Node's tls.connect, e.g. {"ca": "<PEM>"}: TLS to the server)}
 // Prints one JSON object per line on stdout:
 //   {"event":"ready","wid":...}                after the first heartbeat (work() resolved)
 //   {"event":"job","jobtype","jid","args","queue","custom","at","retry"}  when a job function runs
@@ -23,6 +24,7 @@ const worker = new Worker({
   beatInterval: cfg.beatInterval || 15,
   timeout: cfg.timeout || 8,
   labels: ["node-compat"],
+  tlsOptions: cfg.tlsOptions,
 });
 
 const report = (ctx) => {
