@@ -5,9 +5,9 @@ are, typed by the .pxd beside them (faktory_fast.COMPILED lists them; FAKTORY_FA
 time ignores what was built). Every extension is optional: without a C compiler (or without
 Cython) the install succeeds with the pure-Python package, and the server's start-up line says
 "hot path: python"."""
-import hashlib
 import json
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -17,19 +17,10 @@ try:
 except ImportError:  # no Cython: the pure-Python fallbacks are used
     cythonize = None
 
-COMPILED = ("aredis", "jobs", "lifecycle", "server", "store")  # faktory_fast.COMPILED
-BUILD_RECORD = "_compiled.json"  # faktory_fast.BUILD_RECORD
-
-
-def source_digest(package_dir, name):
-    """faktory_fast.source_digest (the package cannot be imported while it is being built)."""
-    digest = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
-        path = os.path.join(package_dir, name + suffix)
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                digest.update(suffix.encode() + b"\0" + fh.read())
-    return digest.hexdigest()
+# The list of compiled modules and the digest of their sources live in the package (it imports
+# nothing outside the standard library at the top), so build and run time cannot disagree.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from faktory_fast import BUILD_RECORD, COMPILED, source_digest  # noqa: E402
 
 
 class BuildExt(build_ext):

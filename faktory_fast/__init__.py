@@ -27,7 +27,7 @@ BUILD_RECORD = "_compiled.json"
 def source_digest(package_dir: str, name: str) -> str:
     """The digest of what a compiled module is built from: its ``.py`` and ``.pxd``.
 
-    setup.py computes the same (it cannot import the package it builds): keep them equal.
+    setup.py records it for each module it compiles.
     """
     digest = hashlib.sha256()
     for suffix in (".py", ".pxd"):
