@@ -19,6 +19,12 @@ DEFAULT_RESERVE = 1800
 MAX_RESERVE = 86400
 DEAD_TTL = 180 * 86400
 DEFAULT_PRIORITY = 5
+#: Levels of nesting a job may have, itself included: orjson encodes no deeper, so a deeper job
+#: could be neither stored nor handed out.
+MAX_DEPTH = 254
+TOO_DEEP = f"jobs cannot nest more than {MAX_DEPTH} levels deep"
+#: errtype of the failure given to a stored record set aside into the dead set.
+INVALID_JOB = "InvalidJob"
 
 QUEUE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 _RFC3339 = re.compile(
@@ -111,6 +117,16 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "reserve_for": ((int,), "int"),
     "backtrace": ((int,), "int"),
 }
+# The same for Faktory's Failure struct: the retry rules read these back at the next FAIL.
+_FAILURE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "retry_count": ((int,), "int"),
+    "remaining": ((int,), "int"),
+    "failed_at": ((str,), "string"),
+    "next_at": ((str,), "string"),
+    "message": ((str,), "string"),
+    "errtype": ((str,), "string"),
+    "backtrace": ((list,), "[]string"),
+}
 
 
 def loads(payload: bytes, what: str = "JSON") -> Any:
@@ -118,14 +134,16 @@ def loads(payload: bytes, what: str = "JSON") -> Any:
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson decodes 1024 levels: far past what we store
+            raise JobError(TOO_DEEP) from None
         raise JobError(f"invalid {what}: {exc}") from None
 
 
-def _type_error(field: str, value: Any, gotype: str) -> JobError:
+def _type_error(field: str, value: Any, gotype: str, struct: str = "Job") -> JobError:
     kind = _JSON_KIND.get(type(value), "value")
     if isinstance(value, float):
         kind = f"number {value!r}"
-    return JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field Job.{field} of type {gotype}")
+    return JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go struct field {struct}.{field} of type {gotype}")
 
 
 def check_types(job: Any) -> dict:
@@ -138,6 +156,15 @@ def check_types(job: Any) -> dict:
         spec = _FIELDS.get(name)
         if spec is not None and value is not None and type(value) not in spec[0]:
             raise _type_error(name, value, spec[1])  # bool is not an int to Go; nor is 5.0
+    failure = job.get("failure")
+    if failure:
+        for name, value in failure.items():
+            spec = _FAILURE_FIELDS.get(name)
+            if spec is not None and value is not None and type(value) not in spec[0]:
+                raise _type_error("failure." + name, value, spec[1], "Failure")
+        for line in failure.get("backtrace") or ():
+            if type(line) is not str:
+                raise _type_error("failure.backtrace", line, "string", "Failure")
     return job
 
 
@@ -169,7 +196,10 @@ def encode(job: dict) -> bytes:
     prio = priority_of(job)
     if prio != DEFAULT_PRIORITY:
         out["priority"] = prio
-    return orjson.dumps(out)
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError as exc:  # from decoded JSON only nesting can cause this
+        raise JobError(TOO_DEEP if "ecursion" in str(exc) else f"invalid JSON: {exc}") from None
 
 
 @dataclass(slots=True)
@@ -224,22 +254,67 @@ def check_queue(name: str) -> None:
         raise JobError(f'cannot get "{name}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z')
 
 
+def stored_job(raw: bytes) -> dict:
+    """A job read back from Redis, checked as PUSH checks one; JobError says what is wrong.
+
+    Whatever PUSH accepted passes. What fails was written some other way (by hand, an older
+    server, another tool) and is set aside by whoever finds it (see ``aside_entry``).
+    """
+    job = check_types(loads(raw))
+    if type(job.get("jid")) is not str or not job["jid"]:
+        raise JobError("jobs must have a reasonable jid parameter")
+    if not job.get("jobtype"):
+        raise JobError("jobs must have a jobtype parameter")
+    if job.get("args") is None:
+        raise JobError("jobs must have an args parameter")
+    return job
+
+
 def requeue(member: bytes, now_ns: int) -> tuple[str, int, bytes]:
     """A job leaving a sorted set for its queue, with a fresh ``enqueued_at``.
 
-    Returns (queue, priority, payload); queue is '' when the job cannot be enqueued (bad
-    JSON or queue name), which drops it as Faktory does.
+    Returns (queue, priority, payload); JobError when the entry is not a job that can be
+    enqueued (the caller sets it aside, or leaves it where it is).
     """
-    try:
-        job = orjson.loads(member)
-        if not isinstance(job, dict):
-            raise ValueError("not an object")
-        queue = job.get("queue") or "default"
-        check_queue(queue)
-    except (ValueError, JobError):
-        return "", DEFAULT_PRIORITY, member
+    job = stored_job(member)
+    queue = job.get("queue") or "default"
+    check_queue(queue)
     job["enqueued_at"] = rfc3339(now_ns)
     return queue, priority_of(job), encode(job)
+
+
+def aside_entry(raw: bytes, reason: str, now_ns: int) -> bytes:
+    """The dead-set entry for a stored record the server cannot use, or b'' if none fits.
+
+    A job object with a jid goes to the dead set, where the web UI shows it, with a failure
+    (errtype ``InvalidJob``) whose message is ``reason``; its own failure's counts are kept
+    when they are readable. Anything else (not JSON, no jid, wrong field types, too deep)
+    gets b'': the caller keeps the raw record in ``keys.BAD_RECORDS``.
+    """
+    try:
+        job = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return b""
+    if not isinstance(job, dict) or type(job.get("jid")) is not str or not job["jid"]:
+        return b""
+    kept: dict[str, Any] = {"failed_at": rfc3339(now_ns), "retry_count": 0, "remaining": 0}
+    old = job.get("failure")
+    if isinstance(old, dict):
+        try:
+            check_types({"failure": old})
+            for k in kept:
+                if old.get(k):
+                    kept[k] = old[k]
+        except JobError:
+            pass
+    job["failure"] = {"failed_at": kept["failed_at"], "message": reason[:1000],
+                      "errtype": INVALID_JOB, "retry_count": kept["retry_count"],
+                      "remaining": kept["remaining"]}
+    try:
+        check_types(job)
+        return encode(job)
+    except JobError:
+        return b""
 
 
 # -- failures ---------------------------------------------------------------------------------
@@ -297,9 +372,9 @@ def apply_failure(job_bytes: bytes, info: FailInfo, now_ns: int,
     """Faktory's retry rules for one failed job: (outcome, payload, score).
 
     outcome is ``retry`` (score = next attempt), ``dead`` (score = now + 180 days) or
-    ``discard`` (retry 0: the job vanishes).
+    ``discard`` (retry 0: the job vanishes). JobError if the job is not one PUSH would accept.
     """
-    job = orjson.loads(job_bytes)
+    job = stored_job(job_bytes)
     retry = job.get("retry")
     if type(retry) is not int:
         retry = DEFAULT_RETRY if retry is None else 0

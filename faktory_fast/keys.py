@@ -13,6 +13,11 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
   Faktory's format (``faktory_fast.migration``).
 * Jobs whose priority is not 5 live in ``q:<queue>:p<N>`` beside ``q:<queue>`` (``:`` cannot occur
   in a queue name, so these never clash), and their queue is listed in ``ff:prioq``.
+* A stored record the background tasks (or a FAIL) cannot use, e.g. written by hand or by an
+  older server, is set aside: a job object with a jid goes to ``dead`` with a failure of errtype
+  ``InvalidJob`` saying what is wrong; anything else is kept as it was in the ``ff:bad`` stream
+  (entries with fields ``source``, ``reason``, ``at`` and ``record``, plus ``jid`` for a
+  reservation): ``XRANGE ff:bad - +`` lists them; ``DEL ff:bad`` once they are dealt with.
 """
 
 QUEUES = "queues"
@@ -39,6 +44,7 @@ COMMANDS = "ff:cmds"  # hash server-process id -> commands dispatched
 TASKS = "ff:tasks"  # hash "<Task>.<field>" -> number, for INFO's tasks section
 RESERVATION_SEQ = "ff:rseq"  # counter giving each reservation a token
 CONTROL_CHANNEL = "ff:ctl"  # pub/sub: "reap <wid>" and similar broadcasts
+BAD_RECORDS = "ff:bad"  # stream of records set aside that are not jobs (see above)
 
 
 def queue(name: str) -> str:

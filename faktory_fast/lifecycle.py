@@ -240,14 +240,36 @@ class Lifecycle:
                 res = await self.store.fail(jid, "", jobs.today(), "", b"", "")
             else:
                 rid, job = known
-                outcome, payload, score = jobs.apply_failure(job, info, now_ns)
+                try:
+                    outcome, payload, score = jobs.apply_failure(job, info, now_ns)
+                except JobError:  # not a job PUSH accepts: read the record, set it aside
+                    known = None
+                    continue
                 res = await self.store.fail(jid, rid, jobs.today(), outcome, payload, score)
             if res[0] == 1:
                 return True
             if res[0] == 0:
                 return False
-            known = reservation_job(res[1])
+            try:
+                known = reservation_job(res[1])
+            except JobError as exc:
+                await set_aside(self.store, keys.WORKING, jid, res[1], str(exc))
+                return True  # the failure is recorded: the job is in the dead set, or kept
         raise RuntimeError(f"reservation of {jid} kept changing")
+
+    async def expire(self, jid: bytes, record: bytes) -> bool:
+        """The reaper's part: fail an expired reservation (``ff:res`` record) as Faktory does.
+
+        True if it was failed; a record that is not one of ours (or holds a job PUSH would
+        refuse) is set aside instead, and False is returned.
+        """
+        try:
+            known = reservation_job(record)
+            name = jid.decode()
+        except (JobError, UnicodeDecodeError) as exc:
+            await set_aside(self.store, keys.WORKING, jid, record, str(exc))
+            return False
+        return await self.fail_reservation(name, jobs.EXPIRED, known)
 
     # -- BEAT ----------------------------------------------------------------------------------
     async def beat(self, payload: bytes) -> str:
@@ -285,6 +307,9 @@ class Lifecycle:
             raise JobError("internal error")
         sub, names = parts[0].upper(), [n for n in parts[1:] if n]
         if sub in ("PAUSE", "RESUME", "REMOVE"):
+            for name in names:
+                if name != "*":  # a name like "a:p9" would reach another queue's keys
+                    jobs.check_queue(name)
             await self.store.queue_op(sub, names)
             return None
         if sub != "LATENCY":
@@ -420,9 +445,48 @@ async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
 
 
 def reservation_job(record: bytes) -> tuple[int, bytes]:
-    """(token, job JSON) of a reservation record from ``ff:res``."""
-    data = orjson.loads(record)
-    return int(data.get("rid") or 0), orjson.dumps(data.get("job"))
+    """(token, job JSON) of a reservation record from ``ff:res``.
+
+    JobError (saying why) unless the record is one ``ff_fetch`` writes (``ff_fail`` finds the
+    token by its prefix) holding a job PUSH would accept.
+    """
+    if not record:
+        raise JobError("a reservation without its record")
+    data = jobs.loads(record)
+    rid = data.get("rid") if isinstance(data, dict) else None
+    if type(rid) is not int or not record.startswith(b'{"rid":%d,' % rid):
+        raise JobError("not a reservation record")
+    job = orjson.dumps(data.get("job"))
+    jobs.stored_job(job)
+    return rid, job
+
+
+async def set_aside(store: Store, source: str, key: Any, record: bytes, reason: str) -> bool:
+    """Move one stored record the server cannot use out of the machinery's way, logging once.
+
+    ``source`` is the sorted set holding it (``key``: the member) or ``working`` (``key``: the
+    jid, ``record``: its reservation record, b'' for a ``working`` entry without one). A job
+    with a jid goes to the dead set with ``reason`` as its failure (``jobs.aside_entry``);
+    anything else is kept as it is in ``keys.BAD_RECORDS``. False if the record had already
+    changed or gone.
+    """
+    now_ns = time.time_ns()
+    job = key
+    if source == keys.WORKING:
+        try:  # a reservation record, or a member in Faktory's format: {"job": {...}, ...}
+            job = orjson.dumps(orjson.loads(record or key).get("job"))
+        except (ValueError, TypeError, AttributeError):
+            job = b""
+    where = {keys.WORKING: "the reservations", keys.SCHEDULED: "the scheduled set",
+             keys.RETRIES: "the retry set"}.get(source, source)
+    entry = jobs.aside_entry(job, f"{reason} (found in {where})", now_ns) if job else b""
+    dead_score = jobs.score(now_ns + jobs.DEAD_TTL * 1_000_000_000)
+    moved = await store.set_aside(source, key, record, dead_score, entry, reason, now_str(now_ns))
+    if moved:
+        name = key.decode(errors="replace") if isinstance(key, bytes) else key
+        log.warning("Set aside a bad record from %s into %s: %s: %.200s", source,
+                    "the dead set" if entry else keys.BAD_RECORDS, reason, name)
+    return bool(moved)
 
 
 def latency(heads: list[bytes], now_ns: int) -> float | int:

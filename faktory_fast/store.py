@@ -176,8 +176,9 @@ class Store:
         return self._fcall(records, "ff_reservations", limit)
 
     def expired(self, now: str, limit: int) -> Any:
-        """Reservation records whose time is up."""
-        return self._fcall(None, "ff_expired", now, limit)
+        """[(jid, reservation record), ...] whose time is up; the record is b'' for a
+        ``working`` entry that has none but may hold data (see ``ff_expired``)."""
+        return self._fcall(_pairs, "ff_expired", now, limit)
 
     def due(self, zset: str, now: str, limit: int) -> Any:
         """Members of a sorted set whose score is ``<= now``, oldest first."""
@@ -189,6 +190,14 @@ class Store:
         for move in moves:
             args += move
         return self._fcall(None, "ff_enqueue_from", zset, len(moves), *args)
+
+    def set_aside(self, source: str, key: Any, record: bytes, dead_score: str, entry: bytes,
+                  reason: str, now: str) -> Any:
+        """Move a record the server cannot use from ``source`` (a sorted set, or ``working``
+        with ``key`` a jid and ``record`` its reservation) to ``dead`` as ``entry``, or, with
+        ``entry`` b'', as it is to ``keys.BAD_RECORDS``. 1 if moved, 0 if it had changed."""
+        return self._fcall(None, "ff_set_aside", source, key, record, dead_score, entry, reason,
+                           now)
 
     def purge_dead(self, now: str) -> Any:
         """Forget dead jobs past their retention."""

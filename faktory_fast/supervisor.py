@@ -22,7 +22,8 @@ import faktory_fast
 from faktory_fast import aredis, backup, hot_path, jobs, keys, migration
 from faktory_fast.config import Config
 from faktory_fast.gunicorn_conf import READY_FD_ENV
-from faktory_fast.lifecycle import Lifecycle, now_str, reservation_job
+from faktory_fast.jobs import JobError
+from faktory_fast.lifecycle import Lifecycle, now_str, set_aside
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
 from faktory_fast.store import Store, process_id
 
@@ -418,11 +419,12 @@ class Supervisor:
                 now_ns = time.time_ns()
                 moves = []
                 for member in due:
-                    queue, prio, payload = jobs.requeue(member, now_ns)
-                    if not queue:
-                        log.warning("Dropping a due job with an invalid queue: %r", member[:200])
-                    moves.append((member, queue, prio, payload))
-                moved += await store.enqueue_from(zset, moves)
+                    try:
+                        moves.append((member, *jobs.requeue(member, now_ns)))
+                    except JobError as exc:  # one bad entry must not hold up the others
+                        await set_aside(store, zset, member, b"", str(exc))
+                if moves:
+                    moved += await store.enqueue_from(zset, moves)
                 if len(due) < SCAN_BATCH:
                     break
             self.stats.add(name, cycles=1, enqueued=moved, wall_time_sec=time.perf_counter() - t0)
@@ -431,13 +433,11 @@ class Supervisor:
     async def _expire_reservations(self, store: Store, master: Lifecycle) -> None:
         n = 0
         while True:
-            records = await store.expired(now_str(), 100)
-            for record in records:
-                rid, job = reservation_job(record)
-                jid = orjson.loads(job).get("jid", "")
-                if await master.fail_reservation(jid, jobs.EXPIRED, (rid, job)):
+            expired = await store.expired(now_str(), 100)
+            for jid, record in expired:
+                if await master.expire(jid, record):  # sets a bad record aside instead
                     n += 1
-            if len(records) < 100:
+            if len(expired) < 100:
                 break
         if n:
             log.info("%d job reservations expired", n)

@@ -167,9 +167,97 @@ def test_fail_info_cleansing() -> None:
         jobs.fail_info(b'{"jid":1}')
 
 
-def test_requeue_refreshes_enqueued_at_and_drops_bad_queues() -> None:
+def test_requeue_refreshes_enqueued_at_and_refuses_what_push_would() -> None:
     queue, prio, payload = jobs.requeue(_job(enqueued_at="2000-01-01T00:00:00Z"), NOW)
     assert (queue, prio) == ("default", 5)
     assert orjson.loads(payload)["enqueued_at"] == jobs.rfc3339(NOW)
-    assert jobs.requeue(_job(queue="no way"), NOW)[0] == ""
-    assert jobs.requeue(b"not json", NOW)[0] == ""
+    for member, message in [
+        (_job(queue="no way"), 'cannot get "no way" queue'),
+        (_job(queue=5), "invalid JSON: json: cannot unmarshal number into Go struct field Job.queue"),
+        (b"not json", "invalid JSON: "),
+        (b"[1]", "invalid JSON: json: cannot unmarshal array into Go value of type client.Job"),
+        (_job(jid=""), "jobs must have a reasonable jid parameter"),
+        (_job(failure={"retry_count": "x"}), "invalid JSON: json: cannot unmarshal string into "
+                                             "Go struct field Failure.failure.retry_count"),
+        (_deep_job(300), jobs.TOO_DEEP),
+    ]:
+        with pytest.raises(JobError) as exc:
+            jobs.requeue(member, NOW)
+        assert str(exc.value).startswith(message), member
+
+
+def _deep(levels: int) -> list:
+    """A list nesting ``levels`` levels deep (itself included)."""
+    out: list = []
+    for _ in range(levels - 1):
+        out = [out]
+    return out
+
+
+def _deep_job(levels: int) -> bytes:
+    """Stored JSON of a job nesting ``levels`` deep (orjson cannot write it)."""
+    return (b'{"retry":25,"jid":"abcdefgh","queue":"default","jobtype":"T","args":'
+            + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}")
+
+
+@pytest.mark.parametrize("failure,field,gotype", [
+    ({"retry_count": "x"}, "retry_count", "int"),
+    ({"retry_count": True}, "retry_count", "int"),
+    ({"remaining": 2.5}, "remaining", "int"),
+    ({"failed_at": 1}, "failed_at", "string"),
+    ({"next_at": []}, "next_at", "string"),
+    ({"message": {}}, "message", "string"),
+    ({"errtype": 0}, "errtype", "string"),
+    ({"backtrace": "x"}, "backtrace", "[]string"),
+    ({"backtrace": ["ok", None]}, "backtrace", "string"),
+])
+def test_failure_fields_are_type_checked(failure: dict, field: str, gotype: str) -> None:
+    # apply_failure reads these back at the next FAIL: a bad one made every FAIL of the job,
+    # and the reaper when its reservation expired, raise.
+    with pytest.raises(JobError) as exc:
+        jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "failure": failure}, NOW)
+    assert str(exc.value).startswith("invalid JSON: json: cannot unmarshal ")
+    assert str(exc.value).endswith(f" into Go struct field Failure.failure.{field} of type {gotype}")
+    with pytest.raises(JobError):
+        jobs.apply_failure(_job(failure=failure), jobs.EXPIRED, NOW)
+
+
+def test_valid_and_null_failure_fields_pass() -> None:
+    full = {"failed_at": "2026-01-01T00:00:00Z", "next_at": "2026-01-02T00:00:00Z", "message": "m",
+            "errtype": "E", "backtrace": ["a", "b"], "retry_count": 3, "remaining": 2}
+    assert orjson.loads(jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [],
+                                      "failure": full}, NOW).payload)["failure"] == full
+    nulls = dict.fromkeys(full)
+    jobs.prepare({"jid": "abcdefgh", "jobtype": "T", "args": [], "failure": nulls}, NOW)
+
+
+def test_nesting_limit_names_the_limit() -> None:
+    base = {"jid": "abcdefgh", "jobtype": "T"}
+    jobs.prepare({**base, "args": _deep(jobs.MAX_DEPTH - 1)}, NOW)  # the job itself is level 1
+    for depth in (jobs.MAX_DEPTH, 500):
+        with pytest.raises(JobError) as exc:
+            jobs.prepare({**base, "args": _deep(depth)}, NOW)
+        assert str(exc.value) == "jobs cannot nest more than 254 levels deep"
+    with pytest.raises(JobError) as exc:
+        jobs.prepare({**base, "args": [], "custom": {"k": _deep(300)}}, NOW)
+    assert str(exc.value) == jobs.TOO_DEEP
+    with pytest.raises(JobError) as exc:  # past orjson's decoding limit too
+        jobs.loads(b"[" * 2000 + b"]" * 2000)
+    assert str(exc.value) == jobs.TOO_DEEP
+
+
+def test_aside_entry_is_a_dead_job_saying_why_or_nothing() -> None:
+    entry = jobs.aside_entry(_job(retry=3, failure={"retry_count": "x", "failed_at": 7}), "why",
+                             NOW)
+    doc = orjson.loads(entry)
+    assert doc["jid"] == "abcdefgh" and doc["retry"] == 3
+    assert doc["failure"] == {"failed_at": jobs.rfc3339(NOW), "message": "why",
+                              "errtype": "InvalidJob", "retry_count": 0, "remaining": 0}
+    kept = {"failed_at": "2020-01-01T00:00:00Z", "retry_count": 4, "remaining": 1, "message": "m"}
+    doc = orjson.loads(jobs.aside_entry(_job(queue="a b", failure=kept), "bad queue", NOW))
+    assert doc["failure"] == {"failed_at": "2020-01-01T00:00:00Z", "message": "bad queue",
+                              "errtype": "InvalidJob", "retry_count": 4, "remaining": 1}
+    assert doc["queue"] == "a b"
+    for raw in (b"not json", b"[1, 2]", _job(jid=""), _job(jid=5), _job(retry="5"),
+                _deep_job(300)):
+        assert jobs.aside_entry(raw, "why", NOW) == b"", raw

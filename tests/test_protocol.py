@@ -178,6 +178,59 @@ def test_pushb(client: Client) -> None:
         client.call("PUSHB {nope")
 
 
+def nested(depth: int) -> str:
+    """A job whose JSON nests ``depth`` levels deep, the job object being level 1."""
+    return ('{"jid":"deep0001","jobtype":"Deep","args":' + "[" * (depth - 1) + "]" * (depth - 1)
+            + "}")
+
+
+def test_push_refuses_types_the_server_reads_back(server: FaktoryServer, client: Client) -> None:
+    # Accepted until now, a failure like this one broke the FAIL, and the reservation reaper for
+    # good, when read back: refused at PUSH in the words of Go's decoder, as Faktory's.
+    start = len(server.lines)
+    prefix = "ERR invalid JSON: json: cannot unmarshal "
+    for failure, message in [
+        ({"retry_count": "x"}, "string into Go struct field Failure.failure.retry_count of type int"),
+        ({"remaining": 1.5}, "number 1.5 into Go struct field Failure.failure.remaining of type int"),
+        ({"failed_at": 5}, "number into Go struct field Failure.failure.failed_at of type string"),
+        ({"backtrace": "line"}, "string into Go struct field Failure.failure.backtrace of type []string"),
+        ({"backtrace": ["a", 1]}, "number into Go struct field Failure.failure.backtrace of type string"),
+        ({"errtype": True}, "bool into Go struct field Failure.failure.errtype of type string"),
+    ]:
+        payload = json.dumps({"jid": "p1234567", "jobtype": "P", "args": [], "queue": "q",
+                              "failure": failure})
+        with pytest.raises(ReplyError) as exc:
+            client.call("PUSH " + payload)
+        assert str(exc.value) == prefix + message
+        with pytest.raises(ReplyError) as exc:  # PUSHB: Go decodes the whole array first
+            client.call("PUSHB [" + payload + "]")
+        assert str(exc.value) == prefix + message
+    good = {"retry_count": 2, "remaining": 3, "failed_at": "2026-01-01T00:00:00Z", "next_at": "",
+            "message": "m", "errtype": "E", "backtrace": ["a"]}
+    assert client.push(job(queue="q", failure=good)) == "OK"
+    assert client.info()["faktory"]["total_enqueued"] == 1
+    assert not any("Traceback" in line for line in server.lines[start:])
+
+
+def test_deep_nesting_is_refused_naming_the_limit(server: FaktoryServer, client: Client) -> None:
+    start = len(server.lines)
+    too_deep = "ERR jobs cannot nest more than 254 levels deep"
+    for depth in (255, 500, 2000):
+        with pytest.raises(ReplyError) as exc:
+            client.call("PUSH " + nested(depth))
+        assert str(exc.value) == too_deep
+    # PUSHB: one job too deep is refused in the answer's map, the others are stored.
+    ok = job()
+    reply = json.loads(client.call("PUSHB [" + nested(500) + "," + json.dumps(ok) + "]"))
+    assert reply == {"deep0001": too_deep[4:]}
+    assert client.fetch()["jid"] == ok["jid"]
+    assert client.push(json.loads(nested(254))) == "OK"  # the limit itself is fine
+    got = client.fetch()
+    assert got["jid"] == "deep0001" and client.fail("deep0001") == "OK"
+    assert not any("Traceback" in line or "Unexpected error" in line
+                   for line in server.lines[start:])
+
+
 def test_fetch_empty_waits_two_seconds(client: Client) -> None:
     t0 = time.monotonic()
     assert client.fetch("nothing-here") is None
@@ -351,6 +404,25 @@ def test_queue_commands(client: Client) -> None:
         client.call("QUEUE frob qa")
     assert client.call("QUEUE REMOVE qa") == "OK"
     assert client.info()["faktory"]["queues"] == {"qb": 1}
+
+
+@pytest.mark.parametrize("sub", ["PAUSE", "RESUME", "REMOVE"])
+def test_queue_commands_check_names_as_push_does(client: Client, server: FaktoryServer,
+                                                 sub: str) -> None:
+    # "x:p9" named queue x's list of priority-9 jobs: QUEUE REMOVE x:p9 used to delete them.
+    j = job(queue="x", priority=9)
+    client.push(j)
+    for bad in ("x:p9", "a/b", "q\u00e9"):
+        with pytest.raises(ReplyError) as exc:
+            client.call(f"QUEUE {sub} qb {bad}")
+        assert str(exc.value) == (f'ERR cannot get "{bad}" queue: queue names must match '
+                                  "\\A[a-zA-Z0-9._-]+\\z")
+    assert client.call(f"QUEUE {sub} x") == "OK"  # good names and * still work
+    assert client.call(f"QUEUE {sub} *") == "OK"
+    if sub != "REMOVE":
+        assert client.call("QUEUE RESUME *") == "OK"
+        assert client.fetch("x")["jid"] == j["jid"]
+    assert server.redis().smembers("paused") == set()
 
 
 def test_mutate(client: Client, server: FaktoryServer) -> None:

@@ -155,7 +155,7 @@ def test_expired_and_enqueue_from(store: Store, r: redislib.Redis) -> None:
     fetch(store)
     assert store.expired(NOW, 10) == []
     records = store.expired("1767225661", 10)
-    assert [orjson.loads(x)["job"]["jid"] for x in records] == [jid]
+    assert [(j.decode(), orjson.loads(x)["job"]["jid"]) for j, x in records] == [(jid, jid)]
     member = r.zrange(keys.SCHEDULED, 0, -1)
     assert member == []
     push(store, at=NOW)

@@ -183,6 +183,50 @@ def test_static_files_are_cacheable(web: Web) -> None:
     assert got.status_code == 200 and got.headers["cache-control"] == "public, max-age=3600"
 
 
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def test_content_security_policy_on_every_response(store: Store, redis_url: str) -> None:
+    web = Web(redis_url)
+    entry = add_failed(store)
+    for path in ("/", "/busy", "/queues", "/retries", f"/retries/{key_of(entry)}", "/scheduled",
+                 "/morgue", "/debug", "/stats", "/health", "/metrics", "/static/app.js",
+                 "/no-such-page"):
+        assert web.get(path).headers["content-security-policy"] == CSP, path
+    post = web.post("/retries", [("action", "delete"), ("key", key_of(entry))])
+    assert post.status_code == 302 and post.headers["content-security-policy"] == CSP
+    refused = Web(redis_url, password="s3cret", environment="production").get("/")
+    assert refused.status_code == 401 and refused.headers["content-security-policy"] == CSP
+
+
+def test_pages_have_no_inline_script_or_style() -> None:
+    # What the policy would block: inline <script>/<style>, on* handlers, style attributes,
+    # javascript: URLs. app.js does all the scripting.
+    folder = os.path.join(os.path.dirname(resources.__file__), "templates")
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as fh:
+            text = fh.read()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), name
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", text, re.I), name
+    assert not re.search(r"\sstyle=|\son[a-z]+=", str(charts.history_svg(
+        ["2026-01-01", "2026-01-02"], [(1, 0), (2, 1)], lambda key, **kw: key)))
+
+
+def test_retry_all_leaves_entries_that_are_not_jobs(web: Web, store: Store) -> None:
+    # "Retry all" used to drop them without a word; a lone bad entry must not loop either.
+    good = [add_failed(store) for _ in range(3)]
+    store._call(None, "ZADD", keys.RETRIES, 1, b"not json")
+    store._call(None, "ZADD", keys.RETRIES, 2, b'{"jid":"bad-queue","jobtype":"T","args":[],'
+                                               b'"queue":"a b"}')
+    assert web.post("/retries", {"action": "retry", "key": "all"}).status_code == 302
+    assert sorted(j["jid"] for j in queued(store)) == sorted(jid for _, jid in good)
+    assert store._call(None, "ZRANGE", keys.RETRIES, 0, -1) == [
+        b"not json", b'{"jid":"bad-queue","jobtype":"T","args":[],"queue":"a b"}']
+    assert web.post("/retries", [("action", "retry"), ("key", "2.0|bad-queue")]).status_code == 302
+    assert store._call(None, "ZCARD", keys.RETRIES) == 2
+
+
 def test_busy_lists_processes_and_jobs_and_signals(web: Web, store: Store) -> None:
     now = repr(time.time())
     store.hello("p1", 100, "w1", "box", 4242, b'["blue","big"]', 2, now)

@@ -8,6 +8,7 @@ the README's (docs/) only when FF_SCREENSHOTS=docs, so a test run leaves the tre
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "web-e2e-secret"
 DOCS = os.path.join(ROOT, "docs")
+TWO_POINTS = re.compile(r"\S+ \S+")  # an SVG polyline's points: at least two
 
 
 def screenshot(page: Any, tmp_path: Any, name: str) -> None:
@@ -119,10 +121,10 @@ def test_dashboard_live_graph(page: Any, base: str, client: Client, tmp_path: An
     assert page.locator('[data-stat="enqueued"]').inner_text() == "2"
     assert page.locator("#interval").input_value() == "2"
     client.ack(client.fetch("default")["jid"])
-    # the live graph gets a point per poll of /stats (every 2 s here)
-    page.wait_for_function(
-        "document.getElementById('live-processed').getAttribute('points').split(' ').length >= 2",
-        timeout=10_000)
+    # the live graph gets a point per poll of /stats (every 2 s here); polled by Playwright,
+    # not with wait_for_function: the page's CSP forbids the eval that uses
+    playwright.expect(page.locator("#live-processed")).to_have_attribute(
+        "points", TWO_POINTS, timeout=10_000)
     assert page.locator('[data-stat="processed"]').inner_text() == "6"
     assert "Version" in page.inner_text(".facts")
     screenshot(page, tmp_path, "dashboard.png")
@@ -179,3 +181,56 @@ def test_cross_origin_post_is_refused(page: Any, base: str, client: Client,
     page.wait_for_load_state()
     assert "Cross-origin request refused" in page.content()
     assert server.redis().zcard("retries") == 1
+
+
+# Records every Content-Security-Policy violation of a page, from before its first script.
+RECORD_VIOLATIONS = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__csp.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+def test_pages_work_under_the_content_security_policy(page: Any, base: str, client: Client,
+                                                      server: FaktoryServer) -> None:
+    failed_job(client, jobtype="CspJob", queue="cspq")
+    client.push(job(queue="cspq"))
+    client.push(job(at="2099-01-01T00:00:00Z"))
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
+    for path in ("/", "/busy", "/queues", "/queues/cspq", "/retries", "/scheduled", "/morgue",
+                 "/debug"):
+        reply = page.goto(base + path)
+        assert reply.status == 200, path
+        assert "script-src 'self'" in reply.headers["content-security-policy"], path
+        assert page.evaluate("window.__csp") == [], path
+    # What app.js wires up still works under the policy: the live graph polls /stats ...
+    page.goto(base + "/")
+    playwright.expect(page.locator("#live-processed")).to_have_attribute(
+        "points", TWO_POINTS, timeout=10_000)
+    # ... select-all and the confirm dialogs (dismissed: nothing is deleted) ...
+    page.goto(base + "/retries")
+    page.locator("input.check_all").check()
+    assert page.locator('tbody input[name="key"]').is_checked()
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.get_by_role("button", name="Delete (all 1)").click()
+    assert asked == ["Delete: all 1 jobs?"] and server.redis().zcard("retries") == 1
+    # ... and the language selector on /debug.
+    page.goto(base + "/debug")
+    with page.expect_navigation():
+        page.locator("#locale-select").select_option("de")
+    assert page.evaluate("document.cookie").find("faktory_locale=de") >= 0
+    assert page.evaluate("window.__csp") == []
+    # The browser enforces the policy we send: a script slipped into a page does not run.
+
+    def inject(route: Any) -> None:
+        original = route.fetch()
+        route.fulfill(response=original, body=original.text().replace(
+            "</main>", "<script>window.__inline = 1</script><p onclick='x()'>x</p></main>"))
+
+    page.route(base + "/busy", inject)
+    page.goto(base + "/busy")
+    assert page.evaluate("window.__inline") is None
+    assert any(v.startswith("script-src") for v in page.evaluate("window.__csp"))

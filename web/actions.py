@@ -5,6 +5,7 @@ import time
 from typing import Sequence
 
 from faktory_fast import jobs
+from faktory_fast.jobs import JobError
 from faktory_fast.store import Store
 
 ALL = "all"
@@ -15,17 +16,24 @@ def _dead_score() -> str:
     return jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
 
 
-def _requeue(store: Store, zset: str, members: Sequence[bytes]) -> int:
+def _requeue(store: Store, zset: str, members: Sequence[bytes]) -> tuple[int, int]:
+    """(moved, kept): an entry that is not a job we can enqueue stays where it is."""
     now = time.time_ns()
-    moves = [(m, *jobs.requeue(m, now)) for m in members]
-    return store.enqueue_from(zset, moves) if moves else 0
+    moves = []
+    for m in members:
+        try:
+            moves.append((m, *jobs.requeue(m, now)))
+        except JobError:
+            pass
+    return (store.enqueue_from(zset, moves) if moves else 0), len(members) - len(moves)
 
 
 def act(store: Store, zset: str, action: str, entries: Sequence[tuple[str, str]] | str) -> int:
     """Apply ``action`` (retry | add_to_queue | delete | kill) to (score, jid) entries or ALL.
 
     retry and add_to_queue move jobs to their queues with a fresh ``enqueued_at`` (each entry
-    at most once, even with concurrent clicks); kill moves them to the dead set for 180 days.
+    at most once, even with concurrent clicks; an entry that is not a job with a valid queue
+    name stays, to be looked at or deleted); kill moves them to the dead set for 180 days.
     Returns how many entries were affected.
     """
     if entries == ALL:
@@ -34,14 +42,15 @@ def act(store: Store, zset: str, action: str, entries: Sequence[tuple[str, str]]
             return 0
         if action == "kill":
             return store.mutate("kill", zset, _dead_score(), "all", "", [])
-        moved = 0
+        moved = kept = 0
         while True:
-            _, page = store.set_page(zset, 0, BATCH)
+            _, page = store.set_page(zset, kept, BATCH)
             if not page:
                 return moved
-            moved += _requeue(store, zset, [m for m, _ in page])
+            done, left = _requeue(store, zset, [m for m, _ in page])
+            moved, kept = moved + done, kept + left
     if action == "delete":
         return store.set_remove(zset, entries)
     if action == "kill":
         return store.set_remove(zset, entries, _dead_score())
-    return _requeue(store, zset, [m for m, _ in store.set_entries(zset, entries)])
+    return _requeue(store, zset, [m for m, _ in store.set_entries(zset, entries)])[0]

@@ -203,17 +203,54 @@ local function ff_release(keys, args)
   return 1
 end
 
--- ff_expired(now, limit): reservations whose time is up, as records (read by the reaper, which
--- then fails each through ff_fail with its token). Drops `working` entries with no record.
--- Keys: working, ff:res.
+-- ff_expired(now, limit): reservations whose time is up, as {jid, record, jid, record, ...}
+-- (read by the reaper, which then fails each through ff_fail with its token). Drops `working`
+-- entries with no record, except ones that look like data (Faktory's reservation JSON as the
+-- member): those come with record '' for the reaper to set aside. Keys: working, ff:res.
 local function ff_expired(keys, args)
   local jids = redis.call('ZRANGEBYSCORE', 'working', '-inf', args[1], 'LIMIT', 0, tonumber(args[2]))
   local out = {}
   for _, jid in ipairs(jids) do
     local record = redis.call('HGET', 'ff:res', jid)
-    if record then out[#out + 1] = record else redis.call('ZREM', 'working', jid) end
+    if record or string.sub(jid, 1, 1) == '{' then
+      out[#out + 1] = jid
+      out[#out + 1] = record or ''
+    else
+      redis.call('ZREM', 'working', jid)
+    end
   end
   return out
+end
+
+-- ff_set_aside(source, key, record, dead_score, entry, reason, now): move one record the server
+-- cannot use out of the way. source is a sorted set (key: the member) or 'working' (key: the
+-- jid; record: its ff:res record as the caller read it, '' if it had none). With an entry (the
+-- job with a failure saying why) it goes to `dead`; without, the raw record is kept in the
+-- ff:bad stream with the reason. Returns 1, or 0 if the record had changed or gone.
+-- Keys: <source>, working, ff:res, dead, ff:bad.
+local function ff_set_aside(keys, args)
+  local source, key, raw = args[1], args[2], args[2]
+  if source == 'working' then
+    local record = redis.call('HGET', 'ff:res', key)
+    if (record or '') ~= args[3] then return 0 end
+    if redis.call('ZREM', 'working', key) == 0 and not record then return 0 end
+    if record then
+      redis.call('HDEL', 'ff:res', key)
+      raw = record
+    end
+  elseif redis.call('ZREM', source, key) == 0 then
+    return 0
+  end
+  if args[5] ~= '' then
+    redis.call('ZADD', 'dead', args[4], args[5])
+  elseif source == 'working' then
+    redis.call('XADD', 'ff:bad', '*', 'source', source, 'reason', args[6], 'at', args[7],
+      'record', raw, 'jid', key)
+  else
+    redis.call('XADD', 'ff:bad', '*', 'source', source, 'reason', args[6], 'at', args[7],
+      'record', raw)
+  end
+  return 1
 end
 
 -- ff_enqueue_from(set, n, [member, queue, priority, job] * n): move entries of a sorted set
@@ -312,16 +349,43 @@ local function ff_signal(keys, args)
   return n
 end
 
+-- Is `s` well-formed UTF-8 (as Python's strict decoder sees it)?
+local function utf8_ok(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 128, 191
+    if c >= 128 then
+      if c >= 194 and c <= 223 then len = 2
+      elseif c >= 224 and c <= 239 then
+        len = 3
+        if c == 224 then lo = 160 elseif c == 237 then hi = 159 end
+      elseif c >= 240 and c <= 244 then
+        len = 4
+        if c == 240 then lo = 144 elseif c == 244 then hi = 143 end
+      else return false end
+      for j = i + 1, i + len - 1 do
+        local b = string.byte(s, j)
+        if not b or b < 128 or b > 191 or (j == i + 1 and (b < lo or b > hi)) then return false end
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
 -- ff_reap_workers(cutoff): forget workers whose last heartbeat is older than cutoff and tell
--- every process to close their connections. Keys: ff:wids, ff:w:<wid>, ff:quiet; publishes on
--- ff:ctl.
+-- every process to close their connections. A wid that is not UTF-8 (never one a client sent:
+-- HELLO is JSON) is forgotten without a broadcast the processes could not decode.
+-- Keys: ff:wids, ff:w:<wid>, ff:quiet; publishes on ff:ctl.
 local function ff_reap_workers(keys, args)
   local wids = redis.call('ZRANGEBYSCORE', 'ff:wids', '-inf', '(' .. args[1])
   for _, wid in ipairs(wids) do
     redis.call('DEL', 'ff:w:' .. wid)
     redis.call('ZREM', 'ff:wids', wid)
     redis.call('SREM', 'ff:quiet', wid)
-    redis.call('PUBLISH', 'ff:ctl', 'reap ' .. wid)
+    if utf8_ok(wid) then redis.call('PUBLISH', 'ff:ctl', 'reap ' .. wid) end
   end
   return #wids
 end
@@ -688,6 +752,7 @@ redis.register_function('ff_fail', ff_fail)
 redis.register_function('ff_release', ff_release)
 redis.register_function('ff_expired', ff_expired)
 redis.register_function('ff_enqueue_from', ff_enqueue_from)
+redis.register_function('ff_set_aside', ff_set_aside)
 redis.register_function('ff_hello', ff_hello)
 redis.register_function('ff_bye', ff_bye)
 redis.register_function('ff_beat', ff_beat)
