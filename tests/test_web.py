@@ -154,7 +154,7 @@ def test_dashboard(web: Web, store: Store) -> None:
     assert got.status_code == 200 and "text/html" in got.headers["content-type"]
     page = got.text
     assert 'id="live"' in page and 'data-stats="/stats"' in page
-    assert "processed: 42" in page  # history legend for 30 days
+    assert "processed: <b>42</b>" in page  # history legend for 30 days
     for fact in ("Version", "Uptime", "Connections", "Redis memory"):
         assert fact in page
     for days in (7, 90, 180):
@@ -209,7 +209,7 @@ def test_pages_have_no_inline_script_or_style() -> None:
             text = fh.read()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), name
         assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", text, re.I), name
-    assert not re.search(r"\sstyle=|\son[a-z]+=", str(charts.history_svg(
+    assert not re.search(r"\sstyle=|\son[a-z]+=", str(charts.history_chart(
         ["2026-01-01", "2026-01-02"], [(1, 0), (2, 1)], lambda key, **kw: key)))
 
 
@@ -270,13 +270,13 @@ def test_queue_page_pages_over_priorities_and_deletes(web: Web, store: Store) ->
     low = [push(store, "Low", priority=1) for _ in range(3)]
     normal = [push(store, "Normal") for _ in range(20)]
     high = [push(store, "High", priority=9) for _ in range(5)]
-    got = web.get("/queues/default")
+    got = web.get("/queues/default?order=fetch")
     assert got.status_code == 200
     jids = re.findall(r"<code>(jid-\d+)</code>", got.text)
     # fetch order: priority 9 first, FIFO within a priority
     assert jids == [j["jid"] for j in high + normal]
     assert "p9" in got.text and "28 jobs" in got.text.replace(",", "")
-    second = re.findall(r"<code>(jid-\d+)</code>", web.get("/queues/default?page=2").text)
+    second = re.findall(r"<code>(jid-\d+)</code>", web.get("/queues/default?order=fetch&page=2").text)
     assert second == [j["jid"] for j in low]
     assert web.get("/queues/default?page=0").status_code == 400
     bkeys = re.findall(r'name="bkey" value="([^"]+)"', got.text)
@@ -409,6 +409,147 @@ def test_priority_shown_only_when_not_5(web: Web, store: Store) -> None:
     push(store, "Urgent", priority=8)
     page = web.get("/queues/default").text
     assert page.count('class="badge prio"') == 1 and "p8" in page
+
+
+def test_summary_numbers_link_to_their_pages(web: Web, store: Store) -> None:
+    # as Faktory's summary bar: the counts that have a page are links to it
+    page = web.get("/queues").text
+    links = dict(re.findall(r'<a class="stat" href="([^"]+)"><span class="num" data-stat="(\w+)"',
+                            page))
+    assert links == {"/busy": "busy", "/queues": "enqueued", "/retries": "retries",
+                     "/scheduled": "scheduled", "/morgue": "dead"}
+    assert re.search(r'<div class="stat"><span class="num" data-stat="processed"', page)
+    web.headers = {"X-Script-Name": "/faktory"}
+    assert '<a class="stat" href="/faktory/morgue">' in web.get("/faktory/").text
+
+
+def test_logo_and_favicon(store: Store, redis_url: str) -> None:
+    web = Web(redis_url, password="s3cret", environment="production")
+    # browsers ask for /favicon.ico whatever the page says, without the password
+    ico = web.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.headers["content-type"] == "image/x-icon"
+    assert ico.content[:4] == b"\0\0\1\0" and b"PNG" in ico.content[:64]
+    assert ico.headers["cache-control"] == "public, max-age=3600"
+    page = web.get("/", headers=basic("x", "s3cret")).text
+    icons = re.findall(r'<link rel="(?:icon|apple-touch-icon)" href="([^"]+)"', page)
+    assert len(icons) == 3 and re.search(r'<a class="brand" href="/"><img src="/static/img/', page)
+    for href in icons + re.findall(r'<img src="([^"]+)"', page):
+        got = web.get(href)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("image/"), href
+
+
+def test_unknown_url_gets_a_page_with_the_menu(store: Store, redis_url: str) -> None:
+    add_failed(store)
+    web = Web(redis_url, password="s3cret", environment="production")
+    missing = web.get("/no/such/page", headers={**basic("x", "s3cret"), "Accept-Language": "de"})
+    assert missing.status_code == 404
+    page = missing.text
+    assert '<nav id="menu"' in page and 'href="/retries"' in page
+    assert re.search(r'data-stat="retries">1<', page)  # the summary bar too
+    assert "<title>404 Not Found · Faktory</title>" in page and "/no/such/page" in page
+    assert "Zurück zur Übersicht" in page
+    # no data before the password, nor on public paths
+    for got in (web.get("/no/such/page"), web.get("/static/no-such-file.css")):
+        assert got.status_code in (401, 404)
+        assert "data-stat" not in got.text and 'href="/static/app.css"' in got.text
+    # a bad request still shows the menu; a POST that is refused too
+    assert '<nav id="menu"' in web.get("/retries?page=x", headers=basic("x", "s3cret")).text
+
+
+def faktory_key(score: str, jid: str, offset: str = "") -> str:
+    """The key Faktory's pages use: the score as RFC3339 with nanoseconds, then the jid
+    (storage/sorted_redis.go: Key(), truncating the fraction to whole nanoseconds)."""
+    value = float(score)
+    secs = int(value)
+    nanos = int((value - secs) * 1e9)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if nanos:
+        text += f".{nanos:09d}".rstrip("0")
+    return f"{text}{offset or 'Z'}|{jid}"
+
+
+@pytest.mark.parametrize("path,zset", [("/retries", keys.RETRIES), ("/scheduled", keys.SCHEDULED),
+                                       ("/morgue", keys.DEAD)])
+def test_faktory_style_job_links(web: Web, store: Store, path: str, zset: str) -> None:
+    # Bookmarks and alert links made for Faktory: /retries/<RFC3339 time>|<jid>
+    now = time.time()
+    entries = [add_failed(store, zset, at=now + 3600 * i + i / 7) for i in range(20)]
+    for score, jid in entries:
+        key = faktory_key(score, jid)
+        assert "T" in key and key.endswith("|" + jid)
+        got = web.get(f"{path}/{key}")
+        assert got.status_code == 200 and jid in got.text, key
+        assert web.get(f"{path}/{key.replace('|', '%7C')}").status_code == 200
+    score, jid = entries[0]
+    whole = faktory_key(str(int(float(score))), jid)  # a time not in the set: back to the list
+    gone = web.get(f"{path}/{whole}")
+    assert gone.status_code == 307 and gone.headers["location"] == path
+    assert web.get(f"{path}/2025-13-01T00:00:00Z|{jid}").status_code == 400
+    # the buttons of Faktory's detail pages and lists post the same keys
+    score, jid = entries[1]
+    assert web.post(f"{path}/{faktory_key(score, jid)}", {"action": "delete"}).status_code == 302
+    score2, jid2 = entries[2]
+    assert web.post(path, [("action", "delete"), ("key", faktory_key(score2, jid2))]).status_code == 302
+    assert {m["jid"] for m in members(store, zset)} == {j for _, j in entries} - {jid, jid2}
+
+
+def test_faktory_style_key_with_a_zone_offset(web: Web, store: Store) -> None:
+    score, jid = add_failed(store, at=1767225600.5)  # 2026-01-01T00:00:00.5Z
+    got = web.get(f"/retries/2026-01-01T02:00:00.5+02:00|{jid}")
+    assert got.status_code == 200 and jid in got.text
+
+
+def test_destructive_buttons_ask_first(web: Web, store: Store) -> None:
+    # Faktory asks "Are you sure?" before these; app.js shows data-confirm as a dialog
+    now = repr(time.time())
+    store.hello("p1", 100, "w1", "box", 1, b"[]", 2, now)
+    busy = web.get("/busy").text
+    for signal, text in (("quiet", "Quiet every worker process?"),
+                         ("terminate", "Terminate every worker process?")):
+        assert re.search(rf'<button name="signal" value="{signal}"[^>]*data-confirm="{text}', busy)
+    entry = add_failed(store)
+    detail = web.get(f"/retries/{key_of(entry)}").text
+    assert re.search(r'value="delete"[^>]*data-confirm="Are you sure you want to delete this job\?"',
+                     detail)
+    assert re.search(r'value="kill"[^>]*data-confirm="Move this job to the dead set\?"', detail)
+    assert not re.search(r'value="retry"[^>]*data-confirm', detail)
+    listing = web.get("/retries").text
+    assert re.search(r'value="delete"[^>]*data-confirm="Delete the selected jobs\?"', listing)
+    assert re.search(r'value="kill"[^>]*data-confirm="Move the selected jobs to the dead set\?"',
+                     listing)
+
+
+def test_queue_page_lists_newest_first_by_default(web: Web, store: Store) -> None:
+    pushed = [push(store, "Job") for _ in range(30)]
+    newest = [j["jid"] for j in reversed(pushed)]
+    jids = re.compile(r"<code>(jid-\d+)</code>")
+    page = web.get("/queues/default").text
+    assert jids.findall(page) == newest[:25] and "newest first" in page
+    assert 'href="/queues/default?order=fetch"' in page
+    assert 'href="/queues/default?page=2"' in page
+    assert jids.findall(web.get("/queues/default?page=2").text) == newest[25:]
+    assert jids.findall(web.get("/queues/default?page=3").text) == []
+    fetch = web.get("/queues/default?order=fetch").text
+    assert jids.findall(fetch) == newest[::-1][:25] and "in the order they will be fetched" in fetch
+    assert 'href="/queues/default?page=2&amp;order=fetch"' in fetch
+    assert jids.findall(web.get("/queues/default?order=fetch&page=2").text) == newest[::-1][25:]
+    assert web.get("/queues/default?order=random").status_code == 400
+
+
+def test_long_cells_are_cut_in_lists(web: Web, store: Store) -> None:
+    message = "m" * 900 + " tail-of-the-message"
+    score, _ = add_failed(store, args=["a" * 5000])
+    member = store._call(None, "ZRANGE", keys.RETRIES, 0, 0)[0]
+    job = orjson.loads(member)
+    job["failure"]["message"] = message  # as a worker's FAIL would have it
+    store._call(None, "ZREM", keys.RETRIES, member)
+    store._call(None, "ZADD", keys.RETRIES, score, orjson.dumps(job))
+    page = web.get("/retries").text
+    cells = re.findall(r'<div class="clip" data-more="Click to show all">(.*?)</div>', page, re.S)
+    assert len(cells) == 2  # the arguments and the error, each cut to a few lines by CSS
+    assert cells[0].count("a") > 1000 and cells[0].rstrip().endswith("…</code>")  # 1 KiB, as Faktory
+    assert "tail-of-the-message" in cells[1]  # no longer cut at 200 characters
+    assert ".clip { max-height:" in web.get("/static/app.css").text
 
 
 # -- security ---------------------------------------------------------------------------------

@@ -2,16 +2,20 @@
 
 Jobs go in through the Faktory protocol; the browser logs in with the password (production
 mode), watches the dashboard, retries a failed job, pauses a queue, and is refused a
-cross-origin POST. Screenshots of the dashboard and the retries page are taken; they replace
-the README's (docs/) only when FF_SCREENSHOTS=docs, so a test run leaves the tree clean.
+cross-origin POST. Every page is visited at phone width (390 px) and desktop width (1280 px),
+screenshotted, and must not scroll sideways. Screenshots go to the test's tmp_path; with
+FF_SCREENSHOTS=docs the README's (docs/*.png) are replaced, with FF_SCREENSHOTS=<directory>
+every one of them is kept there; a plain test run leaves the tree clean.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -26,9 +30,19 @@ DOCS = os.path.join(ROOT, "docs")
 TWO_POINTS = re.compile(r"\S+ \S+")  # an SVG polyline's points: at least two
 
 
+README_SHOTS = ("dashboard.png", "retries.png", "dashboard-phone.png", "retries-phone.png")
+
+
 def screenshot(page: Any, tmp_path: Any, name: str) -> None:
-    """Full-page screenshot into docs/ (FF_SCREENSHOTS=docs) or the test's tmp_path."""
-    folder = DOCS if os.environ.get("FF_SCREENSHOTS") == "docs" else str(tmp_path)
+    """Full-page screenshot into the test's tmp_path, docs/ (FF_SCREENSHOTS=docs, the README's
+    only) or the directory FF_SCREENSHOTS names."""
+    where = os.environ.get("FF_SCREENSHOTS", "")
+    folder = str(tmp_path)
+    if where == "docs":
+        folder = DOCS if name in README_SHOTS else folder
+    elif where:
+        folder = where
+        os.makedirs(folder, exist_ok=True)
     page.screenshot(path=os.path.join(folder, name), full_page=True)
     assert os.path.getsize(os.path.join(folder, name)) > 0
 
@@ -234,3 +248,75 @@ def test_pages_work_under_the_content_security_policy(page: Any, base: str, clie
     page.goto(base + "/busy")
     assert page.evaluate("window.__inline") is None
     assert any(v.startswith("script-src") for v in page.evaluate("window.__csp"))
+
+
+# -- every page at phone and desktop width ------------------------------------------------------
+
+LONG_TEXT = "lorem ipsum dolor sit amet " * 120  # ~3 KB: cut to a few lines in lists
+NO_SPACES = "x" * 700  # one unbreakable word
+WIDTHS = {"phone": (390, 844), "desktop": (1280, 860)}
+
+
+def tour_data(server: FaktoryServer, client: Client) -> dict[str, str]:
+    """Something of everything, long texts included; returns the detail-page keys by set."""
+    for i in range(3):
+        client.push(job("SendEmail", [i, "user@example.com", {"template": "welcome"}]))
+    client.push(job("ImportCsv", [LONG_TEXT, NO_SPACES, {"rows": list(range(200))}]))
+    client.push(job("Reporting::MonthlyAggregates::RebuildEverything", [2026, 1],
+                    queue="reporting.monthly-aggregates", priority=8))
+    client.push(job("Deliver", [1], queue="mailers"))
+    client.call('QUEUE PAUSE mailers')
+    for i in range(3):
+        client.push(job("Later", [i, LONG_TEXT[:300]], at="2099-01-01T00:00:00Z"))
+    for i in range(4):
+        j = job("ResizeImage", [f"s3://bucket/{i}.png", 640, LONG_TEXT if i == 0 else "ok"],
+                queue="images")
+        client.push(j)
+        assert client.fetch("images")["jid"] == j["jid"]
+        client.fail(j["jid"], "ImageError", ("cannot decode: " + LONG_TEXT) if i == 0 else "bad png",
+                    [f"resize.py:{n} in decode" for n in range(40)])
+    r = server.redis()
+    retried = r.zrange("retries", 0, -1, withscores=True)
+    member, score = retried[-1]
+    r.zrem("retries", member)
+    r.zadd("dead", {member: score + 86400})
+    worker = server.client(wid="tourworker1", labels=["tour", "python"], hostname="tour-box")
+    worker.push(job("Crunch", [NO_SPACES[:120], LONG_TEXT[:500]], queue="busyq"))
+    assert worker.fetch("busyq") is not None  # in progress, shown on /busy
+    keys = {}
+    for zset in ("retries", "scheduled", "dead"):
+        m, sc = r.zrange(zset, 0, 0, withscores=True)[0]
+        keys[zset] = f"{sc!r}|{json.loads(m)['jid']}"
+    return keys
+
+
+def no_horizontal_overflow(page: Any) -> tuple[int, int]:
+    return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+
+
+@pytest.mark.parametrize("size", WIDTHS)
+def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: FaktoryServer,
+                                             client: Client, tmp_path: Any, size: str) -> None:
+    width, height = WIDTHS[size]
+    keys = tour_data(server, client)
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    suffix = "" if size == "desktop" else "-phone"
+    pages = [("dashboard", "/"), ("busy", "/busy"), ("queues", "/queues"),
+             ("queue", "/queues/default"), ("retries", "/retries"),
+             ("retry", "/retries/" + quote(keys["retries"])), ("scheduled", "/scheduled"),
+             ("scheduled-job", "/scheduled/" + quote(keys["scheduled"])), ("morgue", "/morgue"),
+             ("dead-job", "/morgue/" + quote(keys["dead"])), ("debug", "/debug"),
+             ("not-found", "/no/such/page")]
+    for name, path in pages:
+        reply = page.goto(base + path)
+        assert reply.status == (404 if name == "not-found" else 200), path
+        assert page.locator("header.top nav").count() == 1, path  # the menu, even on the 404
+        scroll, inner = no_horizontal_overflow(page)
+        assert scroll <= inner, (path, scroll, inner)
+        screenshot(page, tmp_path, f"{name}{suffix}.png")
+    assert failed == ["404 " + base + "/no/such/page"]  # no missing favicon, script or style
+    ctx.close()
