@@ -335,7 +335,7 @@ def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: Fa
     ctx.close()
 
 
-def test_menu_folds_on_phones(browser: Any, base: str) -> None:
+def test_menu_folds_on_phones(browser: Any, base: str, tmp_path: Any) -> None:
     ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
                               viewport={"width": 390, "height": 844})
     phone = ctx.new_page()
@@ -345,6 +345,7 @@ def test_menu_folds_on_phones(browser: Any, base: str) -> None:
     assert phone.locator("header.top").bounding_box()["height"] < 60  # one line, not three
     toggle.click()
     assert toggle.get_attribute("aria-expanded") == "true" and queues.is_visible()
+    screenshot(phone, tmp_path, "menu-phone.png")
     with phone.expect_navigation():
         queues.click()
     assert phone.url == base + "/queues" and not phone.locator("#menu a").first.is_visible()
