@@ -731,6 +731,9 @@ def test_bad_form_input_is_4xx(web: Web, store: Store) -> None:
     assert web.post("/retries", {"action": "retry", "key": "no-pipe"}).status_code == 400
     assert web.post("/retries", {"action": "retry", "key": "nan|jid"}).status_code == 400
     assert web.post("/retries", {"action": "retry", "key": "1e999|jid"}).status_code == 400
+    # Python reads "1_0" as 10, Redis does not: the score goes to Redis as Python read it
+    assert web.post("/retries", {"action": "retry", "key": "1_0|jid"}).status_code == 302
+    assert web.get("/retries/1_0|jid").status_code == 307
     raw = web.client.simulate_post("/retries", body=b'{"a":1}', headers={
         "Content-Type": "application/json", "Cookie": f"{CSRF_COOKIE}={TOKEN}"})
     assert raw.status_code in (400, 403)

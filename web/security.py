@@ -1,7 +1,7 @@
 """Authentication and cross-site request protection, as Falcon middleware.
 
 * HTTP Basic auth with the web password (username ignored, constant-time comparison) on every
-  route but ``/health`` and ``/static``, whenever a password is configured (production and
+  route but ``/health``, ``/static`` and ``/favicon.ico``, whenever a password is configured (production and
   staging refuse to start without one).
 * State-changing requests: a browser's must come from our own pages, a script's (no cookie, no
   ``Origin``, no fetch metadata) is let through, as Faktory's rule does (Go's
