@@ -334,6 +334,19 @@ class Store:
             return out
         return self._call(decode, "INFO")
 
+    def redis_info_sections(self) -> Any:
+        """Redis's full INFO as [(section, {field: text value}), ...], in Redis's order."""
+        def decode(reply: Any) -> list[tuple[str, dict[str, str]]]:
+            sections: list[tuple[str, dict[str, str]]] = []
+            for line in _text(reply).splitlines():
+                if line.startswith("# "):
+                    sections.append((line[2:].strip(), {}))
+                elif ":" in line and sections:
+                    k, v = line.split(":", 1)
+                    sections[-1][1][k] = v.strip()
+            return sections
+        return self._call(decode, "INFO")
+
     def ping(self) -> Any:
         """PONG: one bare round trip, timed by the web UI's debug page."""
         return self._call(None, "PING")

@@ -154,7 +154,7 @@ def test_dashboard(web: Web, store: Store) -> None:
     assert got.status_code == 200 and "text/html" in got.headers["content-type"]
     page = got.text
     assert 'id="live"' in page and 'data-stats="/stats"' in page
-    assert "processed: 42" in page  # history legend for 30 days
+    assert "processed: <b>42</b>" in page  # history legend for 30 days
     for fact in ("Version", "Uptime", "Connections", "Redis memory"):
         assert fact in page
     for days in (7, 90, 180):
@@ -209,7 +209,7 @@ def test_pages_have_no_inline_script_or_style() -> None:
             text = fh.read()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), name
         assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", text, re.I), name
-    assert not re.search(r"\sstyle=|\son[a-z]+=", str(charts.history_svg(
+    assert not re.search(r"\sstyle=|\son[a-z]+=", str(charts.history_chart(
         ["2026-01-01", "2026-01-02"], [(1, 0), (2, 1)], lambda key, **kw: key)))
 
 
@@ -270,13 +270,13 @@ def test_queue_page_pages_over_priorities_and_deletes(web: Web, store: Store) ->
     low = [push(store, "Low", priority=1) for _ in range(3)]
     normal = [push(store, "Normal") for _ in range(20)]
     high = [push(store, "High", priority=9) for _ in range(5)]
-    got = web.get("/queues/default")
+    got = web.get("/queues/default?order=fetch")
     assert got.status_code == 200
     jids = re.findall(r"<code>(jid-\d+)</code>", got.text)
     # fetch order: priority 9 first, FIFO within a priority
     assert jids == [j["jid"] for j in high + normal]
     assert "p9" in got.text and "28 jobs" in got.text.replace(",", "")
-    second = re.findall(r"<code>(jid-\d+)</code>", web.get("/queues/default?page=2").text)
+    second = re.findall(r"<code>(jid-\d+)</code>", web.get("/queues/default?order=fetch&page=2").text)
     assert second == [j["jid"] for j in low]
     assert web.get("/queues/default?page=0").status_code == 400
     bkeys = re.findall(r'name="bkey" value="([^"]+)"', got.text)
@@ -411,6 +411,206 @@ def test_priority_shown_only_when_not_5(web: Web, store: Store) -> None:
     assert page.count('class="badge prio"') == 1 and "p8" in page
 
 
+def test_summary_numbers_link_to_their_pages(web: Web, store: Store) -> None:
+    # as Faktory's summary bar: the counts that have a page are links to it
+    page = web.get("/queues").text
+    links = dict(re.findall(r'<a class="stat" href="([^"]+)"><span class="num" data-stat="(\w+)"',
+                            page))
+    assert links == {"/busy": "busy", "/queues": "enqueued", "/retries": "retries",
+                     "/scheduled": "scheduled", "/morgue": "dead"}
+    assert re.search(r'<div class="stat"><span class="num" data-stat="processed"', page)
+    web.headers = {"X-Script-Name": "/faktory"}
+    assert '<a class="stat" href="/faktory/morgue">' in web.get("/faktory/").text
+
+
+def test_logo_and_favicon(store: Store, redis_url: str) -> None:
+    web = Web(redis_url, password="s3cret", environment="production")
+    # browsers ask for /favicon.ico whatever the page says, without the password
+    ico = web.get("/favicon.ico")
+    assert ico.status_code == 200 and ico.headers["content-type"] == "image/x-icon"
+    assert ico.content[:4] == b"\0\0\1\0" and b"PNG" in ico.content[:64]
+    assert ico.headers["cache-control"] == "public, max-age=3600"
+    page = web.get("/", headers=basic("x", "s3cret")).text
+    icons = re.findall(r'<link rel="(?:icon|apple-touch-icon)" href="([^"]+)"', page)
+    assert len(icons) == 3 and re.search(r'<a class="brand" href="/"><img src="/static/img/', page)
+    for href in icons + re.findall(r'<img src="([^"]+)"', page):
+        got = web.get(href)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("image/"), href
+
+
+def test_unknown_url_gets_a_page_with_the_menu(store: Store, redis_url: str) -> None:
+    add_failed(store)
+    web = Web(redis_url, password="s3cret", environment="production")
+    missing = web.get("/no/such/page", headers={**basic("x", "s3cret"), "Accept-Language": "de"})
+    assert missing.status_code == 404
+    page = missing.text
+    assert '<nav id="menu"' in page and 'href="/retries"' in page
+    assert re.search(r'data-stat="retries">1<', page)  # the summary bar too
+    assert "<title>404 Not Found · Faktory</title>" in page and "/no/such/page" in page
+    assert "Zurück zur Übersicht" in page
+    # no data before the password, nor on public paths
+    for got in (web.get("/no/such/page"), web.get("/static/no-such-file.css")):
+        assert got.status_code in (401, 404)
+        assert "data-stat" not in got.text and 'href="/static/app.css"' in got.text
+    # a bad request still shows the menu; a POST that is refused too
+    assert '<nav id="menu"' in web.get("/retries?page=x", headers=basic("x", "s3cret")).text
+
+
+def faktory_key(score: str, jid: str, offset: str = "") -> str:
+    """The key Faktory's pages use: the score as RFC3339 with nanoseconds, then the jid
+    (storage/sorted_redis.go: Key(), truncating the fraction to whole nanoseconds)."""
+    value = float(score)
+    secs = int(value)
+    nanos = int((value - secs) * 1e9)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if nanos:
+        text += f".{nanos:09d}".rstrip("0")
+    return f"{text}{offset or 'Z'}|{jid}"
+
+
+@pytest.mark.parametrize("path,zset", [("/retries", keys.RETRIES), ("/scheduled", keys.SCHEDULED),
+                                       ("/morgue", keys.DEAD)])
+def test_faktory_style_job_links(web: Web, store: Store, path: str, zset: str) -> None:
+    # Bookmarks and alert links made for Faktory: /retries/<RFC3339 time>|<jid>
+    now = time.time()
+    entries = [add_failed(store, zset, at=now + 3600 * i + i / 7) for i in range(20)]
+    for score, jid in entries:
+        key = faktory_key(score, jid)
+        assert "T" in key and key.endswith("|" + jid)
+        got = web.get(f"{path}/{key}")
+        assert got.status_code == 200 and jid in got.text, key
+        assert web.get(f"{path}/{key.replace('|', '%7C')}").status_code == 200
+    score, jid = entries[0]
+    whole = faktory_key(str(int(float(score))), jid)  # a time not in the set: back to the list
+    gone = web.get(f"{path}/{whole}")
+    assert gone.status_code == 307 and gone.headers["location"] == path
+    assert web.get(f"{path}/2025-13-01T00:00:00Z|{jid}").status_code == 400
+    # the buttons of Faktory's detail pages and lists post the same keys
+    score, jid = entries[1]
+    assert web.post(f"{path}/{faktory_key(score, jid)}", {"action": "delete"}).status_code == 302
+    score2, jid2 = entries[2]
+    assert web.post(path, [("action", "delete"), ("key", faktory_key(score2, jid2))]).status_code == 302
+    assert {m["jid"] for m in members(store, zset)} == {j for _, j in entries} - {jid, jid2}
+
+
+def test_faktory_style_key_with_a_zone_offset(web: Web, store: Store) -> None:
+    score, jid = add_failed(store, at=1767225600.5)  # 2026-01-01T00:00:00.5Z
+    got = web.get(f"/retries/2026-01-01T02:00:00.5+02:00|{jid}")
+    assert got.status_code == 200 and jid in got.text
+
+
+def test_destructive_buttons_ask_first(web: Web, store: Store) -> None:
+    # Faktory asks "Are you sure?" before these; app.js shows data-confirm as a dialog
+    now = repr(time.time())
+    store.hello("p1", 100, "w1", "box", 1, b"[]", 2, now)
+    busy = web.get("/busy").text
+    for signal, text in (("quiet", "Quiet every worker process?"),
+                         ("terminate", "Terminate every worker process?")):
+        assert re.search(rf'<button name="signal" value="{signal}"[^>]*data-confirm="{text}', busy)
+    entry = add_failed(store)
+    detail = web.get(f"/retries/{key_of(entry)}").text
+    assert re.search(r'value="delete"[^>]*data-confirm="Are you sure you want to delete this job\?"',
+                     detail)
+    assert re.search(r'value="kill"[^>]*data-confirm="Move this job to the dead set\?"', detail)
+    assert not re.search(r'value="retry"[^>]*data-confirm', detail)
+    listing = web.get("/retries").text
+    assert re.search(r'value="delete"[^>]*data-confirm="Delete the selected jobs\?"', listing)
+    assert re.search(r'value="kill"[^>]*data-confirm="Move the selected jobs to the dead set\?"',
+                     listing)
+
+
+def test_queue_page_lists_newest_first_by_default(web: Web, store: Store) -> None:
+    pushed = [push(store, "Job") for _ in range(30)]
+    newest = [j["jid"] for j in reversed(pushed)]
+    jids = re.compile(r"<code>(jid-\d+)</code>")
+    page = web.get("/queues/default").text
+    assert jids.findall(page) == newest[:25] and "newest first" in page
+    assert 'href="/queues/default?order=fetch"' in page
+    assert 'href="/queues/default?page=2"' in page
+    assert jids.findall(web.get("/queues/default?page=2").text) == newest[25:]
+    assert jids.findall(web.get("/queues/default?page=3").text) == []
+    fetch = web.get("/queues/default?order=fetch").text
+    assert jids.findall(fetch) == newest[::-1][:25] and "in the order they will be fetched" in fetch
+    assert 'href="/queues/default?page=2&amp;order=fetch"' in fetch
+    assert jids.findall(web.get("/queues/default?order=fetch&page=2").text) == newest[::-1][25:]
+    assert web.get("/queues/default?order=random").status_code == 400
+
+
+def test_long_cells_are_cut_in_lists(web: Web, store: Store) -> None:
+    message = "m" * 900 + " tail-of-the-message"
+    score, _ = add_failed(store, args=["a" * 5000])
+    member = store._call(None, "ZRANGE", keys.RETRIES, 0, 0)[0]
+    job = orjson.loads(member)
+    job["failure"]["message"] = message  # as a worker's FAIL would have it
+    store._call(None, "ZREM", keys.RETRIES, member)
+    store._call(None, "ZADD", keys.RETRIES, score, orjson.dumps(job))
+    page = web.get("/retries").text
+    cells = re.findall(r'<div class="clip" data-more="Click to show all">(.*?)</div>', page, re.S)
+    assert len(cells) == 2  # the arguments and the error, each cut to a few lines by CSS
+    assert cells[0].count("a") > 1000 and cells[0].rstrip().endswith("…</code>")  # 1 KiB, as Faktory
+    assert "tail-of-the-message" in cells[1]  # no longer cut at 200 characters
+    assert ".clip { max-height:" in web.get("/static/app.css").text
+
+
+def test_busy_and_queues_have_a_live_toggle(web: Web, store: Store) -> None:
+    push(store)
+    for path in ("/busy", "/queues"):
+        page = web.get(path).text
+        assert re.search(r'<label class="live-toggle"><input type="checkbox" id="live-toggle"'
+                         r'[^>]*> Live Poll</label>', page), path
+        # what a refresh swaps in: the tables, not the toggle itself
+        region = page.index('id="live-region"')
+        assert page.index('id="live-toggle"') < region < page.index("<table"), path
+    assert 'id="live-toggle"' not in web.get("/retries").text
+    script = web.get("/static/app.js").text
+    assert "visibilitychange" in script and "document.hidden" in script
+
+
+def test_history_chart_has_axes_and_a_legend() -> None:
+    days = [f"2026-01-{d:02d}" for d in range(1, 31)]
+    counts = [(i * 100, i) for i in range(30)]  # up to 2,900 processed a day
+    chart = str(charts.history_chart(days, counts, lambda key, **kw: key))
+    assert re.search(r'<div class="yaxis"><span>5,000</span><span>2,500</span><span>0</span></div>',
+                     chart)
+    assert re.search(r'<div class="xaxis"><span>2026-01-01</span><span>2026-01-15</span>'
+                     r'<span>2026-01-30</span></div>', chart)
+    legend = re.search(r'<figcaption class="legend">(.*?)</figcaption>', chart).group(1)
+    assert 'class="key processed"><i></i>ChartProcessed: <b>43,500</b>' in legend
+    assert 'class="key failed"><i></i>ChartFailed: <b>435</b>' in legend
+    # 2,900 of 5,000 at the right edge of a 1000 x 200 plot
+    processed = re.search(r'<polyline class="line processed" points="([^"]+)"', chart).group(1)
+    assert processed.split()[-1] == "1000.0,84.0" and processed.split()[0] == "0.0,200.0"
+    assert '<polygon class="area processed"' in chart
+    empty = str(charts.history_chart(days[:7], [(0, 0)] * 7, lambda key, **kw: key))
+    assert "<span>2</span><span>1</span><span>0</span>" in empty  # whole numbers on the axis
+    assert charts.nice_max(0) == 1 and charts.nice_max(3) == 5 and charts.nice_max(2001) == 5000
+
+
+def test_dashboard_live_chart_has_axes_and_a_legend(web: Web) -> None:
+    page = web.get("/").text
+    live = re.search(r'<figure class="chart" id="live".*?</figure>', page, re.S).group(0)
+    assert re.search(r'<div class="yaxis" id="live-y">(<span>[^<]*</span>){3}</div>', live)
+    assert 'id="live-x"' in live and "jobs per poll" in live
+    assert 'id="live-processed-last"' in live and 'id="live-failed-last"' in live
+    assert "live-y" in web.get("/static/app.js").text  # app.js fills the axis in
+
+
+def test_debug_groups_redis_info_by_section(web: Web, store: Store) -> None:
+    page = web.get("/debug").text
+    sections = re.findall(r'<details class="info-section" id="info-(\w+)">\s*<summary>(\w+) '
+                          r'<span class="muted">\((\d+)\)</span>', page)
+    names = [name for _, name, _ in sections]
+    assert names[:3] == ["Server", "Clients", "Memory"] and "Keyspace" in names
+    assert len(names) == len(set(names)) >= 8
+    memory = re.search(r'id="info-memory">.*?</details>', page, re.S).group(0)
+    assert "<th>used_memory_human</th>" in memory and "redis_version" not in memory
+    server = re.search(r'id="info-server">.*?</details>', page, re.S).group(0)
+    fields = re.findall(r"<th>(\w+)</th>", server)
+    assert fields[0] == "redis_version" and fields != sorted(fields)  # Redis's order
+    counts = {name: int(n) for _, name, n in sections}
+    assert counts["Memory"] == memory.count("<tr>")
+
+
 # -- security ---------------------------------------------------------------------------------
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -467,6 +667,53 @@ def test_csrf_token_and_cross_origin_checks(web: Web, store: Store) -> None:
     assert same.status_code == 302 and members(store, keys.RETRIES) == []
 
 
+def test_scripts_with_the_password_can_post_forms(store: Store, redis_url: str) -> None:
+    # curl or a script: Basic auth and the page's fields, no cookie, no Origin, no fetch
+    # metadata. Faktory lets these through; so do we. Browsers' cross-site requests do not pass.
+    web = Web(redis_url, password="s3cret", environment="production")
+    auth = basic("ops", "s3cret")
+    scraped = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"',
+                        web.get("/retries", headers=auth).text).group(1)
+
+    def script_post(fields: list[tuple[str, str]], **headers: str) -> testing.Result:
+        return web.client.simulate_post("/retries", body=urlencode(fields), headers={
+            "Content-Type": FORM, **auth, **headers})
+
+    a, b, c = (add_failed(store) for _ in range(3))
+    got = script_post([("action", "delete"), ("key", key_of(a)), (CSRF_FIELD, scraped)])
+    assert got.status_code == 302 and got.headers["location"] == "/retries"
+    assert script_post([("action", "kill"), ("key", key_of(b))]).status_code == 302  # no token
+    assert [m["jid"] for m in members(store, keys.RETRIES)] == [c[1]]
+    fields = [("action", "delete"), ("key", key_of(c))]
+    # the password is still needed
+    bare = web.client.simulate_post("/retries", body=urlencode(fields),
+                                    headers={"Content-Type": FORM})
+    assert bare.status_code == 401
+    # what a browser sends from another site is refused, password or not
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "http://evil.example"},
+                    {"Referer": "http://evil.example/page"},  # old browsers send only this
+                    {"Origin": "null"}):
+        refused = script_post(fields, **headers)
+        assert refused.status_code == 403 and "Cross-origin" in refused.text, headers
+    # a browser that has our cookie must still send the page's token with it
+    cookie = {"Cookie": f"{CSRF_COOKIE}={TOKEN}"}
+    assert script_post(fields, **cookie).status_code == 403
+    assert script_post(fields + [(CSRF_FIELD, "x" * 43)], **cookie).status_code == 403
+    assert [m["jid"] for m in members(store, keys.RETRIES)] == [c[1]]
+    same = script_post(fields + [(CSRF_FIELD, TOKEN)], Referer="http://falconframework.org/retries",
+                       **cookie)
+    assert same.status_code == 302 and members(store, keys.RETRIES) == []
+
+
+def test_readme_documents_the_form_rule() -> None:
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Web UI", 1)[1].split("\n## ", 1)[0]
+    for words in ("Sec-Fetch-Site", "Origin", "Referer", "curl", "cookie"):
+        assert words in section, words
+
+
 def test_get_never_changes_state(web: Web, store: Store) -> None:
     entry = add_failed(store)
     push(store)
@@ -484,6 +731,9 @@ def test_bad_form_input_is_4xx(web: Web, store: Store) -> None:
     assert web.post("/retries", {"action": "retry", "key": "no-pipe"}).status_code == 400
     assert web.post("/retries", {"action": "retry", "key": "nan|jid"}).status_code == 400
     assert web.post("/retries", {"action": "retry", "key": "1e999|jid"}).status_code == 400
+    # Python reads "1_0" as 10, Redis does not: the score goes to Redis as Python read it
+    assert web.post("/retries", {"action": "retry", "key": "1_0|jid"}).status_code == 302
+    assert web.get("/retries/1_0|jid").status_code == 307
     raw = web.client.simulate_post("/retries", body=b'{"a":1}', headers={
         "Content-Type": "application/json", "Cookie": f"{CSRF_COOKIE}={TOKEN}"})
     assert raw.status_code in (400, 403)
@@ -536,7 +786,8 @@ def test_first_page_fast_with_100k_jobs(web: Web, store: Store, path: str, zset:
 # -- localisation -----------------------------------------------------------------------------
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(render.__file__), "templates")
-TRANSLATED = ("ar", "de", "es", "fr", "it", "ja", "nl", "pt-br", "ru", "zh-cn")
+TRANSLATED = ("ar", "cs", "da", "de", "el", "es", "fa", "fr", "he", "hi", "it", "ja", "ko", "nb",
+              "nl", "pl", "pt", "pt-br", "ru", "sv", "ta", "uk", "ur", "vi", "zh-cn", "zh-tw")
 T_CALL = re.compile(r"""\bt\(\s*['"]([A-Za-z]\w*)['"]""")
 
 
@@ -547,16 +798,83 @@ def language(got: testing.Result) -> tuple[str, str, str]:
     return got.headers["content-language"], m.group(1), m.group(2)
 
 
+# Faktory's words for its menu and summary bar, in each of its 27 languages: what its users look
+# for. Corrected where Faktory's file is wrong: el "Προγραματίστηκε" (spelling), fa Enqueued
+# "صف بندی نشدند" (says "not queued"), hi "व्यस्थ" and "कतारे" (spelling), ta Retries (a stray
+# comma), ur (Arabic presentation forms and "کوشيش"); pl and pt-br have no Dead in Faktory.
+FAKTORY_TERMS_KEYS = ("Busy", "Queues", "Retries", "Scheduled", "Dead", "Processed", "Failed",
+                      "Enqueued")
+FAKTORY_TERMS = {
+    "ar": ("مشغول", "أرتال", "إعادة محاولة", "مجدول", "ميتة", "تمت المعالجة", "فشل", "في الرتل"),
+    "cs": ("Zaneprázdněné", "Fronty", "Opakování", "Naplánované", "Mrtvé", "Zpracované",
+           "Nezdařené", "Zařazené"),
+    "da": ("Travl", "Køer", "Forsøg", "Planlagt", "Død", "Processeret", "Fejlet", "I kø"),
+    "de": ("Beschäftigt", "Warteschlangen", "Versuche", "Geplant", "Tot", "Verarbeitet",
+           "Fehlgeschlagen", "In der Warteschlange"),
+    "el": ("Απασχολημένο", "Στοίβες", "Προσπάθειες", "Προγραμματίστηκε", "Αδρανείς",
+           "Επεξεργάστηκε", "Απέτυχε", "Μπήκαν στην στοίβα"),
+    "en": ("Busy", "Queues", "Retries", "Scheduled", "Dead", "Processed", "Failed", "Enqueued"),
+    "es": ("Ocupado", "Filas", "Reintentos", "Programadas", "Muerto", "Procesadas", "Fallidas",
+           "En Fila"),
+    "fa": ("مشغول", "صف ها", "تکرار", "زمان بندی", "مرده", "پردازش شده", "ناموفق", "صف بندی شده"),
+    "fr": ("En cours", "Queues", "Tentatives", "Planifiées", "Mortes", "Traitées", "Échouées",
+           "En attente"),
+    "he": ("עסוקים", "תורים", "נסיונות חוזרים", "מתוכננים", "מתים", "עובדו", "נכשלו", "בתור"),
+    "hi": ("व्यस्त", "कतारें", "पुनर्प्रयास", "परिगणित", "निष्प्राण", "कार्रवाई कृत", "असफल",
+           "कतारबद्ध"),
+    "it": ("Occupato", "Code", "Nuovi tentativi", "Pianificato", "Arrestato", "Processato",
+           "Fallito", "In coda"),
+    "ja": ("実行中", "キュー", "再試行", "予定", "デッド", "完了", "失敗", "待機状態"),
+    "ko": ("작동", "큐", "재시도", "예약", "죽음", "처리완료", "실패", "대기 중"),
+    "nb": ("Opptatt", "Køer", "Forsøk", "Planlagt", "Død", "Prosessert", "Mislykket", "I kø"),
+    "nl": ("Bezet", "Wachtrijen", "Opnieuw proberen", "Gepland", "Overleden", "Verwerkt",
+           "Mislukt", "In de wachtrij"),
+    "pl": ("Zajęte", "Kolejki", "Prób", "Zaplanowane", "Martwe", "Ukończone", "Nieudane",
+           "Zakolejkowane"),
+    "pt": ("Ocupado", "Filas", "Tentativas", "Agendados", "Morto", "Processados", "Falhados",
+           "Em espera"),
+    "pt-br": ("Ocupados", "Filas", "Tentativas", "Agendados", "Mortos", "Processados", "Falhas",
+              "Na fila"),
+    "ru": ("Занят", "Очереди", "Попытки", "Запланировано", "Убито", "Обработано", "Провалено",
+           "В очереди"),
+    "sv": ("Upptagen", "Köer", "Försök", "Schemalagd", "Död", "Processerad", "Misslyckad", "Köad"),
+    "ta": ("பணிமிகுதி", "வரிசை", "மீண்டும் முயற்சிக்க", "திட்டமிடப்பட்ட", "இறந்துபோன",
+           "நிறையுற்றது", "தோல்வி", "வரிசைப்படுத்தப்பட்டவை"),
+    "uk": ("Зайнятих", "Черги", "Спроби", "Заплановано", "Вбитих", "Опрацьовано", "Невдалих",
+           "У черзі"),
+    "ur": ("مصروف", "قطاريں", "دوبارہ کوشش", "طے شدہ", "ختم شدہ", "مکمل شدہ", "ناکام شدہ",
+           "قطار ميں شامل"),
+    "vi": ("Bận", "Các hàng đợi", "Thử lại", "Đã lên lịch", "Chết", "Đã xử lý", "Đã thất bại",
+           "Hàng đợi"),
+    "zh-cn": ("执行中", "队列", "重试", "已计划", "已停滞", "已处理", "已失败", "已进入队列"),
+    "zh-tw": ("忙碌", "佇列", "重試", "已排程", "停滯", "已處理", "已失敗", "已佇列"),
+}
+
+
+def test_every_language_faktory_has_with_its_menu_words() -> None:
+    catalog = i18n.Catalog.load()
+    assert sorted(catalog.locales) == sorted(FAKTORY_TERMS) and len(FAKTORY_TERMS) == 27
+    for code, words in FAKTORY_TERMS.items():
+        strings = catalog.locales[code].strings
+        assert tuple(strings[k] for k in FAKTORY_TERMS_KEYS) == words, code
+    # "Busy" is the workers page, not the "active" status beside it
+    de = catalog.locales["de"]
+    assert de.t("Busy") == "Beschäftigt" and de.t("active") == "aktiv"
+    for code in ("fa", "he", "ur", "ar"):
+        assert catalog.locales[code].direction == "rtl", code
+
+
 def test_locale_cookie_beats_accept_language(web: Web) -> None:
     got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=fr", "Accept-Language": "de"})
-    assert language(got) == ("fr", "fr", "ltr") and "Files" in got.text
+    assert language(got) == ("fr", "fr", "ltr") and "Tentatives" in got.text
     # a cookie naming no locale file is ignored
     got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=../../etc", "Accept-Language": "de"})
     assert language(got)[0] == "de"
 
 
 @pytest.mark.parametrize("header,want", [
-    ("sv-SE, de-AT;q=0.8", "de"),      # no sv file: the next entry, by its base language
+    ("lt-LT, de-AT;q=0.8", "de"),      # no lt file: the next entry, by its base language
+    ("sv-SE", "sv"),
     ("de-at", "de"),
     ("pt-BR,pt;q=0.9", "pt-br"),       # the regional file when there is one
     ("zh-CN", "zh-cn"),
@@ -584,7 +902,7 @@ def test_content_language_on_every_response(web: Web) -> None:
 def test_rtl_languages_render_right_to_left(web: Web, store: Store) -> None:
     push(store)
     got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=ar"})
-    assert language(got) == ("ar", "ar", "rtl") and "الطوابير" in got.text
+    assert language(got) == ("ar", "ar", "rtl") and "أرتال" in got.text
     assert "[dir=\"rtl\"]" in web.get("/static/app.css").text
     for code in ("fa", "he", "ur"):  # RTL even before they have a locale file
         assert i18n.Locale(code, {}).direction == "rtl"
@@ -596,13 +914,13 @@ def test_pages_in_german(web: Web, store: Store) -> None:
     push(store, queue="mails")
     de = {"Accept-Language": "de"}
     retries = web.get("/retries", headers=de).text
-    assert "Jetzt wiederholen" in retries and "Wiederholungen" in retries and "Retry now" not in retries
+    assert "Jetzt erneut versuchen" in retries and "Versuche" in retries and "Retry now" not in retries
     assert re.search(r"vor \d+ s<", web.get("/queues/mails", headers=de).text)  # relative times
     assert "Fehler" in web.get(f"/retries/{key_of(entry)}", headers=de).text
     assert "Alle Jobs in mails löschen?" in web.get("/queues", headers=de).text
     dashboard = web.get("/", headers=de).text
-    assert "Abfrageintervall" in dashboard and "verarbeitet: 0" in dashboard
-    assert 'data-max-label="max. %{max} pro Abfrage"' in dashboard
+    assert "Abfrageintervall" in dashboard and "verarbeitet: <b>0</b>" in dashboard
+    assert "Jobs pro Abfrage" in dashboard  # the live chart's unit
 
 
 def test_translated_text_is_escaped_with_its_values(store: Store, redis_url: str) -> None:

@@ -2,16 +2,20 @@
 
 Jobs go in through the Faktory protocol; the browser logs in with the password (production
 mode), watches the dashboard, retries a failed job, pauses a queue, and is refused a
-cross-origin POST. Screenshots of the dashboard and the retries page are taken; they replace
-the README's (docs/) only when FF_SCREENSHOTS=docs, so a test run leaves the tree clean.
+cross-origin POST. Every page is visited at phone width (390 px) and desktop width (1280 px),
+screenshotted, and must not scroll sideways. Screenshots go to the test's tmp_path; with
+FF_SCREENSHOTS=docs the README's (docs/*.png) are replaced, with FF_SCREENSHOTS=<directory>
+every one of them is kept there; a plain test run leaves the tree clean.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -26,9 +30,20 @@ DOCS = os.path.join(ROOT, "docs")
 TWO_POINTS = re.compile(r"\S+ \S+")  # an SVG polyline's points: at least two
 
 
+# desktop: test_dashboard_live_graph and test_retry_from_the_retries_page; phone: the page tour
+README_SHOTS = ("dashboard.png", "retries.png", "dashboard-phone.png", "retries-phone.png")
+
+
 def screenshot(page: Any, tmp_path: Any, name: str) -> None:
-    """Full-page screenshot into docs/ (FF_SCREENSHOTS=docs) or the test's tmp_path."""
-    folder = DOCS if os.environ.get("FF_SCREENSHOTS") == "docs" else str(tmp_path)
+    """Full-page screenshot into the test's tmp_path, docs/ (FF_SCREENSHOTS=docs, the README's
+    only) or the directory FF_SCREENSHOTS names."""
+    where = os.environ.get("FF_SCREENSHOTS", "")
+    folder = str(tmp_path)
+    if where == "docs":
+        folder = DOCS if name in README_SHOTS else folder
+    elif where:
+        folder = where
+        os.makedirs(folder, exist_ok=True)
     page.screenshot(path=os.path.join(folder, name), full_page=True)
     assert os.path.getsize(os.path.join(folder, name)) > 0
 
@@ -126,6 +141,11 @@ def test_dashboard_live_graph(page: Any, base: str, client: Client, tmp_path: An
     playwright.expect(page.locator("#live-processed")).to_have_attribute(
         "points", TWO_POINTS, timeout=10_000)
     assert page.locator('[data-stat="processed"]').inner_text() == "6"
+    # its axes: counts per poll up the side (0, half, a round top), poll times along the bottom
+    y = page.locator("#live-y span").all_inner_texts()
+    assert y[2] == "0" and int(y[0]) >= 2 and float(y[1]) == int(y[0]) / 2
+    x = page.locator("#live-x span").all_inner_texts()
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in x) and x[0] != x[1]
     assert "Version" in page.inner_text(".facts")
     screenshot(page, tmp_path, "dashboard.png")
 
@@ -234,3 +254,212 @@ def test_pages_work_under_the_content_security_policy(page: Any, base: str, clie
     page.goto(base + "/busy")
     assert page.evaluate("window.__inline") is None
     assert any(v.startswith("script-src") for v in page.evaluate("window.__csp"))
+
+
+# -- every page at phone and desktop width ------------------------------------------------------
+
+LONG_TEXT = "lorem ipsum dolor sit amet " * 120  # ~3 KB: cut to a few lines in lists
+NO_SPACES = "x" * 700  # one unbreakable word
+# (width, height, language): German has the longest words, Arabic runs right to left, and 360 px
+# is the narrowest phone the pages are made for
+WIDTHS = {"phone": (390, 844, "en"), "desktop": (1280, 860, "en"), "phone-de": (360, 740, "de"),
+          "phone-ar": (390, 844, "ar")}
+
+
+def tour_data(server: FaktoryServer, client: Client) -> dict[str, str]:
+    """Something of everything, long texts included; returns the detail-page keys by set."""
+    for i in range(3):
+        client.push(job("SendEmail", [i, "user@example.com", {"template": "welcome"}]))
+    client.push(job("ImportCsv", [LONG_TEXT, NO_SPACES, {"rows": list(range(200))}]))
+    client.push(job("Reporting::MonthlyAggregates::RebuildEverything", [2026, 1],
+                    queue="reporting.monthly-aggregates", priority=8))
+    client.push(job("Deliver", [1], queue="mailers"))
+    client.call('QUEUE PAUSE mailers')
+    for i in range(3):
+        client.push(job("Later", [i, LONG_TEXT[:300]], at="2099-01-01T00:00:00Z"))
+    for i in range(4):
+        j = job("ResizeImage", [f"s3://bucket/{i}.png", 640, LONG_TEXT if i == 0 else "ok"],
+                queue="images")
+        client.push(j)
+        assert client.fetch("images")["jid"] == j["jid"]
+        client.fail(j["jid"], "ImageError", ("cannot decode: " + LONG_TEXT) if i == 0 else "bad png",
+                    [f"resize.py:{n} in decode" for n in range(40)])
+    r = server.redis()
+    retried = r.zrange("retries", 0, -1, withscores=True)
+    member, score = retried[-1]
+    r.zrem("retries", member)
+    r.zadd("dead", {member: score + 86400})
+    worker = server.client(wid="tourworker1", labels=["tour", "python"], hostname="tour-box")
+    worker.push(job("Crunch", [NO_SPACES[:120], LONG_TEXT[:500]], queue="busyq"))
+    assert worker.fetch("busyq") is not None  # in progress, shown on /busy
+    keys = {}
+    for zset in ("retries", "scheduled", "dead"):
+        m, sc = r.zrange(zset, 0, 0, withscores=True)[0]
+        keys[zset] = f"{sc!r}|{json.loads(m)['jid']}"
+    return keys
+
+
+def no_horizontal_overflow(page: Any) -> tuple[int, int]:
+    return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+
+
+@pytest.mark.parametrize("size", WIDTHS)
+def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: FaktoryServer,
+                                             client: Client, tmp_path: Any, size: str) -> None:
+    width, height, language = WIDTHS[size]
+    keys = tour_data(server, client)
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": width, "height": height})
+    ctx.add_cookies([{"name": "faktory_locale", "value": language, "url": base}])
+    page = ctx.new_page()
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
+    pages = [("dashboard", "/"), ("busy", "/busy"), ("queues", "/queues"),
+             ("queue", "/queues/default"), ("retries", "/retries"),
+             ("retry", "/retries/" + quote(keys["retries"])), ("scheduled", "/scheduled"),
+             ("scheduled-job", "/scheduled/" + quote(keys["scheduled"])), ("morgue", "/morgue"),
+             ("dead-job", "/morgue/" + quote(keys["dead"])), ("debug", "/debug"),
+             ("not-found", "/no/such/page")]
+    for name, path in pages:
+        reply = page.goto(base + path)
+        assert reply.status == (404 if name == "not-found" else 200), path
+        assert page.locator("header.top nav").count() == 1, path  # the menu, even on the 404
+        if name == "dashboard":  # a live chart with a line in it
+            playwright.expect(page.locator("#live-processed")).to_have_attribute(
+                "points", TWO_POINTS, timeout=10_000)
+        scroll, inner = no_horizontal_overflow(page)
+        assert scroll <= inner, (path, scroll, inner)
+        screenshot(page, tmp_path, f"{name}-{size}.png")
+    assert failed == ["404 " + base + "/no/such/page"]  # no missing favicon, script or style
+    ctx.close()
+
+
+def test_menu_folds_on_phones(browser: Any, base: str, tmp_path: Any) -> None:
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": 390, "height": 844})
+    phone = ctx.new_page()
+    phone.goto(base + "/")
+    toggle, queues = phone.locator(".menu-toggle"), phone.locator("#menu a", has_text="Queues")
+    assert toggle.is_visible() and not queues.is_visible()
+    assert phone.locator("header.top").bounding_box()["height"] < 60  # one line, not three
+    toggle.click()
+    assert toggle.get_attribute("aria-expanded") == "true" and queues.is_visible()
+    screenshot(phone, tmp_path, "menu-phone.png")
+    with phone.expect_navigation():
+        queues.click()
+    assert phone.url == base + "/queues" and not phone.locator("#menu a").first.is_visible()
+    # a wide window shows the menu and no button
+    phone.set_viewport_size({"width": 1280, "height": 860})
+    assert queues.is_visible() and not toggle.is_visible()
+    ctx.close()
+
+
+def test_destructive_buttons_ask_first(page: Any, base: str, client: Client,
+                                       server: FaktoryServer) -> None:
+    worker = server.client(wid="confirmw1", hostname="confirm-box")
+    assert worker.call("BEAT " + json.dumps({"wid": "confirmw1"})) == "OK"
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        page.once("dialog", lambda d: (asked.append(d.message), d.accept() if accept else d.dismiss()))
+
+    page.goto(base + "/busy")
+    answer(False)
+    page.get_by_role("button", name="Quiet all").click()
+    answer(False)
+    page.get_by_role("button", name="Terminate all").click()
+    assert asked == ["Quiet every worker process? They finish their jobs and fetch no new ones.",
+                     "Terminate every worker process?"]
+    assert page.url == base + "/busy"
+    assert worker.call("BEAT " + json.dumps({"wid": "confirmw1"})) == "OK"  # still running
+    answer(True)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Quiet all").click()
+    assert json.loads(worker.call("BEAT " + json.dumps({"wid": "confirmw1"}))) == {"state": "quiet"}
+    # a single job's page: Delete and Kill ask, Retry does not
+    failed_job(client, jobtype="AskMe")
+    page.goto(base + "/retries")
+    with page.expect_navigation():
+        page.locator("a", has_text="in ").first.click()
+    detail = page.url
+    answer(False)
+    page.get_by_role("button", name="Delete").click()
+    answer(False)
+    page.get_by_role("button", name="Kill").click()
+    assert asked[-2:] == ["Are you sure you want to delete this job?",
+                          "Move this job to the dead set?"]
+    assert page.url == detail and server.redis().zcard("retries") == 1
+    answer(True)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Delete").click()
+    assert page.url == base + "/retries" and server.redis().zcard("retries") == 0
+
+
+def test_long_cells_open_on_a_click(page: Any, base: str, client: Client) -> None:
+    failed_job(client, jobtype="Long", args=[LONG_TEXT, NO_SPACES])
+    failed_job(client, jobtype="Short", args=[1])
+    page.goto(base + "/retries")
+    long_cell = page.locator("tr", has_text="Long").locator(".clip").first
+    short_cell = page.locator("tr", has_text="Short").locator(".clip").first
+    closed = long_cell.bounding_box()["height"]
+    assert closed < 80 and "clipped" in long_cell.get_attribute("class")
+    assert "clipped" not in short_cell.get_attribute("class")
+    row = page.locator("tr", has_text="Long").bounding_box()["height"]
+    assert row < 120  # not 11,000 px of arguments
+    long_cell.click()
+    assert long_cell.get_attribute("aria-expanded") == "true"
+    assert long_cell.bounding_box()["height"] > 5 * closed
+    long_cell.press("Enter")  # the keyboard closes it again
+    assert long_cell.bounding_box()["height"] == closed
+    scroll, inner = no_horizontal_overflow(page)
+    assert scroll <= inner
+
+
+# Lets a test hide the tab: headless Chromium's own tabs are never hidden.
+HIDEABLE = """
+Object.defineProperty(document, "hidden", {configurable: true, get: function () {
+  return !!window.__hidden; }});
+Object.defineProperty(document, "visibilityState", {configurable: true, get: function () {
+  return window.__hidden ? "hidden" : "visible"; }});
+window.localStorage.setItem("timeInterval", "2");
+"""
+
+
+@pytest.mark.parametrize("path", ["/queues", "/busy"])
+def test_live_poll_refreshes_and_pauses_while_hidden(page: Any, base: str, client: Client,
+                                                      path: str) -> None:
+    page.add_init_script(HIDEABLE)
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.url == base + path else None)
+    page.goto(base + path)
+    toggle = page.locator("#live-toggle")
+    assert not toggle.is_checked() and toggle.get_attribute("data-state") == "off"
+    page.evaluate("window.__marker = 1")  # gone if the page reloads
+    toggle.check()
+    assert toggle.get_attribute("data-state") == "live"
+    if path == "/queues":
+        client.push(job(queue="livequeue"))
+        shows, stat = "livequeue", "enqueued"
+    else:
+        client.push(job("LiveJob", queue="livebusy"))
+        assert client.fetch("livebusy") is not None  # in progress
+        shows, stat = "LiveJob", "busy"
+    playwright.expect(page.locator("#live-region")).to_contain_text(shows, timeout=10_000)
+    playwright.expect(page.locator(f'[data-stat="{stat}"]')).to_have_text("1")  # the summary too
+    assert page.evaluate("window.__marker") == 1 and len(polls) >= 2  # refreshed in place
+    # hidden: no more requests; visible again: one at once
+    page.evaluate("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+    assert toggle.get_attribute("data-state") == "paused"
+    seen = len(polls)
+    page.wait_for_timeout(4500)  # over two polling intervals: nothing must happen
+    assert len(polls) == seen
+    with page.expect_request(base + path):
+        page.evaluate("window.__hidden = false; "
+                      "document.dispatchEvent(new Event('visibilitychange'))")
+    assert toggle.get_attribute("data-state") == "live"
+    # the choice is remembered
+    page.reload()
+    assert page.locator("#live-toggle").is_checked()
+    page.locator("#live-toggle").uncheck()
+    assert page.locator("#live-toggle").get_attribute("data-state") == "off"

@@ -30,7 +30,7 @@ class StaticCaching:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        if req.path.startswith("/static/") and req_succeeded:
+        if (req.path.startswith("/static/") or req.path == "/favicon.ico") and req_succeeded:
             resp.cache_control = ["public", "max-age=3600"]
         resp.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         resp.set_header("X-Content-Type-Options", "nosniff")
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> falcon.App:
                                  StaticCaching()])
     app.set_error_serializer(_error_serializer(ui))
     app.add_static_route("/static", STATIC)
+    app.add_route("/favicon.ico", resources.Favicon(os.path.join(STATIC, "img", "favicon.ico")))
     app.add_route("/health", resources.Health(ui))
     app.add_route("/stats", resources.Stats(ui))
     app.add_route("/metrics", resources.Metrics(ui))

@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon
 import jinja2
+import redis
 
 from faktory_fast import FAKTORY_VERSION
 from faktory_fast.store import Store
@@ -58,23 +59,37 @@ class Renderer:
     def page(self, req: falcon.Request, resp: falcon.Response, template: str,
              info: dict[str, Any] | None = None, **context: Any) -> None:
         """Render ``template``; ``info`` (``Store.info()``) is fetched unless given."""
-        info = info if info is not None else self.store.info()
         resp.content_type = falcon.MEDIA_HTML
         resp.cache_control = ["no-cache"]
-        resp.text = self.env.get_template(template).render(
+        resp.text = self.render(req, template, info, **context)
+
+    def render(self, req: falcon.Request, template: str, info: dict[str, Any] | None = None,
+               **context: Any) -> str:
+        """``template`` with the shared page context (summary bar, navigation, footer)."""
+        info = info if info is not None else self.store.info()
+        return self.env.get_template(template).render(
             summary={
                 "processed": info["processed"], "failed": info["failures"],
                 "busy": info["working"], "enqueued": sum(info["queues"].values()),
                 "retries": info["retries"], "scheduled": info["scheduled"], "dead": info["dead"],
             },
-            path=req.path, prefix=req.context.prefix, csrf=req.context.csrf,
+            path=req.path, prefix=req.context.prefix, csrf=getattr(req.context, "csrf", ""),
             csrf_field=CSRF_FIELD, version=FAKTORY_VERSION, settings=self.settings,
             utc_time=time.strftime("%H:%M:%S UTC", time.gmtime()), now=time.time(),
             locale=locale_of(req, self.catalog), **context)
 
     def error(self, req: falcon.Request, status: str, title: str, description: str) -> str:
-        """A minimal error page (no Redis access: it may be what failed)."""
+        """An error page: inside the usual layout (menu, summary) for a signed-in user's 4xx, so
+        a mistyped URL leaves a way on; a bare page otherwise (401: nothing to show before the
+        password; 5xx: Redis may be what failed; public paths: no data without the password).
+        """
         prefix = getattr(req.context, "prefix", "")
+        context = {"status": status, "title": title, "description": description}
+        if getattr(req.context, "authenticated", False) and status[:1] == "4":
+            try:
+                return self.render(req, "error.html", base="layout.html", **context)
+            except (redis.RedisError, OSError):
+                pass  # Redis is down: the bare page still answers
         return self.env.get_template("error.html").render(
-            status=status, title=title, description=description, prefix=prefix,
-            locale=locale_of(req, self.catalog))
+            base="bare.html", prefix=prefix, path=req.path, locale=locale_of(req, self.catalog),
+            **context)

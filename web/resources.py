@@ -26,6 +26,7 @@ from .settings import Settings
 HISTORY_DAYS = (7, 30, 90, 180)
 FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offering "more"
 SIGNALS = ("quiet", "terminate")
+QUEUE_ORDERS = ("newest", "fetch")  # the first is the default
 DF_TIMEOUT = 2.0  # seconds /debug waits for df (a hung network mount must not hang the page)
 
 
@@ -108,6 +109,18 @@ class Metrics(Resource):
         resp.cache_control = ["no-cache"]
 
 
+class Favicon:
+    """``/favicon.ico``, which browsers ask for whatever the page says (no authentication)."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as f:
+            self.data = f.read()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self.data
+        resp.content_type = "image/x-icon"
+
+
 # -- pages ------------------------------------------------------------------------------------
 
 class Dashboard(Resource):
@@ -122,7 +135,7 @@ class Dashboard(Resource):
         counts = self.store.daily_counts(dates)
         info = self.store.info()
         self.ui.page(req, resp, "dashboard.html", info=info, days=days, day_choices=HISTORY_DAYS,
-                     history=charts.history_svg(dates, counts, locale_of(req, self.ui.catalog).t),
+                     history=charts.history_chart(dates, counts, locale_of(req, self.ui.catalog).t),
                      stats=info_document(info, self.settings.started_at),
                      redis=self.store.redis_info())
 
@@ -185,19 +198,35 @@ def decode_bkey(bkey: str) -> tuple[int, bytes]:
 
 
 class Queue(Resource):
-    """``/queues/<name>``: one queue's jobs (paged); delete jobs, pause, resume, clear."""
+    """``/queues/<name>``: one queue's jobs (paged); delete jobs, pause, resume, clear.
+
+    ``?order=newest`` (the default, as Faktory's page) lists the last job to be fetched first,
+    ``?order=fetch`` the next one first.
+    """
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         info = self.store.info()
         if name not in info["queues"]:
             raise redirect(req, "/queues")
         number = page_param(req)
-        size, entries = self.store.queue_page(name, (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
+        order = req.get_param("order") or QUEUE_ORDERS[0]
+        if order not in QUEUE_ORDERS:
+            raise falcon.HTTPBadRequest(title="Invalid order", description="Use newest or fetch.")
+        offset = (number - 1) * views.PAGE_SIZE
+        if order == "fetch":
+            size, entries = self.store.queue_page(name, offset, views.PAGE_SIZE)
+        else:
+            # the same page counted from the other end (the size is the one just read: a job
+            # fetched in between shifts the page by one, as any paging of a live queue)
+            size = info["queues"][name]
+            start = max(0, size - offset - views.PAGE_SIZE)
+            size, entries = self.store.queue_page(name, start, max(0, size - offset - start))
+            entries = entries[::-1]
         page = views.Page(number, size)
         rows = [(encode_bkey(p, raw), views.parse_job(raw)) for p, raw in entries]
         paused = any(n == name and p for n, _, p, _ in self.store.queue_list())
         self.ui.page(req, resp, "queue.html", info=info, name=name, rows=rows, page=page,
-                     paused=paused)
+                     paused=paused, order=order, orders=QUEUE_ORDERS)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         fields = form(req)
@@ -292,12 +321,12 @@ class Debug(Resource):
     """``/debug``: the locale selector and Faktory's debug facts, adapted to this server."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        redis = self.store.redis_info()
+        sections = self.store.redis_info_sections()
         started = time.perf_counter_ns()
         self.store.ping()
         rtt_us = (time.perf_counter_ns() - started) // 1000
         socket_dir = storage_dir(self.settings.redis_url)
-        self.ui.page(req, resp, "debug.html", redis=redis, rtt_us=rtt_us,
+        self.ui.page(req, resp, "debug.html", sections=sections, rtt_us=rtt_us,
                      redis_where=redis_location(self.settings.redis_url),
                      processes=self.store.server_processes() or None, cpus=os.cpu_count(),
                      rss_mb=rss_bytes() / 2**20, storage=socket_dir,

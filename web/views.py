@@ -64,6 +64,11 @@ class JobView:
         return failure if isinstance(failure, dict) else {}
 
     @property
+    def failure_message(self) -> str:
+        """The error message as lists show it: cut at 1 KiB, as arguments."""
+        return truncate(str(self.failure.get("message", "")))
+
+    @property
     def key(self) -> str:
         """Names a sorted-set entry in URLs and forms: ``<score>|<jid>``.
 
@@ -100,13 +105,23 @@ def truncate(text: str, limit: int = ARG_LIMIT) -> str:
 
 
 def parse_key(key: str) -> tuple[str, str]:
-    """``<score>|<jid>`` to (score, jid); ValueError when malformed."""
+    """``<score>|<jid>`` to (score, jid); ValueError when malformed.
+
+    The score is ours (unix seconds) or Faktory's (``2025-01-01T12:00:00.123456789Z``, the
+    RFC3339 time its links carry). Faktory's has the score truncated to the nanosecond, which
+    parses back to the same double (its spacing near today's time is ~240 ns), so both name the
+    same entry.
+    """
     score, sep, jid = key.partition("|")
     if not sep or not jid:
         raise ValueError(f"bad key {key!r}")
-    if not math.isfinite(float(score)):
+    try:
+        seconds = float(score)
+    except ValueError:
+        return repr(jobs.parse_rfc3339(score) / 1_000_000_000), jid  # int / int: correctly rounded
+    if not math.isfinite(seconds):
         raise ValueError(f"bad key {key!r}")
-    return score, jid
+    return repr(seconds), jid  # as Redis reads it ("1_0" and the like are Python's alone)
 
 
 @dataclass(frozen=True, slots=True)
