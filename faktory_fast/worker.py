@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -18,18 +19,22 @@ import uvloop
 from faktory_fast import aredis, keys, log as logsetup, resp, wire
 from faktory_fast.lifecycle import Lifecycle
 from faktory_fast.server import LINE_TIMEOUT, Connection, ServerState
-from faktory_fast.store import Store
+from faktory_fast.store import Store, ensure_library
 
 log = logging.getLogger("faktory_fast")
 
 COMMAND_REPORT_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
+REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
 
 
 async def serve(settings: dict[str, Any]) -> int:
-    """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1)."""
+    """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1; with a Redis of the
+    user's, ``redis_reconnect``: reconnect instead, clients keep their connections)."""
     loop = asyncio.get_running_loop()
     proc = settings["proc"]
+    url = settings["redis_url"]
+    reconnect = settings.get("redis_reconnect", False)
     lc: Lifecycle | None = None
 
     def on_message(msg: list) -> None:
@@ -41,12 +46,23 @@ async def serve(settings: dict[str, Any]) -> int:
         else:
             lc.on_wake(data)
 
-    sub = await aredis.connect(settings["redis_url"], on_push=on_message)
-    conn = await aredis.connect(settings["redis_url"])
+    async def subscribe(sub: aredis.RedisConnection) -> None:
+        await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
+        await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
+
+    sub = aredis.RedisConnection(on_message)
+    conn = aredis.RedisConnection()
+    conn.wait_replicas = settings.get("redis_wait_replicas", 0)
+    conn.wait_timeout = settings.get("redis_wait_timeout", 1000)
+    if reconnect:  # the master has just reached it, but it may be failing over right now
+        if not (await aredis.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
+                and await aredis.reconnect(conn, url, give_up=REDIS_START_WAIT)):
+            return 1
+    else:
+        await aredis.connect(url, conn=sub, ready=subscribe)
+        await aredis.connect(url, conn=conn)
     store = Store.for_async(conn)
     lc = Lifecycle(store, proc, settings["started_at"])
-    await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
-    await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
     state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"],
                         settings["environment"], settings.get("line_budget"),
                         settings.get("line_timeout", LINE_TIMEOUT))
@@ -67,10 +83,17 @@ async def serve(settings: dict[str, Any]) -> int:
                 try:
                     await store.count_commands(proc, n)
                 except aredis.RedisClosed:
-                    return  # serve() reports the loss
+                    if not reconnect:
+                        return  # serve() reports the loss
+                    lc.commands += n  # counted once Redis is back
 
     reporter = asyncio.ensure_future(report_commands())
-    await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+    while True:
+        await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+        if stop.done() or not reconnect:
+            break
+        if not await _reconnect(proc, url, conn, sub, subscribe, state, stop):
+            break
     reporter.cancel()
     # Stopping or not, clients are told and let go before we exit: commands still arriving
     # would start tasks that never run. Without Redis every command fails at once.
@@ -88,7 +111,7 @@ async def serve(settings: dict[str, Any]) -> int:
             pass
     else:
         await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
-    if conn.closed.done() or sub.closed.done():
+    if not stop.done() and (conn.closed.done() or sub.closed.done()):
         # The one line for this: the commands it failed answered "-ERR lost the connection to
         # Redis" without a word each (server._error_reply).
         log.error("Lost the connection to Redis; process %s exits", proc)
@@ -96,6 +119,33 @@ async def serve(settings: dict[str, Any]) -> int:
     conn.close()
     sub.close()
     return 0
+
+
+async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
+                     sub: aredis.RedisConnection, subscribe: aredis.Ready, state: ServerState,
+                     stop: asyncio.Future) -> bool:
+    """Redis went away: open both connections again (to the primary Sentinel names now),
+    with one log line for the loss and one for the return. False if stopped meanwhile."""
+    lost = conn.lost if conn.closed.done() else sub.lost
+    log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc)
+    started = time.monotonic()
+    for c in (conn, sub):  # both go to the same (new) primary
+        c.close()
+    await asyncio.wait([conn.closed, sub.closed])
+    if state.redis_full:  # its write buffer went with it
+        state.redis_pressure(False)
+    if not (await aredis.reconnect(conn, url, stop, ready=ensure_library)
+            and await aredis.reconnect(sub, url, stop, ready=subscribe)):
+        return False
+    # Wake-ups published while we were away are lost, and "queue empty" may be stale:
+    # forget it (as after a FLUSH) and let each parked FETCH look again.
+    lc = state.lifecycle
+    lc.on_control("flush")
+    for queue in list(lc._waiting):
+        lc.on_wake(queue)
+    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conn.address,
+             time.monotonic() - started, proc)
+    return True
 
 
 def main() -> None:
