@@ -38,7 +38,7 @@ Then = Callable[[Any], None]
 HIGH_WATER = 4 << 20
 LOW_WATER = 1 << 20
 CONNECT_TIMEOUT = 5.0  # seconds for one attempt: TCP connect, Sentinel query, AUTH, ROLE
-BACKOFF = (0.1, 2.0)  # seconds between attempts to reconnect: doubles from 0.1 up to 2
+BACKOFF = (0.1, 1.0)  # seconds between attempts to reconnect: doubles from 0.1 up to 1
 STILL_DOWN_EVERY = 30.0  # a reconnection that keeps failing says so this often
 # A dead primary host sends no RST: TCP keepalive (and a limit on unacknowledged data) notices.
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3,
@@ -119,7 +119,7 @@ class RedisConnection:
         refusing writes for want of replicas) is no error of the command's."""
         text = str(err)
         if text.startswith("READONLY"):
-            # Sentinel made this Redis a replica: drop it (each process then finds the new
+            # A failover made this Redis a replica: drop it (each process then finds the new
             # primary), failing this command and those after it as if the connection broke.
             if self._transport is not None:
                 self.lost = f"{self.address} is now a replica (READONLY)"
@@ -246,21 +246,27 @@ def describe(url: str) -> str:
     return f"{target['host']}:{target['port']}"
 
 
-def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
-    """Ask the Sentinels of a ``redis+sentinel://`` URL where the primary is (blocking).
-
-    redis-py's Sentinel client does the asking: it takes the first Sentinel that knows a
-    primary by that name not flagged down.
-    """
+def sentinels(target: dict[str, Any]) -> Any:
+    """redis-py's Sentinel client for a ``redis+sentinel://`` URL's parts: one try per
+    Sentinel (its default retries would make a Sentinel that is down cost seconds)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
     from redis.sentinel import Sentinel
 
-    sentinel = Sentinel(target["sentinels"], sentinel_kwargs={
-        "socket_timeout": 1.0, "socket_connect_timeout": 1.0,
+    return Sentinel(target["sentinels"], sentinel_kwargs={
+        "socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
         "password": target["sentinel_password"]})
+
+
+def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
+    """Ask the Sentinels of a ``redis+sentinel://`` URL where the primary is (blocking): the
+    first that knows a primary by that name not flagged down answers (redis-py's
+    ``discover_master``)."""
+    client = sentinels(target)
     try:
-        host, port = sentinel.discover_master(target["service"])
+        host, port = client.discover_master(target["service"])
     finally:
-        sentinel.close()
+        client.close()
     return host, int(port)
 
 
@@ -334,8 +340,8 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
 
 
 async def _role(conn: RedisConnection) -> bytes:
-    """``master`` or ``slave`` (ROLE); ``master`` where ROLE is not allowed (some hosted
-    Redis rename it)."""
+    """``master`` or ``slave`` (ROLE); ``master`` where ROLE is refused (renamed, or denied
+    by an ACL): such a Redis is taken at its word until it answers -READONLY."""
     try:
         reply = await conn.execute("ROLE")
     except ReplyError:
@@ -346,7 +352,7 @@ async def _role(conn: RedisConnection) -> bytes:
 async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None = None,
                     ready: Ready | None = None, give_up: float | None = None) -> bool:
     """Re-open ``conn`` (closed) until it works: True; False once ``stop`` is done or
-    ``give_up`` seconds have passed. Tries again after 0.1 s, 0.2 s, ... up to 2 s.
+    ``give_up`` seconds have passed. Tries again after 0.1 s, 0.2 s, ... up to 1 s.
 
     The loss and the return are the caller's to log; here one warning says what fails if it
     still does after STILL_DOWN_EVERY seconds (and every as long again), not one per attempt.

@@ -102,13 +102,10 @@ class Store:
         elif "sentinels" in target:
             # The pool asks the Sentinels for the primary whenever it opens a connection, and
             # drops a connection to a primary that became a replica (READONLY).
-            from redis.sentinel import Sentinel
+            from faktory_fast.aredis import sentinels
 
-            sentinel = Sentinel(target["sentinels"], sentinel_kwargs={
-                "socket_timeout": 1.0, "socket_connect_timeout": 1.0,
-                "password": target["sentinel_password"]})
-            client = sentinel.master_for(target["service"], socket_connect_timeout=5.0,
-                                         **common)
+            client = sentinels(target).master_for(target["service"], socket_connect_timeout=5.0,
+                                                  **common)
         else:
             client = redis.Redis(host=target["host"], port=target["port"],
                                  ssl=target.get("ssl", False), **common)

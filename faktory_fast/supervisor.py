@@ -181,7 +181,7 @@ class Supervisor:
         )]
         if self.redis is not None and self.cfg.backup_every:
             tasks.append(asyncio.ensure_future(self._every(self.cfg.backup_every, self._backup)))
-        await self._follow_redis(conn, store, stop)
+        await self._follow_redis(conn, stop)
         for t in tasks:
             t.cancel()
         self.stopping = True
@@ -194,8 +194,7 @@ class Supervisor:
         conn.close()
         return self.exit_code
 
-    async def _follow_redis(self, conn: aredis.RedisConnection, store: Store,
-                            stop: asyncio.Future) -> None:
+    async def _follow_redis(self, conn: aredis.RedisConnection, stop: asyncio.Future) -> None:
         """Until ``stop``: a Redis of the user's that goes away (killed, failed over to a
         replica, demoted) is reconnected to, found again through Sentinel; the background
         tasks skip their rounds meanwhile. Losing the child Redis stops the server."""

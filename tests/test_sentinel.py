@@ -22,6 +22,7 @@ from faktory_fast import config
 from faktory_fast.config import ConfigError, parse_redis_url
 from faktory_fast.store import Store
 from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
+from web.resources import redis_location
 
 REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(
@@ -180,6 +181,8 @@ def test_sentinel_url_forms() -> None:
     assert (t["service"], t["db"], t["password"], t["sentinel_password"]) == ("mymaster", 2, "pw!", "sp")
     t = parse_redis_url("redis+sentinel://127.0.0.1:26379/mymaster")
     assert (t["db"], t["password"], t["sentinel_password"]) == (0, None, None)
+    # The web UI's debug page shows where Redis is, without the password.
+    assert redis_location("redis+sentinel://:pw@h1:1,h2:2/m/3") == "redis+sentinel://h1:1,h2:2/m/3"
     for bad, why in (("redis+sentinel://127.0.0.1:26379", "primary's name is missing"),
                      ("redis+sentinel://127.0.0.1:notaport/m", "not a Sentinel's host:port"),
                      ("redis+sentinel://127.0.0.1:26379/m/x", "database must be a number"),
