@@ -6,8 +6,6 @@ Real ``redis-server`` processes on loopback, started here: primaries, replicas a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,13 +18,24 @@ import redis
 
 from faktory_fast import config
 from faktory_fast.config import ConfigError, parse_redis_url
+from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
 from faktory_fast.store import Store
 from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
 from web.resources import redis_location
 
-REDIS = shutil.which("redis-server")
+
+def _redis_binary() -> str | None:
+    """redis-server (or valkey-server, as the server itself would pick: find_binary) >= 7."""
+    try:
+        binary = find_binary()
+    except RedisChildError:
+        return None
+    return binary if binary_version(binary) >= MIN_REDIS else None
+
+
+REDIS = _redis_binary()
 pytestmark = pytest.mark.skipif(
-    REDIS is None, reason="redis-server is not installed (Debian: apt-get install redis-server)")
+    REDIS is None, reason="no redis-server >= 7 to run (Debian: apt-get install redis-server)")
 
 SERVICE = "ffprimary"
 LOST = "ERR lost the connection to Redis"
@@ -159,7 +168,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[FaktoryServer]]:
+def servers() -> Iterator[list[FaktoryServer]]:
     """Servers the test starts; stopped afterwards."""
     made: list[FaktoryServer] = []
     yield made
