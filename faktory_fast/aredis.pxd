@@ -10,6 +10,13 @@ cdef class RedisConnection:
     cdef object _on_push
     cdef public object on_pressure
     cdef public object closed
+    cdef public str address
+    cdef public str lost
+    cdef public bint connected
+    cdef public int wait_replicas
+    cdef public int wait_timeout
+    cdef object _held
     cdef _send(self, object waiter, tuple args)
+    cdef object _error(self, object err)
 
 cdef _deliver(object waiter, object reply)

@@ -9,18 +9,25 @@ which handles one command of a client connection at a time.
 A command's reply goes either to a future (``execute``) or straight to a callback
 (``execute_cb``): the server's hot path uses callbacks, which spare it a Task, a Future and a
 loop iteration per command.
+
+A lost connection is re-opened in place (``reconnect``): the same object, so whoever holds it
+(the Store, and through it every client connection) carries on once it is back; meanwhile every
+command fails at once with RedisClosed. A primary demoted to replica (``-READONLY``) counts as
+lost. With ``redis+sentinel://`` each (re)connection asks the Sentinels for the primary.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
+import socket
 from typing import Any, Awaitable, Callable, Union
 
 from faktory_fast.config import parse_redis_url
 from faktory_fast.resp import ReplyError, RespReader, pack_command
 
-__all__ = ["RedisConnection", "connect", "ReplyError", "RedisClosed", "Then"]
+__all__ = ["RedisConnection", "connect", "reconnect", "ReplyError", "RedisClosed",
+           "NotReplicated", "Then"]
 
 log = logging.getLogger("faktory_fast")
 
@@ -30,10 +37,21 @@ Then = Callable[[Any], None]
 # congested Redis fills this much, not a burst of big payloads (which would stop every client).
 HIGH_WATER = 4 << 20
 LOW_WATER = 1 << 20
+CONNECT_TIMEOUT = 5.0  # seconds for one attempt: TCP connect, Sentinel query, AUTH, ROLE
+BACKOFF = (0.1, 1.0)  # seconds between attempts to reconnect: doubles from 0.1 up to 1
+STILL_DOWN_EVERY = 30.0  # a reconnection that keeps failing says so this often
+# A dead primary host sends no RST: TCP keepalive (and a limit on unacknowledged data) notices.
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3,
+             "TCP_USER_TIMEOUT": 30_000}
+Ready = Callable[["RedisConnection"], Awaitable[Any]]
 
 
 class RedisClosed(ConnectionError):
     """The connection to Redis is gone."""
+
+
+class NotReplicated(Exception):
+    """A write Redis did, but not confirmed by the replicas asked for in time (WAIT)."""
 
 
 class RedisConnection:
@@ -45,6 +63,9 @@ class RedisConnection:
 
     def __init__(self, on_push: Callable[[list], None] | None = None) -> None:
         self._reader = RespReader()
+        self.address = ""  # host:port or socket path, for log lines
+        self.lost = ""  # why the connection closed, for the log line that reports it
+        self.connected = False  # between connection_made and connection_lost
         self._pending: collections.deque[Union[asyncio.Future, Then]] = collections.deque()
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
@@ -56,10 +77,21 @@ class RedisConnection:
         # LOW_WATER (the server stops reading from its clients meanwhile).
         self.on_pressure: Callable[[bool], None] | None = None
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        # execute*_replicated: a write's reply is held until a WAIT for this many replicas,
+        # sent after the writes of one loop iteration, confirms it (0: no waiting).
+        self.wait_replicas = 0
+        self.wait_timeout = 1000  # milliseconds
+        # (waiter, reply) of the writes sent since the last WAIT (None: none sent)
+        self._held: list | None = None
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed.done():  # re-opened (reconnect): a fresh start
+            self.closed = self._loop.create_future()
+            self._reader = RespReader()
+            self.lost = ""
         self._transport = transport  # type: ignore[assignment]
+        self.connected = True
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
 
     def pause_writing(self) -> None:
@@ -78,13 +110,38 @@ class RedisConnection:
             ):
                 self._on_push(reply)
                 continue
+            if type(reply) is ReplyError:
+                reply = self._error(reply)
             _deliver(pending.popleft(), reply)
+
+    def _error(self, err: ReplyError) -> Exception:
+        """An error reply as the caller should see it: a primary demoted to replica (or one
+        refusing writes for want of replicas) is no error of the command's."""
+        text = str(err)
+        if text.startswith("READONLY"):
+            # A failover made this Redis a replica: drop it (each process then finds the new
+            # primary), failing this command and those after it as if the connection broke.
+            if self._transport is not None:
+                self.lost = f"{self.address} is now a replica (READONLY)"
+                self._transport.close()
+                self._transport = None  # nothing more is sent; connection_lost follows
+            return RedisClosed(self.lost)
+        if text.startswith("NOREPLICAS"):  # min-replicas-to-write on the primary
+            return NotReplicated(f"Redis refused the write: {text}")
+        return err
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        err = RedisClosed(f"Redis connection lost: {exc}" if exc else "Redis connection closed")
+        self.connected = False
+        if not self.lost:
+            self.lost = f"{exc}" if exc else "closed by Redis"
+        err = RedisClosed(f"Redis connection lost: {self.lost}")
+        self._out = []  # unsent: a re-opened connection must not send them
+        held, self._held = self._held, None
         while self._pending:
             _deliver(self._pending.popleft(), err)
+        for waiter, _ in held or ():
+            _deliver(waiter, err)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -98,6 +155,26 @@ class RedisConnection:
     def execute_cb(self, then: Then, *args: Any) -> None:
         """Send one command; ``then`` gets its reply (or the error) from ``data_received``."""
         self._send(then, args)
+
+    def execute_replicated(self, *args: Any) -> Awaitable[Any]:
+        """``execute`` for a write that must reach ``wait_replicas`` replicas (see below)."""
+        fut = self._loop.create_future()
+        self.execute_cb_replicated(fut, *args)
+        return fut
+
+    def execute_cb_replicated(self, then: Union[asyncio.Future, Then], *args: Any) -> None:
+        """``execute_cb`` for a write: its reply is passed on once Redis confirms that
+        ``wait_replicas`` replicas have it, or replaced by NotReplicated if they do not within
+        ``wait_timeout`` ms. One WAIT covers the writes of a loop iteration (WAIT blocks the
+        connection: one per write would allow one write per replica round trip)."""
+        if not self.wait_replicas:
+            self._send(then, args)
+            return
+        held = self._held
+        if held is None:
+            held = []
+        self._send(lambda reply: held.append((then, reply)), args)  # RedisClosed if closed
+        self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
     def _send(self, waiter: Union[asyncio.Future, Then], args: tuple) -> None:
         if self._transport is None:
@@ -113,6 +190,11 @@ class RedisConnection:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        if self._held is not None and self._transport is not None:
+            held, self._held = self._held, None
+            want = self.wait_replicas
+            self._pending.append(lambda n: _release(held, n, want, self.wait_timeout))
+            self._out.append(pack_command("WAIT", want, self.wait_timeout))
         if self._transport is not None and self._out:
             out = self._out
             self._out = []
@@ -140,19 +222,164 @@ def _deliver(waiter: Union[asyncio.Future, Then], reply: Any) -> None:
         waiter.set_result(reply)
 
 
-async def connect(url: str, on_push: Callable[[list], None] | None = None) -> RedisConnection:
-    """Open a connection to the Redis at ``url`` and select its database."""
-    loop = asyncio.get_running_loop()
+def _release(held: list, acked: Any, want: int, timeout: int) -> None:
+    """WAIT answered (``acked`` replicas, or an error): pass on the held replies."""
+    err: Exception | None = None
+    if isinstance(acked, Exception):
+        err = acked
+    elif acked < want:
+        err = NotReplicated(f"the write was not confirmed by {want} Redis "
+                            f"replica{'s' if want > 1 else ''} within {timeout} ms "
+                            "(--redis-wait-replicas); it may or may not be stored")
+    for waiter, reply in held:
+        _deliver(waiter, reply if err is None or isinstance(reply, Exception) else err)
+
+
+def describe(url: str) -> str:
+    """Where ``url`` points, without its password (for log lines)."""
     target = parse_redis_url(url)
     if "path" in target:
-        _, conn = await loop.create_unix_connection(lambda: RedisConnection(on_push), target["path"])
-    else:
-        _, conn = await loop.create_connection(
-            lambda: RedisConnection(on_push), target["host"], target["port"],
-            ssl=True if target.get("ssl") else None,
-        )
-    if target["password"]:
-        await conn.execute("AUTH", target["password"])
-    if target["db"]:
-        await conn.execute("SELECT", target["db"])
+        return target["path"]
+    if "sentinels" in target:
+        hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
+        return f"redis+sentinel://{hosts}/{target['service']}"
+    return f"{target['host']}:{target['port']}"
+
+
+def sentinels(target: dict[str, Any]) -> Any:
+    """redis-py's Sentinel client for a ``redis+sentinel://`` URL's parts: one try per
+    Sentinel (its default retries would make a Sentinel that is down cost seconds)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from redis.sentinel import Sentinel
+
+    return Sentinel(target["sentinels"], sentinel_kwargs={
+        "socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0),
+        "password": target["sentinel_password"]})
+
+
+def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
+    """Ask the Sentinels of a ``redis+sentinel://`` URL where the primary is (blocking): the
+    first that knows a primary by that name not flagged down answers (redis-py's
+    ``discover_master``)."""
+    client = sentinels(target)
+    try:
+        host, port = client.discover_master(target["service"])
+    finally:
+        client.close()
+    return host, int(port)
+
+
+async def connect(url: str, on_push: Callable[[list], None] | None = None,
+                  conn: RedisConnection | None = None, ready: Ready | None = None
+                  ) -> RedisConnection:
+    """Open a connection to the Redis at ``url`` (with ``redis+sentinel://``, to the primary
+    the Sentinels name), check that it is a primary, select the database and run ``ready``.
+
+    ``conn`` re-opens that (closed) connection object instead of making one. Raises
+    RedisClosed (or the error that stopped it) if any step fails, the connection closed.
+    """
+    loop = asyncio.get_running_loop()
+    target = parse_redis_url(url)
+    if conn is None:
+        conn = RedisConnection(on_push)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await _open(loop, conn, target)
+    except TimeoutError:
+        await _abandon(conn)
+        raise RedisClosed(f"{conn.address or describe(url)}: no answer within "
+                          f"{CONNECT_TIMEOUT:g} s") from None
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if target["password"]:
+                await conn.execute("AUTH", target["password"])
+            role = await _role(conn)
+            if role != b"master":
+                raise RedisClosed(f"{conn.address} is a {role.decode(errors='replace')}, "
+                                  "not the primary")
+            if target["db"]:
+                await conn.execute("SELECT", target["db"])
+            if ready is not None:
+                await ready(conn)
+    except BaseException as exc:
+        await _abandon(conn)
+        if isinstance(exc, TimeoutError):
+            raise RedisClosed(f"{conn.address}: no answer within {CONNECT_TIMEOUT:g} s") from None
+        raise
     return conn
+
+
+async def _abandon(conn: RedisConnection) -> None:
+    """Close a connection being opened and let its connection_lost run (before it is opened
+    again: a late one would close the next connection)."""
+    conn.close()
+    if conn.connected:
+        await asyncio.shield(conn.closed)
+
+
+async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
+                target: dict[str, Any]) -> None:
+    if "path" in target:
+        conn.address = target["path"]
+        await loop.create_unix_connection(lambda: conn, target["path"])
+        return
+    if "sentinels" in target:
+        host, port = await asyncio.to_thread(discover_primary, target)
+    else:
+        host, port = target["host"], target["port"]
+    conn.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    transport, _ = await loop.create_connection(lambda: conn, host, port,
+                                                ssl=True if target.get("ssl") else None)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):  # Linux names
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+async def _role(conn: RedisConnection) -> bytes:
+    """``master`` or ``slave`` (ROLE); ``master`` where ROLE is refused (renamed, or denied
+    by an ACL): such a Redis is taken at its word until it answers -READONLY."""
+    try:
+        reply = await conn.execute("ROLE")
+    except ReplyError:
+        return b"master"
+    return reply[0] if isinstance(reply, list) and reply else b"master"
+
+
+async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None = None,
+                    ready: Ready | None = None, give_up: float | None = None) -> bool:
+    """Re-open ``conn`` (closed) until it works: True; False once ``stop`` is done or
+    ``give_up`` seconds have passed. Tries again after 0.1 s, 0.2 s, ... up to 1 s.
+
+    The loss and the return are the caller's to log; here one warning says what fails if it
+    still does after STILL_DOWN_EVERY seconds (and every as long again), not one per attempt.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    delay = BACKOFF[0]
+    next_word = started + STILL_DOWN_EVERY
+    while stop is None or not stop.done():
+        try:
+            await connect(url, conn=conn, ready=ready)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # OSError, RedisClosed, ReplyError, Sentinel's errors
+            now = loop.time()
+            log.debug("Redis at %s: %s", conn.address or describe(url), exc)
+            if give_up is not None and now - started >= give_up:
+                log.error("No Redis at %s after %.0f s: %s", describe(url), now - started, exc)
+                return False
+            if now >= next_word:
+                log.warning("Still no Redis at %s after %.0f s: %s", describe(url),
+                            now - started, exc)
+                next_word = now + STILL_DOWN_EVERY
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.wait([stop], timeout=delay)
+        delay = min(delay * 2, BACKOFF[1])
+    return False

@@ -44,6 +44,8 @@ class Config:
     durability: str = "everysec"
     redis_server: str | None = None
     redis_url: str | None = None  # a Redis of the user's instead of the child
+    redis_wait_replicas: int = 0  # acknowledged PUSHes wait until this many replicas have them
+    redis_wait_timeout: int = 1000  # milliseconds; a PUSH not replicated by then gets -ERR
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
@@ -106,22 +108,69 @@ def read_toml(config_dir: str) -> dict:
 
 
 def parse_redis_url(url: str) -> dict[str, Any]:
-    """Split a Redis URL (``unix:///path/redis.sock?db=0`` or ``redis://[:pw@]host:port/db``)."""
+    """Split a Redis URL into its parts; ValueError (with the accepted forms) if it is none.
+
+    ``unix:///path/redis.sock?db=0``, ``redis://[:pw@]host:port/db`` (``rediss://``: TLS), or
+    ``redis+sentinel://[:pw@]host:port[,host:port...]/primary-name[/db]``: the Sentinels to ask
+    for the current primary of ``primary-name`` (``sentinels``, ``service``); ``pw`` is the
+    primary's password, ``?sentinel_password=`` the Sentinels' own, if they have one.
+    """
     u = urlparse(url)
-    out: dict[str, Any] = {"password": unquote(u.password) if u.password else None, "db": 0}
+    out: dict[str, Any] = {"password": None, "db": 0}
+    if u.scheme == "redis+sentinel":
+        return _parse_sentinel_url(url, u.netloc, u.path, u.query, out)
+    out["password"] = unquote(u.password) if u.password else None
     if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
         out["path"] = u.path
         for part in u.query.split("&"):
             if part.startswith("db="):
-                out["db"] = int(part[3:])
+                out["db"] = _db(part[3:], url)
     elif u.scheme in ("redis", "rediss"):
-        out["host"] = u.hostname or "localhost"
-        out["port"] = u.port or 6379
+        try:
+            out["host"] = u.hostname or "localhost"
+            out["port"] = u.port or 6379
+        except ValueError:
+            raise ValueError(f"invalid Redis URL {url!r}: bad port") from None
         out["ssl"] = u.scheme == "rediss"
         if u.path and u.path.strip("/"):
-            out["db"] = int(u.path.strip("/"))
+            out["db"] = _db(u.path.strip("/"), url)
     else:
-        raise ValueError(f"unsupported Redis URL {url!r}: use unix:///path or redis://host:port")
+        raise ValueError(f"unsupported Redis URL {url!r}: use unix:///path, redis://host:port "
+                         "or redis+sentinel://host:port[,host:port...]/primary-name")
+    return out
+
+
+def _db(text: str, url: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"invalid Redis URL {url!r}: the database must be a number, not {text!r}")
+    return int(text)
+
+
+def _parse_sentinel_url(url: str, netloc: str, path: str, query: str,
+                        out: dict[str, Any]) -> dict[str, Any]:
+    auth, _, hosts = netloc.rpartition("@")
+    if auth:
+        out["password"] = unquote(auth.partition(":")[2] if ":" in auth else auth) or None
+    sentinels = []
+    for part in hosts.split(","):
+        host, sep, port = part.rpartition(":")
+        if not sep:
+            host, port = part, "26379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid Redis URL {url!r}: {part!r} is not a Sentinel's host:port")
+        sentinels.append((host, int(port)))
+    name, _, db = path.strip("/").partition("/")
+    if not name:
+        raise ValueError(f"invalid Redis URL {url!r}: the primary's name is missing "
+                         "(redis+sentinel://host:port/primary-name)")
+    out["sentinels"] = sentinels
+    out["service"] = unquote(name)
+    out["db"] = _db(db.strip("/"), url) if db.strip("/") else 0
+    out["sentinel_password"] = None
+    for part in query.split("&"):
+        if part.startswith("sentinel_password="):
+            out["sentinel_password"] = unquote(part.partition("=")[2]) or None
     return out
 
 
@@ -170,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "header (v1 or v2: haproxy send-proxy, stunnel protocol = proxy)")
     p.add_argument("--proxy-from", default=None, metavar="CIDR,...",
                    help=f"the proxies trusted to send a PROXY header (default {net.DEFAULT_PROXY_FROM})")
+    p.add_argument("--redis-wait-replicas", type=int, default=None,
+                   help="with REDIS_URL: a PUSH is acknowledged only once this many replicas "
+                        "have it (Redis WAIT; default 0: at once)")
+    p.add_argument("--redis-wait-timeout", type=int, default=None,
+                   help="milliseconds a PUSH waits for --redis-wait-replicas before it is "
+                        "answered with an error (default 1000)")
     return p
 
 
@@ -229,7 +284,16 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     web_binding = args.web_binding or web.get("binding") or DEFAULT_WEB_BINDING
     cfg.web_host, cfg.web_port = split_binding(web_binding, "-w")
 
-    cfg.redis_url = env.get("REDIS_URL") or (env.get(env["REDIS_PROVIDER"]) if env.get("REDIS_PROVIDER") else None)
+    cfg.redis_url = (env.get("REDIS_URL")
+                     or (env.get(env["REDIS_PROVIDER"]) if env.get("REDIS_PROVIDER") else None)
+                     or ours.get("redis_url") or None)
+    if cfg.redis_url is not None:
+        if not isinstance(cfg.redis_url, str):
+            raise ConfigError("invalid [faktory_fast] redis_url: must be a string")
+        try:
+            parse_redis_url(cfg.redis_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     processes = args.processes if args.processes is not None else ours.get("processes")
     if processes is None:
         processes = default_processes(os.cpu_count() or 1, cfg.redis_url is None)
@@ -241,13 +305,16 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         raise ConfigError(f"invalid durability {cfg.durability!r}: everysec or always")
     cfg.redis_server = args.redis_server or ours.get("redis_server")
     for name, least in (("max_line", 1), ("max_connections", 1), ("backup_every", 0),
-                        ("backup_keep", 1)):
+                        ("backup_keep", 1), ("redis_wait_replicas", 0), ("redis_wait_timeout", 1)):
         value = getattr(args, name)
         value = value if value is not None else ours.get(name, getattr(cfg, name))
         if not isinstance(value, int) or value < least:
             kind = "a positive integer" if least else "an integer >= 0"
             raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be {kind}")
         setattr(cfg, name, value)
+    if cfg.redis_wait_replicas and not cfg.redis_url:
+        raise ConfigError("--redis-wait-replicas needs REDIS_URL: the server's own Redis has no "
+                          "replicas")
     budget = args.line_budget if args.line_budget is not None else ours.get("line_budget")
     if budget is None:
         budget = 16 * cfg.max_line

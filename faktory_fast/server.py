@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from faktory_fast import net, wire
-from faktory_fast.aredis import RedisClosed
+from faktory_fast.aredis import NotReplicated, RedisClosed
 from faktory_fast.jobs import JobError
 from faktory_fast.lifecycle import Lifecycle, now_str, run_then
 
@@ -621,7 +621,7 @@ def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) ->
 
 
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:
-    if isinstance(exc, JobError):
+    if isinstance(exc, (JobError, NotReplicated)):  # NotReplicated: --redis-wait-replicas
         return wire.error(str(exc))
     if isinstance(exc, RedisClosed):  # one event, logged once by the process (worker.serve)
         return REDIS_LOST

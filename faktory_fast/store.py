@@ -9,6 +9,7 @@ that callback instead (with the asyncio executor, straight from the Redis reply 
 """
 from __future__ import annotations
 
+import logging
 import os
 from importlib import resources
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -18,6 +19,8 @@ from faktory_fast.aredis import Then
 from faktory_fast.config import parse_redis_url
 
 LIBRARY_NAME = "faktory_fast"
+
+log = logging.getLogger("faktory_fast")
 
 Decode = Callable[[Any], Any] | None
 
@@ -50,15 +53,21 @@ def _info(reply: list) -> dict[str, Any]:
 class Store:
     """Redis access for the server, the scheduler and the web UI."""
 
-    def __init__(self, call: Callable[..., Any], call_then: Callable[..., None]) -> None:
+    def __init__(self, call: Callable[..., Any], call_then: Callable[..., None],
+                 push_call: Callable[..., Any] | None = None,
+                 push_then: Callable[..., None] | None = None) -> None:
         # call(decode, *command) -> reply or awaitable of reply;
         # call_then(then, *command): the reply (or the exception) goes to then
         self._call = call
         self._call_then = call_then
+        # The same for PUSH, whose reply may have to wait for replicas (--redis-wait-replicas).
+        self._push_call = push_call or call
+        self._push_then = push_then or call_then
 
     @classmethod
     def for_async(cls, conn: Any) -> "Store":
-        """Over an ``aredis.RedisConnection``: methods return awaitables."""
+        """Over an ``aredis.RedisConnection``: methods return awaitables. With the
+        connection's ``wait_replicas`` set, pushes are answered once replicated."""
         execute = conn.execute
 
         async def decoded(fut: Awaitable[Any], decode: Callable[[Any], Any]) -> Any:
@@ -68,7 +77,15 @@ class Store:
             fut = execute(*args)
             return fut if decode is None else decoded(fut, decode)
 
-        return cls(call, conn.execute_cb)
+        if not conn.wait_replicas:
+            return cls(call, conn.execute_cb)
+        execute_replicated = conn.execute_replicated
+
+        def push_call(decode: Decode, *args: Any) -> Any:
+            fut = execute_replicated(*args)
+            return fut if decode is None else decoded(fut, decode)
+
+        return cls(call, conn.execute_cb, push_call, conn.execute_cb_replicated)
 
     @classmethod
     def for_sync(cls, url: str) -> "Store":
@@ -82,6 +99,13 @@ class Store:
         common = {"db": target["db"], "password": target["password"], "protocol": 2}
         if "path" in target:
             client = redis.Redis(unix_socket_path=target["path"], **common)
+        elif "sentinels" in target:
+            # The pool asks the Sentinels for the primary whenever it opens a connection, and
+            # drops a connection to a primary that became a replica (READONLY).
+            from faktory_fast.aredis import sentinels
+
+            client = sentinels(target).master_for(target["service"], socket_connect_timeout=5.0,
+                                                  **common)
         else:
             client = redis.Redis(host=target["host"], port=target["port"],
                                  ssl=target.get("ssl", False), **common)
@@ -110,6 +134,10 @@ class Store:
     def load_library(self) -> Any:
         """Install (or replace) our function library."""
         return self._call(None, "FUNCTION", "LOAD", "REPLACE", library_source())
+
+    def library_loaded(self) -> Any:
+        """Whether Redis has our function library (a promoted replica may not)."""
+        return self._call(bool, "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)
 
     def server_version(self) -> Any:
         """Redis's INFO server section as text."""
@@ -145,7 +173,9 @@ class Store:
         args: list[Any] = []
         for p in jobs:
             args += (p.queue, p.priority, p.payload, p.at_score)
-        return self._fcall(None, "ff_push", len(args) // 4, *args, then=then)
+        if then is not None:
+            return self._push_then(then, "FCALL", "ff_push", 0, len(args) // 4, *args)
+        return self._push_call(None, "FCALL", "ff_push", 0, len(args) // 4, *args)
 
     def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
               queues: Sequence[Any], then: Then | None = None) -> Any:
@@ -354,6 +384,16 @@ class Store:
     def server_processes(self) -> Any:
         """How many server processes are in the connection registry (``ff:conns``)."""
         return self._call(None, "HLEN", keys.CONNECTIONS)
+
+
+async def ensure_library(conn: Any) -> None:
+    """Load our function library into the Redis behind ``conn`` (an ``aredis`` connection)
+    if it lacks it (``aredis.connect``'s ``ready`` hook on a reconnection): a Redis restarted
+    without its data, or a replica promoted before it had synchronised, does."""
+    store = Store.for_async(conn)
+    if not await store.library_loaded():
+        await store.load_library()
+        log.warning("Redis at %s had no faktory_fast function library: loaded it", conn.address)
 
 
 def process_id() -> str:

@@ -26,7 +26,7 @@ from faktory_fast.gunicorn_conf import READY_FD_ENV
 from faktory_fast.jobs import JobError
 from faktory_fast.lifecycle import Lifecycle, now_str, set_aside
 from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
-from faktory_fast.store import Store, process_id
+from faktory_fast.store import Store, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
 
@@ -40,6 +40,7 @@ CRASH_LOOP = 5  # worker deaths within a second of start before we give up
 WEB_START_TIMEOUT = 30.0  # a web UI not serving by then has failed to start
 WEB_BACKOFF = (1.0, 60.0)  # delay before restarting a web UI that died: doubles from 1 s to 60 s
 WEB_STABLE = 60.0  # a web UI that served this long before dying is restarted after 1 s again
+REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
 #: Where this faktory_fast was imported from: the web UI's working directory, which gunicorn
 #: puts first on sys.path (unless it is there already), so there it finds this very package.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(faktory_fast.__file__)))
@@ -127,6 +128,9 @@ class Supervisor:
         except aredis.RedisClosed:
             log.error("Lost the connection to Redis while starting")
             return 1
+        except aredis.NotReplicated as exc:  # min-replicas-to-write, and too few replicas
+            log.error("Cannot start: %s", exc)
+            return 1
         finally:
             self._stop_children()
             if self.redis is not None:
@@ -135,7 +139,12 @@ class Supervisor:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
-        conn = await aredis.connect(self.redis_url)
+        if self.redis is not None:
+            conn = await aredis.connect(self.redis_url)
+        else:  # a Redis of the user's may be restarting, or failing over: give it a while
+            conn = aredis.RedisConnection()
+            if not await aredis.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
+                return 1  # reconnect said why
         store = Store.for_async(conn)
         await self._check_redis(store)
         await store.load_library()
@@ -180,12 +189,9 @@ class Supervisor:
         )]
         if self.redis is not None:
             tasks.append(asyncio.ensure_future(self._backups()))
-        await asyncio.wait([stop, conn.closed], return_when=asyncio.FIRST_COMPLETED)
+        await self._follow_redis(conn, stop)
         for t in tasks:
             t.cancel()
-        if conn.closed.done() and not stop.done():
-            log.error("Lost the connection to Redis")
-            self.exit_code = 1
         self.stopping = True
         self._stop_children()
         for w in self.workers:
@@ -195,6 +201,25 @@ class Supervisor:
                 pass
         conn.close()
         return self.exit_code
+
+    async def _follow_redis(self, conn: aredis.RedisConnection, stop: asyncio.Future) -> None:
+        """Until ``stop``: a Redis of the user's that goes away (killed, failed over to a
+        replica, demoted) is reconnected to, found again through Sentinel; the background
+        tasks skip their rounds meanwhile. Losing the child Redis stops the server."""
+        while True:
+            await asyncio.wait([stop, conn.closed], return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                return
+            if self.redis is not None:
+                log.error("Lost the connection to Redis")
+                self.exit_code = 1
+                return
+            log.warning("Lost the connection to Redis (%s); reconnecting", conn.lost)
+            down = time.monotonic()
+            if not await aredis.reconnect(conn, self.redis_url, stop, ready=ensure_library):
+                return
+            log.info("Reconnected to Redis at %s after %.1f s", conn.address,
+                     time.monotonic() - down)
 
     async def _check_redis(self, store: Store) -> None:
         text = await store.server_version()
@@ -213,6 +238,9 @@ class Supervisor:
             "password": self.cfg.password, "max_line": self.cfg.max_line,
             "max_connections": self.cfg.max_connections, "log_level": self.cfg.log_level,
             "line_budget": self.cfg.line_budget, "line_timeout": self.cfg.line_timeout,
+            "redis_reconnect": self.redis is None,
+            "redis_wait_replicas": self.cfg.redis_wait_replicas,
+            "redis_wait_timeout": self.cfg.redis_wait_timeout,
             "environment": self.cfg.environment,
             "started_at": self.started_at,
             "tls_cert": self.cfg.tls_cert, "tls_key": self.cfg.tls_key,
@@ -461,8 +489,10 @@ class Supervisor:
             await asyncio.sleep(interval)
             try:
                 await fn(*args)
-            except aredis.RedisClosed:
-                return
+            except (aredis.RedisClosed, aredis.NotReplicated):
+                # Redis is away (_follow_redis reconnects, or the server stops), or refuses
+                # writes for want of replicas (its clients are told): next round.
+                pass
             except Exception:
                 log.exception("Background task %s failed", fn.__name__)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -19,19 +20,23 @@ import uvloop
 from faktory_fast import aredis, keys, log as logsetup, net, resp, wire
 from faktory_fast.lifecycle import Lifecycle
 from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
-from faktory_fast.store import Store
+from faktory_fast.store import Store, ensure_library
 
 log = logging.getLogger("faktory_fast")
 
 COMMAND_REPORT_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
+REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
 
 
 async def serve(settings: dict[str, Any]) -> int:
-    """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1)."""
+    """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1; with a Redis of the
+    user's, ``redis_reconnect``: reconnect instead, clients keep their connections)."""
     loop = asyncio.get_running_loop()
     proc = settings["proc"]
     settings["pipe"].follow(loop)
+    url = settings["redis_url"]
+    reconnect = settings.get("redis_reconnect", False)
     lc: Lifecycle | None = None
 
     def on_message(msg: list) -> None:
@@ -44,12 +49,23 @@ async def serve(settings: dict[str, Any]) -> int:
         else:
             lc.on_wake(data)
 
-    sub = await aredis.connect(settings["redis_url"], on_push=on_message)
-    conn = await aredis.connect(settings["redis_url"])
+    async def subscribe(sub: aredis.RedisConnection) -> None:
+        await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
+        await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
+
+    sub = aredis.RedisConnection(on_message)
+    conn = aredis.RedisConnection()
+    conn.wait_replicas = settings.get("redis_wait_replicas", 0)
+    conn.wait_timeout = settings.get("redis_wait_timeout", 1000)
+    if reconnect:  # the master has just reached it, but it may be failing over right now
+        if not (await aredis.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
+                and await aredis.reconnect(conn, url, give_up=REDIS_START_WAIT)):
+            return 1
+    else:
+        await aredis.connect(url, conn=sub, ready=subscribe)
+        await aredis.connect(url, conn=conn)
     store = Store.for_async(conn)
     lc = Lifecycle(store, proc, settings["started_at"])
-    await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
-    await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
     state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"],
                         settings["environment"], settings.get("line_budget"),
                         settings.get("line_timeout", LINE_TIMEOUT))
@@ -70,10 +86,17 @@ async def serve(settings: dict[str, Any]) -> int:
                 try:
                     await store.count_commands(proc, n)
                 except aredis.RedisClosed:
-                    return  # serve() reports the loss
+                    if not reconnect:
+                        return  # serve() reports the loss
+                    lc.commands += n  # counted once Redis is back
 
     reporter = asyncio.ensure_future(report_commands())
-    await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+    while True:
+        await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+        if stop.done() or not reconnect:
+            break
+        if not await _reconnect(proc, url, conn, sub, subscribe, state, stop):
+            break
     reporter.cancel()
     # Stopping or not, clients are told and let go before we exit: commands still arriving
     # would start tasks that never run. Without Redis every command fails at once.
@@ -91,7 +114,7 @@ async def serve(settings: dict[str, Any]) -> int:
             pass
     else:
         await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
-    if conn.closed.done() or sub.closed.done():
+    if not stop.done() and (conn.closed.done() or sub.closed.done()):
         # The one line for this: the commands it failed answered "-ERR lost the connection to
         # Redis" without a word each (server._error_reply).
         log.error("Lost the connection to Redis; process %s exits", proc)
@@ -101,58 +124,8 @@ async def serve(settings: dict[str, Any]) -> int:
     return 0
 
 
-class MasterPipe:
-    """stdin, from the master: the settings as the first JSON line, later lines (a SIGHUP's
-    log level) applied as they come. EOF means the master is gone: the parent-death signal
-    handles that."""
-
-    def __init__(self, fd: int = 0) -> None:
-        self.fd = fd
-        self.pending = b""
-
-    def first(self) -> dict[str, Any]:
-        while b"\n" not in self.pending:
-            data = os.read(self.fd, 65536)
-            if not data:
-                raise SystemExit("no settings on stdin")
-            self.pending += data
-        line, self.pending = self.pending.split(b"\n", 1)
-        return orjson.loads(line)
-
-    def follow(self, loop: asyncio.AbstractEventLoop) -> None:
-        def readable() -> None:
-            data = os.read(self.fd, 65536)
-            if not data:
-                loop.remove_reader(self.fd)
-            self.pending += data
-            self._apply()
-
-        loop.add_reader(self.fd, readable)
-        self._apply()  # a line that came with the settings
-
-    def _apply(self) -> None:
-        *lines, self.pending = self.pending.split(b"\n")
-        for line in lines:
-            level = orjson.loads(line).get("log_level")
-            if level in logsetup.LEVELS:
-                log.setLevel(logsetup.LEVELS[level])
-                log.debug("Log level now %s", level)
-
-
-async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, sock: socket.socket,
-                 settings: dict[str, Any]) -> asyncio.AbstractServer:
-    """Serve client connections on ``sock``: plain TCP, TLS, or PROXY header first (the
-    configuration allows one of the last two). Plain TCP goes straight to ``Connection``."""
-    if settings.get("proxy_protocol"):
-        networks = net.parse_networks(settings["proxy_from"])
-        return await loop.create_server(lambda: ProxyHeader(state, networks), sock=sock,
-                                        backlog=1024)
-    if settings.get("tls_cert"):
-        # asyncio's TLS: a handshake that fails (a plain-TCP client) closes without a log line.
-        tls = net.server_context(settings["tls_cert"], settings["tls_key"])
-        return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024,
-                                        ssl=tls, ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
-    return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
+from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
+from faktory_fast.store import Store, ensure_library
 
 
 def main() -> None:

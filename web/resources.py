@@ -339,6 +339,9 @@ def redis_location(url: str) -> str:
     target = parse_redis_url(url)
     if "path" in target:
         return target["path"]
+    if "sentinels" in target:
+        hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
+        return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
     scheme = "rediss" if target.get("ssl") else "redis"
     host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
     return f"{scheme}://{host}:{target['port']}/{target['db']}"
