@@ -124,8 +124,85 @@ async def serve(settings: dict[str, Any]) -> int:
     return 0
 
 
-from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
-from faktory_fast.store import Store, ensure_library
+class MasterPipe:
+    """stdin, from the master: the settings as the first JSON line, later lines (a SIGHUP's
+    log level) applied as they come. EOF means the master is gone: the parent-death signal
+    handles that."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def first(self) -> dict[str, Any]:
+        while b"\n" not in self.pending:
+            data = os.read(self.fd, 65536)
+            if not data:
+                raise SystemExit("no settings on stdin")
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        return orjson.loads(line)
+
+    def follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        def readable() -> None:
+            data = os.read(self.fd, 65536)
+            if not data:
+                loop.remove_reader(self.fd)
+            self.pending += data
+            self._apply()
+
+        loop.add_reader(self.fd, readable)
+        self._apply()  # a line that came with the settings
+
+    def _apply(self) -> None:
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            level = orjson.loads(line).get("log_level")
+            if level in logsetup.LEVELS:
+                log.setLevel(logsetup.LEVELS[level])
+                log.debug("Log level now %s", level)
+
+
+async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, sock: socket.socket,
+                 settings: dict[str, Any]) -> asyncio.AbstractServer:
+    """Serve client connections on ``sock``: plain TCP, TLS, or PROXY header first (the
+    configuration allows one of the last two). Plain TCP goes straight to ``Connection``."""
+    if settings.get("proxy_protocol"):
+        networks = net.parse_networks(settings["proxy_from"])
+        return await loop.create_server(lambda: ProxyHeader(state, networks), sock=sock,
+                                        backlog=1024)
+    if settings.get("tls_cert"):
+        # asyncio's TLS: a handshake that fails (a plain-TCP client) closes without a log line.
+        tls = net.server_context(settings["tls_cert"], settings["tls_key"])
+        return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024,
+                                        ssl=tls, ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
+    return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
+
+
+async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
+                     sub: aredis.RedisConnection, subscribe: aredis.Ready, state: ServerState,
+                     stop: asyncio.Future) -> bool:
+    """Redis went away: open both connections again (to the primary Sentinel names now),
+    with one log line for the loss and one for the return. False if stopped meanwhile."""
+    lost = conn.lost if conn.closed.done() else sub.lost
+    log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc)
+    started = time.monotonic()
+    for c in (conn, sub):  # both go to the same (new) primary
+        c.close()
+    await asyncio.wait([conn.closed, sub.closed])
+    if state.redis_full:  # its write buffer went with it
+        state.redis_pressure(False)
+    if not (await aredis.reconnect(conn, url, stop, ready=ensure_library)
+            and await aredis.reconnect(sub, url, stop, ready=subscribe)):
+        return False
+    # Wake-ups published while we were away are lost, and "queue empty" may be stale:
+    # forget it (as after a FLUSH) and let each parked FETCH look again.
+    lc = state.lifecycle
+    lc.on_control("flush")
+    for queue in list(lc._waiting):
+        lc.on_wake(queue)
+    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conn.address,
+             time.monotonic() - started, proc)
+    return True
 
 
 def main() -> None:
