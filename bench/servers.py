@@ -204,8 +204,20 @@ class FaktoryFast(Spawned):
         if res.returncode:
             raise RuntimeError(f"{self.python} cannot import faktory_fast:\n{res.stderr}")
         version, hot = res.stdout.split()
-        self.info.update(version=f"faktory_fast {version}", hot_path=hot)
+        self.info.update(version=f"faktory_fast {version}", hot_path=hot, commit=_commit())
         return super().start(timeout)
+
+
+def _commit() -> str | None:
+    """This checkout's commit, with ``+changes`` when the server's sources differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "faktory_fast", "ext", "setup.py"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) or None
 
 
 def default_fast_python() -> str:

@@ -98,6 +98,10 @@ def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
         [("first", 0), ("second", 0), ("second", 1), ("first", 1)]
     assert doc["summary"]["ratio"]["jobs_per_s"] > 0
     assert doc["summary"]["second"]["server_cpu_us_per_job"] is not None
+    # the ratio within each round, as well as the ratio of the medians
+    runs = {(r["target"], r["round"]): r["jobs_per_s"] for r in doc["runs"]}
+    assert doc["summary"]["ratio_by_round"]["jobs_per_s"] == pytest.approx(
+        [runs["first", n] / runs["second", n] for n in (0, 1)])
 
 
 def test_latency(server_url: tuple[str, int], tmp_path: Path) -> None:
@@ -285,3 +289,45 @@ def test_versus_own_scenarios(tmp_path: Path) -> None:
     assert r["faktory"]["received"] == r["faktory_fast"]["received"] == 50
     r = versus(tmp_path, "idle", "-n", "20", "-d", "2.5")["summary"]
     assert r["faktory"]["connected"] == r["faktory_fast"]["connected"] == 20
+
+
+BURNER = r"""
+import os, sys, time
+def burn(s):
+    end = time.process_time() + s
+    while time.process_time() < end:
+        pass
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:                      # the child: 0.2 s of CPU before the window, 0.3 s in it
+    burn(0.2)
+    os.write(1, b"ready\n")
+    os.read(r, 1)
+    burn(0.3)
+    os._exit(0)
+sys.stdin.readline()              # the window has started
+os.write(w, b"x")
+os.waitpid(pid, 0)                # reaped: its CPU is now in our cutime/cstime
+os.write(1, b"reaped\n")
+sys.stdin.readline()
+"""
+
+
+def test_meter_counts_children_reaped_in_the_window() -> None:
+    # A Redis's BGSAVE child that ends between two snapshots: its CPU in the window counts (via
+    # the parent's reaped-children times), the CPU it had used before the window does not.
+    from bench.procstat import ServerMeter
+    with subprocess.Popen([sys.executable, "-c", BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        meter = ServerMeter([proc.pid])
+        meter.start()
+        assert len(meter.before) == 2  # the parent and its child
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"reaped\n"
+        meter.stop()
+        proc.stdin.close()
+    assert len(meter.after) == 1
+    cpu = meter.cpu_s()
+    assert cpu is not None and 0.25 <= cpu <= 0.45, cpu
