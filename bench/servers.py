@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.client import Conn, Endpoint, parse_faktory_url
+from bench.client import BenchError, Conn, Endpoint, parse_faktory_url
 from bench.procstat import tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ class Spawned:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} while starting "
+                raise BenchError(f"{self.name} exited with code {self.proc.returncode} while starting "
                                    f"({' '.join(cmd)}):\n{self.log_tail()}")
             try:
                 Conn(self.endpoint, timeout=5.0).close()
@@ -113,7 +113,7 @@ class Spawned:
             except (OSError, ConnectionError):
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"{self.name} did not accept a connection within {timeout:g}s:\n"
+                    raise BenchError(f"{self.name} did not accept a connection within {timeout:g}s:\n"
                                        f"{self.log_tail()}") from None
                 time.sleep(0.05)  # polling for the listening socket (no event to wait on)
 
@@ -202,7 +202,7 @@ class FaktoryFast(Spawned):
         res = subprocess.run([self.python, "-c", code], cwd=ROOT, env=server_env(),
                              capture_output=True, text=True, timeout=60)
         if res.returncode:
-            raise RuntimeError(f"{self.python} cannot import faktory_fast:\n{res.stderr}")
+            raise BenchError(f"{self.python} cannot import faktory_fast:\n{res.stderr}")
         version, hot = res.stdout.split()
         self.info.update(version=f"faktory_fast {version}", hot_path=hot, commit=_commit())
         return super().start(timeout)

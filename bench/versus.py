@@ -60,19 +60,17 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     names = [args.only] if args.only else list(SERVERS)
     needed = (["faktory"] if "faktory" in names else []) + list(getattr(mod, "BINARIES", []))
     servers: list[Spawned] = []
-    try:
-        args.bins = require(args.anchor_bin, needed, f"bench faktory {mod.NAME}") if needed else {}
-        raise_nofile()  # the servers inherit it (idle opens thousands of connections)
-        for name in names:
-            servers.append(_start(name, args, args.bins))
-            print(f"[faktory-{mod.NAME}] starting {name}", file=sys.stderr, flush=True)
-            servers[-1].start()
-    except Skip as e:
-        for s in servers:
-            s.stop()
-        print(f"SKIPPED: {e}", flush=True)
-        return None
-    try:
+    try:  # whatever happens, every server started is stopped
+        try:
+            args.bins = require(args.anchor_bin, needed, f"bench faktory {mod.NAME}") if needed else {}
+            raise_nofile()  # the servers inherit it (idle opens thousands of connections)
+            for name in names:
+                servers.append(_start(name, args, args.bins))
+                print(f"[faktory-{mod.NAME}] starting {name}", file=sys.stderr, flush=True)
+                servers[-1].start()
+        except Skip as e:
+            print(f"SKIPPED: {e}", flush=True)
+            return None
         targets = [Target(s.name, s.endpoint, s.pids()) for s in servers]
         note = "ratio = faktory_fast / faktory, same run" if len(servers) == 2 else ""
         return run_rounds(mod, args, targets, scenario=f"faktory-{mod.NAME}",

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -331,3 +332,31 @@ def test_meter_counts_children_reaped_in_the_window() -> None:
     assert len(meter.after) == 1
     cpu = meter.cpu_s()
     assert cpu is not None and 0.25 <= cpu <= 0.45, cpu
+
+
+def _versus_fails(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench faktory ARGS`` with TMPDIR in ``tmp_path``; it must fail cleanly and leave
+    no server directory behind (each server stopped)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bv", dir="/tmp"))  # short: a unix socket path has < 108 bytes
+    res = subprocess.run([sys.executable, "-m", "bench", "faktory", *args, "--fast-python", sys.executable,
+                          "--anchor-bin", ANCHOR_BIN, "--out", str(tmp_path / "x.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, TMPDIR=str(tmp)))
+    try:
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert list(tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp)
+    assert not (tmp_path / "x.json").exists()
+    return res
+
+
+def test_versus_server_that_cannot_start(tmp_path: Path) -> None:
+    res = _versus_fails(tmp_path, "push", "--only", "faktory_fast", "--fast-args", "--processes nope")
+    assert "faktory_fast exited with code 2 while starting" in res.stderr and "--processes" in res.stderr
+
+
+@needs_anchor
+def test_versus_second_server_that_cannot_start(tmp_path: Path) -> None:
+    # faktory_fast is up when Faktory fails: it is stopped too
+    res = _versus_fails(tmp_path, "push", "--faktory-args=--no-such-flag")
+    assert "faktory exited with code" in res.stderr
