@@ -4,15 +4,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from types import ModuleType
 from typing import Any, Sequence
 
 from bench.client import BenchError, parse_faktory_url, parse_redis_url
 from bench.procstat import parse_pids
-from bench.report import parse_labels, summarize, table, write_json
-from bench import baseline, bulk, chart, idle, latency, load
-from bench.common import Target
+from bench import baseline, bulk, chart, idle, latency, load, versus
+from bench.common import Target, run_rounds
 
 SCENARIOS: list[ModuleType] = [load, latency, idle, bulk, baseline]
 
@@ -47,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common_args(p, redis=mod is baseline)
         mod.add_args(p)
     chart.add_args(sub.add_parser(chart.NAME, help=chart.HELP, description=chart.HELP))
+    versus.add_args(sub.add_parser(versus.NAME, help=versus.HELP, description=versus.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -62,30 +62,7 @@ def run_scenario(mod: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
         targets = [Target("first", parse_faktory_url(args.url), parse_pids(args.server_pid))]
         if args.compare:
             targets.append(Target("second", parse_faktory_url(args.compare), parse_pids(args.pid2)))
-    runs: list[dict[str, Any]] = []
-    for rnd in range(args.rounds):
-        # A B, B A, ...: whichever runs first in a round has no systematic edge.
-        for t in (targets if rnd % 2 == 0 else targets[::-1]):
-            print(f"[{mod.NAME}] round {rnd + 1}/{args.rounds} on {t.name} server {t.endpoint.redacted()}",
-                  file=sys.stderr, flush=True)
-            metrics = mod.run_once(args, t)
-            runs.append({"target": t.name, "round": rnd, **metrics})
-    names = [t.name for t in targets]
-    summary = summarize(runs, names)
-    doc = {
-        "scenario": mod.NAME,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "label": parse_labels(args.label),
-        "params": mod.params(args),
-        "servers": {t.name: {"url": t.endpoint.redacted(), "pids": t.pids} for t in targets},
-        "runs": runs,
-        "summary": summary,
-    }
-    path = write_json(doc, args.out)
-    print(f"{mod.NAME}: {', '.join(f'{k}={v}' for k, v in doc['params'].items())}")
-    print(table(summary, names, mod.METRICS))
-    print(f"results: {path}")
-    return doc
+    return run_rounds(mod, args, targets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.scenario == chart.NAME:
             return chart.run(args)
+        if args.scenario == versus.NAME:
+            versus.run(args)
+            return 0
         mod = next(m for m in SCENARIOS if m.NAME == args.scenario)
         run_scenario(mod, args)
     except BenchError as e:

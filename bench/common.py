@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
-
+from types import ModuleType
 from typing import Any, Callable
 
 from bench.client import BenchError, Conn, Endpoint
 from bench.procs import MP, run_workers
 from bench.procstat import ServerMeter
+from bench.report import parse_labels, summarize, table, write_json
 
 
 @dataclass
@@ -116,3 +118,38 @@ def run_push_fetch(name: str, args: Any, target: Any, worker: Callable[..., dict
     t0, results = run_workers(worker, wargs, on_go=meter.start, progress=progress, timeout=args.timeout,
                               done=lambda: sum(fetched) >= args.jobs, on_done=meter.stop)
     return results, max(r["t_last"] for r in results) - t0, meter
+
+
+def run_rounds(mod: ModuleType, args: Any, targets: list[Target], scenario: str | None = None,
+               servers: dict[str, dict[str, Any]] | None = None, note: str = "") -> dict[str, Any]:
+    """``args.rounds`` runs of ``mod.run_once`` per target, alternating (A B, B A, ...); print the
+    summary table (with ``note`` under it) and write the result JSON, whose ``scenario`` is
+    ``scenario`` (default ``mod.NAME``) and whose ``servers`` entries get ``servers[name]`` merged in."""
+    name = scenario or mod.NAME
+    runs: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        # A B, B A, ...: whichever runs first in a round has no systematic edge.
+        for t in (targets if rnd % 2 == 0 else targets[::-1]):
+            print(f"[{name}] round {rnd + 1}/{args.rounds} on {t.name} server {t.endpoint.redacted()}",
+                  file=sys.stderr, flush=True)
+            metrics = mod.run_once(args, t)
+            runs.append({"target": t.name, "round": rnd, **metrics})
+    names = [t.name for t in targets]
+    summary = summarize(runs, names)
+    doc = {
+        "scenario": name,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "label": parse_labels(args.label),
+        "params": mod.params(args),
+        "servers": {t.name: {"url": t.endpoint.redacted(), "pids": t.pids, **(servers or {}).get(t.name, {})}
+                    for t in targets},
+        "runs": runs,
+        "summary": summary,
+    }
+    path = write_json(doc, args.out)
+    print(f"{name}: {', '.join(f'{k}={v}' for k, v in doc['params'].items())}")
+    print(table(summary, names, mod.METRICS))
+    if note:
+        print(note)
+    print(f"results: {path}")
+    return doc

@@ -45,13 +45,15 @@ def tree(roots: Iterable[int]) -> list[int]:
     return seen
 
 
-#: Process names counted as the server's Redis in the per-part split.
-REDIS_NAMES = ("redis-server", "valkey-server", "keydb-server")
+#: Process names counted as the server's Redis in the per-part split: the server itself and its
+#: forked children (``redis-rdb-bgsave``, ``redis-aof-rewrite``: comm keeps 15 characters).
+REDIS_PREFIXES = ("redis-", "valkey-", "keydb-")
 
 
 def cpu_times(roots: Iterable[int]) -> dict[int, tuple[str, float, float]]:
     """(part, user s, system s) of every process in the tree, keyed by pid; part is "redis"
-    for a Redis server process, else "server"."""
+    for a Redis process, else "server". Each includes the CPU of the children it has reaped
+    (a Redis's BGSAVE or AOF rewrite child that ended between two snapshots)."""
     out: dict[int, tuple[str, float, float]] = {}
     for pid in tree(roots):
         f = _stat_fields(pid)
@@ -59,22 +61,28 @@ def cpu_times(roots: Iterable[int]) -> dict[int, tuple[str, float, float]]:
             continue
         try:
             with open(f"/proc/{pid}/comm") as c:
-                part = "redis" if c.read().strip() in REDIS_NAMES else "server"
+                part = "redis" if c.read().strip().startswith(REDIS_PREFIXES) else "server"
         except OSError:
             continue
-        out[pid] = (part, int(f[11]) / CLK_TCK, int(f[12]) / CLK_TCK)  # fields 14 and 15
+        # fields 14-17: utime, stime, cutime, cstime
+        out[pid] = (part, (int(f[11]) + int(f[13])) / CLK_TCK, (int(f[12]) + int(f[14])) / CLK_TCK)
     return out
 
 
 def cpu_delta(before: dict[int, tuple[str, float, float]],
               after: dict[int, tuple[str, float, float]]) -> dict[str, float]:
     """CPU seconds used between two snapshots, as ``{"<part> user": s, "<part> sys": s}``;
-    processes born in between count from zero."""
+    processes born in between count from zero. A process that ended in between has its whole
+    CPU in its parent's (reaped children's) times by then, so its 'before' is taken off."""
     out: dict[str, float] = {}
     for pid, (part, user, system) in after.items():
         _, user0, system0 = before.get(pid, (part, 0.0, 0.0))
         out[part + " user"] = out.get(part + " user", 0.0) + user - user0
         out[part + " sys"] = out.get(part + " sys", 0.0) + system - system0
+    for pid, (part, user0, system0) in before.items():
+        if pid not in after:
+            out[part + " user"] = out.get(part + " user", 0.0) - user0
+            out[part + " sys"] = out.get(part + " sys", 0.0) - system0
     return out
 
 

@@ -36,7 +36,8 @@ def _numeric(v: Any) -> bool:
 
 
 def summarize(runs: list[dict[str, Any]], targets: Sequence[str]) -> dict[str, Any]:
-    """Median of every numeric metric per target over its rounds, plus ``ratio`` = first/second."""
+    """Median of every numeric metric per target over its rounds, plus ``ratio`` = first/second
+    (of the medians) and, over several rounds, ``ratio_by_round`` (first/second within each round)."""
     summary: dict[str, Any] = {}
     for t in targets:
         mine = [r for r in runs if r["target"] == t]
@@ -51,6 +52,19 @@ def summarize(runs: list[dict[str, Any]], targets: Sequence[str]) -> dict[str, A
         a, b = summary[targets[0]], summary[targets[1]]
         summary["ratio"] = {k: a[k] / b[k] for k in a
                             if _numeric(a[k]) and _numeric(b.get(k)) and b[k]}
+        # The ratio within each round (the two runs next to each other in time): its spread says
+        # how far the machine's drift moves the ratio of medians.
+        by_round: dict[str, list[float]] = {}
+        for rnd in sorted({r["round"] for r in runs}):
+            pair = [next((r for r in runs if r["round"] == rnd and r["target"] == t), None) for t in targets]
+            if pair[0] is None or pair[1] is None:
+                continue
+            for k in summary["ratio"]:
+                x, y = pair[0].get(k), pair[1].get(k)
+                if _numeric(x) and _numeric(y) and y:
+                    by_round.setdefault(k, []).append(x / y)
+        if len({r["round"] for r in runs}) > 1:
+            summary["ratio_by_round"] = by_round
     return summary
 
 
@@ -81,13 +95,17 @@ def fmt(v: Any) -> str:
 
 
 def table(summary: dict[str, Any], targets: Sequence[str], metrics: Sequence[tuple[str, str]]) -> str:
-    """Render ``metrics`` (key, title) for each target (and the ratio column when comparing)."""
+    """Render ``metrics`` (key, title) for each target (and the ratio columns when comparing)."""
     cols = list(targets) + (["ratio"] if "ratio" in summary else [])
-    rows = [["metric", *cols]]
+    spread = "ratio_by_round" in summary
+    rows = [["metric", *cols] + (["ratio per round"] if spread else [])]
     for key, title in metrics:
         row = [title]
         for c in cols:
             row.append(fmt(summary.get(c, {}).get(key)))
+        if spread:
+            vals = summary["ratio_by_round"].get(key)
+            row.append(f"{fmt(min(vals))}–{fmt(max(vals))}" if vals else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []

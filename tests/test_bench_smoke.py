@@ -1,14 +1,19 @@
 """Smoke test of the ``bench`` load-test harness (``python -m bench <scenario>``).
 
 Each scenario runs with tiny sizes against a real faktory_fast server (password-protected, so
-every run exercises the HELLO hash) and ``baseline`` against a real child Redis. These prove the
-harness works; the figures themselves are measured by hand (bench/README.md).
+every run exercises the HELLO hash) and ``baseline`` against a real child Redis. ``bench faktory``
+starts faktory_fast and Faktory 1.9.4 itself; its scenarios that need the Faktory binaries
+(not in the repository, not in CI) are skipped without them. These prove the harness works; the
+figures themselves are measured by hand (bench/README.md).
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,6 +99,10 @@ def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
         [("first", 0), ("second", 0), ("second", 1), ("first", 1)]
     assert doc["summary"]["ratio"]["jobs_per_s"] > 0
     assert doc["summary"]["second"]["server_cpu_us_per_job"] is not None
+    # the ratio within each round, as well as the ratio of the medians
+    runs = {(r["target"], r["round"]): r["jobs_per_s"] for r in doc["runs"]}
+    assert doc["summary"]["ratio_by_round"]["jobs_per_s"] == pytest.approx(
+        [runs["first", n] / runs["second", n] for n in (0, 1)])
 
 
 def test_latency(server_url: tuple[str, int], tmp_path: Path) -> None:
@@ -178,3 +187,176 @@ def test_lua_cost() -> None:
     costs = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in res.stdout.splitlines()}
     assert set(costs) == {"ff_push", "ff_fetch", "ff_ack", "fetch empty"}
     assert all(0 < v < 10_000 for v in costs.values())
+
+
+# ---- bench faktory: both servers started by bench, the Go clients from the anchor binaries ----
+
+ANCHOR_BIN = os.path.join(os.environ.get("ANCHOR") or "/tmp/anchor", "bin")
+HAVE_ANCHOR = all(os.access(os.path.join(ANCHOR_BIN, n), os.X_OK)
+                  for n in ("faktory", "faktory-load", "fwgo-drain")) and shutil.which("redis-server")
+needs_anchor = pytest.mark.skipif(
+    not HAVE_ANCHOR, reason=f"Faktory 1.9.4 anchor binaries (faktory, faktory-load, fwgo-drain) not in "
+                            f"{ANCHOR_BIN}, or no redis-server on PATH: build them with "
+                            f"/work/shared/anchor/build.sh (bench/README.md); CI has none")
+
+
+def versus(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
+    """``python -m bench faktory ARGS`` with this interpreter's faktory_fast; the result JSON,
+    after checking that every process of both servers is gone."""
+    out = tmp_path / "vs.json"
+    res = subprocess.run([sys.executable, "-m", "bench", "faktory", *args, "--out", str(out),
+                          "--fast-python", sys.executable, "--anchor-bin", ANCHOR_BIN],
+                         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    doc = json.loads(out.read_text())
+    assert doc["scenario"] == f"faktory-{args[0]}"
+    names = [args[args.index("--only") + 1]] if "--only" in args else ["faktory_fast", "faktory"]
+    assert list(doc["servers"]) == names and list(doc["summary"])[:len(names)] == names
+    assert ("ratio" in doc["summary"]) == (len(names) == 2)
+    if len(names) == 2:
+        assert "ratio = faktory_fast / faktory" in res.stdout
+        # A B, then B A
+        assert [(r["target"], r["round"]) for r in doc["runs"][:2]] == [("faktory_fast", 0), ("faktory", 0)]
+    for name, info in doc["servers"].items():
+        assert info["pids"] and set(info["pids"]) <= set(info["tree"])
+        if name == "faktory_fast":
+            assert info["hot_path"] in ("cython", "python") and len(info["tree"]) >= 3  # master, worker, Redis
+        else:
+            assert info["version"] == "Faktory 1.9.4" and len(info["tree"]) == 2  # faktory and its Redis
+        left = [p for p in info["tree"] if os.path.exists(f"/proc/{p}")]
+        assert not left, f"{name} processes still running after bench: {left}"
+    return doc
+
+
+def test_versus_skips_without_binaries(tmp_path: Path) -> None:
+    empty = tmp_path / "no-anchor"
+    empty.mkdir()
+    for args, missing in ((["load"], "faktory, faktory-load"),
+                          (["drain", "--only", "faktory_fast"], "faktory-load, fwgo-drain"),
+                          (["push"], "faktory,")):
+        out = tmp_path / "skipped.json"
+        res = subprocess.run([sys.executable, "-m", "bench", "faktory", *args, "-j" if args[0] != "push" else "-n",
+                              "300", "--anchor-bin", str(empty), "--out", str(out)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("SKIPPED: bench faktory " + args[0]), res.stdout
+        assert f"needs {missing}" in res.stdout and str(empty) in res.stdout and "build.sh" in res.stdout
+        assert not out.exists()
+
+
+def test_versus_push_fast_only(tmp_path: Path) -> None:
+    # Needs no anchor binary: bench's own client against faktory_fast alone (runs in CI too).
+    r = versus(tmp_path, "push", "--only", "faktory_fast", "-n", "300", "--warmup", "10",
+               "--fast-args", "--processes 1")["summary"]["faktory_fast"]
+    assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] <= r["p999_us"] <= r["max_us"] < 1e6
+    assert r["pushes_per_s"] > 0 and r["server_cpu_us_per_push"] is not None
+
+
+@needs_anchor
+def test_versus_load(tmp_path: Path) -> None:
+    doc = versus(tmp_path, "load", "-j", "300", "-t", "10")
+    for name in ("faktory_fast", "faktory"):
+        r = doc["summary"][name]
+        assert r["jobs_per_s"] > 0 and r["pushes"] >= 300 and r["pops"] >= 300
+        assert r["server_cpu_us_per_job"] is not None and r["client_cpu_us_per_job"] > 0
+        # Faktory's Redis is its child: the split counts it as Redis
+        assert r["server_procs"] == len(doc["servers"][name]["tree"])
+        assert {"redis_user_us_per_job", "server_user_us_per_job"} <= set(r)
+    assert doc["summary"]["ratio"]["jobs_per_s"] > 0
+
+
+@needs_anchor
+def test_versus_drain(tmp_path: Path) -> None:
+    doc = versus(tmp_path, "drain", "-j", "300", "-c", "10")
+    for name in ("faktory_fast", "faktory"):
+        r = doc["summary"][name]
+        assert r["processed"] == 300 and r["jobs_per_s"] > 0 and r["preload_jobs_per_s"] > 0
+        assert r["server_cpu_us_per_job"] is not None
+
+
+@needs_anchor
+def test_versus_push(tmp_path: Path) -> None:
+    doc = versus(tmp_path, "push", "-n", "300", "--warmup", "10")
+    assert all(doc["summary"][n]["p50_us"] > 0 for n in ("faktory_fast", "faktory"))
+    assert doc["summary"]["ratio"]["p99_us"] > 0
+
+
+@needs_anchor
+def test_versus_own_scenarios(tmp_path: Path) -> None:
+    # bench's own scenarios against both servers, tiny
+    r = versus(tmp_path, "bulk", "-j", "2000", "--scheduled", "300", "--at-delay", "1")["summary"]
+    assert r["faktory"]["sched_acked"] == r["faktory_fast"]["sched_acked"] == 300
+    r = versus(tmp_path, "latency", "-n", "50", "-w", "4", "--rate", "250")["summary"]
+    assert r["faktory"]["received"] == r["faktory_fast"]["received"] == 50
+    r = versus(tmp_path, "idle", "-n", "20", "-d", "2.5")["summary"]
+    assert r["faktory"]["connected"] == r["faktory_fast"]["connected"] == 20
+
+
+BURNER = r"""
+import os, sys, time
+def burn(s):
+    end = time.process_time() + s
+    while time.process_time() < end:
+        pass
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:                      # the child: 0.2 s of CPU before the window, 0.3 s in it
+    burn(0.2)
+    os.write(1, b"ready\n")
+    os.read(r, 1)
+    burn(0.3)
+    os._exit(0)
+sys.stdin.readline()              # the window has started
+os.write(w, b"x")
+os.waitpid(pid, 0)                # reaped: its CPU is now in our cutime/cstime
+os.write(1, b"reaped\n")
+sys.stdin.readline()
+"""
+
+
+def test_meter_counts_children_reaped_in_the_window() -> None:
+    # A Redis's BGSAVE child that ends between two snapshots: its CPU in the window counts (via
+    # the parent's reaped-children times), the CPU it had used before the window does not.
+    from bench.procstat import ServerMeter
+    with subprocess.Popen([sys.executable, "-c", BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        meter = ServerMeter([proc.pid])
+        meter.start()
+        assert len(meter.before) == 2  # the parent and its child
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"reaped\n"
+        meter.stop()
+        proc.stdin.close()
+    assert len(meter.after) == 1
+    cpu = meter.cpu_s()
+    assert cpu is not None and 0.25 <= cpu <= 0.45, cpu
+
+
+def _versus_fails(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench faktory ARGS`` with TMPDIR in ``tmp_path``; it must fail cleanly and leave
+    no server directory behind (each server stopped)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bv", dir="/tmp"))  # short: a unix socket path has < 108 bytes
+    res = subprocess.run([sys.executable, "-m", "bench", "faktory", *args, "--fast-python", sys.executable,
+                          "--anchor-bin", ANCHOR_BIN, "--out", str(tmp_path / "x.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, TMPDIR=str(tmp)))
+    try:
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert list(tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp)
+    assert not (tmp_path / "x.json").exists()
+    return res
+
+
+def test_versus_server_that_cannot_start(tmp_path: Path) -> None:
+    res = _versus_fails(tmp_path, "push", "--only", "faktory_fast", "--fast-args", "--processes nope")
+    assert "faktory_fast exited with code 2 while starting" in res.stderr and "--processes" in res.stderr
+
+
+@needs_anchor
+def test_versus_second_server_that_cannot_start(tmp_path: Path) -> None:
+    # faktory_fast is up when Faktory fails: it is stopped too
+    res = _versus_fails(tmp_path, "push", "--faktory-args=--no-such-flag")
+    assert "faktory exited with code" in res.stderr
