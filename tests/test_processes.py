@@ -145,14 +145,15 @@ def test_redis_death_is_one_line_per_process_not_a_traceback_per_command(tmp_pat
         redis_pid = r.info("server")["process_id"]
         r.close()
         clients = clients_on_distinct_processes(srv)
-        clients += [srv.client() for _ in range(6)]
+        clients += [srv.client() for _ in range(5)]
+        clients.append(srv.client(wid="death-beats"))  # the worker every BEAT below names
         pushed = job(queue="deathq")
         assert clients[0].push(pushed) == "OK"
         assert clients[0].fetch("deathq")["jid"] == pushed["jid"]
         batch = []
         for i in range(100):
             batch += ["PUSH " + json.dumps(job(queue="deathq")), "INFO", "FETCH deathq",
-                      "PUSHB " + json.dumps([job(queue="deathq")]), "BEAT {\"wid\":\"x\"}",
+                      "PUSHB " + json.dumps([job(queue="deathq")]), "BEAT {\"wid\":\"death-beats\"}",
                       "ACK " + json.dumps({"jid": pushed["jid"]}), "QUEUE PAUSE deathq2"]
         data = ("\r\n".join(batch) + "\r\n").encode()
         for c in clients:
