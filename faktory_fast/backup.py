@@ -115,10 +115,7 @@ def copy(source: str, data_dir: str, keep: int, progress: Progress | None = None
     folder = backup_dir(data_dir)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target, n = os.path.join(folder, PREFIX + stamp + SUFFIX), 1
-    while os.path.exists(target):
-        n += 1
-        target = os.path.join(folder, f"{PREFIX}{stamp}-{n}{SUFFIX}")
+    target = free_name(os.path.join(folder, PREFIX + stamp), SUFFIX)
     _copy_atomically(source, target, tick or _Ticker(progress))
     prune(data_dir, keep)
     st = os.stat(target)

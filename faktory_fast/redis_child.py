@@ -102,19 +102,17 @@ def _rdb_stamp(path: str) -> dict[str, int] | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
 
-def _stamp_ts() -> str:
-    return time.strftime("%Y%m%dT%H%M%S")
-
-
-def free_name(path: str) -> str:
-    """``path`` if nothing is there, else ``path.<timestamp>`` (never over an existing file)."""
-    if not os.path.exists(path):
-        return path
-    base, n = f"{path}.{_stamp_ts()}", 1
-    candidate = base
+def free_name(stem: str, suffix: str = "") -> str:
+    """``stem + suffix`` if nothing is there, else with a timestamp (and a counter) before the
+    suffix: never a name over an existing file."""
+    candidate = stem + suffix
+    if not os.path.exists(candidate):
+        return candidate
+    base, n = f"{stem}.{time.strftime('%Y%m%dT%H%M%S')}", 1
+    candidate = base + suffix
     while os.path.exists(candidate):
         n += 1
-        candidate = f"{base}.{n}"
+        candidate = f"{base}.{n}{suffix}"
     return candidate
 
 

@@ -9,16 +9,8 @@ import time
 
 import redis
 
-from faktory_fast.redis_child import RedisChild
+from faktory_fast.redis_child import RedisChild, pid_alive
 from tests.support import FaktoryServer, job
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_restart_right_after_a_killed_process_group_always_works(tmp_path) -> None:
@@ -45,7 +37,7 @@ def test_restart_right_after_a_killed_process_group_always_works(tmp_path) -> No
         srv.stop()  # reaps the master; its Redis may still be shutting down
     srv.start()
     try:
-        assert not _alive(redis_pid)
+        assert not pid_alive(redis_pid)
         assert srv.client().info()["faktory"]["queues"]["default"] == pushed
         assert not any("Traceback" in line for line in srv.lines)
     finally:
@@ -90,7 +82,7 @@ def test_a_start_waits_for_the_redis_of_an_earlier_run(tmp_path) -> None:
     new = RedisChild(str(tmp_path))
     new.start()
     returned = time.monotonic()
-    old_alive = _alive(old_pid)
+    old_alive = pid_alive(old_pid)
     t.join()
     old.proc.wait(5)
     try:
