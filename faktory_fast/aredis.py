@@ -23,7 +23,7 @@ import logging
 import socket
 from typing import Any, Awaitable, Callable, Union
 
-from faktory_fast.config import parse_redis_url
+from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.resp import ReplyError, RespReader, pack_command
 
 __all__ = ["RedisConnection", "connect", "reconnect", "ReplyError", "RedisClosed",
@@ -235,17 +235,6 @@ def _release(held: list, acked: Any, want: int, timeout: int) -> None:
         _deliver(waiter, reply if err is None or isinstance(reply, Exception) else err)
 
 
-def describe(url: str) -> str:
-    """Where ``url`` points, without its password (for log lines)."""
-    target = parse_redis_url(url)
-    if "path" in target:
-        return target["path"]
-    if "sentinels" in target:
-        hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
-        return f"redis+sentinel://{hosts}/{target['service']}"
-    return f"{target['host']}:{target['port']}"
-
-
 def sentinels(target: dict[str, Any]) -> Any:
     """redis-py's Sentinel client for a ``redis+sentinel://`` URL's parts: one try per
     Sentinel (its default retries would make a Sentinel that is down cost seconds)."""
@@ -288,7 +277,7 @@ async def connect(url: str, on_push: Callable[[list], None] | None = None,
             await _open(loop, conn, target)
     except TimeoutError:
         await _abandon(conn)
-        raise RedisClosed(f"{conn.address or describe(url)}: no answer within "
+        raise RedisClosed(f"{conn.address or redis_location(url)}: no answer within "
                           f"{CONNECT_TIMEOUT:g} s") from None
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -369,12 +358,12 @@ async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None
             raise
         except Exception as exc:  # OSError, RedisClosed, ReplyError, Sentinel's errors
             now = loop.time()
-            log.debug("Redis at %s: %s", conn.address or describe(url), exc)
+            log.debug("Redis at %s: %s", conn.address or redis_location(url), exc)
             if give_up is not None and now - started >= give_up:
-                log.error("No Redis at %s after %.0f s: %s", describe(url), now - started, exc)
+                log.error("No Redis at %s after %.0f s: %s", redis_location(url), now - started, exc)
                 return False
             if now >= next_word:
-                log.warning("Still no Redis at %s after %.0f s: %s", describe(url),
+                log.warning("Still no Redis at %s after %.0f s: %s", redis_location(url),
                             now - started, exc)
                 next_word = now + STILL_DOWN_EVERY
         if stop is None:

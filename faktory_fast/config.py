@@ -174,6 +174,20 @@ def _parse_sentinel_url(url: str, netloc: str, path: str, query: str,
     return out
 
 
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, without its password (for logs and the web UI): the socket
+    path, or the URL."""
+    target = parse_redis_url(url)
+    if "path" in target:
+        return target["path"]
+    if "sentinels" in target:
+        hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
+        return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
+    scheme = "rediss" if target.get("ssl") else "redis"
+    host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
+    return f"{scheme}://{host}:{target['port']}/{target['db']}"
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse that raises ConfigError (one clear line, exit 2) instead of exiting."""
 

@@ -21,7 +21,7 @@ from faktory_fast.config import ConfigError, parse_redis_url
 from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
 from faktory_fast.store import Store
 from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
-from web.resources import redis_location
+from faktory_fast.config import redis_location
 
 
 def _redis_binary() -> str | None:

@@ -14,7 +14,7 @@ import pytest
 import redis
 from falcon import testing
 
-from faktory_fast import jobs, keys
+from faktory_fast import config, jobs, keys
 from faktory_fast.lifecycle import info_document
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import Store
@@ -1002,8 +1002,8 @@ def redis_url_path(store: Store) -> str:
 
 
 def test_debug_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    assert resources.redis_location("redis://:secret@example.com:6380/2") == "redis://example.com:6380/2"
-    assert resources.redis_location("unix:///var/run/r.sock?db=1") == "/var/run/r.sock"
+    assert config.redis_location("redis://:secret@example.com:6380/2") == "redis://example.com:6380/2"
+    assert config.redis_location("unix:///var/run/r.sock?db=1") == "/var/run/r.sock"
     assert resources.storage_dir("redis://example.com") is None
     assert resources.storage_dir("unix:///var/run/r.sock") == "/var/run"
     assert "%" in resources.disk_usage(str(tmp_path))

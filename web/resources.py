@@ -14,7 +14,7 @@ import falcon
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
-from faktory_fast.config import parse_redis_url
+from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.lifecycle import info_document, latency
 from faktory_fast.store import Store
 
@@ -332,19 +332,6 @@ class Debug(Resource):
                      rss_mb=rss_bytes() / 2**20, storage=socket_dir,
                      df=disk_usage(socket_dir) if socket_dir else None,
                      locales=self.ui.catalog.choices())
-
-
-def redis_location(url: str) -> str:
-    """The Redis socket path, or its URL without the password."""
-    target = parse_redis_url(url)
-    if "path" in target:
-        return target["path"]
-    if "sentinels" in target:
-        hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
-        return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
-    scheme = "rediss" if target.get("ssl") else "redis"
-    host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
-    return f"{scheme}://{host}:{target['port']}/{target['db']}"
 
 
 def storage_dir(url: str) -> str | None:
