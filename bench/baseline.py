@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from bench.client import BenchError, Conn, Endpoint, Script, run_pushers_and_fetchers
+from bench.common import Target, cpu_count, layout, run_push_fetch
 from bench.procs import WorkerCtx
 from bench.resp import ErrorReply, encode_command
-from bench.common import cpu_count, layout, run_push_fetch, Target
 
 NAME = "baseline"
 HELP = "raw Redis ceiling: LPUSH / BRPOP+ZADD / ZREM+INCR per job, one round trip each"

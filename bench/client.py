@@ -14,8 +14,9 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson

@@ -5,9 +5,10 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from bench.client import BenchError, Conn, Endpoint
 from bench.procs import MP, run_workers

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 
 from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok, now_us
+from bench.common import StallGuard, Target, flush, split_evenly
 from bench.procs import MP, WorkerCtx, run_workers
 from bench.procstat import ServerMeter
 from bench.resp import ErrorReply
-from bench.common import StallGuard, Target, flush, split_evenly
 
 NAME = "latency"
 HELP = "push→start latency percentiles: W fetchers waiting, one pusher at a steady rate"

@@ -5,8 +5,9 @@ import argparse
 import glob
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from faktory_fast import FAKTORY_VERSION, __version__, net

@@ -216,9 +216,9 @@ def test_web_ui_that_dies_is_restarted_with_back_off(tmp_path: Path) -> None:
             for pid in [gunicorn, *descendants(gunicorn)]:  # the whole UI: master and worker
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: status_or_refused(health) is None)
-            wait_for(lambda: len(exits()) == n)
+            wait_for(lambda n=n: len(exits()) == n)
             assert exits()[-1].endswith(f"restarting it in {2 ** (n - 1)} s")
-            wait_for(lambda: children(srv, b"gunicorn") not in ([], [gunicorn])
+            wait_for(lambda old=gunicorn: children(srv, b"gunicorn") not in ([], [old])
                      and status_or_refused(health) == 200, timeout=30, interval=0.05)
         assert srv.client().call("INFO")
     finally:
