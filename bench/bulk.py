@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
-from bench.common import StallGuard, Target, cpu_count, flush, split_evenly
-from bench.procs import MP, WorkerCtx, run_workers
-from bench.procstat import ServerMeter
-from bench.resp import ErrorReply
+from .client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
+from .common import StallGuard, Target, cpu_count, flush, split_evenly
+from .procs import MP, WorkerCtx, run_workers
+from .procstat import ServerMeter
+from .resp import ErrorReply
 
 NAME = "bulk"
 HELP = "PUSHB throughput (batches of 1000) and time-to-drain of N jobs scheduled at one instant"

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from bench.resp import OK, OK_LINE, ErrorReply, ProtocolError, encode_command, parse
+from .resp import OK, OK_LINE, ErrorReply, ProtocolError, encode_command, parse
 
 #: A connection script: yields command bytes, receives each parsed reply.
 Script = Generator[bytes, Any, None]

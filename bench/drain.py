@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.client import BenchError
-from bench.common import Target
-from bench.goclient import (
+from .client import BenchError
+from .common import Target
+from .goclient import (
     DRAIN_OK,
     DRAIN_RE,
     LOAD_OK,

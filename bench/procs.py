@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.client import BenchError
+from .client import BenchError
 
 MP = mp.get_context("fork")  # fork: cheap start, shared RawArrays are inherited
 

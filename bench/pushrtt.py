@@ -9,11 +9,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.client import BenchError, Conn
-from bench.common import Target, flush
-from bench.latency import percentile
-from bench.procstat import ServerMeter
-from bench.resp import OK
+from .client import BenchError, Conn
+from .common import Target, flush
+from .latency import percentile
+from .procstat import ServerMeter
+from .resp import OK
 
 NAME = "push"
 HELP = "one connection pushing sequentially: PUSH round trip p50/p99 (bench's own client)"

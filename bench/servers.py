@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.client import BenchError, Conn, Endpoint, parse_faktory_url
-from bench.procstat import tree
+from .client import BenchError, Conn, Endpoint, parse_faktory_url
+from .procstat import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where build.sh puts the binaries unless $ANCHOR says otherwise.

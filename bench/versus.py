@@ -13,9 +13,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from bench import bulk, drain, fload, idle, latency, pushrtt
-from bench.common import Target, raise_nofile, run_rounds
-from bench.servers import (
+from . import bulk, drain, fload, idle, latency, pushrtt
+from .common import Target, raise_nofile, run_rounds
+from .servers import (
     Faktory,
     FaktoryFast,
     Skip,

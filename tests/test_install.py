@@ -164,6 +164,20 @@ def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: 
 
 
 @pytest.mark.slow
+def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path) -> None:
+    """bench/ is installed as faktory_fast.bench (no top-level ``bench`` package), and its
+    ``faktory-bench`` command works from the install alone."""
+    [site] = (installed / "lib").glob("python3*/site-packages")
+    assert (site / "faktory_fast" / "bench" / "__main__.py").is_file()
+    assert not (site / "bench").exists()
+    done = subprocess.run([str(installed / "bin" / "faktory-bench"), "--help"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "{load,latency,idle,bulk,baseline,chart,faktory}" in done.stdout
+
+
+@pytest.mark.slow
 def test_install_without_a_c_compiler_runs_the_python_hot_path(
         installed_without_compiler: Path, tmp_path: Path) -> None:
     """The extensions are optional: the build goes on without them (CC=/bin/false fails every
