@@ -6,11 +6,9 @@ same API, same tests; ``faktory_fast.COMPILED``). RESP2 only: our client never s
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Literal
 
-__all__ = ["IMPLEMENTATION", "ProtocolError", "ReplyError", "RespReader", "pack_command",
-           "pack_commands"]
+__all__ = ["IMPLEMENTATION", "ProtocolError", "ReplyError", "RespReader", "pack_command"]
 
 #: Which implementation this module is: "python" here, "cython" in ``resp.pyx``.
 IMPLEMENTATION: Literal["cython", "python"] = "python"
@@ -169,8 +167,3 @@ def pack_command(*args: bytes | bytearray | memoryview | str | int | float) -> b
         parts.append(b)
         parts.append(b"\r\n")
     return b"".join(parts)
-
-
-def pack_commands(cmds: Iterable[tuple[Any, ...]]) -> bytes:
-    """Several commands concatenated, e.g. for a pipeline."""
-    return b"".join([pack_command(*c) for c in cmds])

@@ -9,8 +9,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.list cimport PyList_GET_SIZE
 from libc.string cimport memchr, memcpy
 
-__all__ = ["IMPLEMENTATION", "ProtocolError", "ReplyError", "RespReader", "pack_command",
-           "pack_commands"]
+__all__ = ["IMPLEMENTATION", "ProtocolError", "ReplyError", "RespReader", "pack_command"]
 
 IMPLEMENTATION = "cython"
 
@@ -277,8 +276,3 @@ def pack_command(*args):
         w[size + 1] = c'\n'
         w += size + 2
     return out
-
-
-def pack_commands(cmds):
-    """Several commands (for a pipeline), concatenated."""
-    return b"".join([pack_command(*c) for c in cmds])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error", "ok", "simple"]
+__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error"]
 
 #: Which implementation this module is: "python" here, "cython" in ``wire.pyx``.
 IMPLEMENTATION: Literal["cython", "python"] = "python"
@@ -95,16 +95,6 @@ class CommandParser:
     def _overflowed(self) -> None:
         self.overflow = True
         self._buf = bytearray()  # free the memory; the parser is done
-
-
-def ok() -> bytes:
-    """``+OK\\r\\n``."""
-    return OK
-
-
-def simple(s: bytes) -> bytes:
-    """A RESP simple string: ``+s\\r\\n``; ``s`` must not contain CR/LF."""
-    return b"+" + s + b"\r\n"
 
 
 def _one_line(s: str | bytes) -> bytes:

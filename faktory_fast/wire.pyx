@@ -8,7 +8,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from libc.string cimport memchr, memcpy
 
-__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error", "ok", "simple"]
+__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error"]
 
 IMPLEMENTATION = "cython"
 
@@ -99,16 +99,6 @@ cdef class CommandParser:
     cdef void _overflowed(self):
         self.overflow = True
         self._buf = bytearray()  # free the memory; the parser is done
-
-
-def ok():
-    """+OK\\r\\n."""
-    return OK
-
-
-def simple(s):
-    """A RESP simple string: +s\\r\\n."""
-    return b"+" + s + b"\r\n"
 
 
 cdef bytes _one_line(s):

@@ -321,12 +321,6 @@ def test_pack_command_rejects_other_types(resp_impl, bad: Any) -> None:
         resp_impl.pack_command("SET", "k", bad)
 
 
-def test_pack_commands(resp_impl) -> None:
-    cmds = [("MULTI",), ("INCR", "n"), ("EXEC",)]
-    assert resp_impl.pack_commands(cmds) == b"".join(resp_impl.pack_command(*c) for c in cmds)
-    assert resp_impl.pack_commands([]) == b""
-
-
 def test_pack_then_read_back(resp_impl) -> None:
     # A command is itself a RESP array of bulk strings, so the reader can parse it.
     args = ("EVALSHA", b"\x00\xff", 7, 2.25, "ü")

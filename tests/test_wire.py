@@ -216,12 +216,6 @@ def test_same_results_from_both_implementations() -> None:
 def test_constants(wire_impl) -> None:
     assert wire_impl.OK == b"+OK\r\n"
     assert wire_impl.NIL == b"$-1\r\n"
-    assert wire_impl.ok() == b"+OK\r\n"
-
-
-def test_simple(wire_impl) -> None:
-    assert wire_impl.simple(b"HI {\"v\":2}") == b'+HI {"v":2}\r\n'
-    assert wire_impl.simple(b"") == b"+\r\n"
 
 
 def test_error(wire_impl) -> None:
