@@ -32,7 +32,7 @@ def build_source(name: str) -> str:
 class BuildExt(build_ext):
     """Builds on every core, skips an extension that fails to compile (``optional``), and
     records beside the compiled modules which sources they were built from: faktory_fast
-    imports a compiled module only while its source is still the one recorded."""
+    imports a compiled module only while its sources are still the ones recorded."""
 
     def finalize_options(self):
         super().finalize_options()
