@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUILT := $(VENV)/.built
 ARGS ?=
 
-.PHONY: run test build bench clean node browser deploy-tools
+.PHONY: run test unit lint typecheck build bench clean node browser deploy-tools
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The compiled hot path (ext/*.pyx and the modules setup.py compiles), rebuilt after an edit;
-# a module whose source changed since is not imported anyway (faktory_fast/__init__.py).
-$(BUILT): $(STAMP) $(wildcard ext/*.pyx ext/faktory_fast/*.pxd faktory_fast/*.pxd faktory_fast/*.py)
+# The compiled modules (faktory_fast.COMPILED: the .pyx codecs and the hot path's .py), rebuilt
+# after an edit; a module whose sources changed since is not imported anyway
+# (faktory_fast/__init__.py).
+$(BUILT): $(STAMP) $(wildcard faktory_fast/*.pyx faktory_fast/*.pxd faktory_fast/*.py)
 	$(PY) setup.py -q build_ext --inplace
 	touch $(BUILT)
 
@@ -45,11 +46,32 @@ deploy-tools:
 	    haproxy stunnel4 openssl; } || echo "make: haproxy/stunnel4/openssl not installed:" \
 	    "tests/test_deploy.py will skip what needs them" >&2; }
 
-test: $(BUILT) tests/node/node_modules browser deploy-tools
+# The tools a test file needs beyond the build (file:target). `make test` sets up those the
+# selected tests need (pytest collects them first): all for the full suite, none for
+# `make test ARGS=tests/test_jobs.py`.
+TOOLS := test_compat_node.py:node test_web_browser.py:browser test_deploy.py:deploy-tools
+
+test: $(BUILT)
+	@selected="$$($(PY) -m pytest --collect-only -qq $(ARGS) 2>/dev/null)"; \
+	for tool in $(TOOLS); do \
+	  case "$$selected" in *"tests/$${tool%%:*}: "*) \
+	    $(MAKE) --no-print-directory $${tool#*:} || exit 1;; esac; \
+	done
 	$(PY) -m pytest $(ARGS)
+
+# The fast tier (tests marked `unit`: no server process; seconds).
+unit: $(BUILT)
+	$(PY) -m pytest -m unit $(ARGS)
+
+# Configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(ARGS)
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy $(ARGS)
 
 bench: $(BUILT)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c faktory_fast/_compiled.json ext/*.c tests/node/node_modules
+	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c faktory_fast/_compiled.json tests/node/node_modules

@@ -1,9 +1,9 @@
-"""Build script: the Cython hot path is optional (pure-Python fallbacks exist).
+"""Build script: the Cython hot path is optional (each compiled module has its .py).
 
-ext/ holds the codecs written for Cython; the hot path's Python modules are compiled as they
-are, typed by the .pxd beside them (faktory_fast.COMPILED lists them; FAKTORY_FAST_PURE=1 at run
-time ignores what was built). Every extension is optional: without a C compiler (or without
-Cython) the install succeeds with the pure-Python package, and the server's start-up line says
+faktory_fast.COMPILED lists the modules compiled, each from its .pyx where there is one (the
+codecs), else from its .py as it is, typed by the .pxd beside it; FAKTORY_FAST_PURE=1 at run time
+ignores what was built. Every extension is optional: without a C compiler (or without Cython)
+the install succeeds with the pure-Python package, and the server's start-up line says
 "hot path: python"."""
 import json
 import os
@@ -23,10 +23,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from faktory_fast import BUILD_RECORD, COMPILED, source_digest  # noqa: E402
 
 
+def build_source(name: str) -> str:
+    """What the module ``faktory_fast.<name>`` is compiled from: its .pyx, else its .py."""
+    pyx = f"faktory_fast/{name}.pyx"
+    return pyx if os.path.exists(pyx) else f"faktory_fast/{name}.py"
+
+
 class BuildExt(build_ext):
     """Builds on every core, skips an extension that fails to compile (``optional``), and
     records beside the compiled modules which sources they were built from: faktory_fast
-    imports a compiled module only while its source is still the one recorded."""
+    imports a compiled module only while its sources are still the ones recorded."""
 
     def finalize_options(self):
         super().finalize_options()
@@ -47,17 +53,10 @@ class BuildExt(build_ext):
 ext_modules = []
 if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
     ext_modules = cythonize(
-        [
-            Extension("faktory_fast._wire", ["ext/_wire.pyx"]),
-            Extension("faktory_fast._resp", ["ext/_resp.pyx"]),
-            # The hot path's pure-Python modules, compiled as they are (faktory_fast.COMPILED).
-            *(Extension(f"faktory_fast.{name}", [f"faktory_fast/{name}.py"])
-              for name in COMPILED),
-        ],
+        [Extension(f"faktory_fast.{name}", [build_source(name)]) for name in COMPILED],
         # Python's semantics for the compiled .py modules (bounds checks, negative indexing);
         # the .pyx files turn those off in their own header.
         compiler_directives={"language_level": "3"},
-        include_path=["ext"],
     )
     for ext in ext_modules:
         ext.optional = True  # (cythonize drops the attribute from the Extensions it is given)

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
-from bench.client import BenchError, parse_faktory_url, parse_redis_url
-from bench.procstat import parse_pids
-from bench import baseline, bulk, chart, idle, latency, load, versus
-from bench.common import Target, run_rounds
+from . import baseline, bulk, chart, idle, latency, load, versus
+from .client import BenchError, parse_faktory_url, parse_redis_url
+from .common import Target, run_rounds
+from .procstat import parse_pids
 
 SCENARIOS: list[ModuleType] = [load, latency, idle, bulk, baseline]
 

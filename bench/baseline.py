@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Script, run_pushers_and_fetchers
-from bench.procs import WorkerCtx
-from bench.resp import ErrorReply, encode_command
-from bench.common import cpu_count, layout, run_push_fetch, Target
+from .client import BenchError, Conn, Endpoint, Script, run_pushers_and_fetchers
+from .common import Target, cpu_count, layout, run_push_fetch
+from .procs import WorkerCtx
+from .resp import ErrorReply, encode_command
 
 NAME = "baseline"
 HELP = "raw Redis ceiling: LPUSH / BRPOP+ZADD / ZREM+INCR per job, one round trip each"

@@ -6,16 +6,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
-from bench.procs import MP, WorkerCtx, run_workers
-from bench.procstat import ServerMeter
-from bench.resp import ErrorReply
-from bench.common import StallGuard, Target, cpu_count, flush, split_evenly
+from .client import BenchError, Conn, Endpoint, Reactor, Script, check_ok
+from .common import StallGuard, Target, cpu_count, flush, split_evenly
+from .procs import MP, WorkerCtx, run_workers
+from .procstat import ServerMeter
+from .resp import ErrorReply
 
 NAME = "bulk"
 HELP = "PUSHB throughput (batches of 1000) and time-to-drain of N jobs scheduled at one instant"
@@ -63,7 +63,7 @@ def _at_delay(args: argparse.Namespace) -> float:
 
 def rfc3339(ts: float) -> str:
     """``2025-01-02T03:04:05.123456Z`` for a Unix timestamp."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

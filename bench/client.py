@@ -14,13 +14,14 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from bench.resp import OK, OK_LINE, ErrorReply, ProtocolError, encode_command, parse
+from .resp import OK, OK_LINE, ErrorReply, ProtocolError, encode_command, parse
 
 #: A connection script: yields command bytes, receives each parsed reply.
 Script = Generator[bytes, Any, None]

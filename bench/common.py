@@ -5,14 +5,15 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
-from bench.client import BenchError, Conn, Endpoint
-from bench.procs import MP, run_workers
-from bench.procstat import ServerMeter
-from bench.report import parse_labels, summarize, table, write_json
+from .client import BenchError, Conn, Endpoint
+from .procs import MP, run_workers
+from .procstat import ServerMeter
+from .report import parse_labels, summarize, table, write_json
 
 
 @dataclass

@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.client import BenchError
-from bench.common import Target
-from bench.goclient import DRAIN_OK, DRAIN_RE, LOAD_OK, LOAD_RE, match_last, run_client, server_metrics
+from .client import BenchError
+from .common import Target
+from .goclient import (
+    DRAIN_OK,
+    DRAIN_RE,
+    LOAD_OK,
+    LOAD_RE,
+    match_last,
+    run_client,
+    server_metrics,
+)
 
 NAME = "drain"
 HELP = "faktory_worker_go (fwgo-drain -c C) draining JOBS preloaded jobs: jobs/s"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.common import Target
-from bench.goclient import LOAD_OK, LOAD_RE, match_last, run_client, server_metrics
+from .common import Target
+from .goclient import LOAD_OK, LOAD_RE, match_last, run_client, server_metrics
 
 NAME = "load"
 HELP = "Faktory's own load test (faktory-load JOBS THREADS): jobs/s and server CPU µs/job"

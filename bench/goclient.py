@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.client import BenchError
-from bench.common import Target
-from bench.procstat import ServerMeter
+from .client import BenchError
+from .common import Target
+from .procstat import ServerMeter
 
 #: faktory-load's last line: ``Processed P pushes and Q pops in S seconds, rate: R jobs/s``
 LOAD_RE = re.compile(r"^Processed (\d+) pushes and (\d+) pops in ([\d.]+) seconds, rate: ([\d.]+) jobs/s$")

@@ -13,10 +13,10 @@ from typing import Any
 
 import uvloop
 
-from bench.client import Endpoint, hello_line
-from bench.procs import MP, WorkerCtx, run_workers
-from bench.procstat import ServerMeter, rss_kb
-from bench.common import Target, cpu_count, flush, raise_nofile, split_evenly
+from .client import Endpoint, hello_line
+from .common import Target, cpu_count, flush, raise_nofile, split_evenly
+from .procs import MP, WorkerCtx, run_workers
+from .procstat import ServerMeter, rss_kb
 
 NAME = "idle"
 HELP = "N idle connections in a FETCH loop on an empty queue: server CPU %% and RSS per connection"

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Reactor, Script, check_ok, now_us
-from bench.procs import MP, WorkerCtx, run_workers
-from bench.procstat import ServerMeter
-from bench.resp import ErrorReply
-from bench.common import StallGuard, Target, flush, split_evenly
+from .client import BenchError, Conn, Endpoint, Reactor, Script, check_ok, now_us
+from .common import StallGuard, Target, flush, split_evenly
+from .procs import MP, WorkerCtx, run_workers
+from .procstat import ServerMeter
+from .resp import ErrorReply
 
 NAME = "latency"
 HELP = "push→start latency percentiles: W fetchers waiting, one pusher at a steady rate"
@@ -27,7 +27,6 @@ METRICS = [
     ("server_cpu_us_per_job", "server CPU µs/job"),
 ]
 
-QUEUE = "latency"
 PUSH_TMPL = b'PUSH {"jid":"%s%08x","jobtype":"LatencyJob","args":[%d],"queue":"latency"}\r\n'
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from bench.client import BenchError, Conn, Endpoint, Script, check_ok, run_pushers_and_fetchers
-from bench.procs import WorkerCtx
-from bench.resp import ErrorReply
-from bench.common import cpu_count, flush, layout, run_push_fetch, Target
+from .client import BenchError, Conn, Endpoint, Script, check_ok, run_pushers_and_fetchers
+from .common import Target, cpu_count, flush, layout, run_push_fetch
+from .procs import WorkerCtx
+from .resp import ErrorReply
 
 NAME = "load"
 HELP = "Faktory's load test: T workers, half PUSH to queue0..4, half FETCH+ACK (1%% FAIL)"

@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 
 import redis
 
@@ -32,9 +33,9 @@ def main() -> None:
         store.load_library()
         r = redis.Redis(unix_socket_path=child.socket_path)
 
-        def phase(name: str, calls: object) -> None:
+        def phase(name: str, calls: Iterable[object]) -> None:
             r.config_resetstat()
-            for _ in calls:  # type: ignore[attr-defined]
+            for _ in calls:
                 pass
             usec = r.info("commandstats")["cmdstat_fcall"]["usec_per_call"]
             print(f"{name:<12} {usec:6.2f} µs/call")
@@ -45,9 +46,14 @@ def main() -> None:
                     for i in range(n)]
         phase("ff_push", (store.push([p]) for p in prepared))
         jids: list[bytes] = []
-        phase("ff_fetch", (jids.append(store.fetch("", "p", jobs.score(now), 1800,
-                                                   QUEUES[i % 5:] + QUEUES[:i % 5])[2])
-                           for i in range(n)))
+
+        def fetch(i: int) -> bytes:
+            jid: bytes = store.fetch("", "p", jobs.score(now), 1800,
+                                     QUEUES[i % 5:] + QUEUES[:i % 5])[2]
+            jids.append(jid)
+            return jid
+
+        phase("ff_fetch", (fetch(i) for i in range(n)))
         phase("ff_ack", (store.ack(j, "2026-01-01") for j in jids))
         phase("fetch empty", (store.fetch("", "p", jobs.score(now), 1800, QUEUES) for _ in range(n)))
         r.close()

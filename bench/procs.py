@@ -13,10 +13,11 @@ import queue
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from bench.client import BenchError
+from .client import BenchError
 
 MP = mp.get_context("fork")  # fork: cheap start, shared RawArrays are inherited
 
@@ -119,9 +120,10 @@ def _collect(q: Any, procs: list[Any], kind: str, results: list[dict | None] | N
                     print(line, file=sys.stderr, flush=True)
             dead = [p for p in procs if p.exitcode not in (None, 0)]
             if dead:
-                raise BenchError(f"load process {dead[0].pid} died with exit code {dead[0].exitcode}")
+                raise BenchError(f"load process {dead[0].pid} died with exit code "
+                                 f"{dead[0].exitcode}") from None
             if now > deadline:
-                raise BenchError(f"timed out waiting for load processes ({kind})")
+                raise BenchError(f"timed out waiting for load processes ({kind})") from None
             continue
         if msg == "error":
             raise BenchError(f"load process {index} failed:\n{data}")

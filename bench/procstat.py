@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

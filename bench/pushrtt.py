@@ -6,14 +6,14 @@ import argparse
 import gc
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from bench.client import BenchError, Conn
-from bench.common import Target, flush
-from bench.latency import percentile
-from bench.procstat import ServerMeter
-from bench.resp import OK
+from .client import BenchError, Conn
+from .common import Target, flush
+from .latency import percentile
+from .procstat import ServerMeter
+from .resp import OK
 
 NAME = "push"
 HELP = "one connection pushing sequentially: PUSH round trip p50/p99 (bench's own client)"
@@ -49,7 +49,7 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
 def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     """FLUSH, then ``warmup`` + ``pushes`` PUSHes one after the other on one connection."""
     flush(target.endpoint)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
     prefix = os.urandom(4).hex().encode()
     lines = [PUSH_TMPL % (prefix, i, created) for i in range(args.warmup + args.pushes)]
     conn = Conn(target.endpoint)

@@ -5,7 +5,6 @@ from typing import Any
 
 OK = b"OK"
 OK_LINE = b"+OK\r\n"
-NIL_LINE = b"$-1\r\n"
 
 
 class ErrorReply(str):

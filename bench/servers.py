@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.client import BenchError, Conn, Endpoint, parse_faktory_url
-from bench.procstat import tree
+from .client import BenchError, Conn, Endpoint, parse_faktory_url
+from .procstat import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where build.sh puts the binaries unless $ANCHOR says otherwise.
@@ -93,7 +93,7 @@ class Spawned:
         """The command line (subclasses)."""
         raise NotImplementedError
 
-    def start(self, timeout: float = 60.0) -> "Spawned":
+    def start(self, timeout: float = 60.0) -> Spawned:
         """Start the server and wait (polling with a deadline) until it answers a handshake."""
         cmd = self.command()
         self.info["command"] = cmd
@@ -173,7 +173,7 @@ class Faktory(Spawned):
                 "-d", os.path.join(self.dir, "data"), "-c", os.path.join(self.dir, "conf"),
                 "-e", "development", *self.extra]
 
-    def start(self, timeout: float = 60.0) -> "Spawned":
+    def start(self, timeout: float = 60.0) -> Spawned:
         super().start(timeout)
         first = self.log_tail(40).splitlines()
         self.info["version"] = next((ln for ln in first if ln.startswith("Faktory ")), "?")
@@ -197,7 +197,7 @@ class FaktoryFast(Spawned):
                 "-d", os.path.join(self.dir, "data"), "-c", os.path.join(self.dir, "conf"),
                 "-e", "development", *self.extra]
 
-    def start(self, timeout: float = 60.0) -> "Spawned":
+    def start(self, timeout: float = 60.0) -> Spawned:
         code = "import faktory_fast as f; print(f.__version__, f.hot_path())"
         res = subprocess.run([self.python, "-c", code], cwd=ROOT, env=server_env(),
                              capture_output=True, text=True, timeout=60)

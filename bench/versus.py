@@ -13,9 +13,17 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from bench import bulk, drain, fload, idle, latency, pushrtt
-from bench.common import Target, raise_nofile, run_rounds
-from bench.servers import Faktory, FaktoryFast, Skip, Spawned, default_anchor_bin, default_fast_python, require
+from . import bulk, drain, fload, idle, latency, pushrtt
+from .common import Target, raise_nofile, run_rounds
+from .servers import (
+    Faktory,
+    FaktoryFast,
+    Skip,
+    Spawned,
+    default_anchor_bin,
+    default_fast_python,
+    require,
+)
 
 NAME = "faktory"
 HELP = "start Faktory 1.9.4 and faktory_fast, run a scenario on both alternately, print ratios"

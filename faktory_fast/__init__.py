@@ -1,4 +1,8 @@
-"""faktory_fast: a fast, wire-compatible Faktory server."""
+"""faktory_fast: a fast, wire-compatible Faktory server.
+
+Some of its modules are also compiled by Cython (``COMPILED``); one rule, here, decides whether
+the compiled module or its ``.py`` is imported (``_SourceWhenAsked``).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -8,16 +12,19 @@ import importlib.util
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
+from types import ModuleType
 
 __version__ = "0.1.0"
 # The version we report to clients and in INFO: the Faktory release whose protocol we speak.
 FAKTORY_VERSION = "1.10.0"
 
-#: Modules of the hot path that setup.py also compiles with Cython, as they are (with the
-#: types of their ``.pxd``); the ``.py`` stays the reference and the fallback.
-COMPILED = ("aredis", "jobs", "lifecycle", "server", "store")
-#: Set (to anything) to run without compiled code: these modules and the codecs from source.
+#: The modules setup.py also compiles with Cython, typed by the ``<name>.pxd`` beside them. Each
+#: ``<name>.py`` is the reference and the fallback; the build is made from ``<name>.pyx`` where
+#: there is one (the codecs ``wire`` and ``resp``, written for Cython), else from the ``.py`` as
+#: it is. Both are the module ``faktory_fast.<name>``: its importers never choose.
+COMPILED = ("wire", "resp", "aredis", "jobs", "lifecycle", "server", "store")
+#: Set (to anything) to run without compiled code: every module of COMPILED from its ``.py``.
 PURE_ENV = "FAKTORY_FAST_PURE"
 #: Written by setup.py's build_ext beside the compiled modules: for each one it built, the
 #: ``source_digest`` of what it compiled.
@@ -25,12 +32,12 @@ BUILD_RECORD = "_compiled.json"
 
 
 def source_digest(package_dir: str, name: str) -> str:
-    """The digest of what a compiled module is built from: its ``.py`` and ``.pxd``.
+    """The digest of a compiled module's sources: its ``.py``, ``.pyx`` and ``.pxd``.
 
     setup.py records it for each module it compiles.
     """
     digest = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
+    for suffix in (".py", ".pyx", ".pxd"):
         path = os.path.join(package_dir, name + suffix)
         if os.path.exists(path):
             with open(path, "rb") as fh:
@@ -48,14 +55,16 @@ def _recorded(package_dir: str) -> dict[str, str]:
 
 
 class _SourceWhenAsked(importlib.abc.MetaPathFinder):
-    """Imports the ``.py`` of a compiled module under PURE_ENV, or when the build was not made
-    from the source beside it (an edit since the last ``make build`` must not run stale code).
+    """Imports the ``.py`` of a module of COMPILED under PURE_ENV, or when the build was not
+    made from the sources beside it (an edit since the last ``make build`` must not run stale
+    code); otherwise the usual import, which prefers the built module to the ``.py``.
 
     The build's record of its sources decides, not file times: pip writes an installed
     package's ``.py`` files after its compiled ones, and a copy may change every time.
     """
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
         if package != __name__ or name not in COMPILED:
             return None
@@ -75,7 +84,7 @@ sys.meta_path.insert(0, _SourceWhenAsked())
 
 
 def hot_path() -> str:
-    """"cython" when the compiled hot path is what gets imported here, else "python"."""
+    """"cython" when every module of COMPILED is imported compiled here, else "python"."""
     for name in COMPILED:
         spec = importlib.util.find_spec(f"{__name__}.{name}")
         if spec is None or not spec.origin or spec.origin.endswith(".py"):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
@@ -133,7 +133,8 @@ def _copy_atomically(source: str, target: str, tick: _Ticker) -> None:
                 while chunk := src.read(COPY_CHUNK):
                     dst.write(chunk)
                     done += len(chunk)
-                    tick(lambda: f"copied {done >> 20} of {total >> 20} MiB")
+                    # tick calls it before returning, if at all: this iteration's done
+                    tick(lambda: f"copied {done >> 20} of {total >> 20} MiB")  # noqa: B023
                 dst.flush()
                 os.fsync(dst.fileno())
         os.replace(tmp, target)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from faktory_fast import config, log as logsetup
+from faktory_fast import config
+from faktory_fast import log as logsetup
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 CERT_FILE = "public.cert.pem"
 KEY_FILE = "private.key.pem"

@@ -1,7 +1,14 @@
-"""Shared fixtures: one real server (2 processes, child Redis) for the session, flushed per test."""
+"""Shared fixtures: one real server (2 processes, child Redis) for the session, flushed per test;
+the compiled and the pure-Python implementation of the codecs, side by side."""
 from __future__ import annotations
 
-from typing import Iterator
+import functools
+import importlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -29,3 +36,51 @@ def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
 def client(srv: FaktoryServer) -> Client:
     """A connection to the flushed server (a module's own ``server`` fixture takes precedence)."""
     return srv.client()
+
+
+@pytest.fixture
+def node_workers() -> Iterator[list[Any]]:
+    """The Node.js workers a test starts (``tests.test_compat_node.start_node_worker``), stopped
+    after it."""
+    started: list[Any] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+@functools.cache
+def _implementations(name: str) -> dict[str, ModuleType]:
+    module = importlib.import_module(f"faktory_fast.{name}")
+    assert module.__file__ is not None
+    if module.__file__.endswith(".py"):  # not built, a stale build, or FAKTORY_FAST_PURE
+        return {"python": module}
+    # Its .py, loaded apart from the compiled module that faktory_fast.<name> is.
+    spec = importlib.util.spec_from_file_location(
+        module.__name__, os.path.join(os.path.dirname(module.__file__), f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    return {"cython": module, "python": source}
+
+
+def implementation(name: str, which: str) -> ModuleType:
+    """The module ``faktory_fast.<name>`` of faktory_fast.COMPILED compiled (``"cython"``) or
+    from its ``.py`` (``"python"``); skips the test when the compiled module is not what
+    imports here (not built: ``make build``; built from other sources; FAKTORY_FAST_PURE)."""
+    found = _implementations(name)
+    if which not in found:
+        pytest.skip(f"faktory_fast.{name} does not import compiled here (make build; "
+                    "FAKTORY_FAST_PURE unset)")
+    return found[which]
+
+
+@pytest.fixture(params=["cython", "python"])
+def wire_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """faktory_fast.wire, compiled and then from its .py (the client-command codec)."""
+    return implementation("wire", request.param)
+
+
+@pytest.fixture(params=["cython", "python"])
+def resp_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """faktory_fast.resp, compiled and then from its .py (the Redis codec)."""
+    return implementation("resp", request.param)

@@ -5,6 +5,7 @@ plain blocking socket client so tests see the exact bytes on the wire.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,11 +14,11 @@ import socket
 import ssl
 import subprocess
 import sys
-import contextlib
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -55,7 +56,7 @@ class FaktoryServer:
         auth = f":{self.password}@" if self.password else ""
         return f"tcp://{auth}127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "FaktoryServer":
+    def start(self, timeout: float = 30) -> FaktoryServer:
         env = dict(os.environ, **self.extra_env)
         env.pop("FAKTORY_PASSWORD", None)
         if self.password:
@@ -125,7 +126,7 @@ class FaktoryServer:
                 out.append(int(entry))
         return sorted(out)
 
-    def client(self, **kw: Any) -> "Client":
+    def client(self, **kw: Any) -> Client:
         kw.setdefault("password", self.password)
         c = Client.__new__(Client)
         self.clients.append(c)
@@ -236,7 +237,7 @@ class Client:
                 if not data:
                     return True
                 self.buf += data
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

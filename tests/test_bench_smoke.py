@@ -14,8 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -157,6 +158,26 @@ def test_wrong_password_is_reported(server_url: tuple[str, int], tmp_path: Path)
                           "-j", "10", "-t", "2", "--out", str(tmp_path / "x.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert res.returncode == 1 and "Invalid password" in res.stderr
+
+
+def test_installed_as_faktory_fast_bench(server_url: tuple[str, int], tmp_path: Path) -> None:
+    """The install holds bench/ as ``faktory_fast.bench``, not as a top-level ``bench``; its
+    ``faktory-bench`` command runs a scenario from any directory."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("import importlib.util as u; print(u.find_spec('bench') is None, "
+            "u.find_spec('faktory_fast.bench.load').origin)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", str(ROOT / "bench" / "load.py")]
+
+    url, _ = server_url
+    command = Path(sys.executable).with_name("faktory-bench")
+    res = subprocess.run([str(command), "load", "--url", url, "-j", "20", "-t", "2",
+                          "--out", str(tmp_path / "load.json")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "load.json").read_text())["summary"]["first"]["fetched"] == 20
 
 
 @pytest.fixture

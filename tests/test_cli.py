@@ -11,6 +11,8 @@ import pytest
 from faktory_fast import config
 from faktory_fast.config import ConfigError, default_processes
 
+pytestmark = pytest.mark.unit  # the fast tier: make unit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

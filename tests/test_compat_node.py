@@ -17,11 +17,12 @@ import subprocess
 import threading
 import time
 import uuid
-from typing import Any, Iterator
-
-import pytest
+from collections.abc import Iterator
+from typing import Any
 
 import faktory
+import pytest
+
 from tests.support import ROOT, FaktoryServer, job, wait_for
 from tests.test_compat_python import (
     Recorder,
@@ -121,14 +122,6 @@ class NodeWorker:
         self._reader.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-@pytest.fixture
-def node_workers() -> Iterator[list[NodeWorker]]:
-    started: list[NodeWorker] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def start_node_worker(node_workers: list[NodeWorker], url: str, **cfg: Any) -> NodeWorker:

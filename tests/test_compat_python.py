@@ -22,12 +22,12 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
-
-import pytest
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import faktory
+import pytest
 from faktory.exceptions import FaktoryAuthenticationError
 
 # pyfaktory's Consumer installs a SIGTERM handler (pebble's @sighandler) at import time;
@@ -128,7 +128,7 @@ def counter(server: FaktoryServer, name: str) -> int:
 
 
 def iso_in(seconds: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
 
 def _swallow_exit(target: Callable[[], Any]) -> Callable[[], None]:

@@ -22,21 +22,16 @@ import subprocess
 import time
 import uuid
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
-import pytest
-
 import pyfaktory
+import pytest
 from pyfaktory.util.enums import State
+
 from tests.support import Client, FaktoryServer, pwdhash, wait_for
-from tests.test_compat_node import (  # noqa: F401 (node_workers: the fixture)
-    NODE_DIR,
-    NodeWorker,
-    _node_ready,
-    node_workers,
-    start_node_worker,
-)
+from tests.test_compat_node import NODE_DIR, NodeWorker, _node_ready, start_node_worker
 from tests.test_compat_python import counter, pyfaktory_consumer, pyfaktory_producer
 
 # pyfaktory's tcp+tls builds its context with ssl.PROTOCOL_TLS (no verification), deprecated.

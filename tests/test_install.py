@@ -164,6 +164,20 @@ def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: 
 
 
 @pytest.mark.slow
+def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path) -> None:
+    """bench/ is installed as faktory_fast.bench (no top-level ``bench`` package), and its
+    ``faktory-bench`` command works from the install alone."""
+    [site] = (installed / "lib").glob("python3*/site-packages")
+    assert (site / "faktory_fast" / "bench" / "__main__.py").is_file()
+    assert not (site / "bench").exists()
+    done = subprocess.run([str(installed / "bin" / "faktory-bench"), "--help"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "{load,latency,idle,bulk,baseline,chart,faktory}" in done.stdout
+
+
+@pytest.mark.slow
 def test_install_without_a_c_compiler_runs_the_python_hot_path(
         installed_without_compiler: Path, tmp_path: Path) -> None:
     """The extensions are optional: the build goes on without them (CC=/bin/false fails every
@@ -216,9 +230,9 @@ def test_web_ui_that_dies_is_restarted_with_back_off(tmp_path: Path) -> None:
             for pid in [gunicorn, *descendants(gunicorn)]:  # the whole UI: master and worker
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: status_or_refused(health) is None)
-            wait_for(lambda: len(exits()) == n)
+            wait_for(lambda n=n: len(exits()) == n)
             assert exits()[-1].endswith(f"restarting it in {2 ** (n - 1)} s")
-            wait_for(lambda: children(srv, b"gunicorn") not in ([], [gunicorn])
+            wait_for(lambda old=gunicorn: children(srv, b"gunicorn") not in ([], [old])
                      and status_or_refused(health) == 200, timeout=30, interval=0.05)
         assert srv.client().call("INFO")
     finally:

@@ -8,8 +8,15 @@ import time
 
 import pytest
 
-from tests.support import (Client, FaktoryServer, ReplyError, clients_on_distinct_processes, job,
-                           serving_pid, wait_for)
+from tests.support import (
+    Client,
+    FaktoryServer,
+    ReplyError,
+    clients_on_distinct_processes,
+    job,
+    serving_pid,
+    wait_for,
+)
 
 
 def test_push_on_one_process_fetch_on_another(server: FaktoryServer) -> None:
@@ -151,7 +158,7 @@ def test_redis_death_is_one_line_per_process_not_a_traceback_per_command(tmp_pat
         assert clients[0].push(pushed) == "OK"
         assert clients[0].fetch("deathq")["jid"] == pushed["jid"]
         batch = []
-        for i in range(100):
+        for _ in range(100):
             batch += ["PUSH " + json.dumps(job(queue="deathq")), "INFO", "FETCH deathq",
                       "PUSHB " + json.dumps([job(queue="deathq")]), "BEAT {\"wid\":\"death-beats\"}",
                       "ACK " + json.dumps({"jid": pushed["jid"]}), "QUEUE PAUSE deathq2"]

@@ -6,14 +6,12 @@ import re
 import socket
 import threading
 import time
-
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from faktory_fast import PURE_ENV, hot_path
-from tests.support import (Client, FaktoryServer, ReplyError, job, pwdhash, redis_commands,
-                           wait_for)
+from tests.support import Client, FaktoryServer, ReplyError, job, pwdhash, redis_commands, wait_for
 
 # Where the hot path is built, these tests run against the compiled modules and their source.
 IMPLEMENTATIONS = ["cython", "python"] if hot_path() == "cython" else ["python"]

@@ -10,8 +10,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
@@ -52,7 +52,7 @@ class RedisProcess:
         self.sentinel = sentinel
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisProcess":
+    def start(self) -> RedisProcess:
         conf = self.dir / "redis.conf"
         if not conf.exists():  # a restart keeps what Sentinel wrote into it
             conf.write_text("\n".join([
@@ -116,14 +116,14 @@ class Cluster:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{hosts}/{SERVICE}"
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for p in self.procs:
             p.start()
         # Ready to fail over: the replica in sync, each Sentinel knowing the other two and it.
         wait_for(lambda: _in_sync(self.primary), timeout=20)
         for s in self.sentinels:
             c = s.client()
-            wait_for(lambda: _sentinel_ready(c), timeout=20)
+            wait_for(lambda c=c: _sentinel_ready(c), timeout=20)
             c.close()
         return self
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -11,6 +11,8 @@ import redis as redislib
 from faktory_fast import jobs, keys
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import Store
+
+pytestmark = pytest.mark.unit  # the fast tier: make unit
 
 NOW = "1767225600.000000000"
 LATER = "1767229200.000000000"

@@ -6,7 +6,8 @@ import os
 import re
 import subprocess
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -22,6 +23,8 @@ from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
 from faktory_fast.web.settings import Settings
+
+pytestmark = pytest.mark.unit  # the fast tier: make unit
 
 FORM = "application/x-www-form-urlencoded"
 TOKEN = "t" * 43
@@ -45,7 +48,7 @@ def store(redis_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def web(store: Store, redis_url: str) -> "Web":
+def web(store: Store, redis_url: str) -> Web:
     return Web(redis_url)
 
 

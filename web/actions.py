@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
@@ -36,7 +36,7 @@ def act(store: Store, zset: str, action: str, entries: Sequence[tuple[str, str]]
     name stays, to be looked at or deleted); kill moves them to the dead set for 180 days.
     Returns how many entries were affected.
     """
-    if entries == ALL:
+    if isinstance(entries, str):  # ALL
         if action == "delete":
             store.mutate("clear", zset, "", "all", "", [])
             return 0

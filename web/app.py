@@ -45,7 +45,8 @@ def _error_serializer(ui: Renderer):
             resp.content_type = falcon.MEDIA_JSON
             return
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = ui.error(req, exc.status, exc.title or "", exc.description or "")
+        resp.text = ui.error(req, falcon.code_to_http_status(exc.status), exc.title or "",
+                             exc.description or "")
     return serialize
 
 
@@ -55,9 +56,11 @@ def create_app(settings: Settings | None = None) -> falcon.App:
     store = Store.for_sync(settings.redis_url)
     catalog = Catalog.load()  # the locale files, parsed once
     ui = Renderer(store, settings, catalog)
-    app = falcon.App(middleware=[Localisation(catalog), security.ScriptName(),
-                                 security.BasicAuth(settings.password), security.CsrfProtection(),
-                                 StaticCaching()])
+    # (each implements some of falcon's middleware methods: no one type to declare them by)
+    middleware: list[Any] = [Localisation(catalog), security.ScriptName(),
+                             security.BasicAuth(settings.password), security.CsrfProtection(),
+                             StaticCaching()]
+    app = falcon.App(middleware=middleware)
     app.set_error_serializer(_error_serializer(ui))
     app.add_static_route("/static", STATIC)
     app.add_route("/favicon.ico", resources.Favicon(os.path.join(STATIC, "img", "favicon.ico")))

@@ -6,7 +6,7 @@ dashboard has the same markup (dashboard.html) and app.js fills it in with the s
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 

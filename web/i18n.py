@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import falcon
 
@@ -85,7 +86,7 @@ class Catalog:
         self.default = self.locales[DEFAULT]
 
     @classmethod
-    def load(cls, directory: str = LOCALES_DIR) -> "Catalog":
+    def load(cls, directory: str = LOCALES_DIR) -> Catalog:
         tables = {}
         for filename in sorted(os.listdir(directory)):
             code, ext = os.path.splitext(filename)

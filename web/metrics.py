@@ -1,7 +1,8 @@
 """``/metrics``: the server's state in Prometheus' text exposition format (version 0.0.4)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -84,7 +84,7 @@ class Renderer:
         password; 5xx: Redis may be what failed; public paths: no data without the password).
         """
         prefix = getattr(req.context, "prefix", "")
-        context = {"status": status, "title": title, "description": description}
+        context: dict[str, Any] = {"status": status, "title": title, "description": description}
         if getattr(req.context, "authenticated", False) and status[:1] == "4":
             try:
                 return self.render(req, "error.html", base="layout.html", **context)

@@ -17,7 +17,7 @@ class Settings:
     binding: str = "localhost:7419"
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Read ``FAKTORY_FAST_*`` as set by ``supervisor._start_web``."""
         env = os.environ
         return cls(redis_url=env["FAKTORY_FAST_REDIS_URL"],

@@ -1,5 +1,4 @@
-# Declarations of faktory_fast._wire (ext/_wire.pyx): Cython finds it by the module's
-# full name under the include path ext/.
+# Types of the compiled faktory_fast.wire (wire.pyx); Cython reads them beside the .pyx.
 
 cdef class CommandParser:
     cdef readonly Py_ssize_t max_line

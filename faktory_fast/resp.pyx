@@ -1,25 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Redis reply reader and command packer, compiled (pure state machine, no I/O).
 
-Same API and behaviour as faktory_fast/resp_py.py; faktory_fast.resp picks one.
+Built as the module ``faktory_fast.resp``, in place of ``resp.py``: same API and behaviour
+(documented there), same tests. Types of its classes: ``resp.pxd``. RESP2 only, as resp.py.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.list cimport PyList_GET_SIZE
 from libc.string cimport memchr, memcpy
 
-# One set of exception classes for both implementations, so callers catch a single type.
-from faktory_fast.resp_py import ProtocolError, ReplyError
-from faktory_fast.resp_py import _to_map
+__all__ = ["IMPLEMENTATION", "ProtocolError", "ReplyError", "RespReader", "pack_command"]
 
-__all__ = ["ReplyError", "ProtocolError", "RespReader", "pack_command", "pack_commands"]
+IMPLEMENTATION = "cython"
 
 
-# Attributes are declared in ext/faktory_fast/_resp.pxd, where Cython looks for the
-# .pxd of the module faktory_fast._resp.
+class ReplyError(Exception):
+    """An error reply; str(e) is the text after "-". Returned by RespReader.feed, not raised."""
+
+
+class ProtocolError(Exception):
+    """The input is not valid RESP; the reader is unusable afterwards."""
+
 
 cdef class _Frame:
-    # An aggregate whose elements are still arriving.
+    # An array whose elements are still arriving (attributes: resp.pxd).
     pass
 
 
@@ -65,7 +69,7 @@ cdef object _MAX_LEN = 1 << 61
 
 
 cdef Py_ssize_t _length(const char *p, Py_ssize_t n) except? -1:
-    # Bulk/aggregate sizes must fit a C ssize_t even when doubled (maps).
+    # Bulk/array sizes must fit a C ssize_t.
     cdef long long v
     if _fast_int(p, n, &v):
         return <Py_ssize_t>v
@@ -76,13 +80,12 @@ cdef Py_ssize_t _length(const char *p, Py_ssize_t n) except? -1:
 
 
 cdef class RespReader:
-    """Incremental RESP2 (and RESP3) reply parser: bytes in, Python values out; no I/O."""
+    """Incremental RESP2 reply parser: bytes in, Python values out; no I/O."""
 
     def __cinit__(self):
         self._buf = bytearray()
         self._stack = []
         self._blen = -1
-        self._bkind = c'$'
         self._scan = 0
 
     def buffered(self):
@@ -119,7 +122,7 @@ cdef class RespReader:
         # The caller must not resize the buffer behind p while this runs (nothing here does).
         cdef Py_ssize_t pos = 0, end, start, nl, m
         cdef const char *hit
-        cdef char t, kind
+        cdef char t
         cdef object val
         cdef _Frame fr
         while pos < n:
@@ -132,10 +135,6 @@ cdef class RespReader:
                 val = PyBytes_FromStringAndSize(p + pos, self._blen)
                 pos = end + 2
                 self._blen = -1
-                if self._bkind == c'=':  # verbatim: drop the "txt:" format prefix
-                    val = val[4:]
-                elif self._bkind == c'!':  # blob error
-                    val = ReplyError((<bytes>val).decode("utf-8", "replace"))
             else:
                 # Find CRLF: search for \n from where the last search stopped.
                 start = pos + self._scan
@@ -156,14 +155,12 @@ cdef class RespReader:
                 t = p[pos]
                 start = pos + 1
                 pos = nl + 2
-                if t == c'$' or t == c'=' or t == c'!':
+                if t == c'$':
                     m = _length(p + start, nl - start)
-                    if m < 0:
-                        val = None
-                    else:
+                    if m >= 0:
                         self._blen = m
-                        self._bkind = t
                         continue
+                    val = None
                 elif t == c'+':
                     val = PyBytes_FromStringAndSize(p + start, nl - start)
                 elif t == c':':
@@ -171,37 +168,15 @@ cdef class RespReader:
                 elif t == c'-':
                     val = ReplyError(PyBytes_FromStringAndSize(p + start, nl - start)
                                      .decode("utf-8", "replace"))
-                elif t == c'*' or t == c'~' or t == c'>' or t == c'%' or t == c'|':
+                elif t == c'*':
                     m = _length(p + start, nl - start)
-                    kind = c'*' if t == c'~' or t == c'>' else t
-                    if kind != c'*':
-                        m *= 2
-                    if m < 0:
-                        val = None
-                    elif m == 0:
-                        if kind == c'|':
-                            continue
-                        val = {} if kind == c'%' else []
-                    else:
+                    if m > 0:
                         fr = _Frame.__new__(_Frame)
-                        fr.kind = kind
                         fr.remaining = m
                         fr.items = []
                         self._stack.append(fr)
                         continue
-                elif t == c'_':
-                    val = None
-                elif t == c'#':
-                    val = nl - start == 1 and p[start] == c't'
-                elif t == c',':
-                    try:
-                        val = float(PyBytes_FromStringAndSize(p + start, nl - start))
-                    except ValueError:
-                        raise ProtocolError(
-                            f"invalid double {PyBytes_FromStringAndSize(p + start, nl - start)!r}"
-                        ) from None
-                elif t == c'(':
-                    val = _int(p + start, nl - start)
+                    val = None if m < 0 else []
                 else:
                     raise ProtocolError(
                         f"unknown reply type byte {PyBytes_FromStringAndSize(&t, 1)!r}")
@@ -212,7 +187,7 @@ cdef class RespReader:
         return pos
 
     cdef int _deliver(self, object val, list out) except -1:
-        # Hand the value to the innermost open aggregate, closing finished ones.
+        # Hand the value to the innermost open array, closing finished ones.
         cdef _Frame top
         cdef list stack = self._stack
         cdef Py_ssize_t k = PyList_GET_SIZE(stack)
@@ -224,9 +199,7 @@ cdef class RespReader:
                 return 0
             stack.pop()
             k -= 1
-            if top.kind == c'|':  # attributes annotate the next reply: discard them
-                return 0
-            val = _to_map(top.items) if top.kind == c'%' else top.items
+            val = top.items
         out.append(val)
         return 0
 
@@ -303,8 +276,3 @@ def pack_command(*args):
         w[size + 1] = c'\n'
         w += size + 2
     return out
-
-
-def pack_commands(cmds):
-    """Several commands (for a pipeline), concatenated."""
-    return b"".join([pack_command(*c) for c in cmds])

@@ -1,26 +1,23 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Faktory client-command framer and reply serializers, compiled (pure state machine, no I/O).
 
-Same API and behaviour as faktory_fast/wire_py.py; faktory_fast.wire picks one.
+Built as the module ``faktory_fast.wire``, in place of ``wire.py``: same API and behaviour
+(documented there), same tests. Types of its class: ``wire.pxd``.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from libc.string cimport memchr, memcpy
 
-# One exception class for both implementations, so callers catch a single type.
-from faktory_fast.wire_py import LineTooLong
+__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error"]
 
-__all__ = ["LineTooLong", "CommandParser", "ok", "simple", "error", "bulk", "OK", "NIL"]
+IMPLEMENTATION = "cython"
 
 OK = b"+OK\r\n"
 NIL = b"$-1\r\n"
 
 
 cdef class CommandParser:
-    """Incremental framer: bytes in, (verb, payload) tuples out; no I/O."""
-
-    # Attributes are declared in ext/faktory_fast/_wire.pxd, where Cython looks for the
-    # .pxd of the module faktory_fast._wire.
+    """Incremental framer: bytes in, (verb, payload) tuples out; no I/O (attributes: wire.pxd)."""
 
     def __cinit__(self, Py_ssize_t max_line=16 * 1024 * 1024):
         self.max_line = max_line
@@ -102,16 +99,6 @@ cdef class CommandParser:
     cdef void _overflowed(self):
         self.overflow = True
         self._buf = bytearray()  # free the memory; the parser is done
-
-
-def ok():
-    """+OK\\r\\n."""
-    return OK
-
-
-def simple(s):
-    """A RESP simple string: +s\\r\\n."""
-    return b"+" + s + b"\r\n"
 
 
 cdef bytes _one_line(s):
