@@ -16,7 +16,7 @@ FAKTORY_VERSION = "1.10.0"
 
 #: Modules of the hot path that setup.py also compiles with Cython, as they are (with the
 #: types of their ``.pxd``); the ``.py`` stays the reference and the fallback.
-COMPILED = ("aredis", "jobs", "lifecycle", "server", "store")
+COMPILED = ("aredis", "jobs", "lifecycle", "parking", "server", "store")
 #: Set (to anything) to run without compiled code: these modules and the codecs from source.
 PURE_ENV = "FAKTORY_FAST_PURE"
 #: Written by setup.py's build_ext beside the compiled modules: for each one it built, the

@@ -61,7 +61,13 @@ class RedisConnection:
     which cannot subclass ``asyncio.Protocol``.
     """
 
-    def __init__(self, on_push: Callable[[list], None] | None = None) -> None:
+    def __init__(self, on_push: Callable[[list], None] | None = None,
+                 on_pressure: Callable[[bool], None] | None = None, wait_replicas: int = 0,
+                 wait_timeout: int = 1000) -> None:
+        """``on_push``: gets the pub/sub messages (once subscribed); ``on_pressure``: told True
+        when the write buffer passes HIGH_WATER, False when it is back below LOW_WATER (the
+        server stops reading from its clients meanwhile); ``wait_replicas``: see
+        ``execute_cb_replicated`` (0: writes are not held), ``wait_timeout`` in ms."""
         self._reader = RespReader()
         self.address = ""  # host:port or socket path, for log lines
         self.lost = ""  # why the connection closed, for the log line that reports it
@@ -73,14 +79,12 @@ class RedisConnection:
         self._flush_handle: asyncio.Handle | None = None
         # Pub/sub messages (when subscribed) go to on_push instead of a waiting future.
         self._on_push = on_push
-        # Told True when the write buffer passes HIGH_WATER, False when it is back below
-        # LOW_WATER (the server stops reading from its clients meanwhile).
-        self.on_pressure: Callable[[bool], None] | None = None
+        self._on_pressure = on_pressure
         self.closed: asyncio.Future[None] = self._loop.create_future()
         # execute*_replicated: a write's reply is held until a WAIT for this many replicas,
         # sent after the writes of one loop iteration, confirms it (0: no waiting).
-        self.wait_replicas = 0
-        self.wait_timeout = 1000  # milliseconds
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout  # milliseconds
         # (waiter, reply) of the writes sent since the last WAIT (None: none sent)
         self._held: list | None = None
 
@@ -95,12 +99,12 @@ class RedisConnection:
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
 
     def pause_writing(self) -> None:
-        if self.on_pressure is not None:
-            self.on_pressure(True)
+        if self._on_pressure is not None:
+            self._on_pressure(True)
 
     def resume_writing(self) -> None:
-        if self.on_pressure is not None:
-            self.on_pressure(False)
+        if self._on_pressure is not None:
+            self._on_pressure(False)
 
     def data_received(self, data: bytes) -> None:
         pending = self._pending

@@ -84,6 +84,11 @@ def score(ns: int) -> str:
     return f"{sec}.{frac:09d}"
 
 
+def now_score() -> str:
+    """The time now as a score: the form in which our Lua functions take "now"."""
+    return score(time.time_ns())
+
+
 _day_cache: list = [0.0, ""]  # [local midnight after which it changes, "YYYY-MM-DD"]
 
 

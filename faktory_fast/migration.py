@@ -21,7 +21,7 @@ import logging
 import orjson
 
 from faktory_fast import keys
-from faktory_fast.lifecycle import set_aside
+from faktory_fast.failures import set_aside
 from faktory_fast.store import Store
 
 log = logging.getLogger("faktory_fast")

@@ -15,7 +15,7 @@ import redis
 from falcon import testing
 
 from faktory_fast import jobs, keys
-from faktory_fast.lifecycle import info_document
+from faktory_fast.stats import info_document
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import Store
 from faktory_fast.web import charts, i18n, render, resources

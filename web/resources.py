@@ -5,7 +5,6 @@ import base64
 import binascii
 import datetime
 import os
-import resource
 import subprocess
 import time
 from typing import Any
@@ -15,7 +14,7 @@ import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
 from faktory_fast.config import parse_redis_url
-from faktory_fast.lifecycle import info_document, latency
+from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.store import Store
 
 from . import actions, charts, metrics, views
@@ -363,15 +362,6 @@ def disk_usage(directory: str) -> str:
     except OSError as exc:
         return f"df -h: {exc}"
     return (done.stdout + done.stderr).rstrip()
-
-
-def rss_bytes() -> int:
-    """This web process's resident memory."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, in KiB on Linux
 
 
 def set_resources(ui: Renderer) -> list[SortedSet]:
