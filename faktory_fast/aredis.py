@@ -188,10 +188,6 @@ class RedisConnection:
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
 
-    def fcall(self, function: str, *args: Any) -> Awaitable[Any]:
-        """Call a function of our library (no KEYS: keys are named inside the function)."""
-        return self.execute("FCALL", function, 0, *args)
-
     def _flush(self) -> None:
         self._flush_handle = None
         if self._held is not None and self._transport is not None:

@@ -56,7 +56,6 @@ class Config:
     tls_key: str = ""
     proxy_protocol: bool = False  # read a PROXY header on connections from proxy_from
     proxy_from: list[str] = field(default_factory=lambda: net.DEFAULT_PROXY_FROM.split(","))
-    toml: dict = field(default_factory=dict)
 
     @property
     def binding(self) -> str:
@@ -70,7 +69,7 @@ RELOADABLE = ("log_level", "web_password", "backup_every", "backup_keep")
 
 def restart_needed(old: Config, new: Config) -> list[str]:
     """The settings that differ between ``old`` and ``new`` but cannot change while running."""
-    fixed = [f for f in Config.__dataclass_fields__ if f not in RELOADABLE and f != "toml"]
+    fixed = [f for f in Config.__dataclass_fields__ if f not in RELOADABLE]
     return [f for f in fixed if getattr(old, f) != getattr(new, f)]
 
 
@@ -269,10 +268,10 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     cfg.environment = environment_of(args.environment, env)
     dev = cfg.environment == "development"
     cfg.data_dir, cfg.config_dir = directories(cfg.environment, args.data_dir, args.config_dir, env)
-    cfg.toml = read_toml(cfg.config_dir)
-    fk = cfg.toml.get("faktory", {})
-    web = cfg.toml.get("web", {})
-    ours = cfg.toml.get("faktory_fast", {})
+    toml = read_toml(cfg.config_dir)
+    fk = toml.get("faktory", {})
+    web = toml.get("web", {})
+    ours = toml.get("faktory_fast", {})
     if not isinstance(fk, dict) or not isinstance(web, dict) or not isinstance(ours, dict):
         raise ConfigError("invalid configuration: [faktory], [web] and [faktory_fast] must be tables")
 

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import orjson
 
 from faktory_fast import jobs, keys
-from faktory_fast.jobs import JobError, now_score
-from faktory_fast.store import Store
+from faktory_fast.jobs import JobError
+from faktory_fast.store import AsyncStore, Outcome
 
 log = logging.getLogger("faktory_fast")
 
 
-async def fail_reservation(store: Store, jid: str, info: jobs.FailInfo,
+async def fail_reservation(store: AsyncStore, jid: str, info: jobs.FailInfo,
                            known: tuple[int, bytes] | None = None) -> bool:
     """Fail one reservation by Faktory's retry rules; False if it no longer exists.
 
@@ -29,7 +28,7 @@ async def fail_reservation(store: Store, jid: str, info: jobs.FailInfo,
     for _ in range(5):
         now_ns = time.time_ns()
         if known is None:
-            res = await store.fail(jid, "", jobs.today(), "", b"", "")
+            res = await store.fail(jid, None, jobs.today(), "", b"", "")
         else:
             rid, job = known
             try:
@@ -38,19 +37,19 @@ async def fail_reservation(store: Store, jid: str, info: jobs.FailInfo,
                 known = None
                 continue
             res = await store.fail(jid, rid, jobs.today(), outcome, payload, score)
-        if res[0] == 1:
+        if res.outcome is Outcome.DONE:
             return True
-        if res[0] == 0:
+        if res.outcome is Outcome.GONE:
             return False
-        try:
-            known = reservation_job(res[1])
+        try:  # CHANGED: compute again from the reservation as it is
+            known = reservation_job(res.record)
         except JobError as exc:
-            await set_aside(store, keys.WORKING, jid, res[1], str(exc))
+            await set_aside(store, keys.WORKING, jid, res.record, str(exc))
             return True  # the failure is recorded: the job is in the dead set, or kept
     raise RuntimeError(f"reservation of {jid} kept changing")
 
 
-async def expire_reservation(store: Store, jid: bytes, record: bytes) -> bool:
+async def expire_reservation(store: AsyncStore, jid: bytes, record: bytes) -> bool:
     """The reaper's part: fail an expired reservation (``ff:res`` record) as Faktory does.
 
     True if it was failed; a record that is not one of ours (or holds a job PUSH would
@@ -85,7 +84,8 @@ def reservation_job(record: bytes) -> tuple[int, bytes]:
     return rid, job
 
 
-async def set_aside(store: Store, source: str, key: Any, record: bytes, reason: str) -> bool:
+async def set_aside(store: AsyncStore, source: str, key: bytes | str, record: bytes,
+                    reason: str) -> bool:
     """Move one stored record the server cannot use out of the machinery's way, logging once.
 
     ``source`` is the sorted set holding it (``key``: the member) or ``working`` (``key``: the
@@ -95,7 +95,7 @@ async def set_aside(store: Store, source: str, key: Any, record: bytes, reason: 
     changed or gone.
     """
     now_ns = time.time_ns()
-    job = key
+    job = key if isinstance(key, bytes) else key.encode()
     if source == keys.WORKING:
         try:  # a reservation record, or a member in Faktory's format: {"job": {...}, ...}
             job = orjson.dumps(orjson.loads(record or key).get("job"))
@@ -104,11 +104,10 @@ async def set_aside(store: Store, source: str, key: Any, record: bytes, reason: 
     where = {keys.WORKING: "the reservations", keys.SCHEDULED: "the scheduled set",
              keys.RETRIES: "the retry set"}.get(source, source)
     entry = jobs.aside_entry(job, f"{reason} (found in {where})", now_ns) if job else b""
-    dead_score = jobs.score(now_ns + jobs.DEAD_TTL * 1_000_000_000)
-    moved = await store.set_aside(source, key, record, dead_score, entry, reason,
+    moved = await store.set_aside(source, key, record, jobs.dead_score(now_ns), entry, reason,
                                   jobs.score(now_ns))
     if moved:
         name = key.decode(errors="replace") if isinstance(key, bytes) else key
         log.warning("Set aside a bad record from %s into %s: %s: %r", source,
                     "the dead set" if entry else keys.BAD_RECORDS, reason, name[:200])
-    return bool(moved)
+    return moved

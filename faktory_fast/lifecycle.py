@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import orjson
 
@@ -19,15 +18,17 @@ from faktory_fast.failures import fail_reservation
 from faktory_fast.jobs import JobError, now_score
 from faktory_fast.parking import Parking
 from faktory_fast.stats import info_document, latency
-from faktory_fast.store import Store
+from faktory_fast.store import AsyncStore, Outcome
 
 log = logging.getLogger("faktory_fast")
+
+REQUEUE_BATCH = 500  # entries a MUTATE requeue moves per round trip
 
 
 class Lifecycle:
     """Protocol command semantics for one server process (``proc``)."""
 
-    def __init__(self, store: Store, parking: Parking, proc: str, started_at: float) -> None:
+    def __init__(self, store: AsyncStore, parking: Parking, proc: str, started_at: float) -> None:
         self.store = store
         self.parking = parking
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
@@ -36,9 +37,10 @@ class Lifecycle:
 
     # -- HELLO / connection closed -------------------------------------------------------------
     async def hello(self, max_connections: int, wid: str, hostname: str, pid: int,
-                    labels: list[str], v: int, addr: str) -> int:
-        """Count an identified connection (and register its worker, if it names one): 0, or
-        the connection count that would pass ``max_connections`` (then nothing is counted)."""
+                    labels: list[str], v: int, addr: str) -> int | None:
+        """Count an identified connection (and register its worker, if it names one): None,
+        or the connection count that would pass ``max_connections`` (then nothing is
+        counted)."""
         return await self.store.hello(self.proc, max_connections, wid, hostname, pid,
                                       orjson.dumps(labels), v, now_score(), addr)
 
@@ -48,9 +50,9 @@ class Lifecycle:
 
     # -- PUSH / PUSHB ----------------------------------------------------------------------
     def push(self, payload: bytes, then: Then) -> None:
-        """Validate (JobError at once) and store one job; ``then`` gets Redis's reply."""
+        """Validate (JobError at once) and store one job; ``then`` gets the store's answer."""
         prepared = jobs.prepare(jobs.loads(payload), time.time_ns())
-        self.store.push((prepared,), then)
+        self.store.push_then((prepared,), then)
 
     async def push_bulk(self, payload: bytes) -> bytes:
         """Returns the JSON object of jid -> error for the jobs that were refused."""
@@ -88,7 +90,8 @@ class Lifecycle:
 
     # -- ACK / FAIL ------------------------------------------------------------------------
     def ack(self, payload: bytes, then: Then) -> None:
-        """Finish a reservation (JobError at once if the payload is bad); ``then`` gets 1 or 0."""
+        """Finish a reservation (JobError at once if the payload is bad); ``then`` gets the
+        ``Outcome`` (or the exception)."""
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -99,12 +102,12 @@ class Lifecycle:
         jid = data["jid"]
         self.reserved.pop(jid)
 
-        def done(reply: Any) -> None:
-            if reply == 0:
+        def done(reply: Outcome | Exception) -> None:
+            if reply is Outcome.GONE:
                 log.info("No such job to acknowledge %s", jid)
             then(reply)
 
-        self.store.ack(jid, jobs.today(), done)
+        self.store.ack_then(jid, jobs.today(), done)
 
     async def fail(self, payload: bytes) -> None:
         jid, info = jobs.fail_info(payload)
@@ -127,8 +130,7 @@ class Lifecycle:
             raise JobError(f"invalid BEAT {payload.decode(errors='replace')}")
         wid = data.get("wid") or ""
         rss = data.get("rss_kb")
-        state = await self.store.beat(wid, now_score(), data.get("current_state") or "",
-                                      "" if rss is None else rss)
+        state = await self.store.beat(wid, now_score(), data.get("current_state") or "", rss)
         if state is None:
             raise JobError(f"unknown worker {wid}")
         return state
@@ -194,6 +196,14 @@ class Lifecycle:
             mode, pattern, extra = "glob", f'*"jobtype":"{jobtype}"*', []
         else:
             mode, extra = "all", []
-        dead_score = jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
-        await self.store.mutate(cmd, target, dead_score, mode, pattern, extra)
+        now_ns = time.time_ns()
+        if cmd != "requeue":
+            await self.store.mutate(cmd, target, jobs.dead_score(now_ns), mode, pattern, extra)
+            return
+        # jobs.requeue's rule, as the scheduler's and the web UI's: an entry that is not a job
+        # with a valid queue name stays where it is.
+        moves, _ = jobs.requeue_moves(await self.store.mutate_select(target, mode, pattern, extra),
+                                      now_ns)
+        for i in range(0, len(moves), REQUEUE_BATCH):
+            await self.store.enqueue_from(target, moves[i:i + REQUEUE_BATCH])
 

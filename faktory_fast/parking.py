@@ -11,21 +11,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from typing import Any
 
 from faktory_fast import jobs
 from faktory_fast.aredis import Then
 from faktory_fast.jobs import now_score
-from faktory_fast.store import Store
+from faktory_fast.store import AsyncStore, Fetched, Reserved
 
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
 SWEEP_SLACK = 0.01  # seconds a parked FETCH may answer nil after its deadline
 EMPTY_TRUST = 10.0  # seconds we trust "queue was empty" without asking Redis again
 RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-trip FAIL
-# ff_fetch's answers besides a job: 0 nothing (we are registered as a waiter), these two,
-# and -3: nothing in the unpaused queues (not registered for the paused ones).
-QUIET = -1
-ALL_PAUSED = -2
 
 
 class Reservations:
@@ -35,8 +30,8 @@ class Reservations:
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, bytes]] = {}
 
-    def handed_out(self, res: list) -> bytes:
-        """Remember a job ``ff_fetch`` reserved (its reply [job, token, jid]); the job."""
+    def handed_out(self, res: Reserved) -> bytes:
+        """Remember a job ``ff_fetch`` reserved; the job."""
         job, rid, jid = res
         if jid:
             known = self._known
@@ -54,7 +49,7 @@ class Reservations:
 class Parking:
     """The FETCHes of one server process that wait for a job."""
 
-    def __init__(self, store: Store, proc: str, reserved: Reservations,
+    def __init__(self, store: AsyncStore, proc: str, reserved: Reservations,
                  loop: asyncio.AbstractEventLoop,
                  default_reserve: int = jobs.DEFAULT_RESERVE) -> None:
         self.store = store
@@ -198,24 +193,24 @@ class _Fetch:
         park = self.park
         self.wakes = park._wakes
         if park._known_empty(self.queues, park.loop.time()):
-            self.found(0, False)
+            self.found(Fetched.EMPTY, False)
             return
         try:
-            park.store.fetch(self.wid, park.proc, now_score(), park.default_reserve, self.queues,
-                             self._asked)
+            park.store.fetch_then(self.wid, park.proc, now_score(), park.default_reserve,
+                                  self.queues, self._asked)
         except Exception as exc:  # Redis gone
             self.then(exc)
 
-    def _asked(self, res: Any) -> None:
+    def _asked(self, res: Reserved | Fetched | Exception) -> None:
         try:
             self.found(res, True)
         except Exception as exc:
             self.then(exc)
 
-    def found(self, res: Any, asked: bool) -> None:
-        """Act on ``ff_fetch``'s answer (0 unasked: every queue was known to be empty)."""
+    def found(self, res: Reserved | Fetched | Exception, asked: bool) -> None:
+        """Act on ``ff_fetch``'s answer (EMPTY unasked: every queue was known to be empty)."""
         park = self.park
-        if type(res) is list:
+        if type(res) is Reserved:
             job = park.reserved.handed_out(res)
             if self.woken:  # more jobs may have come with this one: let the next waiter look too
                 park._pass_wake(self.queues)
@@ -224,12 +219,12 @@ class _Fetch:
         if isinstance(res, Exception):
             self.then(res)
             return
-        if res == QUIET or res == ALL_PAUSED:
+        if res is Fetched.QUIET or res is Fetched.ALL_PAUSED:
             if self.woken:  # the job that woke us is still there: pass the wake-up on
                 park._pass_wake(self.queues)
             park._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
             return
-        if res == 0:
+        if res is Fetched.EMPTY:
             if park._wakes != self.wakes:  # a wake-up raced this look: look again at once
                 self.look()
                 return

@@ -24,7 +24,7 @@ from faktory_fast import log as logsetup
 from faktory_fast.lifecycle import Lifecycle
 from faktory_fast.parking import Parking, Reservations
 from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
-from faktory_fast.store import Store, ensure_library
+from faktory_fast.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
 
@@ -47,7 +47,7 @@ async def serve(settings: dict[str, Any]) -> int:
     conn = aredis.RedisConnection(on_pressure=state.redis_pressure,
                                   wait_replicas=settings.get("redis_wait_replicas", 0),
                                   wait_timeout=settings.get("redis_wait_timeout", 1000))
-    store = Store.for_async(conn)
+    store = AsyncStore(conn)
     parking = Parking(store, proc, Reservations(), loop)
     lc = Lifecycle(store, parking, proc, settings["started_at"])
     sub = aredis.RedisConnection(on_push=broadcasts(parking, state))

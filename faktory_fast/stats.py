@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs
+
+if TYPE_CHECKING:
+    from faktory_fast.store import Info
 
 
 def latency(heads: list[bytes], now_ns: int) -> float | int:
@@ -35,7 +38,7 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, in KiB on Linux
 
 
-def info_document(state: dict[str, Any], started_at: float, local_commands: int = 0) -> dict:
+def info_document(state: Info, started_at: float, local_commands: int = 0) -> dict[str, Any]:
     """INFO's JSON (also the web UI's /stats), from the store's ``info()``; ``local_commands``:
     commands this process dispatched that are not counted in Redis yet."""
     now_ns = time.time_ns()

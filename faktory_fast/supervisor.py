@@ -29,7 +29,7 @@ from faktory_fast.redis_child import (
     RedisChildError,
     set_pdeathsig,
 )
-from faktory_fast.store import Store, ensure_library, process_id
+from faktory_fast.store import AsyncStore, ensure_library, process_id
 from faktory_fast.tasks import BackgroundTasks
 
 log = logging.getLogger("faktory_fast")
@@ -132,7 +132,7 @@ class Supervisor:
             conn = aredis.RedisConnection()
             if not await aredis.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
                 return 1  # reconnect said why
-        store = Store.for_async(conn)
+        store = AsyncStore(conn)
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)
@@ -194,7 +194,7 @@ class Supervisor:
             log.info("Reconnected to Redis at %s after %.1f s", conn.address,
                      time.monotonic() - down)
 
-    async def _check_redis(self, store: Store) -> None:
+    async def _check_redis(self, store: AsyncStore) -> None:
         text = await store.server_version()
         for line in text.splitlines():
             if line.startswith("redis_version:"):
@@ -329,7 +329,7 @@ class Supervisor:
         asyncio.get_running_loop().call_later(self._web_backoff, self._restart_web)
         self._web_backoff = min(self._web_backoff * 2, WEB_BACKOFF[1])
 
-    def _reap_children(self, store: Store, stop: asyncio.Future) -> None:
+    def _reap_children(self, store: AsyncStore, stop: asyncio.Future) -> None:
         if self.redis is not None and not self.redis.alive():
             if not stop.done() and not self.stopping:  # one line per death, not one per exit
                 log.error("The child Redis died (exit status %s); shutting down. A supervisor such "

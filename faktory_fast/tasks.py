@@ -17,9 +17,9 @@ import redis
 from faktory_fast import aredis, backup, jobs, keys
 from faktory_fast.config import Config
 from faktory_fast.failures import expire_reservation, set_aside
-from faktory_fast.jobs import JobError, now_score
+from faktory_fast.jobs import now_score
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Store
+from faktory_fast.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 
@@ -53,7 +53,7 @@ class BackgroundTasks:
     no backups).
     """
 
-    def __init__(self, store: Store, config: Callable[[], Config],
+    def __init__(self, store: AsyncStore, config: Callable[[], Config],
                  redis_child: RedisChild | None) -> None:
         self.store = store
         self.config = config
@@ -82,13 +82,9 @@ class BackgroundTasks:
                 due = await store.due(zset, now_score(), SCAN_BATCH)
                 if not due:
                     break
-                now_ns = time.time_ns()
-                moves = []
-                for member in due:
-                    try:
-                        moves.append((member, *jobs.requeue(member, now_ns)))
-                    except JobError as exc:  # one bad entry must not hold up the others
-                        await set_aside(store, zset, member, b"", str(exc))
+                moves, refused = jobs.requeue_moves(due, time.time_ns())
+                for member, exc in refused:  # one bad entry must not hold up the others
+                    await set_aside(store, zset, member, b"", str(exc))
                 if moves:
                     moved += await store.enqueue_from(zset, moves)
                 if len(due) < SCAN_BATCH:

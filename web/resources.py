@@ -15,7 +15,7 @@ import orjson
 from faktory_fast import FAKTORY_VERSION, jobs, keys
 from faktory_fast.config import parse_redis_url
 from faktory_fast.stats import info_document, latency, rss_bytes
-from faktory_fast.store import Store
+from faktory_fast.store import SyncStore
 
 from . import actions, charts, metrics, views
 from .i18n import locale_of
@@ -58,7 +58,7 @@ def page_param(req: falcon.Request) -> int:
         raise falcon.HTTPBadRequest(title="Invalid page") from None
 
 
-def queue_latencies(store: Store) -> list[tuple[str, int, bool, float]]:
+def queue_latencies(store: SyncStore) -> list[tuple[str, int, bool, float]]:
     """(name, size, paused, latency seconds) of every queue, sorted by name."""
     now = time.time_ns()
     return sorted((name, size, paused, latency(heads, now))
