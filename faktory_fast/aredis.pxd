@@ -16,7 +16,7 @@ cdef class RedisConnection:
     cdef readonly int wait_replicas
     cdef readonly int wait_timeout
     cdef object _held
-    cdef _send(self, object waiter, tuple args)
+    cdef _send(self, object waiter, bytes command)
     cdef object _error(self, object err)
 
 cdef _deliver(object waiter, object reply)

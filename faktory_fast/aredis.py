@@ -7,8 +7,8 @@ resolved from a FIFO; per-connection reply order on the client side is kept by t
 which handles one command of a client connection at a time.
 
 A command's reply goes either to a future (``execute``) or straight to a callback
-(``execute_cb``): the server's hot path uses callbacks, which spare it a Task, a Future and a
-loop iteration per command.
+(``send_cb``, given the command packed): the server's hot path uses callbacks, which spare it
+a Task, a Future and a loop iteration per command.
 
 A lost connection is re-opened in place (``reconnect``): the same object, so whoever holds it
 (the Store, and through it every client connection) carries on once it is back; meanwhile every
@@ -153,38 +153,39 @@ class RedisConnection:
     def execute(self, *args: Any) -> Awaitable[Any]:
         """Send one command; the future resolves to its reply (errors raise ReplyError)."""
         fut = self._loop.create_future()
-        self._send(fut, args)
+        self._send(fut, pack_command(*args))
         return fut
 
-    def execute_cb(self, then: Then, *args: Any) -> None:
-        """Send one command; ``then`` gets its reply (or the error) from ``data_received``."""
-        self._send(then, args)
+    def send_cb(self, then: Then, command: bytes) -> None:
+        """Send one command, already packed (``resp.pack_command``); ``then`` gets its reply
+        (or the error) from ``data_received``."""
+        self._send(then, command)
 
     def execute_replicated(self, *args: Any) -> Awaitable[Any]:
         """``execute`` for a write that must reach ``wait_replicas`` replicas (see below)."""
         fut = self._loop.create_future()
-        self.execute_cb_replicated(fut, *args)
+        self.send_cb_replicated(fut, pack_command(*args))
         return fut
 
-    def execute_cb_replicated(self, then: Union[asyncio.Future, Then], *args: Any) -> None:
-        """``execute_cb`` for a write: its reply is passed on once Redis confirms that
+    def send_cb_replicated(self, then: Union[asyncio.Future, Then], command: bytes) -> None:
+        """``send_cb`` for a write: its reply is passed on once Redis confirms that
         ``wait_replicas`` replicas have it, or replaced by NotReplicated if they do not within
         ``wait_timeout`` ms. One WAIT covers the writes of a loop iteration (WAIT blocks the
         connection: one per write would allow one write per replica round trip)."""
         if not self.wait_replicas:
-            self._send(then, args)
+            self._send(then, command)
             return
         held = self._held
         if held is None:
             held = []
-        self._send(lambda reply: held.append((then, reply)), args)  # RedisClosed if closed
+        self._send(lambda reply: held.append((then, reply)), command)  # RedisClosed if closed
         self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
-    def _send(self, waiter: Union[asyncio.Future, Then], args: tuple) -> None:
+    def _send(self, waiter: Union[asyncio.Future, Then], command: bytes) -> None:
         if self._transport is None:
             raise RedisClosed("Redis connection closed")
         self._pending.append(waiter)
-        self._out.append(pack_command(*args))
+        self._out.append(command)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
 

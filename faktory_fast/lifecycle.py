@@ -52,7 +52,7 @@ class Lifecycle:
     def push(self, payload: bytes, then: Then) -> None:
         """Validate (JobError at once) and store one job; ``then`` gets the store's answer."""
         prepared = jobs.prepare(jobs.loads(payload), time.time_ns())
-        self.store.push_then((prepared,), then)
+        self.store.push_then(prepared, then)
 
     async def push_bulk(self, payload: bytes) -> bytes:
         """Returns the JSON object of jid -> error for the jobs that were refused."""

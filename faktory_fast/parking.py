@@ -21,6 +21,9 @@ FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
 SWEEP_SLACK = 0.01  # seconds a parked FETCH may answer nil after its deadline
 EMPTY_TRUST = 10.0  # seconds we trust "queue was empty" without asking Redis again
 RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-trip FAIL
+# Fetched's members as module globals: found() compares with them on every empty FETCH, and
+# an Enum class's attributes are slow to read.
+EMPTY, QUIET, ALL_PAUSED = Fetched.EMPTY, Fetched.QUIET, Fetched.ALL_PAUSED
 
 
 class Reservations:
@@ -193,7 +196,7 @@ class _Fetch:
         park = self.park
         self.wakes = park._wakes
         if park._known_empty(self.queues, park.loop.time()):
-            self.found(Fetched.EMPTY, False)
+            self.found(EMPTY, False)
             return
         try:
             park.store.fetch_then(self.wid, park.proc, now_score(), park.default_reserve,
@@ -219,12 +222,12 @@ class _Fetch:
         if isinstance(res, Exception):
             self.then(res)
             return
-        if res is Fetched.QUIET or res is Fetched.ALL_PAUSED:
+        if res is QUIET or res is ALL_PAUSED:
             if self.woken:  # the job that woke us is still there: pass the wake-up on
                 park._pass_wake(self.queues)
             park._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
             return
-        if res is Fetched.EMPTY:
+        if res is EMPTY:
             if park._wakes != self.wakes:  # a wake-up raced this look: look again at once
                 self.look()
                 return

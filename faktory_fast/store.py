@@ -25,6 +25,7 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, Generi
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
 from faktory_fast.jobs import Move, Prepared
+from faktory_fast.resp import pack_command
 
 if TYPE_CHECKING:
     import redis
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from faktory_fast.aredis import RedisConnection
 
 LIBRARY_NAME = "faktory_fast"
+HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
 
@@ -303,6 +305,29 @@ def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
 
 def _ack_args(jid: str, day: str) -> tuple[Any, ...]:
     return FF_ACK.args((keys.daily(keys.PROCESSED, day),), (jid,))
+
+
+def _bulks(*args: Any) -> bytes:
+    """``args`` packed as the arguments of a command, without the command's header."""
+    packed = pack_command(*args)
+    return packed[packed.index(b"\n") + 1:]
+
+
+# The hot commands are packed from cached parts: all but the arguments that change with each
+# call (FETCH: the time; PUSH: the job and its time; ACK: the jid) are packed once per worker
+# and queue list, per queue and priority, per day, and kept (up to HOT_CACHE of each).
+Packed = dict[Any, tuple[bytes, bytes]]
+
+
+def _pack_parts(cache: Packed, key: Any, args: tuple[Any, ...], at: int,
+                count: int) -> tuple[bytes, bytes]:
+    """Keep under ``key`` (head, tail) of ``args`` packed, around the ``count`` arguments from
+    ``at``: the command is head + ``_bulks(those arguments)`` + tail."""
+    if len(cache) >= HOT_CACHE:
+        cache.clear()
+    head = b"*%d\r\n" % len(args) + _bulks(*args[:at])
+    parts = cache[key] = head, _bulks(*args[at + count:])
+    return parts
 
 
 # -- the operations --------------------------------------------------------------------------------
@@ -655,15 +680,18 @@ class AsyncStore(Operations):
     def __init__(self, conn: RedisConnection) -> None:
         self.conn = conn
         self._execute = conn.execute
-        self._execute_cb = conn.execute_cb
+        self._send_cb = conn.send_cb
         self._execute_push: Callable[..., Awaitable[Any]]
-        self._push_cb: Callable[..., None]
+        self._push_cb: Callable[[Callable[[Any], None], bytes], None]
         if conn.wait_replicas:
             self._execute_push = conn.execute_replicated
-            self._push_cb = conn.execute_cb_replicated
+            self._push_cb = conn.send_cb_replicated
         else:
             self._execute_push = conn.execute
-            self._push_cb = conn.execute_cb
+            self._push_cb = conn.send_cb
+        self._push_parts: Packed = {}
+        self._fetch_parts: Packed = {}
+        self._ack_parts: Packed = {}
 
     async def run(self, call: Call[T]) -> T:
         """The decoded reply of ``call`` (a ReplyError is raised)."""
@@ -672,9 +700,14 @@ class AsyncStore(Operations):
 
     # The hot path: the decoded reply (or the exception) goes to ``then`` from the Redis reply
     # handler, without a task or a future.
-    def push_then(self, jobs: Iterable[Prepared], then: Callable[[int | Exception], None]) -> None:
-        """``push``: ``then`` gets the number of jobs stored."""
-        self._push_cb(then, *_push_args(jobs))  # the reply needs no decoding
+    def push_then(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
+        """``push`` of one job: ``then`` gets the number of jobs stored (1)."""
+        key = (job.queue, job.priority)
+        parts = self._push_parts.get(key)
+        if parts is None:  # ff_push's arguments end with the job and its time
+            args = _push_args((job,))
+            parts = _pack_parts(self._push_parts, key, args, len(args) - 2, 2)
+        self._push_cb(then, parts[0] + _bulks(job.payload, job.at_score))  # a count: no decoding
 
     def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
                    queues: Sequence[str],
@@ -682,13 +715,22 @@ class AsyncStore(Operations):
         """``fetch``: ``then`` gets what it found."""
         def decoded(reply: Any) -> None:
             then(reply if isinstance(reply, Exception) else _fetched(reply))
-        self._execute_cb(decoded, *_fetch_args(wid, proc, now, default_reserve, queues))
+        key = (wid, proc, default_reserve, *queues)
+        parts = self._fetch_parts.get(key)
+        if parts is None:  # ff_fetch's arguments: wid, proc, now, default_reserve, queues...
+            args = _fetch_args(wid, proc, now, default_reserve, queues)
+            parts = _pack_parts(self._fetch_parts, key, args, len(args) - len(queues) - 2, 1)
+        self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
     def ack_then(self, jid: str, day: str, then: Callable[[Outcome | Exception], None]) -> None:
         """``ack``: ``then`` gets the outcome."""
         def decoded(reply: Any) -> None:
             then(reply if isinstance(reply, Exception) else _OUTCOMES[reply])
-        self._execute_cb(decoded, *_ack_args(jid, day))
+        parts = self._ack_parts.get(day)
+        if parts is None:  # ff_ack's last argument is the jid
+            args = _ack_args("", day)
+            parts = _pack_parts(self._ack_parts, day, args, len(args) - 1, 1)
+        self._send_cb(decoded, parts[0] + _bulks(jid))
 
 
 class SyncStore(Operations):

@@ -6,11 +6,11 @@
 -- comment gives (faktory_fast/store.py's table of functions passes them, named by
 -- faktory_fast/keys.py), followed by the per-item keys the caller knows (a queue's list and
 -- waiters set, a worker's hash, a day's counter): declared for ACL key patterns (and a later
--- Cluster layout), while the functions build per-item names from the prefixes below. Some keys
+-- Cluster layout). The hot functions (ff_push, ff_fetch, ff_enqueue_from, ff_release) use the
+-- declared per-item keys; the others build those names from the prefixes below. Some keys
 -- depend on data the function reads, and cannot be declared by the caller: the priority lists
--- of a queue (q:<name>:p<N>, when ff:prioq lists it), the queues named inside jobs (MUTATE's
--- requeue), every known queue ('*', INFO) and every registered worker (ff:wids); each
--- function's comment says which.
+-- of a queue (q:<name>:p<N>, when ff:prioq lists it), the queues named inside jobs, every known
+-- queue ('*', INFO) and every registered worker (ff:wids); each function's comment says which.
 --
 -- Times are passed in by the caller (unix seconds as decimal strings) so that every process
 -- and the tests agree on "now". Job JSON is never re-encoded here: cjson would reorder keys
@@ -32,10 +32,9 @@ local function qkey(name, prio)
   return QUEUE_PREFIX .. name .. PRIORITY_SUFFIX .. prio
 end
 
--- Tell every process with a FETCH waiting on `name` that it has a job; one-shot.
--- Touches WAITERS_PREFIX<name>; publishes on WAKE_PREFIX<process>.
-local function wake(name)
-  local wkey = WAITERS_PREFIX .. name
+-- Tell every process with a FETCH waiting on `name` (listed in `wkey`, its ff:wait:<name>)
+-- that it has a job; one-shot. Publishes on WAKE_PREFIX<process>.
+local function wake(name, wkey)
   local procs = redis.call('SMEMBERS', wkey)
   if #procs > 0 then
     for _, p in ipairs(procs) do redis.call('PUBLISH', WAKE_PREFIX .. p, name) end
@@ -44,33 +43,34 @@ local function wake(name)
 end
 
 -- Add `job` to queue `name` at priority `prio`: `queues` and `prioq` are the caller's KEYS for
--- the queues set and ff:prioq. `push` is LPUSH (the far end: it runs after those waiting) or
--- RPUSH (the near end: it runs next). Touches q:<name>[:p<N>], ff:wait:<name>.
-local function enqueue(queues, prioq, name, prio, job, push)
+-- the queues set and ff:prioq; `list` and `waiting` the queue's q:<name>[:p<N>] and
+-- ff:wait:<name> (nil: built here). `push` is LPUSH (the far end: it runs after those
+-- waiting) or RPUSH (the near end: it runs next).
+local function enqueue(queues, prioq, name, prio, job, push, list, waiting)
   -- Only a list that was empty can belong to an unregistered queue or one with waiters (a
   -- FETCH waits only when all of a queue's lists are empty, and QUEUE REMOVE deletes them):
   -- pushes onto a backlog cost one call.
-  if redis.call(push or 'LPUSH', qkey(name, prio), job) == 1 then
+  if redis.call(push, list or qkey(name, prio), job) == 1 then
     redis.call('SADD', queues, name)
     if prio ~= 5 then redis.call('SADD', prioq, name) end
-    wake(name)
+    wake(name, waiting or (WAITERS_PREFIX .. name))
   end
 end
 
--- Pop the next job of queue `name`: priority 9 first, FIFO within a priority.
--- Touches q:<name> and, if `prioq` lists the queue, q:<name>:p<N>.
-local function pop(prioq, name)
+-- Pop the next job of queue `name` (whose main list is `base`, q:<name>): priority 9 first,
+-- FIFO within a priority. Touches q:<name>:p<N> too if `prioq` lists the queue.
+local function pop(prioq, name, base)
   if redis.call('SISMEMBER', prioq, name) == 0 then
-    return redis.call('RPOP', QUEUE_PREFIX .. name)
+    return redis.call('RPOP', base)
   end
   for _, p in ipairs(PRIORITIES_HIGH) do
-    local job = redis.call('RPOP', qkey(name, p))
+    local job = redis.call('RPOP', base .. PRIORITY_SUFFIX .. p)
     if job then return job end
   end
-  local job = redis.call('RPOP', QUEUE_PREFIX .. name)
+  local job = redis.call('RPOP', base)
   if job then return job end
   for _, p in ipairs(PRIORITIES_LOW) do
-    job = redis.call('RPOP', qkey(name, p))
+    job = redis.call('RPOP', base .. PRIORITY_SUFFIX .. p)
     if job then return job end
   end
   redis.call('SREM', prioq, name)
@@ -99,7 +99,8 @@ local function ff_push(keys, args)
     if args[b + 3] ~= '' then
       redis.call('ZADD', scheduled, args[b + 3], args[b + 2])
     else
-      enqueue(queues, prioq, args[b], tonumber(args[b + 1]), args[b + 2])
+      enqueue(queues, prioq, args[b], tonumber(args[b + 1]), args[b + 2], 'LPUSH',
+        keys[4 + 2 * i], keys[5 + 2 * i])
     end
   end
   return n
@@ -124,18 +125,19 @@ local function ff_fetch(keys, args)
   local paused = {}
   if not plain then
     if wid ~= '' then
-      local state = redis.call('HGET', WORKER_PREFIX .. wid, 'state')
+      local state = redis.call('HGET', keys[7], 'state')
       if state == 'quiet' or state == 'terminate' then return FETCHED.QUIET end
     end
     for _, p in ipairs(redis.call('SMEMBERS', paused_set)) do paused[p] = true end
   end
-  local active = {}
+  local active = {}  -- the waiters keys of the queues searched
   for i = 5, #args do
     local name = args[i]
     if not paused[name] then
-      active[#active + 1] = name
+      local base = keys[2 * i - 2]  -- q:<name>; ff:wait:<name> follows it
+      active[#active + 1] = keys[2 * i - 1]
       local job
-      if plain then job = redis.call('RPOP', QUEUE_PREFIX .. name) else job = pop(prioq, name) end
+      if plain then job = redis.call('RPOP', base) else job = pop(prioq, name, base) end
       if job then
         -- Fast path for the common shape we encode (no failure, custom or reserve_for):
         -- the jid is the second key; otherwise decode the whole job.
@@ -169,7 +171,7 @@ local function ff_fetch(keys, args)
     end
   end
   if #active == 0 then return FETCHED.ALL_PAUSED end
-  for _, name in ipairs(active) do redis.call('SADD', WAITERS_PREFIX .. name, proc) end
+  for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
   if #active < #args - 4 then return FETCHED.SOME_PAUSED end
   return FETCHED.EMPTY
 end
@@ -218,7 +220,7 @@ end
 local function ff_release(keys, args)
   if redis.call('HDEL', keys[1], args[1]) == 0 then return OUTCOME.GONE end
   redis.call('ZREM', keys[2], args[1])
-  enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH')
+  enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH', keys[5], keys[6])
   return OUTCOME.DONE
 end
 
@@ -285,7 +287,8 @@ local function ff_enqueue_from(keys, args)
   for i = 0, n - 1 do
     local b = 2 + i * 4
     if redis.call('ZREM', set, args[b]) == 1 then
-      enqueue(queues, prioq, args[b + 1], tonumber(args[b + 2]), args[b + 3])
+      enqueue(queues, prioq, args[b + 1], tonumber(args[b + 2]), args[b + 3], 'LPUSH',
+        keys[4 + 2 * i], keys[5 + 2 * i])
       moved = moved + 1
     end
   end
