@@ -147,7 +147,8 @@ class Connection:
     which cannot subclass ``asyncio.Protocol``.
     """
 
-    def __init__(self, state: ServerState, lc: Lifecycle) -> None:
+    def __init__(self, state: ServerState, lc: Lifecycle, peer: str = "") -> None:
+        """``peer``: the client's address from a PROXY header (``ProxyHeader``), if any."""
         self.state = state
         self.lc = lc
         self.loop = state.loop  # loop.create_task: no get_running_loop() per command
@@ -169,7 +170,7 @@ class Connection:
         self.inbox: bytes | None = None  # a big read, parsed a slice at a time (_feed_inbox)
         self.inbox_pos = 0
         self.line_started = 0.0  # loop time that line started, or reading last resumed
-        self.peer = ""  # the client's address from a PROXY header (ProxyHeader sets it)
+        self.peer = peer
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -572,9 +573,8 @@ class ProxyHeader(asyncio.Protocol):
         rest, self.buf = self.buf[end:], b""
         if self._timer is not None:
             self._timer.cancel()
-        conn = Connection(self.state, self.lc)
+        conn = Connection(self.state, self.lc, net.address_text(client))
         if client is not None:
-            conn.peer = net.address_text(client)
             log.debug("Connection from %s via %s", conn.peer, self.via)
         assert self.transport is not None
         self.transport.set_protocol(conn)

@@ -33,12 +33,12 @@ SHUTDOWN_GRACE = 5.0
 REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
 
 
-async def serve(settings: dict[str, Any]) -> int:
+async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1; with a Redis of the
     user's, ``redis_reconnect``: reconnect instead, clients keep their connections)."""
     loop = asyncio.get_running_loop()
     proc = settings["proc"]
-    settings["pipe"].follow(loop)
+    pipe.follow(loop)
     url = settings["redis_url"]
     reconnect = settings.get("redis_reconnect", False)
     state = ServerState(loop, settings["password"], settings["max_line"],
@@ -216,10 +216,9 @@ async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
 def main() -> None:
     pipe = MasterPipe()
     settings = pipe.first()
-    settings["pipe"] = pipe
     logsetup.setup(settings["log_level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    sys.exit(uvloop.run(serve(settings)))
+    sys.exit(uvloop.run(serve(settings, pipe)))
 
 
 if __name__ == "__main__":
