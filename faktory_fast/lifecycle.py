@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import orjson
 
@@ -21,6 +22,7 @@ from faktory_fast.stats import info_document, latency
 from faktory_fast.store import AsyncStore, Outcome
 
 log = logging.getLogger("faktory_fast")
+GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
 
 REQUEUE_BATCH = 500  # entries a MUTATE requeue moves per round trip
 
@@ -30,8 +32,11 @@ class Lifecycle:
 
     def __init__(self, store: AsyncStore, parking: Parking, proc: str, started_at: float) -> None:
         self.store = store
-        self.parking = parking
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
+        # FETCH is parking's: the next job of the first non-empty queue, waiting up to 2 s for
+        # one; ``then`` gets the job (bytes), None if none came, or the exception. (Bound here:
+        # no call of ours in between on the hot path.)
+        self.fetch: Callable[[list[str], str, Then], None] = parking.fetch
         self.proc = proc
         self.started_at = started_at
 
@@ -73,14 +78,7 @@ class Lifecycle:
             await self.store.push(ok)
         return orjson.dumps(errors)
 
-    # -- FETCH ---------------------------------------------------------------------------------
-    def fetch(self, queues: list[str], wid: str, then: Then) -> None:
-        """The next job of the first non-empty queue, waiting up to 2 s for one (``Parking``).
-
-        ``then`` gets the job (bytes), None if none came, or the exception.
-        """
-        self.parking.fetch(queues, wid, then)
-
+    # -- FETCH (self.fetch, above) -------------------------------------------------------------
     async def release(self, job: bytes) -> None:
         """Put back a job fetched for a client that left before it could be sent."""
         doc = orjson.loads(job)
@@ -103,7 +101,7 @@ class Lifecycle:
         self.reserved.pop(jid)
 
         def done(reply: Outcome | Exception) -> None:
-            if reply is Outcome.GONE:
+            if reply is GONE:
                 log.info("No such job to acknowledge %s", jid)
             then(reply)
 

@@ -138,8 +138,8 @@ def _moved(reply: Any) -> bool:
 
 
 def _fetched(reply: Any) -> Reserved | Fetched:
-    if type(reply) is list:
-        return Reserved(reply[0], reply[1], reply[2])
+    if type(reply) is list:  # [job, token, jid]
+        return _new_tuple(Reserved, reply)  # Reserved(*reply) without its Python-level __new__
     return _FETCHED[reply]
 
 
@@ -201,6 +201,7 @@ def _queue_list(reply: Any) -> list[tuple[str, int, bool, list[bytes]]]:
 
 _OUTCOMES = {o.value: o for o in Outcome}
 _FETCHED = {f.value: f for f in Fetched}
+_new_tuple = tuple.__new__
 
 
 # -- the table of functions ------------------------------------------------------------------------
