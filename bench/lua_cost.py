@@ -1,7 +1,7 @@
 """Redis CPU per call of faktory_fast's hot Lua functions (ff_push, ff_fetch, ff_ack).
 
 Not a server benchmark: it starts a child Redis, calls each function N times through
-``Store.for_sync`` and reads ``usec_per_call`` from ``INFO commandstats`` (reset between the
+``SyncStore`` and reads ``usec_per_call`` from ``INFO commandstats`` (reset between the
 phases), so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
 repository root: ``python -m bench.lua_cost [-n 20000]``.
 """
@@ -17,9 +17,14 @@ import redis
 
 from faktory_fast import jobs
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Store
+from faktory_fast.store import Fetched, Reserved, SyncStore
 
 QUEUES = [f"queue{i}" for i in range(5)]
+
+
+def reserved_jid(res: Reserved | Fetched) -> str:
+    assert isinstance(res, Reserved), res
+    return res.jid.decode()
 
 
 def main() -> None:
@@ -29,7 +34,7 @@ def main() -> None:
     child = RedisChild(tempfile.mkdtemp(prefix="lua-cost-"))
     child.start()
     try:
-        store = Store.for_sync(child.url)
+        store = SyncStore.connect(child.url)
         store.load_library()
         r = redis.Redis(unix_socket_path=child.socket_path)
 
@@ -45,11 +50,11 @@ def main() -> None:
                                   "args": [[1, "string", 3]], "retry": 25, "queue": QUEUES[i % 5]}, now)
                     for i in range(n)]
         phase("ff_push", (store.push([p]) for p in prepared))
-        jids: list[bytes] = []
+        jids: list[str] = []
 
-        def fetch(i: int) -> bytes:
-            jid: bytes = store.fetch("", "p", jobs.score(now), 1800,
-                                     QUEUES[i % 5:] + QUEUES[:i % 5])[2]
+        def fetch(i: int) -> str:
+            jid = reserved_jid(store.fetch("", "p", jobs.score(now), 1800,
+                                           QUEUES[i % 5:] + QUEUES[:i % 5]))
             jids.append(jid)
             return jid
 

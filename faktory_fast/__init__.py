@@ -23,7 +23,7 @@ FAKTORY_VERSION = "1.10.0"
 #: ``<name>.py`` is the reference and the fallback; the build is made from ``<name>.pyx`` where
 #: there is one (the codecs ``wire`` and ``resp``, written for Cython), else from the ``.py`` as
 #: it is. Both are the module ``faktory_fast.<name>``: its importers never choose.
-COMPILED = ("wire", "resp", "aredis", "jobs", "lifecycle", "server", "store")
+COMPILED = ("wire", "resp", "aredis", "jobs", "lifecycle", "parking", "server", "store")
 #: Set (to anything) to run without compiled code: every module of COMPILED from its ``.py``.
 PURE_ENV = "FAKTORY_FAST_PURE"
 #: Written by setup.py's build_ext beside the compiled modules: for each one it built, the

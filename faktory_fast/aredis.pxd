@@ -8,15 +8,15 @@ cdef class RedisConnection:
     cdef object _loop
     cdef object _flush_handle
     cdef object _on_push
-    cdef public object on_pressure
+    cdef object _on_pressure
     cdef public object closed
     cdef public str address
     cdef public str lost
     cdef public bint connected
-    cdef public int wait_replicas
-    cdef public int wait_timeout
+    cdef readonly int wait_replicas
+    cdef readonly int wait_timeout
     cdef object _held
-    cdef _send(self, object waiter, tuple args)
+    cdef _send(self, object waiter, bytes command)
     cdef object _error(self, object err)
 
 cdef _deliver(object waiter, object reply)

@@ -7,8 +7,8 @@ resolved from a FIFO; per-connection reply order on the client side is kept by t
 which handles one command of a client connection at a time.
 
 A command's reply goes either to a future (``execute``) or straight to a callback
-(``execute_cb``): the server's hot path uses callbacks, which spare it a Task, a Future and a
-loop iteration per command.
+(``send_cb``, given the command packed): the server's hot path uses callbacks, which spare it
+a Task, a Future and a loop iteration per command.
 
 A lost connection is re-opened in place (``reconnect``): the same object, so whoever holds it
 (the Store, and through it every client connection) carries on once it is back; meanwhile every
@@ -61,7 +61,13 @@ class RedisConnection:
     which cannot subclass ``asyncio.Protocol``.
     """
 
-    def __init__(self, on_push: Callable[[list], None] | None = None) -> None:
+    def __init__(self, on_push: Callable[[list], None] | None = None,
+                 on_pressure: Callable[[bool], None] | None = None, wait_replicas: int = 0,
+                 wait_timeout: int = 1000) -> None:
+        """``on_push``: gets the pub/sub messages (once subscribed); ``on_pressure``: told True
+        when the write buffer passes HIGH_WATER, False when it is back below LOW_WATER (the
+        server stops reading from its clients meanwhile); ``wait_replicas``: see
+        ``execute_cb_replicated`` (0: writes are not held), ``wait_timeout`` in ms."""
         self._reader = RespReader()
         self.address = ""  # host:port or socket path, for log lines
         self.lost = ""  # why the connection closed, for the log line that reports it
@@ -73,14 +79,12 @@ class RedisConnection:
         self._flush_handle: asyncio.Handle | None = None
         # Pub/sub messages (when subscribed) go to on_push instead of a waiting future.
         self._on_push = on_push
-        # Told True when the write buffer passes HIGH_WATER, False when it is back below
-        # LOW_WATER (the server stops reading from its clients meanwhile).
-        self.on_pressure: Callable[[bool], None] | None = None
+        self._on_pressure = on_pressure
         self.closed: asyncio.Future[None] = self._loop.create_future()
         # execute*_replicated: a write's reply is held until a WAIT for this many replicas,
         # sent after the writes of one loop iteration, confirms it (0: no waiting).
-        self.wait_replicas = 0
-        self.wait_timeout = 1000  # milliseconds
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout  # milliseconds
         # (waiter, reply) of the writes sent since the last WAIT (None: none sent)
         self._held: list | None = None
 
@@ -95,12 +99,12 @@ class RedisConnection:
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
 
     def pause_writing(self) -> None:
-        if self.on_pressure is not None:
-            self.on_pressure(True)
+        if self._on_pressure is not None:
+            self._on_pressure(True)
 
     def resume_writing(self) -> None:
-        if self.on_pressure is not None:
-            self.on_pressure(False)
+        if self._on_pressure is not None:
+            self._on_pressure(False)
 
     def data_received(self, data: bytes) -> None:
         pending = self._pending
@@ -149,44 +153,41 @@ class RedisConnection:
     def execute(self, *args: Any) -> Awaitable[Any]:
         """Send one command; the future resolves to its reply (errors raise ReplyError)."""
         fut = self._loop.create_future()
-        self._send(fut, args)
+        self._send(fut, pack_command(*args))
         return fut
 
-    def execute_cb(self, then: Then, *args: Any) -> None:
-        """Send one command; ``then`` gets its reply (or the error) from ``data_received``."""
-        self._send(then, args)
+    def send_cb(self, then: Then, command: bytes) -> None:
+        """Send one command, already packed (``resp.pack_command``); ``then`` gets its reply
+        (or the error) from ``data_received``."""
+        self._send(then, command)
 
     def execute_replicated(self, *args: Any) -> Awaitable[Any]:
         """``execute`` for a write that must reach ``wait_replicas`` replicas (see below)."""
         fut = self._loop.create_future()
-        self.execute_cb_replicated(fut, *args)
+        self.send_cb_replicated(fut, pack_command(*args))
         return fut
 
-    def execute_cb_replicated(self, then: Union[asyncio.Future, Then], *args: Any) -> None:
-        """``execute_cb`` for a write: its reply is passed on once Redis confirms that
+    def send_cb_replicated(self, then: Union[asyncio.Future, Then], command: bytes) -> None:
+        """``send_cb`` for a write: its reply is passed on once Redis confirms that
         ``wait_replicas`` replicas have it, or replaced by NotReplicated if they do not within
         ``wait_timeout`` ms. One WAIT covers the writes of a loop iteration (WAIT blocks the
         connection: one per write would allow one write per replica round trip)."""
         if not self.wait_replicas:
-            self._send(then, args)
+            self._send(then, command)
             return
         held = self._held
         if held is None:
             held = []
-        self._send(lambda reply: held.append((then, reply)), args)  # RedisClosed if closed
+        self._send(lambda reply: held.append((then, reply)), command)  # RedisClosed if closed
         self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
-    def _send(self, waiter: Union[asyncio.Future, Then], args: tuple) -> None:
+    def _send(self, waiter: Union[asyncio.Future, Then], command: bytes) -> None:
         if self._transport is None:
             raise RedisClosed("Redis connection closed")
         self._pending.append(waiter)
-        self._out.append(pack_command(*args))
+        self._out.append(command)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
-
-    def fcall(self, function: str, *args: Any) -> Awaitable[Any]:
-        """Call a function of our library (no KEYS: keys are named inside the function)."""
-        return self.execute("FCALL", function, 0, *args)
 
     def _flush(self) -> None:
         self._flush_handle = None

@@ -10,7 +10,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -82,6 +82,16 @@ def score(ns: int) -> str:
     """A sorted-set score (unix seconds) as an exact decimal string."""
     sec, frac = divmod(ns, 1_000_000_000)
     return f"{sec}.{frac:09d}"
+
+
+def now_score() -> str:
+    """The time now as a score: the form in which our Lua functions take "now"."""
+    return score(time.time_ns())
+
+
+def dead_score(now_ns: int) -> str:
+    """The score of a job entering the dead set at ``now_ns``: when it is purged."""
+    return score(now_ns + DEAD_TTL * 1_000_000_000)
 
 
 _day_cache: list = [0.0, ""]  # [local midnight after which it changes, "YYYY-MM-DD"]
@@ -272,7 +282,8 @@ def stored_job(raw: bytes) -> dict:
 
 
 def requeue(member: bytes, now_ns: int) -> tuple[str, int, bytes]:
-    """A job leaving a sorted set for its queue, with a fresh ``enqueued_at``.
+    """A job leaving a sorted set for its queue, with a fresh ``enqueued_at``: the one rule
+    for the scheduler, MUTATE's requeue and the web UI's buttons.
 
     Returns (queue, priority, payload); JobError when the entry is not a job that can be
     enqueued (the caller sets it aside, or leaves it where it is).
@@ -282,6 +293,24 @@ def requeue(member: bytes, now_ns: int) -> tuple[str, int, bytes]:
     check_queue(queue)
     job["enqueued_at"] = rfc3339(now_ns)
     return queue, priority_of(job), encode(job)
+
+
+#: A sorted-set member on its way to a queue: (member, queue, priority, payload).
+Move = tuple[bytes, str, int, bytes]
+
+
+def requeue_moves(members: Iterable[bytes], now_ns: int
+                  ) -> tuple[list[Move], list[tuple[bytes, JobError]]]:
+    """``requeue`` for each member: the moves (for the store's ``enqueue_from``), and the
+    members that cannot be enqueued, with why."""
+    moves: list[Move] = []
+    refused: list[tuple[bytes, JobError]] = []
+    for member in members:
+        try:
+            moves.append((member, *requeue(member, now_ns)))
+        except JobError as exc:
+            refused.append((member, exc))
+    return moves, refused
 
 
 def aside_entry(raw: bytes, reason: str, now_ns: int) -> bytes:
@@ -391,13 +420,14 @@ def apply_failure(job_bytes: bytes, info: FailInfo, now_ns: int,
         failed_at = old.get("failed_at") or now
     failure: dict[str, Any] = {"failed_at": failed_at}
     if retry == 0:
-        outcome, at_ns = "discard", now_ns
+        outcome, at = "discard", score(now_ns)
     elif count < retry:
         outcome = "retry"
         at_ns = now_ns + backoff(count, rng) * 1_000_000_000
         failure["next_at"] = rfc3339(at_ns)
+        at = score(at_ns)
     else:
-        outcome, at_ns = "dead", now_ns + DEAD_TTL * 1_000_000_000
+        outcome, at = "dead", dead_score(now_ns)
     failure["message"] = info.message
     failure["errtype"] = info.errtype
     if info.backtrace:
@@ -405,4 +435,4 @@ def apply_failure(job_bytes: bytes, info: FailInfo, now_ns: int,
     failure["retry_count"] = count
     failure["remaining"] = remaining
     job["failure"] = failure
-    return outcome, encode(job), score(at_ns)
+    return outcome, encode(job), at

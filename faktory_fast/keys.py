@@ -47,29 +47,53 @@ CONTROL_CHANNEL = "ff:ctl"  # pub/sub: "reap <wid>" and similar broadcasts
 BAD_RECORDS = "ff:bad"  # stream of records set aside that are not jobs (see above)
 
 
+#: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.
+QUEUE_PREFIX = "q:"
+PRIORITY_SUFFIX = ":p"
+WORKER_PREFIX = "ff:w:"
+WAITERS_PREFIX = "ff:wait:"
+WAKE_PREFIX = "ff:wake:"
+
+#: The names the Lua library (``lua/faktory.lua``) builds keys and channels from: it gets them
+#: from here when it is loaded (``store.library_source``), not typed a second time.
+LUA_NAMES = {
+    "QUEUE_PREFIX": QUEUE_PREFIX,
+    "PRIORITY_SUFFIX": PRIORITY_SUFFIX,
+    "WORKER_PREFIX": WORKER_PREFIX,
+    "WAITERS_PREFIX": WAITERS_PREFIX,
+    "WAKE_PREFIX": WAKE_PREFIX,
+    "CONTROL_CHANNEL": CONTROL_CHANNEL,
+}
+
+
 def queue(name: str) -> str:
     """The list holding ``name``'s jobs of priority 5."""
-    return "q:" + name
+    return QUEUE_PREFIX + name
 
 
 def priority_queue(name: str, priority: int) -> str:
     """The list holding ``name``'s jobs of another priority."""
-    return f"q:{name}:p{priority}"
+    return f"{QUEUE_PREFIX}{name}{PRIORITY_SUFFIX}{priority}"
+
+
+def queue_list(name: str, priority: int) -> str:
+    """The list holding ``name``'s jobs of ``priority`` (1-9)."""
+    return queue(name) if priority == 5 else priority_queue(name, priority)
 
 
 def worker(wid: str) -> str:
     """Hash describing one worker process (hostname, pid, labels, state, ...)."""
-    return "ff:w:" + wid
+    return WORKER_PREFIX + wid
 
 
 def waiters(name: str) -> str:
     """Set of server processes with a FETCH waiting on queue ``name``."""
-    return "ff:wait:" + name
+    return WAITERS_PREFIX + name
 
 
 def wake_channel(proc_id: str) -> str:
     """Pub/sub channel telling one server process that a queue it waits on got a job."""
-    return "ff:wake:" + proc_id
+    return WAKE_PREFIX + proc_id
 
 
 def daily(counter: str, day: str) -> str:

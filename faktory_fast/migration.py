@@ -21,19 +21,19 @@ import logging
 import orjson
 
 from faktory_fast import keys
-from faktory_fast.lifecycle import set_aside
-from faktory_fast.store import Store
+from faktory_fast.failures import set_aside
+from faktory_fast.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 
 
-async def migrate(store: Store) -> None:
+async def migrate(store: AsyncStore) -> None:
     """Bring a Redis that Faktory used to our layout (see the module docstring)."""
     await _queues(store)
     await _reservations(store)
 
 
-async def _queues(store: Store) -> None:
+async def _queues(store: AsyncStore) -> None:
     moved = queues = 0
     for name in await store.known_queues():
         n = await store.migrate_queue(name)
@@ -47,7 +47,7 @@ async def _queues(store: Store) -> None:
         await store.set_data_version(keys.CURRENT_DATA_VERSION)
 
 
-async def _reservations(store: Store) -> None:
+async def _reservations(store: AsyncStore) -> None:
     legacy = await store.legacy_reservations()
     for member, score in legacy:
         try:

@@ -26,14 +26,14 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 import orjson
 
 from faktory_fast import net, wire
-from faktory_fast.aredis import NotReplicated, RedisClosed
+from faktory_fast.aredis import NotReplicated, RedisClosed, Then
 from faktory_fast.jobs import JobError
-from faktory_fast.lifecycle import Lifecycle, now_str, run_then
+from faktory_fast.lifecycle import Lifecycle
 
 log = logging.getLogger("faktory_fast")
 
@@ -61,10 +61,11 @@ def password_hash(password: str, salt: str, iterations: int) -> str:
 class ServerState:
     """What the connections of one server process share."""
 
-    def __init__(self, lifecycle: Lifecycle, password: str = "", max_line: int = 16 << 20,
-                 max_connections: int = 2000, environment: str = "development",
-                 line_budget: int | None = None, line_timeout: float = LINE_TIMEOUT) -> None:
-        self.lifecycle = lifecycle
+    def __init__(self, loop: asyncio.AbstractEventLoop, password: str = "",
+                 max_line: int = 16 << 20, max_connections: int = 2000,
+                 environment: str = "development", line_budget: int | None = None,
+                 line_timeout: float = LINE_TIMEOUT) -> None:
+        self.loop = loop
         self.environment = environment
         self.password = password
         self.max_line = max_line
@@ -79,7 +80,16 @@ class ServerState:
         self.connections: set[Connection] = set()
         self.by_wid: dict[str, set[Connection]] = {}
         self.shutting_down = False
-        lifecycle.on_reap = self.close_worker
+        self.commands = 0  # dispatched since the last take_commands()
+
+    def take_commands(self) -> int:
+        """The commands dispatched since the last call (for the count kept in Redis)."""
+        n, self.commands = self.commands, 0
+        return n
+
+    def untake_commands(self, n: int) -> None:
+        """Commands taken that could not be counted in Redis: counted with the next ones."""
+        self.commands += n
 
     def close_worker(self, wid: str) -> None:
         """A reaped worker: close all of its connections in this process."""
@@ -88,9 +98,9 @@ class ServerState:
             conn.close()
 
     def shutdown(self) -> None:
-        """Refuse further commands; idle connections are told so and closed now."""
+        """Refuse further commands; idle connections are told so and closed now (a waiting
+        FETCH is not idle: it is told once it answers)."""
         self.shutting_down = True
-        self.lifecycle.stop_waiting()
         for conn in list(self.connections):
             if not conn.busy:
                 conn.write_and_close(SHUTDOWN)
@@ -113,12 +123,12 @@ class ServerState:
     def watch_lines(self) -> None:
         """Start the clock that closes connections whose lines take too long (if not running)."""
         if self._sweep is None:
-            self._sweep = self.lifecycle.loop.call_later(min(1.0, self.line_timeout / 4),
+            self._sweep = self.loop.call_later(min(1.0, self.line_timeout / 4),
                                                          self._sweep_lines)
 
     def _sweep_lines(self) -> None:
         self._sweep = None
-        now = self.lifecycle.loop.time()
+        now = self.loop.time()
         limit = self.line_timeout
         for conn in list(self.unfinished):
             # A connection we stopped reading from is not late: its clock restarts on resume.
@@ -137,10 +147,11 @@ class Connection:
     which cannot subclass ``asyncio.Protocol``.
     """
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, lc: Lifecycle, peer: str = "") -> None:
+        """``peer``: the client's address from a PROXY header (``ProxyHeader``), if any."""
         self.state = state
-        self.lc = state.lifecycle
-        self.loop = state.lifecycle.loop  # loop.create_task: no get_running_loop() per command
+        self.lc = lc
+        self.loop = state.loop  # loop.create_task: no get_running_loop() per command
         self.parser = wire.CommandParser(state.max_line)
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
@@ -159,7 +170,7 @@ class Connection:
         self.inbox: bytes | None = None  # a big read, parsed a slice at a time (_feed_inbox)
         self.inbox_pos = 0
         self.line_started = 0.0  # loop time that line started, or reading last resumed
-        self.peer = ""  # the client's address from a PROXY header (ProxyHeader sets it)
+        self.peer = peer
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -259,7 +270,7 @@ class Connection:
 
     async def _bye(self) -> None:
         try:
-            await self.lc.store.bye(self.lc.proc, self.wid)
+            await self.lc.bye(self.wid)
         except Exception as exc:  # Redis gone: the supervisor deals with that
             log.debug("bye failed: %s", exc)
 
@@ -361,7 +372,7 @@ class Connection:
                 return
             verb, payload = item
             if self.identified:
-                self.lc.commands += 1
+                state.commands += 1
                 handler = COMMANDS.get(verb)
             elif verb == b"HELLO":
                 handler = _HELLO
@@ -436,10 +447,9 @@ class Connection:
             if not hmac.compare_digest(expected.encode(), pwdhash.encode()):
                 self.write_and_close(wire.error("Invalid password"))
                 return b""
-        lc = self.lc
         addr = self.address()
-        over = await lc.store.hello(lc.proc, self.state.max_connections, wid, hostname, pid,
-                                    orjson.dumps(labels), v, now_str(), addr)
+        over = await self.lc.hello(self.state.max_connections, wid, hostname, pid, labels, v,
+                                   addr)
         if over:
             log.warning("Too many connections: %d (refused %s)", over, addr or "a client")
             self.write_and_close(wire.error(f"too many connections: {over}"))
@@ -487,7 +497,7 @@ class Connection:
         return _STATE_REPLY.get(state, wire.OK)
 
     async def cmd_info(self, payload: bytes) -> bytes:
-        return wire.bulk(await self.lc.info())
+        return wire.bulk(await self.lc.info(self.state.commands))
 
     async def cmd_flush(self, payload: bytes) -> bytes:
         await self.lc.flush()
@@ -523,8 +533,9 @@ class ProxyHeader(asyncio.Protocol):
     connection closed before sending anything (a proxy's health check) logs nothing.
     """
 
-    def __init__(self, state: ServerState, networks: net.Networks) -> None:
+    def __init__(self, state: ServerState, lc: Lifecycle, networks: net.Networks) -> None:
         self.state = state
+        self.lc = lc
         self.networks = networks
         self.transport: asyncio.Transport | None = None
         self.via = ""  # the proxy's address (the socket's peer)
@@ -537,9 +548,9 @@ class ProxyHeader(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.via = net.address_text(peer) or "a client"
         if net.trusted(peer, self.networks):
-            self._timer = self.state.lifecycle.loop.call_later(HANDSHAKE_TIMEOUT, self._late)
+            self._timer = self.state.loop.call_later(HANDSHAKE_TIMEOUT, self._late)
         else:
-            self.conn = Connection(self.state)
+            self.conn = Connection(self.state, self.lc)
             self.conn.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -562,9 +573,8 @@ class ProxyHeader(asyncio.Protocol):
         rest, self.buf = self.buf[end:], b""
         if self._timer is not None:
             self._timer.cancel()
-        conn = Connection(self.state)
+        conn = Connection(self.state, self.lc, net.address_text(client))
         if client is not None:
-            conn.peer = net.address_text(client)
             log.debug("Connection from %s via %s", conn.peer, self.via)
         assert self.transport is not None
         self.transport.set_protocol(conn)
@@ -618,6 +628,21 @@ def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) ->
         run_then(conn.loop, method(conn, payload), conn.answer)
         return LATER
     return handler
+
+
+def run_then(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], then: Then) -> None:
+    """Run ``coro`` as a task; ``then`` gets its result, or the exception it raised."""
+    loop.create_task(_then(coro, then))
+
+
+async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
+    # Calls `then` inside the task's last step: a done-callback would wait a loop iteration.
+    try:
+        result = await coro
+    except Exception as exc:
+        then(exc)
+    else:
+        then(result)
 
 
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:

@@ -1,34 +1,113 @@
-"""The storage interface: every Redis key the server touches is behind these methods.
+"""The storage interface: every Redis key the server touches is behind one table of operations.
 
-Each method is exactly one Redis round trip (a command or an FCALL of our function library in
-``lua/faktory.lua``). The same Store serves the asyncio server (``Store.for_async`` over an
-``aredis.RedisConnection``) and the synchronous web UI (``Store.for_sync`` over a redis-py
-client): a method returns the reply, or an awaitable of it, depending on the executor. The
-server's hot-path methods (push, fetch, ack) also take ``then``: the reply is then passed to
-that callback instead (with the asyncio executor, straight from the Redis reply handler).
+Each operation is one Redis round trip: an FCALL of a function of our library
+(``lua/faktory.lua``, listed in the table of functions below with the keys it always touches
+and the decoder of its reply) or a plain command; the reply comes back decoded, with named
+results (``Outcome``, ``Fetched``) rather than bare codes. The operations (``Operations``) are
+written once; two thin stores run them:
+
+* ``AsyncStore``, the server's, over an ``aredis.RedisConnection``: an operation returns an
+  awaitable. The hot ones also have a form that hands the decoded reply to a callback straight
+  from the Redis reply handler (``push_then``, ``fetch_then``, ``ack_then``).
+* ``SyncStore``, the web UI's (and the tests' and tools'), over a redis-py client of its own:
+  an operation returns its value.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+from enum import IntEnum
 from importlib import resources
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, Generic, Iterable,
+                    NamedTuple, ParamSpec, Sequence, TypedDict, TypeVar, overload)
 
 from faktory_fast import keys
-from faktory_fast.aredis import Then
 from faktory_fast.config import parse_redis_url
+from faktory_fast.jobs import Move, Prepared
+from faktory_fast.resp import pack_command
+
+if TYPE_CHECKING:
+    import redis
+
+    from faktory_fast.aredis import RedisConnection
 
 LIBRARY_NAME = "faktory_fast"
+HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
+#: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
+NAMES_MARK = "--@names from python"
 
 log = logging.getLogger("faktory_fast")
 
-Decode = Callable[[Any], Any] | None
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+# -- named results -------------------------------------------------------------------------------
+
+class Outcome(IntEnum):
+    """What a function that changes one stored record did (``OUTCOME`` in the Lua library)."""
+
+    GONE = 0  # there is no such record: nothing changed
+    DONE = 1
+    CHANGED = 2  # not the record the caller read (or it went meanwhile): nothing changed
+
+
+class Fetched(IntEnum):
+    """What ``ff_fetch`` found instead of a job (``FETCHED`` in the Lua library)."""
+
+    EMPTY = 0  # every queue is empty: this process is registered as a waiter on each
+    QUIET = -1  # the worker is quiet or terminating
+    ALL_PAUSED = -2  # every queue is paused
+    SOME_PAUSED = -3  # the others are empty (registered as a waiter on those only)
+
+
+class Reserved(NamedTuple):
+    """A job ``ff_fetch`` reserved: its JSON, the reservation's token and the jid (b'' for a
+    stored job without one, handed out unreserved)."""
+
+    job: bytes
+    token: int
+    jid: bytes
+
+
+class FailResult(NamedTuple):
+    """``ff_fail``'s answer: the outcome and, when CHANGED, the reservation record as it is."""
+
+    outcome: Outcome
+    record: bytes
+
+
+class Info(TypedDict):
+    """Everything INFO reports that lives in Redis (``ff_info``)."""
+
+    processed: int
+    failures: int
+    scheduled: int
+    retries: int
+    dead: int
+    working: int
+    workers: int
+    connections: int
+    commands: int
+    tasks: dict[str, float]
+    queues: dict[str, int]
 
 
 def library_source() -> str:
-    """The Lua function library, as shipped in the package."""
-    return resources.files("faktory_fast").joinpath("lua/faktory.lua").read_text()
+    """The Lua function library as Redis loads it: the file shipped in the package, with the
+    names it takes from Python (``keys.LUA_NAMES``, ``Outcome``, ``Fetched``) filled in."""
+    text = resources.files("faktory_fast").joinpath("lua/faktory.lua").read_text()
+    names = [f"local {name} = {json.dumps(value)}" for name, value in keys.LUA_NAMES.items()]
+    for enum in (Outcome, Fetched):
+        members = ", ".join(f"{m.name} = {m.value}" for m in enum)
+        names.append(f"local {enum.__name__.upper()} = {{{members}}}")
+    if text.count(NAMES_MARK) != 1:
+        raise RuntimeError(f"lua/faktory.lua must have one line {NAMES_MARK!r}")
+    return text.replace(NAMES_MARK, "\n".join(names))
 
+
+# -- reply decoders ------------------------------------------------------------------------------
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -38,7 +117,45 @@ def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
     return list(zip(flat[0::2], flat[1::2]))
 
 
-def _info(reply: list) -> dict[str, Any]:
+def _int(reply: Any) -> int:
+    return int(reply)
+
+
+def _none(reply: Any) -> None:
+    return None
+
+
+def _list(reply: Any) -> list[bytes]:
+    return list(reply)
+
+
+def _outcome(reply: Any) -> Outcome:
+    return _OUTCOMES[reply]
+
+
+def _moved(reply: Any) -> bool:
+    return reply == Outcome.DONE
+
+
+def _fetched(reply: Any) -> Reserved | Fetched:
+    if type(reply) is list:  # [job, token, jid]
+        return _new_tuple(Reserved, reply)  # Reserved(*reply) without its Python-level __new__
+    return _FETCHED[reply]
+
+
+def _fail_result(reply: Any) -> FailResult:
+    return FailResult(_OUTCOMES[reply[0]], reply[1] if len(reply) > 1 else b"")
+
+
+def _over(reply: Any) -> int | None:
+    return reply or None
+
+
+def _state(reply: Any) -> str | None:
+    return _text(reply) if reply else None
+
+
+def _info(reply: Any) -> Info:
     (processed, failures, scheduled, retries, dead, working, workers, conns, cmds,
      tasks, queues) = reply
     return {
@@ -50,49 +167,588 @@ def _info(reply: list) -> dict[str, Any]:
     }
 
 
-class Store:
-    """Redis access for the server, the scheduler and the web UI."""
+def _expired(reply: Any) -> list[tuple[bytes, bytes]]:
+    return _pairs(reply)
 
-    def __init__(self, call: Callable[..., Any], call_then: Callable[..., None],
-                 push_call: Callable[..., Any] | None = None,
-                 push_then: Callable[..., None] | None = None) -> None:
-        # call(decode, *command) -> reply or awaitable of reply;
-        # call_then(then, *command): the reply (or the exception) goes to then
-        self._call = call
-        self._call_then = call_then
-        # The same for PUSH, whose reply may have to wait for replicas (--redis-wait-replicas).
-        self._push_call = push_call or call
-        self._push_then = push_then or call_then
 
-    @classmethod
-    def for_async(cls, conn: Any) -> "Store":
-        """Over an ``aredis.RedisConnection``: methods return awaitables. With the
-        connection's ``wait_replicas`` set, pushes are answered once replicated."""
-        execute = conn.execute
+def _records(reply: Any) -> list[bytes]:
+    return [r for r in reply if r is not None]
 
-        async def decoded(fut: Awaitable[Any], decode: Callable[[Any], Any]) -> Any:
-            return decode(await fut)
 
-        def call(decode: Decode, *args: Any) -> Any:
-            fut = execute(*args)
-            return fut if decode is None else decoded(fut, decode)
+def _workers(reply: Any) -> list[dict[str, str]]:
+    return [{_text(k): _text(v) for k, v in _pairs(h)} for h in reply if h]
 
-        if not conn.wait_replicas:
-            return cls(call, conn.execute_cb)
-        execute_replicated = conn.execute_replicated
 
-        def push_call(decode: Decode, *args: Any) -> Any:
-            fut = execute_replicated(*args)
-            return fut if decode is None else decoded(fut, decode)
+def _scored(flat: Any) -> list[tuple[bytes, str]]:
+    return [(m, _text(sc)) for m, sc in _pairs(flat)]
 
-        return cls(call, conn.execute_cb, push_call, conn.execute_cb_replicated)
 
-    @classmethod
-    def for_sync(cls, url: str) -> "Store":
-        """Over a redis-py client of its own (for the web UI): methods return values.
+def _set_page(reply: Any) -> tuple[int, list[tuple[bytes, str]]]:
+    return reply[0], _scored(reply[1])
 
-        RESP2 and no reply post-processing, so both executors see the same raw values.
+
+def _set_filter(reply: Any) -> tuple[str, int, list[tuple[bytes, str]]]:
+    return _text(reply[0]), reply[1], _scored(reply[2])
+
+
+def _queue_page(reply: Any) -> tuple[int, list[tuple[int, bytes]]]:
+    return reply[0], [(int(p), j) for p, j in _pairs(reply[1])]
+
+
+def _queue_list(reply: Any) -> list[tuple[str, int, bool, list[bytes]]]:
+    return [(_text(n), size, bool(p), heads) for n, size, p, heads in reply]
+
+
+_OUTCOMES = {o.value: o for o in Outcome}
+_FETCHED = {f.value: f for f in Fetched}
+_new_tuple = tuple.__new__
+
+
+# -- the table of functions ------------------------------------------------------------------------
+
+class Call(Generic[T]):
+    """One Redis round trip: the command and the decoder of its reply. ``replicated``: a write
+    that waits for replicas when the server is told to (``--redis-wait-replicas``)."""
+
+    __slots__ = ("args", "decode", "replicated")
+
+    def __init__(self, args: tuple[Any, ...], decode: Callable[[Any], T],
+                 replicated: bool = False) -> None:
+        self.args = args
+        self.decode = decode
+        self.replicated = replicated
+
+
+class Fn(Generic[T]):
+    """A function of our Lua library: its name, the keys it always touches (its KEYS, in the
+    order the Lua function reads them, after the set it works on if the caller names one) and
+    the decoder of its reply."""
+
+    __slots__ = ("name", "keys", "decode")
+
+    def __init__(self, name: str, fixed_keys: tuple[str, ...], decode: Callable[[Any], T]) -> None:
+        self.name = name
+        self.keys = fixed_keys
+        self.decode = decode
+
+    def call(self, item_keys: Sequence[str], *args: Any, lead: tuple[str, ...] = ()) -> Call[T]:
+        """The FCALL with these arguments. ``lead``: the set it works on, when the caller names
+        it (declared first); ``item_keys``: the keys it touches that depend on the arguments
+        (a queue's list, a worker's hash...), declared after the fixed ones."""
+        return Call(self.args(item_keys, args, lead), self.decode)
+
+    def args(self, item_keys: Sequence[str], args: Sequence[Any],
+             lead: tuple[str, ...] = ()) -> tuple[Any, ...]:
+        return ("FCALL", self.name, len(lead) + len(self.keys) + len(item_keys), *lead,
+                *self.keys, *item_keys, *args)
+
+
+K = keys
+FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _int)
+FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
+                           K.RESERVATIONS, K.WORKING), _fetched)
+FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED), _outcome)
+FF_FAIL = Fn("ff_fail", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.FAILURES, K.RETRIES, K.DEAD),
+             _fail_result)
+FF_RELEASE = Fn("ff_release", (K.RESERVATIONS, K.WORKING, K.QUEUES, K.PRIORITY_QUEUES), _outcome)
+FF_EXPIRED = Fn("ff_expired", (K.WORKING, K.RESERVATIONS), _expired)
+FF_ENQUEUE_FROM = Fn("ff_enqueue_from", (K.QUEUES, K.PRIORITY_QUEUES), _int)
+FF_SET_ASIDE = Fn("ff_set_aside", (K.WORKING, K.RESERVATIONS, K.DEAD, K.BAD_RECORDS), _moved)
+FF_HELLO = Fn("ff_hello", (K.CONNECTIONS, K.WORKER_BEATS), _over)
+FF_BYE = Fn("ff_bye", (K.CONNECTIONS, K.WORKER_BEATS, K.QUIET_WORKERS), _none)
+FF_BEAT = Fn("ff_beat", (K.WORKER_BEATS, K.QUIET_WORKERS), _state)
+FF_SIGNAL = Fn("ff_signal", (K.WORKER_BEATS, K.QUIET_WORKERS), _int)
+FF_REAP_WORKERS = Fn("ff_reap_workers", (K.WORKER_BEATS, K.QUIET_WORKERS), _int)
+FF_PROCESS_GONE = Fn("ff_process_gone", (K.CONNECTIONS, K.COMMANDS), _none)
+FF_INFO = Fn("ff_info", (K.PROCESSED, K.FAILURES, K.SCHEDULED, K.RETRIES, K.DEAD, K.WORKING,
+                         K.WORKER_BEATS, K.CONNECTIONS, K.COMMANDS, K.TASKS, K.QUEUES,
+                         K.PRIORITY_QUEUES), _info)
+FF_FLUSH = Fn("ff_flush", (K.CONNECTIONS, K.COMMANDS, K.TASKS, K.WORKER_BEATS, K.QUIET_WORKERS),
+              _none)
+FF_QUEUE = Fn("ff_queue", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _int)
+FF_QUEUE_HEADS = Fn("ff_queue_heads", (K.PRIORITY_QUEUES,), list)
+FF_MUTATE = Fn("ff_mutate", (K.DEAD,), _int)
+FF_MUTATE_SELECT = Fn("ff_mutate_select", (), _list)
+FF_MIGRATE_RESERVATION = Fn("ff_migrate_reservation", (K.WORKING, K.RESERVATIONS), _outcome)
+FF_MIGRATE_QUEUE = Fn("ff_migrate_queue", (), _int)
+FF_RESERVATIONS = Fn("ff_reservations", (K.WORKING, K.RESERVATIONS), _records)
+FF_WORKERS = Fn("ff_workers", (K.WORKER_BEATS,), _workers)
+FF_WEB_SET_PAGE = Fn("ff_web_set_page", (), _set_page)
+FF_WEB_SET_GET = Fn("ff_web_set_get", (), _scored)
+FF_WEB_SET_REMOVE = Fn("ff_web_set_remove", (K.DEAD,), _int)
+FF_WEB_SET_FILTER = Fn("ff_web_set_filter", (), _set_filter)
+FF_WEB_QUEUE_PAGE = Fn("ff_web_queue_page", (K.PRIORITY_QUEUES,), _queue_page)
+FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (), _int)
+FF_WEB_QUEUES = Fn("ff_web_queues", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _queue_list)
+del K
+
+
+def _queue_keys(name: str, priority: int) -> tuple[str, str]:
+    return keys.queue_list(name, priority), keys.waiters(name)
+
+
+def _push_args(jobs: Iterable[Prepared]) -> tuple[Any, ...]:
+    item_keys: list[str] = []
+    args: list[Any] = []
+    for p in jobs:
+        item_keys += _queue_keys(p.queue, p.priority)
+        args += (p.queue, p.priority, p.payload, p.at_score)
+    return FF_PUSH.args(item_keys, (len(args) // 4, *args))
+
+
+def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
+                queues: Sequence[str]) -> tuple[Any, ...]:
+    item_keys = [keys.worker(wid)]
+    for q in queues:
+        item_keys += (keys.queue(q), keys.waiters(q))
+    return FF_FETCH.args(item_keys, (wid, proc, now, default_reserve, *queues))
+
+
+def _ack_args(jid: str, day: str) -> tuple[Any, ...]:
+    return FF_ACK.args((keys.daily(keys.PROCESSED, day),), (jid,))
+
+
+def _bulks(*args: Any) -> bytes:
+    """``args`` packed as the arguments of a command, without the command's header."""
+    packed = pack_command(*args)
+    return packed[packed.index(b"\n") + 1:]
+
+
+# The hot commands are packed from cached parts: all but the arguments that change with each
+# call (FETCH: the time; PUSH: the job and its time; ACK: the jid) are packed once per worker
+# and queue list, per queue and priority, per day, and kept (up to HOT_CACHE of each).
+Packed = dict[Any, tuple[bytes, bytes]]
+
+
+def _pack_parts(cache: Packed, key: Any, args: tuple[Any, ...], at: int,
+                count: int) -> tuple[bytes, bytes]:
+    """Keep under ``key`` (head, tail) of ``args`` packed, around the ``count`` arguments from
+    ``at``: the command is head + ``_bulks(those arguments)`` + tail."""
+    if len(cache) >= HOT_CACHE:
+        cache.clear()
+    head = b"*%d\r\n" % len(args) + _bulks(*args[:at])
+    parts = cache[key] = head, _bulks(*args[at + count:])
+    return parts
+
+
+# -- the operations --------------------------------------------------------------------------------
+
+class Op(Generic[P, T]):
+    """One store operation, written once as a method that returns its ``Call``: on an
+    ``AsyncStore`` it returns an awaitable of the decoded reply, on a ``SyncStore`` the
+    decoded reply."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], Call[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, store: None, owner: Any) -> Op[P, T]: ...
+    @overload
+    def __get__(self, store: AsyncStore, owner: Any) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __get__(self, store: SyncStore, owner: Any) -> Callable[P, T]: ...
+
+    def __get__(self, store: Any, owner: Any) -> Any:
+        if store is None:
+            return self
+        build, run = self.build, store.run
+
+        def operation(*args: Any, **kwargs: Any) -> Any:
+            return run(build(store, *args, **kwargs))
+        return operation
+
+
+class Operations:
+    """Every store operation: one Redis round trip each (see the module docstring)."""
+
+    # -- setup -------------------------------------------------------------------------------
+    @Op
+    def load_library(self) -> Call[None]:
+        """Install (or replace) our function library."""
+        return Call(("FUNCTION", "LOAD", "REPLACE", library_source()), _none)
+
+    @Op
+    def library_loaded(self) -> Call[bool]:
+        """Whether Redis has our function library (a promoted replica may not)."""
+        return Call(("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME), bool)
+
+    @Op
+    def server_version(self) -> Call[str]:
+        """Redis's INFO server section as text."""
+        return Call(("INFO", "server"), _text)
+
+    @Op
+    def legacy_reservations(self) -> Call[list[tuple[bytes, float]]]:
+        """Faktory-format ``working`` members (reservation JSON) with scores, for migration."""
+        def pick(flat: Any) -> list[tuple[bytes, float]]:
+            return [(m, float(s)) for m, s in _pairs(flat) if m[:1] == b"{"]
+        return Call(("ZRANGE", keys.WORKING, 0, -1, "WITHSCORES"), pick)
+
+    @Op
+    def migrate_reservation(self, member: bytes, jid: str, record: bytes,
+                            score: float) -> Call[Outcome]:
+        """Replace a Faktory-format ``working`` entry by ours; GONE if it was not there."""
+        return FF_MIGRATE_RESERVATION.call((), member, jid, record, repr(score))
+
+    @Op
+    def known_queues(self) -> Call[list[str]]:
+        """The names in the ``queues`` set (sorted)."""
+        def names(reply: Any) -> list[str]:
+            return sorted(_text(n) for n in reply)
+        return Call(("SMEMBERS", keys.QUEUES), names)
+
+    @Op
+    def migrate_queue(self, name: str) -> Call[int]:
+        """Move Faktory 1.9's bare-named queue list to ``q:<name>``; the number of jobs moved."""
+        return FF_MIGRATE_QUEUE.call((name, keys.queue(name)))
+
+    @Op
+    def data_version(self) -> Call[int]:
+        """Faktory's data-format version (the ``v`` key; 0 when absent)."""
+        return Call(("INCRBY", keys.DATA_VERSION, 0), _int)
+
+    @Op
+    def set_data_version(self, version: int) -> Call[None]:
+        return Call(("SET", keys.DATA_VERSION, version), _none)
+
+    # -- jobs ------------------------------------------------------------------------------------
+    @Op
+    def push(self, jobs: Iterable[Prepared]) -> Call[int]:
+        """Store prepared jobs: enqueue now or schedule. The number of jobs."""
+        return Call(_push_args(jobs), _int, replicated=True)
+
+    @Op
+    def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
+              queues: Sequence[str]) -> Call[Reserved | Fetched]:
+        """Reserve the next job of the first of ``queues`` that has one, for worker ``wid``
+        of server process ``proc``; else what was found instead (``Fetched``)."""
+        return Call(_fetch_args(wid, proc, now, default_reserve, queues), _fetched)
+
+    @Op
+    def ack(self, jid: str, day: str) -> Call[Outcome]:
+        """Finish a reservation: DONE, or GONE if there is no such reservation."""
+        return Call(_ack_args(jid, day), _outcome)
+
+    @Op
+    def fail(self, jid: str, token: int | None, day: str, outcome: str, payload: bytes,
+             score: str) -> Call[FailResult]:
+        """End the reservation with this token (None: unknown) as failed: ``outcome`` retry
+        (``payload`` into the retries at ``score``), dead (into the dead set) or discard.
+        CHANGED (with the current record, to compute again from) if it has another token."""
+        return FF_FAIL.call((keys.daily(keys.PROCESSED, day), keys.daily(keys.FAILURES, day)),
+                            jid, "" if token is None else token, outcome, payload, score)
+
+    @Op
+    def release(self, jid: str, queue: str, priority: int, job: bytes) -> Call[Outcome]:
+        """Undo a reservation; the job goes back to the head of its queue. GONE if there was
+        no such reservation."""
+        return FF_RELEASE.call(_queue_keys(queue, priority), jid, queue, priority, job)
+
+    @Op
+    def reservations(self, limit: int = 1000) -> Call[list[bytes]]:
+        """Up to ``limit`` reservation records (jobs in progress), soonest to expire first."""
+        return FF_RESERVATIONS.call((), limit)
+
+    @Op
+    def expired(self, now: str, limit: int) -> Call[list[tuple[bytes, bytes]]]:
+        """[(jid, reservation record), ...] whose time is up; the record is b'' for a
+        ``working`` entry that has none but may hold data (see ``ff_expired``)."""
+        return FF_EXPIRED.call((), now, limit)
+
+    @Op
+    def due(self, zset: str, now: str, limit: int) -> Call[list[bytes]]:
+        """Members of a sorted set whose score is ``<= now``, oldest first."""
+        return Call(("ZRANGEBYSCORE", zset, "-inf", now, "LIMIT", 0, limit), _list)
+
+    @Op
+    def enqueue_from(self, zset: str, moves: Sequence[Move]) -> Call[int]:
+        """Move entries (``jobs.requeue_moves``) from a sorted set to their queues, each only
+        if it is still there; how many moved."""
+        item_keys: list[str] = []
+        args: list[Any] = []
+        for member, queue, priority, payload in moves:
+            item_keys += _queue_keys(queue, priority)
+            args += (member, queue, priority, payload)
+        return FF_ENQUEUE_FROM.call(item_keys, len(moves), *args, lead=(zset,))
+
+    @Op
+    def set_aside(self, source: str, key: bytes | str, record: bytes, dead_score: str,
+                  entry: bytes, reason: str, now: str) -> Call[bool]:
+        """Move a record the server cannot use from ``source`` (a sorted set, or ``working``
+        with ``key`` a jid and ``record`` its reservation) to ``dead`` as ``entry``, or, with
+        ``entry`` b'', as it is to ``keys.BAD_RECORDS``. False if it had changed or gone."""
+        return FF_SET_ASIDE.call((), key, record, dead_score, entry, reason, now, lead=(source,))
+
+    @Op
+    def purge_dead(self, now: str) -> Call[int]:
+        """Forget dead jobs past their retention; how many."""
+        return Call(("ZREMRANGEBYSCORE", keys.DEAD, "-inf", now), _int)
+
+    @Op
+    def mutate(self, cmd: str, target: str, dead_score: str, mode: str, pattern: str,
+               extra: Sequence[str]) -> Call[int]:
+        """MUTATE clear | discard | kill on the sorted set ``target``, entries selected by
+        ``mode`` (see ``ff_mutate``); how many were removed."""
+        return FF_MUTATE.call((), cmd, dead_score, mode, pattern, *extra, lead=(target,))
+
+    @Op
+    def mutate_select(self, target: str, mode: str, pattern: str,
+                      extra: Sequence[str]) -> Call[list[bytes]]:
+        """The members of ``target`` a MUTATE filter selects (for a requeue)."""
+        return FF_MUTATE_SELECT.call((), mode, pattern, *extra, lead=(target,))
+
+    # -- queues ----------------------------------------------------------------------------------
+    @Op
+    def queue_op(self, sub: str, names: Sequence[str]) -> Call[int]:
+        """QUEUE PAUSE | RESUME | REMOVE (``*`` = every queue); how many queues were named."""
+        return FF_QUEUE.call([keys.queue(n) for n in names if n != "*"], sub, *names)
+
+    @Op
+    def queue_heads(self, names: Sequence[str]) -> Call[list[list[bytes]]]:
+        """Per queue, the next-to-run job of each of its priority lists."""
+        return FF_QUEUE_HEADS.call([keys.queue(n) for n in names], *names)
+
+    @Op
+    def flush(self) -> Call[None]:
+        """Forget every job and queue (FLUSH); the live registry of processes and workers
+        stays."""
+        return FF_FLUSH.call(())
+
+    @Op
+    def info(self) -> Call[Info]:
+        """Counters, set sizes, queue sizes, connections and task stats."""
+        return FF_INFO.call(())
+
+    # -- workers and processes -------------------------------------------------------------
+    @Op
+    def hello(self, proc: str, max_conns: int, wid: str, hostname: str, pid: int,
+              labels: bytes, v: int, now: str, addr: str = "") -> Call[int | None]:
+        """Count an identified connection of server process ``proc`` (and register worker
+        ``wid``): None, or the connection count that would pass ``max_conns`` (then nothing
+        is counted). ``addr``: the client's address (shown on the Busy page)."""
+        return FF_HELLO.call((keys.worker(wid),), proc, max_conns, wid, hostname, pid, labels, v,
+                             now, addr)
+
+    @Op
+    def bye(self, proc: str, wid: str) -> Call[None]:
+        """An identified connection closed; its worker goes with its last one."""
+        return FF_BYE.call((keys.worker(wid),), proc, wid)
+
+    @Op
+    def beat(self, wid: str, now: str, state: str, rss_kb: int | None) -> Call[str | None]:
+        """The worker's state after this heartbeat, or None for an unknown wid."""
+        return FF_BEAT.call((keys.worker(wid),), wid, now, state, "" if rss_kb is None else rss_kb)
+
+    @Op
+    def signal_workers(self, state: str, wids: Sequence[str]) -> Call[int]:
+        """Quiet or terminate workers (``*`` = all); how many."""
+        return FF_SIGNAL.call([keys.worker(w) for w in wids if w != "*"], state, *wids)
+
+    @Op
+    def reap_workers(self, cutoff: str) -> Call[int]:
+        """Forget workers whose last heartbeat is older than ``cutoff``; how many."""
+        return FF_REAP_WORKERS.call((), cutoff)
+
+    @Op
+    def workers(self) -> Call[list[dict[str, str]]]:
+        """Every registered worker as a dict of its fields."""
+        return FF_WORKERS.call(())
+
+    @Op
+    def count_commands(self, proc: str, n: int) -> Call[None]:
+        return Call(("HINCRBY", keys.COMMANDS, proc, n), _none)
+
+    @Op
+    def registered_processes(self) -> Call[list[str]]:
+        """Ids of the server processes counted in the connection registry."""
+        def ids(reply: Any) -> list[str]:
+            return [_text(i) for i in reply]
+        return Call(("HKEYS", keys.CONNECTIONS), ids)
+
+    @Op
+    def process_gone(self, proc: str) -> Call[None]:
+        return FF_PROCESS_GONE.call((), proc)
+
+    @Op
+    def set_task_stats(self, fields: dict[str, float]) -> Call[None]:
+        args: list[Any] = []
+        for k, v in fields.items():
+            args += (k, repr(float(v)) if isinstance(v, float) else v)
+        return Call(("HSET", keys.TASKS, *args), _none)
+
+    # -- web UI ----------------------------------------------------------------------------------
+    @Op
+    def set_page(self, zset: str, offset: int,
+                 count: int) -> Call[tuple[int, list[tuple[bytes, str]]]]:
+        """(size of ``zset``, [(member, score), ...]) for one page in score order."""
+        return FF_WEB_SET_PAGE.call((), offset, count, lead=(zset,))
+
+    @Op
+    def set_entries(self, zset: str,
+                    entries: Sequence[tuple[str, str]]) -> Call[list[tuple[bytes, str]]]:
+        """[(member, score), ...] of the entries named by (score, jid) that still exist."""
+        return FF_WEB_SET_GET.call((), *(x for entry in entries for x in entry), lead=(zset,))
+
+    @Op
+    def set_remove(self, zset: str, entries: Sequence[tuple[str, str]],
+                   kill_score: str = "") -> Call[int]:
+        """Delete entries named by (score, jid); with ``kill_score`` move them to ``dead``."""
+        action = "kill" if kill_score else "delete"
+        return FF_WEB_SET_REMOVE.call((), action, kill_score,
+                                      *(x for entry in entries for x in entry), lead=(zset,))
+
+    @Op
+    def set_filter(self, zset: str, cursor: str, scan_cap: int, want: int, jobtype: str,
+                   queue: str, text: str) -> Call[tuple[str, int, list[tuple[bytes, str]]]]:
+        """Scan ``zset`` from ``cursor`` for matching entries (bounded by ``scan_cap``).
+
+        Returns (next cursor, '0' when the scan is complete; entries scanned; [(member, score)]).
+        ``text`` matches case-insensitively.
         """
+        return FF_WEB_SET_FILTER.call((), cursor, scan_cap, want, jobtype, queue, text.lower(),
+                                      lead=(zset,))
+
+    @Op
+    def queue_page(self, name: str, offset: int,
+                   count: int) -> Call[tuple[int, list[tuple[int, bytes]]]]:
+        """(size, [(priority, job), ...]) of one page of a queue, in the order FETCH takes them."""
+        return FF_WEB_QUEUE_PAGE.call((keys.queue(name),), name, offset, count)
+
+    @Op
+    def queue_delete(self, name: str, jobs: Sequence[tuple[int, bytes]]) -> Call[int]:
+        """Remove these (priority, job) entries from a queue; how many went."""
+        return FF_WEB_QUEUE_DELETE.call([keys.queue_list(name, p) for p, _ in jobs], name,
+                                        *(x for entry in jobs for x in entry))
+
+    @Op
+    def queue_list(self) -> Call[list[tuple[str, int, bool, list[bytes]]]]:
+        """Every queue as (name, size, paused, [oldest job of each priority list])."""
+        return FF_WEB_QUEUES.call(())
+
+    @Op
+    def daily_counts(self, days: Sequence[str]) -> Call[list[tuple[int, int]]]:
+        """[(processed, failures), ...] for each ``YYYY-MM-DD`` in ``days``."""
+        def decode(reply: Any) -> list[tuple[int, int]]:
+            values = [int(v or 0) for v in reply]
+            return list(zip(values[0::2], values[1::2]))
+        names = [keys.daily(c, d) for d in days for c in (keys.PROCESSED, keys.FAILURES)]
+        return Call(("MGET", *names), decode)
+
+    @Op
+    def redis_info(self) -> Call[dict[str, str]]:
+        """Redis's full INFO as a dict of field -> text value."""
+        def decode(reply: Any) -> dict[str, str]:
+            out = {}
+            for line in _text(reply).splitlines():
+                if line and not line.startswith("#") and ":" in line:
+                    k, v = line.split(":", 1)
+                    out[k] = v.strip()
+            return out
+        return Call(("INFO",), decode)
+
+    @Op
+    def redis_info_sections(self) -> Call[list[tuple[str, dict[str, str]]]]:
+        """Redis's full INFO as [(section, {field: text value}), ...], in Redis's order."""
+        def decode(reply: Any) -> list[tuple[str, dict[str, str]]]:
+            sections: list[tuple[str, dict[str, str]]] = []
+            for line in _text(reply).splitlines():
+                if line.startswith("# "):
+                    sections.append((line[2:].strip(), {}))
+                elif ":" in line and sections:
+                    k, v = line.split(":", 1)
+                    sections[-1][1][k] = v.strip()
+            return sections
+        return Call(("INFO",), decode)
+
+    @Op
+    def ping(self) -> Call[None]:
+        """One bare round trip, timed by the web UI's debug page."""
+        return Call(("PING",), _none)
+
+    @Op
+    def server_processes(self) -> Call[int]:
+        """How many server processes are in the connection registry (``ff:conns``)."""
+        return Call(("HLEN", keys.CONNECTIONS), _int)
+
+
+# -- the two stores --------------------------------------------------------------------------------
+
+class AsyncStore(Operations):
+    """The server's store, over an ``aredis.RedisConnection``: operations return awaitables.
+    With the connection's ``wait_replicas`` set, pushes are answered once replicated."""
+
+    def __init__(self, conn: RedisConnection) -> None:
+        self.conn = conn
+        self._execute = conn.execute
+        self._send_cb = conn.send_cb
+        self._execute_push: Callable[..., Awaitable[Any]]
+        self._push_cb: Callable[[Callable[[Any], None], bytes], None]
+        if conn.wait_replicas:
+            self._execute_push = conn.execute_replicated
+            self._push_cb = conn.send_cb_replicated
+        else:
+            self._execute_push = conn.execute
+            self._push_cb = conn.send_cb
+        self._push_parts: Packed = {}
+        self._fetch_parts: Packed = {}
+        self._ack_parts: Packed = {}
+
+    async def run(self, call: Call[T]) -> T:
+        """The decoded reply of ``call`` (a ReplyError is raised)."""
+        execute = self._execute_push if call.replicated else self._execute
+        return call.decode(await execute(*call.args))
+
+    # The hot path: the decoded reply (or the exception) goes to ``then`` from the Redis reply
+    # handler, without a task or a future.
+    def push_then(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
+        """``push`` of one job: ``then`` gets the number of jobs stored (1)."""
+        key = (job.queue, job.priority)
+        parts = self._push_parts.get(key)
+        if parts is None:  # ff_push's arguments end with the job and its time
+            args = _push_args((job,))
+            parts = _pack_parts(self._push_parts, key, args, len(args) - 2, 2)
+        self._push_cb(then, parts[0] + _bulks(job.payload, job.at_score))  # a count: no decoding
+
+    def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
+                   queues: Sequence[str],
+                   then: Callable[[Reserved | Fetched | Exception], None]) -> None:
+        """``fetch``: ``then`` gets what it found."""
+        def decoded(reply: Any) -> None:
+            then(reply if isinstance(reply, Exception) else _fetched(reply))
+        key = (wid, proc, default_reserve, *queues)
+        parts = self._fetch_parts.get(key)
+        if parts is None:  # ff_fetch's arguments: wid, proc, now, default_reserve, queues...
+            args = _fetch_args(wid, proc, now, default_reserve, queues)
+            parts = _pack_parts(self._fetch_parts, key, args, len(args) - len(queues) - 2, 1)
+        self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
+
+    def ack_then(self, jid: str, day: str, then: Callable[[Outcome | Exception], None]) -> None:
+        """``ack``: ``then`` gets the outcome."""
+        def decoded(reply: Any) -> None:
+            then(reply if isinstance(reply, Exception) else _OUTCOMES[reply])
+        parts = self._ack_parts.get(day)
+        if parts is None:  # ff_ack's last argument is the jid
+            args = _ack_args("", day)
+            parts = _pack_parts(self._ack_parts, day, args, len(args) - 1, 1)
+        self._send_cb(decoded, parts[0] + _bulks(jid))
+
+
+class SyncStore(Operations):
+    """The web UI's store, over a redis-py client of its own: operations return values.
+
+    RESP2 and no reply post-processing, so both stores see the same raw replies.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        client.response_callbacks.clear()
+        self.client = client
+        self._execute = client.execute_command
+
+    @classmethod
+    def connect(cls, url: str) -> SyncStore:
+        """A store with a client of its own for the Redis at ``url`` (``redis+sentinel://``:
+        whichever primary the Sentinels name)."""
         import redis
 
         target = parse_redis_url(url)
@@ -109,288 +765,18 @@ class Store:
         else:
             client = redis.Redis(host=target["host"], port=target["port"],
                                  ssl=target.get("ssl", False), **common)
-        client.response_callbacks.clear()
-        execute = client.execute_command
+        return cls(client)
 
-        def call(decode: Decode, *args: Any) -> Any:
-            reply = execute(*args)
-            return reply if decode is None else decode(reply)
-
-        def call_then(then: Then, *args: Any) -> None:
-            try:
-                reply = execute(*args)
-            except redis.ResponseError as exc:
-                reply = exc
-            then(reply)
-
-        return cls(call, call_then)
-
-    def _fcall(self, decode: Decode, function: str, *args: Any, then: Then | None = None) -> Any:
-        if then is not None:
-            return self._call_then(then, "FCALL", function, 0, *args)
-        return self._call(decode, "FCALL", function, 0, *args)
-
-    # -- setup ---------------------------------------------------------------------------------
-    def load_library(self) -> Any:
-        """Install (or replace) our function library."""
-        return self._call(None, "FUNCTION", "LOAD", "REPLACE", library_source())
-
-    def library_loaded(self) -> Any:
-        """Whether Redis has our function library (a promoted replica may not)."""
-        return self._call(bool, "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)
-
-    def server_version(self) -> Any:
-        """Redis's INFO server section as text."""
-        return self._call(_text, "INFO", "server")
-
-    def legacy_reservations(self) -> Any:
-        """Faktory-format ``working`` members (reservation JSON) with scores, for migration."""
-        def pick(flat: list) -> list[tuple[bytes, float]]:
-            return [(m, float(s)) for m, s in _pairs(flat) if m[:1] == b"{"]
-        return self._call(pick, "ZRANGE", keys.WORKING, 0, -1, "WITHSCORES")
-
-    def migrate_reservation(self, member: bytes, jid: str, record: bytes, score: float) -> Any:
-        return self._fcall(None, "ff_migrate_reservation", member, jid, record, repr(score))
-
-    def known_queues(self) -> Any:
-        """The names in the ``queues`` set (sorted)."""
-        return self._call(lambda names: sorted(_text(n) for n in names), "SMEMBERS", keys.QUEUES)
-
-    def migrate_queue(self, name: str) -> Any:
-        """Move Faktory 1.9's bare-named queue list to ``q:<name>``; the number of jobs moved."""
-        return self._call(None, "FCALL", "ff_migrate_queue", 2, name, keys.queue(name))
-
-    def data_version(self) -> Any:
-        """Faktory's data-format version (the ``v`` key; 0 when absent)."""
-        return self._call(int, "INCRBY", keys.DATA_VERSION, 0)
-
-    def set_data_version(self, version: int) -> Any:
-        return self._call(None, "SET", keys.DATA_VERSION, version)
-
-    # -- jobs ----------------------------------------------------------------------------------
-    def push(self, jobs: Iterable[Any], then: Then | None = None) -> Any:
-        """Store prepared jobs (``jobs.Prepared``): enqueue now or schedule."""
-        args: list[Any] = []
-        for p in jobs:
-            args += (p.queue, p.priority, p.payload, p.at_score)
-        if then is not None:
-            return self._push_then(then, "FCALL", "ff_push", 0, len(args) // 4, *args)
-        return self._push_call(None, "FCALL", "ff_push", 0, len(args) // 4, *args)
-
-    def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
-              queues: Sequence[Any], then: Then | None = None) -> Any:
-        """Reserve the next job: [job, rid, jid], or 0 (empty; registered as a waiter),
-        -1 (worker quiet), -2 (all paused), -3 (empty, some paused)."""
-        return self._fcall(None, "ff_fetch", wid, proc, now, default_reserve, *queues, then=then)
-
-    def ack(self, jid: Any, day: str, then: Then | None = None) -> Any:
-        """1 if the reservation existed (and is now done), else 0."""
-        return self._fcall(None, "ff_ack", jid, day, then=then)
-
-    def fail(self, jid: str, rid: Any, day: str, outcome: str, payload: bytes, score: str) -> Any:
-        """[1] done, [0] no such reservation, [2, record]: recompute from that record."""
-        return self._fcall(None, "ff_fail", jid, rid, day, outcome, payload, score)
-
-    def release(self, jid: str, queue: str, priority: int, job: bytes) -> Any:
-        """Undo a reservation; the job goes back to the head of its queue. 1 if it existed."""
-        return self._fcall(None, "ff_release", jid, queue, priority, job)
-
-    def reservation(self, jid: str) -> Any:
-        """The reservation record of ``jid`` or None."""
-        return self._call(None, "HGET", keys.RESERVATIONS, jid)
-
-    def reservations(self, limit: int = 1000) -> Any:
-        """Up to ``limit`` reservation records (jobs in progress), soonest to expire first."""
-        def records(reply: list) -> list:
-            return [r for r in reply if r is not None]
-        return self._fcall(records, "ff_reservations", limit)
-
-    def expired(self, now: str, limit: int) -> Any:
-        """[(jid, reservation record), ...] whose time is up; the record is b'' for a
-        ``working`` entry that has none but may hold data (see ``ff_expired``)."""
-        return self._fcall(_pairs, "ff_expired", now, limit)
-
-    def due(self, zset: str, now: str, limit: int) -> Any:
-        """Members of a sorted set whose score is ``<= now``, oldest first."""
-        return self._call(None, "ZRANGEBYSCORE", zset, "-inf", now, "LIMIT", 0, limit)
-
-    def enqueue_from(self, zset: str, moves: Sequence[tuple[bytes, str, int, bytes]]) -> Any:
-        """Move (member, queue, priority, payload) entries from a sorted set to their queues."""
-        args: list[Any] = []
-        for move in moves:
-            args += move
-        return self._fcall(None, "ff_enqueue_from", zset, len(moves), *args)
-
-    def set_aside(self, source: str, key: Any, record: bytes, dead_score: str, entry: bytes,
-                  reason: str, now: str) -> Any:
-        """Move a record the server cannot use from ``source`` (a sorted set, or ``working``
-        with ``key`` a jid and ``record`` its reservation) to ``dead`` as ``entry``, or, with
-        ``entry`` b'', as it is to ``keys.BAD_RECORDS``. 1 if moved, 0 if it had changed."""
-        return self._fcall(None, "ff_set_aside", source, key, record, dead_score, entry, reason,
-                           now)
-
-    def purge_dead(self, now: str) -> Any:
-        """Forget dead jobs past their retention."""
-        return self._call(None, "ZREMRANGEBYSCORE", keys.DEAD, "-inf", now)
-
-    def mutate(self, cmd: str, target: str, dead_score: str, mode: str, pattern: str,
-               extra: Sequence[str]) -> Any:
-        return self._fcall(None, "ff_mutate", cmd, target, dead_score, mode, pattern, *extra)
-
-    # -- queues --------------------------------------------------------------------------------
-    def queue_op(self, sub: str, names: Sequence[str]) -> Any:
-        """QUEUE PAUSE | RESUME | REMOVE (``*`` = every queue)."""
-        return self._fcall(None, "ff_queue", sub, *names)
-
-    def queue_heads(self, names: Sequence[str]) -> Any:
-        """Per queue, the next-to-run job of each of its priority lists."""
-        return self._fcall(None, "ff_queue_heads", *names)
-
-    def flush(self) -> Any:
-        return self._fcall(None, "ff_flush")
-
-    def info(self) -> Any:
-        """Counters, set sizes, queue sizes, connections and task stats as a dict."""
-        return self._fcall(_info, "ff_info")
-
-    # -- workers and processes -------------------------------------------------------------
-    def hello(self, proc: str, max_conns: int, wid: str, hostname: str, pid: Any,
-              labels: bytes, v: Any, now: str, addr: str = "") -> Any:
-        """0, or the connection count that would exceed ``max_conns``. ``addr``: the client's
-        address (shown on the Busy page)."""
-        return self._fcall(None, "ff_hello", proc, max_conns, wid, hostname, pid, labels, v, now,
-                           addr)
-
-    def bye(self, proc: str, wid: str) -> Any:
-        return self._fcall(None, "ff_bye", proc, wid)
-
-    def beat(self, wid: str, now: str, state: str, rss_kb: Any) -> Any:
-        """The worker's state after this heartbeat, or None for an unknown wid."""
-        return self._fcall(lambda r: _text(r) if r else None, "ff_beat", wid, now, state, rss_kb)
-
-    def signal_workers(self, state: str, wids: Sequence[str]) -> Any:
-        """Quiet or terminate workers (``*`` = all)."""
-        return self._fcall(None, "ff_signal", state, *wids)
-
-    def reap_workers(self, cutoff: str) -> Any:
-        return self._fcall(None, "ff_reap_workers", cutoff)
-
-    def workers(self) -> Any:
-        """Every registered worker as a dict of its fields."""
-        def decode(reply: list) -> list[dict[str, str]]:
-            return [{_text(k): _text(v) for k, v in _pairs(h)} for h in reply if h]
-        return self._fcall(decode, "ff_workers")
-
-    def count_commands(self, proc: str, n: int) -> Any:
-        return self._call(None, "HINCRBY", keys.COMMANDS, proc, n)
-
-    def registered_processes(self) -> Any:
-        """Ids of the server processes counted in the connection registry."""
-        return self._call(lambda ids: [_text(i) for i in ids], "HKEYS", keys.CONNECTIONS)
-
-    def process_gone(self, proc: str) -> Any:
-        return self._fcall(None, "ff_process_gone", proc)
-
-    def set_task_stats(self, fields: dict[str, float]) -> Any:
-        args: list[Any] = []
-        for k, v in fields.items():
-            args += (k, repr(float(v)) if isinstance(v, float) else v)
-        return self._call(None, "HSET", keys.TASKS, *args)
-
-    # -- web UI ----------------------------------------------------------------------------------
-    def set_page(self, zset: str, offset: int, count: int) -> Any:
-        """(size of ``zset``, [(member, score), ...]) for one page in score order."""
-        def decode(reply: list) -> tuple[int, list[tuple[bytes, str]]]:
-            return reply[0], [(m, _text(sc)) for m, sc in _pairs(reply[1])]
-        return self._fcall(decode, "ff_web_set_page", zset, offset, count)
-
-    def set_entries(self, zset: str, entries: Sequence[tuple[str, str]]) -> Any:
-        """[(member, score), ...] of the entries named by (score, jid) that still exist."""
-        args = [x for entry in entries for x in entry]
-        return self._fcall(lambda r: [(m, _text(sc)) for m, sc in _pairs(r)],
-                           "ff_web_set_get", zset, *args)
-
-    def set_remove(self, zset: str, entries: Sequence[tuple[str, str]], kill_score: str = "") -> Any:
-        """Delete entries named by (score, jid); with ``kill_score`` move them to ``dead``."""
-        args = [x for entry in entries for x in entry]
-        action = "kill" if kill_score else "delete"
-        return self._fcall(None, "ff_web_set_remove", zset, action, kill_score, *args)
-
-    def set_filter(self, zset: str, cursor: str, scan_cap: int, want: int, jobtype: str,
-                   queue: str, text: str) -> Any:
-        """Scan ``zset`` from ``cursor`` for matching entries (bounded by ``scan_cap``).
-
-        Returns (next cursor, '0' when the scan is complete; entries scanned; [(member, score)]).
-        ``text`` matches case-insensitively.
-        """
-        def decode(reply: list) -> tuple[str, int, list[tuple[bytes, str]]]:
-            return _text(reply[0]), reply[1], [(m, _text(sc)) for m, sc in _pairs(reply[2])]
-        return self._fcall(decode, "ff_web_set_filter", zset, cursor, scan_cap, want, jobtype,
-                           queue, text.lower())
-
-    def queue_page(self, name: str, offset: int, count: int) -> Any:
-        """(size, [(priority, job), ...]) of one page of a queue, in the order FETCH takes them."""
-        def decode(reply: list) -> tuple[int, list[tuple[int, bytes]]]:
-            return reply[0], [(int(p), j) for p, j in _pairs(reply[1])]
-        return self._fcall(decode, "ff_web_queue_page", name, offset, count)
-
-    def queue_delete(self, name: str, jobs: Sequence[tuple[int, bytes]]) -> Any:
-        """Remove these (priority, job) entries from a queue; returns how many went."""
-        args = [x for entry in jobs for x in entry]
-        return self._fcall(None, "ff_web_queue_delete", name, *args)
-
-    def queue_list(self) -> Any:
-        """Every queue as (name, size, paused, [oldest job of each priority list])."""
-        def decode(reply: list) -> list[tuple[str, int, bool, list[bytes]]]:
-            return [(_text(n), size, bool(p), heads) for n, size, p, heads in reply]
-        return self._fcall(decode, "ff_web_queues")
-
-    def daily_counts(self, days: Sequence[str]) -> Any:
-        """[(processed, failures), ...] for each ``YYYY-MM-DD`` in ``days``."""
-        def decode(reply: list) -> list[tuple[int, int]]:
-            values = [int(v or 0) for v in reply]
-            return list(zip(values[0::2], values[1::2]))
-        names = [keys.daily(c, d) for d in days for c in (keys.PROCESSED, keys.FAILURES)]
-        return self._call(decode, "MGET", *names)
-
-    def redis_info(self) -> Any:
-        """Redis's full INFO as a dict of field -> text value."""
-        def decode(reply: Any) -> dict[str, str]:
-            out = {}
-            for line in _text(reply).splitlines():
-                if line and not line.startswith("#") and ":" in line:
-                    k, v = line.split(":", 1)
-                    out[k] = v.strip()
-            return out
-        return self._call(decode, "INFO")
-
-    def redis_info_sections(self) -> Any:
-        """Redis's full INFO as [(section, {field: text value}), ...], in Redis's order."""
-        def decode(reply: Any) -> list[tuple[str, dict[str, str]]]:
-            sections: list[tuple[str, dict[str, str]]] = []
-            for line in _text(reply).splitlines():
-                if line.startswith("# "):
-                    sections.append((line[2:].strip(), {}))
-                elif ":" in line and sections:
-                    k, v = line.split(":", 1)
-                    sections[-1][1][k] = v.strip()
-            return sections
-        return self._call(decode, "INFO")
-
-    def ping(self) -> Any:
-        """PONG: one bare round trip, timed by the web UI's debug page."""
-        return self._call(None, "PING")
-
-    def server_processes(self) -> Any:
-        """How many server processes are in the connection registry (``ff:conns``)."""
-        return self._call(None, "HLEN", keys.CONNECTIONS)
+    def run(self, call: Call[T]) -> T:
+        """The decoded reply of ``call`` (redis-py's ResponseError is raised)."""
+        return call.decode(self._execute(*call.args))
 
 
-async def ensure_library(conn: Any) -> None:
+async def ensure_library(conn: RedisConnection) -> None:
     """Load our function library into the Redis behind ``conn`` (an ``aredis`` connection)
     if it lacks it (``aredis.connect``'s ``ready`` hook on a reconnection): a Redis restarted
     without its data, or a replica promoted before it had synchronised, does."""
-    store = Store.for_async(conn)
+    store = AsyncStore(conn)
     if not await store.library_loaded():
         await store.load_library()
         log.warning("Redis at %s had no faktory_fast function library: loaded it", conn.address)

@@ -1,5 +1,6 @@
-"""The master process: owns the child Redis, binds the port, runs N server processes and the
-background tasks (scheduler and reapers: once, here, not once per process), and the web UI.
+"""The master process: owns the child Redis, binds the port, runs N server processes
+(``faktory_fast.server_process``), the background tasks (``faktory_fast.tasks``: once, here,
+not once per process) and the web UI, and restarts what dies.
 """
 from __future__ import annotations
 
@@ -11,32 +12,29 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 import orjson
-import redis
 import uvloop
 
 import faktory_fast
-from faktory_fast import aredis, backup, config, hot_path, jobs, keys, migration
+from faktory_fast import aredis, config, hot_path, migration
 from faktory_fast import log as logsetup
 from faktory_fast.config import Config
 from faktory_fast.gunicorn_conf import READY_FD_ENV
-from faktory_fast.jobs import JobError
-from faktory_fast.lifecycle import Lifecycle, now_str, set_aside
-from faktory_fast.redis_child import MIN_REDIS, RedisChild, RedisChildError, set_pdeathsig
-from faktory_fast.store import Store, ensure_library, process_id
+from faktory_fast.redis_child import (
+    MIN_REDIS,
+    RedisChild,
+    RedisChildError,
+    set_pdeathsig,
+)
+from faktory_fast.store import AsyncStore, ensure_library, process_id
+from faktory_fast.tasks import BackgroundTasks
 
 log = logging.getLogger("faktory_fast")
 
-SCHEDULER_INTERVAL = 0.25  # due scheduled/retry jobs are enqueued within this
-RESERVATION_INTERVAL = 1.0
-WORKER_REAP_INTERVAL = 15.0
-WORKER_TIMEOUT = 60.0
-DEAD_PURGE_INTERVAL = 60.0
-SCAN_BATCH = 500
-CRASH_LOOP = 5  # worker deaths within a second of start before we give up
+CRASH_LOOP = 5  # server process deaths within a second of start before we give up
 WEB_START_TIMEOUT = 30.0  # a web UI not serving by then has failed to start
 WEB_BACKOFF = (1.0, 60.0)  # delay before restarting a web UI that died: doubles from 1 s to 60 s
 WEB_STABLE = 60.0  # a web UI that served this long before dying is restarted after 1 s again
@@ -51,23 +49,12 @@ class StartupError(RuntimeError):
 
 
 @dataclass
-class WorkerProcess:
+class ServerProcess:
+    """One of the server processes (``faktory_fast.server_process``) the master runs."""
+
     proc: subprocess.Popen
     proc_id: str
     started: float
-    expected_exit: bool = False
-
-
-@dataclass
-class TaskStats:
-    """Counters behind INFO's ``tasks`` section."""
-
-    values: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, **fields: float) -> None:
-        for k, v in fields.items():
-            key = f"{name}.{k}"
-            self.values[key] = self.values.get(key, 0) + v
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,14 +88,13 @@ class Supervisor:
         self.started_at = time.time()
         self.redis: RedisChild | None = None
         self.redis_url = cfg.redis_url or ""
-        self.workers: list[WorkerProcess] = []
+        self.server_processes: list[ServerProcess] = []
         self.web: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.stopping = False
         self.exit_code = 0
-        self.stats = TaskStats()
         self._quick_deaths = 0
-        self._on_exit: Any = None  # set once the event loop runs
+        self._children: ChildWatch  # made by _main before it starts any child
         self._web_ready_at: float | None = None  # when the running web UI began serving
         self._web_served = False  # a web UI that dies after this is restarted, not fatal
         self._web_backoff = WEB_BACKOFF[0]
@@ -139,13 +125,14 @@ class Supervisor:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        stop = loop.create_future()
         if self.redis is not None:
             conn = await aredis.connect(self.redis_url)
         else:  # a Redis of the user's may be restarting, or failing over: give it a while
             conn = aredis.RedisConnection()
             if not await aredis.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
                 return 1  # reconnect said why
-        store = Store.for_async(conn)
+        store = AsyncStore(conn)
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)
@@ -157,12 +144,14 @@ class Supervisor:
         web_sock = self._bind_web() if self.cfg.web_port else None
         log.info("Listening on %s:%d with %d server processes (hot path: %s)", self.cfg.host,
                  self.sock.getsockname()[1], self.cfg.processes, hot_path())
+        # Whenever a child exits: restart it, or stop the server.
+        self._children = ChildWatch(loop, lambda: self._reap_children(store, stop))
+        if self.redis is not None and self.redis.proc is not None:
+            self._children.watch(self.redis.proc)
         for _ in range(self.cfg.processes):
             self._spawn()
         if web_sock is not None:
             self._start_web(web_sock)
-
-        stop = loop.create_future()
 
         def request_stop(signame: str) -> None:
             if not stop.done():
@@ -172,31 +161,15 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self._on_exit = lambda: self._reap_children(store, stop)
-        for w in self.workers:
-            self._watch(w.proc)
-        if self.web is not None:
-            self._watch(self.web)
-        if self.redis is not None and self.redis.proc is not None:
-            self._watch(self.redis.proc)
-
-        master = Lifecycle(store, process_id(), self.started_at)
-        tasks = [asyncio.ensure_future(t) for t in (
-            self._every(SCHEDULER_INTERVAL, self._enqueue_due, store),
-            self._every(RESERVATION_INTERVAL, self._expire_reservations, store, master),
-            self._every(WORKER_REAP_INTERVAL, self._reap_workers, store),
-            self._every(DEAD_PURGE_INTERVAL, self._purge_dead, store),
-        )]
-        if self.redis is not None:
-            tasks.append(asyncio.ensure_future(self._backups()))
+        tasks = BackgroundTasks(store, lambda: self.cfg, self.redis).start()
         await self._follow_redis(conn, stop)
         for t in tasks:
             t.cancel()
         self.stopping = True
         self._stop_children()
-        for w in self.workers:
+        for sp in self.server_processes:
             try:
-                await store.process_gone(w.proc_id)
+                await store.process_gone(sp.proc_id)
             except Exception:
                 pass
         conn.close()
@@ -221,7 +194,7 @@ class Supervisor:
             log.info("Reconnected to Redis at %s after %.1f s", conn.address,
                      time.monotonic() - down)
 
-    async def _check_redis(self, store: Store) -> None:
+    async def _check_redis(self, store: AsyncStore) -> None:
         text = await store.server_version()
         for line in text.splitlines():
             if line.startswith("redis_version:"):
@@ -249,18 +222,18 @@ class Supervisor:
 
     def _spawn(self) -> None:
         assert self.sock is not None
-        proc_id = process_id() + f"-{len(self.workers)}"
+        proc_id = process_id() + f"-{len(self.server_processes)}"
         # -P: the working directory is not put on sys.path (started in a source checkout, the
         # process would import the checkout instead of the installed package).
-        p = subprocess.Popen([sys.executable, "-P", "-m", "faktory_fast.worker"],
+        p = subprocess.Popen([sys.executable, "-P", "-m", "faktory_fast.server_process"],
                              stdin=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
                              preexec_fn=set_pdeathsig)
         assert p.stdin is not None
         # The settings, one line; the pipe stays open for later ones (a SIGHUP's log level).
         p.stdin.write(self._settings(proc_id) + b"\n")
         p.stdin.flush()
-        self.workers.append(WorkerProcess(p, proc_id, time.monotonic()))
-        self._watch(p)
+        self.server_processes.append(ServerProcess(p, proc_id, time.monotonic()))
+        self._children.watch(p)
         log.debug("Started server process %d (%s)", p.pid, proc_id)
 
     def _bind_web(self) -> socket.socket:
@@ -304,7 +277,7 @@ class Supervisor:
             sock.close()
             os.close(ready_w)
         self._web_ready_at = None
-        self._watch(self.web)
+        self._children.watch(self.web)
         self._watch_web_ready(self.web, ready_r)
 
     def _watch_web_ready(self, proc: subprocess.Popen, ready: int) -> None:
@@ -325,7 +298,7 @@ class Supervisor:
         def too_slow() -> None:
             if proc is self.web and self._web_ready_at is None and proc.poll() is None:
                 log.error("The web UI did not start within %.0f s; stopping it", WEB_START_TIMEOUT)
-                # Its workers too: an orphan would keep the port open for nobody.
+                # Its gunicorn workers too: an orphan would keep the port open for nobody.
                 try:
                     with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
                         workers = [int(pid) for pid in fh.read().split()]
@@ -356,29 +329,7 @@ class Supervisor:
         asyncio.get_running_loop().call_later(self._web_backoff, self._restart_web)
         self._web_backoff = min(self._web_backoff * 2, WEB_BACKOFF[1])
 
-    def _watch(self, proc: subprocess.Popen) -> None:
-        """Call ``self._on_exit`` when ``proc`` ends (uvloop keeps SIGCHLD for itself)."""
-        if self._on_exit is None:
-            return  # before the loop runs: _main() adds the watchers
-        loop = asyncio.get_running_loop()
-        try:
-            fd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll instead
-            def poll() -> None:
-                if proc.poll() is None:
-                    loop.call_later(0.5, poll)
-                else:
-                    self._on_exit()
-            loop.call_later(0.5, poll)
-            return
-
-        def exited() -> None:
-            loop.remove_reader(fd)
-            os.close(fd)
-            self._on_exit()
-        loop.add_reader(fd, exited)
-
-    def _reap_children(self, store: Store, stop: asyncio.Future) -> None:
+    def _reap_children(self, store: AsyncStore, stop: asyncio.Future) -> None:
         if self.redis is not None and not self.redis.alive():
             if not stop.done() and not self.stopping:  # one line per death, not one per exit
                 log.error("The child Redis died (exit status %s); shutting down. A supervisor such "
@@ -388,14 +339,15 @@ class Supervisor:
             if not stop.done():
                 stop.set_result(None)
             return
-        for w in list(self.workers):
-            code = w.proc.poll()
+        for sp in list(self.server_processes):
+            code = sp.proc.poll()
             if code is None or self.stopping:
                 continue
-            self.workers.remove(w)
-            log.warning("Server process %d exited with status %s; starting another", w.proc.pid, code)
-            asyncio.ensure_future(store.process_gone(w.proc_id))
-            if time.monotonic() - w.started < 1.0:
+            self.server_processes.remove(sp)
+            log.warning("Server process %d exited with status %s; starting another", sp.proc.pid,
+                        code)
+            asyncio.ensure_future(store.process_gone(sp.proc_id))
+            if time.monotonic() - sp.started < 1.0:
                 self._quick_deaths += 1
                 if self._quick_deaths >= CRASH_LOOP:
                     log.error("Server processes keep dying at start; giving up")
@@ -433,7 +385,7 @@ class Supervisor:
 
     def _stop_children(self) -> None:
         self.stopping = True
-        procs = [w.proc for w in self.workers] + ([self.web] if self.web else [])
+        procs = [sp.proc for sp in self.server_processes] + ([self.web] if self.web else [])
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -444,7 +396,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        self.workers = [w for w in self.workers if w.proc.poll() is None]
+        self.server_processes = [sp for sp in self.server_processes if sp.proc.poll() is None]
 
     # -- SIGHUP ----------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -466,11 +418,11 @@ class Supervisor:
         if old.log_level != self.cfg.log_level:
             log.setLevel(logsetup.LEVELS[self.cfg.log_level])
             message = orjson.dumps({"log_level": self.cfg.log_level}) + b"\n"
-            for w in self.workers:
+            for sp in self.server_processes:
                 try:
-                    assert w.proc.stdin is not None
-                    w.proc.stdin.write(message)
-                    w.proc.stdin.flush()
+                    assert sp.proc.stdin is not None
+                    sp.proc.stdin.write(message)
+                    sp.proc.stdin.flush()
                 except (OSError, ValueError):
                     pass  # gone: its successor starts with the new settings
         if old.web_password != self.cfg.web_password and self.web is not None:
@@ -483,83 +435,30 @@ class Supervisor:
                 log.exception("SIGHUP: reloading %s failed", getattr(hook, "__qualname__", hook))
         log.info("SIGHUP: configuration reloaded (%s)", ", ".join(changed) or "no change")
 
-    # -- background tasks --------------------------------------------------------------------
-    async def _every(self, interval: float, fn: Any, *args: Any) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await fn(*args)
-            except (aredis.RedisClosed, aredis.NotReplicated):
-                # Redis is away (_follow_redis reconnects, or the server stops), or refuses
-                # writes for want of replicas (its clients are told): next round.
-                pass
-            except Exception:
-                log.exception("Background task %s failed", fn.__name__)
 
-    async def _enqueue_due(self, store: Store) -> None:
-        for zset, name in ((keys.SCHEDULED, "Scheduled"), (keys.RETRIES, "Retries")):
-            t0 = time.perf_counter()
-            moved = 0
-            while True:
-                due = await store.due(zset, now_str(), SCAN_BATCH)
-                if not due:
-                    break
-                now_ns = time.time_ns()
-                moves = []
-                for member in due:
-                    try:
-                        moves.append((member, *jobs.requeue(member, now_ns)))
-                    except JobError as exc:  # one bad entry must not hold up the others
-                        await set_aside(store, zset, member, b"", str(exc))
-                if moves:
-                    moved += await store.enqueue_from(zset, moves)
-                if len(due) < SCAN_BATCH:
-                    break
-            self.stats.add(name, cycles=1, enqueued=moved, wall_time_sec=time.perf_counter() - t0)
-        await store.set_task_stats(self.stats.values)
+class ChildWatch:
+    """Calls ``on_exit`` whenever a watched child process ends (uvloop keeps SIGCHLD for
+    itself): the supervisor then looks at every child (``Supervisor._reap_children``)."""
 
-    async def _expire_reservations(self, store: Store, master: Lifecycle) -> None:
-        n = 0
-        while True:
-            expired = await store.expired(now_str(), 100)
-            for jid, record in expired:
-                if await master.expire(jid, record):  # sets a bad record aside instead
-                    n += 1
-            if len(expired) < 100:
-                break
-        if n:
-            log.info("%d job reservations expired", n)
-            self.stats.add("Busy", reaped=n)
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]) -> None:
+        self.loop = loop
+        self.on_exit = on_exit
 
-    async def _reap_workers(self, store: Store) -> None:
-        n = await store.reap_workers(jobs.score(time.time_ns() - int(WORKER_TIMEOUT * 1e9)))
-        if n:
-            log.info("Reaped %d workers that stopped sending heartbeats", n)
-            self.stats.add("Workers", reaped=n)
-
-    async def _backups(self) -> None:
-        """A backup every ``cfg.backup_every`` seconds (read each time: SIGHUP may change it)."""
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(1)
-            if self.cfg.backup_every and time.monotonic() - last >= self.cfg.backup_every:
-                last = time.monotonic()
-                try:
-                    await self._backup()
-                except (backup.BackupError, redis.RedisError, OSError) as exc:
-                    log.error("Backup failed: %s", exc)
-
-    async def _backup(self) -> None:
-        assert self.redis is not None
-        client = redis.Redis(unix_socket_path=self.redis.socket_path)
+    def watch(self, proc: subprocess.Popen) -> None:
+        loop = self.loop
         try:
-            taken = await asyncio.to_thread(backup.take, client, self.redis.data_dir,
-                                            self.cfg.backup_keep)
-        finally:
-            client.close()
-        log.info("Backup written to %s (%.1f MiB)", taken.path, taken.size / 2**20)
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll instead
+            def poll() -> None:
+                if proc.poll() is None:
+                    loop.call_later(0.5, poll)
+                else:
+                    self.on_exit()
+            loop.call_later(0.5, poll)
+            return
 
-    async def _purge_dead(self, store: Store) -> None:
-        t0 = time.perf_counter()
-        await store.purge_dead(now_str())
-        self.stats.add("Dead", cycles=1, wall_time_sec=time.perf_counter() - t0)
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self.on_exit()
+        loop.add_reader(fd, exited)

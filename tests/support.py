@@ -108,8 +108,9 @@ class FaktoryServer:
         """A redis-py client on the child Redis (for white-box assertions)."""
         return redis.Redis(unix_socket_path=os.path.join(self.data_dir, "redis.sock"))
 
-    def worker_pids(self) -> list[int]:
-        """Pids of the server processes (children of the master running faktory_fast.worker)."""
+    def server_process_pids(self) -> list[int]:
+        """Pids of the server processes: the master's children running
+        faktory_fast.server_process."""
         assert self.proc is not None
         out = []
         for entry in os.listdir("/proc"):
@@ -122,7 +123,7 @@ class FaktoryServer:
                     cmdline = fh.read()
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == self.proc.pid and b"faktory_fast.worker" in cmdline:
+            if ppid == self.proc.pid and b"faktory_fast.server_process" in cmdline:
                 out.append(int(entry))
         return sorted(out)
 
@@ -284,7 +285,7 @@ def serving_pid(client: Client, server: FaktoryServer) -> int:
             if f"{parts[1]} {parts[2]}" == want:
                 inode = parts[9]
     assert inode, "connection not found in /proc/net/tcp"
-    for pid in server.worker_pids():
+    for pid in server.server_process_pids():
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:

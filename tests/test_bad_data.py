@@ -167,7 +167,7 @@ def test_worker_reaper_survives_a_wid_that_is_not_utf8(srv: FaktoryServer) -> No
     # decode used to kill their Redis subscription and with it the process (every client cut).
     start = len(srv.lines)
     r = srv.redis()
-    pids = srv.worker_pids()
+    pids = srv.server_process_pids()
     stale = srv.client(wid="stale-worker-1")
     accented = srv.client(wid="w\u00f6rker-\u00fc")  # not ASCII, but UTF-8 as any wid from HELLO
     ghost = b"\xff\xfe-ghost"
@@ -178,7 +178,7 @@ def test_worker_reaper_survives_a_wid_that_is_not_utf8(srv: FaktoryServer) -> No
     assert not r.exists(b"ff:w:" + ghost) and not r.exists("ff:w:stale-worker-1")
     # The reaps reached the processes serving them.
     assert stale.closed_by_server(timeout=5) and accented.closed_by_server(timeout=5)
-    assert srv.worker_pids() == pids
+    assert srv.server_process_pids() == pids
     assert srv.client().call("INFO")
     assert not any("Lost the connection" in line or "exited with status" in line
                    for line in new_lines(srv, start))

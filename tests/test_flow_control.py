@@ -108,7 +108,7 @@ def server_unread(server: FaktoryServer, c: Client) -> int:
 def test_a_client_that_does_not_read_stops_being_read(fl: FaktoryServer) -> None:
     """128 MB of commands answered at once with ~8 KB each: replies nobody reads pile up no
     further than the transport's high-water mark; once the client reads, all come, in order."""
-    pid = fl.worker_pids()[0]
+    pid = fl.server_process_pids()[0]
     c = fl.client()
     verb = b"Z" * 8000
     n = 16384
@@ -127,7 +127,7 @@ def test_a_client_that_does_not_read_stops_being_read(fl: FaktoryServer) -> None
 def test_info_over_and_over_never_read(fl: FaktoryServer) -> None:
     """The report's case: INFO over and over, no reply read. The process stays small; the
     client then leaves without reading and the process serves on."""
-    pid = fl.worker_pids()[0]
+    pid = fl.server_process_pids()[0]
     c = fl.client()
     base = rss(pid)
     send_in_background(c.sock, b"INFO\r\n" * 200_000)
@@ -141,7 +141,7 @@ def test_info_over_and_over_never_read(fl: FaktoryServer) -> None:
 def test_pipelined_commands_wait_in_the_socket(fl: FaktoryServer) -> None:
     """Half a million commands behind a FETCH that waits: the server reads one slice of them at
     a time, not all 1 MB of them into half a million parsed commands."""
-    pid = fl.worker_pids()[0]
+    pid = fl.server_process_pids()[0]
     c = fl.client()
     n = 500_000
     base = rss(pid)

@@ -59,12 +59,13 @@ def test_killed_process_loses_nothing(tmp_path) -> None:
         for i in range(20):
             a.push(job(jid=f"queued{i:04d}"))
         held = b.fetch()
-        victim = srv.worker_pids()
+        victim = srv.server_process_pids()
         pid = serving_pid(b, srv)
         os.kill(pid, signal.SIGKILL)
         assert b.closed_by_server()
-        wait_for(lambda: len(srv.worker_pids()) == 2 and pid not in srv.worker_pids())
-        assert set(srv.worker_pids()) != set(victim)
+        wait_for(lambda: len(srv.server_process_pids()) == 2
+                 and pid not in srv.server_process_pids())
+        assert set(srv.server_process_pids()) != set(victim)
         c = srv.client()
         info = c.info()["faktory"]
         assert info["queues"]["default"] == 19 and info["sets"]["working"] == 1

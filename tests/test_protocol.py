@@ -445,6 +445,24 @@ def test_mutate(client: Client, server: FaktoryServer) -> None:
     assert client.info()["faktory"]["sets"]["scheduled"] == 0 and b
 
 
+def test_mutate_requeue_follows_the_requeue_rule(client: Client, server: FaktoryServer) -> None:
+    """MUTATE requeue moves a job as the scheduler and the web UI do (jobs.requeue): priority
+    clamped to 1-9 (a list FETCH reads), a fresh enqueued_at, and an entry whose queue name is
+    not one PUSH accepts stays where it is."""
+    stale = "2020-01-01T00:00:00Z"
+    high = job(queue="mq", priority=12, enqueued_at=stale)
+    bad = job(queue="no:such", enqueued_at=stale)
+    r = server.redis()
+    r.zadd("retries", {json.dumps(high): 1, json.dumps(bad): 2})
+    op = {"cmd": "requeue", "target": "retries", "filter": {}}
+    assert client.call("MUTATE " + json.dumps(op, separators=(",", ":"))) == "OK"
+    got = client.fetch("mq")
+    assert got["jid"] == high["jid"] and got["priority"] == 9 and got["enqueued_at"] != stale
+    assert [json.loads(m)["jid"] for m in r.zrange("retries", 0, -1)] == [bad["jid"]]
+    assert not r.exists("q:no:such")
+    r.close()
+
+
 def test_batch_and_track_are_enterprise(client: Client) -> None:
     with pytest.raises(ReplyError, match="^ERR batch subsystem is only available in Faktory Enterprise$"):
         client.call("BATCH NEW {}")

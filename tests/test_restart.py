@@ -32,7 +32,7 @@ def test_restart_right_after_a_killed_process_group_always_works(tmp_path) -> No
         assert srv.proc is not None
         with open(os.path.join(srv.data_dir, "redis.pid")) as fh:
             redis_pid = int(fh.read())
-        for pid in [srv.proc.pid, *srv.worker_pids()]:
+        for pid in [srv.proc.pid, *srv.server_process_pids()]:
             os.kill(pid, signal.SIGKILL)
         srv.stop()  # reaps the master; its Redis may still be shutting down
     srv.start()

@@ -19,7 +19,7 @@ import redis
 from faktory_fast import config
 from faktory_fast.config import ConfigError, parse_redis_url
 from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
-from faktory_fast.store import Store
+from faktory_fast.store import SyncStore
 from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
 from faktory_fast.config import redis_location
 
@@ -273,7 +273,7 @@ def test_failover_under_load_loses_no_acknowledged_push(
                                      env={"REDIS_URL": cluster.url}).start())
     old_port, new_port = cluster.primary.port, cluster.replica.port
     assert cluster.primary_port() == old_port
-    web_store = Store.for_sync(cluster.url)  # the web UI's way in
+    web_store = SyncStore.connect(cluster.url)  # the web UI's way in
     assert web_store.info()["queues"] == {}
 
     jobs = [job(queue="failover", args=[i]) for i in range(10_000)]

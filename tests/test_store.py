@@ -1,6 +1,7 @@
 """The Redis function library (lua/faktory.lua) through Store, on a real child Redis."""
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
@@ -8,9 +9,9 @@ import orjson
 import pytest
 import redis as redislib
 
-from faktory_fast import jobs, keys
+from faktory_fast import aredis, jobs, keys
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Store
+from faktory_fast.store import AsyncStore, Fetched, Outcome, Reserved, SyncStore
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
 
@@ -35,13 +36,13 @@ def r(redis_child: RedisChild) -> Iterator[redislib.Redis]:
 
 
 @pytest.fixture
-def store(redis_child: RedisChild, r: redislib.Redis) -> Store:
-    s = Store.for_sync(redis_child.url)
+def store(redis_child: RedisChild, r: redislib.Redis) -> SyncStore:
+    s = SyncStore.connect(redis_child.url)
     s.load_library()
     return s
 
 
-def push(store: Store, queue: str = "default", priority: int = 5, at: str = "", **fields: object) -> str:
+def push(store: SyncStore, queue: str = "default", priority: int = 5, at: str = "", **fields: object) -> str:
     job = {"jid": os.urandom(8).hex(), "jobtype": "T", "args": [], "queue": queue, **fields}
     if priority != 5:
         job["priority"] = priority
@@ -52,12 +53,12 @@ def push(store: Store, queue: str = "default", priority: int = 5, at: str = "", 
     return p.jid
 
 
-def fetch(store: Store, *queues: str, wid: str = "") -> object:
+def fetch(store: SyncStore, *queues: str, wid: str = "") -> object:
     return store.fetch(wid, "proc1", NOW, 1800, queues or ("default",))
 
 
 def jid_of(res: object) -> str:
-    assert isinstance(res, list), res
+    assert isinstance(res, Reserved), res
     return orjson.loads(res[0])["jid"]
 
 
@@ -68,7 +69,7 @@ def test_redis_has_no_tcp_port_and_socket_is_private(redis_child: RedisChild, r:
     assert oct(os.stat(redis_child.socket_path).st_mode & 0o777) == "0o700"
 
 
-def test_push_fetch_reserves(store: Store, r: redislib.Redis) -> None:
+def test_push_fetch_reserves(store: SyncStore, r: redislib.Redis) -> None:
     jid = push(store)
     assert r.smembers(keys.QUEUES) == {b"default"}
     res = fetch(store)
@@ -76,11 +77,11 @@ def test_push_fetch_reserves(store: Store, r: redislib.Redis) -> None:
     assert r.zscore(keys.WORKING, jid) == pytest.approx(float(NOW) + 1800)
     record = orjson.loads(r.hget(keys.RESERVATIONS, jid))
     assert record["rid"] == res[1] and record["job"]["jid"] == jid
-    assert fetch(store) == 0
+    assert fetch(store) is Fetched.EMPTY
     assert r.smembers(keys.waiters("default")) == {b"proc1"}
 
 
-def test_reserve_for_is_clamped(store: Store, r: redislib.Redis) -> None:
+def test_reserve_for_is_clamped(store: SyncStore, r: redislib.Redis) -> None:
     a = push(store, reserve_for=5)
     b = push(store, reserve_for=7200)
     fetch(store), fetch(store)
@@ -88,7 +89,7 @@ def test_reserve_for_is_clamped(store: Store, r: redislib.Redis) -> None:
     assert r.zscore(keys.WORKING, b) == pytest.approx(float(NOW) + 7200)
 
 
-def test_strict_queue_order_and_fifo(store: Store) -> None:
+def test_strict_queue_order_and_fifo(store: SyncStore) -> None:
     low1, low2 = push(store, "low"), push(store, "low")
     high = push(store, "high")
     assert jid_of(fetch(store, "high", "low")) == high
@@ -96,7 +97,7 @@ def test_strict_queue_order_and_fifo(store: Store) -> None:
     assert jid_of(fetch(store, "high", "low")) == low2
 
 
-def test_priorities_within_a_queue(store: Store, r: redislib.Redis) -> None:
+def test_priorities_within_a_queue(store: SyncStore, r: redislib.Redis) -> None:
     normal = push(store)
     low = push(store, priority=1)
     urgent = push(store, priority=9)
@@ -105,54 +106,62 @@ def test_priorities_within_a_queue(store: Store, r: redislib.Redis) -> None:
     assert store.info()["queues"] == {"default": 4}
     order = [jid_of(fetch(store)) for _ in range(4)]
     assert order == [urgent, urgent2, normal, low]
-    assert not r.sismember(keys.PRIORITY_QUEUES, "default") or fetch(store) == 0
+    assert not r.sismember(keys.PRIORITY_QUEUES, "default") or fetch(store) is Fetched.EMPTY
 
 
-def test_paused_and_quiet(store: Store, r: redislib.Redis) -> None:
+def test_paused_and_quiet(store: SyncStore, r: redislib.Redis) -> None:
     push(store, "a")
     store.queue_op("PAUSE", ["a", "never-seen"])
     assert r.smembers(keys.PAUSED) == {b"a"}
-    assert fetch(store, "a") == -2
-    assert fetch(store, "a", "b") == -3
+    assert fetch(store, "a") is Fetched.ALL_PAUSED
+    assert fetch(store, "a", "b") is Fetched.SOME_PAUSED
     store.queue_op("RESUME", ["*"])
     store.hello("p", 100, "w1", "host", 1, b"[]", 2, NOW)
     store.signal_workers("quiet", ["w1"])
-    assert fetch(store, "a", wid="w1") == -1
-    assert isinstance(fetch(store, "a", wid="w2"), list)
+    assert fetch(store, "a", wid="w1") is Fetched.QUIET
+    assert isinstance(fetch(store, "a", wid="w2"), Reserved)
     # A quiet worker stays quiet across FLUSH (FETCH's fast path looks at ff:quiet first).
     store.flush()
     push(store, "a")
     assert r.smembers(keys.QUIET_WORKERS) == {b"w1"}
-    assert fetch(store, "a", wid="w1") == -1
-    assert isinstance(fetch(store, "a", wid="w2"), list)
+    assert fetch(store, "a", wid="w1") is Fetched.QUIET
+    assert isinstance(fetch(store, "a", wid="w2"), Reserved)
 
 
-def test_ack_and_counters(store: Store, r: redislib.Redis) -> None:
+def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: RedisChild) -> None:
     jid = push(store)
     fetch(store)
-    assert store.ack(jid, "2026-01-01") == 1
-    assert store.ack(jid, "2026-01-01") == 0
+    assert store.ack(jid, "2026-01-01") is Outcome.DONE
+    assert store.ack(jid, "2026-01-01") is Outcome.GONE
     replies: list = []
-    store.ack(jid, "2026-01-01", then=replies.append)  # the callback form, as the server uses
-    assert replies == [0]
+
+    async def ack_then() -> None:  # the callback form, as the server uses
+        conn = await aredis.connect(redis_child.url)
+        AsyncStore(conn).ack_then(jid, "2026-01-01", replies.append)
+        await conn.execute("PING")  # answered after the ACK: its reply is in
+        conn.close()
+        await conn.closed
+
+    asyncio.run(ack_then())
+    assert replies == [Outcome.GONE]
     assert r.get(keys.PROCESSED) == b"1" and r.get("processed:2026-01-01") == b"1"
     assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
 
 
-def test_fail_needs_the_current_token(store: Store, r: redislib.Redis) -> None:
+def test_fail_needs_the_current_token(store: SyncStore, r: redislib.Redis) -> None:
     jid = push(store)
     res = fetch(store)
     rid = res[1]
     stale = store.fail(jid, rid + 1000, "2026-01-01", "retry", b"{}", LATER)
-    assert stale[0] == 2 and orjson.loads(stale[1])["rid"] == rid
-    assert store.fail(jid, "", "2026-01-01", "", b"", "")[0] == 2
-    assert store.fail(jid, rid, "2026-01-01", "retry", b'{"x":1}', LATER) == [1]
+    assert stale.outcome is Outcome.CHANGED and orjson.loads(stale.record)["rid"] == rid
+    assert store.fail(jid, None, "2026-01-01", "", b"", "").outcome is Outcome.CHANGED
+    assert store.fail(jid, rid, "2026-01-01", "retry", b'{"x":1}', LATER).outcome is Outcome.DONE
     assert r.zrange(keys.RETRIES, 0, -1, withscores=True) == [(b'{"x":1}', float(LATER))]
     assert r.get(keys.FAILURES) == b"1" and r.get(keys.PROCESSED) == b"1"
-    assert store.fail(jid, rid, "2026-01-01", "retry", b"{}", LATER) == [0]
+    assert store.fail(jid, rid, "2026-01-01", "retry", b"{}", LATER).outcome is Outcome.GONE
 
 
-def test_expired_and_enqueue_from(store: Store, r: redislib.Redis) -> None:
+def test_expired_and_enqueue_from(store: SyncStore, r: redislib.Redis) -> None:
     jid = push(store, reserve_for=60)
     fetch(store)
     assert store.expired(NOW, 10) == []
@@ -169,8 +178,8 @@ def test_expired_and_enqueue_from(store: Store, r: redislib.Redis) -> None:
     assert r.lrange("q:default", 0, -1) == [b'{"jid":"moved"}']
 
 
-def test_push_wakes_registered_processes(store: Store, r: redislib.Redis) -> None:
-    assert fetch(store, "wq") == 0
+def test_push_wakes_registered_processes(store: SyncStore, r: redislib.Redis) -> None:
+    assert fetch(store, "wq") is Fetched.EMPTY
     pubsub = r.pubsub()
     pubsub.subscribe(keys.wake_channel("proc1"))
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
@@ -181,22 +190,22 @@ def test_push_wakes_registered_processes(store: Store, r: redislib.Redis) -> Non
     pubsub.close()
 
 
-def test_workers_hello_beat_bye_reap(store: Store, r: redislib.Redis) -> None:
-    assert store.hello("p1", 3, "w1", "host", 42, b'["x"]', 2, NOW) == 0
-    assert store.hello("p2", 3, "w1", "other", 43, b"[]", 2, NOW) == 0
-    assert store.hello("p2", 3, "", "", 0, b"[]", 2, NOW) == 0
+def test_workers_hello_beat_bye_reap(store: SyncStore, r: redislib.Redis) -> None:
+    assert store.hello("p1", 3, "w1", "host", 42, b'["x"]', 2, NOW) is None
+    assert store.hello("p2", 3, "w1", "other", 43, b"[]", 2, NOW) is None
+    assert store.hello("p2", 3, "", "", 0, b"[]", 2, NOW) is None
     assert store.hello("p2", 3, "w2", "", 0, b"[]", 2, NOW) == 4  # over the cap
     w = store.workers()
     assert len(w) == 1 and w[0]["hostname"] == "host" and w[0]["conns"] == "2"
     assert store.beat("w1", LATER, "", 100) == "running"
-    assert store.beat("w1", LATER, "terminate", "") == "terminate"
-    assert store.beat("w1", LATER, "quiet", "") == "terminate"  # never backwards
-    assert store.beat("nobody", LATER, "", "") is None
+    assert store.beat("w1", LATER, "terminate", None) == "terminate"
+    assert store.beat("w1", LATER, "quiet", None) == "terminate"  # never backwards
+    assert store.beat("nobody", LATER, "", None) is None
     store.bye("p1", "w1")
-    assert store.beat("w1", LATER, "", "") == "terminate"
+    assert store.beat("w1", LATER, "", None) == "terminate"
     assert r.smembers(keys.QUIET_WORKERS) == {b"w1"}
     store.bye("p2", "w1")
-    assert store.beat("w1", LATER, "", "") is None
+    assert store.beat("w1", LATER, "", None) is None
     assert not r.exists(keys.QUIET_WORKERS)  # gone with the worker
     store.hello("p1", 10, "w3", "h", 1, b"[]", 2, NOW)
     store.signal_workers("terminate", ["*"])
@@ -205,16 +214,16 @@ def test_workers_hello_beat_bye_reap(store: Store, r: redislib.Redis) -> None:
     assert not r.exists(keys.QUIET_WORKERS)
 
 
-def test_flush_keeps_the_live_registry(store: Store, r: redislib.Redis) -> None:
+def test_flush_keeps_the_live_registry(store: SyncStore, r: redislib.Redis) -> None:
     store.hello("p1", 10, "w1", "h", 1, b"[]", 2, NOW)
     push(store)
     store.flush()
     assert r.llen("q:default") == 0 and not r.exists(keys.QUEUES)
-    assert store.beat("w1", LATER, "", "") == "running"
+    assert store.beat("w1", LATER, "", None) == "running"
     assert store.info()["connections"] == 1
 
 
-def test_queue_remove_and_heads(store: Store, r: redislib.Redis) -> None:
+def test_queue_remove_and_heads(store: SyncStore, r: redislib.Redis) -> None:
     push(store, "x")
     push(store, "x", priority=2)
     heads = store.queue_heads(["x", "nope"])
@@ -223,13 +232,16 @@ def test_queue_remove_and_heads(store: Store, r: redislib.Redis) -> None:
     assert store.info()["queues"] == {} and r.keys("q:*") == []
 
 
-def test_mutate_filters_and_commands(store: Store, r: redislib.Redis) -> None:
+def test_mutate_filters_and_commands(store: SyncStore, r: redislib.Redis) -> None:
     j1 = push(store, at=LATER)
     j2 = push(store, at=LATER)
     r.zadd(keys.SCHEDULED, {orjson.dumps({"jid": "other123", "jobtype": "Other", "queue": "q2", "args": []}): 1})
     store.mutate("kill", keys.SCHEDULED, LATER, "jids", "", [f'"jid":"{j1}"'])
     assert [orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)] == [j1]
-    store.mutate("requeue", keys.SCHEDULED, LATER, "glob", '*"jobtype":"Other"*', [])
+    # requeue: the entries ff_mutate_select finds, moved by jobs.requeue's rule
+    selected = store.mutate_select(keys.SCHEDULED, "glob", '*"jobtype":"Other"*', [])
+    moves, refused = jobs.requeue_moves(selected, 1_767_225_600_000_000_000)
+    assert store.enqueue_from(keys.SCHEDULED, moves) == 1 and refused == []
     assert r.llen("q:q2") == 1 and r.zcard(keys.SCHEDULED) == 1
     store.mutate("discard", keys.SCHEDULED, LATER, "glob", "*", ['"jobtype":"Nope"'])
     assert r.zcard(keys.SCHEDULED) == 1
@@ -239,7 +251,7 @@ def test_mutate_filters_and_commands(store: Store, r: redislib.Redis) -> None:
     assert r.zcard(keys.DEAD) == 0 and j2
 
 
-def test_migrates_faktory_reservations(store: Store, r: redislib.Redis) -> None:
+def test_migrates_faktory_reservations(store: SyncStore, r: redislib.Redis) -> None:
     job = {"jid": "legacy01", "jobtype": "T", "args": [], "queue": "default"}
     member = orjson.dumps({"job": job, "reserved_at": "x", "expires_at": "y", "wid": "w"})
     r.zadd(keys.WORKING, {member: 1767225600.5})
@@ -255,9 +267,35 @@ def test_migrates_faktory_reservations(store: Store, r: redislib.Redis) -> None:
     {"jid": "plainjid1", "custom": {"jid": "decoy"}},  # custom comes before jid
     {"jid": "plainjid2", "args": [{"reserve_for": 5}]},  # a nested reserve_for is not the job's
 ])
-def test_fetch_finds_the_real_jid(store: Store, r: redislib.Redis, fields: dict) -> None:
+def test_fetch_finds_the_real_jid(store: SyncStore, r: redislib.Redis, fields: dict) -> None:
     job = {"jobtype": "T", "args": [], "queue": "default", **fields}
     store.push([jobs.prepare(job, 1_767_225_600_000_000_000)])
     res = fetch(store)
     assert res[2].decode() == fields["jid"]
     assert r.zscore(keys.WORKING, fields["jid"]) == pytest.approx(float(NOW) + 1800)
+
+
+def test_declared_keys_let_an_acl_refuse_before_any_write(redis_child: RedisChild,
+                                                           store: SyncStore,
+                                                           r: redislib.Redis) -> None:
+    """Every FCALL declares the keys it touches: a Redis user whose ACL key patterns leave out
+    one of them (here the dead set) is refused before the function runs, so nothing is half
+    done (undeclared, the function would run until it reached that key)."""
+    jid = push(store)
+    reserved = fetch(store)
+    assert isinstance(reserved, Reserved)
+    patterns = ["~q:*", "~ff:*", "~queues", "~paused", "~scheduled", "~retries", "~working",
+                "~processed*", "~failures*"]
+    r.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=patterns,
+                  commands=["+@all"])
+    try:
+        limited = SyncStore(redislib.Redis(unix_socket_path=redis_child.socket_path,
+                                           username="limited", password="pw"))
+        with pytest.raises(redislib.exceptions.NoPermissionError):
+            limited.fail(jid, reserved.token, "2026-01-01", "dead", b'{"x":1}', LATER)
+        assert r.hexists(keys.RESERVATIONS, jid) and r.zscore(keys.WORKING, jid) is not None
+        assert r.get(keys.FAILURES) is None and r.zcard(keys.DEAD) == 0
+        assert limited.ack(jid, "2026-01-01") is Outcome.DONE  # what the patterns allow works
+        limited.client.close()
+    finally:
+        r.acl_deluser("limited")

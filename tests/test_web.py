@@ -16,9 +16,9 @@ import redis
 from falcon import testing
 
 from faktory_fast import config, jobs, keys
-from faktory_fast.lifecycle import info_document
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Store
+from faktory_fast.stats import info_document
+from faktory_fast.store import SyncStore
 from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
@@ -34,21 +34,21 @@ TOKEN = "t" * 43
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     child = RedisChild(str(tmp_path_factory.mktemp("webredis")))
     child.start()
-    Store.for_sync(child.url).load_library()
+    SyncStore.connect(child.url).load_library()
     yield child.url
     child.stop()
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
+def store(redis_url: str) -> Iterator[SyncStore]:
     r = redis.Redis(unix_socket_path=redis_url[len("unix://"):])
     r.flushdb()
     r.close()
-    yield Store.for_sync(redis_url)
+    yield SyncStore.connect(redis_url)
 
 
 @pytest.fixture
-def web(store: Store, redis_url: str) -> Web:
+def web(store: SyncStore, redis_url: str) -> Web:
     return Web(redis_url)
 
 
@@ -75,14 +75,14 @@ class Web:
 
 # -- data helpers -----------------------------------------------------------------------------
 
-def push(store: Store, jobtype: str = "SendEmail", args: list | None = None, **fields: Any) -> dict:
+def push(store: SyncStore, jobtype: str = "SendEmail", args: list | None = None, **fields: Any) -> dict:
     job = {"jid": f"jid-{time.time_ns()}", "jobtype": jobtype,
            "args": [1, "x"] if args is None else args, **fields}
     store.push([jobs.prepare(dict(job), time.time_ns())])
     return job
 
 
-def add_failed(store: Store, zset: str = keys.RETRIES, jobtype: str = "SendEmail",
+def add_failed(store: SyncStore, zset: str = keys.RETRIES, jobtype: str = "SendEmail",
                args: list | None = None, queue: str = "default", at: float | None = None,
                jid: str | None = None, **fields: Any) -> tuple[str, str]:
     """A failed job put into a sorted set; returns its (score, jid)."""
@@ -95,8 +95,8 @@ def add_failed(store: Store, zset: str = keys.RETRIES, jobtype: str = "SendEmail
         time.time_ns())
     if at is not None:
         score = jobs.score(int(at * 1e9))
-    store._call(None, "ZADD", zset, score, payload)
-    got = store._call(None, "ZSCORE", zset, payload)
+    store.client.execute_command("ZADD", zset, score, payload)
+    got = store.client.execute_command("ZSCORE", zset, payload)
     return got.decode(), jid
 
 
@@ -104,17 +104,17 @@ def key_of(entry: tuple[str, str]) -> str:
     return f"{float(entry[0])!r}|{entry[1]}"
 
 
-def members(store: Store, zset: str) -> list[dict]:
-    return [orjson.loads(m) for m in store._call(None, "ZRANGE", zset, 0, -1)]
+def members(store: SyncStore, zset: str) -> list[dict]:
+    return [orjson.loads(m) for m in store.client.execute_command("ZRANGE", zset, 0, -1)]
 
 
-def queued(store: Store, name: str = "default") -> list[dict]:
+def queued(store: SyncStore, name: str = "default") -> list[dict]:
     return [orjson.loads(j) for _, j in store.queue_page(name, 0, 1000)[1]]
 
 
 # -- JSON routes ------------------------------------------------------------------------------
 
-def test_stats_is_the_info_document(web: Web, store: Store) -> None:
+def test_stats_is_the_info_document(web: Web, store: SyncStore) -> None:
     push(store)
     got = web.get("/stats")
     assert got.status_code == 200 and got.headers["content-type"].startswith("application/json")
@@ -134,7 +134,7 @@ def test_health(web: Web) -> None:
                                        "faktory_version"}
 
 
-def test_metrics_prometheus_text(web: Web, store: Store) -> None:
+def test_metrics_prometheus_text(web: Web, store: SyncStore) -> None:
     push(store, queue="critical")
     push(store, queue="critical")
     add_failed(store)
@@ -151,8 +151,8 @@ def test_metrics_prometheus_text(web: Web, store: Store) -> None:
 
 # -- pages ------------------------------------------------------------------------------------
 
-def test_dashboard(web: Web, store: Store) -> None:
-    store._call(None, "SET", keys.daily(keys.PROCESSED, jobs.today()), 42)
+def test_dashboard(web: Web, store: SyncStore) -> None:
+    store.client.execute_command("SET", keys.daily(keys.PROCESSED, jobs.today()), 42)
     got = web.get("/")
     assert got.status_code == 200 and "text/html" in got.headers["content-type"]
     page = got.text
@@ -167,7 +167,7 @@ def test_dashboard(web: Web, store: Store) -> None:
     assert web.get("/", headers={"Accept": "text/html"}).headers["cache-control"] == "no-cache"
 
 
-def test_summary_bar_on_every_page(web: Web, store: Store) -> None:
+def test_summary_bar_on_every_page(web: Web, store: SyncStore) -> None:
     push(store)
     add_failed(store)
     add_failed(store, keys.DEAD)
@@ -190,7 +190,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def test_content_security_policy_on_every_response(store: Store, redis_url: str) -> None:
+def test_content_security_policy_on_every_response(store: SyncStore, redis_url: str) -> None:
     web = Web(redis_url)
     entry = add_failed(store)
     for path in ("/", "/busy", "/queues", "/retries", f"/retries/{key_of(entry)}", "/scheduled",
@@ -216,21 +216,21 @@ def test_pages_have_no_inline_script_or_style() -> None:
         ["2026-01-01", "2026-01-02"], [(1, 0), (2, 1)], lambda key, **kw: key)))
 
 
-def test_retry_all_leaves_entries_that_are_not_jobs(web: Web, store: Store) -> None:
+def test_retry_all_leaves_entries_that_are_not_jobs(web: Web, store: SyncStore) -> None:
     # "Retry all" used to drop them without a word; a lone bad entry must not loop either.
     good = [add_failed(store) for _ in range(3)]
-    store._call(None, "ZADD", keys.RETRIES, 1, b"not json")
-    store._call(None, "ZADD", keys.RETRIES, 2, b'{"jid":"bad-queue","jobtype":"T","args":[],'
+    store.client.execute_command("ZADD", keys.RETRIES, 1, b"not json")
+    store.client.execute_command("ZADD", keys.RETRIES, 2, b'{"jid":"bad-queue","jobtype":"T","args":[],'
                                                b'"queue":"a b"}')
     assert web.post("/retries", {"action": "retry", "key": "all"}).status_code == 302
     assert sorted(j["jid"] for j in queued(store)) == sorted(jid for _, jid in good)
-    assert store._call(None, "ZRANGE", keys.RETRIES, 0, -1) == [
+    assert store.client.execute_command("ZRANGE", keys.RETRIES, 0, -1) == [
         b"not json", b'{"jid":"bad-queue","jobtype":"T","args":[],"queue":"a b"}']
     assert web.post("/retries", [("action", "retry"), ("key", "2.0|bad-queue")]).status_code == 302
-    assert store._call(None, "ZCARD", keys.RETRIES) == 2
+    assert store.client.execute_command("ZCARD", keys.RETRIES) == 2
 
 
-def test_busy_lists_processes_and_jobs_and_signals(web: Web, store: Store) -> None:
+def test_busy_lists_processes_and_jobs_and_signals(web: Web, store: SyncStore) -> None:
     now = repr(time.time())
     store.hello("p1", 100, "w1", "box", 4242, b'["blue","big"]', 2, now)
     store.hello("p1", 100, "w2", "box2", 7, b"[]", 2, now)
@@ -251,7 +251,7 @@ def test_busy_lists_processes_and_jobs_and_signals(web: Web, store: Store) -> No
     assert web.post("/busy", {"signal": "quiet"}).status_code == 400
 
 
-def test_queues_page_pause_resume_clear(web: Web, store: Store) -> None:
+def test_queues_page_pause_resume_clear(web: Web, store: SyncStore) -> None:
     push(store, queue="zeta")
     push(store, queue="alpha")
     push(store, queue="alpha")
@@ -259,17 +259,17 @@ def test_queues_page_pause_resume_clear(web: Web, store: Store) -> None:
     assert page.index("alpha") < page.index("zeta")
     assert re.search(r"alpha</a>\s*</td>\s*<td>2</td>", page)
     assert web.post("/queues/alpha", {"action": "pause"}).status_code == 302
-    assert store._call(None, "SMEMBERS", keys.PAUSED) == [b"alpha"]
+    assert store.client.execute_command("SMEMBERS", keys.PAUSED) == [b"alpha"]
     assert "paused" in web.get("/queues").text
     web.post("/queues/alpha", {"action": "resume"})
-    assert store._call(None, "SMEMBERS", keys.PAUSED) == []
+    assert store.client.execute_command("SMEMBERS", keys.PAUSED) == []
     web.post("/queues/alpha", {"action": "delete"})
     assert store.info()["queues"] == {"zeta": 1}
     assert web.post("/queues/zeta", {"action": "nuke"}).status_code == 400
     assert web.post("/queues/bad:name", {"action": "pause"}).status_code == 400
 
 
-def test_queue_page_pages_over_priorities_and_deletes(web: Web, store: Store) -> None:
+def test_queue_page_pages_over_priorities_and_deletes(web: Web, store: SyncStore) -> None:
     low = [push(store, "Low", priority=1) for _ in range(3)]
     normal = [push(store, "Normal") for _ in range(20)]
     high = [push(store, "High", priority=9) for _ in range(5)]
@@ -296,7 +296,7 @@ def test_unknown_queue_redirects(web: Web) -> None:
     assert got.status_code == 302 and got.headers["location"] == "/queues"
 
 
-def test_retries_list_and_detail(web: Web, store: Store) -> None:
+def test_retries_list_and_detail(web: Web, store: SyncStore) -> None:
     entry = add_failed(store, jobtype="Resize", args=[{"w": 100}], queue="images", priority=3,
                        custom={"tenant": "acme"})
     page = web.get("/retries").text
@@ -311,7 +311,7 @@ def test_retries_list_and_detail(web: Web, store: Store) -> None:
     assert web.get("/retries/garbage").status_code == 400
 
 
-def test_retry_now_moves_to_queue_once_with_fresh_enqueued_at(web: Web, store: Store) -> None:
+def test_retry_now_moves_to_queue_once_with_fresh_enqueued_at(web: Web, store: SyncStore) -> None:
     a = add_failed(store, queue="q1")
     b = add_failed(store, queue="q1", priority=7)
     c = add_failed(store)
@@ -327,12 +327,12 @@ def test_retry_now_moves_to_queue_once_with_fresh_enqueued_at(web: Web, store: S
     assert len(queued(store, "q1")) == 2
 
 
-def test_kill_delete_and_all(web: Web, store: Store) -> None:
+def test_kill_delete_and_all(web: Web, store: SyncStore) -> None:
     a, b, c = (add_failed(store) for _ in range(3))
     web.post("/retries", [("action", "kill"), ("key", key_of(a))])
     dead = members(store, keys.DEAD)
     assert [d["jid"] for d in dead] == [a[1]]
-    dead_score = float(store._call(None, "ZRANGE", keys.DEAD, 0, 0, "WITHSCORES")[1])
+    dead_score = float(store.client.execute_command("ZRANGE", keys.DEAD, 0, 0, "WITHSCORES")[1])
     assert abs(dead_score - (time.time() + jobs.DEAD_TTL)) < 60
     web.post("/retries", [("action", "delete"), ("key", key_of(b))])
     assert [m["jid"] for m in members(store, keys.RETRIES)] == [c[1]]
@@ -350,7 +350,7 @@ def test_kill_delete_and_all(web: Web, store: Store) -> None:
     assert members(store, keys.DEAD) == []
 
 
-def test_scheduled_add_to_queue_and_morgue_retry(web: Web, store: Store) -> None:
+def test_scheduled_add_to_queue_and_morgue_retry(web: Web, store: SyncStore) -> None:
     job = push(store, "Later", at=jobs.rfc3339(time.time_ns() + 3600 * 10**9))
     page = web.get("/scheduled").text
     assert "Later" in page and "in 59 min" in page or "in 1 h" in page
@@ -367,7 +367,7 @@ def test_scheduled_add_to_queue_and_morgue_retry(web: Web, store: Store) -> None
     assert web.post("/scheduled", [("action", "retry"), ("key", key_of(d))]).status_code == 400
 
 
-def test_filter_by_jobtype_queue_and_text(web: Web, store: Store) -> None:
+def test_filter_by_jobtype_queue_and_text(web: Web, store: SyncStore) -> None:
     add_failed(store, keys.DEAD, jobtype="Alpha", queue="q1", args=["needle-123"])
     add_failed(store, keys.DEAD, jobtype="Alpha", queue="q2")
     add_failed(store, keys.DEAD, jobtype="Beta", queue="q1")
@@ -384,12 +384,12 @@ def test_filter_by_jobtype_queue_and_text(web: Web, store: Store) -> None:
     assert web.get("/morgue", params={"q": "x", "cursor": "abc"}).status_code == 400
 
 
-def test_filter_scan_is_bounded_with_a_more_link(web: Web, store: Store,
+def test_filter_scan_is_bounded_with_a_more_link(web: Web, store: SyncStore,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resources, "FILTER_SCAN_CAP", 150)
     pipe = [x for i in range(400) for x in (i, orjson.dumps(
         {"jid": f"j{i:04d}xxxx", "jobtype": "T", "queue": "default", "args": []}))]
-    store._call(None, "ZADD", keys.DEAD, *pipe)  # > 128 entries: a real (hash table) scan
+    store.client.execute_command("ZADD", keys.DEAD, *pipe)  # > 128 entries: a real (hash table) scan
     page = web.get("/morgue", params={"jobtype": "T"}).text
     scanned = int(re.search(r"among ([\d,]+) scanned", page).group(1).replace(",", ""))
     assert scanned < 400 and "more remain" in page
@@ -397,7 +397,7 @@ def test_filter_scan_is_bounded_with_a_more_link(web: Web, store: Store,
     assert web.get(more).status_code == 200
 
 
-def test_args_are_escaped_everywhere(web: Web, store: Store) -> None:
+def test_args_are_escaped_everywhere(web: Web, store: SyncStore) -> None:
     evil = "<script>alert(1)</script>"
     push(store, evil, args=[evil], custom={"x": evil})
     entry = add_failed(store, jobtype=evil, args=[evil])
@@ -407,14 +407,14 @@ def test_args_are_escaped_everywhere(web: Web, store: Store) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
 
 
-def test_priority_shown_only_when_not_5(web: Web, store: Store) -> None:
+def test_priority_shown_only_when_not_5(web: Web, store: SyncStore) -> None:
     push(store, "Plain")
     push(store, "Urgent", priority=8)
     page = web.get("/queues/default").text
     assert page.count('class="badge prio"') == 1 and "p8" in page
 
 
-def test_summary_numbers_link_to_their_pages(web: Web, store: Store) -> None:
+def test_summary_numbers_link_to_their_pages(web: Web, store: SyncStore) -> None:
     # as Faktory's summary bar: the counts that have a page are links to it
     page = web.get("/queues").text
     links = dict(re.findall(r'<a class="stat" href="([^"]+)"><span class="num" data-stat="(\w+)"',
@@ -426,7 +426,7 @@ def test_summary_numbers_link_to_their_pages(web: Web, store: Store) -> None:
     assert '<a class="stat" href="/faktory/morgue">' in web.get("/faktory/").text
 
 
-def test_logo_and_favicon(store: Store, redis_url: str) -> None:
+def test_logo_and_favicon(store: SyncStore, redis_url: str) -> None:
     web = Web(redis_url, password="s3cret", environment="production")
     # browsers ask for /favicon.ico whatever the page says, without the password
     ico = web.get("/favicon.ico")
@@ -441,7 +441,7 @@ def test_logo_and_favicon(store: Store, redis_url: str) -> None:
         assert got.status_code == 200 and got.headers["content-type"].startswith("image/"), href
 
 
-def test_unknown_url_gets_a_page_with_the_menu(store: Store, redis_url: str) -> None:
+def test_unknown_url_gets_a_page_with_the_menu(store: SyncStore, redis_url: str) -> None:
     add_failed(store)
     web = Web(redis_url, password="s3cret", environment="production")
     missing = web.get("/no/such/page", headers={**basic("x", "s3cret"), "Accept-Language": "de"})
@@ -473,7 +473,7 @@ def faktory_key(score: str, jid: str, offset: str = "") -> str:
 
 @pytest.mark.parametrize("path,zset", [("/retries", keys.RETRIES), ("/scheduled", keys.SCHEDULED),
                                        ("/morgue", keys.DEAD)])
-def test_faktory_style_job_links(web: Web, store: Store, path: str, zset: str) -> None:
+def test_faktory_style_job_links(web: Web, store: SyncStore, path: str, zset: str) -> None:
     # Bookmarks and alert links made for Faktory: /retries/<RFC3339 time>|<jid>
     now = time.time()
     entries = [add_failed(store, zset, at=now + 3600 * i + i / 7) for i in range(20)]
@@ -496,13 +496,13 @@ def test_faktory_style_job_links(web: Web, store: Store, path: str, zset: str) -
     assert {m["jid"] for m in members(store, zset)} == {j for _, j in entries} - {jid, jid2}
 
 
-def test_faktory_style_key_with_a_zone_offset(web: Web, store: Store) -> None:
+def test_faktory_style_key_with_a_zone_offset(web: Web, store: SyncStore) -> None:
     score, jid = add_failed(store, at=1767225600.5)  # 2026-01-01T00:00:00.5Z
     got = web.get(f"/retries/2026-01-01T02:00:00.5+02:00|{jid}")
     assert got.status_code == 200 and jid in got.text
 
 
-def test_destructive_buttons_ask_first(web: Web, store: Store) -> None:
+def test_destructive_buttons_ask_first(web: Web, store: SyncStore) -> None:
     # Faktory asks "Are you sure?" before these; app.js shows data-confirm as a dialog
     now = repr(time.time())
     store.hello("p1", 100, "w1", "box", 1, b"[]", 2, now)
@@ -522,7 +522,7 @@ def test_destructive_buttons_ask_first(web: Web, store: Store) -> None:
                      listing)
 
 
-def test_queue_page_lists_newest_first_by_default(web: Web, store: Store) -> None:
+def test_queue_page_lists_newest_first_by_default(web: Web, store: SyncStore) -> None:
     pushed = [push(store, "Job") for _ in range(30)]
     newest = [j["jid"] for j in reversed(pushed)]
     jids = re.compile(r"<code>(jid-\d+)</code>")
@@ -539,14 +539,14 @@ def test_queue_page_lists_newest_first_by_default(web: Web, store: Store) -> Non
     assert web.get("/queues/default?order=random").status_code == 400
 
 
-def test_long_cells_are_cut_in_lists(web: Web, store: Store) -> None:
+def test_long_cells_are_cut_in_lists(web: Web, store: SyncStore) -> None:
     message = "m" * 900 + " tail-of-the-message"
     score, _ = add_failed(store, args=["a" * 5000])
-    member = store._call(None, "ZRANGE", keys.RETRIES, 0, 0)[0]
+    member = store.client.execute_command("ZRANGE", keys.RETRIES, 0, 0)[0]
     job = orjson.loads(member)
     job["failure"]["message"] = message  # as a worker's FAIL would have it
-    store._call(None, "ZREM", keys.RETRIES, member)
-    store._call(None, "ZADD", keys.RETRIES, score, orjson.dumps(job))
+    store.client.execute_command("ZREM", keys.RETRIES, member)
+    store.client.execute_command("ZADD", keys.RETRIES, score, orjson.dumps(job))
     page = web.get("/retries").text
     cells = re.findall(r'<div class="clip" data-more="Click to show all">(.*?)</div>', page, re.S)
     assert len(cells) == 2  # the arguments and the error, each cut to a few lines by CSS
@@ -555,7 +555,7 @@ def test_long_cells_are_cut_in_lists(web: Web, store: Store) -> None:
     assert ".clip { max-height:" in web.get("/static/app.css").text
 
 
-def test_busy_and_queues_have_a_live_toggle(web: Web, store: Store) -> None:
+def test_busy_and_queues_have_a_live_toggle(web: Web, store: SyncStore) -> None:
     push(store)
     for path in ("/busy", "/queues"):
         page = web.get(path).text
@@ -598,7 +598,7 @@ def test_dashboard_live_chart_has_axes_and_a_legend(web: Web) -> None:
     assert "live-y" in web.get("/static/app.js").text  # app.js fills the axis in
 
 
-def test_debug_groups_redis_info_by_section(web: Web, store: Store) -> None:
+def test_debug_groups_redis_info_by_section(web: Web, store: SyncStore) -> None:
     page = web.get("/debug").text
     sections = re.findall(r'<details class="info-section" id="info-(\w+)">\s*<summary>(\w+) '
                           r'<span class="muted">\((\d+)\)</span>', page)
@@ -620,7 +620,7 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_basic_auth_when_a_password_is_set(store: Store, redis_url: str) -> None:
+def test_basic_auth_when_a_password_is_set(store: SyncStore, redis_url: str) -> None:
     web = Web(redis_url, password="s3cret", environment="production")
     for path in ("/", "/stats", "/metrics", "/retries", "/busy", "/debug"):
         got = web.get(path)
@@ -645,7 +645,7 @@ def test_no_auth_without_a_password(web: Web) -> None:
     assert web.get("/").status_code == 200
 
 
-def test_csrf_token_and_cross_origin_checks(web: Web, store: Store) -> None:
+def test_csrf_token_and_cross_origin_checks(web: Web, store: SyncStore) -> None:
     entry = add_failed(store)
     fields = [("action", "delete"), ("key", key_of(entry))]
     first = web.get("/retries")
@@ -670,7 +670,7 @@ def test_csrf_token_and_cross_origin_checks(web: Web, store: Store) -> None:
     assert same.status_code == 302 and members(store, keys.RETRIES) == []
 
 
-def test_scripts_with_the_password_can_post_forms(store: Store, redis_url: str) -> None:
+def test_scripts_with_the_password_can_post_forms(store: SyncStore, redis_url: str) -> None:
     # curl or a script: Basic auth and the page's fields, no cookie, no Origin, no fetch
     # metadata. Faktory lets these through; so do we. Browsers' cross-site requests do not pass.
     web = Web(redis_url, password="s3cret", environment="production")
@@ -717,7 +717,7 @@ def test_readme_documents_the_form_rule() -> None:
         assert words in section, words
 
 
-def test_get_never_changes_state(web: Web, store: Store) -> None:
+def test_get_never_changes_state(web: Web, store: SyncStore) -> None:
     entry = add_failed(store)
     push(store)
     for path in ("/retries", f"/retries/{key_of(entry)}", "/queues/default", "/busy"):
@@ -726,7 +726,7 @@ def test_get_never_changes_state(web: Web, store: Store) -> None:
     assert len(members(store, keys.RETRIES)) == 1 and len(queued(store)) == 1
 
 
-def test_bad_form_input_is_4xx(web: Web, store: Store) -> None:
+def test_bad_form_input_is_4xx(web: Web, store: SyncStore) -> None:
     entry = add_failed(store)
     assert web.post("/retries", {"action": "retry"}).status_code == 400
     assert web.post("/retries", {"key": key_of(entry)}).status_code == 400
@@ -746,7 +746,7 @@ def test_bad_form_input_is_4xx(web: Web, store: Store) -> None:
     assert "<h1>400" in web.post("/retries", {"action": "x", "key": "all"}).text
 
 
-def test_script_name_prefix(web: Web, store: Store) -> None:
+def test_script_name_prefix(web: Web, store: SyncStore) -> None:
     web.headers = {"X-Script-Name": "/faktory"}
     page = web.get("/faktory/retries")
     assert page.status_code == 200 and 'href="/faktory/static/app.css"' in page.text
@@ -757,7 +757,7 @@ def test_script_name_prefix(web: Web, store: Store) -> None:
 
 # -- speed ------------------------------------------------------------------------------------
 
-def fill(store: Store, zset: str, n: int) -> None:
+def fill(store: SyncStore, zset: str, n: int) -> None:
     base = time.time() + 3600
     template = ('{"retry":25,"failure":{"failed_at":"2025-01-01T00:00:00Z","message":"boom",'
                 '"errtype":"E","retry_count":1,"remaining":24},"jid":"%s","queue":"default",'
@@ -766,12 +766,12 @@ def fill(store: Store, zset: str, n: int) -> None:
         args: list[Any] = []
         for i in range(start, min(n, start + 10_000)):
             args += (repr(base + i), template % (f"bulk{i:08d}", i))
-        store._call(None, "ZADD", zset, *args)
+        store.client.execute_command("ZADD", zset, *args)
 
 
 @pytest.mark.parametrize("path,zset", [("/scheduled", keys.SCHEDULED), ("/retries", keys.RETRIES),
                                        ("/morgue", keys.DEAD)])
-def test_first_page_fast_with_100k_jobs(web: Web, store: Store, path: str, zset: str) -> None:
+def test_first_page_fast_with_100k_jobs(web: Web, store: SyncStore, path: str, zset: str) -> None:
     fill(store, zset, 100_000)
     assert web.get(path).status_code == 200  # warm up templates
     timings = []
@@ -902,7 +902,7 @@ def test_content_language_on_every_response(web: Web) -> None:
     assert web.get("/").headers["content-language"] == "en"
 
 
-def test_rtl_languages_render_right_to_left(web: Web, store: Store) -> None:
+def test_rtl_languages_render_right_to_left(web: Web, store: SyncStore) -> None:
     push(store)
     got = web.get("/queues", headers={"Cookie": f"{i18n.COOKIE}=ar"})
     assert language(got) == ("ar", "ar", "rtl") and "أرتال" in got.text
@@ -912,7 +912,7 @@ def test_rtl_languages_render_right_to_left(web: Web, store: Store) -> None:
     assert i18n.Locale("en", {}).direction == "ltr"
 
 
-def test_pages_in_german(web: Web, store: Store) -> None:
+def test_pages_in_german(web: Web, store: SyncStore) -> None:
     entry = add_failed(store, jobtype="Resize")
     push(store, queue="mails")
     de = {"Accept-Language": "de"}
@@ -926,7 +926,7 @@ def test_pages_in_german(web: Web, store: Store) -> None:
     assert "Jobs pro Abfrage" in dashboard  # the live chart's unit
 
 
-def test_translated_text_is_escaped_with_its_values(store: Store, redis_url: str) -> None:
+def test_translated_text_is_escaped_with_its_values(store: SyncStore, redis_url: str) -> None:
     catalog = i18n.Catalog({"en": {"Hi": "Hello %{who}", "Bye": "Bye"}, "xx": {"Hi": "Hallo %{who}"}})
     xx = catalog.locales["xx"]
     assert xx.t("Hi", who="<b>") == "Hallo <b>" and xx.t("Bye") == "Bye"  # English fallback
@@ -980,7 +980,7 @@ def test_locale_files_parse_and_match_english() -> None:
 
 # -- /debug -----------------------------------------------------------------------------------
 
-def test_debug_page(web: Web, store: Store) -> None:
+def test_debug_page(web: Web, store: SyncStore) -> None:
     page = web.get("/debug", headers={"Cookie": f"{i18n.COOKIE}=ja"}).text
     selector = re.search(r'<select id="locale-select".*?</select>', page, re.S).group(0)
     codes = re.findall(r'<option value="([^"]+)"', selector)
@@ -1000,8 +1000,8 @@ def test_debug_page(web: Web, store: Store) -> None:
     assert re.search(r"<th>Server processes \(serving clients\)</th><td>2</td>", page)
 
 
-def redis_url_path(store: Store) -> str:
-    return store._call(None, "CONFIG", "GET", "unixsocket")[1].decode()
+def redis_url_path(store: SyncStore) -> str:
+    return store.client.execute_command("CONFIG", "GET", "unixsocket")[1].decode()
 
 
 def test_debug_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -1020,7 +1020,7 @@ def test_debug_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     assert resources.rss_bytes() > 1 << 20
 
 
-def test_debug_over_tcp_omits_df(store: Store, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_debug_over_tcp_omits_df(store: SyncStore, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     web = Web(redis_url)
     monkeypatch.setattr(resources, "storage_dir", lambda url: None)
     page = web.get("/debug").text

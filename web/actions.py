@@ -5,30 +5,23 @@ import time
 from collections.abc import Sequence
 
 from faktory_fast import jobs
-from faktory_fast.jobs import JobError
-from faktory_fast.store import Store
+from faktory_fast.store import SyncStore
 
 ALL = "all"
 BATCH = 500  # entries moved per round trip by "all" actions
 
 
 def _dead_score() -> str:
-    return jobs.score(time.time_ns() + jobs.DEAD_TTL * 1_000_000_000)
+    return jobs.dead_score(time.time_ns())
 
 
-def _requeue(store: Store, zset: str, members: Sequence[bytes]) -> tuple[int, int]:
+def _requeue(store: SyncStore, zset: str, members: Sequence[bytes]) -> tuple[int, int]:
     """(moved, kept): an entry that is not a job we can enqueue stays where it is."""
-    now = time.time_ns()
-    moves = []
-    for m in members:
-        try:
-            moves.append((m, *jobs.requeue(m, now)))
-        except JobError:
-            pass
-    return (store.enqueue_from(zset, moves) if moves else 0), len(members) - len(moves)
+    moves, refused = jobs.requeue_moves(members, time.time_ns())
+    return (store.enqueue_from(zset, moves) if moves else 0), len(refused)
 
 
-def act(store: Store, zset: str, action: str, entries: Sequence[tuple[str, str]] | str) -> int:
+def act(store: SyncStore, zset: str, action: str, entries: Sequence[tuple[str, str]] | str) -> int:
     """Apply ``action`` (retry | add_to_queue | delete | kill) to (score, jid) entries or ALL.
 
     retry and add_to_queue move jobs to their queues with a fresh ``enqueued_at`` (each entry

@@ -7,7 +7,7 @@ from typing import Any
 import falcon
 import orjson
 
-from faktory_fast.store import Store
+from faktory_fast.store import SyncStore
 
 from . import resources, security
 from .i18n import Catalog, Localisation
@@ -53,7 +53,7 @@ def _error_serializer(ui: Renderer):
 def create_app(settings: Settings | None = None) -> falcon.App:
     """The WSGI app; gunicorn calls it with no argument (settings from the environment)."""
     settings = settings or Settings.from_env()
-    store = Store.for_sync(settings.redis_url)
+    store = SyncStore.connect(settings.redis_url)
     catalog = Catalog.load()  # the locale files, parsed once
     ui = Renderer(store, settings, catalog)
     # (each implements some of falcon's middleware methods: no one type to declare them by)

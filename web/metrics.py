@@ -1,7 +1,7 @@
 """``/metrics``: the server's state in Prometheus' text exposition format (version 0.0.4)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -20,8 +20,8 @@ def _metric(name: str, kind: str, help_text: str,
     return lines
 
 
-def render(info: dict[str, Any], queues: list[tuple[str, int, bool, float]]) -> str:
-    """Prometheus text from ``Store.info()`` and (name, size, paused, latency) per queue."""
+def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]]) -> str:
+    """Prometheus text from the store's ``info()`` and (name, size, paused, latency) per queue."""
     lines: list[str] = []
     lines += _metric("faktory_jobs_processed_total", "counter",
                      "Jobs processed (acknowledged or failed) since the data was created.",

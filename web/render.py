@@ -10,7 +10,7 @@ import jinja2
 import redis
 
 from faktory_fast import FAKTORY_VERSION
-from faktory_fast.store import Store
+from faktory_fast.store import Info, SyncStore
 
 from . import views
 from .i18n import Catalog, locale_of
@@ -50,20 +50,20 @@ def environment() -> jinja2.Environment:
 class Renderer:
     """Renders a template into a response, adding the shared page context."""
 
-    def __init__(self, store: Store, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, store: SyncStore, settings: Settings, catalog: Catalog) -> None:
         self.store = store
         self.settings = settings
         self.catalog = catalog
         self.env = environment()
 
     def page(self, req: falcon.Request, resp: falcon.Response, template: str,
-             info: dict[str, Any] | None = None, **context: Any) -> None:
-        """Render ``template``; ``info`` (``Store.info()``) is fetched unless given."""
+             info: Info | None = None, **context: Any) -> None:
+        """Render ``template``; ``info`` (the store's ``info()``) is fetched unless given."""
         resp.content_type = falcon.MEDIA_HTML
         resp.cache_control = ["no-cache"]
         resp.text = self.render(req, template, info, **context)
 
-    def render(self, req: falcon.Request, template: str, info: dict[str, Any] | None = None,
+    def render(self, req: falcon.Request, template: str, info: Info | None = None,
                **context: Any) -> str:
         """``template`` with the shared page context (summary bar, navigation, footer)."""
         info = info if info is not None else self.store.info()

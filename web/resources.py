@@ -5,7 +5,6 @@ import base64
 import binascii
 import datetime
 import os
-import resource
 import subprocess
 import time
 from typing import Any
@@ -15,8 +14,8 @@ import orjson
 
 from faktory_fast import FAKTORY_VERSION, jobs, keys
 from faktory_fast.config import parse_redis_url, redis_location
-from faktory_fast.lifecycle import info_document, latency
-from faktory_fast.store import Store
+from faktory_fast.stats import info_document, latency, rss_bytes
+from faktory_fast.store import SyncStore
 
 from . import actions, charts, metrics, views
 from .i18n import locale_of
@@ -59,7 +58,7 @@ def page_param(req: falcon.Request) -> int:
         raise falcon.HTTPBadRequest(title="Invalid page") from None
 
 
-def queue_latencies(store: Store) -> list[tuple[str, int, bool, float]]:
+def queue_latencies(store: SyncStore) -> list[tuple[str, int, bool, float]]:
     """(name, size, paused, latency seconds) of every queue, sorted by name."""
     now = time.time_ns()
     return sorted((name, size, paused, latency(heads, now))
@@ -350,15 +349,6 @@ def disk_usage(directory: str) -> str:
     except OSError as exc:
         return f"df -h: {exc}"
     return (done.stdout + done.stderr).rstrip()
-
-
-def rss_bytes() -> int:
-    """This web process's resident memory."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, in KiB on Linux
 
 
 def set_resources(ui: Renderer) -> list[SortedSet]:

@@ -1,66 +1,86 @@
 #!lua name=faktory_fast
 -- faktory_fast's Redis function library: every state change a protocol command makes is one
 -- FCALL of one function here, so any number of server processes can share one Redis.
--- Key names are documented in faktory_fast/keys.py; each function lists the keys it touches.
+--
+-- Keys. Each function is called with the keys it always touches as KEYS, in the order its
+-- comment gives (faktory_fast/store.py's table of functions passes them, named by
+-- faktory_fast/keys.py), followed by the per-item keys the caller knows (a queue's list and
+-- waiters set, a worker's hash, a day's counter): declared for ACL key patterns (and a later
+-- Cluster layout). The hot functions (ff_push, ff_fetch, ff_enqueue_from, ff_release) use the
+-- declared per-item keys; the others build those names from the prefixes below. Some keys
+-- depend on data the function reads, and cannot be declared by the caller: the priority lists
+-- of a queue (q:<name>:p<N>, when ff:prioq lists it), the queues named inside jobs, every known
+-- queue ('*', INFO) and every registered worker (ff:wids); each function's comment says which.
+--
 -- Times are passed in by the caller (unix seconds as decimal strings) so that every process
 -- and the tests agree on "now". Job JSON is never re-encoded here: cjson would reorder keys
 -- and round big numbers, so jobs are only decoded to read fields and stored byte for byte.
 
+-- Names from Python, written here by store.library_source() when the library is loaded:
+-- QUEUE_PREFIX, PRIORITY_SUFFIX, WAITERS_PREFIX, WORKER_PREFIX (keys.py's key names),
+-- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), and the named results OUTCOME
+-- (GONE: no such record, nothing changed; DONE; CHANGED: not the record the caller read) and
+-- FETCHED (what ff_fetch found instead of a job: EMPTY, QUIET, ALL_PAUSED, SOME_PAUSED).
+--@names from python
+
 local PRIORITIES_HIGH = {9, 8, 7, 6}
 local PRIORITIES_LOW = {4, 3, 2, 1}
 
+-- The list of queue `name`'s jobs of priority `prio` (keys.queue_list).
 local function qkey(name, prio)
-  if prio == 5 then return 'q:' .. name end
-  return 'q:' .. name .. ':p' .. prio
+  if prio == 5 then return QUEUE_PREFIX .. name end
+  return QUEUE_PREFIX .. name .. PRIORITY_SUFFIX .. prio
 end
 
--- Tell every process with a FETCH waiting on `name` that it has a job; one-shot.
--- Keys: ff:wait:<name>; publishes on ff:wake:<process>.
-local function wake(name)
-  local wkey = 'ff:wait:' .. name
+-- Tell every process with a FETCH waiting on `name` (listed in `wkey`, its ff:wait:<name>)
+-- that it has a job; one-shot. Publishes on WAKE_PREFIX<process>.
+local function wake(name, wkey)
   local procs = redis.call('SMEMBERS', wkey)
   if #procs > 0 then
-    for _, p in ipairs(procs) do redis.call('PUBLISH', 'ff:wake:' .. p, name) end
+    for _, p in ipairs(procs) do redis.call('PUBLISH', WAKE_PREFIX .. p, name) end
     redis.call('DEL', wkey)
   end
 end
 
--- Keys: queues, q:<name>[:p<N>], ff:prioq, ff:wait:<name>.
-local function enqueue(name, prio, job)
+-- Add `job` to queue `name` at priority `prio`: `queues` and `prioq` are the caller's KEYS for
+-- the queues set and ff:prioq; `list` and `waiting` the queue's q:<name>[:p<N>] and
+-- ff:wait:<name> (nil: built here). `push` is LPUSH (the far end: it runs after those
+-- waiting) or RPUSH (the near end: it runs next).
+local function enqueue(queues, prioq, name, prio, job, push, list, waiting)
   -- Only a list that was empty can belong to an unregistered queue or one with waiters (a
   -- FETCH waits only when all of a queue's lists are empty, and QUEUE REMOVE deletes them):
   -- pushes onto a backlog cost one call.
-  if redis.call('LPUSH', qkey(name, prio), job) == 1 then
-    redis.call('SADD', 'queues', name)
-    if prio ~= 5 then redis.call('SADD', 'ff:prioq', name) end
-    wake(name)
+  if redis.call(push, list or qkey(name, prio), job) == 1 then
+    redis.call('SADD', queues, name)
+    if prio ~= 5 then redis.call('SADD', prioq, name) end
+    wake(name, waiting or (WAITERS_PREFIX .. name))
   end
 end
 
--- Pop the next job of queue `name`: priority 9 first, FIFO within a priority.
--- Keys: ff:prioq, q:<name>[:p<N>].
-local function pop(name)
-  if redis.call('SISMEMBER', 'ff:prioq', name) == 0 then
-    return redis.call('RPOP', 'q:' .. name)
+-- Pop the next job of queue `name` (whose main list is `base`, q:<name>): priority 9 first,
+-- FIFO within a priority. Touches q:<name>:p<N> too if `prioq` lists the queue.
+local function pop(prioq, name, base)
+  if redis.call('SISMEMBER', prioq, name) == 0 then
+    return redis.call('RPOP', base)
   end
   for _, p in ipairs(PRIORITIES_HIGH) do
-    local job = redis.call('RPOP', qkey(name, p))
+    local job = redis.call('RPOP', base .. PRIORITY_SUFFIX .. p)
     if job then return job end
   end
-  local job = redis.call('RPOP', 'q:' .. name)
+  local job = redis.call('RPOP', base)
   if job then return job end
   for _, p in ipairs(PRIORITIES_LOW) do
-    job = redis.call('RPOP', qkey(name, p))
+    job = redis.call('RPOP', base .. PRIORITY_SUFFIX .. p)
     if job then return job end
   end
-  redis.call('SREM', 'ff:prioq', name)
+  redis.call('SREM', prioq, name)
   return false
 end
 
--- Number of jobs in queue `name` over all priorities. Keys: ff:prioq, q:<name>[:p<N>].
-local function qsize(name)
-  local n = redis.call('LLEN', 'q:' .. name)
-  if redis.call('SISMEMBER', 'ff:prioq', name) == 1 then
+-- Number of jobs in queue `name` over all priorities. Touches q:<name>[:p<N>].
+local function qsize(prioq, name)
+  local n = redis.call('LLEN', QUEUE_PREFIX .. name)
+  if redis.call('SISMEMBER', prioq, name) == 1 then
     for p = 1, 9 do
       if p ~= 5 then n = n + redis.call('LLEN', qkey(name, p)) end
     end
@@ -69,49 +89,55 @@ local function qsize(name)
 end
 
 -- ff_push(n, [queue, priority, job, score] * n): store n validated jobs; score '' enqueues now,
--- otherwise the job waits in `scheduled` until that time.
--- Keys: scheduled, queues, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
+-- otherwise the job waits in `scheduled` until that time. Returns n.
+-- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.
 local function ff_push(keys, args)
+  local scheduled, queues, prioq = keys[1], keys[2], keys[3]
   local n = tonumber(args[1])
   for i = 0, n - 1 do
     local b = 2 + i * 4
     if args[b + 3] ~= '' then
-      redis.call('ZADD', 'scheduled', args[b + 3], args[b + 2])
+      redis.call('ZADD', scheduled, args[b + 3], args[b + 2])
     else
-      enqueue(args[b], tonumber(args[b + 1]), args[b + 2])
+      enqueue(queues, prioq, args[b], tonumber(args[b + 1]), args[b + 2], 'LPUSH',
+        keys[4 + 2 * i], keys[5 + 2 * i])
     end
   end
   return n
 end
 
 -- ff_fetch(wid, proc, now, default_reserve, q1, q2, ...): reserve the first job found in the
--- given queues (strict order). Returns {job, rid, jid} on success; 0 when nothing is there (and
--- the process is registered as waiting on every searched queue); -1 when the worker is quiet or
--- terminating; -2 when every queue is paused; -3 when nothing is there and some are paused.
--- Keys: ff:quiet, ff:w:<wid>, paused, ff:prioq, q:<q>[:p<N>], ff:wait:<q>, ff:rseq, ff:res,
--- working.
+-- given queues (strict order). Returns {job, token, jid}; or FETCHED.EMPTY when nothing is
+-- there (and the process is registered as waiting on every searched queue), FETCHED.QUIET when
+-- the worker is quiet or terminating, FETCHED.ALL_PAUSED when every queue is paused,
+-- FETCHED.SOME_PAUSED when nothing is there and some are paused (registered for the others).
+-- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:w:<wid>;
+-- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists.
 local function ff_fetch(keys, args)
+  local quiet, paused_set, prioq, rseq, res, working = keys[1], keys[2], keys[3], keys[4],
+    keys[5], keys[6]
   local wid, proc = args[1], args[2]
   local now_sec, now_frac = string.match(args[3], '^(%d+)(%.?%d*)$')
   now_sec = tonumber(now_sec)
   -- With no quiet worker, paused queue or priority list anywhere (the usual case), one call
   -- answers all three questions.
-  local plain = redis.call('EXISTS', 'ff:quiet', 'paused', 'ff:prioq') == 0
+  local plain = redis.call('EXISTS', quiet, paused_set, prioq) == 0
   local paused = {}
   if not plain then
     if wid ~= '' then
-      local state = redis.call('HGET', 'ff:w:' .. wid, 'state')
-      if state == 'quiet' or state == 'terminate' then return -1 end
+      local state = redis.call('HGET', keys[7], 'state')
+      if state == 'quiet' or state == 'terminate' then return FETCHED.QUIET end
     end
-    for _, p in ipairs(redis.call('SMEMBERS', 'paused')) do paused[p] = true end
+    for _, p in ipairs(redis.call('SMEMBERS', paused_set)) do paused[p] = true end
   end
-  local active = {}
+  local active = {}  -- the waiters keys of the queues searched
   for i = 5, #args do
     local name = args[i]
     if not paused[name] then
-      active[#active + 1] = name
+      local base = keys[2 * i - 2]  -- q:<name>; ff:wait:<name> follows it
+      active[#active + 1] = keys[2 * i - 1]
       local job
-      if plain then job = redis.call('RPOP', 'q:' .. name) else job = pop(name) end
+      if plain then job = redis.call('RPOP', base) else job = pop(prioq, name, base) end
       if job then
         -- Fast path for the common shape we encode (no failure, custom or reserve_for):
         -- the jid is the second key; otherwise decode the whole job.
@@ -132,178 +158,183 @@ local function ff_fetch(keys, args)
         if reserve == nil or reserve <= 0 then reserve = tonumber(args[4]) end
         if reserve < 60 then reserve = 60 end
         if reserve > 86400 then reserve = 86400 end
-        local rid = redis.call('INCR', 'ff:rseq')
+        local rid = redis.call('INCR', rseq)
         -- Built as strings: number formatting and cjson.encode are the slow part of this function.
         local expires = (now_sec + math.floor(reserve)) .. now_frac
         local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
         local record = '{"rid":' .. rid .. ',"wid":' .. quoted .. ',"reserved_at":' .. args[3] ..
           ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
-        redis.call('HSET', 'ff:res', jid, record)
-        redis.call('ZADD', 'working', expires, jid)
+        redis.call('HSET', res, jid, record)
+        redis.call('ZADD', working, expires, jid)
         return {job, rid, jid}
       end
     end
   end
-  if #active == 0 then return -2 end
-  for _, name in ipairs(active) do redis.call('SADD', 'ff:wait:' .. name, proc) end
-  if #active < #args - 4 then return -3 end
-  return 0
+  if #active == 0 then return FETCHED.ALL_PAUSED end
+  for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
+  if #active < #args - 4 then return FETCHED.SOME_PAUSED end
+  return FETCHED.EMPTY
 end
 
--- ff_ack(jid, day): finish a reservation successfully; 1 if it existed, else 0.
--- Keys: ff:res, working, processed, processed:<day>.
+-- ff_ack(jid): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
+-- no such reservation. KEYS: ff:res, working, processed, processed:<day>.
 local function ff_ack(keys, args)
   local jid = args[1]
-  if redis.call('HDEL', 'ff:res', jid) == 0 then return 0 end
-  redis.call('ZREM', 'working', jid)
-  redis.call('INCR', 'processed')
-  redis.call('INCR', 'processed:' .. args[2])
-  return 1
+  if redis.call('HDEL', keys[1], jid) == 0 then return OUTCOME.GONE end
+  redis.call('ZREM', keys[2], jid)
+  redis.call('INCR', keys[3])
+  redis.call('INCR', keys[4])
+  return OUTCOME.DONE
 end
 
--- ff_fail(jid, rid, day, outcome, payload, score): end a reservation as failed. The caller
--- computed `payload` (the job with its failure) from the reservation whose token is `rid`;
--- if the stored reservation has another token (or rid is ''), nothing changes and {2, record}
--- is returned so the caller can recompute. outcome: retry | dead | discard.
--- Returns {1} done, {0} no such reservation, {2, record} recompute.
--- Keys: ff:res, working, processed, failures, processed:<day>, failures:<day>, retries, dead.
+-- ff_fail(jid, token, outcome, payload, score): end a reservation as failed. The caller
+-- computed `payload` (the job with its failure) from the reservation with this token; if the
+-- stored reservation has another token (or token is ''), nothing changes and
+-- {OUTCOME.CHANGED, record} is returned so the caller can compute again. outcome: retry | dead
+-- | discard. Returns {OUTCOME.DONE}, {OUTCOME.GONE} (no such reservation) or that.
+-- KEYS: ff:res, working, processed, failures, retries, dead, processed:<day>, failures:<day>.
 local function ff_fail(keys, args)
   local jid, rid = args[1], args[2]
-  local record = redis.call('HGET', 'ff:res', jid)
-  if not record then return {0} end
+  local record = redis.call('HGET', keys[1], jid)
+  if not record then return {OUTCOME.GONE} end
   local prefix = '{"rid":' .. rid .. ','
-  if rid == '' or string.sub(record, 1, #prefix) ~= prefix then return {2, record} end
-  redis.call('HDEL', 'ff:res', jid)
-  redis.call('ZREM', 'working', jid)
-  redis.call('INCR', 'processed')
-  redis.call('INCR', 'failures')
-  redis.call('INCR', 'processed:' .. args[3])
-  redis.call('INCR', 'failures:' .. args[3])
-  local outcome = args[4]
-  if outcome == 'retry' then
-    redis.call('ZADD', 'retries', args[6], args[5])
-  elseif outcome == 'dead' then
-    redis.call('ZADD', 'dead', args[6], args[5])
+  if rid == '' or string.sub(record, 1, #prefix) ~= prefix then
+    return {OUTCOME.CHANGED, record}
   end
-  return {1}
+  redis.call('HDEL', keys[1], jid)
+  redis.call('ZREM', keys[2], jid)
+  for _, counter in ipairs({keys[3], keys[4], keys[7], keys[8]}) do redis.call('INCR', counter) end
+  local outcome = args[3]
+  if outcome == 'retry' then
+    redis.call('ZADD', keys[5], args[5], args[4])
+  elseif outcome == 'dead' then
+    redis.call('ZADD', keys[6], args[5], args[4])
+  end
+  return {OUTCOME.DONE}
 end
 
 -- ff_release(jid, queue, priority, job): undo a reservation whose client left before the job
 -- could be sent: the job goes back to the end its queue is fetched from, so it runs next.
--- Keys: ff:res, working, queues, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
+-- OUTCOME.DONE, or OUTCOME.GONE if there was no such reservation.
+-- KEYS: ff:res, working, queues, ff:prioq, q:<queue>[:p<N>], ff:wait:<queue>.
 local function ff_release(keys, args)
-  if redis.call('HDEL', 'ff:res', args[1]) == 0 then return 0 end
-  redis.call('ZREM', 'working', args[1])
-  local name, prio = args[2], tonumber(args[3])
-  if redis.call('RPUSH', qkey(name, prio), args[4]) == 1 then  -- as in enqueue
-    redis.call('SADD', 'queues', name)
-    if prio ~= 5 then redis.call('SADD', 'ff:prioq', name) end
-    wake(name)
-  end
-  return 1
+  if redis.call('HDEL', keys[1], args[1]) == 0 then return OUTCOME.GONE end
+  redis.call('ZREM', keys[2], args[1])
+  enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH', keys[5], keys[6])
+  return OUTCOME.DONE
 end
 
 -- ff_expired(now, limit): reservations whose time is up, as {jid, record, jid, record, ...}
 -- (read by the reaper, which then fails each through ff_fail with its token). Drops `working`
 -- entries with no record, except ones that look like data (Faktory's reservation JSON as the
--- member): those come with record '' for the reaper to set aside. Keys: working, ff:res.
+-- member): those come with record '' for the reaper to set aside. KEYS: working, ff:res.
 local function ff_expired(keys, args)
-  local jids = redis.call('ZRANGEBYSCORE', 'working', '-inf', args[1], 'LIMIT', 0, tonumber(args[2]))
+  local working, res = keys[1], keys[2]
+  local jids = redis.call('ZRANGEBYSCORE', working, '-inf', args[1], 'LIMIT', 0, tonumber(args[2]))
   local out = {}
   for _, jid in ipairs(jids) do
-    local record = redis.call('HGET', 'ff:res', jid)
+    local record = redis.call('HGET', res, jid)
     if record or string.sub(jid, 1, 1) == '{' then
       out[#out + 1] = jid
       out[#out + 1] = record or ''
     else
-      redis.call('ZREM', 'working', jid)
+      redis.call('ZREM', working, jid)
     end
   end
   return out
 end
 
--- ff_set_aside(source, key, record, dead_score, entry, reason, now): move one record the server
--- cannot use out of the way. source is a sorted set (key: the member) or 'working' (key: the
--- jid; record: its ff:res record as the caller read it, '' if it had none). With an entry (the
--- job with a failure saying why) it goes to `dead`; without, the raw record is kept in the
--- ff:bad stream with the reason. Returns 1, or 0 if the record had changed or gone.
--- Keys: <source>, working, ff:res, dead, ff:bad.
+-- ff_set_aside(key, record, dead_score, entry, reason, now): move one record the server cannot
+-- use out of the way. KEYS[1] is the sorted set holding it (key: the member) or `working` (key:
+-- the jid; record: its ff:res record as the caller read it, '' if it had none). With an entry
+-- (the job with a failure saying why) it goes to `dead`; without, the raw record is kept in the
+-- ff:bad stream with the reason. OUTCOME.DONE, or OUTCOME.CHANGED if the record had changed or
+-- gone. KEYS: <source>, working, ff:res, dead, ff:bad.
 local function ff_set_aside(keys, args)
-  local source, key, raw = args[1], args[2], args[2]
-  if source == 'working' then
-    local record = redis.call('HGET', 'ff:res', key)
-    if (record or '') ~= args[3] then return 0 end
-    if redis.call('ZREM', 'working', key) == 0 and not record then return 0 end
+  local source, working, res, dead, bad = keys[1], keys[2], keys[3], keys[4], keys[5]
+  local key, raw = args[1], args[1]
+  if source == working then
+    local record = redis.call('HGET', res, key)
+    if (record or '') ~= args[2] then return OUTCOME.CHANGED end
+    if redis.call('ZREM', working, key) == 0 and not record then return OUTCOME.CHANGED end
     if record then
-      redis.call('HDEL', 'ff:res', key)
+      redis.call('HDEL', res, key)
       raw = record
     end
   elseif redis.call('ZREM', source, key) == 0 then
-    return 0
+    return OUTCOME.CHANGED
   end
-  if args[5] ~= '' then
-    redis.call('ZADD', 'dead', args[4], args[5])
-  elseif source == 'working' then
-    redis.call('XADD', 'ff:bad', '*', 'source', source, 'reason', args[6], 'at', args[7],
+  if args[4] ~= '' then
+    redis.call('ZADD', dead, args[3], args[4])
+  elseif source == working then
+    redis.call('XADD', bad, '*', 'source', source, 'reason', args[5], 'at', args[6],
       'record', raw, 'jid', key)
   else
-    redis.call('XADD', 'ff:bad', '*', 'source', source, 'reason', args[6], 'at', args[7],
+    redis.call('XADD', bad, '*', 'source', source, 'reason', args[5], 'at', args[6],
       'record', raw)
   end
-  return 1
+  return OUTCOME.DONE
 end
 
--- ff_enqueue_from(set, n, [member, queue, priority, job] * n): move entries of a sorted set
--- (scheduled, retries, dead) to their queues. Each moves only if it is still in the set, so
--- concurrent movers never enqueue one entry twice; queue '' just drops the entry.
--- Keys: <set>, queues, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
+-- ff_enqueue_from(n, [member, queue, priority, job] * n): move entries of a sorted set
+-- (scheduled, retries, dead) to their queues as `job` (the caller applied jobs.requeue). Each
+-- moves only if it is still in the set, so concurrent movers never enqueue one entry twice.
+-- Returns how many moved.
+-- KEYS: <set>, queues, ff:prioq; per entry: q:<queue>[:p<N>], ff:wait:<queue>.
 local function ff_enqueue_from(keys, args)
-  local set, n, moved = args[1], tonumber(args[2]), 0
+  local set, queues, prioq = keys[1], keys[2], keys[3]
+  local n, moved = tonumber(args[1]), 0
   for i = 0, n - 1 do
-    local b = 3 + i * 4
-    if redis.call('ZREM', set, args[b]) == 1 and args[b + 1] ~= '' then
-      enqueue(args[b + 1], tonumber(args[b + 2]), args[b + 3])
+    local b = 2 + i * 4
+    if redis.call('ZREM', set, args[b]) == 1 then
+      enqueue(queues, prioq, args[b + 1], tonumber(args[b + 2]), args[b + 3], 'LPUSH',
+        keys[4 + 2 * i], keys[5 + 2 * i])
       moved = moved + 1
     end
   end
   return moved
 end
 
--- ff_hello(proc, max_conns, wid, hostname, pid, labels, v, now[, addr]): count an identified
+-- ff_hello(proc, max_conns, wid, hostname, pid, labels, v, now, addr): count an identified
 -- connection and register its worker (addr: the client's address, for the Busy page).
 -- Returns 0, or the would-be connection count when that exceeds max_conns (nothing is
--- changed then).
--- Keys: ff:conns, ff:w:<wid>, ff:wids.
+-- changed then). KEYS: ff:conns, ff:wids, ff:w:<wid>.
 local function ff_hello(keys, args)
+  local conns, wids = keys[1], keys[2]
   local total = 0
-  for _, c in ipairs(redis.call('HVALS', 'ff:conns')) do total = total + tonumber(c) end
+  for _, c in ipairs(redis.call('HVALS', conns)) do total = total + tonumber(c) end
   if total + 1 > tonumber(args[2]) then return total + 1 end
-  redis.call('HINCRBY', 'ff:conns', args[1], 1)
+  redis.call('HINCRBY', conns, args[1], 1)
   local wid = args[3]
   if wid ~= '' then
-    local wkey = 'ff:w:' .. wid
+    local wkey = WORKER_PREFIX .. wid
     if redis.call('EXISTS', wkey) == 0 then
       redis.call('HSET', wkey, 'wid', wid, 'hostname', args[4], 'pid', args[5], 'labels', args[6],
         'v', args[7], 'started_at', args[8], 'state', 'running', 'rss_kb', 0, 'conns', 0,
-        'addr', args[9] or '')
-      redis.call('ZADD', 'ff:wids', args[8], wid)
+        'addr', args[9])
+      redis.call('ZADD', wids, args[8], wid)
     end
     redis.call('HINCRBY', wkey, 'conns', 1)
   end
   return 0
 end
 
+-- Forget worker `wid` (its hash, heartbeat and quiet flag). Touches ff:w:<wid>.
+local function forget_worker(wids, quiet, wid)
+  redis.call('DEL', WORKER_PREFIX .. wid)
+  redis.call('ZREM', wids, wid)
+  redis.call('SREM', quiet, wid)
+end
+
 -- ff_bye(proc, wid): an identified connection closed; the worker goes when its last one does.
--- Keys: ff:conns, ff:w:<wid>, ff:wids, ff:quiet.
+-- KEYS: ff:conns, ff:wids, ff:quiet, ff:w:<wid>.
 local function ff_bye(keys, args)
-  redis.call('HINCRBY', 'ff:conns', args[1], -1)
+  redis.call('HINCRBY', keys[1], args[1], -1)
   local wid = args[2]
   if wid ~= '' then
-    local wkey = 'ff:w:' .. wid
+    local wkey = WORKER_PREFIX .. wid
     if redis.call('EXISTS', wkey) == 1 and redis.call('HINCRBY', wkey, 'conns', -1) <= 0 then
-      redis.call('DEL', wkey)
-      redis.call('ZREM', 'ff:wids', wid)
-      redis.call('SREM', 'ff:quiet', wid)
+      forget_worker(keys[2], keys[3], wid)
     end
   end
   return 0
@@ -312,41 +343,44 @@ end
 local STATE_ORDER = {running = 0, quiet = 1, terminate = 2}
 
 -- Move a worker's state forward only (running -> quiet -> terminate); a worker that is not
--- running is listed in ff:quiet (every heartbeat says so again). Keys: ff:w:<wid>, ff:quiet.
-local function advance(wid, state)
-  local wkey = 'ff:w:' .. wid
+-- running is listed in `quiet` (ff:quiet; every heartbeat says so again). Touches ff:w:<wid>.
+local function advance(quiet, wid, state)
+  local wkey = WORKER_PREFIX .. wid
   local current = redis.call('HGET', wkey, 'state') or 'running'
   if STATE_ORDER[state] and STATE_ORDER[state] > (STATE_ORDER[current] or 0) then
     redis.call('HSET', wkey, 'state', state)
     current = state
   end
-  if current ~= 'running' then redis.call('SADD', 'ff:quiet', wid) end
+  if current ~= 'running' then redis.call('SADD', quiet, wid) end
   return current
 end
 
 -- ff_beat(wid, now, state, rss_kb): heartbeat; returns the worker's state, or false if unknown.
--- Keys: ff:w:<wid>, ff:wids, ff:quiet.
+-- KEYS: ff:wids, ff:quiet, ff:w:<wid>.
 local function ff_beat(keys, args)
   local wid = args[1]
-  local wkey = 'ff:w:' .. wid
+  local wkey = WORKER_PREFIX .. wid
   if redis.call('EXISTS', wkey) == 0 then return false end
-  redis.call('ZADD', 'ff:wids', args[2], wid)
+  redis.call('ZADD', keys[1], args[2], wid)
   if args[4] ~= '' then redis.call('HSET', wkey, 'rss_kb', args[4]) end
-  return advance(wid, args[3])
+  return advance(keys[2], wid, args[3])
 end
 
--- ff_signal(state, wid...): quiet or terminate workers (wid '*' = all), as from the web UI.
--- Keys: ff:wids, ff:w:<wid>, ff:quiet.
+-- ff_signal(state, wid...): quiet or terminate workers (wid '*' = every registered one, read
+-- from ff:wids), as from the web UI. Returns how many were signalled.
+-- KEYS: ff:wids, ff:quiet; per wid: ff:w:<wid>.
 local function ff_signal(keys, args)
   local wids = {}
   for i = 2, #args do
-    if args[i] == '*' then wids = redis.call('ZRANGE', 'ff:wids', 0, -1) break end
+    if args[i] == '*' then wids = redis.call('ZRANGE', keys[1], 0, -1) break end
     wids[#wids + 1] = args[i]
   end
   local n = 0
   for _, wid in ipairs(wids) do
-    local wkey = 'ff:w:' .. wid
-    if redis.call('EXISTS', wkey) == 1 then advance(wid, args[1]) n = n + 1 end
+    if redis.call('EXISTS', WORKER_PREFIX .. wid) == 1 then
+      advance(keys[2], wid, args[1])
+      n = n + 1
+    end
   end
   return n
 end
@@ -379,27 +413,26 @@ end
 
 -- ff_reap_workers(cutoff): forget workers whose last heartbeat is older than cutoff and tell
 -- every process to close their connections. A wid that is not UTF-8 (never one a client sent:
--- HELLO is JSON) is forgotten without a broadcast the processes could not decode.
--- Keys: ff:wids, ff:w:<wid>, ff:quiet; publishes on ff:ctl.
+-- HELLO is JSON) is forgotten without a broadcast the processes could not decode. Returns how
+-- many were forgotten. KEYS: ff:wids, ff:quiet; also ff:w:<wid> of each (read from ff:wids).
+-- Publishes on CONTROL_CHANNEL.
 local function ff_reap_workers(keys, args)
-  local wids = redis.call('ZRANGEBYSCORE', 'ff:wids', '-inf', '(' .. args[1])
+  local wids = redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. args[1])
   for _, wid in ipairs(wids) do
-    redis.call('DEL', 'ff:w:' .. wid)
-    redis.call('ZREM', 'ff:wids', wid)
-    redis.call('SREM', 'ff:quiet', wid)
-    if utf8_ok(wid) then redis.call('PUBLISH', 'ff:ctl', 'reap ' .. wid) end
+    forget_worker(keys[1], keys[2], wid)
+    if utf8_ok(wid) then redis.call('PUBLISH', CONTROL_CHANNEL, 'reap ' .. wid) end
   end
   return #wids
 end
 
 -- ff_process_gone(proc): a server process ended; drop its connection count and keep its
--- command count in the '-' field. Keys: ff:conns, ff:cmds.
+-- command count in the '-' field. KEYS: ff:conns, ff:cmds.
 local function ff_process_gone(keys, args)
-  redis.call('HDEL', 'ff:conns', args[1])
-  local cmds = redis.call('HGET', 'ff:cmds', args[1])
+  redis.call('HDEL', keys[1], args[1])
+  local cmds = redis.call('HGET', keys[2], args[1])
   if cmds then
-    redis.call('HINCRBY', 'ff:cmds', '-', cmds)
-    redis.call('HDEL', 'ff:cmds', args[1])
+    redis.call('HINCRBY', keys[2], '-', cmds)
+    redis.call('HDEL', keys[2], args[1])
   end
   return 0
 end
@@ -407,92 +440,97 @@ end
 -- ff_info(): everything INFO reports that lives in Redis, as a flat list:
 -- {processed, failures, scheduled, retries, dead, working, workers, connections, commands,
 --  {task fields...}, {queue, size, ...}}.
--- Keys: processed, failures, scheduled, retries, dead, working, ff:wids, ff:conns, ff:cmds,
--- ff:tasks, queues, ff:prioq, q:<queue>[:p<N>].
+-- KEYS: processed, failures, scheduled, retries, dead, working, ff:wids, ff:conns, ff:cmds,
+-- ff:tasks, queues, ff:prioq; also the lists of every queue `queues` names.
 local function ff_info(keys, args)
   local conns, cmds = 0, 0
-  for _, c in ipairs(redis.call('HVALS', 'ff:conns')) do conns = conns + tonumber(c) end
-  for _, c in ipairs(redis.call('HVALS', 'ff:cmds')) do cmds = cmds + tonumber(c) end
+  for _, c in ipairs(redis.call('HVALS', keys[8])) do conns = conns + tonumber(c) end
+  for _, c in ipairs(redis.call('HVALS', keys[9])) do cmds = cmds + tonumber(c) end
   local queues = {}
-  for _, name in ipairs(redis.call('SMEMBERS', 'queues')) do
+  for _, name in ipairs(redis.call('SMEMBERS', keys[11])) do
     queues[#queues + 1] = name
-    queues[#queues + 1] = qsize(name)
+    queues[#queues + 1] = qsize(keys[12], name)
   end
   return {
-    tonumber(redis.call('GET', 'processed') or 0),
-    tonumber(redis.call('GET', 'failures') or 0),
-    redis.call('ZCARD', 'scheduled'), redis.call('ZCARD', 'retries'),
-    redis.call('ZCARD', 'dead'), redis.call('ZCARD', 'working'),
-    redis.call('ZCARD', 'ff:wids'), conns, cmds,
-    redis.call('HGETALL', 'ff:tasks'), queues,
+    tonumber(redis.call('GET', keys[1]) or 0),
+    tonumber(redis.call('GET', keys[2]) or 0),
+    redis.call('ZCARD', keys[3]), redis.call('ZCARD', keys[4]),
+    redis.call('ZCARD', keys[5]), redis.call('ZCARD', keys[6]),
+    redis.call('ZCARD', keys[7]), conns, cmds,
+    redis.call('HGETALL', keys[10]), queues,
   }
 end
 
 -- ff_flush(): FLUSHDB, but the live registry of processes, connections and workers survives
 -- (they are still connected); everything about jobs and queues is gone. Publishes 'flush' on
--- ff:ctl so processes drop what they cached about empty queues.
--- Keys: all; keeps ff:conns, ff:cmds, ff:tasks, ff:wids, ff:w:<wid>, ff:quiet.
+-- CONTROL_CHANNEL so processes drop what they cached about empty queues.
+-- KEYS: ff:conns, ff:cmds, ff:tasks (kept), ff:wids, ff:quiet (kept, with the ff:w:<wid> of
+-- each registered worker); FLUSHDB drops every other key.
 local function ff_flush(keys, args)
+  local wids, quiet = keys[4], keys[5]
   local keep = {}
-  for _, k in ipairs({'ff:conns', 'ff:cmds', 'ff:tasks'}) do keep[k] = redis.call('HGETALL', k) end
-  local beats = redis.call('ZRANGE', 'ff:wids', 0, -1, 'WITHSCORES')
-  local quiet = redis.call('SMEMBERS', 'ff:quiet')
+  for i = 1, 3 do keep[keys[i]] = redis.call('HGETALL', keys[i]) end
+  local beats = redis.call('ZRANGE', wids, 0, -1, 'WITHSCORES')
+  local quiet_wids = redis.call('SMEMBERS', quiet)
   local workers = {}
-  for i = 1, #beats, 2 do workers[beats[i]] = redis.call('HGETALL', 'ff:w:' .. beats[i]) end
+  for i = 1, #beats, 2 do workers[beats[i]] = redis.call('HGETALL', WORKER_PREFIX .. beats[i]) end
   redis.call('FLUSHDB')
   for k, fields in pairs(keep) do
     if #fields > 0 then redis.call('HSET', k, unpack(fields)) end
   end
   for i = 1, #beats, 2 do
-    redis.call('ZADD', 'ff:wids', beats[i + 1], beats[i])
+    redis.call('ZADD', wids, beats[i + 1], beats[i])
     local fields = workers[beats[i]]
-    if #fields > 0 then redis.call('HSET', 'ff:w:' .. beats[i], unpack(fields)) end
+    if #fields > 0 then redis.call('HSET', WORKER_PREFIX .. beats[i], unpack(fields)) end
   end
-  if #quiet > 0 then redis.call('SADD', 'ff:quiet', unpack(quiet)) end
-  redis.call('PUBLISH', 'ff:ctl', 'flush')
+  if #quiet_wids > 0 then redis.call('SADD', quiet, unpack(quiet_wids)) end
+  redis.call('PUBLISH', CONTROL_CHANNEL, 'flush')
   return 0
 end
 
--- Queue names given to QUEUE commands, '*' standing for every known queue. Keys: queues.
-local function queue_names(args, from)
+-- Queue names given to QUEUE commands, '*' standing for every queue in `queues`.
+local function queue_names(queues, args, from)
   local names = {}
   for i = from, #args do
-    if args[i] == '*' then return redis.call('SMEMBERS', 'queues') end
+    if args[i] == '*' then return redis.call('SMEMBERS', queues) end
     names[#names + 1] = args[i]
   end
   return names
 end
 
--- ff_queue(sub, names...): QUEUE PAUSE | RESUME | REMOVE. PAUSE ignores unknown queues.
--- Keys: queues, paused, ff:prioq, q:<name>[:p<N>].
+-- ff_queue(sub, names...): QUEUE PAUSE | RESUME | REMOVE ('*': every queue in `queues`).
+-- PAUSE ignores unknown queues. Returns how many queues were named.
+-- KEYS: queues, paused, ff:prioq; per name: q:<name> (REMOVE: and its q:<name>:p<N>).
 local function ff_queue(keys, args)
+  local queues, paused, prioq = keys[1], keys[2], keys[3]
   local sub = args[1]
-  local names = queue_names(args, 2)
+  local names = queue_names(queues, args, 2)
   for _, name in ipairs(names) do
     if sub == 'PAUSE' then
-      if redis.call('SISMEMBER', 'queues', name) == 1 then redis.call('SADD', 'paused', name) end
+      if redis.call('SISMEMBER', queues, name) == 1 then redis.call('SADD', paused, name) end
     elseif sub == 'RESUME' then
-      redis.call('SREM', 'paused', name)
+      redis.call('SREM', paused, name)
     elseif sub == 'REMOVE' then
       for p = 1, 9 do redis.call('UNLINK', qkey(name, p)) end
-      redis.call('SREM', 'queues', name)
-      redis.call('SREM', 'paused', name)
-      redis.call('SREM', 'ff:prioq', name)
+      redis.call('SREM', queues, name)
+      redis.call('SREM', paused, name)
+      redis.call('SREM', prioq, name)
     end
   end
   return #names
 end
 
--- ff_queue_heads(names...): for each queue, the job that has waited longest (the tail of each
--- of its priority lists, oldest first is decided by the caller), for QUEUE LATENCY.
--- Keys: ff:prioq, q:<name>[:p<N>].
+-- ff_queue_heads(names...): for each queue, the job that has waited longest in each of its
+-- priority lists (the caller picks the oldest), for QUEUE LATENCY.
+-- KEYS: ff:prioq; per name: q:<name> (and its q:<name>:p<N> when ff:prioq lists it).
 local function ff_queue_heads(keys, args)
+  local prioq = keys[1]
   local out = {}
   for i = 1, #args do
     local heads = {}
-    local oldest = redis.call('LINDEX', 'q:' .. args[i], -1)
+    local oldest = redis.call('LINDEX', QUEUE_PREFIX .. args[i], -1)
     if oldest then heads[#heads + 1] = oldest end
-    if redis.call('SISMEMBER', 'ff:prioq', args[i]) == 1 then
+    if redis.call('SISMEMBER', prioq, args[i]) == 1 then
       for p = 1, 9 do
         if p ~= 5 then
           local job = redis.call('LINDEX', qkey(args[i], p), -1)
@@ -516,70 +554,74 @@ local function matches(member, mode, extra)
   return false
 end
 
--- ff_mutate(cmd, target, dead_score, mode, pattern, extra...): MUTATE on a sorted set.
--- mode 'all': every entry; 'jids': entries containing any of the `extra` substrings
--- ('"jid":"<jid>"'); 'glob': ZSCAN MATCH pattern, and if extra[1] is given the entry must
--- also contain it ('"jobtype":"<type>"'). cmd: clear | discard | kill | requeue.
--- Keys: <target>, dead, queues, q:<queue>[:p<N>], ff:prioq, ff:wait:<queue>.
-local function ff_mutate(keys, args)
-  local cmd, target, dead_score, mode, pattern = args[1], args[2], args[3], args[4], args[5]
-  if cmd == 'clear' then
-    redis.call('UNLINK', target)
-    return 0
-  end
-  local extra = {}
-  for i = 6, #args do extra[#extra + 1] = args[i] end
+-- The members of sorted set `set` a MUTATE filter selects: mode 'all': every entry; 'jids':
+-- entries containing any of the `extra` substrings ('"jid":"<jid>"'); 'glob': ZSCAN MATCH
+-- pattern, and if extra[1] is given the entry must also contain it ('"jobtype":"<type>"').
+local function selected(set, mode, pattern, extra)
   local found = {}
   local cursor = '0'
   repeat
     local reply
     if mode == 'glob' then
-      reply = redis.call('ZSCAN', target, cursor, 'MATCH', pattern, 'COUNT', 100)
+      reply = redis.call('ZSCAN', set, cursor, 'MATCH', pattern, 'COUNT', 100)
     else
-      reply = redis.call('ZSCAN', target, cursor, 'COUNT', 100)
+      reply = redis.call('ZSCAN', set, cursor, 'COUNT', 100)
     end
     cursor = reply[1]
     local items = reply[2]
     for i = 1, #items, 2 do
-      local member = items[i]
-      if matches(member, mode, extra) then found[#found + 1] = member end
+      if matches(items[i], mode, extra) then found[#found + 1] = items[i] end
     end
   until cursor == '0'
+  return found
+end
+
+-- ff_mutate(cmd, dead_score, mode, pattern, extra...): MUTATE clear | discard | kill on the
+-- sorted set KEYS[1], entries selected as `selected` says (requeue: ff_mutate_select, then
+-- ff_enqueue_from). Returns how many entries it removed (clear: 0). KEYS: <target>, dead.
+local function ff_mutate(keys, args)
+  local target, dead = keys[1], keys[2]
+  local cmd, dead_score = args[1], args[2]
+  if cmd == 'clear' then
+    redis.call('UNLINK', target)
+    return 0
+  elseif cmd ~= 'discard' and cmd ~= 'kill' then
+    return redis.error_reply('ff_mutate: no such command: ' .. cmd)
+  end
+  local extra = {}
+  for i = 5, #args do extra[#extra + 1] = args[i] end
   local n = 0
-  for _, member in ipairs(found) do
+  for _, member in ipairs(selected(target, args[3], args[4], extra)) do
     if redis.call('ZREM', target, member) == 1 then
       n = n + 1
-      if cmd == 'kill' then
-        redis.call('ZADD', 'dead', dead_score, member)
-      elseif cmd == 'requeue' then
-        local ok, job = pcall(cjson.decode, member)
-        local name, prio = 'default', 5
-        if ok and type(job) == 'table' then
-          if type(job['queue']) == 'string' and job['queue'] ~= '' then name = job['queue'] end
-          prio = tonumber(job['priority']) or 5
-        end
-        enqueue(name, prio, member)
-      end
+      if cmd == 'kill' then redis.call('ZADD', dead, dead_score, member) end
     end
   end
   return n
 end
 
--- ff_migrate_reservation(old_member, jid, record, score): replace a Faktory-format `working`
--- entry (the reservation JSON as member) by ours (jid member, record in ff:res).
--- Keys: working, ff:res.
-local function ff_migrate_reservation(keys, args)
-  if redis.call('ZREM', 'working', args[1]) == 1 then
-    redis.call('HSET', 'ff:res', args[2], args[3])
-    redis.call('ZADD', 'working', args[4], args[2])
-  end
-  return 0
+-- ff_mutate_select(mode, pattern, extra...): the members of the sorted set KEYS[1] a MUTATE
+-- filter selects (see `selected`), for a requeue. KEYS: <target>.
+local function ff_mutate_select(keys, args)
+  local extra = {}
+  for i = 3, #args do extra[#extra + 1] = args[i] end
+  return selected(keys[1], args[1], args[2], extra)
 end
 
--- ff_migrate_queue(KEYS: <name>, q:<name>): Faktory <= 1.9 kept queue <name> in a list under
--- its bare name; 1.10 and we use q:<name>. Move it, older jobs (1.9's) to the right, the end
--- FETCH pops first. Only a list moves: a 1.9 queue named like one of Faktory's other keys
--- could not have worked. Returns the number of jobs moved.
+-- ff_migrate_reservation(old_member, jid, record, score): replace a Faktory-format `working`
+-- entry (the reservation JSON as member) by ours (jid member, record in ff:res).
+-- OUTCOME.DONE, or OUTCOME.GONE if the old entry was not there. KEYS: working, ff:res.
+local function ff_migrate_reservation(keys, args)
+  if redis.call('ZREM', keys[1], args[1]) == 0 then return OUTCOME.GONE end
+  redis.call('HSET', keys[2], args[2], args[3])
+  redis.call('ZADD', keys[1], args[4], args[2])
+  return OUTCOME.DONE
+end
+
+-- ff_migrate_queue(): Faktory <= 1.9 kept queue <name> in a list under its bare name; 1.10 and
+-- we use q:<name>. Move it, older jobs (1.9's) to the right, the end FETCH pops first. Only a
+-- list moves: a 1.9 queue named like one of Faktory's other keys could not have worked.
+-- Returns the number of jobs moved. KEYS: <name>, q:<name>.
 local function ff_migrate_queue(keys, args)
   local bare, prefixed = keys[1], keys[2]
   if redis.call('TYPE', bare)['ok'] ~= 'list' then return 0 end
@@ -593,18 +635,19 @@ local function ff_migrate_queue(keys, args)
 end
 
 -- ff_reservations(limit): up to `limit` reservation records, soonest to expire first (for the
--- web UI's jobs in progress). Keys: working, ff:res.
+-- web UI's jobs in progress). KEYS: working, ff:res.
 local function ff_reservations(keys, args)
-  local jids = redis.call('ZRANGE', 'working', 0, tonumber(args[1]) - 1)
+  local jids = redis.call('ZRANGE', keys[1], 0, tonumber(args[1]) - 1)
   if #jids == 0 then return {} end
-  return redis.call('HMGET', 'ff:res', unpack(jids))
+  return redis.call('HMGET', keys[2], unpack(jids))
 end
 
--- ff_workers(): every registered worker as a flat field/value list. Keys: ff:wids, ff:w:<wid>.
+-- ff_workers(): every registered worker as a flat field/value list.
+-- KEYS: ff:wids; also the ff:w:<wid> of each.
 local function ff_workers(keys, args)
   local out = {}
-  for i, wid in ipairs(redis.call('ZRANGE', 'ff:wids', 0, -1)) do
-    out[i] = redis.call('HGETALL', 'ff:w:' .. wid)
+  for i, wid in ipairs(redis.call('ZRANGE', keys[1], 0, -1)) do
+    out[i] = redis.call('HGETALL', WORKER_PREFIX .. wid)
   end
   return out
 end
@@ -613,7 +656,7 @@ end
 -- Read-mostly helpers for the web UI (web/). Sorted-set entries are named by (score, jid): the
 -- score string exactly as Redis returned it, and the entry's JSON containing '"jid":"<jid>"'.
 
--- Members of `set` with exactly `score` whose JSON names `jid`. Keys: <set>.
+-- Members of `set` with exactly `score` whose JSON names `jid`.
 local function entries_at(set, score, jid)
   local found = {}
   local needle = '"jid":"' .. jid .. '"'
@@ -623,20 +666,19 @@ local function entries_at(set, score, jid)
   return found
 end
 
--- ff_web_set_page(set, offset, count): {size, {member, score, ...}} in score order.
--- Keys: <set>.
+-- ff_web_set_page(offset, count): {size, {member, score, ...}} in score order. KEYS: <set>.
 local function ff_web_set_page(keys, args)
-  local offset = tonumber(args[2])
-  local stop = offset + tonumber(args[3]) - 1
-  return {redis.call('ZCARD', args[1]), redis.call('ZRANGE', args[1], offset, stop, 'WITHSCORES')}
+  local offset = tonumber(args[1])
+  local stop = offset + tonumber(args[2]) - 1
+  return {redis.call('ZCARD', keys[1]), redis.call('ZRANGE', keys[1], offset, stop, 'WITHSCORES')}
 end
 
--- ff_web_set_get(set, score, jid, score, jid, ...): the members so named, as {member, score, ...}.
--- Keys: <set>.
+-- ff_web_set_get(score, jid, score, jid, ...): the members so named, as {member, score, ...}.
+-- KEYS: <set>.
 local function ff_web_set_get(keys, args)
   local out = {}
-  for i = 2, #args - 1, 2 do
-    for _, m in ipairs(entries_at(args[1], args[i], args[i + 1])) do
+  for i = 1, #args - 1, 2 do
+    for _, m in ipairs(entries_at(keys[1], args[i], args[i + 1])) do
       out[#out + 1] = m
       out[#out + 1] = args[i]
     end
@@ -644,29 +686,29 @@ local function ff_web_set_get(keys, args)
   return out
 end
 
--- ff_web_set_remove(set, action, dead_score, score, jid, ...): delete the named entries, or
--- with action 'kill' move them to `dead` with dead_score. Returns how many moved.
--- Keys: <set>, dead.
+-- ff_web_set_remove(action, dead_score, score, jid, ...): delete the named entries, or with
+-- action 'kill' move them to `dead` with dead_score. Returns how many moved.
+-- KEYS: <set>, dead.
 local function ff_web_set_remove(keys, args)
-  local set, kill, n = args[1], args[2] == 'kill', 0
-  for i = 4, #args - 1, 2 do
+  local set, dead, kill, n = keys[1], keys[2], args[1] == 'kill', 0
+  for i = 3, #args - 1, 2 do
     for _, m in ipairs(entries_at(set, args[i], args[i + 1])) do
       if redis.call('ZREM', set, m) == 1 then
         n = n + 1
-        if kill then redis.call('ZADD', 'dead', args[3], m) end
+        if kill then redis.call('ZADD', dead, args[2], m) end
       end
     end
   end
   return n
 end
 
--- ff_web_set_filter(set, cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor`
--- for entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
+-- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
+-- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
 -- stopping after about scan_cap entries or once `want` matched. Returns
--- {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. Keys: <set>.
+-- {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
 local function ff_web_set_filter(keys, args)
-  local set, cursor, cap, want = args[1], args[2], tonumber(args[3]), tonumber(args[4])
-  local jobtype, queue, text = args[5], args[6], args[7]
+  local set, cursor, cap, want = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
+  local jobtype, queue, text = args[4], args[5], args[6]
   local jt = jobtype ~= '' and ('"jobtype":"' .. jobtype .. '"') or nil
   local qu = queue ~= '' and ('"queue":"' .. queue .. '"') or nil
   local out, scanned, matched = {}, 0, 0
@@ -688,19 +730,19 @@ local function ff_web_set_filter(keys, args)
   return {cursor, scanned, out}
 end
 
--- Priorities of a queue in the order FETCH takes them. Keys: ff:prioq.
-local function fetch_order(name)
-  if redis.call('SISMEMBER', 'ff:prioq', name) == 0 then return {5} end
+-- Priorities of a queue in the order FETCH takes them.
+local function fetch_order(prioq, name)
+  if redis.call('SISMEMBER', prioq, name) == 0 then return {5} end
   return {9, 8, 7, 6, 5, 4, 3, 2, 1}
 end
 
 -- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: the queue's jobs over
 -- all its priority lists in the order they will be fetched, skipping `offset` of them.
--- Keys: ff:prioq, q:<name>[:p<N>].
+-- KEYS: ff:prioq, q:<name> (and its q:<name>:p<N> when ff:prioq lists it).
 local function ff_web_queue_page(keys, args)
   local name, skip, left = args[1], tonumber(args[2]), tonumber(args[3])
   local out, total = {}, 0
-  for _, p in ipairs(fetch_order(name)) do
+  for _, p in ipairs(fetch_order(keys[1], name)) do
     local key = qkey(name, p)
     local len = redis.call('LLEN', key)
     total = total + len
@@ -722,7 +764,7 @@ local function ff_web_queue_page(keys, args)
 end
 
 -- ff_web_queue_delete(name, priority, job, ...): remove those jobs (one occurrence each).
--- Keys: q:<name>[:p<N>].
+-- Returns how many went. KEYS: per job: q:<name>[:p<N>].
 local function ff_web_queue_delete(keys, args)
   local n = 0
   for i = 2, #args - 1, 2 do
@@ -733,18 +775,23 @@ end
 
 -- ff_web_queues(): every known queue as {name, size, paused (0/1), {oldest job of each of its
 -- priority lists}}, for the queue list's size and latency columns.
--- Keys: queues, paused, ff:prioq, q:<name>[:p<N>].
+-- KEYS: queues, paused, ff:prioq; also the lists of every queue `queues` names.
 local function ff_web_queues(keys, args)
+  local queues, paused, prioq = keys[1], keys[2], keys[3]
   local out = {}
-  for _, name in ipairs(redis.call('SMEMBERS', 'queues')) do
+  for _, name in ipairs(redis.call('SMEMBERS', queues)) do
     local heads = {}
-    for _, p in ipairs(fetch_order(name)) do
+    for _, p in ipairs(fetch_order(prioq, name)) do
       local job = redis.call('LINDEX', qkey(name, p), -1)
       if job then heads[#heads + 1] = job end
     end
-    out[#out + 1] = {name, qsize(name), redis.call('SISMEMBER', 'paused', name), heads}
+    out[#out + 1] = {name, qsize(prioq, name), redis.call('SISMEMBER', paused, name), heads}
   end
   return out
+end
+
+local function read_only(name, fn)
+  redis.register_function{function_name = name, callback = fn, flags = {'no-writes'}}
 end
 
 redis.register_function('ff_push', ff_push)
@@ -761,26 +808,20 @@ redis.register_function('ff_beat', ff_beat)
 redis.register_function('ff_signal', ff_signal)
 redis.register_function('ff_reap_workers', ff_reap_workers)
 redis.register_function('ff_process_gone', ff_process_gone)
-redis.register_function{function_name = 'ff_info', callback = ff_info, flags = {'no-writes'}}
+read_only('ff_info', ff_info)
 redis.register_function('ff_flush', ff_flush)
 redis.register_function('ff_queue', ff_queue)
-redis.register_function{function_name = 'ff_queue_heads', callback = ff_queue_heads,
-  flags = {'no-writes'}}
+read_only('ff_queue_heads', ff_queue_heads)
 redis.register_function('ff_mutate', ff_mutate)
+read_only('ff_mutate_select', ff_mutate_select)
 redis.register_function('ff_migrate_reservation', ff_migrate_reservation)
 redis.register_function('ff_migrate_queue', ff_migrate_queue)
-redis.register_function{function_name = 'ff_reservations', callback = ff_reservations,
-  flags = {'no-writes'}}
-redis.register_function{function_name = 'ff_workers', callback = ff_workers, flags = {'no-writes'}}
-redis.register_function{function_name = 'ff_web_set_page', callback = ff_web_set_page,
-  flags = {'no-writes'}}
-redis.register_function{function_name = 'ff_web_set_get', callback = ff_web_set_get,
-  flags = {'no-writes'}}
+read_only('ff_reservations', ff_reservations)
+read_only('ff_workers', ff_workers)
+read_only('ff_web_set_page', ff_web_set_page)
+read_only('ff_web_set_get', ff_web_set_get)
 redis.register_function('ff_web_set_remove', ff_web_set_remove)
-redis.register_function{function_name = 'ff_web_set_filter', callback = ff_web_set_filter,
-  flags = {'no-writes'}}
-redis.register_function{function_name = 'ff_web_queue_page', callback = ff_web_queue_page,
-  flags = {'no-writes'}}
+read_only('ff_web_set_filter', ff_web_set_filter)
+read_only('ff_web_queue_page', ff_web_queue_page)
 redis.register_function('ff_web_queue_delete', ff_web_queue_delete)
-redis.register_function{function_name = 'ff_web_queues', callback = ff_web_queues,
-  flags = {'no-writes'}}
+read_only('ff_web_queues', ff_web_queues)

@@ -1,7 +1,9 @@
 """One server process: serves client connections on the socket the supervisor bound.
 
-Started by the supervisor as ``python -P -m faktory_fast.worker`` with the listening socket
-inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
+Started by the supervisor as ``python -P -m faktory_fast.server_process`` with the listening
+socket inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
+``serve`` builds the process's parts (two Redis connections, the store, FETCH parking, the
+lifecycle, the connections' shared state) and routes Redis's broadcasts to them.
 """
 from __future__ import annotations
 
@@ -12,15 +14,17 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import uvloop
 
-from faktory_fast import aredis, keys, log as logsetup, net, resp, wire
+from faktory_fast import aredis, keys, net, resp, wire
+from faktory_fast import log as logsetup
 from faktory_fast.lifecycle import Lifecycle
+from faktory_fast.parking import Parking, Reservations
 from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
-from faktory_fast.store import Store, ensure_library
+from faktory_fast.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
 
@@ -29,34 +33,29 @@ SHUTDOWN_GRACE = 5.0
 REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
 
 
-async def serve(settings: dict[str, Any]) -> int:
+async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1; with a Redis of the
     user's, ``redis_reconnect``: reconnect instead, clients keep their connections)."""
     loop = asyncio.get_running_loop()
     proc = settings["proc"]
-    settings["pipe"].follow(loop)
+    pipe.follow(loop)
     url = settings["redis_url"]
     reconnect = settings.get("redis_reconnect", False)
-    lc: Lifecycle | None = None
-
-    def on_message(msg: list) -> None:
-        # Not strict: a hand-edited queue name that is not UTF-8 must not kill the process.
-        channel, data = msg[1], msg[2].decode(errors="replace")
-        if lc is None:
-            return
-        if channel == b"ff:ctl":
-            lc.on_control(data)
-        else:
-            lc.on_wake(data)
+    state = ServerState(loop, settings["password"], settings["max_line"],
+                        settings["max_connections"], settings["environment"],
+                        settings.get("line_budget"), settings.get("line_timeout", LINE_TIMEOUT))
+    conn = aredis.RedisConnection(on_pressure=state.redis_pressure,
+                                  wait_replicas=settings.get("redis_wait_replicas", 0),
+                                  wait_timeout=settings.get("redis_wait_timeout", 1000))
+    store = AsyncStore(conn)
+    parking = Parking(store, proc, Reservations(), loop)
+    lc = Lifecycle(store, parking, proc, settings["started_at"])
+    sub = aredis.RedisConnection(on_push=broadcasts(parking, state))
 
     async def subscribe(sub: aredis.RedisConnection) -> None:
         await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
         await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
 
-    sub = aredis.RedisConnection(on_message)
-    conn = aredis.RedisConnection()
-    conn.wait_replicas = settings.get("redis_wait_replicas", 0)
-    conn.wait_timeout = settings.get("redis_wait_timeout", 1000)
     if reconnect:  # the master has just reached it, but it may be failing over right now
         if not (await aredis.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
                 and await aredis.reconnect(conn, url, give_up=REDIS_START_WAIT)):
@@ -64,14 +63,8 @@ async def serve(settings: dict[str, Any]) -> int:
     else:
         await aredis.connect(url, conn=sub, ready=subscribe)
         await aredis.connect(url, conn=conn)
-    store = Store.for_async(conn)
-    lc = Lifecycle(store, proc, settings["started_at"])
-    state = ServerState(lc, settings["password"], settings["max_line"], settings["max_connections"],
-                        settings["environment"], settings.get("line_budget"),
-                        settings.get("line_timeout", LINE_TIMEOUT))
-    conn.on_pressure = state.redis_pressure
     sock = socket.socket(fileno=settings["fd"])
-    server = await listen(loop, state, sock, settings)
+    server = await listen(loop, state, lc, sock, settings)
     log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,
               wire.IMPLEMENTATION, resp.IMPLEMENTATION)
 
@@ -81,35 +74,36 @@ async def serve(settings: dict[str, Any]) -> int:
     async def report_commands() -> None:
         while True:
             await asyncio.sleep(COMMAND_REPORT_INTERVAL)
-            n, lc.commands = lc.commands, 0
+            n = state.take_commands()
             if n:
                 try:
                     await store.count_commands(proc, n)
                 except aredis.RedisClosed:
                     if not reconnect:
                         return  # serve() reports the loss
-                    lc.commands += n  # counted once Redis is back
+                    state.untake_commands(n)  # counted once Redis is back
 
     reporter = asyncio.ensure_future(report_commands())
     while True:
         await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
         if stop.done() or not reconnect:
             break
-        if not await _reconnect(proc, url, conn, sub, subscribe, state, stop):
+        if not await _reconnect(proc, url, conn, sub, subscribe, state, parking, stop):
             break
     reporter.cancel()
     # Stopping or not, clients are told and let go before we exit: commands still arriving
     # would start tasks that never run. Without Redis every command fails at once.
     server.close()
     state.shutdown()
+    parking.stop_waiting()  # after shutdown(): each parked FETCH answers nil, then says so
     deadline = loop.time() + SHUTDOWN_GRACE
     while any(c.busy for c in state.connections) and loop.time() < deadline:
         await asyncio.sleep(0.01)  # in-flight commands finish their Redis round trip
     for c in list(state.connections):
         c.write_and_close(b"")
-    if lc.commands and not conn.closed.done():
+    if state.commands and not conn.closed.done():
         try:
-            await store.count_commands(proc, lc.commands)
+            await store.count_commands(proc, state.take_commands())
         except aredis.RedisClosed:
             pass
     else:
@@ -162,25 +156,42 @@ class MasterPipe:
                 log.debug("Log level now %s", level)
 
 
-async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, sock: socket.socket,
-                 settings: dict[str, Any]) -> asyncio.AbstractServer:
+def broadcasts(parking: Parking, state: ServerState) -> Callable[[list], None]:
+    """What to do with a message on the channels a server process subscribes to: a wake-up
+    for one of its waiting FETCHes, or a broadcast on ``keys.CONTROL_CHANNEL`` to all."""
+    control = keys.CONTROL_CHANNEL.encode()
+
+    def on_message(msg: list) -> None:
+        # Not strict: a hand-edited queue name that is not UTF-8 must not kill the process.
+        channel, data = msg[1], msg[2].decode(errors="replace")
+        if channel != control:
+            parking.on_wake(data)
+        elif data == "flush":
+            parking.forget_empty()
+        elif data.startswith("reap "):  # a worker stopped beating: close its connections
+            state.close_worker(data[5:])
+    return on_message
+
+
+async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, lc: Lifecycle,
+                 sock: socket.socket, settings: dict[str, Any]) -> asyncio.AbstractServer:
     """Serve client connections on ``sock``: plain TCP, TLS, or PROXY header first (the
     configuration allows one of the last two). Plain TCP goes straight to ``Connection``."""
     if settings.get("proxy_protocol"):
         networks = net.parse_networks(settings["proxy_from"])
-        return await loop.create_server(lambda: ProxyHeader(state, networks), sock=sock,
+        return await loop.create_server(lambda: ProxyHeader(state, lc, networks), sock=sock,
                                         backlog=1024)
     if settings.get("tls_cert"):
         # asyncio's TLS: a handshake that fails (a plain-TCP client) closes without a log line.
         tls = net.server_context(settings["tls_cert"], settings["tls_key"])
-        return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024,
+        return await loop.create_server(lambda: Connection(state, lc), sock=sock, backlog=1024,
                                         ssl=tls, ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
-    return await loop.create_server(lambda: Connection(state), sock=sock, backlog=1024)
+    return await loop.create_server(lambda: Connection(state, lc), sock=sock, backlog=1024)
 
 
 async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
                      sub: aredis.RedisConnection, subscribe: aredis.Ready, state: ServerState,
-                     stop: asyncio.Future) -> bool:
+                     parking: Parking, stop: asyncio.Future) -> bool:
     """Redis went away: open both connections again (to the primary Sentinel names now),
     with one log line for the loss and one for the return. False if stopped meanwhile."""
     lost = conn.lost if conn.closed.done() else sub.lost
@@ -196,10 +207,7 @@ async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
         return False
     # Wake-ups published while we were away are lost, and "queue empty" may be stale:
     # forget it (as after a FLUSH) and let each parked FETCH look again.
-    lc = state.lifecycle
-    lc.on_control("flush")
-    for queue in list(lc._waiting):
-        lc.on_wake(queue)
+    parking.look_again()
     log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conn.address,
              time.monotonic() - started, proc)
     return True
@@ -208,10 +216,9 @@ async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
 def main() -> None:
     pipe = MasterPipe()
     settings = pipe.first()
-    settings["pipe"] = pipe
     logsetup.setup(settings["log_level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    sys.exit(uvloop.run(serve(settings)))
+    sys.exit(uvloop.run(serve(settings, pipe)))
 
 
 if __name__ == "__main__":

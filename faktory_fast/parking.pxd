@@ -1,7 +1,7 @@
-# Types for the compiled lifecycle.py (setup.py); the .py is the source of truth.
+# Types for the compiled parking.py (setup.py); the .py is the source of truth.
 
 cdef class _Fetch:
-    cdef readonly object lc
+    cdef readonly object park
     cdef readonly list queues
     cdef readonly str wid
     cdef readonly double deadline

@@ -1,0 +1,158 @@
+"""The master's background tasks, run once per server (not once per server process): the
+scheduler, the reservation reaper, the worker reaper, the dead-set purge and the backups.
+
+Each runs every so often until cancelled; a round that fails is logged and the next one tries
+again. Their counters feed INFO's ``tasks`` section (``keys.TASKS``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine
+
+import redis
+
+from faktory_fast import aredis, backup, jobs, keys
+from faktory_fast.config import Config
+from faktory_fast.failures import expire_reservation, set_aside
+from faktory_fast.jobs import now_score
+from faktory_fast.redis_child import RedisChild
+from faktory_fast.store import AsyncStore
+
+log = logging.getLogger("faktory_fast")
+
+SCHEDULER_INTERVAL = 0.25  # due scheduled/retry jobs are enqueued within this
+RESERVATION_INTERVAL = 1.0
+WORKER_REAP_INTERVAL = 15.0
+WORKER_TIMEOUT = 60.0  # a worker without a heartbeat for this long is forgotten
+DEAD_PURGE_INTERVAL = 60.0
+BACKUP_CHECK_INTERVAL = 1.0  # how often the backup task looks at the (reloadable) schedule
+SCAN_BATCH = 500
+EXPIRED_BATCH = 100
+
+
+@dataclass
+class TaskStats:
+    """Counters behind INFO's ``tasks`` section."""
+
+    values: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, **fields: float) -> None:
+        for k, v in fields.items():
+            key = f"{name}.{k}"
+            self.values[key] = self.values.get(key, 0) + v
+
+
+class BackgroundTasks:
+    """The background tasks of one server, over ``store``.
+
+    ``config``: the configuration as it is now (a SIGHUP may change the backup schedule);
+    ``redis``: the child Redis, whose data the backups copy (None: a Redis of the user's, and
+    no backups).
+    """
+
+    def __init__(self, store: AsyncStore, config: Callable[[], Config],
+                 redis_child: RedisChild | None) -> None:
+        self.store = store
+        self.config = config
+        self.redis_child = redis_child
+        self.stats = TaskStats()
+
+    def start(self) -> list[asyncio.Future[None]]:
+        """Start every task; the caller cancels them."""
+        coros: list[Coroutine[Any, Any, None]] = [
+            _every(SCHEDULER_INTERVAL, self.enqueue_due),
+            _every(RESERVATION_INTERVAL, self.expire_reservations),
+            _every(WORKER_REAP_INTERVAL, self.reap_workers),
+            _every(DEAD_PURGE_INTERVAL, self.purge_dead),
+        ]
+        if self.redis_child is not None:
+            coros.append(self.backups())
+        return [asyncio.ensure_future(c) for c in coros]
+
+    async def enqueue_due(self) -> None:
+        """The scheduler: scheduled jobs and retries that are due go to their queues."""
+        store = self.store
+        for zset, name in ((keys.SCHEDULED, "Scheduled"), (keys.RETRIES, "Retries")):
+            t0 = time.perf_counter()
+            moved = 0
+            while True:
+                due = await store.due(zset, now_score(), SCAN_BATCH)
+                if not due:
+                    break
+                moves, refused = jobs.requeue_moves(due, time.time_ns())
+                for member, exc in refused:  # one bad entry must not hold up the others
+                    await set_aside(store, zset, member, b"", str(exc))
+                if moves:
+                    moved += await store.enqueue_from(zset, moves)
+                if len(due) < SCAN_BATCH:
+                    break
+            self.stats.add(name, cycles=1, enqueued=moved, wall_time_sec=time.perf_counter() - t0)
+        await store.set_task_stats(self.stats.values)
+
+    async def expire_reservations(self) -> None:
+        """Reservations past their time are failed, as Faktory does."""
+        n = 0
+        while True:
+            expired = await self.store.expired(now_score(), EXPIRED_BATCH)
+            for jid, record in expired:
+                if await expire_reservation(self.store, jid, record):  # or set aside
+                    n += 1
+            if len(expired) < EXPIRED_BATCH:
+                break
+        if n:
+            log.info("%d job reservations expired", n)
+            self.stats.add("Busy", reaped=n)
+
+    async def reap_workers(self) -> None:
+        """Workers that stopped sending heartbeats are forgotten (and their connections
+        closed by the server processes)."""
+        n = await self.store.reap_workers(jobs.score(time.time_ns() - int(WORKER_TIMEOUT * 1e9)))
+        if n:
+            log.info("Reaped %d workers that stopped sending heartbeats", n)
+            self.stats.add("Workers", reaped=n)
+
+    async def purge_dead(self) -> None:
+        """Dead jobs past their retention are forgotten."""
+        t0 = time.perf_counter()
+        await self.store.purge_dead(now_score())
+        self.stats.add("Dead", cycles=1, wall_time_sec=time.perf_counter() - t0)
+
+    async def backups(self) -> None:
+        """A backup every ``backup_every`` seconds of the configuration (read each time)."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(BACKUP_CHECK_INTERVAL)
+            every = self.config().backup_every
+            if every and time.monotonic() - last >= every:
+                last = time.monotonic()
+                try:
+                    await self.backup()
+                except (backup.BackupError, redis.RedisError, OSError) as exc:
+                    log.error("Backup failed: %s", exc)
+
+    async def backup(self) -> None:
+        """One backup of the child Redis's data now."""
+        assert self.redis_child is not None
+        client = redis.Redis(unix_socket_path=self.redis_child.socket_path)
+        try:
+            taken = await asyncio.to_thread(backup.take, client, self.redis_child.data_dir,
+                                            self.config().backup_keep)
+        finally:
+            client.close()
+        log.info("Backup written to %s (%.1f MiB)", taken.path, taken.size / 2**20)
+
+
+async def _every(interval: float, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await fn()
+        except (aredis.RedisClosed, aredis.NotReplicated):
+            # Redis is away (the supervisor reconnects, or the server stops), or refuses
+            # writes for want of replicas (its clients are told): next round.
+            pass
+        except Exception:
+            log.exception("Background task %s failed", fn.__name__)
