@@ -21,7 +21,8 @@ import asyncio
 import collections
 import logging
 import socket
-from typing import Any, Awaitable, Callable, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.resp import ReplyError, RespReader, pack_command
@@ -72,7 +73,7 @@ class RedisConnection:
         self.address = ""  # host:port or socket path, for log lines
         self.lost = ""  # why the connection closed, for the log line that reports it
         self.connected = False  # between connection_made and connection_lost
-        self._pending: collections.deque[Union[asyncio.Future, Then]] = collections.deque()
+        self._pending: collections.deque[asyncio.Future | Then] = collections.deque()
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -167,7 +168,7 @@ class RedisConnection:
         self.send_cb_replicated(fut, pack_command(*args))
         return fut
 
-    def send_cb_replicated(self, then: Union[asyncio.Future, Then], command: bytes) -> None:
+    def send_cb_replicated(self, then: asyncio.Future | Then, command: bytes) -> None:
         """``send_cb`` for a write: its reply is passed on once Redis confirms that
         ``wait_replicas`` replicas have it, or replaced by NotReplicated if they do not within
         ``wait_timeout`` ms. One WAIT covers the writes of a loop iteration (WAIT blocks the
@@ -181,7 +182,7 @@ class RedisConnection:
         self._send(lambda reply: held.append((then, reply)), command)  # RedisClosed if closed
         self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
-    def _send(self, waiter: Union[asyncio.Future, Then], command: bytes) -> None:
+    def _send(self, waiter: asyncio.Future | Then, command: bytes) -> None:
         if self._transport is None:
             raise RedisClosed("Redis connection closed")
         self._pending.append(waiter)
@@ -208,7 +209,7 @@ class RedisConnection:
             self._transport.close()
 
 
-def _deliver(waiter: Union[asyncio.Future, Then], reply: Any) -> None:
+def _deliver(waiter: asyncio.Future | Then, reply: Any) -> None:
     """Hand a reply (or ReplyError / RedisClosed) to whoever sent the command."""
     if not isinstance(waiter, asyncio.Future):
         try:
@@ -312,14 +313,14 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
                 target: dict[str, Any]) -> None:
     if "path" in target:
         conn.address = target["path"]
-        await loop.create_unix_connection(lambda: conn, target["path"])
+        await loop.create_unix_connection(lambda: cast(asyncio.Protocol, conn), target["path"])
         return
     if "sentinels" in target:
         host, port = await asyncio.to_thread(discover_primary, target)
     else:
         host, port = target["host"], target["port"]
     conn.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    transport, _ = await loop.create_connection(lambda: conn, host, port,
+    transport, _ = await loop.create_connection(lambda: cast(asyncio.Protocol, conn), host, port,
                                                 ssl=True if target.get("ssl") else None)
     sock = transport.get_extra_info("socket")
     if sock is not None:

@@ -9,8 +9,9 @@ import calendar
 import random
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -160,9 +161,8 @@ def _type_error(field: str, value: Any, gotype: str, struct: str = "Job") -> Job
 def check_types(job: Any) -> dict:
     """Reject what Go's decoder would reject for Faktory's Job struct."""
     if not isinstance(job, dict):
-        raise JobError(
-            f"invalid JSON: json: cannot unmarshal {_JSON_KIND.get(type(job), 'value')} into Go value of type client.Job"
-        )
+        kind = _JSON_KIND.get(type(job), "value")
+        raise JobError(f"invalid JSON: json: cannot unmarshal {kind} into Go value of type client.Job")
     for name, value in job.items():  # a job has fewer keys than _FIELDS
         spec = _FIELDS.get(name)
         if spec is not None and value is not None and type(value) not in spec[0]:

@@ -26,7 +26,8 @@ import hashlib
 import hmac
 import logging
 import secrets
-from typing import Any, Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import orjson
 
@@ -225,6 +226,8 @@ class Connection:
         commands; this way it costs its size, and the commands of one slice.
         """
         data = self.inbox
+        if data is None:
+            return True
         pos = self.inbox_pos
         end = len(data)
         while pos < end:
@@ -577,14 +580,15 @@ class ProxyHeader(asyncio.Protocol):
         if client is not None:
             log.debug("Connection from %s via %s", conn.peer, self.via)
         assert self.transport is not None
-        self.transport.set_protocol(conn)
+        # (cast: a compiled Connection cannot subclass asyncio.Protocol, but is one)
+        self.transport.set_protocol(cast(asyncio.BaseProtocol, conn))
         conn.connection_made(self.transport)
         if rest and conn.transport is not None:
             conn.data_received(rest)
 
     def _handover(self, conn: Connection, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.set_protocol(conn)
+        self.transport.set_protocol(cast(asyncio.BaseProtocol, conn))
         if conn.transport is not None:
             conn.data_received(data)
 
@@ -622,7 +626,7 @@ class ProxyHeader(asyncio.Protocol):
 Handler = Callable[[Connection, bytes], Any]
 
 
-def _awaiting(method: Callable[[Connection, bytes], Awaitable[bytes | None]]) -> Handler:
+def _awaiting(method: Callable[[Connection, bytes], Coroutine[Any, Any, bytes | None]]) -> Handler:
     """A command written as a coroutine: run it as a task and answer with its result."""
     def handler(conn: Connection, payload: bytes) -> object:
         run_then(conn.loop, method(conn, payload), conn.answer)

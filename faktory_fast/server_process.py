@@ -14,7 +14,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import orjson
 import uvloop
@@ -69,7 +70,11 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
               wire.IMPLEMENTATION, resp.IMPLEMENTATION)
 
     stop = loop.create_future()
-    loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(0))
+    def on_sigterm() -> None:
+        if not stop.done():
+            stop.set_result(0)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
 
     async def report_commands() -> None:
         while True:
@@ -177,16 +182,22 @@ async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, lc: Lifecy
                  sock: socket.socket, settings: dict[str, Any]) -> asyncio.AbstractServer:
     """Serve client connections on ``sock``: plain TCP, TLS, or PROXY header first (the
     configuration allows one of the last two). Plain TCP goes straight to ``Connection``."""
+    # (cast: the compiled Connection and ProxyHeader cannot subclass asyncio.Protocol, but are)
     if settings.get("proxy_protocol"):
         networks = net.parse_networks(settings["proxy_from"])
-        return await loop.create_server(lambda: ProxyHeader(state, lc, networks), sock=sock,
-                                        backlog=1024)
+        return await loop.create_server(
+            lambda: cast(asyncio.Protocol, ProxyHeader(state, lc, networks)), sock=sock,
+            backlog=1024)
+
+    def connection() -> asyncio.Protocol:
+        return cast(asyncio.Protocol, Connection(state, lc))
+
     if settings.get("tls_cert"):
         # asyncio's TLS: a handshake that fails (a plain-TCP client) closes without a log line.
         tls = net.server_context(settings["tls_cert"], settings["tls_key"])
-        return await loop.create_server(lambda: Connection(state, lc), sock=sock, backlog=1024,
-                                        ssl=tls, ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
-    return await loop.create_server(lambda: Connection(state, lc), sock=sock, backlog=1024)
+        return await loop.create_server(connection, sock=sock, backlog=1024, ssl=tls,
+                                        ssl_handshake_timeout=net.TLS_HANDSHAKE_TIMEOUT)
+    return await loop.create_server(connection, sock=sock, backlog=1024)
 
 
 async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,

@@ -17,10 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import IntEnum
 from importlib import resources
-from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, Generic, Iterable,
-                    NamedTuple, ParamSpec, Sequence, TypedDict, TypeVar, overload)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    overload,
+)
 
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url

@@ -17,11 +17,10 @@ import pytest
 import redis
 
 from faktory_fast import config
-from faktory_fast.config import ConfigError, parse_redis_url
+from faktory_fast.config import ConfigError, parse_redis_url, redis_location
 from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
 from faktory_fast.store import SyncStore
 from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
-from faktory_fast.config import redis_location
 
 
 def _redis_binary() -> str | None:
