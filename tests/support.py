@@ -112,20 +112,9 @@ class FaktoryServer:
         """Pids of the server processes: the master's children running
         faktory_fast.server_process."""
         assert self.proc is not None
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmdline = fh.read()
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == self.proc.pid and b"faktory_fast.server_process" in cmdline:
-                out.append(int(entry))
-        return sorted(out)
+        master = self.proc.pid
+        return sorted(pid for pid, (ppid, cmdline) in processes().items()
+                      if ppid == master and b"faktory_fast.server_process" in cmdline)
 
     def client(self, **kw: Any) -> Client:
         kw.setdefault("password", self.password)
@@ -133,6 +122,33 @@ class FaktoryServer:
         self.clients.append(c)
         c.__init__("127.0.0.1", self.port, **kw)  # registered first: closed even if HELLO fails
         return c
+
+
+def processes() -> dict[int, tuple[int, bytes]]:
+    """Every process: its parent's pid and its command line."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                found[int(entry)] = (ppid, fh.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it is still there after ``timeout`` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class ReplyError(Exception):

@@ -30,7 +30,7 @@ import pyfaktory
 import pytest
 from pyfaktory.util.enums import State
 
-from tests.support import Client, FaktoryServer, pwdhash, wait_for
+from tests.support import Client, FaktoryServer, pwdhash, stop_process, wait_for
 from tests.test_compat_node import NODE_DIR, NodeWorker, _node_ready, start_node_worker
 from tests.test_compat_python import counter, pyfaktory_consumer, pyfaktory_producer
 
@@ -224,13 +224,7 @@ class Proxy:
         return self.out.read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.out.close()
 
 

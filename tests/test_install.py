@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from faktory_fast import PURE_ENV
-from tests.support import ROOT, FaktoryServer, job, wait_for
+from tests.support import ROOT, FaktoryServer, job, processes, wait_for
 
 # What a fresh clone would not have, or what a build leaves in the tree. The checkout is copied
 # before building because pip builds in the source tree, where setuptools would reuse (not
@@ -68,22 +68,6 @@ def installed_server(venv: Path, data_dir: Path, **kw: object) -> FaktoryServer:
     FaktoryServer does) with nothing of the checkout on PYTHONPATH."""
     return FaktoryServer(str(data_dir), processes=1, command=[str(venv / "bin" / "faktory-fast")],
                          env={"PYTHONPATH": "", PURE_ENV: ""}, **kw)  # type: ignore[arg-type]
-
-
-def processes() -> dict[int, tuple[int, bytes]]:
-    """Every process: its parent's pid and its command line."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                found[int(entry)] = (ppid, fh.read())
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def descendants(pid: int) -> list[int]:

@@ -20,7 +20,7 @@ from faktory_fast import config
 from faktory_fast.config import ConfigError, parse_redis_url, redis_location
 from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
 from faktory_fast.store import SyncStore
-from tests.support import Client, FaktoryServer, ReplyError, free_port, job, wait_for
+from tests.support import Client, FaktoryServer, ReplyError, free_port, job, stop_process, wait_for
 
 
 def _redis_binary() -> str | None:
@@ -73,13 +73,8 @@ class RedisProcess:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def _pings(client: redis.Redis) -> bool:
