@@ -15,6 +15,17 @@ from .procs import MP, run_workers
 from .procstat import ServerMeter
 from .report import parse_labels, summarize, table, write_json
 
+#: The server-CPU rows of the load-like scenarios' tables (ServerMeter's figures and their
+#: split into the server processes' and Redis's user and system time).
+SERVER_CPU_METRICS = [
+    ("server_cpu_us_per_job", "server CPU µs/job"),
+    ("server_cpu_pct", "server CPU % (1 core=100)"),
+    ("server_procs", "server processes"),
+    *((f"{part}_{mode}_us_per_job", f"  {label} {mode} µs/job")
+      for part, label in (("server", "server processes"), ("redis", "its Redis"))
+      for mode in ("user", "sys")),
+]
+
 
 @dataclass
 class Target:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import Target
+from .common import SERVER_CPU_METRICS, Target
 from .goclient import LOAD_OK, LOAD_RE, match_last, run_client, server_metrics
 
 NAME = "load"
@@ -19,12 +19,7 @@ METRICS = [
     ("pushes", "pushes"),
     ("pops", "pops (FETCH calls)"),
     ("client_cpu_us_per_job", "client CPU µs/job"),
-    ("server_cpu_us_per_job", "server CPU µs/job"),
-    ("server_cpu_pct", "server CPU % (1 core=100)"),
-    ("server_procs", "server processes"),
-    *((f"{part}_{mode}_us_per_job", f"  {label} {mode} µs/job")
-      for part, label in (("server", "server processes"), ("redis", "its Redis"))
-      for mode in ("user", "sys")),
+    *SERVER_CPU_METRICS,
 ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from .client import BenchError, Conn, Endpoint, Script, check_ok, run_pushers_and_fetchers
-from .common import Target, cpu_count, flush, layout, run_push_fetch
+from .common import SERVER_CPU_METRICS, Target, cpu_count, flush, layout, run_push_fetch
 from .procs import WorkerCtx
 from .resp import ErrorReply
 
@@ -25,12 +25,7 @@ METRICS = [
     ("fetched", "fetched (acked+failed)"),
     ("failed", "failed"),
     ("client_cpu_us_per_job", "client CPU µs/job"),
-    ("server_cpu_us_per_job", "server CPU µs/job"),
-    ("server_cpu_pct", "server CPU % (1 core=100)"),
-    ("server_procs", "server processes"),
-    *((f"{part}_{mode}_us_per_job", f"  {label} {mode} µs/job")
-      for part, label in (("server", "server processes"), ("redis", "its Redis"))
-      for mode in ("user", "sys")),
+    *SERVER_CPU_METRICS,
 ]
 
 QUEUES = [f"queue{i}" for i in range(5)]
