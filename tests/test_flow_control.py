@@ -26,21 +26,14 @@ LINE_TIMEOUT = 4
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
-    """One server process (so its RSS is the connection's), a small line budget and timeout."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    """This module's server (conftest's ``srv`` flushes it per test): one server process (so
+    its RSS is the connection's), a small line budget and timeout."""
     srv = FaktoryServer(str(tmp_path_factory.mktemp("flow")), processes=1,
                         args=["--line-budget", str(BUDGET), "--line-timeout", str(LINE_TIMEOUT),
                               "-l", "debug"]).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def fl(flow: FaktoryServer) -> Iterator[FaktoryServer]:
-    c = flow.client()
-    assert c.call("FLUSH") == "OK"
-    yield flow
-    flow.close_clients()
 
 
 def rss(pid: int) -> int:
@@ -105,11 +98,11 @@ def server_unread(server: FaktoryServer, c: Client) -> int:
 
 # -- back-pressure -------------------------------------------------------------------------
 
-def test_a_client_that_does_not_read_stops_being_read(fl: FaktoryServer) -> None:
+def test_a_client_that_does_not_read_stops_being_read(srv: FaktoryServer) -> None:
     """128 MB of commands answered at once with ~8 KB each: replies nobody reads pile up no
     further than the transport's high-water mark; once the client reads, all come, in order."""
-    pid = fl.server_process_pids()[0]
-    c = fl.client()
+    pid = srv.server_process_pids()[0]
+    c = srv.client()
     verb = b"Z" * 8000
     n = 16384
     base = rss(pid)
@@ -121,28 +114,28 @@ def test_a_client_that_does_not_read_stops_being_read(fl: FaktoryServer) -> None
     assert not sender.is_alive()
     assert data == (b"-ERR unknown command " + verb + b"\r\n") * n
     assert c.info()["server"]["connections"] >= 1  # the same connection goes on
-    assert not any("pause_writing" in line for line in fl.lines)
+    assert not any("pause_writing" in line for line in srv.lines)
 
 
-def test_info_over_and_over_never_read(fl: FaktoryServer) -> None:
+def test_info_over_and_over_never_read(srv: FaktoryServer) -> None:
     """The report's case: INFO over and over, no reply read. The process stays small; the
     client then leaves without reading and the process serves on."""
-    pid = fl.server_process_pids()[0]
-    c = fl.client()
+    pid = srv.server_process_pids()[0]
+    c = srv.client()
     base = rss(pid)
     send_in_background(c.sock, b"INFO\r\n" * 200_000)
     growth = peak_growth(pid, base, 1.5, limit=16 * MiB)
     assert growth < 16 * MiB, f"the server process grew by {growth >> 20} MiB"
     c.close()
-    assert fl.client().info()["faktory"]
-    assert not any("pause_writing" in line for line in fl.lines)
+    assert srv.client().info()["faktory"]
+    assert not any("pause_writing" in line for line in srv.lines)
 
 
-def test_pipelined_commands_wait_in_the_socket(fl: FaktoryServer) -> None:
+def test_pipelined_commands_wait_in_the_socket(srv: FaktoryServer) -> None:
     """Half a million commands behind a FETCH that waits: the server reads one slice of them at
     a time, not all 1 MB of them into half a million parsed commands."""
-    pid = fl.server_process_pids()[0]
-    c = fl.client()
+    pid = srv.server_process_pids()[0]
+    c = srv.client()
     n = 500_000
     base = rss(pid)
     c.send("FETCH flowq-empty")  # waits 2 s for a job that does not come
@@ -156,9 +149,9 @@ def test_pipelined_commands_wait_in_the_socket(fl: FaktoryServer) -> None:
     assert c.fetch("flowq")["queue"] == "flowq"
 
 
-def test_pipelining_clients_do_not_notice(fl: FaktoryServer) -> None:
+def test_pipelining_clients_do_not_notice(srv: FaktoryServer) -> None:
     """20,000 PUSHes sent in one go while the replies are read as they come, then FETCH+ACK."""
-    c = fl.client()
+    c = srv.client()
     jobs = [job(queue="pipeq", args=[i]) for i in range(20000)]
     sender = send_in_background(c.sock, b"".join(b"PUSH " + json.dumps(j).encode() + b"\r\n"
                                                   for j in jobs), chunk=50000)
@@ -170,30 +163,30 @@ def test_pipelining_clients_do_not_notice(fl: FaktoryServer) -> None:
     assert c.info()["faktory"]["queues"]["pipeq"] == 19900
 
 
-def test_congested_redis_stops_reading_from_clients(fl: FaktoryServer) -> None:
+def test_congested_redis_stops_reading_from_clients(srv: FaktoryServer) -> None:
     """Redis stopped (SIGSTOP) while an 8 MiB job is written to it: the Redis connection's
     buffer passes its high-water mark, the process stops reading from its clients, and all
     goes on when Redis does."""
-    r = fl.redis()
+    r = srv.redis()
     redis_pid = r.info("server")["process_id"]
-    a, b = fl.client(), fl.client()
+    a, b = srv.client(), srv.client()
     big = job(queue="bigq", args=["x" * (8 * MiB)])
-    seen = len(fl.lines)
+    seen = len(srv.lines)
     os.kill(redis_pid, signal.SIGSTOP)
     try:
         sender = send_in_background(a.sock, b"PUSH " + json.dumps(big).encode() + b"\r\n")
-        wait_for(lambda: any("reading from clients paused" in line for line in fl.lines[seen:]))
+        wait_for(lambda: any("reading from clients paused" in line for line in srv.lines[seen:]))
         b.send("INFO")
-        wait_for(lambda: server_unread(fl, b) == len(b"INFO\r\n"))  # left in b's socket
+        wait_for(lambda: server_unread(srv, b) == len(b"INFO\r\n"))  # left in b's socket
     finally:
         os.kill(redis_pid, signal.SIGCONT)
     sender.join(10)
     assert a.read_reply() == "OK"
     assert json.loads(b.read_reply())["faktory"]  # b's INFO, read once Redis went on
     assert b.info()["faktory"]["queues"]["bigq"] == 1
-    wait_for(lambda: any("reading from clients resumed" in line for line in fl.lines[seen:]))
+    wait_for(lambda: any("reading from clients resumed" in line for line in srv.lines[seen:]))
     assert a.fetch("bigq")["args"] == big["args"]
-    assert not any("pause_writing" in line for line in fl.lines)
+    assert not any("pause_writing" in line for line in srv.lines)
     r.close()
 
 
@@ -204,11 +197,11 @@ def closing_lines(srv: FaktoryServer, text: str) -> list[str]:
             and text in line]
 
 
-def test_a_line_not_finished_in_time_closes_the_connection(fl: FaktoryServer) -> None:
-    idle = fl.client()  # idle longer than the line timeout, with no line begun: left alone
-    slow = fl.client()  # finishes its line in time, in three parts
-    stuck = fl.client(wid="stuck-worker")
-    before = len(closing_lines(fl, "--line-timeout"))
+def test_a_line_not_finished_in_time_closes_the_connection(srv: FaktoryServer) -> None:
+    idle = srv.client()  # idle longer than the line timeout, with no line begun: left alone
+    slow = srv.client()  # finishes its line in time, in three parts
+    stuck = srv.client(wid="stuck-worker")
+    before = len(closing_lines(srv, "--line-timeout"))
     started = time.monotonic()
     stuck.sock.sendall(b'PUSH {"jid":"stuck","jobtype":"J","args":[')
     line = ("PUSH " + json.dumps(job(queue="slowq"))).encode()
@@ -222,27 +215,27 @@ def test_a_line_not_finished_in_time_closes_the_connection(fl: FaktoryServer) ->
         stuck.read_reply()
     assert LINE_TIMEOUT <= time.monotonic() - started < LINE_TIMEOUT + 3
     assert stuck.closed_by_server()
-    wait_for(lambda: len(closing_lines(fl, "--line-timeout")) == before + 1)
-    (logged,) = closing_lines(fl, "--line-timeout")[before:]
+    wait_for(lambda: len(closing_lines(srv, "--line-timeout")) == before + 1)
+    (logged,) = closing_lines(srv, "--line-timeout")[before:]
     assert "(worker stuck-worker)" in logged and f"a line unfinished after {LINE_TIMEOUT} s" in logged
     assert idle.call("INFO") and slow.call("INFO")
     assert idle.info()["faktory"]["queues"]["slowq"] == 1
 
 
-def test_unfinished_lines_share_one_budget(fl: FaktoryServer) -> None:
+def test_unfinished_lines_share_one_budget(srv: FaktoryServer) -> None:
     """Three 9 MiB lines begun against a 24 MiB budget: the one that does not fit is closed
     (one log line), the other two finish, and the budget is whole again afterwards."""
-    clients = [fl.client() for _ in range(3)]
+    clients = [srv.client() for _ in range(3)]
     jobs = [job(queue="budgetq", jid=f"budget-job-{i}", args=["y" * (9 * MiB)]) for i in range(3)]
     lines = [("PUSH " + json.dumps(j)).encode() for j in jobs]
-    before = len(closing_lines(fl, "--line-budget"))
+    before = len(closing_lines(srv, "--line-budget"))
     for c, line in zip(clients, lines):
         try:
             c.sock.sendall(line[:-10])
         except OSError:
             pass  # closed while it sent: the one over the budget
-    wait_for(lambda: len(closing_lines(fl, "--line-budget")) == before + 1)
-    assert "does not fit in the budget of 25165824 bytes" in closing_lines(fl, "--line-budget")[-1]
+    wait_for(lambda: len(closing_lines(srv, "--line-budget")) == before + 1)
+    assert "does not fit in the budget of 25165824 bytes" in closing_lines(srv, "--line-budget")[-1]
     closed = [c for c in clients if c.closed_by_server(timeout=0.3)]
     assert len(closed) == 1
     for c, line in zip(clients, lines):
@@ -250,14 +243,14 @@ def test_unfinished_lines_share_one_budget(fl: FaktoryServer) -> None:
             c.sock.sendall(line[-10:] + b"\r\n")
             assert c.read_reply() == "OK"
     # The budget was given back: 10 MiB more would not fit if the finished lines still counted.
-    big = fl.client()
+    big = srv.client()
     assert big.call(b"PUSHB " + json.dumps([job(queue="budgetq", args=["z" * (10 * MiB)])]).encode()) == "{}"
     assert big.info()["faktory"]["queues"]["budgetq"] == 3
-    assert len(closing_lines(fl, "--line-budget")) == before + 1
+    assert len(closing_lines(srv, "--line-budget")) == before + 1
 
 
-def test_a_big_pushb_at_loopback_speed_is_not_noticed(fl: FaktoryServer) -> None:
-    c = fl.client()
+def test_a_big_pushb_at_loopback_speed_is_not_noticed(srv: FaktoryServer) -> None:
+    c = srv.client()
     batch = [job(queue="bulkq", args=["b" * (1 * MiB)]) for _ in range(10)]  # 10 MiB
     assert c.call(b"PUSHB " + json.dumps(batch).encode()) == "{}"
     assert c.info()["faktory"]["queues"]["bulkq"] == 10
