@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import IntEnum
 from importlib import resources
@@ -46,6 +47,9 @@ LIBRARY_NAME = "faktory_fast"
 HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
+#: A line ``--@include NAME.lua`` of ``lua/faktory.lua`` is replaced by that file of ``lua/``
+#: (the Enterprise features' functions live in files of their own, in the same library).
+INCLUDE = re.compile(r"^--@include ([a-z_]+\.lua)$", re.M)
 
 log = logging.getLogger("faktory_fast")
 
@@ -107,7 +111,9 @@ class Info(TypedDict):
 def library_source() -> str:
     """The Lua function library as Redis loads it: the file shipped in the package, with the
     names it takes from Python (``keys.LUA_NAMES``, ``Outcome``, ``Fetched``) filled in."""
-    text = resources.files("faktory_fast").joinpath("lua/faktory.lua").read_text()
+    lua = resources.files("faktory_fast").joinpath("lua")
+    text = lua.joinpath("faktory.lua").read_text()
+    text = INCLUDE.sub(lambda m: lua.joinpath(m.group(1)).read_text(), text)
     names = [f"local {name} = {json.dumps(value)}" for name, value in keys.LUA_NAMES.items()]
     for enum in (Outcome, Fetched):
         members = ", ".join(f"{m.name} = {m.value}" for m in enum)

@@ -88,6 +88,11 @@ local function qsize(prioq, name)
   return n
 end
 
+-- The Enterprise features, each in its own file of lua/ (pasted here by store.library_source):
+-- they may use the helpers above, and the core functions below call theirs.
+--@include batch.lua
+--@include ent.lua
+
 -- ff_push(n, [queue, priority, job, score] * n): store n validated jobs; score '' enqueues now,
 -- otherwise the job waits in `scheduled` until that time. Returns n.
 -- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.

@@ -1,0 +1,1 @@
+-- Batches and job tracking (issue 12). Included into faktory.lua by store.library_source.

@@ -1,0 +1,2 @@
+-- Unique jobs, expiring jobs, throttling and cron (issue 13). Included into faktory.lua by
+-- store.library_source.
