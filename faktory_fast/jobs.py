@@ -34,7 +34,19 @@ _RFC3339 = re.compile(
 
 
 class JobError(ValueError):
-    """A job (or command payload) is invalid; str() is the text after ``-ERR ``."""
+    """A job (or command payload) is invalid; str() is the text after ``-<code> `` (``ERR``
+    unless the refusal has a code of its own, as Enterprise's ``NOTUNIQUE``)."""
+
+    def __init__(self, message: str, code: str = "ERR") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @classmethod
+    def from_line(cls, line: bytes | str) -> JobError:
+        """The refusal a Lua function gave as ``"CODE message"``."""
+        text = line.decode(errors="replace") if isinstance(line, bytes) else line
+        code, _, message = text.partition(" ")
+        return cls(message, code)
 
 
 # -- time ------------------------------------------------------------------------------------

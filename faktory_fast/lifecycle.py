@@ -55,7 +55,8 @@ class Lifecycle:
 
     # -- PUSH / PUSHB ----------------------------------------------------------------------
     def push(self, payload: bytes, then: Then) -> None:
-        """Validate (JobError at once) and store one job; ``then`` gets the store's answer."""
+        """Validate (JobError at once) and store one job; ``then`` gets the store's answer (a
+        JobError if an Enterprise rule refused it)."""
         prepared = jobs.prepare(jobs.loads(payload), time.time_ns())
         self.store.push_then(prepared, then)
 
@@ -75,7 +76,9 @@ class Lifecycle:
             except JobError as exc:
                 errors[job.get("jid") or ""] = str(exc)
         if ok:
-            await self.store.push(ok)
+            for i, refusal in (await self.store.push(ok)).items():
+                errors[ok[i].jid] = (str(refusal) if refusal.code == "ERR"
+                                     else f"{refusal.code} {refusal}")
         return orjson.dumps(errors)
 
     # -- FETCH (self.fetch, above) -------------------------------------------------------------

@@ -650,7 +650,9 @@ async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
 
 
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:
-    if isinstance(exc, (JobError, NotReplicated)):  # NotReplicated: --redis-wait-replicas
+    if isinstance(exc, JobError):
+        return wire.error(str(exc), exc.code)
+    if isinstance(exc, NotReplicated):  # --redis-wait-replicas
         return wire.error(str(exc))
     if isinstance(exc, RedisClosed):  # one event, logged once by the process (worker.serve)
         return REDIS_LOST

@@ -35,7 +35,7 @@ from typing import (
 
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
-from faktory_fast.jobs import Move, Prepared
+from faktory_fast.jobs import JobError, Move, Prepared
 from faktory_fast.resp import pack_command
 
 if TYPE_CHECKING:
@@ -143,6 +143,13 @@ def _none(reply: Any) -> None:
 
 def _list(reply: Any) -> list[bytes]:
     return list(reply)
+
+
+def _refusals(reply: Any) -> dict[int, JobError]:
+    """ff_push's answer: the jobs an Enterprise hook refused, by their index in the call."""
+    if type(reply) is int:
+        return {}
+    return {i: JobError.from_line(line) for i, line in enumerate(reply) if line}
 
 
 def _outcome(reply: Any) -> Outcome:
@@ -260,7 +267,7 @@ class Fn(Generic[T]):
 
 
 K = keys
-FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _int)
+FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _refusals)
 FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
                            K.RESERVATIONS, K.WORKING), _fetched)
 FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED), _outcome)
@@ -430,9 +437,10 @@ class Operations:
 
     # -- jobs ------------------------------------------------------------------------------------
     @Op
-    def push(self, jobs: Iterable[Prepared]) -> Call[int]:
-        """Store prepared jobs: enqueue now or schedule. The number of jobs."""
-        return Call(_push_args(jobs), _int, replicated=True)
+    def push(self, jobs: Iterable[Prepared]) -> Call[dict[int, JobError]]:
+        """Store prepared jobs: enqueue now or schedule. The ones refused (by their index), and
+        why: an Enterprise rule (a unique job's duplicate, an unknown batch)."""
+        return Call(_push_args(jobs), _refusals, replicated=True)
 
     @Op
     def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
@@ -718,13 +726,15 @@ class AsyncStore(Operations):
     # The hot path: the decoded reply (or the exception) goes to ``then`` from the Redis reply
     # handler, without a task or a future.
     def push_then(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
-        """``push`` of one job: ``then`` gets the number of jobs stored (1)."""
+        """``push`` of one job: ``then`` gets 1 (stored), or the JobError that refused it."""
+        def decoded(reply: Any) -> None:
+            then(JobError.from_line(reply[0]) if type(reply) is list else reply)
         key = (job.queue, job.priority)
         parts = self._push_parts.get(key)
         if parts is None:  # ff_push's arguments end with the job and its time
             args = _push_args((job,))
             parts = _pack_parts(self._push_parts, key, args, len(args) - 2, 2)
-        self._push_cb(then, parts[0] + _bulks(job.payload, job.at_score))  # a count: no decoding
+        self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score))
 
     def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
                    queues: Sequence[str],

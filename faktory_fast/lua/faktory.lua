@@ -88,27 +88,73 @@ local function qsize(prioq, name)
   return n
 end
 
--- The Enterprise features, each in its own file of lua/ (pasted here by store.library_source):
--- they may use the helpers above, and the core functions below call theirs.
+-- The Enterprise features. A job that has a "custom" object may belong to a batch, be tracked,
+-- unique or expiring: the core functions below decode such jobs only (`with_custom`), and call
+-- each feature's hooks, which live in files of their own (pasted here by store.library_source)
+-- and may use the helpers above:
+--   batch_push(doc) / ent_push(doc, queue, score): a job is being pushed (score: '' now, or
+--     when it is scheduled); return an error line ("CODE message") to refuse it, or nil. A
+--     refused job is not stored, and no hook after the one that refused it runs.
+--   batch_done(doc, outcome) / ent_done(doc, outcome): a reservation of the job ended by ACK
+--     (outcome 'ack') or FAIL ('retry', 'dead' or 'discard').
+-- Hooks that need the time read Redis's clock (TIME): ACK does not pass one.
 --@include batch.lua
 --@include ent.lua
 
+-- The decoded job, if it has a "custom" object (else nil: the job is not the features').
+local function with_custom(job)
+  if not string.find(job, '"custom":', 1, true) then return nil end
+  local ok, doc = pcall(cjson.decode, job)
+  if ok and type(doc) == 'table' and type(doc['custom']) == 'table' then return doc end
+  return nil
+end
+
+-- The job of a reservation record, if it has a "custom" object (see with_custom).
+local function record_custom(record)
+  if not string.find(record, '"custom":', 1, true) then return nil end
+  local ok, rec = pcall(cjson.decode, record)
+  if ok and type(rec) == 'table' and type(rec['job']) == 'table'
+      and type(rec['job']['custom']) == 'table' then
+    return rec['job']
+  end
+  return nil
+end
+
 -- ff_push(n, [queue, priority, job, score] * n): store n validated jobs; score '' enqueues now,
--- otherwise the job waits in `scheduled` until that time. Returns n.
+-- otherwise the job waits in `scheduled` until that time. Returns n when every job was stored;
+-- otherwise a list of n entries: '' for a stored job, the refusal ("CODE message") of one an
+-- Enterprise hook refused.
 -- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.
+-- Also the keys of the Enterprise hooks (batch.lua, ent.lua).
 local function ff_push(keys, args)
   local scheduled, queues, prioq = keys[1], keys[2], keys[3]
   local n = tonumber(args[1])
+  local refused = nil
   for i = 0, n - 1 do
     local b = 2 + i * 4
-    if args[b + 3] ~= '' then
-      redis.call('ZADD', scheduled, args[b + 3], args[b + 2])
+    local job = args[b + 2]
+    local refusal = nil
+    local doc = with_custom(job)
+    if doc then
+      refusal = batch_push(doc) or ent_push(doc, args[b], args[b + 3])
+    end
+    if refusal then
+      if not refused then
+        refused = {}
+        for j = 1, i do refused[j] = '' end
+      end
+      refused[i + 1] = refusal
     else
-      enqueue(queues, prioq, args[b], tonumber(args[b + 1]), args[b + 2], 'LPUSH',
-        keys[4 + 2 * i], keys[5 + 2 * i])
+      if refused then refused[i + 1] = '' end
+      if args[b + 3] ~= '' then
+        redis.call('ZADD', scheduled, args[b + 3], job)
+      else
+        enqueue(queues, prioq, args[b], tonumber(args[b + 1]), job, 'LPUSH',
+          keys[4 + 2 * i], keys[5 + 2 * i])
+      end
     end
   end
-  return n
+  return refused or n
 end
 
 -- ff_fetch(wid, proc, now, default_reserve, q1, q2, ...): reserve the first job found in the
@@ -182,13 +228,21 @@ local function ff_fetch(keys, args)
 end
 
 -- ff_ack(jid): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
--- no such reservation. KEYS: ff:res, working, processed, processed:<day>.
+-- no such reservation. KEYS: ff:res, working, processed, processed:<day>; also the keys of the
+-- Enterprise hooks.
 local function ff_ack(keys, args)
   local jid = args[1]
-  if redis.call('HDEL', keys[1], jid) == 0 then return OUTCOME.GONE end
+  local record = redis.call('HGET', keys[1], jid)
+  if not record then return OUTCOME.GONE end
+  redis.call('HDEL', keys[1], jid)
   redis.call('ZREM', keys[2], jid)
   redis.call('INCR', keys[3])
   redis.call('INCR', keys[4])
+  local doc = record_custom(record)
+  if doc then
+    batch_done(doc, 'ack')
+    ent_done(doc, 'ack')
+  end
   return OUTCOME.DONE
 end
 
@@ -197,7 +251,8 @@ end
 -- stored reservation has another token (or token is ''), nothing changes and
 -- {OUTCOME.CHANGED, record} is returned so the caller can compute again. outcome: retry | dead
 -- | discard. Returns {OUTCOME.DONE}, {OUTCOME.GONE} (no such reservation) or that.
--- KEYS: ff:res, working, processed, failures, retries, dead, processed:<day>, failures:<day>.
+-- KEYS: ff:res, working, processed, failures, retries, dead, processed:<day>, failures:<day>;
+-- also the keys of the Enterprise hooks.
 local function ff_fail(keys, args)
   local jid, rid = args[1], args[2]
   local record = redis.call('HGET', keys[1], jid)
@@ -214,6 +269,11 @@ local function ff_fail(keys, args)
     redis.call('ZADD', keys[5], args[5], args[4])
   elseif outcome == 'dead' then
     redis.call('ZADD', keys[6], args[5], args[4])
+  end
+  local doc = record_custom(record)
+  if doc then
+    batch_done(doc, outcome)
+    ent_done(doc, outcome)
   end
   return {OUTCOME.DONE}
 end
