@@ -59,7 +59,7 @@ def main() -> None:
             return jid
 
         phase("ff_fetch", (fetch(i) for i in range(n)))
-        phase("ff_ack", (store.ack(j, "2026-01-01") for j in jids))
+        phase("ff_ack", (store.ack(j, "2026-01-01", plain=True) for j in jids))
         phase("fetch empty", (store.fetch("", "p", jobs.score(now), 1800, QUEUES) for _ in range(n)))
         r.close()
     finally:

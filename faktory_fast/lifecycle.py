@@ -24,6 +24,7 @@ from faktory_fast.store import AsyncStore, Outcome
 log = logging.getLogger("faktory_fast")
 GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
 
+CUSTOM = b'"custom":'  # in a job's JSON: it may concern an Enterprise feature (batch, unique...)
 REQUEUE_BATCH = 500  # entries a MUTATE requeue moves per round trip
 
 
@@ -101,14 +102,17 @@ class Lifecycle:
                 or any(type(v) is not str for v in data.values())):
             raise JobError(f"invalid ACK {payload.decode(errors='replace')}")
         jid = data["jid"]
-        self.reserved.pop(jid)
+        # A job this process handed out and that has no custom object needs no Enterprise
+        # hook: ff_ack then skips reading the reservation.
+        known = self.reserved.pop(jid)
+        plain = known is not None and CUSTOM not in known[1]
 
         def done(reply: Outcome | Exception) -> None:
             if reply is GONE:
                 log.info("No such job to acknowledge %s", jid)
             then(reply)
 
-        self.store.ack_then(jid, jobs.today(), done)
+        self.store.ack_then(jid, jobs.today(), plain, done)
 
     async def fail(self, payload: bytes) -> None:
         jid, info = jobs.fail_info(payload)

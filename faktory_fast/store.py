@@ -327,8 +327,8 @@ def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
     return FF_FETCH.args(item_keys, (wid, proc, now, default_reserve, *queues))
 
 
-def _ack_args(jid: str, day: str) -> tuple[Any, ...]:
-    return FF_ACK.args((keys.daily(keys.PROCESSED, day),), (jid,))
+def _ack_args(jid: str, day: str, plain: bool) -> tuple[Any, ...]:
+    return FF_ACK.args((keys.daily(keys.PROCESSED, day),), (jid, "1" if plain else ""))
 
 
 def _bulks(*args: Any) -> bytes:
@@ -450,9 +450,10 @@ class Operations:
         return Call(_fetch_args(wid, proc, now, default_reserve, queues), _fetched)
 
     @Op
-    def ack(self, jid: str, day: str) -> Call[Outcome]:
-        """Finish a reservation: DONE, or GONE if there is no such reservation."""
-        return Call(_ack_args(jid, day), _outcome)
+    def ack(self, jid: str, day: str, plain: bool = False) -> Call[Outcome]:
+        """Finish a reservation: DONE, or GONE if there is no such reservation. ``plain``: the
+        caller knows the job has no ``custom`` object (no Enterprise hook to run)."""
+        return Call(_ack_args(jid, day, plain), _outcome)
 
     @Op
     def fail(self, jid: str, token: int | None, day: str, outcome: str, payload: bytes,
@@ -749,15 +750,17 @@ class AsyncStore(Operations):
             parts = _pack_parts(self._fetch_parts, key, args, len(args) - len(queues) - 2, 1)
         self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
-    def ack_then(self, jid: str, day: str, then: Callable[[Outcome | Exception], None]) -> None:
+    def ack_then(self, jid: str, day: str, plain: bool,
+                 then: Callable[[Outcome | Exception], None]) -> None:
         """``ack``: ``then`` gets the outcome."""
         def decoded(reply: Any) -> None:
             then(reply if isinstance(reply, Exception) else _OUTCOMES[reply])
-        parts = self._ack_parts.get(day)
-        if parts is None:  # ff_ack's last argument is the jid
-            args = _ack_args("", day)
-            parts = _pack_parts(self._ack_parts, day, args, len(args) - 1, 1)
-        self._send_cb(decoded, parts[0] + _bulks(jid))
+        key = (day, plain)
+        parts = self._ack_parts.get(key)
+        if parts is None:  # ff_ack's arguments end with the jid and the plain flag
+            args = _ack_args("", day, plain)
+            parts = _pack_parts(self._ack_parts, key, args, len(args) - 2, 1)
+        self._send_cb(decoded, parts[0] + _bulks(jid) + parts[1])
 
 
 class SyncStore(Operations):

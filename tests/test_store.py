@@ -133,18 +133,23 @@ def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: Redi
     fetch(store)
     assert store.ack(jid, "2026-01-01") is Outcome.DONE
     assert store.ack(jid, "2026-01-01") is Outcome.GONE
+    second = push(store)
+    fetch(store)
     replies: list = []
 
     async def ack_then() -> None:  # the callback form, as the server uses
         conn = await aredis.connect(redis_child.url)
-        AsyncStore(conn).ack_then(jid, "2026-01-01", replies.append)
-        await conn.execute("PING")  # answered after the ACK: its reply is in
+        # plain: the server fetched the job itself and saw no custom object (no read first)
+        AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
+        AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
+        AsyncStore(conn).ack_then(jid, "2026-01-01", False, replies.append)
+        await conn.execute("PING")  # answered after the ACKs: their replies are in
         conn.close()
         await conn.closed
 
     asyncio.run(ack_then())
-    assert replies == [Outcome.GONE]
-    assert r.get(keys.PROCESSED) == b"1" and r.get("processed:2026-01-01") == b"1"
+    assert replies == [Outcome.DONE, Outcome.GONE, Outcome.GONE]
+    assert r.get(keys.PROCESSED) == b"2" and r.get("processed:2026-01-01") == b"2"
     assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
 
 

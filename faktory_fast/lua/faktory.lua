@@ -227,18 +227,23 @@ local function ff_fetch(keys, args)
   return FETCHED.EMPTY
 end
 
--- ff_ack(jid): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
--- no such reservation. KEYS: ff:res, working, processed, processed:<day>; also the keys of the
+-- ff_ack(jid, plain): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
+-- no such reservation. plain '1': the caller fetched the job and saw no custom object in it. KEYS: ff:res, working, processed, processed:<day>; also the keys of the
 -- Enterprise hooks.
 local function ff_ack(keys, args)
   local jid = args[1]
-  local record = redis.call('HGET', keys[1], jid)
-  if not record then return OUTCOME.GONE end
-  redis.call('HDEL', keys[1], jid)
+  local record = nil
+  if args[2] == '1' then  -- the caller knows the job has no custom object: no need to read it
+    if redis.call('HDEL', keys[1], jid) == 0 then return OUTCOME.GONE end
+  else
+    record = redis.call('HGET', keys[1], jid)
+    if not record then return OUTCOME.GONE end
+    redis.call('HDEL', keys[1], jid)
+  end
   redis.call('ZREM', keys[2], jid)
   redis.call('INCR', keys[3])
   redis.call('INCR', keys[4])
-  local doc = record_custom(record)
+  local doc = record and record_custom(record)
   if doc then
     batch_done(doc, 'ack')
     ent_done(doc, 'ack')
