@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -31,7 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20000, help="calls per phase")
     n = ap.parse_args().n
-    child = RedisChild(tempfile.mkdtemp(prefix="lua-cost-"))
+    data_dir = tempfile.mkdtemp(prefix="lua-cost-")
+    child = RedisChild(data_dir)
     child.start()
     try:
         store = SyncStore.connect(child.url)
@@ -64,6 +66,7 @@ def main() -> None:
         r.close()
     finally:
         child.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
