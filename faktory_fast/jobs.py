@@ -234,6 +234,8 @@ class Prepared:
     priority: int
     payload: bytes
     at_score: str  # '' = enqueue now
+    reserve_for: int = 0  # the job's reserve_for (0: the server's default)
+    plain: bool = True  # no custom object: no Enterprise feature concerns it
 
 
 def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
@@ -268,7 +270,8 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
     if not at_score:
         check_queue(queue)
         job["enqueued_at"] = stamp
-    return Prepared(jid, queue, priority_of(job), encode(job), at_score)
+    return Prepared(jid, queue, priority_of(job), encode(job), at_score,
+                    job.get("reserve_for") or 0, "custom" not in job)
 
 
 def check_queue(name: str) -> None:

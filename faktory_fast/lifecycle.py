@@ -38,6 +38,7 @@ class Lifecycle:
         # one; ``then`` gets the job (bytes), None if none came, or the exception. (Bound here:
         # no call of ours in between on the hot path.)
         self.fetch: Callable[[list[str], str, Then], None] = parking.fetch
+        self.hand_over: Callable[[jobs.Prepared, Then], bool] = parking.hand_over
         self.proc = proc
         self.started_at = started_at
 
@@ -59,6 +60,10 @@ class Lifecycle:
         """Validate (JobError at once) and store one job; ``then`` gets the store's answer (a
         JobError if an Enterprise rule refused it)."""
         prepared = jobs.prepare(jobs.loads(payload), time.time_ns())
+        # A FETCH parked here for this queue gets the job in the same Redis call.
+        if (prepared.plain and not prepared.at_score and prepared.priority == 5
+                and self.hand_over(prepared, then)):
+            return
         self.store.push_then(prepared, then)
 
     async def push_bulk(self, payload: bytes) -> bytes:

@@ -14,7 +14,7 @@ import itertools
 
 from faktory_fast import jobs
 from faktory_fast.aredis import Then
-from faktory_fast.jobs import now_score
+from faktory_fast.jobs import Prepared, now_score
 from faktory_fast.store import AsyncStore, Fetched, Reserved
 
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
@@ -75,6 +75,34 @@ class Parking:
         (a job is there) is one Redis call whose reply callback answers.
         """
         _Fetch(self, queues, wid, self.loop.time() + FETCH_WAIT, then).look()
+
+    def hand_over(self, job: Prepared, then: Then) -> bool:
+        """PUSH ``job`` (due now, priority 5, no custom object) straight to the oldest FETCH
+        parked here on its queue; False if there is none (the caller pushes as usual).
+
+        One Redis call (``ff_push_to``) reserves the job for that FETCH, instead of a push, a
+        wake-up and a FETCH; if the queue had other jobs meanwhile, the job is enqueued and
+        the FETCH looks again. ``then`` gets the PUSH's answer (1, or the exception).
+        """
+        d = self._waiting.get(job.queue)
+        if not d:
+            return False
+        f = next(iter(d))
+        self._unpark(f)
+
+        def done(res: Reserved | Fetched | Exception) -> None:
+            if isinstance(res, Exception):
+                then(res)
+                f.then(res)
+                return
+            then(1)
+            if type(res) is Reserved:
+                f.found(res, True)
+            else:
+                f.woken = True
+                f.look()
+        self.store.push_to_then(job, f.wid, now_score(), self.default_reserve, done)
+        return True
 
     # -- told by Redis (pub/sub) -------------------------------------------------------------
     def on_wake(self, queue: str) -> None:

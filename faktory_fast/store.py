@@ -270,6 +270,8 @@ K = keys
 FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _refusals)
 FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
                            K.RESERVATIONS, K.WORKING), _fetched)
+FF_PUSH_TO = Fn("ff_push_to", (K.QUEUES, K.PRIORITY_QUEUES, K.PAUSED, K.QUIET_WORKERS,
+                               K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING), _fetched)
 FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED), _outcome)
 FF_FAIL = Fn("ff_fail", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.FAILURES, K.RETRIES, K.DEAD),
              _fail_result)
@@ -317,6 +319,12 @@ def _push_args(jobs: Iterable[Prepared]) -> tuple[Any, ...]:
         item_keys += _queue_keys(p.queue, p.priority)
         args += (p.queue, p.priority, p.payload, p.at_score)
     return FF_PUSH.args(item_keys, (len(args) // 4, *args))
+
+
+def _push_to_args(job: Prepared, wid: str, now: str, default_reserve: int) -> tuple[Any, ...]:
+    return FF_PUSH_TO.args((keys.worker(wid), *_queue_keys(job.queue, 5)),
+                           (job.queue, wid, job.reserve_for, default_reserve, job.payload,
+                            job.jid, now))
 
 
 def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
@@ -441,6 +449,14 @@ class Operations:
         """Store prepared jobs: enqueue now or schedule. The ones refused (by their index), and
         why: an Enterprise rule (a unique job's duplicate, an unknown batch)."""
         return Call(_push_args(jobs), _refusals, replicated=True)
+
+    @Op
+    def push_to(self, job: Prepared, wid: str, now: str,
+                default_reserve: int) -> Call[Reserved | Fetched]:
+        """Store ``job`` (due now, priority 5, no custom object) for a FETCH of worker ``wid``
+        that waits for its queue: reserved for it at once when its queue is empty (Reserved),
+        else enqueued (Fetched.EMPTY: the FETCH is still to be answered)."""
+        return Call(_push_to_args(job, wid, now, default_reserve), _fetched, replicated=True)
 
     @Op
     def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
@@ -716,6 +732,7 @@ class AsyncStore(Operations):
             self._execute_push = conn.execute
             self._push_cb = conn.send_cb
         self._push_parts: Packed = {}
+        self._push_to_parts: Packed = {}
         self._fetch_parts: Packed = {}
         self._ack_parts: Packed = {}
 
@@ -736,6 +753,18 @@ class AsyncStore(Operations):
             args = _push_args((job,))
             parts = _pack_parts(self._push_parts, key, args, len(args) - 2, 2)
         self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score))
+
+    def push_to_then(self, job: Prepared, wid: str, now: str, default_reserve: int,
+                     then: Callable[[Reserved | Fetched | Exception], None]) -> None:
+        """``push_to``: ``then`` gets its answer."""
+        def decoded(reply: Any) -> None:
+            then(reply if isinstance(reply, Exception) else _fetched(reply))
+        key = (job.queue, wid, job.reserve_for, default_reserve)
+        parts = self._push_to_parts.get(key)
+        if parts is None:  # ff_push_to's arguments end with the job, its jid and the time
+            args = _push_to_args(job, wid, now, default_reserve)
+            parts = _pack_parts(self._push_to_parts, key, args, len(args) - 3, 3)
+        self._push_cb(decoded, parts[0] + _bulks(job.payload, job.jid, now))
 
     def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
                    queues: Sequence[str],

@@ -572,4 +572,39 @@ def test_one_push_wakes_one_parked_fetcher(server: FaktoryServer, client: Client
         replies = [c.read_reply() for c in parked]  # each answers within its 2 s wait
     assert sum(1 for x in replies if x) == 1
     fetches = [c for c in seen if "ff_fetch" in c and "herdq" in c]
-    assert 1 <= len(fetches) <= 2 * 2, fetches  # two server processes: each may look once more
+    handed = [c for c in seen if "ff_push_to" in c]  # the pushing process had one parked
+    assert len(handed) <= 1 and 1 <= len(fetches) + len(handed), seen
+    assert len(fetches) <= 2 * 2, fetches  # two server processes: each may look once more
+
+
+def test_a_push_for_a_parked_fetch_is_one_redis_call(tmp_path) -> None:
+    """A PUSH that finds a FETCH of its own process waiting on the queue reserves the job for
+    it in the same Redis call: no wake-up, no FETCH of Redis. (One server process, so the
+    two connections share it.)"""
+    srv = FaktoryServer(str(tmp_path), processes=1).start()
+    try:
+        r = srv.redis()
+        producer, consumer = srv.client(), srv.client()
+        consumer.send("FETCH other handq")
+        wait_for(lambda: r.exists("ff:wait:handq"))
+        pushed = job(queue="handq", reserve_for=300)
+        with redis_commands(srv) as seen:
+            producer.push(pushed)
+            got = consumer.read_reply()
+        assert json.loads(got)["jid"] == pushed["jid"]
+        calls = [c for c in seen if c.startswith("FCALL")]
+        assert len(calls) == 1 and calls[0].startswith("FCALL ff_push_to "), seen
+        assert not any("PUBLISH" in c for c in seen), seen
+        assert r.zscore("working", pushed["jid"]) is not None
+        assert consumer.ack(pushed["jid"]) == "OK"
+        assert r.hlen("ff:res") == 0 and r.get("processed") == b"1"
+        # A job of another priority (or scheduled, or with custom) goes the usual way.
+        consumer.send("FETCH handq")
+        wait_for(lambda: r.exists("ff:wait:handq"))
+        urgent = job(queue="handq", priority=9)
+        with redis_commands(srv) as seen:
+            producer.push(urgent)
+            assert json.loads(consumer.read_reply())["jid"] == urgent["jid"]
+        assert not any("ff_push_to" in c for c in seen) and any("ff_fetch" in c for c in seen)
+    finally:
+        srv.stop()

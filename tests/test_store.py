@@ -304,3 +304,39 @@ def test_declared_keys_let_an_acl_refuse_before_any_write(redis_child: RedisChil
         limited.client.close()
     finally:
         r.acl_deluser("limited")
+
+
+def test_push_to_a_parked_fetch(store: SyncStore, r: redislib.Redis) -> None:
+    """ff_push_to reserves the job for the waiting worker when its queue is empty, and
+    enqueues it as a PUSH would when the queue has jobs, is paused or the worker is quiet."""
+    def prepared(queue: str = "hq", **fields: object) -> jobs.Prepared:
+        return jobs.prepare({"jid": os.urandom(8).hex(), "jobtype": "T", "args": [], "queue": queue,
+                             **fields}, 1_767_225_600_000_000_000)
+
+    p = prepared(reserve_for=120)
+    res = store.push_to(p, "w1", NOW, 1800)
+    assert isinstance(res, Reserved) and res.jid == p.jid.encode() and res.job == p.payload
+    record = orjson.loads(r.hget(keys.RESERVATIONS, p.jid))
+    assert record["wid"] == "w1" and record["rid"] == res.token
+    assert r.zscore(keys.WORKING, p.jid) == float(NOW) + 120  # the job's own reserve_for
+    assert r.sismember(keys.QUEUES, "hq") and r.llen(keys.queue("hq")) == 0
+    assert store.ack(p.jid, "2026-01-01") is Outcome.DONE
+
+    # The queue has a job meanwhile: FIFO wins, the new job is enqueued behind it.
+    first = push(store, "hq")
+    second = prepared()
+    assert store.push_to(second, "w1", NOW, 1800) is Fetched.EMPTY
+    assert jid_of(fetch(store, "hq")) == first and jid_of(fetch(store, "hq")) == second.jid
+
+    store.queue_op("PAUSE", ["hq"])
+    paused = prepared()
+    assert store.push_to(paused, "w1", NOW, 1800) is Fetched.EMPTY
+    assert r.llen(keys.queue("hq")) == 1
+    store.queue_op("RESUME", ["hq"])
+    assert jid_of(fetch(store, "hq")) == paused.jid
+
+    assert store.hello("proc1", 100, "w2", "host", 1, b"[]", 2, NOW) is None
+    store.signal_workers("quiet", ["w2"])
+    quiet = prepared()
+    assert store.push_to(quiet, "w2", NOW, 1800) is Fetched.EMPTY
+    assert jid_of(fetch(store, "hq")) == quiet.jid

@@ -157,6 +157,26 @@ local function ff_push(keys, args)
   return refused or n
 end
 
+-- Reserve `job` (whose jid is `jid`) for worker `wid` from `now` (the caller's time string) for
+-- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
+-- record in ff:res (`res`), its deadline in `working`, a token from ff:rseq (`rseq`).
+-- Returns what ff_fetch returns for a job: {job, token, jid}.
+local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job)
+  if secs == nil or secs <= 0 then secs = tonumber(default) end
+  if secs < 60 then secs = 60 end
+  if secs > 86400 then secs = 86400 end
+  local now_sec, now_frac = string.match(now, '^(%d+)(%.?%d*)$')
+  local rid = redis.call('INCR', rseq)
+  -- Built as strings: number formatting and cjson.encode are the slow part of a FETCH.
+  local expires = (tonumber(now_sec) + math.floor(secs)) .. now_frac
+  local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
+  local record = '{"rid":' .. rid .. ',"wid":' .. quoted .. ',"reserved_at":' .. now ..
+    ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
+  redis.call('HSET', res, jid, record)
+  redis.call('ZADD', working, expires, jid)
+  return {job, rid, jid}
+end
+
 -- ff_fetch(wid, proc, now, default_reserve, q1, q2, ...): reserve the first job found in the
 -- given queues (strict order). Returns {job, token, jid}; or FETCHED.EMPTY when nothing is
 -- there (and the process is registered as waiting on every searched queue), FETCHED.QUIET when
@@ -168,8 +188,6 @@ local function ff_fetch(keys, args)
   local quiet, paused_set, prioq, rseq, res, working = keys[1], keys[2], keys[3], keys[4],
     keys[5], keys[6]
   local wid, proc = args[1], args[2]
-  local now_sec, now_frac = string.match(args[3], '^(%d+)(%.?%d*)$')
-  now_sec = tonumber(now_sec)
   -- With no quiet worker, paused queue or priority list anywhere (the usual case), one call
   -- answers all three questions.
   local plain = redis.call('EXISTS', quiet, paused_set, prioq) == 0
@@ -206,18 +224,7 @@ local function ff_fetch(keys, args)
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
           return {job, 0, ''}
         end
-        if reserve == nil or reserve <= 0 then reserve = tonumber(args[4]) end
-        if reserve < 60 then reserve = 60 end
-        if reserve > 86400 then reserve = 86400 end
-        local rid = redis.call('INCR', rseq)
-        -- Built as strings: number formatting and cjson.encode are the slow part of this function.
-        local expires = (now_sec + math.floor(reserve)) .. now_frac
-        local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
-        local record = '{"rid":' .. rid .. ',"wid":' .. quoted .. ',"reserved_at":' .. args[3] ..
-          ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
-        redis.call('HSET', res, jid, record)
-        redis.call('ZADD', working, expires, jid)
-        return {job, rid, jid}
+        return reserve_job(rseq, res, working, wid, args[3], reserve, args[4], jid, job)
       end
     end
   end
@@ -225,6 +232,32 @@ local function ff_fetch(keys, args)
   for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
   if #active < #args - 4 then return FETCHED.SOME_PAUSED end
   return FETCHED.EMPTY
+end
+
+-- ff_push_to(queue, wid, reserve_for, default_reserve, job, jid, now): PUSH of a job that this
+-- process has a FETCH of worker `wid` parked for (the job is due now, of priority 5 and has no
+-- custom object; the caller checked): if `queue` is empty and not paused and the worker is not
+-- quiet, the job is reserved for that FETCH at once, as ff_fetch would (returns {job, token,
+-- jid}: one call instead of a push, a wake-up and a FETCH). Otherwise it is enqueued as ff_push
+-- enqueues (waking the waiters) and 0 is returned.
+-- KEYS: queues, ff:prioq, paused, ff:quiet, ff:rseq, ff:res, working, ff:w:<wid>, q:<queue>,
+-- ff:wait:<queue>.
+local function ff_push_to(keys, args)
+  local queues, prioq, paused, quiet = keys[1], keys[2], keys[3], keys[4]
+  local name, wid, job = args[1], args[2], args[5]
+  local take = redis.call('LLEN', keys[9]) == 0 and redis.call('SISMEMBER', prioq, name) == 0
+    and redis.call('SISMEMBER', paused, name) == 0
+  if take and wid ~= '' and redis.call('EXISTS', quiet) == 1 then
+    local state = redis.call('HGET', keys[8], 'state')
+    take = state ~= 'quiet' and state ~= 'terminate'
+  end
+  if not take then
+    enqueue(queues, prioq, name, 5, job, 'LPUSH', keys[9], keys[10])
+    return 0
+  end
+  redis.call('SADD', queues, name)
+  return reserve_job(keys[5], keys[6], keys[7], wid, args[7], tonumber(args[3]), args[4], args[6],
+    job)
 end
 
 -- ff_ack(jid, plain): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
@@ -866,6 +899,7 @@ end
 
 redis.register_function('ff_push', ff_push)
 redis.register_function('ff_fetch', ff_fetch)
+redis.register_function('ff_push_to', ff_push_to)
 redis.register_function('ff_ack', ff_ack)
 redis.register_function('ff_fail', ff_fail)
 redis.register_function('ff_release', ff_release)
