@@ -136,6 +136,8 @@ class Supervisor:
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)
+        # Throttles are read by every FETCH: in Redis before the first server process starts.
+        await BackgroundTasks(store, lambda: self.cfg, self.redis).publish_config()
         if self.redis is not None:
             # Our own Redis: any process still registered died with a killed master before us.
             for proc in await store.registered_processes():

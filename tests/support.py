@@ -358,3 +358,35 @@ def redis_commands(server: FaktoryServer) -> Iterator[list[str]]:
         r.echo("stop-monitor")
         t.join(5)
         r.close()
+
+
+def write_conf(data_dir: str, name: str, text: str) -> str:
+    """Write ``<data_dir>/conf/conf.d/<name>`` (the config dir FaktoryServer passes with -c)."""
+    conf_d = os.path.join(data_dir, "conf", "conf.d")
+    os.makedirs(conf_d, exist_ok=True)
+    path = os.path.join(conf_d, name)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def two_nodes(base: str, processes: int = 2, conf: str = "",
+              env: dict[str, str] | None = None) -> Iterator[tuple[FaktoryServer, FaktoryServer]]:
+    """Two servers ("nodes") on one Redis: the first runs its child Redis, the second uses it
+    through REDIS_URL. ``conf``: conf.d/test.toml of both."""
+    a = FaktoryServer(os.path.join(base, "a"), processes=processes, env=env)
+    b = FaktoryServer(os.path.join(base, "b"), processes=processes,
+                      env={**(env or {}), "REDIS_URL": "unix://" + os.path.join(a.data_dir,
+                                                                                 "redis.sock")})
+    for node in (a, b):
+        write_conf(node.data_dir, "test.toml", conf)
+    a.start()
+    try:
+        b.start()
+        try:
+            yield a, b
+        finally:
+            b.stop()
+    finally:
+        a.stop()
