@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,7 +55,7 @@ def local_zone() -> tzinfo:
         with open("/etc/localtime", "rb") as fh:
             return ZoneInfo.from_file(fh)
     except (OSError, ValueError, ZoneInfoNotFoundError):
-        return timezone.utc
+        return UTC
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _entry(item: Any, source: str) -> CronEntry:
         raise CronError(f"unknown schedule {schedule!r} (use 5 fields or one of "
                         f"{', '.join(NAMED)})")
     try:
-        CronSim(NAMED.get(schedule, schedule), datetime.now(timezone.utc))
+        CronSim(NAMED.get(schedule, schedule), datetime.now(UTC))
     except CronSimError as exc:
         raise CronError(f"bad schedule {schedule!r}: {exc}") from None
     spec = item.get("job")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -142,25 +143,32 @@ def test_scheduled_job_lock_lasts_delay_plus_unique_for(srv: FaktoryServer,
     assert refused(client, unique(unique_for=30)) == NOT_UNIQUE
 
 
+def race(clients: list[Client], payload: dict) -> list[str]:
+    """Every client PUSHes a copy of ``payload`` (its own jid) at once: the replies."""
+    start = threading.Barrier(len(clients))
+    results: list[str] = []
+
+    def push(c: Client) -> None:
+        copy = {**payload, "jid": uuid.uuid4().hex}
+        start.wait()
+        try:
+            results.append(c.push(copy))
+        except ReplyError as exc:
+            results.append(str(exc))
+    threads = [threading.Thread(target=push, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def test_one_push_wins_across_processes_and_nodes(tmp_path: Any) -> None:
     """Concurrent pushes of one unique job through 2 nodes x 2 processes: exactly one OK."""
     with two_nodes(str(tmp_path), processes=2) as (a, b):
         clients = [*clients_on_distinct_processes(a, 2), *clients_on_distinct_processes(b, 2)]
         clients += [node.client() for node in (a, b) for _ in range(4)]
         for round_ in range(20):
-            start = threading.Barrier(len(clients))
-            results: list[str] = []
-
-            def push(c: Client, arg: int = round_) -> None:
-                start.wait()
-                try:
-                    results.append(c.push(unique([arg])))
-                except ReplyError as exc:
-                    results.append(str(exc))
-            threads = [threading.Thread(target=push, args=(c,)) for c in clients]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results = race(clients, unique([round_]))
             assert Counter(results) == {"OK": 1, NOT_UNIQUE: len(clients) - 1}
         assert clients[0].info()["faktory"]["queues"] == {"default": 20}
