@@ -181,6 +181,7 @@ class CronRunner:
         if self.since is None:
             seen = await self.store.cron_seen(int(now))
             self.since = max(float(seen), now - CATCH_UP) if seen else now
+            log.debug("Cron: pushing the ticks after %s", jobs.rfc3339(int(self.since * 1e9)))
         pushed = 0
         for entry in self.entries():
             for tick in entry.ticks(self.since, now, self.zone):
@@ -203,8 +204,8 @@ async def push_entry(store: AsyncStore, entry: CronEntry, tick: int) -> bool:
     if isinstance(done, JobError):
         log.info("Cron %s: job not pushed: %s %s", entry.source, done.code, done)
         return False
-    if done:
-        log.debug("Cron %s: pushed %s (%s)", entry.source, job.jid, entry.job["jobtype"])
+    log.debug("Cron %s tick %d: %s", entry.source, tick,
+              f"pushed {job.jid}" if done else "pushed by another process or node")
     return done
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from faktory_fast import config
 from faktory_fast.config import ConfigError
-from faktory_fast.store import SyncStore
 from tests.support import (
     Client,
     FaktoryServer,
@@ -52,7 +51,7 @@ def fill(client: Client, queue: str, n: int) -> list[str]:
 
 
 def usage(srv: FaktoryServer) -> dict[str, Any]:
-    return {t.queue: t for t in SyncStore(srv.redis()).throttle_usage()}
+    return {t.queue: t for t in srv.store().throttle_usage()}
 
 
 def test_concurrency_limit_skips_to_the_next_queue(srv: FaktoryServer, client: Client) -> None:

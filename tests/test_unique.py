@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from faktory_fast.jobs import rfc3339
-from faktory_fast.store import SyncStore
 from tests.support import (
     Client,
     FaktoryServer,
@@ -37,7 +36,7 @@ def refused(client: Client, payload: dict) -> str:
 
 
 def lock_of(srv: FaktoryServer, payload: dict) -> Any:
-    store = SyncStore(srv.redis())
+    store = srv.store()
     return store.unique_lock(payload["jobtype"], payload.get("queue", "default"),
                              json.dumps(payload["args"]).encode())
 
