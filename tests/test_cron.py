@@ -68,7 +68,6 @@ def test_one_push_per_tick_across_nodes_and_restarts(tmp_path: Any) -> None:
     minute = T0 - 30  # 00:00
     with two_nodes(str(tmp_path), processes=2, conf=CRON, env=env,
                    args=["-l", "debug"]) as (a, b):
-        r = a.redis()
         wait_for(lambda: all(any("Cron: pushing the ticks after" in x for x in n.lines)
                              for n in (a, b)))
         set_clock(clock, T0 + 3 * 60)  # ticks 00:01, 00:02, 00:03
