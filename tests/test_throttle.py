@@ -17,6 +17,7 @@ from tests.support import (
     FaktoryServer,
     clients_on_distinct_processes,
     job,
+    serving_pid,
     two_nodes,
     wait_for,
     write_conf,
@@ -92,6 +93,28 @@ def test_release_wakes_a_waiting_fetch(srv: FaktoryServer) -> None:
     job_, at = got[0]
     assert job_ is not None and job_["queue"] == "single"
     assert at - acked < 1.0  # woken by the release, not by the 2 s deadline
+
+
+def test_push_is_not_handed_to_a_fetch_parked_on_a_full_throttle(srv: FaktoryServer) -> None:
+    """A PUSH hands its job to a FETCH parked in the same process (ff_push_to), but not past
+    a full throttle."""
+    by_pid: dict[int, list[Client]] = {}
+    while not any(len(v) == 2 for v in by_pid.values()):
+        c = srv.client()
+        by_pid.setdefault(serving_pid(c, srv), []).append(c)
+    waiter, pusher = next(v for v in by_pid.values() if len(v) == 2)
+    holder = srv.client()
+    fill(holder, "single", 1)
+    running = holder.fetch("single")
+    got: list[Any] = []
+    parked = threading.Thread(target=lambda: got.append(waiter.fetch("single")))
+    parked.start()
+    time.sleep(0.3)  # let the FETCH find the throttle full and park
+    fill(pusher, "single", 1)
+    parked.join(5)
+    assert got == [None]  # the throttle held: nothing handed over
+    assert holder.ack(running["jid"]) == "OK"
+    assert waiter.fetch("single")["queue"] == "single"
 
 
 def test_worker_limit_is_per_wid(srv: FaktoryServer) -> None:
