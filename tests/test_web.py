@@ -1051,23 +1051,23 @@ def test_throttles_tab(web: Web, store: SyncStore) -> None:
 def test_cron_tab_lists_entries_and_enqueues_now(web: Web, store: SyncStore) -> None:
     assert "No cron entries." in web.get("/cron").text
     entries = cron.parse_entries([
-        {"schedule": "@hourly", "job": {"type": "Hourly", "args": [1, "<b>"]}},
+        {"schedule": "@yearly", "job": {"type": "Yearly", "args": [1, "<b>"]}},
         {"schedule": "*/5 * * * *", "job": {"type": "Five", "queue": "critical"}},
     ], ["/etc/faktory/conf.d/cron.toml"] * 2)
     store.set_cron_entries(entries)
     page = web.get("/cron").text
-    assert "<code>@hourly</code>" in page and "<code>*/5 * * * *</code>" in page
+    assert "<code>@yearly</code>" in page and "<code>*/5 * * * *</code>" in page
     assert '<code class="args">[1, "\\u003cb\\u003e"]</code>' in page  # no markup gets in
-    assert page.index("*/5 * * * *") < page.index("@hourly")  # soonest next run first
+    assert page.index("*/5 * * * *") < page.index("@yearly")  # soonest next run first
     assert page.count("–") >= 2  # no last run yet
-    hourly = entries[0]
-    reply = web.post("/cron", {"entry": hourly.id})
+    yearly = entries[0]
+    reply = web.post("/cron", {"entry": yearly.id})
     assert reply.status_code == 302 and reply.headers["location"] == "/cron"
     (queued,) = store.client.lrange(keys.queue("default"), 0, -1)
     jid = jobs.stored_job(queued)["jid"]
     assert f"<code>{jid}</code>" in web.get("/cron").text  # the last run, with its jid
     # Same security rules as every action: no CSRF token, no push.
-    assert web.post("/cron", {"entry": hourly.id}, token=None).status_code == 403
+    assert web.post("/cron", {"entry": yearly.id}, token=None).status_code == 403
     assert web.post("/cron", {"entry": "nosuchentry"}).status_code == 400
     assert store.client.llen(keys.queue("default")) == 1
 
