@@ -12,15 +12,23 @@ end
 
 -- unique ---------------------------------------------------------------------------------------
 
+-- Does a decoded JSON array or object hold an object (a table with string keys) anywhere?
+local function has_object(v)
+  for k, x in pairs(v) do
+    if type(k) ~= 'number' or (type(x) == 'table' and has_object(x)) then return true end
+  end
+  return false
+end
+
 -- A decoded JSON value as canonical text: object keys sorted, so that {"a":1,"b":2} and
--- {"b":2,"a":1} name the same lock (cjson's own encoding follows Lua's table order). Scalars
--- as cjson encodes them.
+-- {"b":2,"a":1} name the same lock (cjson's own encoding follows Lua's table order). Values
+-- without objects (the usual args: arrays of scalars) are cjson's encoding, in one call.
 local function canonical(v)
-  if type(v) ~= 'table' then return cjson.encode(v) end
+  if type(v) ~= 'table' or not has_object(v) then return cjson.encode(v) end
   local names = {}
   for k in pairs(v) do names[#names + 1] = k end
   local parts = {}
-  if #names == #v then  -- an array (or empty)
+  if #names == #v then  -- an array holding objects
     for i = 1, #v do parts[i] = canonical(v[i]) end
     return '[' .. table.concat(parts, ',') .. ']'
   end
