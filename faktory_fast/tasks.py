@@ -33,6 +33,8 @@ WORKER_TIMEOUT = 60.0  # a worker without a heartbeat for this long is forgotten
 DEAD_PURGE_INTERVAL = 60.0
 BACKUP_CHECK_INTERVAL = 1.0  # how often the backup task looks at the (reloadable) schedule
 CRON_INTERVAL = 1.0  # cron ticks are pushed within this (and a reloaded config published)
+REPUBLISH_INTERVAL = 60.0  # the config's tables are written again this often (a Redis that lost
+#                            its data, say), changed or not
 SCAN_BATCH = 500
 EXPIRED_BATCH = 100
 
@@ -65,6 +67,7 @@ class BackgroundTasks:
         self.stats = TaskStats()
         self.cron = cron.CronRunner(store, lambda: self.config().cron, cron.clock(os.environ))
         self._published: Config | None = None  # the config whose Enterprise tables Redis has
+        self._published_at = 0.0  # time.monotonic() of that
 
     def start(self) -> list[asyncio.Future[None]]:
         """Start every task; the caller cancels them."""
@@ -114,15 +117,16 @@ class BackgroundTasks:
             self.stats.add("Busy", reaped=n)
 
     async def publish_config(self) -> None:
-        """Give Redis the throttle table and cron entries of the configuration (at start, and
-        after a SIGHUP changed them): every process and node reads them there."""
-        cfg = self.config()
-        if self._published is not None and (self._published.throttles, self._published.cron) \
-                == (cfg.throttles, cfg.cron):
+        """Give Redis the throttle table and cron entries of the configuration (at start, after
+        a SIGHUP changed them, and every REPUBLISH_INTERVAL): every process and node reads them
+        there (the last node to write wins: nodes should share their conf.d)."""
+        cfg, last = self.config(), self._published
+        if last is not None and (last.throttles, last.cron) == (cfg.throttles, cfg.cron) \
+                and time.monotonic() - self._published_at < REPUBLISH_INTERVAL:
             return
         await self.store.set_throttles(cfg.throttles)
         await self.store.set_cron_entries(cfg.cron)
-        self._published = cfg
+        self._published, self._published_at = cfg, time.monotonic()
 
     async def run_cron(self) -> None:
         """Cron: push the jobs of the ticks that came since the last round."""
