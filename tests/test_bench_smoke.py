@@ -227,8 +227,9 @@ def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
 
 
 
-def test_lua_cost() -> None:
-    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200"], cwd=ROOT,
+@pytest.mark.parametrize("extra", [[], ["--unique"]])
+def test_lua_cost(extra: list[str]) -> None:
+    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     costs = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in res.stdout.splitlines()}
