@@ -94,7 +94,9 @@ class CronEntry:
 def parse_entries(raw: Any, sources: Sequence[str]) -> list[CronEntry]:
     """The ``cron`` array of the merged TOML as entries; CronError naming the first bad one.
 
-    ``sources``: the file each entry came from, in order (as many as entries, when known).
+    ``sources``: the file each entry came from, in order (as many as entries, when known):
+    an entry is then named by its file and its place in that file, else by its place in the
+    merged document.
     """
     if raw is None:
         return []
@@ -102,7 +104,11 @@ def parse_entries(raw: Any, sources: Sequence[str]) -> list[CronEntry]:
         raise CronError("invalid cron configuration: use [[cron]] tables")
     out = []
     for n, item in enumerate(raw):
-        source = f"{sources[n] if n < len(sources) else 'conf.d'} [[cron]] entry {n + 1}"
+        if n < len(sources):
+            path = sources[n]
+            source = f"{path} [[cron]] entry {sources[:n].count(path) + 1}"
+        else:
+            source = f"conf.d [[cron]] entry {n + 1}"
         try:
             out.append(_entry(item, source))
         except (CronError, JobError, CronSimError) as exc:

@@ -139,7 +139,8 @@ def test_invalid_entry_names_file_and_entry(tmp_path: Any, text: str, message: s
     path = write_conf(str(tmp_path), "b.toml", text)
     with pytest.raises(ConfigError) as info:
         config.load(["-c", os.path.join(str(tmp_path), "conf")], {"HOME": str(tmp_path)})
-    assert str(info.value).startswith(f"invalid cron entry in {path} [[cron]] entry 2: ")
+    # b.toml's first entry (the second of the merged document): named by its file.
+    assert str(info.value).startswith(f"invalid cron entry in {path} [[cron]] entry 1: ")
     assert "\n" not in str(info.value)
     assert re.search(message, str(info.value))
 
