@@ -136,6 +136,7 @@ class Supervisor:
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)
+        await store.set_batch_retention(self.cfg.batch_retention)
         if self.redis is not None:
             # Our own Redis: any process still registered died with a killed master before us.
             for proc in await store.registered_processes():
