@@ -22,6 +22,7 @@ STATUS_FIELDS = ("bid", "parent_bid", "description", "created_at", "total", "pen
                  "complete_st", "success_st")
 COUNTERS = ("total", "pending", "failed")
 CALLBACKS = ("complete", "success")
+DEFAULT_RETENTION = 30 * 86400  # --batch-retention's default
 
 
 def new_bid() -> str:
@@ -95,8 +96,9 @@ def track_document(jid: str, reserved: bool, fields: dict[str, str]) -> bytes:
 class Batches:
     """BATCH and TRACK for one server process."""
 
-    def __init__(self, store: AsyncStore) -> None:
+    def __init__(self, store: AsyncStore, retention: int = DEFAULT_RETENTION) -> None:
         self.store = store
+        self.retention = retention  # seconds a finished batch's data is kept
 
     async def batch(self, payload: bytes) -> str | bytes | None:
         """BATCH NEW | COMMIT | OPEN | STATUS. Returns a str to send as a simple string (the
@@ -106,7 +108,7 @@ class Batches:
             return await self.new(rest)
         if sub == "COMMIT":
             bid = _bid(rest, sub)
-            if await self.store.batch_commit(bid) is Outcome.GONE:
+            if await self.store.batch_commit(bid, self.retention) is Outcome.GONE:
                 raise JobError(f"No such batch {bid}")
             return None
         if sub == "OPEN":

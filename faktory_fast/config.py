@@ -51,7 +51,7 @@ class Config:
     max_connections: int = 2000
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
     backup_keep: int = 24
-    batch_retention: int = 30 * 86400  # seconds a finished batch's data is kept (lua/batch.lua)
+    batch_retention: int = 30 * 86400  # seconds a finished batch's data is kept (batches.py)
     line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
     line_timeout: float = 60.0
     tls_cert: str = ""  # <config dir>/public.cert.pem when TLS is on (net.tls_files)

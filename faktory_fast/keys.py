@@ -48,7 +48,7 @@ BAD_RECORDS = "ff:bad"  # stream of records set aside that are not jobs (see abo
 # Batches and job tracking (lua/batch.lua describes them).
 BATCHES = "ff:batches"  # zset bid -> created (unix seconds), for the web UI's list
 BATCHES_OPEN = "ff:bopen"  # set of bids whose callbacks have not all succeeded
-BATCH_STATS = "ff:bstats"  # hash: callbacks (fired), retention (seconds, set at boot)
+BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 
 
 #: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.

@@ -574,9 +574,10 @@ class Operations:
                                  *(x for cb in callbacks for x in cb))
 
     @Op
-    def batch_commit(self, bid: str) -> Call[Outcome]:
-        """Commit a batch (its callbacks may fire); GONE if there is no such batch."""
-        return FF_BATCH_COMMIT.call(_batch_keys(bid), bid)
+    def batch_commit(self, bid: str, retention: int) -> Call[Outcome]:
+        """Commit a batch (its callbacks may fire; its data is kept ``retention`` seconds once
+        it is finished); GONE if there is no such batch."""
+        return FF_BATCH_COMMIT.call(_batch_keys(bid), bid, retention)
 
     @Op
     def batch_open(self, bid: str) -> Call[Outcome]:
@@ -605,11 +606,6 @@ class Operations:
     def batch_stats(self) -> Call[tuple[int, int]]:
         """(batches open, callbacks fired)."""
         return FF_BATCH_STATS.call(())
-
-    @Op
-    def set_batch_retention(self, seconds: int) -> Call[None]:
-        """How long finished batches' data is kept (read by lua/batch.lua)."""
-        return Call(("HSET", keys.BATCH_STATS, "retention", seconds), _none)
 
     @Op
     def track_set(self, jid: str, percent: int | None, desc: str | None,

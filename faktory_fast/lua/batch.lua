@@ -12,15 +12,14 @@
 -- not succeeded, failed = units failed and not (yet) succeeded, unrun = units not run once.
 -- BATCHES lists every batch by creation time (the web UI's list; entries of expired batches
 -- are dropped as the list meets them), BATCHES_OPEN the ones whose callbacks have not all
--- succeeded, BATCH_STATS counts callbacks fired ('callbacks') and holds the retention of
--- finished batches ('retention', seconds, written by the master at boot).
+-- succeeded, BATCH_STATS counts callbacks fired ('callbacks').
 -- A tracked job (custom.track = 1) has TRACK_PREFIX..jid, a hash: state (enqueued | failed |
 -- success | dead; 'working' is read from its reservation), percent, desc, updated_at.
 
 local UNCOMMITTED_TTL = 1800  -- a batch not committed within 30 minutes of NEW / OPEN goes
 local TRACK_FINISHED_TTL = 1800  -- tracking data is kept 30 minutes after the job finished
 local TRACK_LIVE_TTL = 30 * 86400  -- a tracked job that never finishes is forgotten after that
-local DEFAULT_RETENTION = 30 * 86400  -- = config.Config.batch_retention's default
+local DEFAULT_RETENTION = 30 * 86400  -- (COMMIT sets each batch's: --batch-retention)
 
 -- Redis's clock as RFC3339 (UTC, microseconds), the format of the jobs' timestamps.
 local function now_rfc3339()
@@ -55,8 +54,15 @@ local function batch_expire(bid, ttl)
   end
 end
 
-local function retention()
-  return tonumber(redis.call('HGET', BATCH_STATS, 'retention')) or DEFAULT_RETENTION
+-- How long the batch's data is kept once finished: set by the COMMIT (the server's setting).
+-- A batch's jobs or children hash, just created, expires with the batch (if it expires).
+local function expire_with(units, key)
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 then redis.call('PEXPIRE', units, ttl) end
+end
+
+local function retention(key)
+  return tonumber(redis.call('HGET', key, 'retention')) or DEFAULT_RETENTION
 end
 
 local unit_event  -- (defined below: phases and units call each other)
@@ -77,7 +83,7 @@ end
 -- parent, which counts it as one run unit (failed if any of its units failed).
 local function complete_done(bid, key)
   redis.call('HSET', key, 'complete_st', '2')
-  batch_expire(bid, retention())
+  batch_expire(bid, retention(key))
   local f = redis.call('HMGET', key, 'parent_bid', 'failed')
   if f[1] and f[1] ~= '' then
     unit_event(f[1], BATCH_KIDS_PREFIX .. f[1], bid, (tonumber(f[2]) or 0) > 0 and 'fail' or 'ran')
@@ -88,7 +94,7 @@ end
 local function success_done(bid, key)
   redis.call('HSET', key, 'success_st', '2')
   redis.call('SREM', BATCHES_OPEN, bid)
-  batch_expire(bid, retention())
+  batch_expire(bid, retention(key))
   local parent = redis.call('HGET', key, 'parent_bid')
   if parent and parent ~= '' then unit_event(parent, BATCH_KIDS_PREFIX .. parent, bid, 'ack') end
 end
@@ -172,6 +178,7 @@ local function batch_pushed(doc)
   if type(bid) == 'string' then
     local key, jobs = batch_keys(bid)
     if redis.call('HSETNX', jobs, doc['jid'], 'pending') == 1 then
+      if redis.call('HLEN', jobs) == 1 then expire_with(jobs, key) end
       redis.call('HINCRBY', key, 'total', 1)
       redis.call('HINCRBY', key, 'pending', 1)
       redis.call('HINCRBY', key, 'unrun', 1)
@@ -227,6 +234,7 @@ local function ff_batch_new(keys, args)
       return 'ERR Parent batch ' .. parent .. ' is committed: BATCH OPEN it to add a child'
     end
     redis.call('HSET', pkids, bid, 'pending')
+    expire_with(pkids, pkey)
     redis.call('HINCRBY', pkey, 'total', 1)
     redis.call('HINCRBY', pkey, 'pending', 1)
     redis.call('HINCRBY', pkey, 'unrun', 1)
@@ -245,16 +253,17 @@ local function ff_batch_new(keys, args)
   return ''
 end
 
--- ff_batch_commit(bid): the batch may fire its callbacks (at once if its units are done).
--- OUTCOME.DONE or OUTCOME.GONE (no such batch). KEYS: ff:b:<bid>, ff:bj:<bid>, ff:bk:<bid>.
+-- ff_batch_commit(bid, retention): the batch may fire its callbacks (at once if its units are
+-- done); its data is kept `retention` seconds once it is finished. OUTCOME.DONE or
+-- OUTCOME.GONE (no such batch). KEYS: ff:b:<bid>, ff:bj:<bid>, ff:bk:<bid>.
 local function ff_batch_commit(keys, args)
   local bid = args[1]
   local state = redis.call('HGET', keys[1], 'state')
   if not state then return OUTCOME.GONE end
   if state ~= 'committed' then
-    redis.call('HSET', keys[1], 'state', 'committed')
+    redis.call('HSET', keys[1], 'state', 'committed', 'retention', args[2])
     if redis.call('HGET', keys[1], 'complete_st') == '2' then
-      batch_expire(bid, retention())
+      batch_expire(bid, retention(keys[1]))
     else
       batch_expire(bid, nil)
     end
