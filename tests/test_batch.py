@@ -19,7 +19,6 @@ from tests.support import (
     ReplyError,
     clients_on_distinct_processes,
     job,
-    wait_for,
 )
 
 
