@@ -140,8 +140,7 @@ class Batches:
         callbacks = [callback_job(spec[w], w, bid, now_ns) for w in CALLBACKS if spec.get(w)]
         if not callbacks:
             raise JobError("A batch needs a success or complete callback job")
-        refusal = await self.store.batch_new(bid, jobs.rfc3339(now_ns), description, parent,
-                                             callbacks)
+        refusal = await self.store.batch_new(bid, now_ns, description, parent, callbacks)
         if refusal:
             raise JobError.from_line(refusal)
         return bid

@@ -35,7 +35,8 @@ from typing import (
 
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
-from faktory_fast.jobs import JobError, Move, Prepared
+from faktory_fast.jobs import JobError, Move, Prepared, rfc3339
+from faktory_fast.jobs import score as ns_score
 from faktory_fast.resp import pack_command
 
 if TYPE_CHECKING:
@@ -564,14 +565,14 @@ class Operations:
 
     # -- batches and tracking (lua/batch.lua) ------------------------------------------------
     @Op
-    def batch_new(self, bid: str, created_at: str, description: str, parent: str,
+    def batch_new(self, bid: str, created_ns: int, description: str, parent: str,
                   callbacks: Sequence[tuple[str, bytes, str, int, str]]) -> Call[str]:
         """Create a batch with its callbacks, (which, job, queue, priority, jid) each; '' or
         the refusal ("ERR message": the parent is unknown or committed)."""
         item_keys = [keys.batch(bid)] + ([keys.batch(parent), keys.batch_kids(parent)]
                                          if parent else [])
-        return FF_BATCH_NEW.call(item_keys, bid, created_at, description, parent,
-                                 *(x for cb in callbacks for x in cb))
+        return FF_BATCH_NEW.call(item_keys, bid, rfc3339(created_ns), ns_score(created_ns),
+                                 description, parent, *(x for cb in callbacks for x in cb))
 
     @Op
     def batch_commit(self, bid: str, retention: int) -> Call[Outcome]:

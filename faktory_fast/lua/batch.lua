@@ -217,14 +217,15 @@ local function batch_done(doc, outcome)
   end
 end
 
--- ff_batch_new(bid, created, description, parent, [which, job, queue, priority, jid] * n):
+-- ff_batch_new(bid, created, score, description, parent, [which, job, queue, priority, jid]
+-- * n) (created: RFC3339; score: the same time as unix seconds, its rank in ff:batches):
 -- create batch `bid` (state 'new', expiring after UNCOMMITTED_TTL) with its callbacks
 -- (which: complete | success; the job JSON without enqueued_at, custom._bid set). A parent
 -- must exist and not be committed; the new batch is one more unit of it. Returns '' or an
 -- error line. KEYS: ff:batches, ff:bopen, ff:b:<bid>; also the parent's ff:b and ff:bk.
 local function ff_batch_new(keys, args)
   local batches, open, key = keys[1], keys[2], keys[3]
-  local bid, created, desc, parent = args[1], args[2], args[3], args[4]
+  local bid, created, desc, parent = args[1], args[2], args[4], args[5]
   if redis.call('EXISTS', key) == 1 then return 'ERR Batch ' .. bid .. ' exists' end
   if parent ~= '' then
     local pkey, _, pkids = batch_keys(parent)
@@ -242,13 +243,13 @@ local function ff_batch_new(keys, args)
   redis.call('HSET', key, 'bid', bid, 'state', 'new', 'created_at', created, 'description', desc,
     'parent_bid', parent, 'total', 0, 'pending', 0, 'failed', 0, 'unrun', 0,
     'complete_st', '', 'success_st', '')
-  for i = 5, #args - 4, 5 do
+  for i = 6, #args - 4, 5 do
     local which = args[i]
     redis.call('HSET', key, which, args[i + 1], which .. '_q', args[i + 2],
       which .. '_p', args[i + 3], which .. '_jid', args[i + 4])
   end
   redis.call('EXPIRE', key, UNCOMMITTED_TTL)
-  redis.call('ZADD', batches, redis.call('TIME')[1], bid)
+  redis.call('ZADD', batches, args[3], bid)
   redis.call('SADD', open, bid)
   return ''
 end
