@@ -130,7 +130,9 @@ unit_event = function(bid, units, member, event)
     redis.call('HSET', units, member, 'success')
     redis.call('HINCRBY', key, 'pending', -1)
     if prev == 'pending' then
-      redis.call('HINCRBY', key, 'unrun', -1)
+      -- The usual ACK: while other units have not run (pending >= unrun > 0), no phase can
+      -- end, and the check is skipped.
+      if redis.call('HINCRBY', key, 'unrun', -1) > 0 then return end
     elseif prev ~= 'ran' then
       redis.call('HINCRBY', key, 'failed', -1)
     end
