@@ -81,15 +81,19 @@ def status_document(fields: dict[str, str]) -> bytes:
 
 def track_document(jid: str, reserved: bool, fields: dict[str, str]) -> bytes:
     """TRACK GET's JSON: the stored progress and the job's state, 'working' while it is
-    reserved, 'unknown' if it is not tracked (or its data expired)."""
+    reserved, 'unknown' if it is not tracked (or its data expired). As Faktory's (Go's
+    JobTrack, omitempty): percent and desc only when set; an unknown job is
+    ``{"jid":..,"state":"unknown","updated_at":""}``."""
     state = fields.get("state") or "unknown"
     if reserved and state in ("enqueued", "failed"):
         state = "working"
-    doc: dict[str, Any] = {"jid": jid, "percent": int(fields.get("percent") or 0)}
+    doc: dict[str, Any] = {"jid": jid}
     if fields.get("desc"):
         doc["desc"] = fields["desc"]
     doc["state"] = state
     doc["updated_at"] = fields.get("updated_at", "")
+    if int(fields.get("percent") or 0):
+        doc["percent"] = int(fields["percent"])
     return orjson.dumps(doc)
 
 

@@ -253,12 +253,13 @@ def test_nested_batches_children_callbacks_fire_first(srv: FaktoryServer, client
     e.commit(child)
     e.commit(parent)
     s = e.status(parent)
-    assert (s["total"], s["pending"]) == (2, 2)  # its job and the child batch
+    # As Faktory's: the counters are the parent's own jobs (its callbacks wait for the child).
+    assert (s["total"], s["pending"]) == (1, 1)
     run_all(client, "pq")
     run_all(client, "cq")
     assert (llen(srv, "ccb"), llen(srv, "pcb")) == (1, 0)  # the child's complete only
     s = e.status(parent)
-    assert (s["pending"], s["complete_st"]) == (1, "")
+    assert (s["pending"], s["complete_st"]) == (0, "")  # its job ran; the child has not
     child_complete = client.fetch("ccb")
     assert child_complete["jobtype"] == "Complete"
     assert child_complete["custom"]["_bid"] == child
@@ -271,7 +272,7 @@ def test_nested_batches_children_callbacks_fire_first(srv: FaktoryServer, client
     client.ack(client.fetch("pcb")["jid"])
     # The parent's success waits for the child's success callback.
     s = e.status(parent)
-    assert (s["complete_st"], s["success_st"], s["pending"]) == ("2", "", 1)
+    assert (s["complete_st"], s["success_st"], s["pending"]) == ("2", "", 0)
     client.ack(client.fetch("ccb")["jid"])
     s = e.status(parent)
     assert (s["pending"], s["success_st"]) == (0, "1")
@@ -287,6 +288,56 @@ def srv_jobs(srv: FaktoryServer, queue: str) -> list[dict]:
         r.close()
 
 
+def test_three_levels_counters_and_order(srv: FaktoryServer, client: Client) -> None:
+    """The Rust client's test_batches_can_be_nested against Faktory Enterprise: each batch's
+    total counts its own jobs only. The grandchild's success callback succeeds before the
+    child's success is enqueued, and the child's before the parent's."""
+    e = Ent(client)
+    parent = e.batch_new(success=job("ParentDone", queue="ncb"), description="Parent batch")
+    e.push(parent, queue="nq")
+    child = e.batch_new(success=job("ChildDone", queue="ncb"), parent_bid=parent)
+    e.push(child, queue="nq")
+    e.push(child, queue="nq")
+    grandchild = e.batch_new(success=job("GrandchildDone", queue="ncb"), parent_bid=child)
+    e.push(grandchild, queue="nq")
+    for bid in (grandchild, child, parent):
+        e.commit(bid)
+    totals = [(e.status(b)["total"], e.status(b).get("parent_bid")) for b in (parent, child, grandchild)]
+    assert totals == [(1, None), (2, parent), (1, child)]
+    run_all(client, "nq")
+    order = []
+    while llen(srv, "ncb"):
+        assert llen(srv, "ncb") == 1  # one callback at a time: each waits for the one below
+        cb = client.fetch("ncb")
+        order.append(cb["jobtype"])
+        client.ack(cb["jid"])
+    assert order == ["GrandchildDone", "ChildDone", "ParentDone"]
+    assert [e.status(b)["success_st"] for b in (parent, child, grandchild)] == ["2", "2", "2"]
+
+
+def test_reopened_nested_batch_after_its_callback_as_faktory(srv: FaktoryServer,
+                                                             client: Client) -> None:
+    """The Rust client's test_batch_can_be_reopened_add_extra_jobs_and_batches_added: an empty
+    child committed enqueues its complete callback at once; re-opened, it takes jobs (its
+    callback stays enqueued, not fired again)."""
+    e = Ent(client)
+    bid = e.batch_new(success=job("S", queue="ocb"))
+    e.push(bid, queue="oq")
+    e.commit(bid)
+    assert e.open(bid) == bid
+    nested = new_batch(e, cbq="ncb", parent_bid=bid)
+    e.commit(nested)
+    s = e.status(nested)
+    assert (s["total"], s["parent_bid"], s["complete_st"]) == (0, bid, "1")
+    assert e.open(nested) == nested
+    e.push(nested, queue="nested")
+    e.push(nested, queue="nested")
+    e.commit(nested)
+    s = e.status(nested)
+    assert (s["complete_st"], s["pending"], s["total"]) == ("1", 2, 2)
+    assert llen(srv, "ncb") == 1
+
+
 def test_child_batches_need_an_open_parent(client: Client) -> None:
     e = Ent(client)
     parent = new_batch(e)
@@ -295,7 +346,7 @@ def test_child_batches_need_an_open_parent(client: Client) -> None:
         new_batch(e, parent_bid=parent)
     assert e.open(parent) == parent
     child = new_batch(e, parent_bid=parent)
-    assert e.status(parent)["total"] == 1 and e.status(child)["parent_bid"] == parent
+    assert e.status(parent)["total"] == 0 and e.status(child)["parent_bid"] == parent
 
 
 def test_open_after_commit_and_after_callbacks_fired(srv: FaktoryServer, client: Client) -> None:

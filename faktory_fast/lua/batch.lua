@@ -3,13 +3,14 @@
 -- above the line that includes this file.
 --
 -- A batch `bid` is three keys (keys.py): BATCH_PREFIX..bid, a hash of its fields (state 'new'
--- | 'open' | 'committed', description, parent_bid, created_at, the counters total, pending,
--- failed and unrun, complete_st and success_st, and per callback its job, queue, priority
--- and jid); BATCH_JOBS_PREFIX..bid, its jobs (jid -> unit state); BATCH_KIDS_PREFIX..bid, its
--- child batches (bid -> unit state). A unit (a job, or a child batch counted as one job of
--- its parent) is 'pending' until it has run once, then 'success', 'failed' or 'dead' (a child
--- batch: 'ran' once its complete phase is over without failures). Counters: pending = units
--- not succeeded, failed = units failed and not (yet) succeeded, unrun = units not run once.
+-- | 'open' | 'committed', description, parent_bid, created_at, the counters, complete_st and
+-- success_st, and per callback its job, queue, priority and jid); BATCH_JOBS_PREFIX..bid, its
+-- jobs (jid -> unit state); BATCH_KIDS_PREFIX..bid, its child batches (bid -> unit state).
+-- A unit (a job, or a child batch: one unit of its parent) is 'pending' until it has run
+-- once, then 'success', 'failed' or 'dead' (a job) or 'ran' (a child batch whose complete
+-- phase is over). Counters: total, pending (not succeeded) and failed (failed and not yet
+-- succeeded) count jobs only, as Faktory's BATCH STATUS does; unrun (not run once) and waiting
+-- (not succeeded) count every unit, children included: the callbacks wait for them.
 -- BATCHES lists every batch by creation time (the web UI's list; entries of expired batches
 -- are dropped as the list meets them), BATCHES_OPEN the ones whose callbacks have not all
 -- succeeded, BATCH_STATS counts callbacks fired ('callbacks').
@@ -79,15 +80,13 @@ local function fire(bid, key, which)
   return true
 end
 
--- The batch's complete phase is over (its callback succeeded, or it has none): tell its
--- parent, which counts it as one run unit (failed if any of its units failed).
+-- The batch's complete phase is over (its callback succeeded, or it has none): for its parent,
+-- this child unit has run.
 local function complete_done(bid, key)
   redis.call('HSET', key, 'complete_st', '2')
   batch_expire(bid, retention(key))
-  local f = redis.call('HMGET', key, 'parent_bid', 'failed')
-  if f[1] and f[1] ~= '' then
-    unit_event(f[1], BATCH_KIDS_PREFIX .. f[1], bid, (tonumber(f[2]) or 0) > 0 and 'fail' or 'ran')
-  end
+  local parent = redis.call('HGET', key, 'parent_bid')
+  if parent and parent ~= '' then unit_event(parent, BATCH_KIDS_PREFIX .. parent, bid, 'ran') end
 end
 
 -- The success phase is over: the batch is finished; its parent counts it as succeeded.
@@ -104,7 +103,7 @@ end
 -- Runs in the same function call that changed the counters: each phase happens once.
 local function batch_check(bid)
   local key = BATCH_PREFIX .. bid
-  local b = redis.call('HMGET', key, 'state', 'unrun', 'pending', 'complete_st', 'success_st')
+  local b = redis.call('HMGET', key, 'state', 'unrun', 'waiting', 'complete_st', 'success_st')
   if b[1] ~= 'committed' then return end
   if (b[4] or '') == '' then
     if (tonumber(b[2]) or 0) > 0 then return end
@@ -118,33 +117,39 @@ local function batch_check(bid)
   end
 end
 
--- A unit of batch `bid` (`member` of the hash `units`: its jobs' or children's) ran:
--- event 'ack' (succeeded), 'fail' / 'dead' (failed; 'dead': it will not be retried) or 'ran'
--- (a child batch's complete phase ended without failures). A unit the batch does not know (its
--- data expired) changes nothing.
+-- A unit of batch `bid` (`member` of the hash `units`: its jobs' or its children's) ran:
+-- event 'ack' (succeeded), 'fail' / 'dead' (a job failed; 'dead': it will not be retried) or
+-- 'ran' (a child batch's complete phase is over). A unit the batch does not know (its data
+-- expired) changes nothing.
 unit_event = function(bid, units, member, event)
   local prev = redis.call('HGET', units, member)
   if not prev or prev == 'success' then return end
   local key = BATCH_PREFIX .. bid
+  local job = units == BATCH_JOBS_PREFIX .. bid
   if event == 'ack' then
     redis.call('HSET', units, member, 'success')
-    redis.call('HINCRBY', key, 'pending', -1)
+    redis.call('HINCRBY', key, 'waiting', -1)
+    if job then
+      redis.call('HINCRBY', key, 'pending', -1)
+      if prev == 'failed' or prev == 'dead' then redis.call('HINCRBY', key, 'failed', -1) end
+    end
     if prev == 'pending' then
-      -- The usual ACK: while other units have not run (pending >= unrun > 0), no phase can
+      -- The usual ACK: while other units have not run (waiting >= unrun > 0), no phase can
       -- end, and the check is skipped.
       if redis.call('HINCRBY', key, 'unrun', -1) > 0 then return end
-    elseif prev ~= 'ran' then
-      redis.call('HINCRBY', key, 'failed', -1)
     end
   elseif event == 'ran' then
     if prev ~= 'pending' then return end
     redis.call('HSET', units, member, 'ran')
     redis.call('HINCRBY', key, 'unrun', -1)
   else
-    if prev == 'pending' then redis.call('HINCRBY', key, 'unrun', -1) end
-    if prev == 'pending' or prev == 'ran' then redis.call('HINCRBY', key, 'failed', 1) end
-    if event == 'dead' or prev ~= 'dead' then redis.call('HSET', units, member, event == 'dead'
-      and 'dead' or 'failed') end
+    if prev == 'pending' then
+      redis.call('HINCRBY', key, 'unrun', -1)
+      redis.call('HINCRBY', key, 'failed', 1)
+    end
+    if event == 'dead' or prev == 'pending' then
+      redis.call('HSET', units, member, event == 'dead' and 'dead' or 'failed')
+    end
   end
   batch_check(bid)
 end
@@ -184,6 +189,7 @@ local function batch_pushed(doc)
       redis.call('HINCRBY', key, 'total', 1)
       redis.call('HINCRBY', key, 'pending', 1)
       redis.call('HINCRBY', key, 'unrun', 1)
+      redis.call('HINCRBY', key, 'waiting', 1)
     end
   end
   if tracked(custom) then track_state(doc['jid'], 'enqueued', TRACK_LIVE_TTL) end
@@ -223,7 +229,8 @@ end
 -- * n) (created: RFC3339; score: the same time as unix seconds, its rank in ff:batches):
 -- create batch `bid` (state 'new', expiring after UNCOMMITTED_TTL) with its callbacks
 -- (which: complete | success; the job JSON without enqueued_at, custom._bid set). A parent
--- must exist and not be committed; the new batch is one more unit of it. Returns '' or an
+-- must exist and not be committed; the new batch is one more unit of it (not counted in its
+-- total: see above). Returns '' or an
 -- error line. KEYS: ff:batches, ff:bopen, ff:b:<bid>; also the parent's ff:b and ff:bk.
 local function ff_batch_new(keys, args)
   local batches, open, key = keys[1], keys[2], keys[3]
@@ -238,12 +245,11 @@ local function ff_batch_new(keys, args)
     end
     redis.call('HSET', pkids, bid, 'pending')
     expire_with(pkids, pkey)
-    redis.call('HINCRBY', pkey, 'total', 1)
-    redis.call('HINCRBY', pkey, 'pending', 1)
     redis.call('HINCRBY', pkey, 'unrun', 1)
+    redis.call('HINCRBY', pkey, 'waiting', 1)
   end
   redis.call('HSET', key, 'bid', bid, 'state', 'new', 'created_at', created, 'description', desc,
-    'parent_bid', parent, 'total', 0, 'pending', 0, 'failed', 0, 'unrun', 0,
+    'parent_bid', parent, 'total', 0, 'pending', 0, 'failed', 0, 'unrun', 0, 'waiting', 0,
     'complete_st', '', 'success_st', '')
   for i = 6, #args - 4, 5 do
     local which = args[i]
