@@ -8,10 +8,11 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from faktory_fast import keys
+from faktory_fast import config, keys
 from tests.ent_client import Ent
 from tests.support import (
     Client,
@@ -69,7 +70,7 @@ def test_new_answers_the_bid_as_a_simple_string(client: Client) -> None:
     ({"complete": {"jobtype": "", "args": []}}, "batch complete callback: jobs must have a jobtype"),
     ({"success": job("S", queue="a:p9")}, "batch success callback: "),
     ({"success": job("S"), "description": 5}, "parent_bid and description must be strings"),
-    ({"success": job("S"), "parent_bid": "b-nope"}, "No such parent batch: b-nope"),
+    ({"success": job("S"), "parent_bid": "b-nope"}, "No such parent batch b-nope"),
     ([1], "BATCH NEW needs a JSON object"),
 ])
 def test_new_refuses_bad_definitions(client: Client, spec: object, message: str) -> None:
@@ -95,7 +96,7 @@ def test_bad_batch_lines_leave_the_connection_usable(client: Client) -> None:
 def test_push_into_unknown_or_committed_batch_is_refused_and_nothing_stored(client: Client) -> None:
     e = Ent(client)
     j = job(queue="bq", custom={"bid": "b-unknown"})
-    with pytest.raises(ReplyError, match="^ERR No such batch: b-unknown$"):
+    with pytest.raises(ReplyError, match="^ERR No such batch b-unknown$"):
         client.push(j)
     bid = new_batch(e)
     e.push(bid, queue="bq")
@@ -107,7 +108,7 @@ def test_push_into_unknown_or_committed_batch_is_refused_and_nothing_stored(clie
     plain = job(queue="bq")
     errors = json.loads(client.call("PUSHB " + json.dumps([ok, bad, plain])))
     assert set(errors) == {ok["jid"], bad["jid"]}
-    assert errors[ok["jid"]] == "No such batch: x"
+    assert errors[ok["jid"]] == "No such batch x"
     assert llen_via(client, "bq") == 2  # the first batch job and the plain one
     assert e.status(bid)["total"] == 1
     with pytest.raises(ReplyError, match="^ERR custom.bid must be a string$"):
@@ -537,3 +538,40 @@ def test_exactly_once_with_two_nodes_on_one_redis(two_nodes: list[FaktoryServer]
     a, _ = two_nodes
     assert a.client().call("FLUSH") == "OK"
     assert_exactly_once(two_nodes, rounds=int(os.environ.get("RACE_ROUNDS", 15)))
+
+
+def test_a_push_into_a_batch_is_one_redis_call(srv: FaktoryServer, client: Client) -> None:
+    """The batch check and count run inside ff_push's FCALL: no extra round trip."""
+    e = Ent(client)
+    bid = new_batch(e)
+    r = srv.redis()
+    sent: list[str] = []  # the commands clients sent (not those the function ran: "lua")
+    with r.monitor() as m:
+        e.push(bid, queue="bq")
+        r2 = srv.redis()
+        r2.echo("stop-monitor")
+        r2.close()
+        for cmd in m.listen():
+            if "stop-monitor" in cmd["command"]:
+                break
+            if cmd["client_type"] != "lua" and not cmd["command"].startswith(("HELLO", "CLIENT")):
+                sent.append(cmd["command"])
+    r.close()
+    assert len(sent) == 1 and sent[0].startswith("FCALL ff_push "), sent
+    assert e.status(bid)["total"] == 1
+
+
+def test_batch_retention_setting(tmp_path: Path) -> None:
+    def load(args: list[str], toml: str = "") -> config.Config:
+        conf = tmp_path / "conf" / "conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "ff.toml").write_text(toml)
+        cfg = config.load(["-c", str(tmp_path / "conf"), *args], {"HOME": str(tmp_path)})
+        assert cfg is not None
+        return cfg
+
+    assert load([]).batch_retention == 30 * 86400
+    assert load([], "[faktory_fast]\nbatch_retention = 3600\n").batch_retention == 3600
+    assert load(["--batch-retention", "60"], "[faktory_fast]\nbatch_retention = 3600\n").batch_retention == 60
+    with pytest.raises(config.ConfigError, match="invalid --batch-retention 0"):
+        load(["--batch-retention", "0"])

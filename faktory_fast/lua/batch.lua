@@ -171,7 +171,7 @@ local function batch_push(doc)
   if bid == nil then return nil end
   if type(bid) ~= 'string' then return 'ERR custom.bid must be a string' end
   local state = redis.call('HGET', BATCH_PREFIX .. bid, 'state')
-  if not state then return 'ERR No such batch: ' .. bid end
+  if not state then return 'ERR No such batch ' .. bid end
   if state == 'committed' then
     return 'ERR Batch ' .. bid .. ' is committed: BATCH OPEN it to add jobs'
   end
@@ -239,7 +239,7 @@ local function ff_batch_new(keys, args)
   if parent ~= '' then
     local pkey, _, pkids = batch_keys(parent)
     local state = redis.call('HGET', pkey, 'state')
-    if not state then return 'ERR No such parent batch: ' .. parent end
+    if not state then return 'ERR No such parent batch ' .. parent end
     if state == 'committed' then
       return 'ERR Parent batch ' .. parent .. ' is committed: BATCH OPEN it to add a child'
     end
