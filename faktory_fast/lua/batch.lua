@@ -48,11 +48,9 @@ local function batch_keys(bid)
   return BATCH_PREFIX .. bid, BATCH_JOBS_PREFIX .. bid, BATCH_KIDS_PREFIX .. bid
 end
 
--- Keep a batch's three keys `ttl` seconds (nil: for good).
+-- Keep a batch's three keys `ttl` seconds.
 local function batch_expire(bid, ttl)
-  for _, k in ipairs({batch_keys(bid)}) do
-    if ttl then redis.call('EXPIRE', k, ttl) else redis.call('PERSIST', k) end
-  end
+  for _, k in ipairs({batch_keys(bid)}) do redis.call('EXPIRE', k, ttl) end
 end
 
 -- How long the batch's data is kept once finished: set by the COMMIT (the server's setting).
@@ -263,7 +261,8 @@ local function ff_batch_new(keys, args)
 end
 
 -- ff_batch_commit(bid, retention): the batch may fire its callbacks (at once if its units are
--- done); its data is kept `retention` seconds once it is finished. OUTCOME.DONE or
+-- done); its data is kept `retention` seconds from now and from the end of each phase
+-- (complete, success). OUTCOME.DONE or
 -- OUTCOME.GONE (no such batch). KEYS: ff:b:<bid>, ff:bj:<bid>, ff:bk:<bid>.
 local function ff_batch_commit(keys, args)
   local bid = args[1]
@@ -271,11 +270,9 @@ local function ff_batch_commit(keys, args)
   if not state then return OUTCOME.GONE end
   if state ~= 'committed' then
     redis.call('HSET', keys[1], 'state', 'committed', 'retention', args[2])
-    if redis.call('HGET', keys[1], 'complete_st') == '2' then
-      batch_expire(bid, retention(keys[1]))
-    else
-      batch_expire(bid, nil)
-    end
+    -- Kept `retention` seconds from now, and again from the end of each phase: a batch whose
+    -- jobs never all run (deleted by hand) does not stay for good.
+    batch_expire(bid, tonumber(args[2]))
     batch_check(bid)
   end
   return OUTCOME.DONE
