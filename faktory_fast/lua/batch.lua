@@ -53,13 +53,13 @@ local function batch_expire(bid, ttl)
   for _, k in ipairs({batch_keys(bid)}) do redis.call('EXPIRE', k, ttl) end
 end
 
--- How long the batch's data is kept once finished: set by the COMMIT (the server's setting).
 -- A batch's jobs or children hash, just created, expires with the batch (if it expires).
 local function expire_with(units, key)
   local ttl = redis.call('PTTL', key)
   if ttl > 0 then redis.call('PEXPIRE', units, ttl) end
 end
 
+-- How long the batch's data is kept: set by its COMMIT (the server's --batch-retention).
 local function retention(key)
   return tonumber(redis.call('HGET', key, 'retention')) or DEFAULT_RETENTION
 end
