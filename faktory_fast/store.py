@@ -94,10 +94,12 @@ class FailResult(NamedTuple):
 
 
 class BatchDetail(NamedTuple):
-    """A batch as the web UI shows it: its fields (``ff_batch_status``), its jobs (jid ->
-    state) and its child batches (bid -> state)."""
+    """A batch as the web UI shows it: its fields (``ff_batch_status``), some of its jobs (jid
+    -> state) with the cursor to ask for more ('0': no more) and its child batches (bid ->
+    state)."""
 
     fields: dict[str, str]
+    cursor: str
     jobs: dict[str, str]
     children: dict[str, str]
 
@@ -243,7 +245,7 @@ def _batch_page(reply: Any) -> tuple[bool, list[dict[str, str]]]:
 def _batch_detail(reply: Any) -> BatchDetail | None:
     if not reply:
         return None
-    return BatchDetail(_fields(reply[0]), _fields(reply[1]), _fields(reply[2]))
+    return BatchDetail(_fields(reply[0]), _text(reply[1]), _fields(reply[2]), _fields(reply[3]))
 
 
 def _batch_stats(reply: Any) -> tuple[int, int]:
@@ -599,9 +601,11 @@ class Operations:
         return FF_BATCH_PAGE.call((), offset, count, text.lower(), scan_cap)
 
     @Op
-    def batch_detail(self, bid: str) -> Call[BatchDetail | None]:
-        """The batch with its jobs' and children's states; None if there is no such batch."""
-        return FF_BATCH_DETAIL.call(_batch_keys(bid), bid)
+    def batch_detail(self, bid: str, cursor: str = "0", want: int = 100,
+                     state: str = "") -> Call[BatchDetail | None]:
+        """The batch, about ``want`` of its jobs from ``cursor`` on (only those in ``state`` if
+        given) and its children's states; None if there is no such batch."""
+        return FF_BATCH_DETAIL.call(_batch_keys(bid), bid, cursor, want, state)
 
     @Op
     def batch_stats(self) -> Call[tuple[int, int]]:

@@ -104,3 +104,30 @@ def test_metrics_batches_open_and_callbacks(web: Web, store: SyncStore) -> None:
     assert re.search(r"^faktory_batches_open 2$", text, re.M)
     assert re.search(r"^faktory_batch_callbacks_total 1$", text, re.M)
     assert "# TYPE faktory_batch_callbacks_total counter" in text
+
+
+def test_batch_jobs_are_paged_and_filtered_by_state(web: Web, store: SyncStore) -> None:
+    bid = new_batch(store)
+    now = time.time_ns()
+    jids = [f"jid-{n:04d}-{now}" for n in range(2000)]  # past any listpack size: HSCAN pages
+    assert store.push([jobs.prepare({"jid": j, "jobtype": "W", "args": [], "queue": "bq",
+                                     "custom": {"bid": bid}}, now) for j in jids]) == {}
+    done = run_one(store)
+    seen: list[str] = []
+    cursor, pages = "0", 0
+    while True:
+        page = web.get(f"/batches/{bid}", params={"cursor": cursor})
+        assert page.status_code == 200
+        rows = re.findall(r"<code>(jid-[^<]+)</code></td><td>(\w+)</td>", page.text)
+        assert len(rows) < 1000  # a page, not all of them
+        seen += [j for j, _ in rows]
+        pages += 1
+        more = re.search(r'href="/batches/[^"]+\?cursor=(\d+)&amp;state="', page.text)
+        if not more:
+            break
+        cursor = more.group(1)
+    assert pages > 1 and sorted(set(seen)) == sorted(jids)
+    succeeded = web.get(f"/batches/{bid}", params={"state": "success"}).text
+    assert re.findall(r"<code>(jid-[^<]+)</code></td><td>(\w+)</td>", succeeded) == [(done, "success")]
+    assert web.get(f"/batches/{bid}", params={"state": "bogus"}).status_code == 400
+    assert web.get(f"/batches/{bid}", params={"cursor": "x"}).status_code == 400

@@ -23,6 +23,8 @@ from .render import Renderer
 from .settings import Settings
 
 HISTORY_DAYS = (7, 30, 90, 180)
+BATCH_JOBS_PAGE = 100  # jobs a batch's page lists at a time
+BATCH_JOB_STATES = ("pending", "failed", "dead", "success")  # lua/batch.lua's job states
 FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offering "more"
 SIGNALS = ("quiet", "terminate")
 QUEUE_ORDERS = ("newest", "fetch")  # the first is the default
@@ -337,17 +339,25 @@ class Batches(Resource):
 
 
 class Batch(Resource):
-    """``/batches/<bid>``: one batch: progress, callbacks, its jobs' states, child batches."""
+    """``/batches/<bid>``: one batch: progress, callbacks, child batches and its jobs' states,
+    a page at a time (``?cursor=``, ``?state=`` keeps the jobs in that state)."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, bid: str) -> None:
-        detail = self.store.batch_detail(bid)
+        cursor = req.get_param("cursor") or "0"
+        state = req.get_param("state") or ""
+        if not cursor.isdigit():
+            raise falcon.HTTPBadRequest(title="Invalid cursor")
+        if state not in ("", *BATCH_JOB_STATES):
+            raise falcon.HTTPBadRequest(title="Invalid state")
+        detail = self.store.batch_detail(bid, cursor, BATCH_JOBS_PAGE, state)
         if detail is None:
             raise falcon.HTTPNotFound(title="No such batch",
                                       description=f"Batch {bid} does not exist (or expired).")
         children = [views.BatchView(self.store.batch_status(child) or {"bid": child})
                     for child in sorted(detail.children)]
         self.ui.page(req, resp, "batch.html", batch=views.BatchView(detail.fields),
-                     jobs=sorted(detail.jobs.items()), children=children,
+                     jobs=sorted(detail.jobs.items()), next_cursor=detail.cursor,
+                     cursor=cursor, state=state, states=BATCH_JOB_STATES, children=children,
                      unit_states=detail.children)
 
 

@@ -336,12 +336,27 @@ local function ff_batch_page(keys, args)
   return out
 end
 
--- ff_batch_detail(bid): {fields, {jid, state, ...}, {child bid, state, ...}}; {} if unknown.
+-- ff_batch_detail(bid, cursor, want, state): {fields, next cursor ('0': the end), {jid,
+-- state, ...}, {child bid, state, ...}} ({} if unknown): its jobs from HSCAN `cursor` on, in
+-- the hash's order, stopping once `want` are found (a small hash, stored as a listpack, comes
+-- whole: HSCAN returns it in one go); only those in `state` if it is not ''.
 -- KEYS: ff:b:<bid>, ff:bj:<bid>, ff:bk:<bid>.
 local function ff_batch_detail(keys, args)
   local f = ff_batch_status(keys, args)
   if #f == 0 then return {} end
-  return {f, redis.call('HGETALL', keys[2]), redis.call('HGETALL', keys[3])}
+  local cursor, want, state = args[2], tonumber(args[3]), args[4]
+  local jobs = {}
+  repeat
+    local reply = redis.call('HSCAN', keys[2], cursor, 'COUNT', 100)
+    cursor = reply[1]
+    for i = 1, #reply[2], 2 do
+      if state == '' or reply[2][i + 1] == state then
+        jobs[#jobs + 1] = reply[2][i]
+        jobs[#jobs + 1] = reply[2][i + 1]
+      end
+    end
+  until cursor == '0' or #jobs >= 2 * want
+  return {f, cursor, jobs, redis.call('HGETALL', keys[3])}
 end
 
 -- ff_batch_stats(): {batches open, callbacks fired}; drops expired batches from ff:bopen.
