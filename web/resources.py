@@ -353,12 +353,13 @@ class Batch(Resource):
         if detail is None:
             raise falcon.HTTPNotFound(title="No such batch",
                                       description=f"Batch {bid} does not exist (or expired).")
+        # (one round trip each: the first BATCH_JOBS_PAGE only)
         children = [views.BatchView(self.store.batch_status(child) or {"bid": child})
-                    for child in sorted(detail.children)]
+                    for child in sorted(detail.children)[:BATCH_JOBS_PAGE]]
         self.ui.page(req, resp, "batch.html", batch=views.BatchView(detail.fields),
                      jobs=sorted(detail.jobs.items()), next_cursor=detail.cursor,
                      cursor=cursor, state=state, states=BATCH_JOB_STATES, children=children,
-                     unit_states=detail.children)
+                     child_count=len(detail.children), unit_states=detail.children)
 
 
 class Debug(Resource):
