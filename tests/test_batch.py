@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -433,9 +433,11 @@ def test_pyfaktory_batches(srv: FaktoryServer, client: Client) -> None:
 
 # -- exactly once, racing -----------------------------------------------------------------------
 
-def race_round(e: Ent, workers: list[Client], cbq: str, commit_racing: bool) -> str:
-    """A batch of len(workers) jobs; every worker holds one, then all ACK at once (with the
-    COMMIT racing them if ``commit_racing``). Returns the bid."""
+def race_round(e: Ent, workers: list[Client], cbq: str, commit_racing: bool,
+               fail_every: int = 0) -> str:
+    """A batch of len(workers) jobs; every worker holds one, then all ACK at once (every
+    ``fail_every``-th FAILs instead; the COMMIT races them if ``commit_racing``). Returns the
+    bid."""
     bid = new_batch(e, cbq=cbq)
     for _ in workers:
         e.push(bid, queue="race")
@@ -443,26 +445,36 @@ def race_round(e: Ent, workers: list[Client], cbq: str, commit_racing: bool) -> 
         e.commit(bid)
     held = [w.fetch("race") for w in workers]
     assert all(held)
-    go = threading.Barrier(len(workers) + (1 if commit_racing else 0))
+    race_finish(workers, [j["jid"] for j in held], fail_every,
+                (lambda: e.commit(bid)) if commit_racing else None)
+    return bid
+
+
+def race_finish(workers: list[Client], jids: list[str], fail_every: int = 0,
+                also: Callable[[], object] | None = None) -> None:
+    """Each worker ACKs (or FAILs: every ``fail_every``-th) its job, all at once (and ``also``
+    runs at the same instant)."""
+    go = threading.Barrier(len(workers) + (1 if also else 0))
     errors: list[BaseException] = []
 
-    def ack(w: Client, jid: str) -> None:
+    def finish(i: int, w: Client, jid: str) -> None:
         try:
             go.wait()
-            assert w.ack(jid) == "OK"
+            failing = fail_every and i % fail_every == 0
+            assert (w.fail(jid) if failing else w.ack(jid)) == "OK"
         except BaseException as exc:  # reported by the test thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=ack, args=(w, j["jid"])) for w, j in zip(workers, held)]
+    threads = [threading.Thread(target=finish, args=(i, w, jid))
+               for i, (w, jid) in enumerate(zip(workers, jids))]
     for t in threads:
         t.start()
-    if commit_racing:
+    if also:
         go.wait()
-        e.commit(bid)
+        also()
     for t in threads:
         t.join(30)
     assert not errors
-    return bid
 
 
 def workers_on(servers: list[FaktoryServer], per_process: int) -> list[Client]:
@@ -518,6 +530,31 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Faktory
             b.stop()
     finally:
         a.stop()
+
+
+def test_exactly_once_with_failures_on_two_nodes(two_nodes: list[FaktoryServer]) -> None:
+    """Half the jobs FAIL while the others ACK, at once: complete fires once; then their
+    retries' ACKs race: success fires once."""
+    a, _ = two_nodes
+    assert a.client().call("FLUSH") == "OK"
+    e = Ent(a.client())
+    workers = workers_on(two_nodes, 2)
+    half = len(workers) // 2
+    for n in range(int(os.environ.get("RACE_ROUNDS", 10))):
+        bid = race_round(e, workers, "failcb", commit_racing=n % 2 == 1, fail_every=2)
+        s = e.status(bid)
+        assert (s["pending"], s["failed"], s["complete_st"]) == (half, half, "1"), s
+        assert [j["jobtype"] for j in srv_jobs(a, "failcb")] == ["Complete"]
+        workers[1].ack(workers[1].fetch("failcb")["jid"])
+        assert e.status(bid)["success_st"] == "" and srv_jobs(a, "failcb") == []
+        requeue = {"cmd": "requeue", "target": "retries", "filter": {}}
+        assert e.c.call("MUTATE " + json.dumps(requeue, separators=(",", ":"))) == "OK"
+        retried = workers[:half]
+        race_finish(retried, [w.fetch("race")["jid"] for w in retried])
+        s = e.status(bid)
+        assert (s["pending"], s["failed"], s["success_st"]) == (0, 0, "1"), s
+        assert [j["jobtype"] for j in srv_jobs(a, "failcb")] == ["Success"]
+        workers[0].ack(workers[0].fetch("failcb")["jid"])
 
 
 def test_retention_is_the_committing_servers_setting(two_nodes: list[FaktoryServer]) -> None:
