@@ -45,6 +45,10 @@ TASKS = "ff:tasks"  # hash "<Task>.<field>" -> number, for INFO's tasks section
 RESERVATION_SEQ = "ff:rseq"  # counter giving each reservation a token
 CONTROL_CHANNEL = "ff:ctl"  # pub/sub: "reap <wid>" and similar broadcasts
 BAD_RECORDS = "ff:bad"  # stream of records set aside that are not jobs (see above)
+# Batches and job tracking (lua/batch.lua describes them).
+BATCHES = "ff:batches"  # zset bid -> created (unix seconds), for the web UI's list
+BATCHES_OPEN = "ff:bopen"  # set of bids whose callbacks have not all succeeded
+BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 
 
 #: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.
@@ -53,6 +57,10 @@ PRIORITY_SUFFIX = ":p"
 WORKER_PREFIX = "ff:w:"
 WAITERS_PREFIX = "ff:wait:"
 WAKE_PREFIX = "ff:wake:"
+BATCH_PREFIX = "ff:b:"  # hash: one batch's fields and counters
+BATCH_JOBS_PREFIX = "ff:bj:"  # hash: a batch's jobs, jid -> state
+BATCH_KIDS_PREFIX = "ff:bk:"  # hash: a batch's child batches, bid -> state
+TRACK_PREFIX = "ff:t:"  # hash: a tracked job's state, percent, desc, updated_at
 
 #: The names the Lua library (``lua/faktory.lua``) builds keys and channels from: it gets them
 #: from here when it is loaded (``store.library_source``), not typed a second time.
@@ -63,6 +71,15 @@ LUA_NAMES = {
     "WAITERS_PREFIX": WAITERS_PREFIX,
     "WAKE_PREFIX": WAKE_PREFIX,
     "CONTROL_CHANNEL": CONTROL_CHANNEL,
+    # lua/batch.lua's
+    "QUEUES_KEY": QUEUES,
+    "PRIORITY_QUEUES_KEY": PRIORITY_QUEUES,
+    "BATCH_PREFIX": BATCH_PREFIX,
+    "BATCH_JOBS_PREFIX": BATCH_JOBS_PREFIX,
+    "BATCH_KIDS_PREFIX": BATCH_KIDS_PREFIX,
+    "BATCHES_OPEN": BATCHES_OPEN,
+    "BATCH_STATS": BATCH_STATS,
+    "TRACK_PREFIX": TRACK_PREFIX,
 }
 
 
@@ -99,3 +116,23 @@ def wake_channel(proc_id: str) -> str:
 def daily(counter: str, day: str) -> str:
     """``processed:YYYY-MM-DD`` / ``failures:YYYY-MM-DD``."""
     return f"{counter}:{day}"
+
+
+def batch(bid: str) -> str:
+    """Hash of one batch's fields and counters."""
+    return BATCH_PREFIX + bid
+
+
+def batch_jobs(bid: str) -> str:
+    """Hash of a batch's jobs: jid -> state."""
+    return BATCH_JOBS_PREFIX + bid
+
+
+def batch_kids(bid: str) -> str:
+    """Hash of a batch's child batches: bid -> state."""
+    return BATCH_KIDS_PREFIX + bid
+
+
+def tracking(jid: str) -> str:
+    """Hash of a tracked job's progress."""
+    return TRACK_PREFIX + jid
