@@ -53,6 +53,7 @@ class Config:
     max_connections: int = 2000
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
     backup_keep: int = 24
+    batch_retention: int = 30 * 86400  # seconds a finished batch's data is kept (batches.py)
     line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
     line_timeout: float = 60.0
     tls_cert: str = ""  # <config dir>/public.cert.pem when TLS is on (net.tls_files)
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 3600; 0: none)")
     p.add_argument("--backup-keep", type=int, default=None,
                    help="how many backups to keep, newest first (default 24)")
+    p.add_argument("--batch-retention", type=int, default=None, metavar="SECONDS",
+                   help="how long a finished batch's data is kept (default 30 days)")
     p.add_argument("--line-budget", type=int, default=None,
                    help="bytes of unfinished lines the connections of one server process may hold "
                         "together (default 16 times --max-line, 256 MiB)")
@@ -377,7 +380,8 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         raise ConfigError(f"invalid durability {cfg.durability!r}: everysec or always")
     cfg.redis_server = args.redis_server or ours.get("redis_server")
     for name, least in (("max_line", 1), ("max_connections", 1), ("backup_every", 0),
-                        ("backup_keep", 1), ("redis_wait_replicas", 0), ("redis_wait_timeout", 1)):
+                        ("backup_keep", 1), ("redis_wait_replicas", 0), ("redis_wait_timeout", 1),
+                        ("batch_retention", 1)):
         value = getattr(args, name)
         value = value if value is not None else ours.get(name, getattr(cfg, name))
         if not isinstance(value, int) or value < least:

@@ -45,6 +45,10 @@ TASKS = "ff:tasks"  # hash "<Task>.<field>" -> number, for INFO's tasks section
 RESERVATION_SEQ = "ff:rseq"  # counter giving each reservation a token
 CONTROL_CHANNEL = "ff:ctl"  # pub/sub: "reap <wid>" and similar broadcasts
 BAD_RECORDS = "ff:bad"  # stream of records set aside that are not jobs (see above)
+# Batches and job tracking (lua/batch.lua describes them).
+BATCHES = "ff:batches"  # zset bid -> created (unix seconds), for the web UI's list
+BATCHES_OPEN = "ff:bopen"  # set of bids whose callbacks have not all succeeded
+BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 
 # Enterprise features, part 2 (docs/enterprise.md): unique, expiring, throttled and cron jobs.
 EXPIRED = "ff:expired"  # counter: expiring jobs discarded at FETCH
@@ -63,6 +67,10 @@ WAKE_PREFIX = "ff:wake:"
 UNIQUE_PREFIX = "ff:uniq:"  # + sha1 of (jobtype, queue, args): the jid holding the lock
 THROTTLE_PREFIX = "ff:thr:"  # + queue [+ ":" + wid]: zset jid -> when its lock lapses
 CRON_CLAIM_PREFIX = "ff:cron:tick:"  # + entry id + ":" + tick: the node that pushed it
+BATCH_PREFIX = "ff:b:"  # hash: one batch's fields and counters
+BATCH_JOBS_PREFIX = "ff:bj:"  # hash: a batch's jobs, jid -> state
+BATCH_KIDS_PREFIX = "ff:bk:"  # hash: a batch's child batches, bid -> state
+TRACK_PREFIX = "ff:t:"  # hash: a tracked job's state, percent, desc, updated_at
 
 #: The names the Lua library (``lua/faktory.lua``) builds keys and channels from: it gets them
 #: from here when it is loaded (``store.library_source``), not typed a second time.
@@ -76,6 +84,15 @@ LUA_NAMES = {
     "UNIQUE_PREFIX": UNIQUE_PREFIX,
     "THROTTLE_PREFIX": THROTTLE_PREFIX,
     "EXPIRED_KEY": EXPIRED,
+    # lua/batch.lua's
+    "QUEUES_KEY": QUEUES,
+    "PRIORITY_QUEUES_KEY": PRIORITY_QUEUES,
+    "BATCH_PREFIX": BATCH_PREFIX,
+    "BATCH_JOBS_PREFIX": BATCH_JOBS_PREFIX,
+    "BATCH_KIDS_PREFIX": BATCH_KIDS_PREFIX,
+    "BATCHES_OPEN": BATCHES_OPEN,
+    "BATCH_STATS": BATCH_STATS,
+    "TRACK_PREFIX": TRACK_PREFIX,
 }
 
 
@@ -122,3 +139,23 @@ def throttle_lock(queue: str, wid: str | None = None) -> str:
 def cron_claim(entry: str, tick: int) -> str:
     """Set by whichever node pushes cron entry ``entry``'s job for ``tick`` (unix seconds)."""
     return f"{CRON_CLAIM_PREFIX}{entry}:{tick}"
+
+
+def batch(bid: str) -> str:
+    """Hash of one batch's fields and counters."""
+    return BATCH_PREFIX + bid
+
+
+def batch_jobs(bid: str) -> str:
+    """Hash of a batch's jobs: jid -> state."""
+    return BATCH_JOBS_PREFIX + bid
+
+
+def batch_kids(bid: str) -> str:
+    """Hash of a batch's child batches: bid -> state."""
+    return BATCH_KIDS_PREFIX + bid
+
+
+def tracking(jid: str) -> str:
+    """Hash of a tracked job's progress."""
+    return TRACK_PREFIX + jid

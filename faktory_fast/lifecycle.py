@@ -15,6 +15,7 @@ import orjson
 
 from faktory_fast import jobs, keys
 from faktory_fast.aredis import Then
+from faktory_fast.batches import Batches
 from faktory_fast.failures import fail_reservation
 from faktory_fast.jobs import JobError, now_score
 from faktory_fast.parking import Parking
@@ -41,6 +42,7 @@ class Lifecycle:
         self.hand_over: Callable[[jobs.Prepared, Then], bool] = parking.hand_over
         self.proc = proc
         self.started_at = started_at
+        self.batches = Batches(store)  # BATCH and TRACK (Enterprise batches, job tracking)
 
     # -- HELLO / connection closed -------------------------------------------------------------
     async def hello(self, max_connections: int, wid: str, hostname: str, pid: int,

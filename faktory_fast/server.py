@@ -517,11 +517,17 @@ class Connection:
         await self.lc.mutate(payload)
         return wire.OK
 
-    def cmd_batch(self, payload: bytes) -> bytes:
-        return wire.error("batch subsystem is only available in Faktory Enterprise")
+    async def cmd_batch(self, payload: bytes) -> bytes:
+        reply = await self.lc.batches.batch(payload)
+        if reply is None:
+            return wire.OK
+        if isinstance(reply, str):  # a bid, as a simple string (Go reads it with readString)
+            return b"+%b\r\n" % reply.encode()
+        return wire.bulk(reply)
 
-    def cmd_track(self, payload: bytes) -> bytes:
-        return wire.error("tracking subsystem is only available in Faktory Enterprise")
+    async def cmd_track(self, payload: bytes) -> bytes:
+        doc = await self.lc.batches.track(payload)
+        return wire.OK if doc is None else wire.bulk(doc)
 
 
 class ProxyHeader(asyncio.Protocol):
@@ -674,8 +680,8 @@ COMMANDS: dict[bytes, Handler] = {
     b"FLUSH": _awaiting(Connection.cmd_flush),
     b"QUEUE": _awaiting(Connection.cmd_queue),
     b"MUTATE": _awaiting(Connection.cmd_mutate),
-    b"BATCH": Connection.cmd_batch,
-    b"TRACK": Connection.cmd_track,
+    b"BATCH": _awaiting(Connection.cmd_batch),
+    b"TRACK": _awaiting(Connection.cmd_track),
 }
 
 __all__ = ["Connection", "ProxyHeader", "ServerState", "COMMANDS", "password_hash"]

@@ -51,6 +51,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     store = AsyncStore(conn)
     parking = Parking(store, proc, Reservations(), loop)
     lc = Lifecycle(store, parking, proc, settings["started_at"])
+    lc.batches.retention = settings.get("batch_retention", lc.batches.retention)
     sub = aredis.RedisConnection(on_push=broadcasts(parking, state))
 
     async def subscribe(sub: aredis.RedisConnection) -> None:

@@ -37,7 +37,8 @@ import orjson
 
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
-from faktory_fast.jobs import JobError, Move, Prepared
+from faktory_fast.jobs import JobError, Move, Prepared, rfc3339
+from faktory_fast.jobs import score as ns_score
 from faktory_fast.resp import pack_command
 
 if TYPE_CHECKING:
@@ -92,6 +93,17 @@ class FailResult(NamedTuple):
 
     outcome: Outcome
     record: bytes
+
+
+class BatchDetail(NamedTuple):
+    """A batch as the web UI shows it: its fields (``ff_batch_status``), some of its jobs (jid
+    -> state) with the cursor to ask for more ('0': no more) and its child batches (bid ->
+    state)."""
+
+    fields: dict[str, str]
+    cursor: str
+    jobs: dict[str, str]
+    children: dict[str, str]
 
 
 class Info(TypedDict):
@@ -249,6 +261,28 @@ def _queue_list(reply: Any) -> list[tuple[str, int, bool, list[bytes]]]:
     return [(_text(n), size, bool(p), heads) for n, size, p, heads in reply]
 
 
+def _fields(flat: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in _pairs(flat)}
+
+
+def _batch_page(reply: Any) -> tuple[bool, list[dict[str, str]]]:
+    return bool(reply[0]), [_fields(f) for f in reply[1:]]
+
+
+def _batch_detail(reply: Any) -> BatchDetail | None:
+    if not reply:
+        return None
+    return BatchDetail(_fields(reply[0]), _text(reply[1]), _fields(reply[2]), _fields(reply[3]))
+
+
+def _batch_stats(reply: Any) -> tuple[int, int]:
+    return int(reply[0]), int(reply[1])
+
+
+def _track_get(reply: Any) -> tuple[bool, dict[str, str]]:
+    return bool(reply[0]), _fields(reply[1:])
+
+
 def _throttle_usage(reply: Any) -> list[Throttle]:
     out = []
     for queue, spec, held, holders, waiting in reply:
@@ -365,7 +399,16 @@ FF_WEB_SET_FILTER = Fn("ff_web_set_filter", (), _set_filter)
 FF_WEB_QUEUE_PAGE = Fn("ff_web_queue_page", (K.PRIORITY_QUEUES,), _queue_page)
 FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (), _int)
 FF_WEB_QUEUES = Fn("ff_web_queues", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _queue_list)
-# Enterprise (lua/ent.lua)
+FF_BATCH_NEW = Fn("ff_batch_new", (K.BATCHES, K.BATCHES_OPEN), _text)
+FF_BATCH_COMMIT = Fn("ff_batch_commit", (), _outcome)
+FF_BATCH_OPEN = Fn("ff_batch_open", (), _outcome)
+FF_BATCH_STATUS = Fn("ff_batch_status", (), _fields)
+FF_BATCH_PAGE = Fn("ff_batch_page", (K.BATCHES, K.BATCHES_OPEN), _batch_page)
+FF_BATCH_DETAIL = Fn("ff_batch_detail", (), _batch_detail)
+FF_BATCH_STATS = Fn("ff_batch_stats", (K.BATCHES_OPEN, K.BATCH_STATS), _batch_stats)
+FF_TRACK_SET = Fn("ff_track_set", (), _outcome)
+FF_TRACK_GET = Fn("ff_track_get", (), _track_get)
+# Enterprise, part 2 (lua/ent.lua)
 FF_REPLACE_HASH = Fn("ff_replace_hash", (), _int)
 FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES), _throttle_usage)
 FF_UNIQUE_LOCK = Fn("ff_unique_lock", (), _unique_lock)
@@ -606,6 +649,67 @@ class Operations:
         """The members of ``target`` a MUTATE filter selects (for a requeue)."""
         return FF_MUTATE_SELECT.call((), mode, pattern, *extra, lead=(target,))
 
+    # -- batches and tracking (lua/batch.lua) ------------------------------------------------
+    @Op
+    def batch_new(self, bid: str, created_ns: int, description: str, parent: str,
+                  callbacks: Sequence[tuple[str, bytes, str, int, str]]) -> Call[str]:
+        """Create a batch with its callbacks, (which, job, queue, priority, jid) each; '' or
+        the refusal ("ERR message": the parent is unknown or committed)."""
+        item_keys = [keys.batch(bid)] + ([keys.batch(parent), keys.batch_kids(parent)]
+                                         if parent else [])
+        return FF_BATCH_NEW.call(item_keys, bid, rfc3339(created_ns), ns_score(created_ns),
+                                 description, parent, *(x for cb in callbacks for x in cb))
+
+    @Op
+    def batch_commit(self, bid: str, retention: int) -> Call[Outcome]:
+        """Commit a batch (its callbacks may fire; its data is kept ``retention`` seconds once
+        it is finished); GONE if there is no such batch."""
+        return FF_BATCH_COMMIT.call(_batch_keys(bid), bid, retention)
+
+    @Op
+    def batch_open(self, bid: str) -> Call[Outcome]:
+        """Re-open a committed batch; GONE if there is no such batch."""
+        return FF_BATCH_OPEN.call(_batch_keys(bid), bid)
+
+    @Op
+    def batch_status(self, bid: str) -> Call[dict[str, str]]:
+        """The batch's fields ({} if there is no such batch)."""
+        return FF_BATCH_STATUS.call((keys.batch(bid),), bid)
+
+    @Op
+    def batch_page(self, offset: int, count: int, text: str = "",
+                   scan_cap: int = 10_000) -> Call[tuple[bool, list[dict[str, str]]]]:
+        """Batches newest first whose description or bid contains ``text`` (any case): skip
+        ``offset``, up to ``count``; scans at most ``scan_cap`` of them. (whether the scan
+        reached the end, [fields, ...])."""
+        return FF_BATCH_PAGE.call((), offset, count, text.lower(), scan_cap)
+
+    @Op
+    def batch_detail(self, bid: str, cursor: str = "0", want: int = 100,
+                     state: str = "") -> Call[BatchDetail | None]:
+        """The batch, about ``want`` of its jobs from ``cursor`` on (only those in ``state`` if
+        given) and its children's states; None if there is no such batch."""
+        return FF_BATCH_DETAIL.call(_batch_keys(bid), bid, cursor, want, state)
+
+    @Op
+    def batch_stats(self) -> Call[tuple[int, int]]:
+        """(batches open, callbacks fired)."""
+        return FF_BATCH_STATS.call(())
+
+    @Op
+    def track_set(self, jid: str, percent: int | None, desc: str | None,
+                  reserve_until: str) -> Call[Outcome]:
+        """Update a tracked job's progress; ``reserve_until`` (a score, '' = none) extends its
+        reservation. GONE if the job is not tracked."""
+        return FF_TRACK_SET.call((keys.tracking(jid), keys.RESERVATIONS, keys.WORKING), jid,
+                                 "0" if percent is None else "1", percent or 0,
+                                 "0" if desc is None else "1", desc or "", reserve_until)
+
+    @Op
+    def track_get(self, jid: str) -> Call[tuple[bool, dict[str, str]]]:
+        """(whether the job is reserved, its tracking fields: {} if it is not tracked)."""
+        return FF_TRACK_GET.call((keys.tracking(jid), keys.RESERVATIONS), jid)
+
     # -- queues ----------------------------------------------------------------------------------
     @Op
     def queue_op(self, sub: str, names: Sequence[str]) -> Call[int]:
@@ -841,6 +945,10 @@ class Operations:
     def server_processes(self) -> Call[int]:
         """How many server processes are in the connection registry (``ff:conns``)."""
         return Call(("HLEN", keys.CONNECTIONS), _int)
+
+
+def _batch_keys(bid: str) -> tuple[str, str, str]:
+    return keys.batch(bid), keys.batch_jobs(bid), keys.batch_kids(bid)
 
 
 # -- the two stores --------------------------------------------------------------------------------

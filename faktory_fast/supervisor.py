@@ -218,6 +218,7 @@ class Supervisor:
             "redis_wait_replicas": self.cfg.redis_wait_replicas,
             "redis_wait_timeout": self.cfg.redis_wait_timeout,
             "environment": self.cfg.environment,
+            "batch_retention": self.cfg.batch_retention,
             "started_at": self.started_at,
             "tls_cert": self.cfg.tls_cert, "tls_key": self.cfg.tls_key,
             "proxy_protocol": self.cfg.proxy_protocol, "proxy_from": self.cfg.proxy_from,

@@ -162,6 +162,18 @@ def test_bulk(server_url: tuple[str, int], tmp_path: Path) -> None:
     assert 0 < r["sched_drain_s"] < 30 and r["sched_jobs_per_s"] > 0
 
 
+def test_batch(server_url: tuple[str, int], tmp_path: Path) -> None:
+    url, pid = server_url
+    doc = bench("batch", "--url", url, "-j", "1000", "-b", "300", "--server-pid", str(pid),
+                out=tmp_path / "batch.json")
+    r = doc["summary"]["first"]
+    assert r["batches"] == 4 and r["callbacks"] == 8  # complete and success of each batch
+    assert r["plain_jobs_per_s"] > 0 and r["batch_jobs_per_s"] > 0
+    assert r["ratio"] == pytest.approx(r["batch_jobs_per_s"] / r["plain_jobs_per_s"])
+    assert r["batch_server_cpu_us_per_job"] is not None
+    assert doc["params"]["batch_size"] == 300
+
+
 def test_chart(load_doc: dict[str, Any], tmp_path: Path) -> None:
     files = []
     for n, scale in ((1, 1.0), (2, 1.8)):  # a second point, as if re-run with --label processes=2

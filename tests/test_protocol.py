@@ -463,13 +463,6 @@ def test_mutate_requeue_follows_the_requeue_rule(client: Client, server: Faktory
     r.close()
 
 
-def test_batch_and_track_are_enterprise(client: Client) -> None:
-    with pytest.raises(ReplyError, match="^ERR batch subsystem is only available in Faktory Enterprise$"):
-        client.call("BATCH NEW {}")
-    with pytest.raises(ReplyError, match="^ERR tracking subsystem is only available in Faktory Enterprise$"):
-        client.call("TRACK GET abc")
-
-
 def test_end_closes_without_reply(server: FaktoryServer) -> None:
     c = server.client()
     c.send("END")

@@ -20,8 +20,10 @@ def _metric(name: str, kind: str, help_text: str,
     return lines
 
 
-def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]]) -> str:
-    """Prometheus text from the store's ``info()`` and (name, size, paused, latency) per queue."""
+def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]],
+           batches: tuple[int, int] = (0, 0)) -> str:
+    """Prometheus text from the store's ``info()``, (name, size, paused, latency) per queue and
+    (batches open, batch callbacks fired) (``store.batch_stats()``)."""
     lines: list[str] = []
     lines += _metric("faktory_jobs_processed_total", "counter",
                      "Jobs processed (acknowledged or failed) since the data was created.",
@@ -47,4 +49,9 @@ def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]]) 
                      [({}, info["workers"])])
     lines += _metric("faktory_commands_total", "counter", "Commands served since start.",
                      [({}, info["commands"])])
+    lines += _metric("faktory_batches_open", "gauge",
+                     "Batches whose callbacks have not all succeeded (committed or not).",
+                     [({}, batches[0])])
+    lines += _metric("faktory_batch_callbacks_total", "counter", "Batch callback jobs enqueued.",
+                     [({}, batches[1])])
     return "\n".join(lines) + "\n"

@@ -23,6 +23,8 @@ from .render import Renderer
 from .settings import Settings
 
 HISTORY_DAYS = (7, 30, 90, 180)
+BATCH_JOBS_PAGE = 100  # jobs a batch's page lists at a time
+BATCH_JOB_STATES = ("pending", "failed", "dead", "success")  # lua/batch.lua's job states
 FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offering "more"
 SIGNALS = ("quiet", "terminate")
 QUEUE_ORDERS = ("newest", "fetch")  # the first is the default
@@ -103,7 +105,8 @@ class Metrics(Resource):
     """``/metrics``: Prometheus text format."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.text = metrics.render(self.store.info(), queue_latencies(self.store))
+        resp.text = metrics.render(self.store.info(), queue_latencies(self.store),
+                                   self.store.batch_stats())
         resp.content_type = metrics.CONTENT_TYPE
         resp.cache_control = ["no-cache"]
 
@@ -314,8 +317,9 @@ class SortedSetEntry(Resource):
         member, score = found[0]
         lst = self.listing
         job = views.parse_job(member, score)
+        tracking = self.store.track_get(job.jid)[1] if job.custom.get("track") else None
         self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, actions=lst.actions,
-                     job=job, unique=unique_lock(self.store, job))
+                     job=job, tracking=tracking, unique=unique_lock(self.store, job))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         fields = form(req)
@@ -324,6 +328,47 @@ class SortedSetEntry(Resource):
             raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
         actions.act(self.store, self.listing.zset, action, [self.listing._entry(key)])
         raise redirect(req, self.listing.path)
+
+
+class Batches(Resource):
+    """``/batches``: batches, newest first, paged; ``?q=`` keeps those whose description or
+    bid contains it (any case)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        q = (req.get_param("q") or "").strip()
+        number = page_param(req)
+        offset = (number - 1) * views.PAGE_SIZE
+        # one more than a page: is there a next one? (expired batches leave the index as the
+        # list meets them, so there is no exact total)
+        _, found = self.store.batch_page(offset, views.PAGE_SIZE + 1, q,
+                                         offset + views.PAGE_SIZE + FILTER_SCAN_CAP)
+        rows = [views.BatchView(f) for f in found[:views.PAGE_SIZE]]
+        self.ui.page(req, resp, "batches.html", rows=rows, q=q, number=number,
+                     more=len(found) > views.PAGE_SIZE)
+
+
+class Batch(Resource):
+    """``/batches/<bid>``: one batch: progress, callbacks, child batches and its jobs' states,
+    a page at a time (``?cursor=``, ``?state=`` keeps the jobs in that state)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, bid: str) -> None:
+        cursor = req.get_param("cursor") or "0"
+        state = req.get_param("state") or ""
+        if not cursor.isdigit():
+            raise falcon.HTTPBadRequest(title="Invalid cursor")
+        if state not in ("", *BATCH_JOB_STATES):
+            raise falcon.HTTPBadRequest(title="Invalid state")
+        detail = self.store.batch_detail(bid, cursor, BATCH_JOBS_PAGE, state)
+        if detail is None:
+            raise falcon.HTTPNotFound(title="No such batch",
+                                      description=f"Batch {bid} does not exist (or expired).")
+        # (one round trip each: the first BATCH_JOBS_PAGE only)
+        children = [views.BatchView(self.store.batch_status(child) or {"bid": child})
+                    for child in sorted(detail.children)[:BATCH_JOBS_PAGE]]
+        self.ui.page(req, resp, "batch.html", batch=views.BatchView(detail.fields),
+                     jobs=sorted(detail.jobs.items()), next_cursor=detail.cursor,
+                     cursor=cursor, state=state, states=BATCH_JOB_STATES, children=children,
+                     child_count=len(detail.children), unit_states=detail.children)
 
 
 class Cron(Resource):

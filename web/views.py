@@ -97,6 +97,33 @@ def parse_job(raw: bytes, score: str = "", **extra: Any) -> JobView:
     return JobView(raw, job, score, jobs.priority_of(job), extra)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """A batch (its stored fields, ``store.batch_status``) ready for a template."""
+
+    fields: dict[str, str]
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.fields.get(name, "")
+
+    def count(self, name: str) -> int:
+        return int(self.fields.get(name) or 0)
+
+    @property
+    def succeeded(self) -> int:
+        """Units that succeeded (a child batch is one)."""
+        return self.count("total") - self.count("pending")
+
+    def callback(self, which: str) -> str | None:
+        """The callback's state: None (the batch has none), '' waiting, '1' enqueued, '2'
+        succeeded."""
+        if not self.fields.get(which + "_jid"):
+            return None
+        return self.fields.get(which + "_st", "")
+
+
 def truncate(text: str, limit: int = ARG_LIMIT) -> str:
     raw = text.encode()
     if len(raw) <= limit:

@@ -95,6 +95,7 @@ end
 --   batch_push(doc) / ent_push(doc, queue, score): a job is being pushed (score: '' now, or
 --     when it is scheduled); return an error line ("CODE message") to refuse it, or nil. A
 --     refused job is not stored, and no hook after the one that refused it runs.
+--   batch_pushed(doc): every hook accepted the job (it is stored): count it in its batch.
 --   batch_done(doc, outcome) / ent_done(doc, outcome): a reservation of the job ended by ACK
 --     (outcome 'ack') or FAIL ('retry', 'dead' or 'discard').
 -- Hooks that need the time read Redis's clock (TIME): ACK does not pass one.
@@ -137,6 +138,7 @@ local function ff_push(keys, args)
     local doc = with_custom(job)
     if doc then
       refusal = batch_push(doc) or ent_push(doc, args[b], args[b + 3])
+      if not refusal then batch_pushed(doc) end
     end
     if refusal then
       if not refused then

@@ -1,0 +1,133 @@
+"""The web UI's Batches tab, batch detail, the batch and tracking rows of a job's page and the
+batch metrics, through Falcon's test client against a real child Redis (test_web's fixtures)."""
+# ruff: noqa: F811
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from faktory_fast import batches, jobs, keys
+from faktory_fast.store import SyncStore
+
+# test_web's fixtures (a child Redis with the library, a flushed store on it, the web app):
+# imported under their names, which the tests' parameters then shadow (F811).
+from tests.test_web import Web, add_failed, key_of, redis_url, store, web  # noqa: F401
+
+pytestmark = pytest.mark.unit
+
+
+def new_batch(store: SyncStore, description: str = "", parent: str = "") -> str:
+    bid = batches.new_bid()
+    now = time.time_ns()
+    cb = batches.callback_job({"jobtype": "Done", "args": [], "queue": "cb"}, "complete", bid, now)
+    assert store.batch_new(bid, now, description, parent, [cb]) == ""
+    return bid
+
+
+def push_into(store: SyncStore, bid: str, **fields: object) -> str:
+    jid = f"jid-{time.time_ns()}"
+    job = {"jid": jid, "jobtype": "Work", "args": [1], "queue": "bq",
+           "custom": {"bid": bid, **fields.pop("custom", {})}, **fields}  # type: ignore[dict-item]
+    assert store.push([jobs.prepare(job, time.time_ns())]) == {}
+    return jid
+
+
+def run_one(store: SyncStore, queue: str = "bq") -> str:
+    got = store.fetch("", "test", jobs.now_score(), 1800, [queue])
+    store.ack(got.jid.decode(), jobs.today())
+    return got.jid.decode()
+
+
+def test_batches_tab_lists_newest_first_paged_and_filtered(web: Web, store: SyncStore) -> None:
+    bids = [new_batch(store, description=f"import {n}" + (" nightly" if n % 10 == 0 else ""))
+            for n in range(30)]
+    page = web.get("/batches")
+    assert page.status_code == 200
+    listed = re.findall(r'href="/batches/(b-[^"]+)"', page.text)
+    assert listed == bids[::-1][:25]
+    assert 'rel="next"' in page.text and 'rel="prev"' not in page.text
+    page2 = web.get("/batches", params={"page": "2"})
+    assert re.findall(r'href="/batches/(b-[^"]+)"', page2.text) == bids[::-1][25:]
+    assert 'rel="next"' not in page2.text and 'rel="prev"' in page2.text
+    found = web.get("/batches", params={"q": "NIGHTLY"})
+    assert re.findall(r'href="/batches/(b-[^"]+)"', found.text) == [bids[20], bids[10], bids[0]]
+    assert "No batches." in web.get("/batches", params={"q": "nothing like it"}).text
+    assert 'href="/batches"' in web.get("/").text  # the tab
+
+
+def test_expired_batches_leave_the_list(web: Web, store: SyncStore) -> None:
+    keep, gone = new_batch(store, "kept"), new_batch(store, "gone")
+    store.client.execute_command("DEL", keys.batch(gone))
+    assert re.findall(r'href="/batches/(b-[^"]+)"', web.get("/batches").text) == [keep]
+    assert store.client.execute_command("ZCARD", keys.BATCHES) == 1
+
+
+def test_batch_detail_jobs_children_and_progress(web: Web, store: SyncStore) -> None:
+    parent = new_batch(store, "the parent")
+    child = new_batch(store, "the <child>", parent=parent)
+    done, waiting = push_into(store, parent), push_into(store, parent)
+    store.batch_commit(parent, 3600)
+    assert run_one(store) == done
+    page = web.get(f"/batches/{parent}")
+    assert page.status_code == 200
+    text = page.text
+    assert "the parent" in text and f'href="/batches/{child}"' in text
+    assert "the &lt;child&gt;" in text  # escaped
+    assert re.search(rf"<code>{done}</code></td><td>success</td>", text)
+    assert re.search(rf"<code>{waiting}</code></td><td>pending</td>", text)
+    assert '<progress value="1" max="2"' in text  # one of its two jobs succeeded
+    child_page = web.get(f"/batches/{child}").text
+    assert f'href="/batches/{parent}"' in child_page  # its parent
+    missing = web.get("/batches/b-nosuchbatch")
+    assert missing.status_code == 404 and "b-nosuchbatch" in missing.text
+
+
+def test_job_page_shows_its_batch_and_tracking(web: Web, store: SyncStore) -> None:
+    bid = new_batch(store)
+    jid = push_into(store, bid, custom={"track": 1})
+    got = store.fetch("", "test", jobs.now_score(), 1800, ["bq"])
+    assert got.jid.decode() == jid
+    # The job failed: its retry entry's page shows the batch and the tracking data.
+    entry = add_failed(store, jobtype="Work", jid=jid, custom={"bid": bid, "track": 1})
+    store.client.execute_command("HSET", keys.tracking(jid), "percent", 42, "desc", "halfway")
+    page = web.get(f"/retries/{key_of(entry)}").text
+    assert f'href="/batches/{bid}"' in page
+    assert "halfway" in page and '<progress value="42" max="100">' in page
+
+
+def test_metrics_batches_open_and_callbacks(web: Web, store: SyncStore) -> None:
+    first, _ = new_batch(store), new_batch(store)
+    store.batch_commit(first, 3600)  # empty: its complete callback fires at once
+    text = web.get("/metrics").text
+    assert re.search(r"^faktory_batches_open 2$", text, re.M)
+    assert re.search(r"^faktory_batch_callbacks_total 1$", text, re.M)
+    assert "# TYPE faktory_batch_callbacks_total counter" in text
+
+
+def test_batch_jobs_are_paged_and_filtered_by_state(web: Web, store: SyncStore) -> None:
+    bid = new_batch(store)
+    now = time.time_ns()
+    jids = [f"jid-{n:04d}-{now}" for n in range(2000)]  # past any listpack size: HSCAN pages
+    assert store.push([jobs.prepare({"jid": j, "jobtype": "W", "args": [], "queue": "bq",
+                                     "custom": {"bid": bid}}, now) for j in jids]) == {}
+    done = run_one(store)
+    seen: list[str] = []
+    cursor, pages = "0", 0
+    while True:
+        page = web.get(f"/batches/{bid}", params={"cursor": cursor})
+        assert page.status_code == 200
+        rows = re.findall(r"<code>(jid-[^<]+)</code></td><td>(\w+)</td>", page.text)
+        assert len(rows) < 1000  # a page, not all of them
+        seen += [j for j, _ in rows]
+        pages += 1
+        more = re.search(r'href="/batches/[^"]+\?cursor=(\d+)&amp;state="', page.text)
+        if not more:
+            break
+        cursor = more.group(1)
+    assert pages > 1 and sorted(set(seen)) == sorted(jids)
+    succeeded = web.get(f"/batches/{bid}", params={"state": "success"}).text
+    assert re.findall(r"<code>(jid-[^<]+)</code></td><td>(\w+)</td>", succeeded) == [(done, "success")]
+    assert web.get(f"/batches/{bid}", params={"state": "bogus"}).status_code == 400
+    assert web.get(f"/batches/{bid}", params={"cursor": "x"}).status_code == 400
