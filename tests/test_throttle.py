@@ -128,6 +128,13 @@ def test_worker_limit_is_per_wid(srv: FaktoryServer) -> None:
     assert usage(srv)["perworker"][4:] == (2, 2, 1)
     assert w1.ack(held["jid"]) == "OK"
     assert w1.fetch("perworker")["queue"] == "perworker"
+    # A wid that needs escaping in the reservation record: its lock is released all the same.
+    odd = srv.client(wid='thr/"w3')
+    fill(w1, "perworker", 1)
+    got = odd.fetch("perworker")
+    assert usage(srv)["perworker"].in_use == 3
+    assert odd.ack(got["jid"]) == "OK"
+    assert usage(srv)["perworker"].in_use == 2
 
 
 def test_timeout_frees_a_lock_nobody_released(client: Client) -> None:

@@ -105,15 +105,20 @@ local function throttle_check(spec, name, wid, now)
 end
 
 -- A reservation record that holds a throttle lock ('{"rid":N,"thr":"<lock set>",...}', as
--- ff_fetch writes it) ended: release the lock, and wake the processes waiting on the queue,
--- whose FETCH may have skipped it for being full.
+-- reserve_job writes it) ended: release the lock, and wake the processes waiting on the queue,
+-- whose FETCH may have skipped it for being full. The lock set is read by a pattern (decoded
+-- only if its name needed escaping: a wid with quotes); its queue is the part after the
+-- prefix up to any ':' (queue names have none).
 local function throttle_release(record, jid)
-  local ok, rec = pcall(cjson.decode, record)
-  if not ok or type(rec) ~= 'table' or type(rec['thr']) ~= 'string' then return end
-  redis.call('ZREM', rec['thr'], jid)
-  local job = rec['job']
-  local name = type(job) == 'table' and job['queue'] or 'default'
-  if type(name) == 'string' then wake(name, WAITERS_PREFIX .. name) end
+  local lock = string.match(record, '^{"rid":%d+,"thr":"([^"\\]*)"')
+  if not lock then
+    local ok, rec = pcall(cjson.decode, record)
+    if not ok or type(rec) ~= 'table' or type(rec['thr']) ~= 'string' then return end
+    lock = rec['thr']
+  end
+  redis.call('ZREM', lock, jid)
+  local name = string.match(string.sub(lock, #THROTTLE_PREFIX + 1), '^[^:]+')
+  if name then wake(name, WAITERS_PREFIX .. name) end
 end
 
 -- ff_replace_hash(field, value, ...): replace the hash KEYS[1] (the master's tables from the
