@@ -188,9 +188,11 @@ class CronRunner:
             seen = await self.store.cron_seen(int(now))
             self.since = max(float(seen), now - CATCH_UP) if seen else now
             log.debug("Cron: pushing the ticks after %s", jobs.rfc3339(int(self.since * 1e9)))
+        # After a long pause (Redis away, the clock jumped), as after a restart: CATCH_UP back.
+        after = max(self.since, now - CATCH_UP)
         pushed = 0
         for entry in self.entries():
-            for tick in entry.ticks(self.since, now, self.zone):
+            for tick in entry.ticks(after, now, self.zone):
                 if await push_entry(self.store, entry, tick):
                     pushed += 1
         if now > self.since:

@@ -101,6 +101,11 @@ def test_one_push_per_tick_across_nodes_and_restarts(tmp_path: Any) -> None:
         assert len(queued(b, "five")) == 2
         jids = [json.loads(x)["jid"] for x in queued(b, "minutely")]
         assert len(jids) == len(set(jids)) == 10
+        # The clock leaps 30 minutes (the nodes fell behind): only the last 10 minutes' ticks.
+        set_clock(clock, T0 + 40 * 60)
+        wait_for(lambda: handled((a, b), minute + 40 * 60, 2))
+        assert len(queued(b, "minutely")) == 20 and len(queued(b, "five")) == 4
+        assert not any(handled((n,), minute + 30 * 60) for n in (a, b))  # 00:30: too old
 
 
 def test_schedules_use_the_server_time_zone_and_named_schedules() -> None:
