@@ -61,7 +61,11 @@ def run_scenario(mod: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
             targets.append(Target("second", parse_redis_url(args.compare), parse_pids(args.pid2)))
     else:
         targets = [Target("first", parse_faktory_url(args.url), parse_pids(args.server_pid))]
-        if args.compare:
+        if getattr(args, "ent", None):
+            if args.compare:
+                raise SystemExit("--ent compares job kinds on one server: no --compare")
+            targets = load.variant_targets(args, targets[0])
+        elif args.compare:
             targets.append(Target("second", parse_faktory_url(args.compare), parse_pids(args.pid2)))
     return run_rounds(mod, args, targets)
 

@@ -31,8 +31,28 @@ METRICS = [
 QUEUES = [f"queue{i}" for i in range(5)]
 PUSH_TMPL = (b'PUSH {"jid":"%s%08x","jobtype":"SomeJob","args":[[1,"string",3]],'
              b'"retry":25,"queue":"queue%d"}\r\n')
-# Every ordering of the five queues, precomputed: picking one is cheaper than shuffling per FETCH.
-FETCH_CMDS = [b"FETCH " + " ".join(p).encode() + b"\r\n" for p in itertools.permutations(QUEUES)]
+# --ent: Enterprise jobs against plain ones, alternating on the one server. unique: every job
+# unique (unique_for; distinct args, so none is refused: the lock is taken and released per
+# job). throttle: jobs in tqueue0..4, which the server must throttle, e.g. with conf.d
+# `[throttles]` tqueue0 = { concurrency = 1000, timeout = 60 } ... tqueue4 (bench/README.md).
+VARIANTS = ("unique", "throttle")
+PUSH_TMPLS = {
+    "plain": PUSH_TMPL,
+    "unique": (b'PUSH {"jid":"%s%08x","jobtype":"SomeJob","args":[[1,"string",3],"%s%08x"],'
+               b'"retry":25,"queue":"queue%d","custom":{"unique_for":600}}\r\n'),
+    "throttle": PUSH_TMPL.replace(b'"queue":"queue', b'"queue":"tqueue'),
+}
+
+
+def _fetch_cmds(prefix: str) -> list[bytes]:
+    # Every ordering of the five queues, precomputed: cheaper than shuffling per FETCH.
+    names = [f"{prefix}{i}" for i in range(5)]
+    return [b"FETCH " + " ".join(p).encode() + b"\r\n" for p in itertools.permutations(names)]
+
+
+FETCH_CMDS = _fetch_cmds("queue")
+FETCH_CMDS_BY_VARIANT = {"plain": FETCH_CMDS, "unique": FETCH_CMDS,
+                         "throttle": _fetch_cmds("tqueue")}
 ACK_TMPL = b'ACK {"jid":"%s"}\r\n'
 FAIL_TMPL = (b'FAIL {"jid":"%s","errtype":"RuntimeError","message":"bench: simulated failure",'
              b'"backtrace":["bench/load.py:1:in fetcher"]}\r\n')
@@ -44,13 +64,22 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--threads", type=int, default=10, help="workers, half push half fetch (default 10)")
     p.add_argument("--procs", type=int, default=0, help="load processes (default min(threads, cpus))")
     p.add_argument("--fail-rate", type=float, default=0.01, help="fraction of fetched jobs FAILed (0.01)")
+    p.add_argument("--ent", choices=VARIANTS,
+                   help="compare plain jobs with unique jobs (unique_for) or jobs of throttled "
+                        "queues tqueue0..4, alternating on the one server (ratio: plain/ent)")
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """Parameters recorded in the result JSON."""
     procs = args.procs or min(args.threads, cpu_count())
     return {"jobs": args.jobs, "threads": args.threads, "procs": len(layout(args.threads, procs)),
-            "fail_rate": args.fail_rate}
+            "fail_rate": args.fail_rate, "ent": args.ent}
+
+
+def variant_targets(args: argparse.Namespace, target: Target) -> list[Target]:
+    """``--ent``: the one server twice, as "plain" and as the Enterprise variant."""
+    return [Target("plain", target.endpoint, target.pids),
+            Target(args.ent, target.endpoint, target.pids)]
 
 
 @dataclass
@@ -62,6 +91,7 @@ class _Arg:
     fail_rate: float
     pushed: Any  # RawArray: per-process pushed counts (progress)
     fetched: Any  # RawArray: per-process fetched counts (global stop condition)
+    variant: str = "plain"  # plain, or one of VARIANTS
 
 
 def _worker(ctx: WorkerCtx, a: _Arg) -> dict:
@@ -73,15 +103,22 @@ def _worker(ctx: WorkerCtx, a: _Arg) -> dict:
     fail_rate = a.fail_rate
     rnd, choice, randrange, loads, mono = random.random, random.choice, random.randrange, orjson.loads, time.monotonic
 
+    tmpl, fetch_cmds = PUSH_TMPLS[a.variant], FETCH_CMDS_BY_VARIANT[a.variant]
+    unique = a.variant == "unique"
+
     def pusher(first: int, quota: int) -> Script:
         for i in range(first, first + quota):
-            check_ok((yield PUSH_TMPL % (prefix, i, randrange(5))), "PUSH")
+            if unique:  # the jid in the args too: every job is another unique job
+                cmd = tmpl % (prefix, i, prefix, i, randrange(5))
+            else:
+                cmd = tmpl % (prefix, i, randrange(5))
+            check_ok((yield cmd), "PUSH")
             st["pushed"] += 1
             pushed_arr[idx] = st["pushed"]
 
     def fetcher() -> Script:
         while sum(fetched_arr) < jobs:
-            job = yield choice(FETCH_CMDS)
+            job = yield choice(fetch_cmds)
             if job is None:
                 continue
             if type(job) is ErrorReply:
@@ -106,10 +143,11 @@ def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     if args.threads < 2:
         raise SystemExit("load needs at least 2 threads (one pusher, one fetcher)")
     flush(target.endpoint)
+    variant = target.name if target.name in VARIANTS else "plain"
     results, elapsed, meter = run_push_fetch(
         "load", args, target, _worker,
         lambda quotas, nfetch, pushed, fetched: _Arg(target.endpoint, args.jobs, quotas, nfetch,
-                                                     args.fail_rate, pushed, fetched))
+                                                     args.fail_rate, pushed, fetched, variant))
     n_fetched = sum(r["fetched"] for r in results)
     server_cpu = meter.cpu_s()
     return {

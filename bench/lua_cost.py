@@ -31,7 +31,10 @@ def reserved_jid(res: Reserved | Fetched) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=20000, help="calls per phase")
-    n = ap.parse_args().n
+    ap.add_argument("--unique", action="store_true",
+                    help="every job unique (custom.unique_for, distinct args): the Enterprise path")
+    opts = ap.parse_args()
+    n, unique = opts.n, opts.unique
     data_dir = tempfile.mkdtemp(prefix="lua-cost-")
     child = RedisChild(data_dir)
     child.start()
@@ -48,9 +51,15 @@ def main() -> None:
             print(f"{name:<12} {usec:6.2f} µs/call")
 
         now = time.time_ns()
-        prepared = [jobs.prepare({"jid": os.urandom(8).hex(), "jobtype": "SomeJob",
-                                  "args": [[1, "string", 3]], "retry": 25, "queue": QUEUES[i % 5]}, now)
-                    for i in range(n)]
+        def job(i: int) -> jobs.Prepared:
+            jid = os.urandom(8).hex()
+            fields = {"jid": jid, "jobtype": "SomeJob", "args": [[1, "string", 3]], "retry": 25,
+                      "queue": QUEUES[i % 5]}
+            if unique:
+                fields.update(args=[[1, "string", 3], jid], custom={"unique_for": 600})
+            return jobs.prepare(fields, now)
+
+        prepared = [job(i) for i in range(n)]
         phase("ff_push", (store.push([p]) for p in prepared))
         jids: list[str] = []
 
@@ -61,7 +70,7 @@ def main() -> None:
             return jid
 
         phase("ff_fetch", (fetch(i) for i in range(n)))
-        phase("ff_ack", (store.ack(j, "2026-01-01", plain=True) for j in jids))
+        phase("ff_ack", (store.ack(j, "2026-01-01", plain=not unique) for j in jids))
         phase("fetch empty", (store.fetch("", "p", jobs.score(now), 1800, QUEUES) for _ in range(n)))
         r.close()
     finally:

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from faktory_fast import FAKTORY_VERSION, __version__, net
+from faktory_fast.cron import CronEntry, CronError, parse_entries
+from faktory_fast.jobs import QUEUE_NAME
 
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -58,6 +60,9 @@ class Config:
     tls_key: str = ""
     proxy_protocol: bool = False  # read a PROXY header on connections from proxy_from
     proxy_from: list[str] = field(default_factory=lambda: net.DEFAULT_PROXY_FROM.split(","))
+    # Enterprise: [throttles] (queue -> (kind, limit, timeout)) and [[cron]] entries.
+    throttles: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    cron: list[CronEntry] = field(default_factory=list)
 
     @property
     def binding(self) -> str:
@@ -66,7 +71,7 @@ class Config:
 
 #: What a SIGHUP reloads (conf.d/*.toml and the environment are read again); a change to any
 #: other setting is reported as needing a restart.
-RELOADABLE = ("log_level", "web_password", "backup_every", "backup_keep")
+RELOADABLE = ("log_level", "web_password", "backup_every", "backup_keep", "throttles", "cron")
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
@@ -95,17 +100,70 @@ def read_password(value: str) -> str:
     return value
 
 
+def toml_files(config_dir: str) -> list[str]:
+    """conf.d/*.toml in name order."""
+    return sorted(glob.glob(os.path.join(config_dir, "conf.d", "*.toml")))
+
+
 def read_toml(config_dir: str) -> dict:
     """conf.d/*.toml in name order, concatenated and parsed as one document (as Faktory does)."""
-    files = sorted(glob.glob(os.path.join(config_dir, "conf.d", "*.toml")))
     text = ""
-    for path in files:
+    for path in toml_files(config_dir):
         with open(path) as fh:
             text += fh.read() + "\n"
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {os.path.join(config_dir, 'conf.d')}: {exc}") from None
+
+
+def cron_sources(config_dir: str) -> list[str]:
+    """The file each ``[[cron]]`` entry of the merged document comes from, in order (for
+    messages): each file parsed alone; empty if one cannot be (entries then say conf.d)."""
+    sources: list[str] = []
+    for path in toml_files(config_dir):
+        try:
+            with open(path, "rb") as fh:
+                entries = tomllib.load(fh).get("cron")
+        except (OSError, tomllib.TOMLDecodeError):
+            return []
+        if isinstance(entries, list):
+            sources += [path] * len(entries)
+    return sources
+
+
+THROTTLE_KINDS = ("concurrency", "worker")
+DEFAULT_THROTTLE_TIMEOUT = 60
+
+
+def parse_throttles(raw: Any) -> dict[str, tuple[str, int, int]]:
+    """``[throttles]``: ``queue = { concurrency = N, timeout = S }`` (or ``worker = N``), as
+    queue -> (kind, limit, timeout)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid [throttles]: must be a table of queue = { ... }")
+    out = {}
+    for queue, spec in raw.items():
+        where = f"invalid throttle {queue!r} in [throttles]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: must be {{ concurrency = N, timeout = S }} or "
+                              "{ worker = N, timeout = S }")
+        if not QUEUE_NAME.fullmatch(queue):
+            raise ConfigError(f"{where}: queue names must match [a-zA-Z0-9._-]+")
+        kinds = [k for k in THROTTLE_KINDS if k in spec]
+        unknown = set(spec) - {*THROTTLE_KINDS, "timeout"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        if len(kinds) != 1:
+            raise ConfigError(f"{where}: needs one of concurrency = N or worker = N")
+        limit = spec[kinds[0]]
+        timeout = spec.get("timeout", DEFAULT_THROTTLE_TIMEOUT)
+        for name, value in ((kinds[0], limit), ("timeout", timeout)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{where}: {name} must be a positive integer")
+        out[queue] = (kinds[0], limit, timeout)
+    return out
 
 
 def parse_redis_url(url: str) -> dict[str, Any]:
@@ -366,6 +424,12 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     if cfg.proxy_protocol and cfg.tls_cert:
         raise ConfigError(f"--proxy-protocol and native TLS ({cfg.tls_cert}) cannot be combined: "
                           "terminate TLS at the proxy, or turn the PROXY protocol off")
+
+    cfg.throttles = parse_throttles(toml.get("throttles"))
+    try:
+        cfg.cron = parse_entries(toml.get("cron"), cron_sources(cfg.config_dir))
+    except CronError as exc:
+        raise ConfigError(str(exc)) from None
 
     password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
     if not isinstance(password, str):

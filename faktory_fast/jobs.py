@@ -252,6 +252,9 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
         raise JobError("jobs must have an args parameter")
     if (job.get("reserve_for") or 0) > MAX_RESERVE:
         raise JobError("jobs cannot be reserved for more than one day")
+    custom = job.get("custom")
+    if custom and ("expires_in" in custom or "expires_at" in custom):
+        expiring(custom, now_ns)
     stamp = created_at or rfc3339(now_ns)  # created_at is rfc3339(now_ns) when given
     if not job.get("created_at"):
         job["created_at"] = stamp
@@ -272,6 +275,24 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
         job["enqueued_at"] = stamp
     return Prepared(jid, queue, priority_of(job), encode(job), at_score,
                     job.get("reserve_for") or 0, "custom" not in job)
+
+
+def expiring(custom: dict, now_ns: int) -> None:
+    """Enterprise expiring jobs: ``custom.expires_in`` (seconds) gives ``custom.expires_at``
+    (RFC 3339, UTC) counted from now, unless the job has one; JobError for a value that is
+    neither. ``ff_fetch`` discards the job once that time has passed."""
+    if custom.get("expires_at") is None and custom.get("expires_in") is not None:
+        secs = custom["expires_in"]
+        if type(secs) not in (int, float):
+            raise JobError(f"invalid custom.expires_in {secs!r}: must be a number of seconds")
+        custom["expires_at"] = rfc3339(now_ns + int(secs * 1_000_000_000))
+        return
+    at = custom.get("expires_at")
+    if at is not None:
+        try:
+            parse_rfc3339(at if type(at) is str else repr(at))
+        except ValueError as exc:
+            raise JobError(f"invalid custom.expires_at: {exc}") from None
 
 
 def check_queue(name: str) -> None:

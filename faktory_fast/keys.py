@@ -50,6 +50,13 @@ BATCHES = "ff:batches"  # zset bid -> created (unix seconds), for the web UI's l
 BATCHES_OPEN = "ff:bopen"  # set of bids whose callbacks have not all succeeded
 BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 
+# Enterprise features, part 2 (docs/enterprise.md): unique, expiring, throttled and cron jobs.
+EXPIRED = "ff:expired"  # counter: expiring jobs discarded at FETCH
+THROTTLES = "ff:throttles"  # hash queue -> "concurrency|worker <limit> <timeout>" (config)
+CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source"} (config)
+CRON_LAST = "ff:cron:last"  # hash cron entry id -> "<tick unix seconds> <jid>" of its last push
+CRON_SEEN = "ff:cron:seen"  # unix seconds up to which cron ticks were handled (any node)
+
 
 #: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.
 QUEUE_PREFIX = "q:"
@@ -57,6 +64,9 @@ PRIORITY_SUFFIX = ":p"
 WORKER_PREFIX = "ff:w:"
 WAITERS_PREFIX = "ff:wait:"
 WAKE_PREFIX = "ff:wake:"
+UNIQUE_PREFIX = "ff:uniq:"  # + sha1 of (jobtype, queue, args): the jid holding the lock
+THROTTLE_PREFIX = "ff:thr:"  # + queue [+ ":" + wid]: zset jid -> when its lock lapses
+CRON_CLAIM_PREFIX = "ff:cron:tick:"  # + entry id + ":" + tick: the node that pushed it
 BATCH_PREFIX = "ff:b:"  # hash: one batch's fields and counters
 BATCH_JOBS_PREFIX = "ff:bj:"  # hash: a batch's jobs, jid -> state
 BATCH_KIDS_PREFIX = "ff:bk:"  # hash: a batch's child batches, bid -> state
@@ -71,6 +81,9 @@ LUA_NAMES = {
     "WAITERS_PREFIX": WAITERS_PREFIX,
     "WAKE_PREFIX": WAKE_PREFIX,
     "CONTROL_CHANNEL": CONTROL_CHANNEL,
+    "UNIQUE_PREFIX": UNIQUE_PREFIX,
+    "THROTTLE_PREFIX": THROTTLE_PREFIX,
+    "EXPIRED_KEY": EXPIRED,
     # lua/batch.lua's
     "QUEUES_KEY": QUEUES,
     "PRIORITY_QUEUES_KEY": PRIORITY_QUEUES,
@@ -116,6 +129,16 @@ def wake_channel(proc_id: str) -> str:
 def daily(counter: str, day: str) -> str:
     """``processed:YYYY-MM-DD`` / ``failures:YYYY-MM-DD``."""
     return f"{counter}:{day}"
+
+
+def throttle_lock(queue: str, wid: str | None = None) -> str:
+    """Zset of the throttle locks held on ``queue`` (cluster-wide), or by worker ``wid``."""
+    return THROTTLE_PREFIX + queue + ("" if wid is None else ":" + wid)
+
+
+def cron_claim(entry: str, tick: int) -> str:
+    """Set by whichever node pushes cron entry ``entry``'s job for ``tick`` (unix seconds)."""
+    return f"{CRON_CLAIM_PREFIX}{entry}:{tick}"
 
 
 def batch(bid: str) -> str:

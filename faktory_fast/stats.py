@@ -74,6 +74,7 @@ def info_document(state: Info, started_at: float, local_commands: int = 0) -> di
             "total_processed": state["processed"],
             "total_enqueued": sum(queues.values()),
             "total_queues": len(queues),
+            "total_expired": state["expired"],  # Enterprise: expiring jobs discarded at FETCH
         },
         "server": {
             "description": "Faktory",

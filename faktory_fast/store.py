@@ -33,6 +33,8 @@ from typing import (
     overload,
 )
 
+import orjson
+
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
 from faktory_fast.jobs import JobError, Move, Prepared, rfc3339
@@ -118,6 +120,19 @@ class Info(TypedDict):
     commands: int
     tasks: dict[str, float]
     queues: dict[str, int]
+    expired: int  # expiring jobs discarded at FETCH
+
+
+class Throttle(NamedTuple):
+    """A throttle's configuration and use (``ff_throttle_usage``), for the web UI."""
+
+    queue: str
+    kind: str  # concurrency | worker
+    limit: int
+    timeout: int
+    in_use: int  # locks held (cluster-wide, or summed over workers)
+    workers: int  # workers holding locks (per-worker throttles)
+    waiting: int  # jobs in the queue
 
 
 def library_source() -> str:
@@ -173,9 +188,20 @@ def _moved(reply: Any) -> bool:
 
 
 def _fetched(reply: Any) -> Reserved | Fetched:
-    if type(reply) is list:  # [job, token, jid]
-        return _new_tuple(Reserved, reply)  # Reserved(*reply) without its Python-level __new__
+    if type(reply) is list:
+        if len(reply) == 3:  # [job, token, jid]
+            return _new_tuple(Reserved, reply)  # Reserved(*reply) without its __new__
+        return _fetched_past_expired(reply)
     return _FETCHED[reply]
+
+
+def _fetched_past_expired(reply: list[Any]) -> Reserved | Fetched:
+    """ff_fetch discarded expired jobs on its way ([job, token, jid, [jid...]] or
+    [Fetched, [jid...]]): each is logged once, here, at debug level."""
+    *found, expired = reply
+    for jid in expired:
+        log.debug("JID %s: Halt: job expired", _text(jid))
+    return _new_tuple(Reserved, found) if len(found) == 3 else _FETCHED[found[0]]
 
 
 def _fail_result(reply: Any) -> FailResult:
@@ -192,8 +218,9 @@ def _state(reply: Any) -> str | None:
 
 def _info(reply: Any) -> Info:
     (processed, failures, scheduled, retries, dead, working, workers, conns, cmds,
-     tasks, queues) = reply
+     tasks, queues, expired) = reply
     return {
+        "expired": expired,
         "processed": processed, "failures": failures, "scheduled": scheduled,
         "retries": retries, "dead": dead, "working": working, "workers": workers,
         "connections": conns, "commands": cmds,
@@ -256,6 +283,38 @@ def _track_get(reply: Any) -> tuple[bool, dict[str, str]]:
     return bool(reply[0]), _fields(reply[1:])
 
 
+def _throttle_usage(reply: Any) -> list[Throttle]:
+    out = []
+    for queue, spec, held, holders, waiting in reply:
+        kind, limit, timeout = _text(spec).split()
+        out.append(Throttle(_text(queue), kind, int(limit), int(timeout), held, holders, waiting))
+    return sorted(out)
+
+
+class UniqueLock(NamedTuple):
+    """A unique job's lock (``ff_unique_lock``): its key, the jid holding it ('' if none) and
+    the seconds it has left."""
+
+    key: str
+    holder: str
+    ttl: float
+
+
+def _unique_lock(reply: Any) -> UniqueLock | None:
+    if not reply:
+        return None
+    key, holder, pttl = reply
+    return UniqueLock(_text(key), _text(holder) if holder else "", max(pttl, 0) / 1000)
+
+
+def _cron_pushed(reply: Any) -> bool | JobError:
+    """ff_cron_push: True (pushed), False (another process or node pushed this tick) or the
+    refusal (a unique cron job whose previous run still holds the lock)."""
+    if type(reply) is int:
+        return bool(reply)
+    return JobError.from_line(reply)
+
+
 _OUTCOMES = {o.value: o for o in Outcome}
 _FETCHED = {f.value: f for f in Fetched}
 _new_tuple = tuple.__new__
@@ -303,10 +362,11 @@ class Fn(Generic[T]):
 K = keys
 FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _refusals)
 FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
-                           K.RESERVATIONS, K.WORKING), _fetched)
+                           K.RESERVATIONS, K.WORKING, K.THROTTLES), _fetched)
 FF_PUSH_TO = Fn("ff_push_to", (K.QUEUES, K.PRIORITY_QUEUES, K.PAUSED, K.QUIET_WORKERS,
-                               K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING), _fetched)
-FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED), _outcome)
+                               K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
+                _fetched)
+FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.THROTTLES), _outcome)
 FF_FAIL = Fn("ff_fail", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.FAILURES, K.RETRIES, K.DEAD),
              _fail_result)
 FF_RELEASE = Fn("ff_release", (K.RESERVATIONS, K.WORKING, K.QUEUES, K.PRIORITY_QUEUES), _outcome)
@@ -321,9 +381,9 @@ FF_REAP_WORKERS = Fn("ff_reap_workers", (K.WORKER_BEATS, K.QUIET_WORKERS), _int)
 FF_PROCESS_GONE = Fn("ff_process_gone", (K.CONNECTIONS, K.COMMANDS), _none)
 FF_INFO = Fn("ff_info", (K.PROCESSED, K.FAILURES, K.SCHEDULED, K.RETRIES, K.DEAD, K.WORKING,
                          K.WORKER_BEATS, K.CONNECTIONS, K.COMMANDS, K.TASKS, K.QUEUES,
-                         K.PRIORITY_QUEUES), _info)
-FF_FLUSH = Fn("ff_flush", (K.CONNECTIONS, K.COMMANDS, K.TASKS, K.WORKER_BEATS, K.QUIET_WORKERS),
-              _none)
+                         K.PRIORITY_QUEUES, K.EXPIRED), _info)
+FF_FLUSH = Fn("ff_flush", (K.CONNECTIONS, K.COMMANDS, K.TASKS, K.WORKER_BEATS, K.QUIET_WORKERS,
+                           K.THROTTLES, K.CRON_ENTRIES), _none)
 FF_QUEUE = Fn("ff_queue", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _int)
 FF_QUEUE_HEADS = Fn("ff_queue_heads", (K.PRIORITY_QUEUES,), list)
 FF_MUTATE = Fn("ff_mutate", (K.DEAD,), _int)
@@ -348,6 +408,13 @@ FF_BATCH_DETAIL = Fn("ff_batch_detail", (), _batch_detail)
 FF_BATCH_STATS = Fn("ff_batch_stats", (K.BATCHES_OPEN, K.BATCH_STATS), _batch_stats)
 FF_TRACK_SET = Fn("ff_track_set", (), _outcome)
 FF_TRACK_GET = Fn("ff_track_get", (), _track_get)
+# Enterprise, part 2 (lua/ent.lua)
+FF_REPLACE_HASH = Fn("ff_replace_hash", (), _int)
+FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES), _throttle_usage)
+FF_UNIQUE_LOCK = Fn("ff_unique_lock", (), _unique_lock)
+FF_CRON_PUSH = Fn("ff_cron_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES, K.CRON_LAST),
+                  _cron_pushed)
+FF_CRON_SEEN = Fn("ff_cron_seen", (K.CRON_SEEN,), _text)
 del K
 
 
@@ -664,6 +731,69 @@ class Operations:
     def info(self) -> Call[Info]:
         """Counters, set sizes, queue sizes, connections and task stats."""
         return FF_INFO.call(())
+
+    # -- Enterprise: throttles, unique locks, cron (lua/ent.lua) -------------------------------
+    @Op
+    def set_throttles(self, throttles: dict[str, tuple[str, int, int]]) -> Call[int]:
+        """Replace the throttle table: queue -> (kind, limit, timeout); how many there are."""
+        args: list[Any] = []
+        for queue, (kind, limit, timeout) in throttles.items():
+            args += (queue, f"{kind} {limit} {timeout}")
+        return FF_REPLACE_HASH.call((), *args, lead=(keys.THROTTLES,))
+
+    @Op
+    def throttle_usage(self) -> Call[list[Throttle]]:
+        """Every configured throttle with its use, by queue name."""
+        return FF_THROTTLE_USAGE.call(())
+
+    @Op
+    def unique_lock(self, jobtype: str, queue: str, args: bytes) -> Call[UniqueLock | None]:
+        """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (JSON) would take."""
+        return FF_UNIQUE_LOCK.call((), jobtype, queue, args)
+
+    @Op
+    def cron_push(self, entry: str, tick: int, claim_ttl: int, job: Prepared,
+                  claim: bool = True) -> Call[bool | JobError]:
+        """Push cron entry ``entry``'s job for ``tick`` unless some process or node already
+        did (``claim`` False: push regardless, "enqueue now"). True if pushed here, False if
+        it was pushed elsewhere, or the JobError that refused it."""
+        claim_key = keys.cron_claim(entry, tick) if claim else ""
+        item_keys = _queue_keys(job.queue, job.priority) + ((claim_key,) if claim_key else ())
+        return FF_CRON_PUSH.call(item_keys, claim_key, claim_ttl, entry, tick, job.queue, job.priority,
+                                 job.payload, job.at_score)
+
+    @Op
+    def set_cron_entries(self, entries: Sequence[Any]) -> Call[int]:
+        """Replace the cron table (``cron.CronEntry`` objects) the web UI shows."""
+        args: list[Any] = []
+        for e in entries:
+            args += (e.id, orjson.dumps({"schedule": e.schedule, "job": e.job,
+                                         "source": e.source}))
+        return FF_REPLACE_HASH.call((), *args, lead=(keys.CRON_ENTRIES,))
+
+    @Op
+    def cron_entries(self) -> Call[dict[str, dict[str, Any]]]:
+        """The cron table as the master published it: entry id -> {schedule, job, source}."""
+        def decode(reply: Any) -> dict[str, dict[str, Any]]:
+            return {_text(k): orjson.loads(v) for k, v in _pairs(reply)}
+        return Call(("HGETALL", keys.CRON_ENTRIES), decode)
+
+    @Op
+    def cron_seen(self, now: int) -> Call[str]:
+        """Move the cluster-wide cron watermark forward to ``now``; the previous one ('' if
+        none)."""
+        return FF_CRON_SEEN.call((), now)
+
+    @Op
+    def cron_last(self) -> Call[dict[str, tuple[int, str]]]:
+        """Each cron entry's last push: entry id -> (tick, jid)."""
+        def decode(reply: Any) -> dict[str, tuple[int, str]]:
+            out = {}
+            for k, v in _pairs(reply):
+                tick, _, jid = _text(v).partition(" ")
+                out[_text(k)] = (int(tick), jid)
+            return out
+        return Call(("HGETALL", keys.CRON_LAST), decode)
 
     # -- workers and processes -------------------------------------------------------------
     @Op

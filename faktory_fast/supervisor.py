@@ -136,6 +136,9 @@ class Supervisor:
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)
+        background = BackgroundTasks(store, lambda: self.cfg, self.redis)
+        # Throttles are read by every FETCH: in Redis before the first server process starts.
+        await background.publish_config()
         if self.redis is not None:
             # Our own Redis: any process still registered died with a killed master before us.
             for proc in await store.registered_processes():
@@ -161,7 +164,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = BackgroundTasks(store, lambda: self.cfg, self.redis).start()
+        tasks = background.start()
         await self._follow_redis(conn, stop)
         for t in tasks:
             t.cancel()

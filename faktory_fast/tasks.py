@@ -1,5 +1,6 @@
 """The master's background tasks, run once per server (not once per server process): the
-scheduler, the reservation reaper, the worker reaper, the dead-set purge and the backups.
+scheduler, the reservation reaper, the worker reaper, the dead-set purge, the backups, and
+Enterprise's cron and throttle table (``publish_config``, ``cron.CronRunner``).
 
 Each runs every so often until cancelled; a round that fails is logged and the next one tries
 again. Their counters feed INFO's ``tasks`` section (``keys.TASKS``).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 
 import redis
 
-from faktory_fast import aredis, backup, jobs, keys
+from faktory_fast import aredis, backup, cron, jobs, keys
 from faktory_fast.config import Config
 from faktory_fast.failures import expire_reservation, set_aside
 from faktory_fast.jobs import now_score
@@ -30,6 +32,9 @@ WORKER_REAP_INTERVAL = 15.0
 WORKER_TIMEOUT = 60.0  # a worker without a heartbeat for this long is forgotten
 DEAD_PURGE_INTERVAL = 60.0
 BACKUP_CHECK_INTERVAL = 1.0  # how often the backup task looks at the (reloadable) schedule
+CRON_INTERVAL = 1.0  # cron ticks are pushed within this (and a reloaded config published)
+REPUBLISH_INTERVAL = 60.0  # the config's tables are written again this often (a Redis that lost
+#                            its data, say), changed or not
 SCAN_BATCH = 500
 EXPIRED_BATCH = 100
 
@@ -60,6 +65,9 @@ class BackgroundTasks:
         self.config = config
         self.redis_child = redis_child
         self.stats = TaskStats()
+        self.cron = cron.CronRunner(store, lambda: self.config().cron, cron.clock(os.environ))
+        self._published: Config | None = None  # the config whose Enterprise tables Redis has
+        self._published_at = 0.0  # time.monotonic() of that
 
     def start(self) -> list[asyncio.Future[None]]:
         """Start every task; the caller cancels them."""
@@ -68,6 +76,7 @@ class BackgroundTasks:
             _every(RESERVATION_INTERVAL, self.expire_reservations),
             _every(WORKER_REAP_INTERVAL, self.reap_workers),
             _every(DEAD_PURGE_INTERVAL, self.purge_dead),
+            _every(CRON_INTERVAL, self.run_cron),
         ]
         if self.redis_child is not None:
             coros.append(self.backups())
@@ -106,6 +115,25 @@ class BackgroundTasks:
         if n:
             log.info("%d job reservations expired", n)
             self.stats.add("Busy", reaped=n)
+
+    async def publish_config(self) -> None:
+        """Give Redis the throttle table and cron entries of the configuration (at start, after
+        a SIGHUP changed them, and every REPUBLISH_INTERVAL): every process and node reads them
+        there (the last node to write wins: nodes should share their conf.d)."""
+        cfg, last = self.config(), self._published
+        if last is not None and (last.throttles, last.cron) == (cfg.throttles, cfg.cron) \
+                and time.monotonic() - self._published_at < REPUBLISH_INTERVAL:
+            return
+        await self.store.set_throttles(cfg.throttles)
+        await self.store.set_cron_entries(cfg.cron)
+        self._published, self._published_at = cfg, time.monotonic()
+
+    async def run_cron(self) -> None:
+        """Cron: push the jobs of the ticks that came since the last round."""
+        await self.publish_config()
+        t0 = time.perf_counter()
+        pushed = await self.cron.run_due()
+        self.stats.add("Cron", cycles=1, enqueued=pushed, wall_time_sec=time.perf_counter() - t0)
 
     async def reap_workers(self) -> None:
         """Workers that stopped sending heartbeats are forgotten (and their connections

@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 
+from faktory_fast.store import SyncStore
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -104,9 +106,21 @@ class FaktoryServer:
             c.close()
         self.clients.clear()
 
+    @property
+    def redis_socket(self) -> str:
+        """The socket of the server's Redis: its child's, or the one REDIS_URL names."""
+        url = self.extra_env.get("REDIS_URL", "")
+        if url.startswith("unix://"):
+            return url[len("unix://"):]
+        return os.path.join(self.data_dir, "redis.sock")
+
     def redis(self) -> redis.Redis:
-        """A redis-py client on the child Redis (for white-box assertions)."""
-        return redis.Redis(unix_socket_path=os.path.join(self.data_dir, "redis.sock"))
+        """A redis-py client on the server's Redis (for white-box assertions)."""
+        return redis.Redis(unix_socket_path=self.redis_socket)
+
+    def store(self) -> SyncStore:
+        """The web UI's store on the server's Redis (the operations tests assert with)."""
+        return SyncStore.connect("unix://" + self.redis_socket)
 
     def server_process_pids(self) -> list[int]:
         """Pids of the server processes: the master's children running
@@ -358,3 +372,36 @@ def redis_commands(server: FaktoryServer) -> Iterator[list[str]]:
         r.echo("stop-monitor")
         t.join(5)
         r.close()
+
+
+def write_conf(data_dir: str, name: str, text: str) -> str:
+    """Write ``<data_dir>/conf/conf.d/<name>`` (the config dir FaktoryServer passes with -c)."""
+    conf_d = os.path.join(data_dir, "conf", "conf.d")
+    os.makedirs(conf_d, exist_ok=True)
+    path = os.path.join(conf_d, name)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def two_nodes(base: str, processes: int = 2, conf: str = "", env: dict[str, str] | None = None,
+              args: list[str] | None = None) -> Iterator[tuple[FaktoryServer, FaktoryServer]]:
+    """Two servers ("nodes") on one Redis of their own (REDIS_URL), so that either can stop
+    and start again. ``conf``: conf.d/test.toml of both; ``env``, ``args``: of both."""
+    from faktory_fast.redis_child import RedisChild
+
+    shared = RedisChild(os.path.join(base, "redis"))
+    shared.start()
+    env = {**(env or {}), "REDIS_URL": shared.url}
+    nodes = [FaktoryServer(os.path.join(base, name), processes=processes, env=env, args=args)
+             for name in ("a", "b")]
+    try:
+        for node in nodes:
+            write_conf(node.data_dir, "test.toml", conf)
+            node.start()
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
+        shared.stop()

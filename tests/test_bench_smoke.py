@@ -23,7 +23,7 @@ import pytest
 from bench.client import parse_faktory_url, parse_redis_url, pwdhash
 from bench.resp import ErrorReply, encode_command, parse
 from faktory_fast.redis_child import RedisChild
-from tests.support import FaktoryServer
+from tests.support import FaktoryServer, write_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def bench(*args: str, out: Path, timeout: float = 60) -> dict[str, Any]:
     assert "results:" in res.stdout
     doc = json.loads(out.read_text())
     assert doc["scenario"] == args[0]
-    assert doc["runs"] and doc["summary"]["first"]
+    assert doc["runs"] and doc["summary"][doc["runs"][0]["target"]]  # "first", or --ent's "plain"
     return doc
 
 
@@ -90,6 +90,32 @@ def test_load(load_doc: dict[str, Any]) -> None:
     assert r["server_procs"] == 3  # the master, its one server process and the child Redis
     parts = [r[f"{part}_{mode}_us_per_job"] for part in ("server", "redis") for mode in ("user", "sys")]
     assert min(parts) >= 0 and sum(parts) == pytest.approx(r["server_cpu_us_per_job"])  # one round
+
+
+def test_load_ent_unique_against_plain(tmp_path: Path) -> None:
+    """--ent: plain jobs and unique (or throttled) ones alternate on one server."""
+    srv = FaktoryServer(str(tmp_path / "ff"), processes=1)
+    write_conf(srv.data_dir, "throttles.toml", "[throttles]\n" + "".join(
+        f"tqueue{i} = {{ concurrency = 2, timeout = 60 }}\n" for i in range(5)))
+    srv.start()
+    try:
+        for kind in ("unique", "throttle"):
+            doc = bench("load", "--url", srv.url, "-j", "100", "-t", "4", "--ent", kind,
+                        out=tmp_path / f"{kind}.json")
+            assert doc["params"]["ent"] == kind
+            assert [r["target"] for r in doc["runs"]] == ["plain", kind]
+            for name in ("plain", kind):
+                assert doc["summary"][name]["fetched"] == 100
+            assert doc["summary"]["ratio"]["jobs_per_s"] > 0
+            # The last run was the Enterprise one: its traces are still in Redis.
+            r = srv.redis()
+            if kind == "unique":  # one lock per job, released at ACK (a failed job keeps it)
+                assert len(r.keys("ff:uniq:*")) == doc["summary"]["unique"]["failed"]
+            else:
+                assert {q.decode() for q in r.smembers("queues")} == \
+                    {f"tqueue{i}" for i in range(5)}
+    finally:
+        srv.stop()
 
 
 def test_load_compare(server_url: tuple[str, int], tmp_path: Path) -> None:
@@ -213,8 +239,9 @@ def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
 
 
 
-def test_lua_cost() -> None:
-    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200"], cwd=ROOT,
+@pytest.mark.parametrize("extra", [[], ["--unique"]])
+def test_lua_cost(extra: list[str]) -> None:
+    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     costs = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in res.stdout.splitlines()}

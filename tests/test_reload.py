@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from tests.support import FaktoryServer, job, wait_for
+from tests.support import write_conf as write_conf_file
 
 
 def status(port: int, password: str) -> int:
@@ -24,10 +25,7 @@ def status(port: int, password: str) -> int:
 
 
 def write_conf(srv: FaktoryServer, text: str) -> None:
-    folder = os.path.join(srv.data_dir, "conf", "conf.d")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "server.toml"), "w") as fh:
-        fh.write(text)
+    write_conf_file(srv.data_dir, "server.toml", text)
 
 
 def test_sighup_reloads_web_password_and_log_level_keeping_connections(tmp_path) -> None:

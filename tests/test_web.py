@@ -15,7 +15,7 @@ import pytest
 import redis
 from falcon import testing
 
-from faktory_fast import config, jobs, keys
+from faktory_fast import config, cron, jobs, keys
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.stats import info_document
 from faktory_fast.store import SyncStore
@@ -1025,3 +1025,85 @@ def test_debug_over_tcp_omits_df(store: SyncStore, redis_url: str, monkeypatch: 
     monkeypatch.setattr(resources, "storage_dir", lambda url: None)
     page = web.get("/debug").text
     assert 'class="df"' not in page and "Redis INFO" in page
+
+
+# -- Enterprise, part 2: Cron and Throttles tabs, unique locks, expired jobs --------------------
+
+def test_throttles_tab(web: Web, store: SyncStore) -> None:
+    assert "No throttles." in web.get("/throttles").text
+    store.set_throttles({"slow": ("concurrency", 2, 60), "bulk": ("worker", 3, 30)})
+    for _ in range(3):
+        push(store, queue="slow")
+    for _ in range(2):
+        push(store, queue="bulk")
+    assert store.fetch("w1", "proc", jobs.now_score(), 1800, ["slow"])
+    for wid in ("w1", "w2"):
+        assert store.fetch(wid, "proc", jobs.now_score(), 1800, ["bulk"])
+    page = web.get("/throttles").text
+    rows = dict(re.findall(r'<a href="/queues/(\w+)">\w+</a></td>\s*(.*?)</tr>', page, re.S))
+    slow = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", rows["slow"])).split()
+    assert slow == ["concurrency", "=", "2,", "timeout", "=", "60", "1", "2"]
+    bulk = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", rows["bulk"]))
+    assert "worker = 3, timeout = 30" in bulk and "2 Processes (2)" in bulk
+    assert 'href="/throttles" class="current"' in page
+
+
+def test_cron_tab_lists_entries_and_enqueues_now(web: Web, store: SyncStore) -> None:
+    assert "No cron entries." in web.get("/cron").text
+    entries = cron.parse_entries([
+        {"schedule": "@yearly", "job": {"type": "Yearly", "args": [1, "<b>"]}},
+        {"schedule": "*/5 * * * *", "job": {"type": "Five", "queue": "critical"}},
+    ], ["/etc/faktory/conf.d/cron.toml"] * 2)
+    store.set_cron_entries(entries)
+    page = web.get("/cron").text
+    assert "<code>@yearly</code>" in page and "<code>*/5 * * * *</code>" in page
+    assert '<code class="args">[1, "\\u003cb\\u003e"]</code>' in page  # no markup gets in
+    assert page.index("*/5 * * * *") < page.index("@yearly")  # soonest next run first
+    assert page.count("–") >= 2  # no last run yet
+    yearly = entries[0]
+    reply = web.post("/cron", {"entry": yearly.id})
+    assert reply.status_code == 302 and reply.headers["location"] == "/cron"
+    (queued,) = store.client.lrange(keys.queue("default"), 0, -1)
+    jid = jobs.stored_job(queued)["jid"]
+    assert f"<code>{jid}</code>" in web.get("/cron").text  # the last run, with its jid
+    # Same security rules as every action: no CSRF token, no push.
+    assert web.post("/cron", {"entry": yearly.id}, token=None).status_code == 403
+    assert web.post("/cron", {"entry": "nosuchentry"}).status_code == 400
+    assert store.client.llen(keys.queue("default")) == 1
+
+
+def test_cron_enqueue_now_of_a_locked_unique_job_says_why(web: Web, store: SyncStore) -> None:
+    (entry,) = cron.parse_entries(
+        [{"schedule": "@daily", "job": {"type": "Once", "custom": {"unique_for": 600}}}], [])
+    store.set_cron_entries([entry])
+    assert web.post("/cron", {"entry": entry.id}).status_code == 302
+    again = web.post("/cron", {"entry": entry.id})
+    assert again.status_code == 409 and "Job not unique" in again.text
+
+
+def test_job_page_shows_the_unique_lock(web: Web, store: SyncStore) -> None:
+    custom = {"unique_for": 3600}
+    holder = push(store, "Lonely", [7], custom=custom)
+    score, jid = add_failed(store, jobtype="Lonely", args=[7], custom=custom,
+                            jid=holder["jid"])
+    page = web.get(f"/retries/{score}|{jid}").text
+    assert re.search(rf"<th>Unique lock</th><td>Held by {jid} for (1 h 0 min|59 min \d+ s) more</td>", page)
+    store.client.delete(*store.client.keys("ff:uniq:*"))
+    page = web.get(f"/retries/{score}|{jid}").text
+    assert "<th>Unique lock</th><td>Released</td>" in page
+    plain_score, plain_jid = add_failed(store)
+    assert "Unique lock" not in web.get(f"/retries/{plain_score}|{plain_jid}").text
+
+
+def test_expired_count_on_dashboard_and_metrics(web: Web, store: SyncStore) -> None:
+    store.client.set(keys.EXPIRED, 1234)
+    page = web.get("/").text
+    assert re.search(r"<dt>Expired jobs</dt><dd>1,234</dd>", page)
+    assert "faktory_jobs_expired_total 1234" in web.get("/metrics").text
+    assert web.get("/stats").json["faktory"]["total_expired"] == 1234
+
+
+def test_pages_translate(web: Web, store: SyncStore) -> None:
+    de = {"Accept-Language": "de"}
+    assert "Keine Drosselungen." in web.get("/throttles", headers=de).text
+    assert "Keine Cron-Einträge." in web.get("/cron", headers=de).text

@@ -76,5 +76,7 @@ def create_app(settings: Settings | None = None) -> falcon.App:
         app.add_route(listing.path + "/{key}", resources.SortedSetEntry(listing))
     app.add_route("/batches", resources.Batches(ui))
     app.add_route("/batches/{bid}", resources.Batch(ui))
+    app.add_route("/cron", resources.Cron(ui))
+    app.add_route("/throttles", resources.Throttles(ui))
     app.add_route("/debug", resources.Debug(ui))
     return app

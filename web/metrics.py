@@ -30,6 +30,9 @@ def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]],
                      [({}, info["processed"])])
     lines += _metric("faktory_jobs_failed_total", "counter", "Job failures since the data was created.",
                      [({}, info["failures"])])
+    lines += _metric("faktory_jobs_expired_total", "counter",
+                     "Expiring jobs discarded at FETCH since the data was created.",
+                     [({}, info["expired"])])
     lines += _metric("faktory_queue_size", "gauge", "Jobs waiting in each queue.",
                      [({"queue": n}, size) for n, size, _, _ in queues])
     lines += _metric("faktory_queue_latency_seconds", "gauge",

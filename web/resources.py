@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 import orjson
 
-from faktory_fast import FAKTORY_VERSION, jobs, keys
+from faktory_fast import FAKTORY_VERSION, cron, jobs, keys
 from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.store import SyncStore
@@ -294,6 +294,15 @@ class SortedSet(Resource):
             raise falcon.HTTPBadRequest(title="Invalid job key") from None
 
 
+def unique_lock(store: SyncStore, job: views.JobView) -> Any:
+    """The unique lock a job with ``custom.unique_for`` names (``store.UniqueLock``), or None."""
+    custom = job.job.get("custom")
+    if not isinstance(custom, dict) or custom.get("unique_for") is None:
+        return None
+    return store.unique_lock(str(job.job.get("jobtype")), job.queue,
+                             orjson.dumps(job.job.get("args")))
+
+
 class SortedSetEntry(Resource):
     """``/retries/<key>`` and friends: one job in full; its actions."""
 
@@ -310,7 +319,7 @@ class SortedSetEntry(Resource):
         job = views.parse_job(member, score)
         tracking = self.store.track_get(job.jid)[1] if job.custom.get("track") else None
         self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, actions=lst.actions,
-                     job=job, tracking=tracking)
+                     job=job, tracking=tracking, unique=unique_lock(self.store, job))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         fields = form(req)
@@ -360,6 +369,42 @@ class Batch(Resource):
                      jobs=sorted(detail.jobs.items()), next_cursor=detail.cursor,
                      cursor=cursor, state=state, states=BATCH_JOB_STATES, children=children,
                      child_count=len(detail.children), unit_states=detail.children)
+
+
+class Cron(Resource):
+    """``/cron``: the [[cron]] entries the master published, their next and last runs;
+    "Enqueue now"."""
+
+    def entries(self) -> list[cron.CronEntry]:
+        return [cron.CronEntry(e["schedule"], e["job"], e["source"], ident)
+                for ident, e in self.store.cron_entries().items()]
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        now = time.time()
+        zone = cron.local_zone()
+        last = self.store.cron_last()
+        rows = [(e, e.next_tick(now, zone), last.get(e.id)) for e in self.entries()]
+        rows.sort(key=lambda row: (row[1], row[0].source))
+        self.ui.page(req, resp, "cron.html", rows=rows)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ident = one(form(req), "entry")
+        entry = next((e for e in self.entries() if e.id == ident), None)
+        if entry is None:
+            raise falcon.HTTPBadRequest(title="No such cron entry",
+                                        description="The configuration may have been reloaded.")
+        try:
+            cron.enqueue_now(self.store, entry)
+        except jobs.JobError as exc:
+            raise falcon.HTTPConflict(title="Job not pushed", description=str(exc)) from None
+        raise redirect(req, "/cron")
+
+
+class Throttles(Resource):
+    """``/throttles``: each throttle's limit, the locks in use and the jobs waiting."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.ui.page(req, resp, "throttles.html", throttles=self.store.throttle_usage())
 
 
 class Debug(Resource):

@@ -1,10 +1,252 @@
--- Unique jobs, expiring jobs, throttling and cron (issue 13). Pasted into faktory.lua by
--- store.library_source; the hooks' contract is in faktory.lua, above the line that includes
--- this file.
+-- Unique jobs, expiring jobs, throttling and cron (issue 13; docs/enterprise.md). Pasted into
+-- faktory.lua by store.library_source; the hooks' contract is in faktory.lua, above the line
+-- that includes this file. Keys built here from prefixes (not declared by callers):
+-- ff:uniq:<sha1> (UNIQUE_PREFIX), ff:thr:<queue>[:<wid>] (THROTTLE_PREFIX), ff:expired
+-- (EXPIRED_KEY), and the queue lists and waiters sets of the queues jobs name.
 
-local function ent_push(doc, queue, score)
+-- Redis's clock as unix seconds (ACK and PUSH are not given a time).
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+-- unique ---------------------------------------------------------------------------------------
+
+-- Does a decoded JSON array or object hold an object (a table with string keys) anywhere?
+local function has_object(v)
+  for k, x in pairs(v) do
+    if type(k) ~= 'number' or (type(x) == 'table' and has_object(x)) then return true end
+  end
+  return false
+end
+
+-- A decoded JSON value as canonical text: object keys sorted, so that {"a":1,"b":2} and
+-- {"b":2,"a":1} name the same lock (cjson's own encoding follows Lua's table order). Values
+-- without objects (the usual args: arrays of scalars) are cjson's encoding, in one call.
+local function canonical(v)
+  if type(v) ~= 'table' or not has_object(v) then return cjson.encode(v) end
+  local names = {}
+  for k in pairs(v) do names[#names + 1] = k end
+  local parts = {}
+  if #names == #v then  -- an array holding objects
+    for i = 1, #v do parts[i] = canonical(v[i]) end
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  for i, k in ipairs(names) do names[i] = tostring(k) end
+  table.sort(names)
+  for i, k in ipairs(names) do parts[i] = cjson.encode(k) .. ':' .. canonical(v[k]) end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- The lock key of a unique job: sha1 of jobtype, queue and canonical args, NUL-separated.
+local function unique_key(doc, queue)
+  return UNIQUE_PREFIX .. redis.sha1hex(tostring(doc['jobtype']) .. '\0' .. queue .. '\0' ..
+    canonical(doc['args']))
+end
+
+-- Seconds a job's unique lock lasts (custom.unique_for, a number or numeric string), or nil if
+-- the job is not unique.
+local function unique_for(custom)
+  local n = tonumber(custom['unique_for'])
+  if n and n > 0 then return n end
   return nil
 end
 
-local function ent_done(doc, outcome)
+-- Drop the job's unique lock if the job still holds it (a later duplicate may hold it now).
+local function unique_release(doc)
+  if not unique_for(doc['custom']) then return end
+  local key = unique_key(doc, doc['queue'] or 'default')
+  if redis.call('GET', key) == doc['jid'] then redis.call('DEL', key) end
 end
+
+-- expiring -------------------------------------------------------------------------------------
+
+-- Days from 1970-01-01 to the civil date y-m-d (proleptic Gregorian).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+
+-- RFC 3339 text as unix seconds; nil if it is not (PUSH checked custom.expires_at already).
+local function rfc3339_seconds(text)
+  if type(text) ~= 'string' then return nil end
+  local y, mo, d, h, mi, s, frac, tz = string.match(text,
+    '^(%d%d%d%d)-(%d%d)-(%d%d)[Tt](%d%d):(%d%d):(%d%d)(%.?%d*)([Zz+-].*)$')
+  if not y then return nil end
+  local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 +
+    tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  if #frac > 1 then t = t + tonumber('0' .. frac) end
+  if tz ~= 'Z' and tz ~= 'z' then
+    local sign, oh, om = string.match(tz, '^([+-])(%d%d):(%d%d)$')
+    if not sign then return nil end
+    local offset = tonumber(oh) * 3600 + tonumber(om) * 60
+    if sign == '+' then t = t - offset else t = t + offset end
+  end
+  return t
+end
+
+-- throttles ------------------------------------------------------------------------------------
+
+-- The lock set of queue `name`'s throttle for worker `wid` (spec: its ff:throttles entry,
+-- "concurrency|worker <limit> <timeout>"), and the lock's timeout; false when the throttle
+-- is full. Locks past their timeout (held for workers that vanished, or jobs that outran
+-- it) are dropped first.
+local function throttle_check(spec, name, wid, now)
+  local kind, limit, timeout = string.match(spec, '^(%a+) (%d+) (%d+)$')
+  if not kind then return nil end
+  local key = THROTTLE_PREFIX .. name
+  if kind == 'worker' then key = key .. ':' .. wid end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(limit) then return false end
+  return key, tonumber(timeout)
+end
+
+-- A reservation record that holds a throttle lock ('{"rid":N,"thr":"<lock set>",...}', as
+-- reserve_job writes it) ended: release the lock, and wake the processes waiting on the queue,
+-- whose FETCH may have skipped it for being full. The lock set is read by a pattern (decoded
+-- only if its name needed escaping: a wid with quotes); its queue is the part after the
+-- prefix up to any ':' (queue names have none).
+local function throttle_release(record, jid)
+  local lock = string.match(record, '^{"rid":%d+,"thr":"([^"\\]*)"')
+  if not lock then
+    local ok, rec = pcall(cjson.decode, record)
+    if not ok or type(rec) ~= 'table' or type(rec['thr']) ~= 'string' then return end
+    lock = rec['thr']
+  end
+  redis.call('ZREM', lock, jid)
+  local name = string.match(string.sub(lock, #THROTTLE_PREFIX + 1), '^[^:]+')
+  if name then wake(name, WAITERS_PREFIX .. name) end
+end
+
+-- ff_replace_hash(field, value, ...): replace the hash KEYS[1] (the master's tables from the
+-- configuration, at start and on SIGHUP: ff:throttles, ff:cron:entries). KEYS: <hash>.
+local function ff_replace_hash(keys, args)
+  redis.call('DEL', keys[1])
+  if #args > 0 then redis.call('HSET', keys[1], unpack(args)) end
+  return #args / 2
+end
+
+-- ff_throttle_usage(): per throttle {queue, spec, locks held (cluster-wide, or summed over
+-- workers), workers holding locks, jobs waiting in the queue}, for the web UI.
+-- KEYS: ff:throttles, ff:prioq; also each throttled queue's lists and lock sets.
+local function ff_throttle_usage(keys, args)
+  local out = {}
+  local now = redis_now()
+  local specs = redis.call('HGETALL', keys[1])
+  for i = 1, #specs, 2 do
+    local name, spec = specs[i], specs[i + 1]
+    local held, holders = 0, 0
+    if string.sub(spec, 1, 7) == 'worker ' then
+      local cursor = '0'
+      repeat
+        local reply = redis.call('SCAN', cursor, 'MATCH', THROTTLE_PREFIX .. name .. ':*',
+          'COUNT', 100)
+        cursor = reply[1]
+        for _, key in ipairs(reply[2]) do
+          local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+          held = held + n
+          if n > 0 then holders = holders + 1 end
+        end
+      until cursor == '0'
+    else
+      held = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
+    end
+    out[#out + 1] = {name, spec, held, holders, qsize(keys[2], name)}
+  end
+  return out
+end
+
+-- the hooks ------------------------------------------------------------------------------------
+
+-- ent_push: a unique job takes its lock, atomically with the push (the same FCALL), or is
+-- refused. The lock lasts unique_for seconds, plus the delay of a scheduled job.
+local function ent_push(doc, queue, score)
+  local ttl = unique_for(doc['custom'])
+  if not ttl then return nil end
+  if score ~= '' then
+    local delay = tonumber(score) - redis_now()
+    if delay > 0 then ttl = ttl + delay end
+  end
+  if redis.call('SET', unique_key(doc, queue), tostring(doc['jid']), 'NX', 'PX',
+      math.ceil(ttl * 1000)) then
+    return nil
+  end
+  return 'NOTUNIQUE Job not unique'
+end
+
+-- ent_fetch(doc, now): ff_fetch popped this job with a "custom" object. false: it has expired
+-- (custom.expires_at is past): it is discarded (and counted in ff:expired), and the FETCH goes
+-- on. true: hand it out; a unique job with unique_until "start" releases its lock now.
+local function ent_fetch(doc, now)
+  local custom = doc['custom']
+  local expires = rfc3339_seconds(custom['expires_at'])
+  if expires and expires <= now then
+    redis.call('INCR', EXPIRED_KEY)
+    unique_release(doc)
+    return false
+  end
+  if custom['unique_until'] == 'start' then unique_release(doc) end
+  return true
+end
+
+-- ent_done: a job that succeeded releases its unique lock; so does one that died or was
+-- discarded (it will not run again). A job waiting for a retry keeps it.
+local function ent_done(doc, outcome)
+  if outcome ~= 'retry' then unique_release(doc) end
+end
+
+-- ff_unique_lock(jobtype, queue, args_json): {lock key, jid holding it or false, ms to live},
+-- for the web UI's job page. KEYS: none known beforehand (the lock's key is computed).
+local function ff_unique_lock(keys, args)
+  local ok, jobargs = pcall(cjson.decode, args[3])
+  if not ok then return false end
+  local key = unique_key({jobtype = args[1], args = jobargs}, args[2])
+  return {key, redis.call('GET', key), redis.call('PTTL', key)}
+end
+
+-- cron -----------------------------------------------------------------------------------------
+
+-- ff_cron_push(claim, claim_ttl, entry, tick, queue, priority, job, score): push a cron
+-- entry's job for one tick, once across every process and node: only the first caller to
+-- claim `claim` (SET NX, kept claim_ttl seconds) pushes; claim '' pushes unconditionally
+-- ("enqueue now"). A job with "custom" goes through ent_push (a unique cron job). Records
+-- "<tick> <jid>" as the entry's last run. Returns 1 (pushed), 0 (claimed elsewhere) or the
+-- refusal ("CODE message"). KEYS: scheduled, queues, ff:prioq, ff:cron:last,
+-- q:<queue>[:p<N>], ff:wait:<queue>; and the claim key.
+local function ff_cron_push(keys, args)
+  local claim, ttl, entry, tick = args[1], args[2], args[3], args[4]
+  local queue, prio, job, score = args[5], tonumber(args[6]), args[7], args[8]
+  if claim ~= '' and not redis.call('SET', claim, entry, 'NX', 'EX', ttl) then return 0 end
+  local doc = cjson.decode(job)
+  if type(doc['custom']) == 'table' then
+    local refusal = ent_push(doc, queue, score)
+    if refusal then return refusal end
+  end
+  if score ~= '' then
+    redis.call('ZADD', keys[1], score, job)
+  else
+    enqueue(keys[2], keys[3], queue, prio, job, 'LPUSH', keys[5], keys[6])
+  end
+  redis.call('HSET', keys[4], entry, tick .. ' ' .. doc['jid'])
+  return 1
+end
+
+-- ff_cron_seen(now): move the cluster's cron watermark forward to `now` (never back); returns
+-- the previous one ('' if none). KEYS: ff:cron:seen.
+local function ff_cron_seen(keys, args)
+  local old = redis.call('GET', keys[1])
+  if not old or tonumber(old) < tonumber(args[1]) then redis.call('SET', keys[1], args[1]) end
+  return old or ''
+end
+
+-- Registered here rather than with the core functions at the end of faktory.lua.
+redis.register_function('ff_replace_hash', ff_replace_hash)
+redis.register_function{function_name = 'ff_throttle_usage', callback = ff_throttle_usage,
+  flags = {'no-writes'}}
+redis.register_function{function_name = 'ff_unique_lock', callback = ff_unique_lock,
+  flags = {'no-writes'}}
+redis.register_function('ff_cron_push', ff_cron_push)
+redis.register_function('ff_cron_seen', ff_cron_seen)

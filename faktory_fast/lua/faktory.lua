@@ -162,8 +162,12 @@ end
 -- Reserve `job` (whose jid is `jid`) for worker `wid` from `now` (the caller's time string) for
 -- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
 -- record in ff:res (`res`), its deadline in `working`, a token from ff:rseq (`rseq`).
+-- `lock`: the throttle lock set the reservation takes a lock in, for `lock_timeout` seconds
+-- (nil: none); the record then names it second ('{"rid":N,"thr":"<lock set>",...}'), where
+-- ff_ack/ff_fail find it with one anchored match.
 -- Returns what ff_fetch returns for a job: {job, token, jid}.
-local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job)
+local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job, lock,
+                           lock_timeout)
   if secs == nil or secs <= 0 then secs = tonumber(default) end
   if secs < 60 then secs = 60 end
   if secs > 86400 then secs = 86400 end
@@ -172,8 +176,13 @@ local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job
   -- Built as strings: number formatting and cjson.encode are the slow part of a FETCH.
   local expires = (tonumber(now_sec) + math.floor(secs)) .. now_frac
   local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
-  local record = '{"rid":' .. rid .. ',"wid":' .. quoted .. ',"reserved_at":' .. now ..
-    ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
+  local thr = ''
+  if lock then
+    redis.call('ZADD', lock, tonumber(now_sec) + lock_timeout, jid)
+    thr = '"thr":' .. cjson.encode(lock) .. ','
+  end
+  local record = '{"rid":' .. rid .. ',' .. thr .. '"wid":' .. quoted .. ',"reserved_at":' ..
+    now .. ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
   redis.call('HSET', res, jid, record)
   redis.call('ZADD', working, expires, jid)
   return {job, rid, jid}
@@ -184,56 +193,86 @@ end
 -- there (and the process is registered as waiting on every searched queue), FETCHED.QUIET when
 -- the worker is quiet or terminating, FETCHED.ALL_PAUSED when every queue is paused,
 -- FETCHED.SOME_PAUSED when nothing is there and some are paused (registered for the others).
--- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:w:<wid>;
--- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists.
+-- Enterprise: a queue whose throttle (ff:throttles) is full is skipped (and waited on, as an
+-- empty one); expired jobs met on the way are discarded (ent_fetch), and their jids follow
+-- the answer: {job, token, jid, {jid...}} or {FETCHED.x, {jid...}}.
+-- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:throttles, ff:w:<wid>;
+-- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists, and the keys
+-- of ent.lua (unique locks, throttle locks, ff:expired).
 local function ff_fetch(keys, args)
-  local quiet, paused_set, prioq, rseq, res, working = keys[1], keys[2], keys[3], keys[4],
-    keys[5], keys[6]
+  local quiet, paused_set, prioq, rseq, res, working, throttles = keys[1], keys[2], keys[3],
+    keys[4], keys[5], keys[6], keys[7]
   local wid, proc = args[1], args[2]
-  -- With no quiet worker, paused queue or priority list anywhere (the usual case), one call
-  -- answers all three questions.
-  local plain = redis.call('EXISTS', quiet, paused_set, prioq) == 0
+  -- With no quiet worker, paused queue, priority list or throttle anywhere (the usual case),
+  -- one call answers all four questions.
+  local plain = redis.call('EXISTS', quiet, paused_set, prioq, throttles) == 0
   local paused = {}
+  local throttled = false
   if not plain then
     if wid ~= '' then
-      local state = redis.call('HGET', keys[7], 'state')
+      local state = redis.call('HGET', keys[8], 'state')
       if state == 'quiet' or state == 'terminate' then return FETCHED.QUIET end
     end
     for _, p in ipairs(redis.call('SMEMBERS', paused_set)) do paused[p] = true end
+    throttled = redis.call('EXISTS', throttles) == 1
   end
   local active = {}  -- the waiters keys of the queues searched
+  local expired = nil  -- jids of expired jobs discarded on the way
   for i = 5, #args do
     local name = args[i]
     if not paused[name] then
-      local base = keys[2 * i - 2]  -- q:<name>; ff:wait:<name> follows it
-      active[#active + 1] = keys[2 * i - 1]
-      local job
-      if plain then job = redis.call('RPOP', base) else job = pop(prioq, name, base) end
-      if job then
+      local base = keys[2 * i - 1]  -- q:<name>; ff:wait:<name> follows it
+      active[#active + 1] = keys[2 * i]
+      local lock, lock_timeout = nil, nil
+      if throttled then
+        local spec = redis.call('HGET', throttles, name)
+        if spec then lock, lock_timeout = throttle_check(spec, name, wid, args[3]) end
+      end
+      while lock ~= false do
+        local job
+        if plain then job = redis.call('RPOP', base) else job = pop(prioq, name, base) end
+        if not job then break end
         -- Fast path for the common shape we encode (no failure, custom or reserve_for):
-        -- the jid is the second key; otherwise decode the whole job.
+        -- the jid is the second key; otherwise decode the whole job. (jobs.encode writes
+        -- "custom" before "jid": a job with one always takes the slow path.)
         local jid = string.match(job, '^{"retry":%-?%d+,"jid":"([^"\\]*)"')
         local reserve = nil
+        local keep = true
         if jid == nil or string.find(job, '"reserve_for":', 1, true) then
           local ok, decoded = pcall(cjson.decode, job)
           jid = nil
           if ok and type(decoded) == 'table' then
             jid = decoded['jid']
             reserve = tonumber(decoded['reserve_for'])
+            if type(decoded['custom']) == 'table' and type(jid) == 'string' then
+              keep = ent_fetch(decoded, tonumber(args[3]))
+            end
           end
         end
-        if type(jid) ~= 'string' then
+        if not keep then
+          expired = expired or {}
+          expired[#expired + 1] = jid
+        elseif type(jid) ~= 'string' then
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
           return {job, 0, ''}
+        else
+          local found = reserve_job(rseq, res, working, wid, args[3], reserve, args[4], jid,
+            job, lock, lock_timeout)
+          if expired then found[4] = expired end
+          return found
         end
-        return reserve_job(rseq, res, working, wid, args[3], reserve, args[4], jid, job)
       end
     end
   end
-  if #active == 0 then return FETCHED.ALL_PAUSED end
-  for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
-  if #active < #args - 4 then return FETCHED.SOME_PAUSED end
-  return FETCHED.EMPTY
+  local found
+  if #active == 0 then
+    found = FETCHED.ALL_PAUSED
+  else
+    for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
+    if #active < #args - 4 then found = FETCHED.SOME_PAUSED else found = FETCHED.EMPTY end
+  end
+  if expired then return {found, expired} end
+  return found
 end
 
 -- ff_push_to(queue, wid, reserve_for, default_reserve, job, jid, now): PUSH of a job that this
@@ -242,19 +281,21 @@ end
 -- quiet, the job is reserved for that FETCH at once, as ff_fetch would (returns {job, token,
 -- jid}: one call instead of a push, a wake-up and a FETCH). Otherwise it is enqueued as ff_push
 -- enqueues (waking the waiters) and 0 is returned.
--- KEYS: queues, ff:prioq, paused, ff:quiet, ff:rseq, ff:res, working, ff:w:<wid>, q:<queue>,
--- ff:wait:<queue>.
+-- A queue with a throttle (ff:throttles) is never handed over: the job is enqueued, and the
+-- woken FETCH takes the throttle's rules.
+-- KEYS: queues, ff:prioq, paused, ff:quiet, ff:rseq, ff:res, working, ff:throttles, ff:w:<wid>,
+-- q:<queue>, ff:wait:<queue>.
 local function ff_push_to(keys, args)
   local queues, prioq, paused, quiet = keys[1], keys[2], keys[3], keys[4]
   local name, wid, job = args[1], args[2], args[5]
-  local take = redis.call('LLEN', keys[9]) == 0 and redis.call('SISMEMBER', prioq, name) == 0
-    and redis.call('SISMEMBER', paused, name) == 0
+  local take = redis.call('LLEN', keys[10]) == 0 and redis.call('SISMEMBER', prioq, name) == 0
+    and redis.call('SISMEMBER', paused, name) == 0 and redis.call('HEXISTS', keys[8], name) == 0
   if take and wid ~= '' and redis.call('EXISTS', quiet) == 1 then
-    local state = redis.call('HGET', keys[8], 'state')
+    local state = redis.call('HGET', keys[9], 'state')
     take = state ~= 'quiet' and state ~= 'terminate'
   end
   if not take then
-    enqueue(queues, prioq, name, 5, job, 'LPUSH', keys[9], keys[10])
+    enqueue(queues, prioq, name, 5, job, 'LPUSH', keys[10], keys[11])
     return 0
   end
   redis.call('SADD', queues, name)
@@ -262,13 +303,15 @@ local function ff_push_to(keys, args)
     job)
 end
 
--- ff_ack(jid, plain): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there is
--- no such reservation. plain '1': the caller fetched the job and saw no custom object in it. KEYS: ff:res, working, processed, processed:<day>; also the keys of the
+-- ff_ack(jid, plain): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there
+-- is no such reservation. plain '1': the caller fetched the job and saw no custom object in it:
+-- unless throttles are configured (the record may hold a throttle lock), the record is not
+-- read. KEYS: ff:res, working, processed, ff:throttles, processed:<day>; also the keys of the
 -- Enterprise hooks.
 local function ff_ack(keys, args)
   local jid = args[1]
   local record = nil
-  if args[2] == '1' then  -- the caller knows the job has no custom object: no need to read it
+  if args[2] == '1' and redis.call('EXISTS', keys[4]) == 0 then
     if redis.call('HDEL', keys[1], jid) == 0 then return OUTCOME.GONE end
   else
     record = redis.call('HGET', keys[1], jid)
@@ -277,12 +320,14 @@ local function ff_ack(keys, args)
   end
   redis.call('ZREM', keys[2], jid)
   redis.call('INCR', keys[3])
-  redis.call('INCR', keys[4])
-  local doc = record and record_custom(record)
+  redis.call('INCR', keys[5])
+  if not record then return OUTCOME.DONE end
+  local doc = record_custom(record)
   if doc then
     batch_done(doc, 'ack')
     ent_done(doc, 'ack')
   end
+  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, jid) end
   return OUTCOME.DONE
 end
 
@@ -315,6 +360,7 @@ local function ff_fail(keys, args)
     batch_done(doc, outcome)
     ent_done(doc, outcome)
   end
+  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, jid) end
   return {OUTCOME.DONE}
 end
 
@@ -323,8 +369,11 @@ end
 -- OUTCOME.DONE, or OUTCOME.GONE if there was no such reservation.
 -- KEYS: ff:res, working, queues, ff:prioq, q:<queue>[:p<N>], ff:wait:<queue>.
 local function ff_release(keys, args)
-  if redis.call('HDEL', keys[1], args[1]) == 0 then return OUTCOME.GONE end
+  local record = redis.call('HGET', keys[1], args[1])
+  if not record then return OUTCOME.GONE end
+  redis.call('HDEL', keys[1], args[1])
   redis.call('ZREM', keys[2], args[1])
+  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, args[1]) end
   enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH', keys[5], keys[6])
   return OUTCOME.DONE
 end
@@ -544,9 +593,9 @@ end
 
 -- ff_info(): everything INFO reports that lives in Redis, as a flat list:
 -- {processed, failures, scheduled, retries, dead, working, workers, connections, commands,
---  {task fields...}, {queue, size, ...}}.
+--  {task fields...}, {queue, size, ...}, expired}.
 -- KEYS: processed, failures, scheduled, retries, dead, working, ff:wids, ff:conns, ff:cmds,
--- ff:tasks, queues, ff:prioq; also the lists of every queue `queues` names.
+-- ff:tasks, queues, ff:prioq, ff:expired; also the lists of every queue `queues` names.
 local function ff_info(keys, args)
   local conns, cmds = 0, 0
   for _, c in ipairs(redis.call('HVALS', keys[8])) do conns = conns + tonumber(c) end
@@ -563,6 +612,7 @@ local function ff_info(keys, args)
     redis.call('ZCARD', keys[5]), redis.call('ZCARD', keys[6]),
     redis.call('ZCARD', keys[7]), conns, cmds,
     redis.call('HGETALL', keys[10]), queues,
+    tonumber(redis.call('GET', keys[13]) or 0),
   }
 end
 
@@ -570,11 +620,12 @@ end
 -- (they are still connected); everything about jobs and queues is gone. Publishes 'flush' on
 -- CONTROL_CHANNEL so processes drop what they cached about empty queues.
 -- KEYS: ff:conns, ff:cmds, ff:tasks (kept), ff:wids, ff:quiet (kept, with the ff:w:<wid> of
--- each registered worker); FLUSHDB drops every other key.
+-- each registered worker), ff:throttles, ff:cron:entries (kept: configuration); FLUSHDB
+-- drops every other key.
 local function ff_flush(keys, args)
   local wids, quiet = keys[4], keys[5]
   local keep = {}
-  for i = 1, 3 do keep[keys[i]] = redis.call('HGETALL', keys[i]) end
+  for _, i in ipairs({1, 2, 3, 6, 7}) do keep[keys[i]] = redis.call('HGETALL', keys[i]) end
   local beats = redis.call('ZRANGE', wids, 0, -1, 'WITHSCORES')
   local quiet_wids = redis.call('SMEMBERS', quiet)
   local workers = {}

@@ -1,0 +1,173 @@
+"""Enterprise unique jobs over the wire: custom.unique_for / unique_until (docs/enterprise.md)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from faktory_fast.jobs import rfc3339
+from tests.support import (
+    Client,
+    FaktoryServer,
+    ReplyError,
+    clients_on_distinct_processes,
+    job,
+    two_nodes,
+    wait_for,
+)
+
+NOT_UNIQUE = "NOTUNIQUE Job not unique"
+
+
+def unique(args: list[Any] | None = None, unique_for: Any = 60, **custom: Any) -> dict:
+    return job("Lonely", args if args is not None else [1, "x"],
+               custom={"unique_for": unique_for, **custom})
+
+
+def refused(client: Client, payload: dict) -> str:
+    with pytest.raises(ReplyError) as info:
+        client.push(payload)
+    return str(info.value)
+
+
+def lock_of(srv: FaktoryServer, payload: dict) -> Any:
+    store = srv.store()
+    return store.unique_lock(payload["jobtype"], payload.get("queue", "default"),
+                             json.dumps(payload["args"]).encode())
+
+
+def test_duplicate_push_is_refused_with_notunique(client: Client) -> None:
+    first = unique()
+    assert client.push(first) == "OK"
+    assert refused(client, unique()) == NOT_UNIQUE
+    assert client.info()["faktory"]["total_enqueued"] == 1  # the connection stays usable
+    # (jobtype, args, queue) is the key: any of them different is another job.
+    assert client.push(unique([2, "x"])) == "OK"
+    assert client.push({**unique(), "queue": "other"}) == "OK"
+    assert client.push({**unique(), "jobtype": "Other"}) == "OK"
+    assert client.info()["faktory"]["queues"] == {"default": 3, "other": 1}
+
+
+def test_object_key_order_does_not_matter(client: Client) -> None:
+    assert client.push(unique([{"a": 1, "b": [1, {"c": 2, "d": 3}]}])) == "OK"
+    assert refused(client, unique([{"b": [1, {"d": 3, "c": 2}], "a": 1}])) == NOT_UNIQUE
+
+
+def test_plain_jobs_with_custom_are_not_unique(client: Client) -> None:
+    for custom in ({"other": 1}, {"unique_for": 0}, {"unique_for": "soon"}):
+        for _ in range(2):
+            assert client.push(job("Lonely", [1], custom=custom)) == "OK"
+    assert client.push(unique(unique_for="600")) == "OK"  # Rails sends a numeric string
+    assert refused(client, unique(unique_for="600")) == NOT_UNIQUE
+
+
+def test_pushb_lists_duplicates_in_its_error_map(client: Client) -> None:
+    a, b, c = unique([1]), unique([1]), unique([2])
+    reply = json.loads(client.call("PUSHB " + json.dumps([a, b, c])))
+    assert reply == {b["jid"]: NOT_UNIQUE}
+    assert client.info()["faktory"]["queues"] == {"default": 2}
+
+
+def test_ack_releases_the_lock(srv: FaktoryServer, client: Client) -> None:
+    first = unique()
+    assert client.push(first) == "OK"
+    assert lock_of(srv, first).holder == first["jid"]
+    fetched = client.fetch()
+    assert fetched["jid"] == first["jid"]
+    assert refused(client, unique()) == NOT_UNIQUE  # running: still locked (until success)
+    assert client.ack(first["jid"]) == "OK"
+    assert lock_of(srv, first).holder == ""
+    assert client.push(unique()) == "OK"
+
+
+def test_unique_until_start_releases_at_fetch(client: Client) -> None:
+    assert client.push(unique(unique_until="start")) == "OK"
+    assert refused(client, unique(unique_until="start")) == NOT_UNIQUE
+    running = client.fetch()
+    assert running["custom"]["unique_until"] == "start"
+    again = unique(unique_until="start")
+    assert client.push(again) == "OK"
+    # The first one's ACK must not release the lock the second one holds now.
+    assert client.ack(running["jid"]) == "OK"
+    assert refused(client, unique(unique_until="start")) == NOT_UNIQUE
+
+
+def test_retry_keeps_the_lock_and_death_releases_it(client: Client) -> None:
+    first = {**unique(), "retry": 1}
+    assert client.push(first) == "OK"
+    client.fetch()
+    assert client.fail(first["jid"]) == "OK"  # -> retries: still locked
+    assert refused(client, unique()) == NOT_UNIQUE
+    assert client.call('MUTATE {"cmd":"requeue","target":"retries","filter":{}}') == "OK"
+    assert client.fetch()["jid"] == first["jid"]
+    assert client.fail(first["jid"]) == "OK"  # retries used up: dead
+    assert client.push(unique()) == "OK"
+
+
+def test_discarded_job_releases_the_lock(client: Client) -> None:
+    first = {**unique(), "retry": 0}
+    assert client.push(first) == "OK"
+    client.fetch()
+    assert client.fail(first["jid"]) == "OK"  # retry 0: discarded
+    assert client.push(unique()) == "OK"
+
+
+def test_lock_lapses_after_unique_for(client: Client) -> None:
+    assert client.push(unique(unique_for=1)) == "OK"
+    assert refused(client, unique(unique_for=1)) == NOT_UNIQUE
+    t0 = time.monotonic()
+
+    def pushed() -> bool:
+        try:
+            return client.push(unique(unique_for=1)) == "OK"
+        except ReplyError:
+            return False
+    wait_for(pushed, timeout=5, interval=0.1)
+    assert time.monotonic() - t0 > 0.5
+
+
+def test_scheduled_job_lock_lasts_delay_plus_unique_for(srv: FaktoryServer,
+                                                        client: Client) -> None:
+    at = rfc3339(time.time_ns() + 100 * 1_000_000_000)
+    first = {**unique(unique_for=30), "at": at}
+    assert client.push(first) == "OK"
+    lock = lock_of(srv, first)
+    assert lock.holder == first["jid"]
+    assert 125 < lock.ttl <= 130
+    assert refused(client, unique(unique_for=30)) == NOT_UNIQUE
+
+
+def race(clients: list[Client], payload: dict) -> list[str]:
+    """Every client PUSHes a copy of ``payload`` (its own jid) at once: the replies."""
+    start = threading.Barrier(len(clients))
+    results: list[str] = []
+
+    def push(c: Client) -> None:
+        copy = {**payload, "jid": uuid.uuid4().hex}
+        start.wait()
+        try:
+            results.append(c.push(copy))
+        except ReplyError as exc:
+            results.append(str(exc))
+    threads = [threading.Thread(target=push, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_one_push_wins_across_processes_and_nodes(tmp_path: Any) -> None:
+    """Concurrent pushes of one unique job through 2 nodes x 2 processes: exactly one OK."""
+    with two_nodes(str(tmp_path), processes=2) as (a, b):
+        clients = [*clients_on_distinct_processes(a, 2), *clients_on_distinct_processes(b, 2)]
+        clients += [node.client() for node in (a, b) for _ in range(4)]
+        for round_ in range(20):
+            results = race(clients, unique([round_]))
+            assert Counter(results) == {"OK": 1, NOT_UNIQUE: len(clients) - 1}
+        assert clients[0].info()["faktory"]["queues"] == {"default": 20}
