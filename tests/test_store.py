@@ -340,3 +340,40 @@ def test_push_to_a_parked_fetch(store: SyncStore, r: redislib.Redis) -> None:
     quiet = prepared()
     assert store.push_to(quiet, "w2", NOW, 1800) is Fetched.EMPTY
     assert jid_of(fetch(store, "hq")) == quiet.jid
+
+
+def test_a_cron_push_is_a_push_with_the_enterprise_hooks(store: SyncStore, r: redislib.Redis) -> None:
+    """ff_cron_push stores its job as ff_push does: a job of a batch is counted in it, a
+    unique job's duplicate is refused (and the tick's last run is not recorded)."""
+    callback = jobs.prepare({"jid": "cb-000001", "jobtype": "Done", "args": []}, 1_767_225_600_000_000_000)
+    assert store.batch_new("b-cron", 1_767_225_600_000_000_000, "cron batch", "",
+                           [("complete", callback.payload, "default", 5, callback.jid)]) == ""
+
+    def cron_job(**custom: object) -> jobs.Prepared:
+        return jobs.prepare({"jid": os.urandom(8).hex(), "jobtype": "Tick", "args": [1],
+                             "queue": "cronq", "custom": custom}, 1_767_225_600_000_000_000)
+
+    assert store.cron_push("e1", 1, 120, cron_job(bid="b-cron")) is True
+    assert store.batch_status("b-cron")["total"] == "1"
+    assert r.llen(keys.queue("cronq")) == 1
+
+    assert store.cron_push("e2", 1, 120, cron_job(unique_for=60)) is True
+    refused = store.cron_push("e2", 2, 120, cron_job(unique_for=60))
+    assert isinstance(refused, jobs.JobError) and refused.code == "NOTUNIQUE"
+    assert r.llen(keys.queue("cronq")) == 2
+    assert r.hget(keys.CRON_LAST, "e2").startswith(b"1 ")
+
+
+def test_track_reserve_until_extends_a_throttle_lock(store: SyncStore, r: redislib.Redis) -> None:
+    """TRACK SET's reserve_until lengthens the reservation and the throttle lock it holds (the
+    lock's timeout would otherwise free it while the job still runs); never shortens either."""
+    store.set_throttles({"tq": ("concurrency", 1, 60)})
+    jid = push(store, "tq", custom={"track": 1})
+    assert jid_of(fetch(store, "tq", wid="w1")) == jid
+    lock = keys.THROTTLE_PREFIX + "tq"
+    assert r.zscore(lock, jid) == float(NOW) + 60
+    store.track_set(jid, 50, None, str(float(NOW) + 3600))
+    assert r.zscore(keys.WORKING, jid) == float(NOW) + 3600
+    assert r.zscore(lock, jid) == float(NOW) + 3600
+    store.track_set(jid, 60, None, str(float(NOW) + 120))  # earlier: nothing moves back
+    assert r.zscore(lock, jid) == float(NOW) + 3600

@@ -371,7 +371,7 @@ end
 -- ff_track_set(jid, has_percent, percent, has_desc, desc, reserve_until): update a tracked
 -- job's progress; reserve_until (unix seconds, '' = none) moves its live reservation's expiry
 -- later (never earlier). Returns OUTCOME.GONE if the job is not tracked, else OUTCOME.DONE.
--- KEYS: ff:t:<jid>, ff:res, working.
+-- KEYS: ff:t:<jid>, ff:res, working; also the throttle lock set the reservation holds a lock in.
 local function ff_track_set(keys, args)
   local key, res, working = keys[1], keys[2], keys[3]
   local jid = args[1]
@@ -388,6 +388,9 @@ local function ff_track_set(keys, args)
       record = string.gsub(record, '"expires_at":[%d%.]+', '"expires_at":' .. args[6], 1)
       redis.call('HSET', res, jid, record)
       redis.call('ZADD', working, 'XX', untl, jid)
+      -- A throttle lock held for it lasts as long (its timeout would free it while it runs).
+      local lock = throttle_lock(record)
+      if lock then redis.call('ZADD', lock, 'XX', 'GT', untl, jid) end
     end
   end
   return OUTCOME.DONE

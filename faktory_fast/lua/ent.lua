@@ -1,4 +1,4 @@
--- Unique jobs, expiring jobs, throttling and cron (issue 13; docs/enterprise.md). Pasted into
+-- Unique jobs, expiring jobs and throttling (issue 13; docs/enterprise.md; cron is cron.lua). Pasted into
 -- faktory.lua by store.library_source; the hooks' contract is in faktory.lua, above the line
 -- that includes this file. Keys built here from prefixes (not declared by callers):
 -- ff:uniq:<sha1> (UNIQUE_PREFIX), ff:thr:<queue>[:<wid>] (THROTTLE_PREFIX), ff:expired
@@ -104,18 +104,23 @@ local function throttle_check(spec, name, wid, now)
   return key, tonumber(timeout)
 end
 
--- A reservation record that holds a throttle lock ('{"rid":N,"thr":"<lock set>",...}', as
--- reserve_job writes it) ended: release the lock, and wake the processes waiting on the queue,
--- whose FETCH may have skipped it for being full. The lock set is read by a pattern (decoded
--- only if its name needed escaping: a wid with quotes); its queue is the part after the
--- prefix up to any ':' (queue names have none).
-local function throttle_release(record, jid)
+-- The throttle lock set a reservation record holds a lock in ('{"rid":N,"thr":"<lock set>",...}',
+-- as reserve_job writes it), or nil. Read by a pattern (decoded only if its name needed
+-- escaping: a wid with quotes).
+local function throttle_lock(record)
   local lock = string.match(record, '^{"rid":%d+,"thr":"([^"\\]*)"')
-  if not lock then
-    local ok, rec = pcall(cjson.decode, record)
-    if not ok or type(rec) ~= 'table' or type(rec['thr']) ~= 'string' then return end
-    lock = rec['thr']
-  end
+  if lock or not string.find(record, '"thr":', 1, true) then return lock end
+  local ok, rec = pcall(cjson.decode, record)
+  if ok and type(rec) == 'table' and type(rec['thr']) == 'string' then return rec['thr'] end
+  return nil
+end
+
+-- A reservation record that holds a throttle lock ended: release the lock, and wake the
+-- processes waiting on the queue, whose FETCH may have skipped it for being full. The lock
+-- set's queue is the part after the prefix up to any ':' (queue names have none).
+local function throttle_release(record, jid)
+  local lock = throttle_lock(record)
+  if not lock then return end
   redis.call('ZREM', lock, jid)
   local name = string.match(string.sub(lock, #THROTTLE_PREFIX + 1), '^[^:]+')
   if name then wake(name, WAITERS_PREFIX .. name) end
@@ -207,46 +212,9 @@ local function ff_unique_lock(keys, args)
   return {key, redis.call('GET', key), redis.call('PTTL', key)}
 end
 
--- cron -----------------------------------------------------------------------------------------
-
--- ff_cron_push(claim, claim_ttl, entry, tick, queue, priority, job, score): push a cron
--- entry's job for one tick, once across every process and node: only the first caller to
--- claim `claim` (SET NX, kept claim_ttl seconds) pushes; claim '' pushes unconditionally
--- ("enqueue now"). A job with "custom" goes through ent_push (a unique cron job). Records
--- "<tick> <jid>" as the entry's last run. Returns 1 (pushed), 0 (claimed elsewhere) or the
--- refusal ("CODE message"). KEYS: scheduled, queues, ff:prioq, ff:cron:last,
--- q:<queue>[:p<N>], ff:wait:<queue>; and the claim key.
-local function ff_cron_push(keys, args)
-  local claim, ttl, entry, tick = args[1], args[2], args[3], args[4]
-  local queue, prio, job, score = args[5], tonumber(args[6]), args[7], args[8]
-  if claim ~= '' and not redis.call('SET', claim, entry, 'NX', 'EX', ttl) then return 0 end
-  local doc = cjson.decode(job)
-  if type(doc['custom']) == 'table' then
-    local refusal = ent_push(doc, queue, score)
-    if refusal then return refusal end
-  end
-  if score ~= '' then
-    redis.call('ZADD', keys[1], score, job)
-  else
-    enqueue(keys[2], keys[3], queue, prio, job, 'LPUSH', keys[5], keys[6])
-  end
-  redis.call('HSET', keys[4], entry, tick .. ' ' .. doc['jid'])
-  return 1
-end
-
--- ff_cron_seen(now): move the cluster's cron watermark forward to `now` (never back); returns
--- the previous one ('' if none). KEYS: ff:cron:seen.
-local function ff_cron_seen(keys, args)
-  local old = redis.call('GET', keys[1])
-  if not old or tonumber(old) < tonumber(args[1]) then redis.call('SET', keys[1], args[1]) end
-  return old or ''
-end
-
 -- Registered here rather than with the core functions at the end of faktory.lua.
 redis.register_function('ff_replace_hash', ff_replace_hash)
 redis.register_function{function_name = 'ff_throttle_usage', callback = ff_throttle_usage,
   flags = {'no-writes'}}
 redis.register_function{function_name = 'ff_unique_lock', callback = ff_unique_lock,
   flags = {'no-writes'}}
-redis.register_function('ff_cron_push', ff_cron_push)
-redis.register_function('ff_cron_seen', ff_cron_seen)

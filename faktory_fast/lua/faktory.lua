@@ -99,8 +99,8 @@ end
 --   batch_done(doc, outcome) / ent_done(doc, outcome): a reservation of the job ended by ACK
 --     (outcome 'ack') or FAIL ('retry', 'dead' or 'discard').
 -- Hooks that need the time read Redis's clock (TIME): ACK does not pass one.
---@include batch.lua
 --@include ent.lua
+--@include batch.lua
 
 -- The decoded job, if it has a "custom" object (else nil: the job is not the features').
 local function with_custom(job)
@@ -121,6 +121,25 @@ local function record_custom(record)
   return nil
 end
 
+-- Store one validated job of queue `name` at priority `prio`: enqueue it now (score '') or
+-- schedule it (in `scheduled`); a job with a custom object passes the Enterprise hooks first.
+-- Returns the refusal ("CODE message") of a hook that refused it (nothing stored), or nil.
+-- `list`, `waiting`: the queue's q:<name>[:p<N>] and ff:wait:<name>, as enqueue takes them.
+local function push_one(scheduled, queues, prioq, name, prio, job, score, list, waiting)
+  local doc = with_custom(job)
+  if doc then
+    local refusal = batch_push(doc) or ent_push(doc, name, score)
+    if refusal then return refusal end
+    batch_pushed(doc)
+  end
+  if score ~= '' then
+    redis.call('ZADD', scheduled, score, job)
+  else
+    enqueue(queues, prioq, name, prio, job, 'LPUSH', list, waiting)
+  end
+  return nil
+end
+
 -- ff_push(n, [queue, priority, job, score] * n): store n validated jobs; score '' enqueues now,
 -- otherwise the job waits in `scheduled` until that time. Returns n when every job was stored;
 -- otherwise a list of n entries: '' for a stored job, the refusal ("CODE message") of one an
@@ -133,31 +152,22 @@ local function ff_push(keys, args)
   local refused = nil
   for i = 0, n - 1 do
     local b = 2 + i * 4
-    local job = args[b + 2]
-    local refusal = nil
-    local doc = with_custom(job)
-    if doc then
-      refusal = batch_push(doc) or ent_push(doc, args[b], args[b + 3])
-      if not refusal then batch_pushed(doc) end
-    end
+    local refusal = push_one(scheduled, queues, prioq, args[b], tonumber(args[b + 1]),
+      args[b + 2], args[b + 3], keys[4 + 2 * i], keys[5 + 2 * i])
     if refusal then
       if not refused then
         refused = {}
         for j = 1, i do refused[j] = '' end
       end
       refused[i + 1] = refusal
-    else
-      if refused then refused[i + 1] = '' end
-      if args[b + 3] ~= '' then
-        redis.call('ZADD', scheduled, args[b + 3], job)
-      else
-        enqueue(queues, prioq, args[b], tonumber(args[b + 1]), job, 'LPUSH',
-          keys[4 + 2 * i], keys[5 + 2 * i])
-      end
+    elseif refused then
+      refused[i + 1] = ''
     end
   end
   return refused or n
 end
+
+--@include cron.lua
 
 -- Reserve `job` (whose jid is `jid`) for worker `wid` from `now` (the caller's time string) for
 -- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
