@@ -23,7 +23,7 @@ EMPTY_TRUST = 10.0  # seconds we trust "queue was empty" without asking Redis ag
 RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-trip FAIL
 # Fetched's members as module globals: found() compares with them on every empty FETCH, and
 # an Enum class's attributes are slow to read.
-EMPTY, QUIET, ALL_PAUSED = Fetched.EMPTY, Fetched.QUIET, Fetched.ALL_PAUSED
+EMPTY, QUIET, ALL_PAUSED, MORE = Fetched.EMPTY, Fetched.QUIET, Fetched.ALL_PAUSED, Fetched.MORE
 
 
 class Reservations:
@@ -249,6 +249,9 @@ class _Fetch:
             return
         if isinstance(res, Exception):
             self.then(res)
+            return
+        if res is MORE:  # ff_fetch stopped after a long run of expired jobs: go on
+            self.look()
             return
         if res is QUIET or res is ALL_PAUSED:
             if self.woken:  # the job that woke us is still there: pass the wake-up on

@@ -77,6 +77,7 @@ class Fetched(IntEnum):
     QUIET = -1  # the worker is quiet or terminating
     ALL_PAUSED = -2  # every queue is paused
     SOME_PAUSED = -3  # the others are empty (registered as a waiter on those only)
+    MORE = -4  # it discarded as many expired jobs as one call may: ask again
 
 
 class Reserved(NamedTuple):

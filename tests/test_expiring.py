@@ -1,6 +1,7 @@
 """Enterprise expiring jobs over the wire: custom.expires_at / expires_in (docs/enterprise.md)."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from faktory_fast.jobs import parse_rfc3339, rfc3339
-from tests.support import Client, FaktoryServer, ReplyError, job, wait_for
+from tests.support import Client, FaktoryServer, ReplyError, job, redis_commands, wait_for
 
 SECOND = 1_000_000_000
 
@@ -29,6 +30,19 @@ def test_expired_job_is_skipped_within_the_same_fetch(client: Client) -> None:
     assert client.fetch()["jid"] == live["jid"]
     assert client.info()["faktory"]["total_expired"] == before + 3
     assert client.fetch() is None  # nothing left: the expired ones were discarded
+
+
+def test_a_long_run_of_expired_jobs_is_discarded_in_steps(client: Client, srv: FaktoryServer) -> None:
+    """One ff_fetch discards at most 1,000 expired jobs (a long run must not hold Redis); the
+    FETCH goes on with another call until it finds a live job."""
+    gone = [expiring(-5, [i]) for i in range(2500)]
+    live = expiring(60)
+    assert client.call("PUSHB " + json.dumps(gone)) == "{}"
+    assert client.push(live) == "OK"
+    with redis_commands(srv) as seen:
+        assert client.fetch()["jid"] == live["jid"]
+    assert len([c for c in seen if c.startswith("FCALL ff_fetch ")]) == 3, seen
+    assert client.info()["faktory"]["total_expired"] == 2500
 
 
 def test_fetch_moves_on_to_the_next_queue(client: Client) -> None:

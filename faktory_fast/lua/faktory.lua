@@ -20,10 +20,11 @@
 -- QUEUE_PREFIX, PRIORITY_SUFFIX, WAITERS_PREFIX, WORKER_PREFIX (keys.py's key names),
 -- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), and the named results OUTCOME
 -- (GONE: no such record, nothing changed; DONE; CHANGED: not the record the caller read) and
--- FETCHED (what ff_fetch found instead of a job: EMPTY, QUIET, ALL_PAUSED, SOME_PAUSED).
+-- FETCHED (what ff_fetch found instead of a job: EMPTY, QUIET, ALL_PAUSED, SOME_PAUSED, MORE).
 --@names from python
 
 local PRIORITIES_HIGH = {9, 8, 7, 6}
+local EXPIRED_PER_FETCH = 1000  -- expired jobs one ff_fetch discards at most (FETCHED.MORE)
 local PRIORITIES_LOW = {4, 3, 2, 1}
 
 -- The list of queue `name`'s jobs of priority `prio` (keys.queue_list).
@@ -205,7 +206,8 @@ end
 -- FETCHED.SOME_PAUSED when nothing is there and some are paused (registered for the others).
 -- Enterprise: a queue whose throttle (ff:throttles) is full is skipped (and waited on, as an
 -- empty one); expired jobs met on the way are discarded (ent_fetch), and their jids follow
--- the answer: {job, token, jid, {jid...}} or {FETCHED.x, {jid...}}.
+-- the answer: {job, token, jid, {jid...}} or {FETCHED.x, {jid...}}; after EXPIRED_PER_FETCH of
+-- them it stops with {FETCHED.MORE, {jid...}} (the caller asks again).
 -- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:throttles, ff:w:<wid>;
 -- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists, and the keys
 -- of ent.lua (unique locks, throttle locks, ff:expired).
@@ -262,6 +264,9 @@ local function ff_fetch(keys, args)
         if not keep then
           expired = expired or {}
           expired[#expired + 1] = jid
+          -- A long run of expired jobs must not hold Redis (and every other client) for
+          -- long: the caller asks again.
+          if #expired >= EXPIRED_PER_FETCH then return {FETCHED.MORE, expired} end
         elseif type(jid) ~= 'string' then
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
           return {job, 0, ''}
