@@ -164,9 +164,16 @@ local function track_state(jid, state, ttl)
 end
 
 -- Hook: may this job join its batch? Refuses an unknown bid or a committed batch.
+-- The batch a job's custom object names, or nil (no bid, or an empty one: not in a batch).
+local function bid_of(custom)
+  local bid = custom['bid']
+  if type(bid) == 'string' and bid ~= '' then return bid end
+  return nil
+end
+
 local function batch_push(doc)
   local bid = doc['custom']['bid']
-  if bid == nil then return nil end
+  if bid == nil or bid == '' then return nil end
   if type(bid) ~= 'string' then return 'ERR custom.bid must be a string' end
   local state = redis.call('HGET', BATCH_PREFIX .. bid, 'state')
   if not state then return 'ERR No such batch ' .. bid end
@@ -179,8 +186,8 @@ end
 -- Hook: the job was stored (every hook accepted it): count it in its batch, start tracking.
 local function batch_pushed(doc)
   local custom = doc['custom']
-  local bid = custom['bid']
-  if type(bid) == 'string' then
+  local bid = bid_of(custom)
+  if bid then
     local key, jobs = batch_keys(bid)
     if redis.call('HSETNX', jobs, doc['jid'], 'pending') == 1 then
       if redis.call('HLEN', jobs) == 1 then expire_with(jobs, key) end
@@ -198,9 +205,8 @@ end
 local function batch_done(doc, outcome)
   local custom, jid = doc['custom'], doc['jid']
   local event = outcome == 'ack' and 'ack' or (outcome == 'retry' and 'fail' or 'dead')
-  if type(custom['bid']) == 'string' then
-    unit_event(custom['bid'], BATCH_JOBS_PREFIX .. custom['bid'], jid, event)
-  end
+  local bid = bid_of(custom)
+  if bid then unit_event(bid, BATCH_JOBS_PREFIX .. bid, jid, event) end
   local cb = custom['_bid']
   if type(cb) == 'string' and outcome == 'ack' then
     local key = BATCH_PREFIX .. cb
