@@ -33,6 +33,11 @@ _RFC3339 = re.compile(
 )
 
 
+#: The longest unique lock or expires_in (seconds, ten years): a longer one is a mistake, and
+#: Redis's expiry times (milliseconds) must stay integers.
+MAX_ENT_SECONDS = 10 * 365 * 86400
+
+
 class JobError(ValueError):
     """A job (or command payload) is invalid; str() is the text after ``-<code> `` (``ERR``
     unless the refusal has a code of its own, as Enterprise's ``NOTUNIQUE``)."""
@@ -253,8 +258,11 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
     if (job.get("reserve_for") or 0) > MAX_RESERVE:
         raise JobError("jobs cannot be reserved for more than one day")
     custom = job.get("custom")
-    if custom and ("expires_in" in custom or "expires_at" in custom):
-        expiring(custom, now_ns)
+    if custom:  # an object: check_types saw to it
+        if "expires_in" in custom or "expires_at" in custom:
+            expiring(custom, now_ns)
+        if "unique_for" in custom:
+            check_unique(custom)
     stamp = created_at or rfc3339(now_ns)  # created_at is rfc3339(now_ns) when given
     if not job.get("created_at"):
         job["created_at"] = stamp
@@ -277,14 +285,29 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
                     job.get("reserve_for") or 0, "custom" not in job)
 
 
+def check_unique(custom: dict) -> None:
+    """Enterprise unique jobs: ``custom.unique_for`` is a number of seconds (a numeric string
+    too, as Rails sends; anything else, or zero or less: the job is not unique). JobError for
+    one beyond MAX_ENT_SECONDS (the lock's expiry would overflow Redis's)."""
+    value = custom.get("unique_for")
+    try:
+        secs = float(value) if type(value) in (int, float, str) else 0.0
+    except ValueError:
+        return
+    if not secs <= MAX_ENT_SECONDS:  # NaN fails too
+        raise JobError(f"invalid custom.unique_for {value!r}: must be a number of seconds "
+                       f"up to {MAX_ENT_SECONDS}")
+
+
 def expiring(custom: dict, now_ns: int) -> None:
     """Enterprise expiring jobs: ``custom.expires_in`` (seconds) gives ``custom.expires_at``
     (RFC 3339, UTC) counted from now, unless the job has one; JobError for a value that is
     neither. ``ff_fetch`` discards the job once that time has passed."""
     if custom.get("expires_at") is None and custom.get("expires_in") is not None:
         secs = custom["expires_in"]
-        if type(secs) not in (int, float):
-            raise JobError(f"invalid custom.expires_in {secs!r}: must be a number of seconds")
+        if type(secs) not in (int, float) or not abs(secs) <= MAX_ENT_SECONDS:
+            raise JobError(f"invalid custom.expires_in {secs!r}: must be a number of seconds "
+                           f"up to {MAX_ENT_SECONDS}")
         custom["expires_at"] = rfc3339(now_ns + int(secs * 1_000_000_000))
         return
     at = custom.get("expires_at")

@@ -113,11 +113,12 @@ def test_push_into_unknown_or_committed_batch_is_refused_and_nothing_stored(clie
     assert e.status(bid)["total"] == 1
     with pytest.raises(ReplyError, match="^ERR custom.bid must be a string$"):
         client.push(job(custom={"bid": 7}))
-    # An empty bid is no batch (a client that always sends the field): a plain job, run and ACKed.
-    loose = job(queue="nobatch", custom={"bid": ""})
-    assert client.push(loose) == "OK"
-    assert client.fetch("nobatch")["jid"] == loose["jid"]
-    assert client.ack(loose["jid"]) == "OK"
+    # An empty or null bid is no batch (a client that always sends the field): a plain job.
+    for bid in ("", None):
+        loose = job(queue="nobatch", custom={"bid": bid})
+        assert client.push(loose) == "OK"
+        assert client.fetch("nobatch")["jid"] == loose["jid"]
+        assert client.ack(loose["jid"]) == "OK"
 
 
 def test_pushb_counts_each_job_of_the_batch_once(client: Client) -> None:

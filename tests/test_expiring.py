@@ -84,7 +84,7 @@ def test_offset_and_fractional_times(client: Client) -> None:
 
 
 @pytest.mark.parametrize("custom", [{"expires_at": "tomorrow"}, {"expires_at": 5},
-                                    {"expires_in": "soon"}])
+                                    {"expires_in": "soon"}, {"expires_in": 1e300}])
 def test_bad_expiry_is_refused(client: Client, custom: dict) -> None:
     with pytest.raises(ReplyError, match=r"^ERR invalid custom\.expires_"):
         client.push(job(custom=custom))

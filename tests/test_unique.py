@@ -53,6 +53,14 @@ def test_duplicate_push_is_refused_with_notunique(client: Client) -> None:
     assert client.info()["faktory"]["queues"] == {"default": 3, "other": 1}
 
 
+@pytest.mark.parametrize("value", [1e300, "1e300", 10 * 365 * 86400 + 1])
+def test_a_lock_longer_than_ten_years_is_refused(client: Client, value: object) -> None:
+    with pytest.raises(ReplyError, match=r"^ERR invalid custom\.unique_for"):
+        client.push(unique(unique_for=value))
+    assert client.push(unique(unique_for=10 * 365 * 86400)) == "OK"  # the longest there is
+    assert client.info()["faktory"]["total_enqueued"] == 1
+
+
 def test_object_key_order_does_not_matter(client: Client) -> None:
     assert client.push(unique([{"a": 1, "b": [1, {"c": 2, "d": 3}]}])) == "OK"
     assert refused(client, unique([{"b": [1, {"d": 3, "c": 2}], "a": 1}])) == NOT_UNIQUE

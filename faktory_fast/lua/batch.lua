@@ -164,7 +164,8 @@ local function track_state(jid, state, ttl)
 end
 
 -- Hook: may this job join its batch? Refuses an unknown bid or a committed batch.
--- The batch a job's custom object names, or nil (no bid, or an empty one: not in a batch).
+-- The batch a job's custom object names, or nil (no bid, a null or an empty one: not in a
+-- batch).
 local function bid_of(custom)
   local bid = custom['bid']
   if type(bid) == 'string' and bid ~= '' then return bid end
@@ -173,7 +174,7 @@ end
 
 local function batch_push(doc)
   local bid = doc['custom']['bid']
-  if bid == nil or bid == '' then return nil end
+  if bid == nil or bid == cjson.null or bid == '' then return nil end
   if type(bid) ~= 'string' then return 'ERR custom.bid must be a string' end
   local state = redis.call('HGET', BATCH_PREFIX .. bid, 'state')
   if not state then return 'ERR No such batch ' .. bid end
