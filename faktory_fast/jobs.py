@@ -290,8 +290,10 @@ def check_unique(custom: dict) -> None:
     too, as Rails sends; anything else, or zero or less: the job is not unique). JobError for
     one beyond MAX_ENT_SECONDS (the lock's expiry would overflow Redis's)."""
     value = custom.get("unique_for")
+    if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+        return
     try:
-        secs = float(value) if type(value) in (int, float, str) else 0.0
+        secs = float(value)
     except ValueError:
         return
     if not secs <= MAX_ENT_SECONDS:  # NaN fails too
