@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.support import ROOT, Client, FaktoryServer, job, wait_for
+from tests.ent_client import Ent
+from tests.support import ROOT, Client, FaktoryServer, job, wait_for, write_conf
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -30,6 +31,22 @@ PASSWORD = "web-e2e-secret"
 DOCS = os.path.join(ROOT, "docs")
 TWO_POINTS = re.compile(r"\S+ \S+")  # an SVG polyline's points: at least two
 
+
+ENTERPRISE_CONF = """
+[throttles]
+images = { concurrency = 2, timeout = 60 }
+reporting = { worker = 1 }
+
+[[cron]]
+  schedule = "*/5 * * * *"
+  [cron.job]
+    type = "Reporting::MonthlyAggregates::RebuildEverything"
+    queue = "reporting"
+    args = [2026, "a long argument that a phone has to wrap or fold somehow"]
+"""
+
+SHOWS = {"batches": "Nightly import", "batch": "part 1", "cron": "*/5 * * * *",
+         "throttles": "images"}
 
 # desktop: test_dashboard_live_graph and test_retry_from_the_retries_page; phone: the page tour
 README_SHOTS = ("dashboard.png", "retries.png", "dashboard-phone.png", "retries-phone.png")
@@ -61,8 +78,10 @@ def web_ready(base: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
-    srv = FaktoryServer(str(tmp_path_factory.mktemp("webe2e")), processes=1, password=PASSWORD,
-                        web=True, env={"FAKTORY_ENV": "production"}).start()
+    data = str(tmp_path_factory.mktemp("webe2e"))
+    write_conf(data, "enterprise.toml", ENTERPRISE_CONF)  # the Cron and Throttles tabs' rows
+    srv = FaktoryServer(data, processes=1, password=PASSWORD, web=True,
+                        env={"FAKTORY_ENV": "production"}).start()
     try:
         wait_for(lambda: web_ready(f"http://127.0.0.1:{srv.web_port}"), timeout=30, interval=0.1)
         yield srv
@@ -221,7 +240,7 @@ def test_pages_work_under_the_content_security_policy(page: Any, base: str, clie
     page.add_init_script(RECORD_VIOLATIONS)
     page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
     for path in ("/", "/busy", "/queues", "/queues/cspq", "/retries", "/scheduled", "/morgue",
-                 "/debug"):
+                 "/debug", "/batches", "/cron", "/throttles"):
         reply = page.goto(base + path)
         assert reply.status == 200, path
         assert "script-src 'self'" in reply.headers["content-security-policy"], path
@@ -293,7 +312,13 @@ def tour_data(server: FaktoryServer, client: Client) -> dict[str, str]:
     worker = server.client(wid="tourworker1", labels=["tour", "python"], hostname="tour-box")
     worker.push(job("Crunch", [NO_SPACES[:120], LONG_TEXT[:500]], queue="busyq"))
     assert worker.fetch("busyq") is not None  # in progress, shown on /busy
-    keys = {}
+    ent = Ent(client)
+    parent = ent.batch_new(success=job("BatchDone", [1]), description="Nightly import " + LONG_TEXT[:80])
+    child = ent.batch_new(complete=job("ChildDone", []), parent_bid=parent, description="part 1")
+    ent.push(child, queue="imports")
+    ent.push(parent, queue="imports", args=[NO_SPACES[:120]])
+    ent.commit(child)
+    keys = {"batch": parent}
     for zset in ("retries", "scheduled", "dead"):
         m, sc = r.zrange(zset, 0, 0, withscores=True)[0]
         keys[zset] = f"{sc!r}|{json.loads(m)['jid']}"
@@ -321,7 +346,8 @@ def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: Fa
              ("retry", "/retries/" + quote(keys["retries"])), ("scheduled", "/scheduled"),
              ("scheduled-job", "/scheduled/" + quote(keys["scheduled"])), ("morgue", "/morgue"),
              ("dead-job", "/morgue/" + quote(keys["dead"])), ("debug", "/debug"),
-             ("not-found", "/no/such/page")]
+             ("batches", "/batches"), ("batch", "/batches/" + keys["batch"]), ("cron", "/cron"),
+             ("throttles", "/throttles"), ("not-found", "/no/such/page")]
     for name, path in pages:
         reply = page.goto(base + path)
         assert reply.status == (404 if name == "not-found" else 200), path
@@ -329,6 +355,8 @@ def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: Fa
         if name == "dashboard":  # a live chart with a line in it
             playwright.expect(page.locator("#live-processed")).to_have_attribute(
                 "points", TWO_POINTS, timeout=10_000)
+        if name in SHOWS:  # the Enterprise pages list what the tour set up
+            assert SHOWS[name] in page.locator("main").inner_text(), (path, SHOWS[name])
         scroll, inner = no_horizontal_overflow(page)
         assert scroll <= inner, (path, scroll, inner)
         screenshot(page, tmp_path, f"{name}-{size}.png")
