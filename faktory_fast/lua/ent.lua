@@ -106,16 +106,17 @@ end
 
 -- The throttle lock set a reservation record holds a lock in ('{"rid":N,"thr":"<lock set>",...}',
 -- as reserve_job writes it), or nil. Read by a pattern (decoded only if its name needed
--- escaping: a wid with quotes).
+-- escaping: a wid with quotes); a record without one costs one anchored match.
 local function throttle_lock(record)
+  if not string.match(record, '^{"rid":%d+,"thr":') then return nil end
   local lock = string.match(record, '^{"rid":%d+,"thr":"([^"\\]*)"')
-  if lock or not string.find(record, '"thr":', 1, true) then return lock end
+  if lock then return lock end
   local ok, rec = pcall(cjson.decode, record)
   if ok and type(rec) == 'table' and type(rec['thr']) == 'string' then return rec['thr'] end
   return nil
 end
 
--- A reservation record that holds a throttle lock ended: release the lock, and wake the
+-- A reservation record ended: if it held a throttle lock, release the lock and wake the
 -- processes waiting on the queue, whose FETCH may have skipped it for being full. The lock
 -- set's queue is the part after the prefix up to any ':' (queue names have none).
 local function throttle_release(record, jid)

@@ -170,6 +170,12 @@ end
 
 --@include cron.lua
 
+-- Is the worker whose hash is `wkey` (ff:w:<wid>) quiet or terminating (it fetches nothing)?
+local function stopping(wkey)
+  local state = redis.call('HGET', wkey, 'state')
+  return state == 'quiet' or state == 'terminate'
+end
+
 -- Reserve `job` (whose jid is `jid`) for worker `wid` from `now` (the caller's time string) for
 -- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
 -- record in ff:res (`res`), its deadline in `working`, a token from ff:rseq (`rseq`).
@@ -221,10 +227,7 @@ local function ff_fetch(keys, args)
   local paused = {}
   local throttled = false
   if not plain then
-    if wid ~= '' then
-      local state = redis.call('HGET', keys[8], 'state')
-      if state == 'quiet' or state == 'terminate' then return FETCHED.QUIET end
-    end
+    if wid ~= '' and stopping(keys[8]) then return FETCHED.QUIET end
     for _, p in ipairs(redis.call('SMEMBERS', paused_set)) do paused[p] = true end
     throttled = redis.call('EXISTS', throttles) == 1
   end
@@ -306,8 +309,7 @@ local function ff_push_to(keys, args)
   local take = redis.call('LLEN', keys[10]) == 0 and redis.call('SISMEMBER', prioq, name) == 0
     and redis.call('SISMEMBER', paused, name) == 0 and redis.call('HEXISTS', keys[8], name) == 0
   if take and wid ~= '' and redis.call('EXISTS', quiet) == 1 then
-    local state = redis.call('HGET', keys[9], 'state')
-    take = state ~= 'quiet' and state ~= 'terminate'
+    take = not stopping(keys[9])
   end
   if not take then
     enqueue(queues, prioq, name, 5, job, 'LPUSH', keys[10], keys[11])
@@ -342,7 +344,7 @@ local function ff_ack(keys, args)
     batch_done(doc, 'ack')
     ent_done(doc, 'ack')
   end
-  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, jid) end
+  throttle_release(record, jid)
   return OUTCOME.DONE
 end
 
@@ -375,7 +377,7 @@ local function ff_fail(keys, args)
     batch_done(doc, outcome)
     ent_done(doc, outcome)
   end
-  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, jid) end
+  throttle_release(record, jid)
   return {OUTCOME.DONE}
 end
 
@@ -388,7 +390,7 @@ local function ff_release(keys, args)
   if not record then return OUTCOME.GONE end
   redis.call('HDEL', keys[1], args[1])
   redis.call('ZREM', keys[2], args[1])
-  if string.match(record, '^{"rid":%d+,"thr":') then throttle_release(record, args[1]) end
+  throttle_release(record, args[1])
   enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH', keys[5], keys[6])
   return OUTCOME.DONE
 end
