@@ -129,11 +129,7 @@ def _worker(ctx: WorkerCtx, a: _Arg) -> dict:
         reactor.add(s, pusher(lines))
     for s in fetch_socks:
         reactor.add(s, fetcher())
-    try:
-        reactor.run(finished)
-        reactor.drain()
-    finally:
-        reactor.close()
+    reactor.run_to_end(finished)
     return st
 
 

@@ -115,11 +115,7 @@ def _pusher(ctx: WorkerCtx, a: _PushArg) -> dict:
     ctx.ready()
     for s, mine in zip(socks, per_conn):
         reactor.add(s, script(mine))
-    try:
-        reactor.run()
-        reactor.drain()
-    finally:
-        reactor.close()
+    reactor.run_to_end()
     return st
 
 
@@ -153,11 +149,7 @@ def _fetcher(ctx: WorkerCtx, a: _FetchArg) -> dict:
     for s in socks:
         reactor.add(s, script())
     ctx.ready()
-    try:
-        reactor.run(lambda: sum(done) >= jobs or time.time() > a.deadline)
-        reactor.drain()
-    finally:
-        reactor.close()
+    reactor.run_to_end(lambda: sum(done) >= jobs or time.time() > a.deadline)
     return st
 
 

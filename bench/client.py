@@ -251,6 +251,15 @@ class Reactor:
                 pending += 1
         return pending
 
+    def run_to_end(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """``run``, then ``drain`` the replies still outstanding; the sockets are closed in any
+        case (how a load process ends its run)."""
+        try:
+            self.run(should_stop)
+            self.drain()
+        finally:
+            self.close()
+
     def close(self) -> None:
         """Close every socket; call ``drain`` first unless abandoning pending calls is fine."""
         for s in self.socks:
@@ -281,8 +290,4 @@ def run_pushers_and_fetchers(socks: list[socket.socket], quotas: list[int],
         first += quota
     for sock in socks[len(quotas):]:
         reactor.add(sock, fetcher())
-    try:
-        reactor.run(done)
-        reactor.drain()
-    finally:
-        reactor.close()
+    reactor.run_to_end(done)

@@ -94,11 +94,7 @@ def _fetchers(ctx: WorkerCtx, a: _Arg) -> dict:
         reactor.add(s, fetcher())
     ctx.ready()
     deadline = time.monotonic() + a.deadline_s
-    try:
-        reactor.run(lambda: sum(received) >= jobs or time.monotonic() > deadline)
-        reactor.drain()
-    finally:
-        reactor.close()
+    reactor.run_to_end(lambda: sum(received) >= jobs or time.monotonic() > deadline)
     return {"latencies_us": lat}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from faktory_fast import config
 from faktory_fast.store import SyncStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -382,6 +383,15 @@ def write_conf(data_dir: str, name: str, text: str) -> str:
     with open(path, "w") as fh:
         fh.write(text)
     return path
+
+
+def load_config(data_dir: str, *args: str, toml: str = "", **env: str) -> config.Config:
+    """The Config the server would load from flags ``args`` with ``-c <data_dir>/conf`` (its
+    conf.d/test.toml replaced by ``toml``), HOME=data_dir and the environment ``env``."""
+    write_conf(data_dir, "test.toml", toml)
+    cfg = config.load(["-c", os.path.join(data_dir, "conf"), *args], {"HOME": data_dir, **env})
+    assert cfg is not None
+    return cfg
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from tests.support import (
     ReplyError,
     clients_on_distinct_processes,
     job,
+    load_config,
 )
 
 
@@ -607,12 +608,7 @@ def test_a_push_into_a_batch_is_one_redis_call(srv: FaktoryServer, client: Clien
 
 def test_batch_retention_setting(tmp_path: Path) -> None:
     def load(args: list[str], toml: str = "") -> config.Config:
-        conf = tmp_path / "conf" / "conf.d"
-        conf.mkdir(parents=True, exist_ok=True)
-        (conf / "ff.toml").write_text(toml)
-        cfg = config.load(["-c", str(tmp_path / "conf"), *args], {"HOME": str(tmp_path)})
-        assert cfg is not None
-        return cfg
+        return load_config(str(tmp_path), *args, toml=toml)
 
     assert load([]).batch_retention == 30 * 86400
     assert load([], "[faktory_fast]\nbatch_retention = 3600\n").batch_retention == 3600

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from faktory_fast import config, cron
+from faktory_fast import cron
 from faktory_fast.config import ConfigError
-from tests.support import ROOT, FaktoryServer, two_nodes, wait_for, write_conf
+from tests.support import ROOT, FaktoryServer, load_config, two_nodes, wait_for, write_conf
 
 T0 = calendar.timegm((2030, 1, 1, 0, 0, 30))  # half a minute past midnight, UTC
 
@@ -143,7 +143,7 @@ def test_invalid_entry_names_file_and_entry(tmp_path: Any, text: str, message: s
     write_conf(str(tmp_path), "a.toml", '[[cron]]\nschedule = "@daily"\n[cron.job]\ntype = "Ok"\n')
     path = write_conf(str(tmp_path), "b.toml", text)
     with pytest.raises(ConfigError) as info:
-        config.load(["-c", os.path.join(str(tmp_path), "conf")], {"HOME": str(tmp_path)})
+        load_config(str(tmp_path))
     # b.toml's first entry (the second of the merged document): named by its file.
     assert str(info.value).startswith(f"invalid cron entry in {path} [[cron]] entry 1: ")
     assert "\n" not in str(info.value)

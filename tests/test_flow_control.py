@@ -18,7 +18,7 @@ import pytest
 
 from faktory_fast import config
 from faktory_fast.config import ConfigError
-from tests.support import Client, FaktoryServer, ReplyError, job, wait_for
+from tests.support import Client, FaktoryServer, ReplyError, job, load_config, wait_for
 
 MiB = 1 << 20
 BUDGET = 24 * MiB
@@ -259,12 +259,7 @@ def test_a_big_pushb_at_loopback_speed_is_not_noticed(srv: FaktoryServer) -> Non
 # -- configuration -------------------------------------------------------------------------
 
 def load(tmp_path, *args: str, toml: str = "") -> config.Config:
-    conf = tmp_path / "conf" / "conf.d"
-    conf.mkdir(parents=True, exist_ok=True)
-    (conf / "ours.toml").write_text(toml)
-    cfg = config.load(["-c", str(tmp_path / "conf"), *args], {"HOME": str(tmp_path)})
-    assert cfg is not None
-    return cfg
+    return load_config(str(tmp_path), *args, toml=toml)
 
 
 def test_line_limit_flags(tmp_path) -> None:

@@ -20,7 +20,16 @@ from faktory_fast import config
 from faktory_fast.config import ConfigError, parse_redis_url, redis_location
 from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
 from faktory_fast.store import SyncStore
-from tests.support import Client, FaktoryServer, ReplyError, free_port, job, stop_process, wait_for
+from tests.support import (
+    Client,
+    FaktoryServer,
+    ReplyError,
+    free_port,
+    job,
+    load_config,
+    stop_process,
+    wait_for,
+)
 
 
 def _redis_binary() -> str | None:
@@ -196,11 +205,7 @@ def test_sentinel_url_forms() -> None:
 
 def test_redis_url_and_wait_settings_from_flags_env_and_toml(tmp_path: Path) -> None:
     def load(args: list[str], toml: str = "", **env: str) -> config.Config:
-        (tmp_path / "conf" / "conf.d").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "conf" / "conf.d" / "ff.toml").write_text(toml)
-        cfg = config.load(["-c", str(tmp_path / "conf"), *args], {"HOME": str(tmp_path), **env})
-        assert cfg is not None
-        return cfg
+        return load_config(str(tmp_path), *args, toml=toml, **env)
 
     url = "redis+sentinel://127.0.0.1:26379/m"
     cfg = load([], f'[faktory_fast]\nredis_url = "{url}"\nredis_wait_replicas = 1\n'

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from faktory_fast import config
 from faktory_fast.config import ConfigError
 from tests.support import (
     Client,
     FaktoryServer,
     clients_on_distinct_processes,
     job,
+    load_config,
     serving_pid,
     two_nodes,
     wait_for,
@@ -209,10 +209,9 @@ def test_sighup_reloads_the_throttles(tmp_path: Any) -> None:
 def test_invalid_throttles_refuse_to_start(tmp_path: Any, text: str, message: str) -> None:
     write_conf(str(tmp_path), "t.toml", text)
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("(", r"\(")):
-        config.load(["-c", os.path.join(str(tmp_path), "conf")], {"HOME": str(tmp_path)})
+        load_config(str(tmp_path))
 
 
 def test_throttles_default_timeout(tmp_path: Any) -> None:
     write_conf(str(tmp_path), "t.toml", "[throttles]\nq = { worker = 3 }\n")
-    cfg = config.load(["-c", os.path.join(str(tmp_path), "conf")], {"HOME": str(tmp_path)})
-    assert cfg is not None and cfg.throttles == {"q": ("worker", 3, 60)}
+    assert load_config(str(tmp_path)).throttles == {"q": ("worker", 3, 60)}
