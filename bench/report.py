@@ -38,7 +38,8 @@ def _numeric(v: Any) -> bool:
 
 def summarize(runs: list[dict[str, Any]], targets: Sequence[str]) -> dict[str, Any]:
     """Median of every numeric metric per target over its rounds, plus ``ratio`` = first/second
-    (of the medians) and, over several rounds, ``ratio_by_round`` (first/second within each round)."""
+    (of the medians) and, over several rounds, ``ratio_by_round`` (first/second within each round);
+    a third target and on: ``ratio <name>`` = it/second."""
     summary: dict[str, Any] = {}
     for t in targets:
         mine = [r for r in runs if r["target"] == t]
@@ -49,10 +50,12 @@ def summarize(runs: list[dict[str, Any]], targets: Sequence[str]) -> dict[str, A
             nums: list[Any] = [v for v in vals if _numeric(v)]
             agg[k] = statistics.median(nums) if nums and len(nums) == len(vals) else vals[-1]
         summary[t] = agg
-    if len(targets) == 2:
+    if len(targets) >= 2:
         a, b = summary[targets[0]], summary[targets[1]]
-        summary["ratio"] = {k: a[k] / b[k] for k in a
-                            if _numeric(a[k]) and _numeric(b.get(k)) and b[k]}
+        summary["ratio"] = _ratios(a, b)
+        # A third target and on (the floor server): each against the second too.
+        for t in targets[2:]:
+            summary[f"ratio {t}"] = _ratios(summary[t], b)
         # The ratio within each round (the two runs next to each other in time): its spread says
         # how far the machine's drift moves the ratio of medians.
         by_round: dict[str, list[float]] = {}
@@ -67,6 +70,10 @@ def summarize(runs: list[dict[str, Any]], targets: Sequence[str]) -> dict[str, A
         if len({r["round"] for r in runs}) > 1:
             summary["ratio_by_round"] = by_round
     return summary
+
+
+def _ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    return {k: a[k] / b[k] for k in a if _numeric(a[k]) and _numeric(b.get(k)) and b[k]}
 
 
 def default_out(scenario: str) -> Path:
@@ -97,7 +104,8 @@ def fmt(v: Any) -> str:
 
 def table(summary: dict[str, Any], targets: Sequence[str], metrics: Sequence[tuple[str, str]]) -> str:
     """Render ``metrics`` (key, title) for each target (and the ratio columns when comparing)."""
-    cols = list(targets) + (["ratio"] if "ratio" in summary else [])
+    cols = list(targets) + (["ratio"] if "ratio" in summary else []) + [
+        f"ratio {t}" for t in targets[2:] if f"ratio {t}" in summary]
     spread = "ratio_by_round" in summary
     rows = [["metric", *cols] + (["ratio per round"] if spread else [])]
     for key, title in metrics:

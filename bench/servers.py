@@ -208,6 +208,21 @@ class FaktoryFast(Spawned):
         return super().start(timeout)
 
 
+class Floor(Spawned):
+    """bench's floor server (``python -m bench.floor``, run by ``python``): the least a server in
+    this stack does per command with the same child Redis and durability rule."""
+
+    name = "floor"
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        super().__init__()
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "bench.floor", "-b", f"127.0.0.1:{self.port}",
+                "-d", os.path.join(self.dir, "data")]
+
+
 def _commit() -> str | None:
     """This checkout's commit, with ``+changes`` when the server's sources differ from it."""
     try:

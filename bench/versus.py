@@ -18,6 +18,7 @@ from .common import Target, raise_nofile, run_rounds
 from .servers import (
     Faktory,
     FaktoryFast,
+    Floor,
     Skip,
     Spawned,
     default_anchor_bin,
@@ -45,7 +46,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
         g.add_argument("--fast-args", default="", metavar="ARGS",
                        help="extra faktory_fast options, e.g. '--processes 1' (default: none)")
         g.add_argument("--faktory-args", default="", metavar="ARGS", help="extra Faktory options")
-        g.add_argument("--only", choices=SERVERS, help="run against this server only (no ratio)")
+        g.add_argument("--only", choices=[*SERVERS, "floor"], help="run against this server only (no ratio)")
+        g.add_argument("--floor", action="store_true",
+                       help="also run bench's floor server (bench/floor.py): the least a server in this "
+                            "stack does per command; its ratio to faktory is a column of its own")
         sp.add_argument("--rounds", type=int, default=1,
                         help="runs per server, alternating, the order swapped each round (default 1)")
         sp.add_argument("--label", action="append", metavar="KEY=VALUE", help="tag the result (repeatable)")
@@ -59,6 +63,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _start(name: str, args: argparse.Namespace, bins: dict[str, str]) -> Spawned:
     if name == "faktory":
         return Faktory(bins["faktory"], shlex.split(args.faktory_args))
+    if name == "floor":
+        return Floor(args.fast_python)
     return FaktoryFast(args.fast_python, shlex.split(args.fast_args))
 
 
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the chosen scenario; None when it was skipped (a line on stdout says why)."""
     mod = next(m for m in SCENARIOS if m.NAME == args.versus)
     names = [args.only] if args.only else list(SERVERS)
+    if args.floor and "floor" not in names:
+        names.append("floor")
     needed = (["faktory"] if "faktory" in names else []) + list(getattr(mod, "BINARIES", []))
     servers: list[Spawned] = []
     try:  # whatever happens, every server started is stopped
@@ -80,7 +88,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             print(f"SKIPPED: {e}", flush=True)
             return None
         targets = [Target(s.name, s.endpoint, s.pids()) for s in servers]
-        note = "ratio = faktory_fast / faktory, same run" if len(servers) == 2 else ""
+        note = ("ratio = faktory_fast / faktory, same run" + (", ratio floor = floor / faktory"
+                if len(servers) == 3 else "")) if len(servers) >= 2 else ""
         return run_rounds(mod, args, targets, scenario=f"faktory-{mod.NAME}",
                           servers={s.name: s.info for s in servers}, note=note)
     finally:

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from bench.client import parse_faktory_url, parse_redis_url, pwdhash
-from bench.resp import ErrorReply, encode_command, parse
+from bench.client import Conn, parse_faktory_url, parse_redis_url, pwdhash
+from bench.resp import OK, ErrorReply, encode_command, parse
+from bench.servers import Floor
 from faktory_fast.redis_child import RedisChild
 from tests.support import FaktoryServer, write_conf
 
@@ -271,9 +272,11 @@ def versus(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
     doc = json.loads(out.read_text())
     assert doc["scenario"] == f"faktory-{args[0]}"
     names = [args[args.index("--only") + 1]] if "--only" in args else ["faktory_fast", "faktory"]
+    if "--floor" in args:
+        names.append("floor")
     assert list(doc["servers"]) == names and list(doc["summary"])[:len(names)] == names
-    assert ("ratio" in doc["summary"]) == (len(names) == 2)
-    if len(names) == 2:
+    assert ("ratio" in doc["summary"]) == (len(names) >= 2)
+    if len(names) >= 2:
         assert "ratio = faktory_fast / faktory" in res.stdout
         # A B, then B A
         assert [(r["target"], r["round"]) for r in doc["runs"][:2]] == [("faktory_fast", 0), ("faktory", 0)]
@@ -281,6 +284,8 @@ def versus(tmp_path: Path, *args: str, timeout: float = 120) -> dict[str, Any]:
         assert info["pids"] and set(info["pids"]) <= set(info["tree"])
         if name == "faktory_fast":
             assert info["hot_path"] in ("cython", "python") and len(info["tree"]) >= 3  # master, worker, Redis
+        elif name == "floor":
+            assert len(info["tree"]) == 2  # the floor server and its child Redis
         else:
             assert info["version"] == "Faktory 1.9.4" and len(info["tree"]) == 2  # faktory and its Redis
         left = [p for p in info["tree"] if os.path.exists(f"/proc/{p}")]
@@ -310,6 +315,36 @@ def test_versus_push_fast_only(tmp_path: Path) -> None:
                "--fast-args", "--processes 1")["summary"]["faktory_fast"]
     assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] <= r["p999_us"] <= r["max_us"] < 1e6
     assert r["pushes_per_s"] > 0 and r["server_cpu_us_per_push"] is not None
+
+
+def test_floor_server_serves_a_job(tmp_path: Path) -> None:
+    # bench's floor server (bench/floor.py) through bench's own client: PUSH, FETCH, ACK, FLUSH.
+    floor = Floor(sys.executable).start()
+    try:
+        conn = Conn(floor.endpoint)
+        job = b'{"jid":"f1","queue":"low","jobtype":"SomeJob","args":[1]}'
+        assert conn.call("PUSH", job) == OK
+        assert conn.call("FETCH", "default low") == job
+        assert conn.call("ACK", '{"jid":"f1"}') == OK
+        assert conn.call("FLUSH") == OK
+        assert conn.call_raw(b"NOPE\r\n") == ErrorReply("ERR unknown command")
+        conn.close()
+        family = floor.info["tree"]
+    finally:
+        floor.stop()
+    assert isinstance(family, list) and not [p for p in family if os.path.exists(f"/proc/{p}")]
+
+
+def test_versus_push_floor_only(tmp_path: Path) -> None:
+    # Needs no anchor binary: the floor server alone, as `--only floor` runs it.
+    r = versus(tmp_path, "push", "--only", "floor", "-n", "300", "--warmup", "10")["summary"]["floor"]
+    assert 0 < r["p50_us"] <= r["p99_us"] and r["server_cpu_us_per_push"] is not None
+
+
+@needs_anchor
+def test_versus_load_with_the_floor(tmp_path: Path) -> None:
+    doc = versus(tmp_path, "load", "-j", "300", "-t", "10", "--floor")
+    assert doc["summary"]["ratio floor"]["jobs_per_s"] > 0 and doc["summary"]["floor"]["pops"] >= 300
 
 
 @needs_anchor

@@ -1,0 +1,196 @@
+"""The floor server: the least a Faktory server in this stack (Python + uvloop + a child Redis)
+can do per command while keeping the durability rule, to measure how far faktory_fast is from it.
+
+It speaks just enough of the protocol for the side-by-side scenarios (faktory-load, fwgo-drain,
+bench's own push): ``HELLO`` (no password), ``FLUSH``, ``PUSH``, ``FETCH``, ``ACK``, ``FAIL``,
+``BEAT``, ``END``; every command is answered after its one Redis command (an acknowledged PUSH is
+in the AOF buffer before ``+OK``, as in faktory_fast and Faktory). What it leaves out is
+everything else a real server does: no job validation beyond reading the queue and jid, no
+``enqueued_at``, priorities, scheduled jobs, retries, batches, pause, quiet workers, statistics
+or worker registry, and an empty FETCH polls Redis every 2 ms instead of waiting for a wake-up.
+
+Per job: PUSH = ``LPUSH``, FETCH = one script (pop the first job of the queues, record its
+reservation in a hash and its deadline in a sorted set), ACK/FAIL = one script (drop the
+reservation, count it). Its Redis is faktory_fast's child Redis (``RedisChild``: same config,
+AOF ``everysec``, unix socket).
+
+    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import uvloop
+
+from faktory_fast.redis_child import RedisChild
+from faktory_fast.resp import RespReader, pack_command
+
+# KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
+FETCH_LUA = """
+for i = 3, #KEYS do
+  local job = redis.call('RPOP', KEYS[i])
+  if job then
+    local jid = string.match(job, '"jid":"([^"]*)"') or ''
+    redis.call('HSET', KEYS[1], jid, job)
+    redis.call('ZADD', KEYS[2], ARGV[1], jid)
+    return job
+  end
+end
+return false
+"""
+# KEYS: the reservation hash, the deadlines zset, the counter. ARGV: the jid.
+DONE_LUA = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('INCR', KEYS[3])
+"""
+EMPTY_POLL = 0.002  # seconds between looks of an empty FETCH
+EMPTY_AFTER = 2.0  # seconds an empty FETCH waits before answering nil, as Faktory
+RESERVE = 1800  # seconds
+
+Then = Callable[[Any], None]
+
+
+class Redis(asyncio.Protocol):
+    """One pipelined Redis connection: commands of a loop iteration leave in one write."""
+
+    def __init__(self) -> None:
+        self.reader = RespReader()
+        self.pending: collections.deque[Then] = collections.deque()
+        self.out: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.flushing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        for reply in self.reader.feed(data):
+            self.pending.popleft()(reply)
+
+    def send(self, then: Then, *args: Any) -> None:
+        self.pending.append(then)
+        self.out.append(pack_command(*args))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flushing = False
+        out, self.out = self.out, []
+        assert self.transport is not None
+        self.transport.write(b"".join(out))
+
+
+class Client(asyncio.Protocol):
+    """One client connection: a line in, one Redis command, its answer out."""
+
+    redis: Redis
+    fetch_sha = ""
+    done_sha = ""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.reply(b'+HI {"v":2}\r\n')
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            line, sep, rest = self.buf.partition(b"\n")
+            if not sep:
+                return
+            self.buf = rest
+            self.command(line.rstrip(b"\r"))
+
+    def reply(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def ok(self, reply: Any) -> None:
+        self.reply(b"+OK\r\n" if not isinstance(reply, Exception) else b"-ERR %s\r\n" % str(reply).encode())
+
+    def command(self, line: bytes) -> None:
+        verb, _, arg = line.partition(b" ")
+        r = self.redis
+        if verb == b"PUSH":
+            job = orjson.loads(arg)
+            r.send(self.ok, "LPUSH", "q:" + job.get("queue", "default"), arg)
+        elif verb == b"FETCH":
+            queues = ["q:" + q for q in arg.decode().split()] or ["q:default"]
+            self.fetch(queues, time.monotonic() + EMPTY_AFTER)
+        elif verb in (b"ACK", b"FAIL"):
+            jid = orjson.loads(arg)["jid"]
+            counter = "processed" if verb == b"ACK" else "failures"
+            r.send(self.ok, "EVALSHA", self.done_sha, 3, "res", "working", counter, jid)
+        elif verb == b"FLUSH":
+            r.send(self.ok, "FLUSHDB")
+        elif verb in (b"HELLO", b"BEAT"):
+            self.reply(b"+OK\r\n")
+        elif verb == b"END":
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.reply(b"-ERR unknown command\r\n")
+
+    def fetch(self, queues: list[str], until: float) -> None:
+        def then(job: Any) -> None:
+            if isinstance(job, bytes):
+                self.reply(b"$%d\r\n%s\r\n" % (len(job), job))
+            elif isinstance(job, Exception):
+                self.reply(b"-ERR %s\r\n" % str(job).encode())
+            elif time.monotonic() >= until:
+                self.reply(b"$-1\r\n")
+            else:
+                asyncio.get_running_loop().call_later(EMPTY_POLL, self.fetch, queues, until)
+
+        self.redis.send(then, "EVALSHA", self.fetch_sha, 2 + len(queues), "res", "working", *queues,
+                        int(time.time()) + RESERVE)
+
+
+async def serve(bind: str, data_dir: str) -> None:
+    """Start the child Redis, load the scripts, serve ``bind`` until SIGTERM/SIGINT."""
+    child = RedisChild(data_dir)
+    child.start()
+    try:
+        loop = asyncio.get_running_loop()
+        _, redis = await loop.create_unix_connection(Redis, child.socket_path)
+        for name, lua in (("fetch_sha", FETCH_LUA), ("done_sha", DONE_LUA)):
+            done = loop.create_future()
+            redis.send(done.set_result, "SCRIPT", "LOAD", lua)
+            sha = (await done).decode()
+            assert sha == hashlib.sha1(lua.encode()).hexdigest()
+            setattr(Client, name, sha)
+        Client.redis = redis
+        host, _, port = bind.rpartition(":")
+        server = await loop.create_server(Client, host or "127.0.0.1", int(port))
+        stop = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set_result, None)
+        await stop
+        server.close()
+    finally:
+        child.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
+    p.add_argument("-b", "--bind", default="127.0.0.1:7419", help="host:port (default 127.0.0.1:7419)")
+    p.add_argument("-d", "--data", required=True, help="directory of its child Redis")
+    args = p.parse_args()
+    uvloop.run(serve(args.bind, args.data))
+
+
+if __name__ == "__main__":
+    main()
