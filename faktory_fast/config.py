@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", dest="version", action="store_true", help="print the version and exit")
     p.add_argument("--processes", type=int, default=None,
                    help="server processes serving connections (default: half the CPUs with "
-                        "the child Redis, all of them with REDIS_URL)")
+                        "the child Redis, all of them with REDIS_URL, at most 2)")
     p.add_argument("--durability", default=None, choices=("everysec", "always"),
                    help="Redis appendfsync: everysec (default) or always")
     p.add_argument("--redis-server", default=None, help="path of the redis-server binary to run")
@@ -307,11 +307,18 @@ def banner() -> str:
     return f"faktory_fast {__version__} (Faktory {FAKTORY_VERSION} protocol)"
 
 
+# More server processes than this cannot add throughput: one Redis (single-threaded) is the
+# ceiling. Per job under load a server process spends about 35 us of CPU and Redis about 23
+# (bench/README.md, "How many server processes"), so 1.5 processes' work fills Redis's core.
+REDIS_BOUND_PROCESSES = 2
+
+
 def default_processes(cpus: int, child_redis: bool) -> int:
-    """Server processes when not configured: half the CPUs when our own single-threaded Redis
-    shares the machine (on 2 cores one process did more jobs per second, for less CPU per job,
-    than two: bench/README.md), all of them with a remote Redis."""
-    return max(1, cpus // 2) if child_redis else cpus
+    """Server processes when not configured: half the CPUs when our own Redis shares the
+    machine (it needs a core of its own: on 2 cores one process did more jobs per second, for
+    less CPU per job, than two), all of them with a remote Redis; never more than
+    ``REDIS_BOUND_PROCESSES``."""
+    return max(1, min(REDIS_BOUND_PROCESSES, cpus // 2 if child_redis else cpus))
 
 
 def directories(environment: str, data_dir: str | None, config_dir: str | None,

@@ -28,18 +28,18 @@ def test_defaults(tmp_path) -> None:
     assert (cfg.host, cfg.port, cfg.web_host, cfg.web_port) == ("localhost", 7419, "localhost", 7420)
     assert cfg.environment == "development" and cfg.log_level == "info"
     assert cfg.data_dir == str(tmp_path / ".faktory" / "db")
-    assert cfg.processes == max(1, (os.cpu_count() or 1) // 2) and cfg.durability == "everysec"
+    assert cfg.processes == min(2, max(1, (os.cpu_count() or 1) // 2)) and cfg.durability == "everysec"
     assert cfg.max_line == 16 * 1024 * 1024 and cfg.max_connections == 2000
 
 
 def test_default_processes() -> None:
-    assert [default_processes(n, True) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]
-    assert [default_processes(n, False) for n in (1, 2, 8)] == [1, 2, 8]
+    assert [default_processes(n, True) for n in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 2, 2]
+    assert [default_processes(n, False) for n in (1, 2, 8)] == [1, 2, 2]
 
 
 def test_default_processes_with_a_remote_redis(tmp_path) -> None:
     cfg = load([], tmp_path, REDIS_URL="redis://redis.example:6379/0")
-    assert cfg.redis_url and cfg.processes == (os.cpu_count() or 1)
+    assert cfg.redis_url and cfg.processes == min(2, os.cpu_count() or 1)
 
 
 def test_flags(tmp_path) -> None:
