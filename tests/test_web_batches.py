@@ -9,7 +9,7 @@ import time
 import pytest
 
 from faktory_fast import batches, jobs, keys
-from faktory_fast.store import SyncStore
+from faktory_fast.store import Outcome, SyncStore
 
 # test_web's fixtures (a child Redis with the library, a flushed store on it, the web app):
 # imported under their names, which the tests' parameters then shadow (F811).
@@ -95,6 +95,24 @@ def test_job_page_shows_its_batch_and_tracking(web: Web, store: SyncStore) -> No
     page = web.get(f"/retries/{key_of(entry)}").text
     assert f'href="/batches/{bid}"' in page
     assert "halfway" in page and '<progress value="42" max="100">' in page
+
+
+def test_busy_shows_the_progress_of_tracked_jobs(web: Web, store: SyncStore) -> None:
+    def reserve(**custom: object) -> str:
+        jid = f"jid-{time.time_ns()}"
+        job = {"jid": jid, "jobtype": "Work", "args": [], "queue": "tq", "custom": custom}
+        assert store.push([jobs.prepare(job, time.time_ns())]) == {}
+        assert store.fetch("", "test", jobs.now_score(), 1800, ["tq"]).jid.decode() == jid
+        return jid
+
+    tracked, untracked = reserve(track=1), reserve(other="x")
+    assert store.track_set(tracked, 37, "resizing <images>", "") == Outcome.DONE
+    page = web.get("/busy").text
+    rows = {jid: re.search(rf"<code>{jid}</code>.*?</tr>", page, re.S).group(0)
+            for jid in (tracked, untracked)}
+    assert '<progress value="37" max="100"></progress> 37 %: resizing &lt;images&gt;' in rows[tracked]
+    assert "<progress" not in rows[untracked]
+    assert "<th>Tracking</th>" in page
 
 
 def test_metrics_batches_open_and_callbacks(web: Web, store: SyncStore) -> None:

@@ -154,6 +154,8 @@ class Busy(Resource):
             per_worker[wid] = per_worker.get(wid, 0) + 1
             job = views.parse_job(orjson.dumps(res.get("job")), wid=wid,
                                   reserved_at=res.get("reserved_at"), expires_at=res.get("expires_at"))
+            if job.custom.get("track"):  # its progress (TRACK SET): one read per tracked job
+                job.extra["tracking"] = self.store.track_get(job.jid)[1]
             running.append(job)
         workers = []
         for w in self.store.workers():
