@@ -53,9 +53,11 @@ BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 # Enterprise features, part 2 (docs/enterprise.md): unique, expiring, throttled and cron jobs.
 EXPIRED = "ff:expired"  # counter: expiring jobs discarded at FETCH
 THROTTLES = "ff:throttles"  # hash queue -> "concurrency|worker <limit> <timeout>" (config)
+THROTTLE_LAPSES = "ff:thr-lapses"  # zset throttle lock set -> the earliest a lock in it lapses
 CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source"} (config)
 CRON_LAST = "ff:cron:last"  # hash cron entry id -> "<tick unix seconds> <jid>" of its last push
 CRON_SEEN = "ff:cron:seen"  # unix seconds up to which cron ticks were handled (any node)
+TABLES_BY = "ff:tables-by"  # "<node> <digest>": who last wrote ff:throttles / ff:cron:entries
 
 
 #: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.
@@ -83,6 +85,7 @@ LUA_NAMES = {
     "CONTROL_CHANNEL": CONTROL_CHANNEL,
     "UNIQUE_PREFIX": UNIQUE_PREFIX,
     "THROTTLE_PREFIX": THROTTLE_PREFIX,
+    "THROTTLE_LAPSES_KEY": THROTTLE_LAPSES,
     "EXPIRED_KEY": EXPIRED,
     # lua/batch.lua's
     "QUEUES_KEY": QUEUES,

@@ -412,6 +412,7 @@ FF_TRACK_GET = Fn("ff_track_get", (), _track_get)
 # Enterprise, part 2 (lua/ent.lua)
 FF_REPLACE_HASH = Fn("ff_replace_hash", (), _int)
 FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES), _throttle_usage)
+FF_THROTTLE_LAPSED = Fn("ff_throttle_lapsed", (K.THROTTLE_LAPSES,), _int)
 FF_UNIQUE_LOCK = Fn("ff_unique_lock", (), _unique_lock)
 FF_CRON_PUSH = Fn("ff_cron_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES, K.CRON_LAST),
                   _cron_pushed)
@@ -748,6 +749,12 @@ class Operations:
         return FF_THROTTLE_USAGE.call(())
 
     @Op
+    def throttle_lapsed(self, now: str) -> Call[int]:
+        """Wake the FETCHes waiting on queues whose throttle had a lock lapse by ``now`` (a
+        time score); how many lock sets had one."""
+        return FF_THROTTLE_LAPSED.call((), now)
+
+    @Op
     def unique_lock(self, jobtype: str, queue: str, args: bytes) -> Call[UniqueLock | None]:
         """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (JSON) would take."""
         return FF_UNIQUE_LOCK.call((), jobtype, queue, args)
@@ -771,6 +778,12 @@ class Operations:
             args += (e.id, orjson.dumps({"schedule": e.schedule, "job": e.job,
                                          "source": e.source}))
         return FF_REPLACE_HASH.call((), *args, lead=(keys.CRON_ENTRIES,))
+
+    @Op
+    def mark_tables(self, mark: str) -> Call[str]:
+        """Record ``mark`` ("<node> <digest>") as the writer of the throttle and cron tables;
+        the mark it replaced ('' if none)."""
+        return Call(("SET", keys.TABLES_BY, mark, "GET"), lambda v: "" if v is None else _text(v))
 
     @Op
     def cron_entries(self) -> Call[dict[str, dict[str, Any]]]:

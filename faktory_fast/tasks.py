@@ -8,6 +8,7 @@ again. Their counters feed INFO's ``tasks`` section (``keys.TASKS``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from faktory_fast import aredis, backup, cron, jobs, keys
@@ -22,7 +24,7 @@ from faktory_fast.config import Config
 from faktory_fast.failures import expire_reservation, set_aside
 from faktory_fast.jobs import now_score
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import AsyncStore
+from faktory_fast.store import AsyncStore, process_id
 
 log = logging.getLogger("faktory_fast")
 
@@ -68,6 +70,8 @@ class BackgroundTasks:
         self.cron = cron.CronRunner(store, lambda: self.config().cron, cron.clock(os.environ))
         self._published: Config | None = None  # the config whose Enterprise tables Redis has
         self._published_at = 0.0  # time.monotonic() of that
+        self._node = process_id()  # this master, in the mark it leaves on those tables
+        self._disagreed: set[str] = set()  # marks of other nodes' tables already warned of
 
     def start(self) -> list[asyncio.Future[None]]:
         """Start every task; the caller cancels them."""
@@ -103,7 +107,8 @@ class BackgroundTasks:
         await store.set_task_stats(self.stats.values)
 
     async def expire_reservations(self) -> None:
-        """Reservations past their time are failed, as Faktory does."""
+        """Reservations past their time are failed, as Faktory does; FETCHes waiting on a
+        throttle that had a lock lapse are woken."""
         n = 0
         while True:
             expired = await self.store.expired(now_score(), EXPIRED_BATCH)
@@ -115,18 +120,30 @@ class BackgroundTasks:
         if n:
             log.info("%d job reservations expired", n)
             self.stats.add("Busy", reaped=n)
+        # Throttle locks that lapsed by their own timeout free a place nobody was told of.
+        await self.store.throttle_lapsed(now_score())
 
     async def publish_config(self) -> None:
         """Give Redis the throttle table and cron entries of the configuration (at start, after
         a SIGHUP changed them, and every REPUBLISH_INTERVAL): every process and node reads them
-        there (the last node to write wins: nodes should share their conf.d)."""
+        there (the last node to write wins: nodes should share their conf.d, and a node that
+        finds another's different tables there says so, once per such table)."""
         cfg, last = self.config(), self._published
         if last is not None and (last.throttles, last.cron) == (cfg.throttles, cfg.cron) \
                 and time.monotonic() - self._published_at < REPUBLISH_INTERVAL:
             return
+        digest = hashlib.sha1(orjson.dumps(
+            [sorted(cfg.throttles.items()), sorted(e.id for e in cfg.cron)])).hexdigest()[:12]
+        before = await self.store.mark_tables(f"{self._node} {digest}")
         await self.store.set_throttles(cfg.throttles)
         await self.store.set_cron_entries(cfg.cron)
         self._published, self._published_at = cfg, time.monotonic()
+        node, _, theirs = before.partition(" ")
+        if node and node != self._node and theirs != digest and before not in self._disagreed:
+            self._disagreed.add(before)
+            log.warning("Another node on this Redis (%s) had published different [throttles] or "
+                        "[[cron]] tables: nodes sharing a Redis must share their conf.d, else the "
+                        "last to write wins (every minute)", node)
 
     async def run_cron(self) -> None:
         """Cron: push the jobs of the ticks that came since the last round."""

@@ -395,10 +395,12 @@ def load_config(data_dir: str, *args: str, toml: str = "", **env: str) -> config
 
 
 @contextlib.contextmanager
-def two_nodes(base: str, processes: int = 2, conf: str = "", env: dict[str, str] | None = None,
+def two_nodes(base: str, processes: int = 2, conf: str | tuple[str, str] = "",
+              env: dict[str, str] | None = None,
               args: list[str] | None = None) -> Iterator[tuple[FaktoryServer, FaktoryServer]]:
     """Two servers ("nodes") on one Redis of their own (REDIS_URL), so that either can stop
-    and start again. ``conf``: conf.d/test.toml of both; ``env``, ``args``: of both."""
+    and start again, started in order. ``conf``: conf.d/test.toml of both (or of each);
+    ``env``, ``args``: of both."""
     from faktory_fast.redis_child import RedisChild
 
     shared = RedisChild(os.path.join(base, "redis"))
@@ -407,8 +409,9 @@ def two_nodes(base: str, processes: int = 2, conf: str = "", env: dict[str, str]
     nodes = [FaktoryServer(os.path.join(base, name), processes=processes, env=env, args=args)
              for name in ("a", "b")]
     try:
-        for node in nodes:
-            write_conf(node.data_dir, "test.toml", conf)
+        confs = conf if isinstance(conf, tuple) else (conf, conf)
+        for node, text in zip(nodes, confs):
+            write_conf(node.data_dir, "test.toml", text)
             node.start()
         yield nodes[0], nodes[1]
     finally:

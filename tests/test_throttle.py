@@ -146,6 +146,21 @@ def test_timeout_frees_a_lock_nobody_released(client: Client) -> None:
     assert client.fetch("short")["queue"] == "short"
 
 
+def test_a_lapsed_lock_wakes_a_waiting_fetch(srv: FaktoryServer, client: Client) -> None:
+    """A lock that lapses by its timeout (its job outran it) frees a place: a FETCH that found
+    the throttle full is woken for it (by the reaper, every second), not left to trust "empty"
+    for the 10 s a process otherwise does."""
+    fill(client, "short", 2)
+    assert client.fetch("short")["queue"] == "short"  # never ACKed; its lock lapses within 1 s
+    waiter = srv.client()
+    t0 = time.monotonic()
+    got = waiter.fetch("short")  # the throttle is full: it waits
+    while got is None and time.monotonic() - t0 < 15:
+        got = waiter.fetch("short")
+    assert got is not None and got["queue"] == "short"
+    assert time.monotonic() - t0 < 4.0
+
+
 def test_cluster_wide_limit_across_processes_and_nodes(tmp_path: Any) -> None:
     """16 workers on 2 nodes x 2 processes FETCH at once: only `concurrency` get a job."""
     with two_nodes(str(tmp_path), processes=2, conf=THROTTLES) as (a, b):
@@ -165,6 +180,19 @@ def test_cluster_wide_limit_across_processes_and_nodes(tmp_path: Any) -> None:
         for t in threads:
             t.join()
         assert got.count("limited") == 2 and got.count("other") == len(clients) - 2
+
+
+def test_a_node_whose_tables_differ_from_anothers_says_so(tmp_path: Any) -> None:
+    """Nodes on one Redis share one throttle table (the last written wins): a node that finds
+    another node's different table there says so when it writes its own."""
+    other = THROTTLES.replace("concurrency = 2", "concurrency = 3")
+    warning = "Another node on this Redis"
+    with two_nodes(str(tmp_path / "differ"), processes=1, conf=(THROTTLES, other)) as (a, b):
+        told = [line for line in b.lines if warning in line]
+        assert len(told) == 1 and "must share their conf.d" in told[0]
+        assert not [line for line in a.lines if warning in line]  # it wrote first
+    with two_nodes(str(tmp_path / "same"), processes=1, conf=THROTTLES) as (a, b):
+        assert not [line for line in a.lines + b.lines if warning in line]
 
 
 def test_sighup_reloads_the_throttles(tmp_path: Any) -> None:

@@ -127,6 +127,29 @@ local function throttle_release(record, jid)
   if name then wake(name, WAITERS_PREFIX .. name) end
 end
 
+-- ff_throttle_lapsed(now): wake the processes waiting on queues whose throttle had a lock lapse
+-- by its timeout (a job that outran it, or a worker that vanished) by `now`: their FETCH skipped
+-- the queue as full, and no ACK will tell them otherwise. Every lock set is listed in
+-- THROTTLE_LAPSES_KEY with the earliest lapse of a lock in it (reserve_job adds it; a lock
+-- released earlier leaves it there, costing one needless wake-up). Returns the queues woken.
+-- KEYS: ff:thr-lapses; also the lock sets due and their queues' ff:wait:<queue>.
+local function ff_throttle_lapsed(keys, args)
+  local lapses, now = keys[1], args[1]
+  local due = redis.call('ZRANGE', lapses, '-inf', now, 'BYSCORE', 'LIMIT', 0, 100)
+  for _, lock in ipairs(due) do
+    redis.call('ZREMRANGEBYSCORE', lock, '-inf', now)
+    local next_lapse = redis.call('ZRANGE', lock, 0, 0, 'WITHSCORES')
+    if #next_lapse > 0 then
+      redis.call('ZADD', lapses, next_lapse[2], lock)
+    else
+      redis.call('ZREM', lapses, lock)
+    end
+    local name = string.match(string.sub(lock, #THROTTLE_PREFIX + 1), '^[^:]+')
+    if name then wake(name, WAITERS_PREFIX .. name) end
+  end
+  return #due
+end
+
 -- ff_replace_hash(field, value, ...): replace the hash KEYS[1] (the master's tables from the
 -- configuration, at start and on SIGHUP: ff:throttles, ff:cron:entries). KEYS: <hash>.
 local function ff_replace_hash(keys, args)
@@ -215,6 +238,7 @@ end
 
 -- Registered here rather than with the core functions at the end of faktory.lua.
 redis.register_function('ff_replace_hash', ff_replace_hash)
+redis.register_function('ff_throttle_lapsed', ff_throttle_lapsed)
 redis.register_function{function_name = 'ff_throttle_usage', callback = ff_throttle_usage,
   flags = {'no-writes'}}
 redis.register_function{function_name = 'ff_unique_lock', callback = ff_unique_lock,

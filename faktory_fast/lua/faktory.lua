@@ -195,7 +195,9 @@ local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job
   local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
   local thr = ''
   if lock then
-    redis.call('ZADD', lock, tonumber(now_sec) + lock_timeout, jid)
+    local lapse = tonumber(now_sec) + lock_timeout
+    redis.call('ZADD', lock, lapse, jid)
+    redis.call('ZADD', THROTTLE_LAPSES_KEY, 'LT', lapse, lock)  -- for ff_throttle_lapsed
     thr = '"thr":' .. cjson.encode(lock) .. ','
   end
   local record = '{"rid":' .. rid .. ',' .. thr .. '"wid":' .. quoted .. ',"reserved_at":' ..
