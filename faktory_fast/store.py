@@ -757,7 +757,8 @@ class Operations:
     @Op
     def unique_lock(self, jobtype: str, queue: str, args: bytes) -> Call[UniqueLock | None]:
         """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (JSON) would take."""
-        return FF_UNIQUE_LOCK.call((), jobtype, queue, args)
+        # The lock is named after the args' text as PUSH stores it: orjson's, compact.
+        return FF_UNIQUE_LOCK.call((), jobtype, queue, orjson.dumps(orjson.loads(args)))
 
     @Op
     def cron_push(self, entry: str, tick: int, claim_ttl: int, job: Prepared,

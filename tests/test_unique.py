@@ -1,6 +1,7 @@
 """Enterprise unique jobs over the wire: custom.unique_for / unique_until (docs/enterprise.md)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -64,6 +65,40 @@ def test_a_lock_longer_than_ten_years_is_refused(client: Client, value: object) 
 def test_object_key_order_does_not_matter(client: Client) -> None:
     assert client.push(unique([{"a": 1, "b": [1, {"c": 2, "d": 3}]}])) == "OK"
     assert refused(client, unique([{"b": [1, {"d": 3, "c": 2}], "a": 1}])) == NOT_UNIQUE
+
+
+def test_numbers_keep_every_digit(srv: FaktoryServer, client: Client) -> None:
+    """Two ids that differ past a double's 15-16 digits are two jobs (the lock is named after
+    the args as written, not as Lua's numbers); the ACK releases the lock under that name."""
+    big = 1234567890123456789
+    first = unique([big, 1.5])
+    assert client.push(first) == "OK"
+    assert client.push(unique([big + 1, 1.5])) == "OK"
+    assert client.push(unique([123456789012345, 1.5])) == "OK"
+    assert client.push(unique([123456789012346, 1.5])) == "OK"  # cjson's 14 digits: same key
+    assert refused(client, unique([big, 1.5])) == NOT_UNIQUE
+    assert lock_of(srv, unique([big, 1.5])).holder == first["jid"]
+    got = client.fetch("default")
+    assert got["args"] == [big, 1.5]
+    assert client.ack(got["jid"]) == "OK"
+    assert lock_of(srv, unique([big, 1.5])).holder == ""
+    assert client.push(unique([big, 1.5])) == "OK"
+
+
+def test_a_lock_named_before_the_upgrade_is_released(srv: FaktoryServer, client: Client) -> None:
+    """Older servers named every lock after cjson's encoding of the decoded args (14 digits):
+    the ACK releases a lock they took under that name too."""
+    big = 1234567890123456789
+    payload = unique([big])
+    assert client.push(payload) == "OK"
+    r = srv.redis()
+    new_key = lock_of(srv, payload).key
+    old_key = "ff:uniq:" + hashlib.sha1(b"Lonely\0default\0[%s]" % (b"%.14g" % big)).hexdigest()
+    assert old_key != new_key
+    r.delete(new_key)
+    r.set(old_key, payload["jid"])  # as an older server left it
+    assert client.ack(client.fetch("default")["jid"]) == "OK"
+    assert not r.exists(old_key)
 
 
 def test_plain_jobs_with_custom_are_not_unique(client: Client) -> None:

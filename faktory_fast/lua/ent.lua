@@ -23,6 +23,7 @@ end
 -- A decoded JSON value as canonical text: object keys sorted, so that {"a":1,"b":2} and
 -- {"b":2,"a":1} name the same lock (cjson's own encoding follows Lua's table order). Values
 -- without objects (the usual args: arrays of scalars) are cjson's encoding, in one call.
+-- Numbers pass through Lua's doubles and cjson's 14 digits: the fallback of canonical_text.
 local function canonical(v)
   if type(v) ~= 'table' or not has_object(v) then return cjson.encode(v) end
   local names = {}
@@ -38,10 +39,121 @@ local function canonical(v)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- The lock key of a unique job: sha1 of jobtype, queue and canonical args, NUL-separated.
-local function unique_key(doc, queue)
+-- The index just past the JSON value that starts at index `i` of `s`, or nil if there is none.
+-- For the compact JSON our jobs are stored as (orjson's: no spaces between tokens).
+local function value_end(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then  -- a string: up to the first quote that is not escaped
+    local j = i + 1
+    while true do
+      local q = string.find(s, '["\\]', j)
+      if not q then return nil end
+      if string.byte(s, q) == 92 then j = q + 2 else return q + 1 end
+    end
+  elseif c == 123 or c == 91 then  -- an object or array: to its closing bracket
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '[][{}"]', j)
+      if not k then return nil end
+      local b = string.byte(s, k)
+      if b == 34 then
+        j = value_end(s, k)
+        if not j then return nil end
+      elseif b == 123 or b == 91 then
+        depth, j = depth + 1, k + 1
+      else
+        depth, j = depth - 1, k + 1
+        if depth == 0 then return j end
+      end
+    end
+  elseif c == nil then
+    return nil
+  end
+  return string.find(s, '[,%]}]', i) or #s + 1  -- a number, true, false or null
+end
+
+-- The JSON value s[i, j) as canonical text, without decoding it: object members sorted (each
+-- key has one spelling in orjson's output), everything else as written, so numbers keep every
+-- digit (two ids that differ in their 17th digit name two locks). nil if it is not JSON.
+local function canonical_text(s, i, j)
+  local text = string.sub(s, i, j - 1)
+  if not string.find(text, '{', 1, true) then return text end  -- no object inside
+  local open = string.byte(s, i)
+  if open ~= 123 and open ~= 91 then return text end  -- a string holding a brace
+  local members = open == 123
+  local parts = {}
+  local k = i + 1
+  if k == j - 1 then return text end  -- {} or []
+  while k < j - 1 do
+    local part
+    if members then
+      local key_end = value_end(s, k)
+      if not key_end or string.byte(s, key_end) ~= 58 then return nil end  -- ':'
+      local v_end = value_end(s, key_end + 1)
+      if not v_end then return nil end
+      local v = canonical_text(s, key_end + 1, v_end)
+      if not v then return nil end
+      part, k = string.sub(s, k, key_end) .. v, v_end
+    else
+      local v_end = value_end(s, k)
+      if not v_end then return nil end
+      part, k = canonical_text(s, k, v_end), v_end
+      if not part then return nil end
+    end
+    parts[#parts + 1] = part
+    if string.byte(s, k) == 44 then k = k + 1 end  -- ','
+  end
+  if members then
+    table.sort(parts)
+    return '{' .. table.concat(parts, ',') .. '}'
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- The canonical text of the top-level "args" of a job's JSON text, or nil.
+local function args_text(job)
+  local k, n = 2, #job
+  while k < n do
+    local key_end = value_end(job, k)
+    if not key_end or string.byte(job, key_end) ~= 58 then return nil end
+    local v_end = value_end(job, key_end + 1)
+    if not v_end then return nil end
+    if string.sub(job, k, key_end - 1) == '"args"' then
+      return canonical_text(job, key_end + 1, v_end)
+    end
+    k = v_end + 1  -- past the ','
+  end
+  return nil
+end
+
+-- Does cjson's encoding (14 significant digits) write every number of the decoded value `v`
+-- as it is? A number that needs more (an id of 15 digits and up, say) is not: two such that
+-- differ only past the 14th digit would name one lock.
+local function fits_cjson(v)
+  for _, x in pairs(v) do
+    local t = type(x)
+    if t == 'number' then
+      if tonumber(string.format('%.14g', x)) ~= x then return false end
+    elseif t == 'table' and not fits_cjson(x) then
+      return false
+    end
+  end
+  return true
+end
+
+-- The lock key of a unique job: sha1 of jobtype, queue and canonical args, NUL-separated. The
+-- args are canonical() of the decoded job, unless one of their numbers does not fit cjson's
+-- digits: then canonical_text() of them as the job's JSON text (`text`) writes them. `legacy`:
+-- canonical() regardless, as servers before that did (their locks are released under it).
+-- Second result: whether the key is not the one `legacy` would give.
+local function unique_key(doc, queue, text, legacy)
+  local args = doc['args']
+  local canon = nil
+  if not legacy and text and type(args) == 'table' and not fits_cjson(args) then
+    canon = args_text(text)
+  end
   return UNIQUE_PREFIX .. redis.sha1hex(tostring(doc['jobtype']) .. '\0' .. queue .. '\0' ..
-    canonical(doc['args']))
+    (canon or canonical(args))), canon ~= nil
 end
 
 -- Seconds a job's unique lock lasts (custom.unique_for, a number or numeric string), or nil if
@@ -52,11 +164,18 @@ local function unique_for(custom)
   return nil
 end
 
--- Drop the job's unique lock if the job still holds it (a later duplicate may hold it now).
-local function unique_release(doc)
+-- Drop the job's unique lock if the job (decoded `doc`, JSON `text`) still holds it (a later
+-- duplicate may hold it now).
+local function unique_release(doc, text)
   if not unique_for(doc['custom']) then return end
-  local key = unique_key(doc, doc['queue'] or 'default')
-  if redis.call('GET', key) == doc['jid'] then redis.call('DEL', key) end
+  local queue = doc['queue'] or 'default'
+  local key, new_name = unique_key(doc, queue, text)
+  if redis.call('GET', key) ~= doc['jid'] then
+    if not new_name then return end
+    key = unique_key(doc, queue, text, true)  -- a lock an older server took
+    if redis.call('GET', key) ~= doc['jid'] then return end
+  end
+  redis.call('DEL', key)
 end
 
 -- expiring -------------------------------------------------------------------------------------
@@ -192,39 +311,40 @@ end
 
 -- ent_push: a unique job takes its lock, atomically with the push (the same FCALL), or is
 -- refused. The lock lasts unique_for seconds, plus the delay of a scheduled job.
-local function ent_push(doc, queue, score)
+local function ent_push(doc, queue, score, text)
   local ttl = unique_for(doc['custom'])
   if not ttl then return nil end
   if score ~= '' then
     local delay = tonumber(score) - redis_now()
     if delay > 0 then ttl = ttl + delay end
   end
-  if redis.call('SET', unique_key(doc, queue), tostring(doc['jid']), 'NX', 'PX',
+  if redis.call('SET', unique_key(doc, queue, text), tostring(doc['jid']), 'NX', 'PX',
       math.ceil(ttl * 1000)) then
     return nil
   end
   return 'NOTUNIQUE Job not unique'
 end
 
--- ent_fetch(doc, now): ff_fetch popped this job with a "custom" object. false: it has expired
--- (custom.expires_at is past): it is discarded (and counted in ff:expired), and the FETCH goes
--- on. true: hand it out; a unique job with unique_until "start" releases its lock now.
-local function ent_fetch(doc, now)
+-- ent_fetch(doc, now, text): ff_fetch popped this job (its JSON `text`) with a "custom" object.
+-- false: it has expired (custom.expires_at is past): it is discarded (and counted in
+-- ff:expired), and the FETCH goes on. true: hand it out; a unique job with unique_until
+-- "start" releases its lock now.
+local function ent_fetch(doc, now, text)
   local custom = doc['custom']
   local expires = rfc3339_seconds(custom['expires_at'])
   if expires and expires <= now then
     redis.call('INCR', EXPIRED_KEY)
-    unique_release(doc)
+    unique_release(doc, text)
     return false
   end
-  if custom['unique_until'] == 'start' then unique_release(doc) end
+  if custom['unique_until'] == 'start' then unique_release(doc, text) end
   return true
 end
 
 -- ent_done: a job that succeeded releases its unique lock; so does one that died or was
 -- discarded (it will not run again). A job waiting for a retry keeps it.
-local function ent_done(doc, outcome)
-  if outcome ~= 'retry' then unique_release(doc) end
+local function ent_done(doc, outcome, text)
+  if outcome ~= 'retry' then unique_release(doc, text) end
 end
 
 -- ff_unique_lock(jobtype, queue, args_json): {lock key, jid holding it or false, ms to live},
@@ -232,7 +352,8 @@ end
 local function ff_unique_lock(keys, args)
   local ok, jobargs = pcall(cjson.decode, args[3])
   if not ok then return false end
-  local key = unique_key({jobtype = args[1], args = jobargs}, args[2])
+  local key = unique_key({jobtype = args[1], args = jobargs}, args[2],
+    '{"args":' .. args[3] .. '}')
   return {key, redis.call('GET', key), redis.call('PTTL', key)}
 end
 

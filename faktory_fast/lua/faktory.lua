@@ -93,12 +93,13 @@ end
 -- unique or expiring: the core functions below decode such jobs only (`with_custom`), and call
 -- each feature's hooks, which live in files of their own (pasted here by store.library_source)
 -- and may use the helpers above:
---   batch_push(doc) / ent_push(doc, queue, score): a job is being pushed (score: '' now, or
---     when it is scheduled); return an error line ("CODE message") to refuse it, or nil. A
---     refused job is not stored, and no hook after the one that refused it runs.
+--   batch_push(doc) / ent_push(doc, queue, score, text): a job is being pushed (score: '' now,
+--     or when it is scheduled; text: the job's JSON); return an error line ("CODE message") to
+--     refuse it, or nil. A refused job is not stored, and no hook after the one that refused it
+--     runs.
 --   batch_pushed(doc): every hook accepted the job (it is stored): count it in its batch.
---   batch_done(doc, outcome) / ent_done(doc, outcome): a reservation of the job ended by ACK
---     (outcome 'ack') or FAIL ('retry', 'dead' or 'discard').
+--   batch_done(doc, outcome) / ent_done(doc, outcome, text): a reservation of the job ended by
+--     ACK (outcome 'ack') or FAIL ('retry', 'dead' or 'discard').
 -- Hooks that need the time read Redis's clock (TIME): ACK does not pass one.
 --@include ent.lua
 --@include batch.lua
@@ -111,13 +112,15 @@ local function with_custom(job)
   return nil
 end
 
--- The job of a reservation record, if it has a "custom" object (see with_custom).
+-- The job of a reservation record, if it has a "custom" object (see with_custom), and the
+-- job's JSON text (the record's last member: '{"rid":N,...,"job":<job>}').
 local function record_custom(record)
   if not string.find(record, '"custom":', 1, true) then return nil end
   local ok, rec = pcall(cjson.decode, record)
   if ok and type(rec) == 'table' and type(rec['job']) == 'table'
       and type(rec['job']['custom']) == 'table' then
-    return rec['job']
+    local at = string.find(record, ',"job":', 1, true)
+    return rec['job'], at and string.sub(record, at + 7, -2)
   end
   return nil
 end
@@ -129,7 +132,7 @@ end
 local function push_one(scheduled, queues, prioq, name, prio, job, score, list, waiting)
   local doc = with_custom(job)
   if doc then
-    local refusal = batch_push(doc) or ent_push(doc, name, score)
+    local refusal = batch_push(doc) or ent_push(doc, name, score, job)
     if refusal then return refusal end
     batch_pushed(doc)
   end
@@ -262,7 +265,7 @@ local function ff_fetch(keys, args)
             jid = decoded['jid']
             reserve = tonumber(decoded['reserve_for'])
             if type(decoded['custom']) == 'table' and type(jid) == 'string' then
-              keep = ent_fetch(decoded, tonumber(args[3]))
+              keep = ent_fetch(decoded, tonumber(args[3]), job)
             end
           end
         end
@@ -341,10 +344,10 @@ local function ff_ack(keys, args)
   redis.call('INCR', keys[3])
   redis.call('INCR', keys[5])
   if not record then return OUTCOME.DONE end
-  local doc = record_custom(record)
+  local doc, text = record_custom(record)
   if doc then
     batch_done(doc, 'ack')
-    ent_done(doc, 'ack')
+    ent_done(doc, 'ack', text)
   end
   throttle_release(record, jid)
   return OUTCOME.DONE
@@ -374,10 +377,10 @@ local function ff_fail(keys, args)
   elseif outcome == 'dead' then
     redis.call('ZADD', keys[6], args[5], args[4])
   end
-  local doc = record_custom(record)
+  local doc, text = record_custom(record)
   if doc then
     batch_done(doc, outcome)
-    ent_done(doc, outcome)
+    ent_done(doc, outcome, text)
   end
   throttle_release(record, jid)
   return {OUTCOME.DONE}
