@@ -1082,6 +1082,15 @@ class SyncStore(Operations):
         """The decoded reply of ``call`` (redis-py's ResponseError is raised)."""
         return call.decode(self._execute(*call.args))
 
+    def run_all(self, calls: Sequence[Call[T]]) -> list[T]:
+        """The decoded replies of ``calls``, sent in one round trip (a pipeline, not a
+        transaction). Build each with the operation's ``Op``, e.g.
+        ``Operations.track_get.build(store, jid)``."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command(*call.args)
+        return [call.decode(reply) for call, reply in zip(calls, pipe.execute())]
+
 
 async def ensure_library(conn: RedisConnection) -> None:
     """Load our function library into the Redis behind ``conn`` (an ``aredis`` connection)

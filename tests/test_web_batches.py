@@ -105,13 +105,15 @@ def test_busy_shows_the_progress_of_tracked_jobs(web: Web, store: SyncStore) -> 
         assert store.fetch("", "test", jobs.now_score(), 1800, ["tq"]).jid.decode() == jid
         return jid
 
-    tracked, untracked = reserve(track=1), reserve(other="x")
+    tracked, untracked, other = reserve(track=1), reserve(other="x"), reserve(track=1)
     assert store.track_set(tracked, 37, "resizing <images>", "") == Outcome.DONE
+    assert store.track_set(other, 5, None, "") == Outcome.DONE
     page = web.get("/busy").text
     rows = {jid: re.search(rf"<code>{jid}</code>.*?</tr>", page, re.S).group(0)
-            for jid in (tracked, untracked)}
+            for jid in (tracked, untracked, other)}
     assert '<progress value="37" max="100"></progress> 37 %: resizing &lt;images&gt;' in rows[tracked]
     assert "<progress" not in rows[untracked]
+    assert '<progress value="5" max="100"></progress> 5 %</td>' in rows[other]
     assert "<th>Tracking</th>" in page
 
 

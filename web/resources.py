@@ -15,7 +15,7 @@ import orjson
 from faktory_fast import FAKTORY_VERSION, cron, jobs, keys
 from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.stats import info_document, latency, rss_bytes
-from faktory_fast.store import SyncStore
+from faktory_fast.store import Operations, SyncStore
 
 from . import actions, charts, metrics, views
 from .i18n import locale_of
@@ -152,11 +152,14 @@ class Busy(Resource):
             res = orjson.loads(record)
             wid = res.get("wid") or ""
             per_worker[wid] = per_worker.get(wid, 0) + 1
-            job = views.parse_job(orjson.dumps(res.get("job")), wid=wid,
-                                  reserved_at=res.get("reserved_at"), expires_at=res.get("expires_at"))
-            if job.custom.get("track"):  # its progress (TRACK SET): one read per tracked job
-                job.extra["tracking"] = self.store.track_get(job.jid)[1]
-            running.append(job)
+            running.append(views.parse_job(orjson.dumps(res.get("job")), wid=wid,
+                                           reserved_at=res.get("reserved_at"),
+                                           expires_at=res.get("expires_at")))
+        # The progress (TRACK SET) of the tracked ones, all read in one round trip.
+        tracked = [job for job in running if job.custom.get("track")]
+        reads = [Operations.track_get.build(self.store, job.jid) for job in tracked]
+        for job, (_, fields) in zip(tracked, self.store.run_all(reads)):
+            job.extra["tracking"] = fields
         workers = []
         for w in self.store.workers():
             try:
