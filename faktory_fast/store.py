@@ -749,10 +749,10 @@ class Operations:
         return FF_THROTTLE_USAGE.call(())
 
     @Op
-    def throttle_lapsed(self, now: str) -> Call[int]:
+    def throttle_lapsed(self, now: str, limit: int) -> Call[int]:
         """Wake the FETCHes waiting on queues whose throttle had a lock lapse by ``now`` (a
-        time score); how many lock sets had one."""
-        return FF_THROTTLE_LAPSED.call((), now)
+        time score), looking at ``limit`` lock sets at most; how many it looked at."""
+        return FF_THROTTLE_LAPSED.call((), now, limit)
 
     @Op
     def unique_lock(self, jobtype: str, queue: str, args: bytes) -> Call[UniqueLock | None]:

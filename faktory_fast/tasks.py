@@ -121,7 +121,9 @@ class BackgroundTasks:
             log.info("%d job reservations expired", n)
             self.stats.add("Busy", reaped=n)
         # Throttle locks that lapsed by their own timeout free a place nobody was told of.
-        await self.store.throttle_lapsed(now_score())
+        now = now_score()
+        while await self.store.throttle_lapsed(now, EXPIRED_BATCH) == EXPIRED_BATCH:
+            pass
 
     async def publish_config(self) -> None:
         """Give Redis the throttle table and cron entries of the configuration (at start, after

@@ -377,3 +377,21 @@ def test_track_reserve_until_extends_a_throttle_lock(store: SyncStore, r: redisl
     assert r.zscore(lock, jid) == float(NOW) + 3600
     store.track_set(jid, 60, None, str(float(NOW) + 120))  # earlier: nothing moves back
     assert r.zscore(lock, jid) == float(NOW) + 3600
+
+
+def test_throttle_lapsed_wakes_in_steps_and_keeps_the_next_lapse(store: SyncStore,
+                                                                r: redislib.Redis) -> None:
+    """ff_throttle_lapsed looks at `limit` lock sets a call; a set's lapsed locks go, its next
+    lapse is kept for a later round, a set left empty is forgotten; waiters are woken."""
+    now = float(NOW)
+    for n in range(150):
+        lock = keys.throttle_lock("tq", f"w{n}")
+        r.zadd(lock, {f"old{n}": now - 1} | ({f"new{n}": now + 30} if n < 10 else {}))
+        r.zadd(keys.THROTTLE_LAPSES, {lock: now - 1})
+    r.sadd(keys.waiters("tq"), "proc-1")
+    assert [store.throttle_lapsed(NOW, 100) for _ in range(3)] == [100, 50, 0]
+    assert not r.exists(keys.waiters("tq"))  # woken (and told through its wake channel)
+    assert r.zcard(keys.THROTTLE_LAPSES) == 10  # the sets still holding a lock
+    assert r.zscore(keys.THROTTLE_LAPSES, keys.throttle_lock("tq", "w3")) == now + 30
+    assert r.zrange(keys.throttle_lock("tq", "w3"), 0, -1) == [b"new3"]
+    assert not r.exists(keys.throttle_lock("tq", "w42"))

@@ -246,15 +246,16 @@ local function throttle_release(record, jid)
   if name then wake(name, WAITERS_PREFIX .. name) end
 end
 
--- ff_throttle_lapsed(now): wake the processes waiting on queues whose throttle had a lock lapse
+-- ff_throttle_lapsed(now, limit): wake the processes waiting on queues whose throttle had a lock lapse
 -- by its timeout (a job that outran it, or a worker that vanished) by `now`: their FETCH skipped
 -- the queue as full, and no ACK will tell them otherwise. Every lock set is listed in
 -- THROTTLE_LAPSES_KEY with the earliest lapse of a lock in it (reserve_job adds it; a lock
--- released earlier leaves it there, costing one needless wake-up). Returns the queues woken.
+-- released earlier leaves it there, costing one needless wake-up). Looks at `limit` lock sets
+-- at most; returns how many it looked at.
 -- KEYS: ff:thr-lapses; also the lock sets due and their queues' ff:wait:<queue>.
 local function ff_throttle_lapsed(keys, args)
   local lapses, now = keys[1], args[1]
-  local due = redis.call('ZRANGE', lapses, '-inf', now, 'BYSCORE', 'LIMIT', 0, 100)
+  local due = redis.call('ZRANGE', lapses, '-inf', now, 'BYSCORE', 'LIMIT', 0, args[2])
   for _, lock in ipairs(due) do
     redis.call('ZREMRANGEBYSCORE', lock, '-inf', now)
     local next_lapse = redis.call('ZRANGE', lock, 0, 0, 'WITHSCORES')
