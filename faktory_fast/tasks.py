@@ -24,7 +24,7 @@ from faktory_fast.config import Config
 from faktory_fast.failures import expire_reservation, set_aside
 from faktory_fast.jobs import now_score
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import AsyncStore, process_id
+from faktory_fast.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 
@@ -70,7 +70,9 @@ class BackgroundTasks:
         self.cron = cron.CronRunner(store, lambda: self.config().cron, cron.clock(os.environ))
         self._published: Config | None = None  # the config whose Enterprise tables Redis has
         self._published_at = 0.0  # time.monotonic() of that
-        self._node = process_id()  # this master, in the mark it leaves on those tables
+        # This node in the mark it leaves on those tables: the same across its restarts (which
+        # may bring a changed conf.d: no other node's doing).
+        self._node = f"{os.uname().nodename}:{config().port}"
         self._disagreed: set[str] = set()  # marks of other nodes' tables already warned of
 
     def start(self) -> list[asyncio.Future[None]]:

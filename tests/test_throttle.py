@@ -193,6 +193,18 @@ def test_a_node_whose_tables_differ_from_anothers_says_so(tmp_path: Any) -> None
         assert not [line for line in a.lines if warning in line]  # it wrote first
     with two_nodes(str(tmp_path / "same"), processes=1, conf=THROTTLES) as (a, b):
         assert not [line for line in a.lines + b.lines if warning in line]
+    # One node restarted with a changed conf.d is no other node.
+    srv = FaktoryServer(str(tmp_path / "one"), processes=1)
+    write_conf(srv.data_dir, "throttles.toml", THROTTLES)
+    srv.start()
+    srv.stop()
+    write_conf(srv.data_dir, "throttles.toml", other)
+    srv.start()
+    try:
+        assert usage(srv)["limited"].limit == 3  # it wrote its new table
+        assert not [line for line in srv.lines if warning in line]
+    finally:
+        srv.stop()
 
 
 def test_sighup_reloads_the_throttles(tmp_path: Any) -> None:
