@@ -395,3 +395,19 @@ def test_throttle_lapsed_wakes_in_steps_and_keeps_the_next_lapse(store: SyncStor
     assert r.zscore(keys.THROTTLE_LAPSES, keys.throttle_lock("tq", "w3")) == now + 30
     assert r.zrange(keys.throttle_lock("tq", "w3"), 0, -1) == [b"new3"]
     assert not r.exists(keys.throttle_lock("tq", "w42"))
+
+
+def test_unique_lock_names_keep_digits_and_ignore_member_order(store: SyncStore) -> None:
+    """The name of a unique lock whose args hold big numbers is read from their JSON text:
+    object members in any order name one lock, a last digit changed names another."""
+    big = 1234567890123456789
+
+    def name(args: object) -> str:
+        return store.unique_lock("Job", "q", orjson.dumps(args)).key
+
+    args = [{"id": big, "tags": ["x", {"b": 1, "a": [2.5, None, True]}], "s": "{\"]"}, big]
+    reordered = [{"s": "{\"]", "tags": ["x", {"a": [2.5, None, True], "b": 1}], "id": big}, big]
+    assert name(args) == name(reordered)
+    assert name(args) != name([{**args[0], "id": big + 1}, big])  # type: ignore[dict-item]
+    assert name([big]) != name([big + 1]) != name([big - 1])
+    assert name([1, "x"]) == name([1, "x"])  # small numbers: cjson's name, as before

@@ -90,13 +90,13 @@ local function canonical_text(s, i, j)
       local key_end = value_end(s, k)
       if not key_end or string.byte(s, key_end) ~= 58 then return nil end  -- ':'
       local v_end = value_end(s, key_end + 1)
-      if not v_end then return nil end
+      if not v_end or v_end <= key_end + 1 then return nil end
       local v = canonical_text(s, key_end + 1, v_end)
       if not v then return nil end
       part, k = string.sub(s, k, key_end) .. v, v_end
     else
       local v_end = value_end(s, k)
-      if not v_end then return nil end
+      if not v_end or v_end <= k then return nil end  -- not JSON: never loop on it
       part, k = canonical_text(s, k, v_end), v_end
       if not part then return nil end
     end
