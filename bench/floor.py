@@ -46,6 +46,18 @@ for i = 3, #KEYS do
 end
 return false
 """
+# --prefetch: KEYS: the reservation hash, the deadlines zset, one queue. ARGV: how many, the
+# deadline. Pops up to that many jobs and reserves them all (for this process to hand out).
+HOLD_LUA = """
+local jobs = redis.call('RPOP', KEYS[3], ARGV[1])
+if not jobs then return {} end
+for _, job in ipairs(jobs) do
+  local jid = string.match(job, '"jid":"([^"]*)"') or ''
+  redis.call('HSET', KEYS[1], jid, job)
+  redis.call('ZADD', KEYS[2], ARGV[2], jid)
+end
+return jobs
+"""
 # KEYS: the reservation hash, the deadlines zset, the counter. ARGV: the jid.
 DONE_LUA = """
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -96,6 +108,9 @@ class Client(asyncio.Protocol):
     redis: Redis
     fetch_sha = ""
     done_sha = ""
+    hold_sha = ""
+    prefetch = 0  # --prefetch: jobs a FETCH takes from a queue at once, held here (0: off)
+    held: dict[str, collections.deque[bytes]] = {}  # queue key -> jobs reserved, not handed out
 
     def __init__(self) -> None:
         self.buf = b""
@@ -129,12 +144,16 @@ class Client(asyncio.Protocol):
             r.send(self.ok, "LPUSH", "q:" + job.get("queue", "default"), arg)
         elif verb == b"FETCH":
             queues = ["q:" + q for q in arg.decode().split()] or ["q:default"]
-            self.fetch(queues, time.monotonic() + EMPTY_AFTER)
+            if self.prefetch:
+                self.fetch_held(queues, 0, time.monotonic() + EMPTY_AFTER)
+            else:
+                self.fetch(queues, time.monotonic() + EMPTY_AFTER)
         elif verb in (b"ACK", b"FAIL"):
             jid = orjson.loads(arg)["jid"]
             counter = "processed" if verb == b"ACK" else "failures"
             r.send(self.ok, "EVALSHA", self.done_sha, 3, "res", "working", counter, jid)
         elif verb == b"FLUSH":
+            self.held.clear()
             r.send(self.ok, "FLUSHDB")
         elif verb in (b"HELLO", b"BEAT"):
             self.reply(b"+OK\r\n")
@@ -159,20 +178,50 @@ class Client(asyncio.Protocol):
                         int(time.time()) + RESERVE)
 
 
-async def serve(bind: str, data_dir: str) -> None:
+    def fetch_held(self, queues: list[str], first: int, until: float) -> None:
+        """--prefetch: the first queue (from ``queues[first]`` on) with a job held here gives
+        it; a queue with none held takes up to ``prefetch`` of its jobs from Redis first (one
+        call, all reserved at once), so most FETCHes answer without a Redis round trip."""
+        for i in range(first, len(queues)):
+            held = self.held.get(queues[i])
+            if held:
+                job = held.popleft()
+                self.reply(b"$%d\r\n%s\r\n" % (len(job), job))
+                return
+
+            def then(jobs: Any, i: int = i) -> None:
+                if isinstance(jobs, Exception):
+                    self.reply(b"-ERR %s\r\n" % str(jobs).encode())
+                    return
+                if jobs:
+                    self.held.setdefault(queues[i], collections.deque()).extend(jobs)
+                    self.fetch_held(queues, i, until)
+                else:
+                    self.fetch_held(queues, i + 1, until)
+            self.redis.send(then, "EVALSHA", self.hold_sha, 3, "res", "working", queues[i],
+                            self.prefetch, int(time.time()) + RESERVE)
+            return
+        if time.monotonic() >= until:
+            self.reply(b"$-1\r\n")
+        else:
+            asyncio.get_running_loop().call_later(EMPTY_POLL, self.fetch_held, queues, 0, until)
+
+
+async def serve(bind: str, data_dir: str, prefetch: int = 0) -> None:
     """Start the child Redis, load the scripts, serve ``bind`` until SIGTERM/SIGINT."""
     child = RedisChild(data_dir)
     child.start()
     try:
         loop = asyncio.get_running_loop()
         _, redis = await loop.create_unix_connection(Redis, child.socket_path)
-        for name, lua in (("fetch_sha", FETCH_LUA), ("done_sha", DONE_LUA)):
+        for name, lua in (("fetch_sha", FETCH_LUA), ("done_sha", DONE_LUA), ("hold_sha", HOLD_LUA)):
             done = loop.create_future()
             redis.send(done.set_result, "SCRIPT", "LOAD", lua)
             sha = (await done).decode()
             assert sha == hashlib.sha1(lua.encode()).hexdigest()
             setattr(Client, name, sha)
         Client.redis = redis
+        Client.prefetch = prefetch
         host, _, port = bind.rpartition(":")
         server = await loop.create_server(Client, host or "127.0.0.1", int(port))
         stop = loop.create_future()
@@ -188,8 +237,11 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
     p.add_argument("-b", "--bind", default="127.0.0.1:7419", help="host:port (default 127.0.0.1:7419)")
     p.add_argument("-d", "--data", required=True, help="directory of its child Redis")
+    p.add_argument("--prefetch", type=int, default=0, metavar="N",
+                   help="a FETCH takes up to N jobs of a queue at once, all reserved, and the "
+                        "next FETCHes are answered from them (default 0: one Redis call a FETCH)")
     args = p.parse_args()
-    uvloop.run(serve(args.bind, args.data))
+    uvloop.run(serve(args.bind, args.data, args.prefetch))
 
 
 if __name__ == "__main__":

@@ -214,13 +214,14 @@ class Floor(Spawned):
 
     name = "floor"
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, extra: list[str] | None = None) -> None:
         self.python = python
+        self.extra = extra or []
         super().__init__()
 
     def command(self) -> list[str]:
         return [self.python, "-m", "bench.floor", "-b", f"127.0.0.1:{self.port}",
-                "-d", os.path.join(self.dir, "data")]
+                "-d", os.path.join(self.dir, "data"), *self.extra]
 
 
 def _commit() -> str | None:

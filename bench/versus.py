@@ -50,6 +50,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
         g.add_argument("--floor", action="store_true",
                        help="also run bench's floor server (bench/floor.py): the least a server in this "
                             "stack does per command; its ratio to faktory is a column of its own")
+        g.add_argument("--floor-args", default="", metavar="ARGS",
+                       help="extra floor server options, e.g. '--prefetch 20'")
         sp.add_argument("--rounds", type=int, default=1,
                         help="runs per server, alternating, the order swapped each round (default 1)")
         sp.add_argument("--label", action="append", metavar="KEY=VALUE", help="tag the result (repeatable)")
@@ -64,7 +66,7 @@ def _start(name: str, args: argparse.Namespace, bins: dict[str, str]) -> Spawned
     if name == "faktory":
         return Faktory(bins["faktory"], shlex.split(args.faktory_args))
     if name == "floor":
-        return Floor(args.fast_python)
+        return Floor(args.fast_python, shlex.split(args.floor_args))
     return FaktoryFast(args.fast_python, shlex.split(args.fast_args))
 
 

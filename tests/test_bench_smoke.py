@@ -335,6 +335,24 @@ def test_floor_server_serves_a_job(tmp_path: Path) -> None:
     assert isinstance(family, list) and not [p for p in family if os.path.exists(f"/proc/{p}")]
 
 
+def test_floor_server_prefetching_keeps_the_queue_order(tmp_path: Path) -> None:
+    # --prefetch: jobs taken from Redis several at a time, handed out in queue order.
+    floor = Floor(sys.executable, ["--prefetch", "5"]).start()
+    try:
+        conn = Conn(floor.endpoint)
+        pushed = {q: [b'{"jid":"%s%d","queue":"%s","jobtype":"J","args":[]}' % (q.encode(), n, q.encode())
+                      for n in range(3)] for q in ("a", "b")}
+        for q in ("a", "b"):
+            for job in pushed[q]:
+                assert conn.call("PUSH", job) == OK
+        got = [conn.call("FETCH", "b a") for _ in range(6)]
+        assert got == pushed["b"] + pushed["a"]  # FIFO within a queue, b before a
+        assert conn.call("ACK", '{"jid":"b0"}') == OK
+        conn.close()
+    finally:
+        floor.stop()
+
+
 def test_versus_push_floor_only(tmp_path: Path) -> None:
     # Needs no anchor binary: the floor server alone, as `--only floor` runs it.
     r = versus(tmp_path, "push", "--only", "floor", "-n", "300", "--warmup", "10")["summary"]["floor"]
