@@ -14,7 +14,11 @@ reservation in a hash and its deadline in a sorted set), ACK/FAIL = one script (
 reservation, count it). Its Redis is faktory_fast's child Redis (``RedisChild``: same config,
 AOF ``everysec``, unix socket).
 
-    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor
+``--prefetch N`` measures a design that goes below that floor: a FETCH that finds none of a
+queue's jobs held in the process takes up to N of them at once (all reserved by one script)
+and the next FETCHes of the queue are answered from them, without a Redis round trip.
+
+    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor [--prefetch 20]
 """
 from __future__ import annotations
 
