@@ -28,14 +28,14 @@ import collections
 import hashlib
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import uvloop
 
+from faktory_fast import aredis, wire
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.resp import RespReader, pack_command
+from faktory_fast.resp import pack_command
 
 # KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
 FETCH_LUA = """
@@ -72,44 +72,10 @@ EMPTY_POLL = 0.002  # seconds between looks of an empty FETCH
 EMPTY_AFTER = 2.0  # seconds an empty FETCH waits before answering nil, as Faktory
 RESERVE = 1800  # seconds
 
-Then = Callable[[Any], None]
-
-
-class Redis(asyncio.Protocol):
-    """One pipelined Redis connection: commands of a loop iteration leave in one write."""
-
-    def __init__(self) -> None:
-        self.reader = RespReader()
-        self.pending: collections.deque[Then] = collections.deque()
-        self.out: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
-        self.flushing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        for reply in self.reader.feed(data):
-            self.pending.popleft()(reply)
-
-    def send(self, then: Then, *args: Any) -> None:
-        self.pending.append(then)
-        self.out.append(pack_command(*args))
-        if not self.flushing:
-            self.flushing = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.flushing = False
-        out, self.out = self.out, []
-        assert self.transport is not None
-        self.transport.write(b"".join(out))
-
-
 class Client(asyncio.Protocol):
     """One client connection: a line in, one Redis command, its answer out."""
 
-    redis: Redis
+    redis: aredis.RedisConnection  # pipelined: the commands of a loop iteration leave in one write
     fetch_sha = ""
     done_sha = ""
     hold_sha = ""
@@ -137,15 +103,17 @@ class Client(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def redis_call(self, then: Any, *args: Any) -> None:
+        self.redis.send_cb(then, pack_command(*args))
+
     def ok(self, reply: Any) -> None:
-        self.reply(b"+OK\r\n" if not isinstance(reply, Exception) else b"-ERR %s\r\n" % str(reply).encode())
+        self.reply(wire.error(str(reply)) if isinstance(reply, Exception) else wire.OK)
 
     def command(self, line: bytes) -> None:
         verb, _, arg = line.partition(b" ")
-        r = self.redis
         if verb == b"PUSH":
             job = orjson.loads(arg)
-            r.send(self.ok, "LPUSH", "q:" + job.get("queue", "default"), arg)
+            self.redis_call(self.ok, "LPUSH", "q:" + job.get("queue", "default"), arg)
         elif verb == b"FETCH":
             queues = ["q:" + q for q in arg.decode().split()] or ["q:default"]
             if self.prefetch:
@@ -155,32 +123,37 @@ class Client(asyncio.Protocol):
         elif verb in (b"ACK", b"FAIL"):
             jid = orjson.loads(arg)["jid"]
             counter = "processed" if verb == b"ACK" else "failures"
-            r.send(self.ok, "EVALSHA", self.done_sha, 3, "res", "working", counter, jid)
+            self.redis_call(self.ok, "EVALSHA", self.done_sha, 3, "res", "working", counter, jid)
         elif verb == b"FLUSH":
             self.held.clear()
-            r.send(self.ok, "FLUSHDB")
+            self.redis_call(self.ok, "FLUSHDB")
         elif verb in (b"HELLO", b"BEAT"):
-            self.reply(b"+OK\r\n")
+            self.reply(wire.OK)
         elif verb == b"END":
             if self.transport is not None:
                 self.transport.close()
         else:
-            self.reply(b"-ERR unknown command\r\n")
+            self.reply(wire.error("unknown command"))
+
+    def empty(self, again: Any, *args: Any) -> None:
+        """No job for a FETCH: nil once its wait (``args[-1]``, the deadline) is over, else
+        ``again(*args)`` after EMPTY_POLL."""
+        if time.monotonic() >= args[-1]:
+            self.reply(wire.NIL)
+        else:
+            asyncio.get_running_loop().call_later(EMPTY_POLL, again, *args)
 
     def fetch(self, queues: list[str], until: float) -> None:
         def then(job: Any) -> None:
             if isinstance(job, bytes):
-                self.reply(b"$%d\r\n%s\r\n" % (len(job), job))
+                self.reply(wire.bulk(job))
             elif isinstance(job, Exception):
-                self.reply(b"-ERR %s\r\n" % str(job).encode())
-            elif time.monotonic() >= until:
-                self.reply(b"$-1\r\n")
+                self.reply(wire.error(str(job)))
             else:
-                asyncio.get_running_loop().call_later(EMPTY_POLL, self.fetch, queues, until)
+                self.empty(self.fetch, queues, until)
 
-        self.redis.send(then, "EVALSHA", self.fetch_sha, 2 + len(queues), "res", "working", *queues,
+        self.redis_call(then, "EVALSHA", self.fetch_sha, 2 + len(queues), "res", "working", *queues,
                         int(time.time()) + RESERVE)
-
 
     def fetch_held(self, queues: list[str], first: int, until: float) -> None:
         """--prefetch: the first queue (from ``queues[first]`` on) with a job held here gives
@@ -189,26 +162,21 @@ class Client(asyncio.Protocol):
         for i in range(first, len(queues)):
             held = self.held.get(queues[i])
             if held:
-                job = held.popleft()
-                self.reply(b"$%d\r\n%s\r\n" % (len(job), job))
+                self.reply(wire.bulk(held.popleft()))
                 return
 
             def then(jobs: Any, i: int = i) -> None:
                 if isinstance(jobs, Exception):
-                    self.reply(b"-ERR %s\r\n" % str(jobs).encode())
-                    return
-                if jobs:
+                    self.reply(wire.error(str(jobs)))
+                elif jobs:
                     self.held.setdefault(queues[i], collections.deque()).extend(jobs)
                     self.fetch_held(queues, i, until)
                 else:
                     self.fetch_held(queues, i + 1, until)
-            self.redis.send(then, "EVALSHA", self.hold_sha, 3, "res", "working", queues[i],
+            self.redis_call(then, "EVALSHA", self.hold_sha, 3, "res", "working", queues[i],
                             self.prefetch, int(time.time()) + RESERVE)
             return
-        if time.monotonic() >= until:
-            self.reply(b"$-1\r\n")
-        else:
-            asyncio.get_running_loop().call_later(EMPTY_POLL, self.fetch_held, queues, 0, until)
+        self.empty(self.fetch_held, queues, 0, until)
 
 
 async def serve(bind: str, data_dir: str, prefetch: int = 0) -> None:
@@ -217,11 +185,9 @@ async def serve(bind: str, data_dir: str, prefetch: int = 0) -> None:
     child.start()
     try:
         loop = asyncio.get_running_loop()
-        _, redis = await loop.create_unix_connection(Redis, child.socket_path)
+        redis = await aredis.connect(child.url)
         for name, lua in (("fetch_sha", FETCH_LUA), ("done_sha", DONE_LUA), ("hold_sha", HOLD_LUA)):
-            done = loop.create_future()
-            redis.send(done.set_result, "SCRIPT", "LOAD", lua)
-            sha = (await done).decode()
+            sha = (await redis.execute("SCRIPT", "LOAD", lua)).decode()
             assert sha == hashlib.sha1(lua.encode()).hexdigest()
             setattr(Client, name, sha)
         Client.redis = redis
