@@ -18,7 +18,12 @@ AOF ``everysec``, unix socket).
 queue's jobs held in the process takes up to N of them at once (all reserved by one script)
 and the next FETCHes of the queue are answered from them, without a Redis round trip.
 
-    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor [--prefetch 20]
+``--functions`` splits the distance between the floor and faktory_fast: PUSH, FETCH and ACK
+go through faktory_fast's own ``jobs.prepare`` and ``AsyncStore`` (its Redis functions
+``ff_push``, ``ff_fetch``, ``ff_ack``: the data model a complete server keeps), while the
+wire layer stays the floor's (no parking, worker registry, flow control or command table).
+
+    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor [--prefetch 20 | --functions]
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ from typing import Any
 import orjson
 import uvloop
 
-from faktory_fast import aredis, wire
+from faktory_fast import aredis, jobs, wire
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.resp import pack_command
+from faktory_fast.store import AsyncStore, Reserved
 
 # KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
 FETCH_LUA = """
@@ -81,6 +87,7 @@ class Client(asyncio.Protocol):
     hold_sha = ""
     prefetch = 0  # --prefetch: jobs a FETCH takes from a queue at once, held here (0: off)
     held: dict[str, collections.deque[bytes]] = {}  # queue key -> jobs reserved, not handed out
+    store: AsyncStore | None = None  # --functions: faktory_fast's store and Redis functions
 
     def __init__(self) -> None:
         self.buf = b""
@@ -111,7 +118,9 @@ class Client(asyncio.Protocol):
 
     def command(self, line: bytes) -> None:
         verb, _, arg = line.partition(b" ")
-        if verb == b"PUSH":
+        if self.store is not None and verb in (b"PUSH", b"FETCH", b"ACK"):
+            self.functions(verb, arg)
+        elif verb == b"PUSH":
             job = orjson.loads(arg)
             self.redis_call(self.ok, "LPUSH", "q:" + job.get("queue", "default"), arg)
         elif verb == b"FETCH":
@@ -134,6 +143,35 @@ class Client(asyncio.Protocol):
                 self.transport.close()
         else:
             self.reply(wire.error("unknown command"))
+
+    def functions(self, verb: bytes, arg: bytes) -> None:
+        """--functions: the command through faktory_fast's store (one FCALL each)."""
+        store = self.store
+        assert store is not None
+        if verb == b"PUSH":
+            try:
+                job = jobs.prepare(orjson.loads(arg), time.time_ns())
+            except jobs.JobError as exc:
+                self.reply(wire.error(str(exc)))
+                return
+            store.push_then(job, self.ok)
+        elif verb == b"ACK":
+            store.ack_then(orjson.loads(arg)["jid"], jobs.today(), True, self.ok)
+        else:
+            self.fetch_functions(arg.decode().split() or ["default"],
+                                 time.monotonic() + EMPTY_AFTER)
+
+    def fetch_functions(self, queues: list[str], until: float) -> None:
+        def then(found: Any) -> None:
+            if type(found) is Reserved:
+                self.reply(wire.bulk(found.job))
+            elif isinstance(found, Exception):
+                self.reply(wire.error(str(found)))
+            else:
+                self.empty(self.fetch_functions, queues, until)
+
+        assert self.store is not None
+        self.store.fetch_then("", "floor", jobs.now_score(), RESERVE, queues, then)
 
     def empty(self, again: Any, *args: Any) -> None:
         """No job for a FETCH: nil once its wait (``args[-1]``, the deadline) is over, else
@@ -179,7 +217,7 @@ class Client(asyncio.Protocol):
         self.empty(self.fetch_held, queues, 0, until)
 
 
-async def serve(bind: str, data_dir: str, prefetch: int = 0) -> None:
+async def serve(bind: str, data_dir: str, prefetch: int = 0, functions: bool = False) -> None:
     """Start the child Redis, load the scripts, serve ``bind`` until SIGTERM/SIGINT."""
     child = RedisChild(data_dir)
     child.start()
@@ -192,6 +230,9 @@ async def serve(bind: str, data_dir: str, prefetch: int = 0) -> None:
             setattr(Client, name, sha)
         Client.redis = redis
         Client.prefetch = prefetch
+        if functions:
+            Client.store = AsyncStore(redis)
+            await Client.store.load_library()
         host, _, port = bind.rpartition(":")
         server = await loop.create_server(Client, host or "127.0.0.1", int(port))
         stop = loop.create_future()
@@ -210,8 +251,13 @@ def main() -> None:
     p.add_argument("--prefetch", type=int, default=0, metavar="N",
                    help="a FETCH takes up to N jobs of a queue at once, all reserved, and the "
                         "next FETCHes are answered from them (default 0: one Redis call a FETCH)")
+    p.add_argument("--functions", action="store_true",
+                   help="PUSH, FETCH and ACK through faktory_fast's jobs.prepare and Redis "
+                        "functions (its data model behind the floor's wire layer)")
     args = p.parse_args()
-    uvloop.run(serve(args.bind, args.data, args.prefetch))
+    if args.functions and args.prefetch:
+        p.error("--functions and --prefetch measure different things: give one")
+    uvloop.run(serve(args.bind, args.data, args.prefetch, args.functions))
 
 
 if __name__ == "__main__":

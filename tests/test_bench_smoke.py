@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from bench.client import Conn, parse_faktory_url, parse_redis_url, pwdhash
 from bench.resp import OK, ErrorReply, encode_command, parse
@@ -348,6 +349,26 @@ def test_floor_server_prefetching_keeps_the_queue_order(tmp_path: Path) -> None:
         got = [conn.call("FETCH", "b a") for _ in range(6)]
         assert got == pushed["b"] + pushed["a"]  # FIFO within a queue, b before a
         assert conn.call("ACK", '{"jid":"b0"}') == OK
+        conn.close()
+    finally:
+        floor.stop()
+
+
+def test_floor_server_with_faktory_fasts_functions(tmp_path: Path) -> None:
+    # --functions: the jobs go through jobs.prepare and ff_push/ff_fetch/ff_ack, so what Redis
+    # holds is faktory_fast's data model (enqueued_at, the reservation record, the counters).
+    floor = Floor(sys.executable, ["--functions"]).start()
+    try:
+        conn = Conn(floor.endpoint)
+        assert conn.call("PUSH", '{"jid":"fn000001","queue":"low","jobtype":"J","args":[1]}') == OK
+        assert conn.call_raw(b'PUSH {"jid":"x","jobtype":"J","args":[]}\r\n') == \
+            ErrorReply("ERR jobs must have a reasonable jid parameter")
+        job = json.loads(conn.call("FETCH", "default low"))
+        assert job["jid"] == "fn000001" and job["enqueued_at"] and job["retry"] == 25
+        with redis.Redis(unix_socket_path=os.path.join(floor.dir, "data", "redis.sock")) as r:
+            assert r.hexists("ff:res", "fn000001") and r.zscore("working", "fn000001")
+            assert conn.call("ACK", '{"jid":"fn000001"}') == OK
+            assert not r.hexists("ff:res", "fn000001") and r.get("processed") == b"1"
         conn.close()
     finally:
         floor.stop()
