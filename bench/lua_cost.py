@@ -1,9 +1,10 @@
 """Redis CPU per call of faktory_fast's hot Lua functions (ff_push, ff_fetch, ff_ack).
 
-Not a server benchmark: it starts a child Redis, calls each function N times through
-``SyncStore`` and reads ``usec_per_call`` from ``INFO commandstats`` (reset between the
-phases), so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
-repository root: ``python -m bench.lua_cost [-n 20000] [--unique] [--floor]``.
+Not a server benchmark: it starts a child Redis, calls each function N times with
+``Operations``' arguments and reads the time Redis spent in them from ``INFO commandstats``,
+so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
+repository root: ``python -m bench.lua_cost [-n 20000] [--batch 50] [--unique] [--floor]
+[--library FILE]``.
 """
 from __future__ import annotations
 
@@ -12,22 +13,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 
 import redis
 
 from faktory_fast import jobs, keys
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Fetched, Reserved, SyncStore
+from faktory_fast.store import Operations, SyncStore
 
 from .floor import DONE_LUA, FETCH_LUA
 
 QUEUES = [f"queue{i}" for i in range(5)]
-
-
-def reserved_jid(res: Reserved | Fetched) -> str:
-    assert isinstance(res, Reserved), res
-    return res.jid.decode()
 
 
 def main() -> None:
@@ -38,6 +34,12 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="then the same jobs through the floor server's commands (bench/floor.py: "
                          "LPUSH, its fetch and done scripts), for the difference the data model makes")
+    ap.add_argument("--batch", type=int, default=1, metavar="B",
+                    help="push, fetch and ack B jobs at a time, each step pipelined (default 1: "
+                         "each step for all jobs, one call at a time)")
+    ap.add_argument("--library", metavar="FILE",
+                    help="load this library source instead of faktory_fast's (a patched copy of "
+                         "store.library_source()'s text: what a change to a function would save)")
     opts = ap.parse_args()
     n, unique = opts.n, opts.unique
     data_dir = tempfile.mkdtemp(prefix="lua-cost-")
@@ -46,14 +48,13 @@ def main() -> None:
     try:
         store = SyncStore.connect(child.url)
         store.load_library()
+        if opts.library:
+            with open(opts.library) as f:
+                store.client.execute_command("FUNCTION", "LOAD", "REPLACE", f.read())
         r = redis.Redis(unix_socket_path=child.socket_path)
 
-        def phase(name: str, calls: Iterable[object], command: str = "fcall") -> None:
-            r.config_resetstat()
-            for _ in calls:
-                pass
-            usec = r.info("commandstats")["cmdstat_" + command]["usec_per_call"]
-            print(f"{name:<12} {usec:6.2f} µs/call")
+        def usec(command: str) -> int:
+            return r.info("commandstats").get("cmdstat_" + command, {}).get("usec", 0)
 
         now = time.time_ns()
         def job(i: int) -> jobs.Prepared:
@@ -65,27 +66,53 @@ def main() -> None:
             return jobs.prepare(fields, now)
 
         prepared = [job(i) for i in range(n)]
-        phase("ff_push", (store.push([p]) for p in prepared))
-        jids: list[str] = []
+        at = jobs.score(now)
 
-        def fetch(i: int) -> str:
-            jid = reserved_jid(store.fetch("", "p", jobs.score(now), 1800,
-                                           QUEUES[i % 5:] + QUEUES[:i % 5]))
-            jids.append(jid)
-            return jid
+        def queues(i: int) -> list[str]:  # job i is the oldest of the first queue (FIFO)
+            return QUEUES[i % 5:] + QUEUES[:i % 5]
 
-        phase("ff_fetch", (fetch(i) for i in range(n)))
-        phase("ff_ack", (store.ack(j, "2026-01-01", plain=not unique) for j in jids))
-        phase("fetch empty", (store.fetch("", "p", jobs.score(now), 1800, QUEUES) for _ in range(n)))
+        # Each step: its name, the Redis command INFO counts it under, job i's call of it.
+        steps: list[tuple[str, str, Callable[[int], tuple]]] = [
+            ("ff_push", "fcall", lambda i: Operations.push.build(store, [prepared[i]]).args),
+            ("ff_fetch", "fcall",
+             lambda i: Operations.fetch.build(store, "", "p", at, 1800, queues(i)).args),
+            ("ff_ack", "fcall", lambda i: Operations.ack.build(
+                store, prepared[i].jid, "2026-01-01", not unique).args)]
         if opts.floor:
             fetch_sha, done_sha = r.script_load(FETCH_LUA), r.script_load(DONE_LUA)
             deadline = int(now / 1e9) + 1800
-            phase("floor push", (r.lpush(keys.queue(p.queue), p.payload) for p in prepared), "lpush")
-            phase("floor fetch", (r.evalsha(fetch_sha, 7, "res", "working",
-                                            *[keys.queue(q) for q in QUEUES[i % 5:] + QUEUES[:i % 5]],
-                                            deadline) for i in range(n)), "evalsha")
-            phase("floor ack", (r.evalsha(done_sha, 3, "res", "working", "processed", jid)
-                                for jid in jids), "evalsha")
+            steps += [
+                ("floor push", "lpush", lambda i: ("LPUSH", keys.queue(prepared[i].queue),
+                                                   prepared[i].payload)),
+                ("floor fetch", "evalsha", lambda i: ("EVALSHA", fetch_sha, 7, "res", "working",
+                                                      *map(keys.queue, queues(i)), deadline)),
+                ("floor ack", "evalsha", lambda i: ("EVALSHA", done_sha, 3, "res", "working",
+                                                    "processed", prepared[i].jid))]
+        spent = {name: 0 for name, _, _ in steps}
+        # One step for all jobs, then the next (--batch 1: one call at a time, the reservations
+        # pile up); or each step for a batch of jobs at once, pipelined, as under load.
+        for first in range(0, n, opts.batch if opts.batch > 1 else n):
+            chunk = range(first, min(n, first + opts.batch)) if opts.batch > 1 else range(n)
+            for name, command, call in steps:
+                before = usec(command)
+                if opts.batch > 1:
+                    pipe = r.pipeline(transaction=False)
+                    for i in chunk:
+                        pipe.execute_command(*call(i))
+                    replies = pipe.execute()
+                else:
+                    replies = [r.execute_command(*call(i)) for i in chunk]
+                if name.endswith("fetch"):  # each FETCH found its job
+                    for i, reply in zip(chunk, replies):
+                        got = reply[0] if type(reply) is list else reply
+                        assert got == prepared[i].payload, (name, reply)
+                spent[name] += usec(command) - before
+        for name, total in spent.items():
+            print(f"{name:<12} {total / n:6.2f} µs/call")
+        before = usec("fcall")
+        for _ in range(n):
+            store.fetch("", "p", at, 1800, QUEUES)
+        print(f"{'fetch empty':<12} {(usec('fcall') - before) / n:6.2f} µs/call")
         r.close()
     finally:
         child.stop()
