@@ -77,6 +77,7 @@ return redis.call('INCR', KEYS[3])
 EMPTY_POLL = 0.002  # seconds between looks of an empty FETCH
 EMPTY_AFTER = 2.0  # seconds an empty FETCH waits before answering nil, as Faktory
 RESERVE = 1800  # seconds
+RES, WORKING = "res", "working"  # the floor's reservation hash and deadlines zset (KEYS 1, 2)
 
 class Client(asyncio.Protocol):
     """One client connection: a line in, one Redis command, its answer out."""
@@ -132,7 +133,7 @@ class Client(asyncio.Protocol):
         elif verb in (b"ACK", b"FAIL"):
             jid = orjson.loads(arg)["jid"]
             counter = "processed" if verb == b"ACK" else "failures"
-            self.redis_call(self.ok, "EVALSHA", self.done_sha, 3, "res", "working", counter, jid)
+            self.redis_call(self.ok, "EVALSHA", self.done_sha, 3, RES, WORKING, counter, jid)
         elif verb == b"FLUSH":
             self.held.clear()
             self.redis_call(self.ok, "FLUSHDB")
@@ -163,15 +164,21 @@ class Client(asyncio.Protocol):
 
     def fetch_functions(self, queues: list[str], until: float) -> None:
         def then(found: Any) -> None:
-            if type(found) is Reserved:
-                self.reply(wire.bulk(found.job))
-            elif isinstance(found, Exception):
-                self.reply(wire.error(str(found)))
-            else:
-                self.empty(self.fetch_functions, queues, until)
+            self.answer_fetch(found.job if type(found) is Reserved else found,
+                              self.fetch_functions, queues, until)
 
         assert self.store is not None
         self.store.fetch_then("", "floor", jobs.now_score(), RESERVE, queues, then)
+
+    def answer_fetch(self, job: Any, again: Any, *args: Any) -> None:
+        """A FETCH's answer from Redis: the job (bytes), an error, or no job yet (``empty``,
+        which calls ``again(*args)`` while the FETCH may still wait)."""
+        if isinstance(job, bytes):
+            self.reply(wire.bulk(job))
+        elif isinstance(job, Exception):
+            self.reply(wire.error(str(job)))
+        else:
+            self.empty(again, *args)
 
     def empty(self, again: Any, *args: Any) -> None:
         """No job for a FETCH: nil once its wait (``args[-1]``, the deadline) is over, else
@@ -183,14 +190,9 @@ class Client(asyncio.Protocol):
 
     def fetch(self, queues: list[str], until: float) -> None:
         def then(job: Any) -> None:
-            if isinstance(job, bytes):
-                self.reply(wire.bulk(job))
-            elif isinstance(job, Exception):
-                self.reply(wire.error(str(job)))
-            else:
-                self.empty(self.fetch, queues, until)
+            self.answer_fetch(job, self.fetch, queues, until)
 
-        self.redis_call(then, "EVALSHA", self.fetch_sha, 2 + len(queues), "res", "working", *queues,
+        self.redis_call(then, "EVALSHA", self.fetch_sha, 2 + len(queues), RES, WORKING, *queues,
                         int(time.time()) + RESERVE)
 
     def fetch_held(self, queues: list[str], first: int, until: float) -> None:
@@ -211,7 +213,7 @@ class Client(asyncio.Protocol):
                     self.fetch_held(queues, i, until)
                 else:
                     self.fetch_held(queues, i + 1, until)
-            self.redis_call(then, "EVALSHA", self.hold_sha, 3, "res", "working", queues[i],
+            self.redis_call(then, "EVALSHA", self.hold_sha, 3, RES, WORKING, queues[i],
                             self.prefetch, int(time.time()) + RESERVE)
             return
         self.empty(self.fetch_held, queues, 0, until)

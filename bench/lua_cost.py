@@ -21,7 +21,7 @@ from faktory_fast import jobs, keys
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import Operations, SyncStore
 
-from .floor import DONE_LUA, FETCH_LUA
+from .floor import DONE_LUA, FETCH_LUA, RES, WORKING
 
 QUEUES = [f"queue{i}" for i in range(5)]
 
@@ -84,9 +84,9 @@ def main() -> None:
             steps += [
                 ("floor push", "lpush", lambda i: ("LPUSH", keys.queue(prepared[i].queue),
                                                    prepared[i].payload)),
-                ("floor fetch", "evalsha", lambda i: ("EVALSHA", fetch_sha, 7, "res", "working",
+                ("floor fetch", "evalsha", lambda i: ("EVALSHA", fetch_sha, 7, RES, WORKING,
                                                       *map(keys.queue, queues(i)), deadline)),
-                ("floor ack", "evalsha", lambda i: ("EVALSHA", done_sha, 3, "res", "working",
+                ("floor ack", "evalsha", lambda i: ("EVALSHA", done_sha, 3, RES, WORKING,
                                                     "processed", prepared[i].jid))]
         spent = {name: 0 for name, _, _ in steps}
         # One step for all jobs, then the next (--batch 1: one call at a time, the reservations
