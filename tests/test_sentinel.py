@@ -378,9 +378,13 @@ def test_a_primary_demoted_to_replica_is_left_and_its_successor_used(
         wait_for(lambda: _push_ok(c, job(queue="demoted")), timeout=15, interval=0.05)
         assert c.fetch("demoted")["jid"] == first["jid"]  # the data came along
         assert ra.function_list()
+        reconnected = f"Reconnected to Redis at 127.0.0.1:{a.port}"
+        # The server process and the master each reconnect on their own retry clock: the push
+        # above only shows the first; wait for the other's line before counting.
+        wait_for(lambda: sum(reconnected in line for line in srv.lines) >= 2, timeout=15)
         lines = "\n".join(srv.lines)
         assert "had no faktory_fast function library: loaded it" in lines
-        assert lines.count(f"Reconnected to Redis at 127.0.0.1:{a.port}") == 2, lines
+        assert lines.count(reconnected) == 2, lines
         _no_tracebacks(srv)
         ra.close()
         rb.close()
