@@ -6,8 +6,11 @@ directly. Messages match Faktory's word for word where clients or users may see 
 from __future__ import annotations
 
 import calendar
+import hashlib
+import math
 import random
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -204,30 +207,142 @@ def priority_of(job: dict) -> int:
     return min(9, max(1, p))
 
 
+#: The custom keys the Lua hooks read (lua/batch.lua, lua/ent.lua). ``encode`` writes them
+#: first in the custom object, in this order, when their values are scalars; Redis reads them
+#: there with anchored matches (``job_head`` in lua/faktory.lua) and never decodes a job.
+HOOK_KEYS = ("bid", "_bid", "track", "unique_for", "unique_until", "expires_at")
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def encode(job: dict) -> bytes:
-    """Faktory's field order and omit-empty rules; unknown top-level keys are dropped."""
-    out: dict[str, Any] = {"retry": job.get("retry")}
+    """The job as stored: unknown top-level keys dropped, Faktory's omit-empty rules, and an
+    order Redis can read without decoding it: ``{"jid":..,"retry":..`` first, then
+    ``"reserve_for"`` if set, then ``"custom"`` (its HOOK_KEYS first). A ``"`` inside the jid
+    or a hook key's string is written ``\\u0022``, so each of them ends at the next ``"``."""
+    jid = job.get("jid") or ""
+    out: dict[str, Any] = {"jid": jid, "retry": job.get("retry")}
+    if job.get("reserve_for"):
+        out["reserve_for"] = job["reserve_for"]
+    quoted = [jid] if '"' in jid else []
+    custom = job.get("custom")
+    if custom:
+        hooks = {k: custom[k] for k in HOOK_KEYS if k in custom and type(custom[k]) in _SCALARS}
+        if hooks:
+            custom = {**hooks, **{k: v for k, v in custom.items() if k not in hooks}}
+            quoted += [v for v in hooks.values() if type(v) is str and '"' in v]
+        out["custom"] = custom
     if job.get("failure"):
         out["failure"] = job["failure"]
-    if job.get("custom"):
-        out["custom"] = job["custom"]
-    out["jid"] = job.get("jid") or ""
     out["queue"] = job.get("queue") or ""
     out["jobtype"] = job.get("jobtype") or ""
     for key in ("created_at", "enqueued_at", "at"):
         if job.get(key):
             out[key] = job[key]
     out["args"] = job.get("args")
-    for key in ("reserve_for", "backtrace"):
-        if job.get(key):
-            out[key] = job[key]
+    if job.get("backtrace"):
+        out["backtrace"] = job["backtrace"]
     prio = priority_of(job)
     if prio != DEFAULT_PRIORITY:
         out["priority"] = prio
     try:
-        return orjson.dumps(out)
+        if not quoted:
+            return orjson.dumps(out)
+        return _quote_safe(out, quoted)
     except orjson.JSONEncodeError as exc:  # from decoded JSON only nesting can cause this
         raise JobError(TOO_DEEP if "ecursion" in str(exc) else f"invalid JSON: {exc}") from None
+
+
+def _quote_safe(out: dict[str, Any], texts: list[str]) -> bytes:
+    """orjson's encoding of ``out`` with the strings ``texts`` (the jid, hook values) written
+    with ``\\u0022`` for ``"``: each is swapped for a random token, and the token's text for
+    theirs. (Every ``"`` inside orjson's escaped text is the end of a ``\\"``.)"""
+    tokens = {text: secrets.token_hex(16) for text in texts}
+    def swap(v: Any) -> Any:
+        return tokens.get(v, v) if type(v) is str else v
+    out = dict(out, jid=swap(out["jid"]))
+    if "custom" in out:
+        out["custom"] = {k: swap(v) if k in HOOK_KEYS else v for k, v in out["custom"].items()}
+    raw = orjson.dumps(out)
+    for text, token in tokens.items():
+        safe = orjson.dumps(text)[1:-1].replace(b'"', b"u0022")
+        raw = raw.replace(b'"' + token.encode() + b'"', b'"' + safe + b'"')
+    return raw
+
+
+# -- unique jobs: the lock's name ---------------------------------------------------------------
+
+def unique_name(jobtype: str, queue: str, args: Any) -> str:
+    """The name of a unique job's lock (``keys.unique_lock``): sha1 of jobtype, queue and the
+    args' canonical text, NUL-separated. The canonical text is what servers before this one
+    computed in Redis (lua/ent.lua's legacy path), so their locks are this one's: object keys
+    sorted and Lua cjson's encoding (14 significant digits, ``\\/``, ``{}`` for an empty
+    array); args holding a number that 14 digits would change are written as JSON text
+    instead (every digit kept), object members sorted by their text."""
+    canon = _cjson_canonical(args) if _fits_cjson(args) else _text_canonical(args)
+    return hashlib.sha1(b"\0".join((jobtype.encode(), queue.encode(), canon))).hexdigest()
+
+
+def _fits_cjson(v: Any) -> bool:
+    if type(v) is dict:
+        v = v.values()
+    elif type(v) is not list:
+        t = type(v)
+        return (t is not int and t is not float) or float("%.14g" % v) == float(v)
+    return all(_fits_cjson(x) for x in v)
+
+
+def _has_object(v: Any) -> bool:
+    """Does ``v`` hold a non-empty object anywhere (Lua's table with string keys)?"""
+    if type(v) is dict:
+        return bool(v)
+    return type(v) is list and any(_has_object(x) for x in v)
+
+
+_CJSON_ESCAPES = {i: "\\u%04x" % i for i in range(32)}
+_CJSON_ESCAPES.update({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r", 34: '\\"', 47: "\\/",
+                       92: "\\\\", 127: "\\u007f"})
+
+
+def _cjson(v: Any) -> str:
+    """Lua cjson's encoding of the value Redis decodes ``v`` into."""
+    t = type(v)
+    if t is str:
+        return '"' + v.translate(_CJSON_ESCAPES) + '"'
+    if t is bool:
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if t is int or t is float:
+        return "%.14g" % v
+    if not v:  # an empty array or object: an empty Lua table, which cjson writes as {}
+        return "{}"
+    if t is list:
+        return "[" + ",".join(_cjson(x) for x in v) + "]"
+    return "{" + ",".join(_cjson(k) + ":" + _cjson(x) for k, x in v.items()) + "}"
+
+
+def _cjson_canonical(v: Any) -> bytes:
+    return _cjson_sorted(v).encode()
+
+
+def _cjson_sorted(v: Any) -> str:
+    if not _has_object(v):
+        return _cjson(v)
+    if type(v) is list:
+        return "[" + ",".join(_cjson_sorted(x) for x in v) + "]"
+    return "{" + ",".join(_cjson(k) + ":" + _cjson_sorted(v[k]) for k in sorted(v)) + "}"
+
+
+def _text_canonical(v: Any) -> bytes:
+    """JSON text as ``encode`` writes it (orjson's), object members sorted by their text."""
+    if type(v) is dict:
+        if not v:
+            return b"{}"
+        members = sorted(orjson.dumps(k) + b":" + _text_canonical(x) for k, x in v.items())
+        return b"{" + b",".join(members) + b"}"
+    if type(v) is list:
+        return b"[" + b",".join(_text_canonical(x) for x in v) + b"]"
+    return orjson.dumps(v)
 
 
 @dataclass(slots=True)
@@ -241,6 +356,8 @@ class Prepared:
     at_score: str  # '' = enqueue now
     reserve_for: int = 0  # the job's reserve_for (0: the server's default)
     plain: bool = True  # no custom object: no Enterprise feature concerns it
+    unique: str = ""  # a unique job's lock name (``unique_name``); '' if not unique
+    unique_ms: int = 0  # how long its lock lasts: unique_for, plus the delay of a scheduled job
 
 
 def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
@@ -258,11 +375,15 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
     if (job.get("reserve_for") or 0) > MAX_RESERVE:
         raise JobError("jobs cannot be reserved for more than one day")
     custom = job.get("custom")
+    unique = 0.0  # unique_for, in seconds
     if custom:  # an object: check_types saw to it
         if "expires_in" in custom or "expires_at" in custom:
             expiring(custom, now_ns)
         if "unique_for" in custom:
-            check_unique(custom)
+            unique = check_unique(custom)
+        bid = custom.get("bid")
+        if bid is not None and type(bid) is not str:
+            raise JobError("custom.bid must be a string")
     stamp = created_at or rfc3339(now_ns)  # created_at is rfc3339(now_ns) when given
     if not job.get("created_at"):
         job["created_at"] = stamp
@@ -281,24 +402,31 @@ def prepare(job: Any, now_ns: int, created_at: str | None = None) -> Prepared:
     if not at_score:
         check_queue(queue)
         job["enqueued_at"] = stamp
-    return Prepared(jid, queue, priority_of(job), encode(job), at_score,
-                    job.get("reserve_for") or 0, "custom" not in job)
+    prepared = Prepared(jid, queue, priority_of(job), encode(job), at_score,
+                        job.get("reserve_for") or 0, "custom" not in job)
+    if unique:
+        prepared.unique = unique_name(job["jobtype"], queue, job["args"])
+        delay = max(at_ns - now_ns, 0) if at_score else 0
+        prepared.unique_ms = math.ceil(unique * 1000 + delay / 1_000_000)
+    return prepared
 
 
-def check_unique(custom: dict) -> None:
+def check_unique(custom: dict) -> float:
     """Enterprise unique jobs: ``custom.unique_for`` is a number of seconds (a numeric string
-    too, as Rails sends; anything else, or zero or less: the job is not unique). JobError for
-    one beyond MAX_ENT_SECONDS (the lock's expiry would overflow Redis's)."""
+    too, as Rails sends; anything else, or zero or less: the job is not unique). Its seconds
+    (0 if the job is not unique); JobError for one beyond MAX_ENT_SECONDS (the lock's expiry
+    would overflow Redis's)."""
     value = custom.get("unique_for")
     if not isinstance(value, (int, float, str)) or isinstance(value, bool):
-        return
+        return 0.0
     try:
         secs = float(value)
     except ValueError:
-        return
+        return 0.0
     if not secs <= MAX_ENT_SECONDS:  # NaN fails too
         raise JobError(f"invalid custom.unique_for {value!r}: must be a number of seconds "
                        f"up to {MAX_ENT_SECONDS}")
+    return max(secs, 0.0)
 
 
 def expiring(custom: dict, now_ns: int) -> None:

@@ -52,6 +52,7 @@ BATCH_STATS = "ff:bstats"  # hash: callbacks (fired)
 
 # Enterprise features, part 2 (docs/enterprise.md): unique, expiring, throttled and cron jobs.
 EXPIRED = "ff:expired"  # counter: expiring jobs discarded at FETCH
+UNIQUE_NAMES = "ff:uniq-names"  # hash jid -> the name of the unique lock the job took
 THROTTLES = "ff:throttles"  # hash queue -> "concurrency|worker <limit> <timeout>" (config)
 THROTTLE_LAPSES = "ff:thr-lapses"  # zset throttle lock set -> the earliest a lock in it lapses
 CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source"} (config)
@@ -84,6 +85,7 @@ LUA_NAMES = {
     "WAKE_PREFIX": WAKE_PREFIX,
     "CONTROL_CHANNEL": CONTROL_CHANNEL,
     "UNIQUE_PREFIX": UNIQUE_PREFIX,
+    "UNIQUE_NAMES_KEY": UNIQUE_NAMES,
     "THROTTLE_PREFIX": THROTTLE_PREFIX,
     "THROTTLE_LAPSES_KEY": THROTTLE_LAPSES,
     "EXPIRED_KEY": EXPIRED,
@@ -137,6 +139,11 @@ def daily(counter: str, day: str) -> str:
 def throttle_lock(queue: str, wid: str | None = None) -> str:
     """Zset of the throttle locks held on ``queue`` (cluster-wide), or by worker ``wid``."""
     return THROTTLE_PREFIX + queue + ("" if wid is None else ":" + wid)
+
+
+def unique_lock(name: str) -> str:
+    """A unique job's lock, by its name (``jobs.unique_name``): the jid holding it."""
+    return UNIQUE_PREFIX + name
 
 
 def cron_claim(entry: str, tick: int) -> str:

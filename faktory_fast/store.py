@@ -37,7 +37,7 @@ import orjson
 
 from faktory_fast import keys
 from faktory_fast.config import parse_redis_url
-from faktory_fast.jobs import JobError, Move, Prepared, rfc3339
+from faktory_fast.jobs import JobError, Move, Prepared, rfc3339, unique_name
 from faktory_fast.jobs import score as ns_score
 from faktory_fast.resp import pack_command
 
@@ -293,19 +293,19 @@ def _throttle_usage(reply: Any) -> list[Throttle]:
 
 
 class UniqueLock(NamedTuple):
-    """A unique job's lock (``ff_unique_lock``): its key, the jid holding it ('' if none) and
-    the seconds it has left."""
+    """A unique job's lock (``ff_lock``): its key, the jid holding it ('' if none) and the
+    seconds it has left."""
 
     key: str
     holder: str
     ttl: float
 
 
-def _unique_lock(reply: Any) -> UniqueLock | None:
-    if not reply:
-        return None
-    key, holder, pttl = reply
-    return UniqueLock(_text(key), _text(holder) if holder else "", max(pttl, 0) / 1000)
+def _lock_state(key: str) -> Callable[[Any], UniqueLock]:
+    def decode(reply: Any) -> UniqueLock:
+        holder, pttl = reply
+        return UniqueLock(key, _text(holder) if holder else "", max(pttl, 0) / 1000)
+    return decode
 
 
 def _cron_pushed(reply: Any) -> bool | JobError:
@@ -413,7 +413,7 @@ FF_TRACK_GET = Fn("ff_track_get", (), _track_get)
 FF_REPLACE_HASH = Fn("ff_replace_hash", (), _int)
 FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES), _throttle_usage)
 FF_THROTTLE_LAPSED = Fn("ff_throttle_lapsed", (K.THROTTLE_LAPSES,), _int)
-FF_UNIQUE_LOCK = Fn("ff_unique_lock", (), _unique_lock)
+FF_UNIQUE_SWEEP = Fn("ff_unique_sweep", (K.UNIQUE_NAMES,), _text)
 FF_CRON_PUSH = Fn("ff_cron_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES, K.CRON_LAST),
                   _cron_pushed)
 FF_CRON_SEEN = Fn("ff_cron_seen", (K.CRON_SEEN,), _text)
@@ -429,8 +429,8 @@ def _push_args(jobs: Iterable[Prepared]) -> tuple[Any, ...]:
     args: list[Any] = []
     for p in jobs:
         item_keys += _queue_keys(p.queue, p.priority)
-        args += (p.queue, p.priority, p.payload, p.at_score)
-    return FF_PUSH.args(item_keys, (len(args) // 4, *args))
+        args += (p.queue, p.priority, p.payload, p.at_score, p.unique, p.unique_ms)
+    return FF_PUSH.args(item_keys, (len(args) // 6, *args))
 
 
 def _push_to_args(job: Prepared, wid: str, now: str, default_reserve: int) -> tuple[Any, ...]:
@@ -755,10 +755,16 @@ class Operations:
         return FF_THROTTLE_LAPSED.call((), now, limit)
 
     @Op
-    def unique_lock(self, jobtype: str, queue: str, args: bytes) -> Call[UniqueLock | None]:
-        """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (JSON) would take."""
-        # The lock is named after the args' text as PUSH stores it: orjson's, compact.
-        return FF_UNIQUE_LOCK.call((), jobtype, queue, orjson.dumps(orjson.loads(args)))
+    def unique_lock(self, jobtype: str, queue: str, args: Any) -> Call[UniqueLock]:
+        """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (decoded) takes."""
+        key = keys.unique_lock(unique_name(jobtype, queue, args))
+        return Call(("FCALL", "ff_lock", 1, key), _lock_state(key))
+
+    @Op
+    def unique_sweep(self, cursor: str, count: int) -> Call[str]:
+        """Forget the unique-lock records (jid -> lock name) of jobs whose lock is gone,
+        about ``count`` of them from ``cursor`` on; the next cursor ('0': done)."""
+        return FF_UNIQUE_SWEEP.call((), cursor, count)
 
     @Op
     def cron_push(self, entry: str, tick: int, claim_ttl: int, job: Prepared,
@@ -768,8 +774,9 @@ class Operations:
         it was pushed elsewhere, or the JobError that refused it."""
         claim_key = keys.cron_claim(entry, tick) if claim else ""
         item_keys = _queue_keys(job.queue, job.priority) + ((claim_key,) if claim_key else ())
-        return FF_CRON_PUSH.call(item_keys, claim_key, claim_ttl, entry, tick, job.queue, job.priority,
-                                 job.payload, job.at_score)
+        return FF_CRON_PUSH.call(item_keys, claim_key, claim_ttl, entry, tick, job.queue,
+                                 job.priority, job.payload, job.at_score, job.unique,
+                                 job.unique_ms)
 
     @Op
     def set_cron_entries(self, entries: Sequence[Any]) -> Call[int]:
@@ -1000,12 +1007,15 @@ class AsyncStore(Operations):
         """``push`` of one job: ``then`` gets 1 (stored), or the JobError that refused it."""
         def decoded(reply: Any) -> None:
             then(JobError.from_line(reply[0]) if type(reply) is list else reply)
+        if job.unique:
+            self._push_cb(decoded, pack_command(*_push_args((job,))))
+            return
         key = (job.queue, job.priority)
         parts = self._push_parts.get(key)
-        if parts is None:  # ff_push's arguments end with the job and its time
+        if parts is None:  # ff_push's arguments end with the job, its time and no lock
             args = _push_args((job,))
-            parts = _pack_parts(self._push_parts, key, args, len(args) - 2, 2)
-        self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score))
+            parts = _pack_parts(self._push_parts, key, args, len(args) - 4, 2)
+        self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score) + parts[1])
 
     def push_to_then(self, job: Prepared, wid: str, now: str, default_reserve: int,
                      then: Callable[[Reserved | Fetched | Exception], None]) -> None:

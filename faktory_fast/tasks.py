@@ -165,14 +165,19 @@ class BackgroundTasks:
             self.stats.add("Workers", reaped=n)
 
     async def purge_dead(self) -> None:
-        """Dead jobs past their retention are forgotten."""
+        """Dead jobs past their retention are forgotten; so are the records of unique locks
+        that are gone (``ff_unique_sweep``), a few hundred a call."""
         t0 = time.perf_counter()
         await self.store.purge_dead(now_score())
         self.stats.add("Dead", cycles=1, wall_time_sec=time.perf_counter() - t0)
+        cursor = "0"
+        while (cursor := await self.store.unique_sweep(cursor, SCAN_BATCH)) != "0":
+            pass
 
     async def backups(self) -> None:
         """A backup every ``backup_every`` seconds of the configuration (read each time)."""
         last = time.monotonic()
+        failures = FailureLog("Backup")  # every second a backup could fail every second
         while True:
             await asyncio.sleep(BACKUP_CHECK_INTERVAL)
             every = self.config().backup_every

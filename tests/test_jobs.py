@@ -1,6 +1,7 @@
 """Unit tests of job validation, encoding, timestamps and the failure rules (no I/O)."""
 from __future__ import annotations
 
+import hashlib
 import random
 
 import orjson
@@ -41,9 +42,45 @@ def test_prepare_defaults_and_order() -> None:
     p = jobs.prepare({"args": [1], "jobtype": "T", "jid": "abcdefgh", "extra": 1, "priority": 5}, NOW)
     assert p.queue == "default" and p.priority == 5 and p.at_score == ""
     doc = orjson.loads(p.payload)
-    assert list(doc) == ["retry", "jid", "queue", "jobtype", "created_at", "enqueued_at", "args"]
+    assert list(doc) == ["jid", "retry", "queue", "jobtype", "created_at", "enqueued_at", "args"]
     assert doc["retry"] == 25
     assert doc["created_at"] == doc["enqueued_at"] == jobs.rfc3339(NOW)
+
+
+def test_encode_writes_what_redis_reads_first() -> None:
+    """jid, retry, reserve_for and the custom object's hook keys (scalars only) lead, in that
+    order, so that lua/faktory.lua's job_head reads them with anchored matches; a '"' in the
+    jid or a hook key's string is \\u0022, so each ends at the next '"'."""
+    job = {"args": [{"custom": 1}], "jobtype": "T", "jid": 'ab"cd\\efgh', "reserve_for": 90,
+           "failure": {"retry_count": 1}, "retry": 3, "queue": "q",
+           "custom": {"user": [1], "expires_at": "2030-01-01T00:00:00Z", "track": {"deep": 1},
+                      "unique_for": 60, "bid": 'b"id', "_bid": None}}
+    raw = jobs.encode(job)
+    assert raw.startswith(b'{"jid":"ab\\u0022cd\\\\efgh","retry":3,"reserve_for":90,"custom":'
+                          b'{"bid":"b\\u0022id","_bid":null,"unique_for":60,'
+                          b'"expires_at":"2030-01-01T00:00:00Z","user":[1],"track":{"deep":1}},'
+                          b'"failure":')
+    decoded = orjson.loads(raw)
+    assert decoded["jid"] == 'ab"cd\\efgh' and decoded["custom"] == job["custom"]
+    assert decoded["args"] == job["args"] and "priority" not in decoded
+
+
+def test_unique_name_is_the_cjson_canonical_form() -> None:
+    """Object keys sorted, cjson's escapes and 14 digits ({} for an empty array); with a number
+    14 digits would change, the JSON text with members sorted."""
+    def name(args: object) -> str:
+        return jobs.unique_name("T", "q", args)
+
+    def sha(text: bytes) -> str:
+        return hashlib.sha1(b"T\0q\0" + text).hexdigest()
+    assert name([1, "a/b", [], 0.1, 1e15]) == sha(b'[1,"a\\/b",{},0.1,1e+15]')
+    assert (name([{"b": 1, "a": [2, {"d": None, "c": True}]}])
+            == name([{"a": [2, {"c": True, "d": None}], "b": 1}]))
+    assert name([{"b": 1, "a": 2}]) == sha(b'[{"a":2,"b":1}]')
+    assert name([12345678901234567, {"b": "x/y", "a": 1.5}]) == sha(
+        b'[12345678901234567,{"a":1.5,"b":"x/y"}]')
+    assert name([12345678901234567]) != name([12345678901234568])
+    assert name([123456789012345]) != name([123456789012346])  # 15 digits: the text's
 
 
 def test_prepare_keeps_retry_zero_and_null_means_default() -> None:
@@ -135,7 +172,7 @@ def test_first_failure_schedules_retry() -> None:
     assert f["retry_count"] == 0 and f["remaining"] == 25 and f["failed_at"] == jobs.rfc3339(NOW)
     delay = float(score) - NOW / 1e9
     assert 15 <= delay <= 44
-    assert list(doc)[:2] == ["retry", "failure"]
+    assert list(doc)[:3] == ["jid", "retry", "failure"]
 
 
 def test_later_failure_counts_and_keeps_failed_at() -> None:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 
 from faktory_fast.jobs import rfc3339
@@ -38,8 +40,7 @@ def refused(client: Client, payload: dict) -> str:
 
 def lock_of(srv: FaktoryServer, payload: dict) -> Any:
     store = srv.store()
-    return store.unique_lock(payload["jobtype"], payload.get("queue", "default"),
-                             json.dumps(payload["args"]).encode())
+    return store.unique_lock(payload["jobtype"], payload.get("queue", "default"), payload["args"])
 
 
 def test_duplicate_push_is_refused_with_notunique(client: Client) -> None:
@@ -85,20 +86,87 @@ def test_numbers_keep_every_digit(srv: FaktoryServer, client: Client) -> None:
     assert client.push(unique([big, 1.5])) == "OK"
 
 
-def test_a_lock_named_before_the_upgrade_is_released(srv: FaktoryServer, client: Client) -> None:
-    """Older servers named every lock after cjson's encoding of the decoded args (14 digits):
-    the ACK releases a lock they took under that name too."""
-    big = 1234567890123456789
-    payload = unique([big])
-    assert client.push(payload) == "OK"
+# A unique job as servers before this one stored it: their field order ("custom" before "jid"),
+# which Redis reads by decoding the job.
+OLD_FORMAT = ('{"retry":25,"custom":{"unique_for":60},"jid":"%s","queue":"default",'
+              '"jobtype":"Lonely","created_at":"2026-01-01T00:00:00Z",'
+              '"enqueued_at":"2026-01-01T00:00:00Z","args":%s}')
+
+
+def random_args(rng: random.Random, depth: int = 0) -> Any:
+    """JSON values of the kinds args hold: cjson's escapes, empty arrays and objects, numbers
+    of every size, nesting."""
+    kind = rng.randrange(10 if depth < 3 else 6)
+    if kind == 0:
+        return rng.choice(["", "a/b", 'q"uote', "back\\slash", "\x01\x1f\x7f", "é€😀", "{x}"])
+    if kind == 1:
+        return rng.choice([0, -1, 7, 2**53, 10**15, 123456789012345678, -(2**63), 2**64 - 1])
+    if kind == 2:
+        return rng.choice([0.1, 1.5, -2.5e-7, 1e15, 1e300, 0.30000000000000004, 1 / 3])
+    if kind == 3:
+        return rng.choice([True, False, None])
+    if kind in (4, 5):
+        return []
+    if kind in (6, 7):
+        return [random_args(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice("abcAB_/é"): random_args(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_jobs_stored_before_the_upgrade_release_their_locks(srv: FaktoryServer,
+                                                             client: Client) -> None:
+    """Locks taken by older servers are released when their jobs finish: the name PUSH gives
+    args now (jobs.unique_name) is the one those servers computed in Redis, which Redis still
+    computes for a job stored in their format. 300 random args, each job acknowledged."""
+    rng = random.Random(22)
     r = srv.redis()
-    new_key = lock_of(srv, payload).key
+    held = {}
+    for i in range(300):
+        args = [random_args(rng) for _ in range(rng.randrange(1, 4))]
+        jid = f"old-{i:04d}"
+        r.lpush("q:default", OLD_FORMAT % (jid, orjson.dumps(args).decode()))
+        key = lock_of(srv, {"jobtype": "Lonely", "args": args}).key
+        r.set(key, jid)
+        held[jid] = key
+    r.sadd("queues", "default")
+    for _ in range(300):
+        got = client.fetch("default")
+        assert got["jid"] in held
+        assert client.ack(got["jid"]) == "OK"
+    assert [jid for jid, key in held.items() if r.exists(key)] == []
+
+
+def test_a_lock_named_by_the_oldest_servers_is_released(srv: FaktoryServer,
+                                                        client: Client) -> None:
+    """Servers before those named every lock after cjson's encoding of the decoded args (14
+    digits): the ACK of a job they stored releases a lock under that name too."""
+    big = 1234567890123456789
+    r = srv.redis()
+    r.lpush("q:default", OLD_FORMAT % ("oldest-1", f"[{big}]"))
+    r.sadd("queues", "default")
     old_key = "ff:uniq:" + hashlib.sha1(b"Lonely\0default\0[%s]" % (b"%.14g" % big)).hexdigest()
-    assert old_key != new_key
-    r.delete(new_key)
-    r.set(old_key, payload["jid"])  # as an older server left it
+    assert old_key != lock_of(srv, unique([big])).key
+    r.set(old_key, "oldest-1")
     assert client.ack(client.fetch("default")["jid"]) == "OK"
     assert not r.exists(old_key)
+
+
+def test_a_removed_jobs_lock_record_is_swept(srv: FaktoryServer, client: Client) -> None:
+    """The record of which lock a job took (jid -> name) goes when the job finishes; one whose
+    job was removed without finishing goes once its lock is gone (the master's sweep, run
+    here directly)."""
+    r = srv.redis()
+    done, removed = unique([1]), unique([2])
+    assert client.push(done) == "OK" and client.push(removed) == "OK"
+    assert set(r.hkeys("ff:uniq-names")) == {done["jid"].encode(), removed["jid"].encode()}
+    assert client.ack(client.fetch()["jid"]) == "OK"
+    assert r.hkeys("ff:uniq-names") == [removed["jid"].encode()]
+    assert client.call("QUEUE REMOVE default") == "OK"
+    store = srv.store()
+    assert store.unique_sweep("0", 100) == "0"
+    assert r.hkeys("ff:uniq-names") == [removed["jid"].encode()]  # its lock still holds
+    r.delete(lock_of(srv, removed).key)  # as when it lapses
+    assert store.unique_sweep("0", 100) == "0"
+    assert r.hkeys("ff:uniq-names") == []
 
 
 def test_plain_jobs_with_custom_are_not_unique(client: Client) -> None:

@@ -304,8 +304,7 @@ def unique_lock(store: SyncStore, job: views.JobView) -> Any:
     custom = job.job.get("custom")
     if not isinstance(custom, dict) or custom.get("unique_for") is None:
         return None
-    return store.unique_lock(str(job.job.get("jobtype")), job.queue,
-                             orjson.dumps(job.job.get("args")))
+    return store.unique_lock(str(job.job.get("jobtype")), job.queue, job.job.get("args"))
 
 
 class SortedSetEntry(Resource):

@@ -1,8 +1,9 @@
--- Unique jobs, expiring jobs and throttling (issue 13; docs/enterprise.md; cron is cron.lua). Pasted into
+-- Unique jobs, expiring jobs and throttling (docs/enterprise.md; cron is cron.lua). Pasted into
 -- faktory.lua by store.library_source; the hooks' contract is in faktory.lua, above the line
--- that includes this file. Keys built here from prefixes (not declared by callers):
--- ff:uniq:<sha1> (UNIQUE_PREFIX), ff:thr:<queue>[:<wid>] (THROTTLE_PREFIX), ff:expired
--- (EXPIRED_KEY), and the queue lists and waiters sets of the queues jobs name.
+-- that includes this file. Keys built here from prefixes or named by Python (not declared by
+-- callers): ff:uniq:<name> (UNIQUE_PREFIX), ff:uniq-names (UNIQUE_NAMES_KEY),
+-- ff:thr:<queue>[:<wid>] (THROTTLE_PREFIX), ff:expired (EXPIRED_KEY), and the queue lists and
+-- waiters sets of the queues jobs name.
 
 -- Redis's clock as unix seconds (ACK and PUSH are not given a time).
 local function redis_now()
@@ -11,116 +12,106 @@ local function redis_now()
 end
 
 -- unique ---------------------------------------------------------------------------------------
+-- A unique job's lock is UNIQUE_PREFIX .. <name>, holding the jid of the job that took it. The
+-- name is computed by the server process (jobs.unique_name) and passed to ff_push, which
+-- records it in UNIQUE_NAMES_KEY (jid -> name) for the release: no name is computed from a
+-- job's args here. Jobs stored by older servers have no record: their names are computed
+-- here as those servers did (legacy_unique_key), for jobs of up to LEGACY_UNIQUE_MAX bytes
+-- (a larger one's lock lapses by itself).
+local LEGACY_UNIQUE_MAX = 262144
 
 -- Does a decoded JSON array or object hold an object (a table with string keys) anywhere?
-local function has_object(v)
+-- `memo`: the answers so far, by table (each table is looked at once).
+local function has_object(v, memo)
+  local known = memo[v]
+  if known ~= nil then return known end
+  local found = false
   for k, x in pairs(v) do
-    if type(k) ~= 'number' or (type(x) == 'table' and has_object(x)) then return true end
+    if type(k) ~= 'number' or (type(x) == 'table' and has_object(x, memo)) then
+      found = true
+      break
+    end
   end
-  return false
+  memo[v] = found
+  return found
 end
 
 -- A decoded JSON value as canonical text: object keys sorted, so that {"a":1,"b":2} and
 -- {"b":2,"a":1} name the same lock (cjson's own encoding follows Lua's table order). Values
 -- without objects (the usual args: arrays of scalars) are cjson's encoding, in one call.
 -- Numbers pass through Lua's doubles and cjson's 14 digits: the fallback of canonical_text.
-local function canonical(v)
-  if type(v) ~= 'table' or not has_object(v) then return cjson.encode(v) end
+local function canonical(v, memo)
+  if type(v) ~= 'table' or not has_object(v, memo) then return cjson.encode(v) end
   local names = {}
   for k in pairs(v) do names[#names + 1] = k end
   local parts = {}
   if #names == #v then  -- an array holding objects
-    for i = 1, #v do parts[i] = canonical(v[i]) end
+    for i = 1, #v do parts[i] = canonical(v[i], memo) end
     return '[' .. table.concat(parts, ',') .. ']'
   end
   for i, k in ipairs(names) do names[i] = tostring(k) end
   table.sort(names)
-  for i, k in ipairs(names) do parts[i] = cjson.encode(k) .. ':' .. canonical(v[k]) end
+  for i, k in ipairs(names) do parts[i] = cjson.encode(k) .. ':' .. canonical(v[k], memo) end
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- The index just past the JSON value that starts at index `i` of `s`, or nil if there is none.
--- For the compact JSON our jobs are stored as (orjson's: no spaces between tokens).
-local function value_end(s, i)
+-- The JSON value that starts at index `i` of `s` (compact JSON, as orjson writes it) as
+-- canonical text, and the index just past it; nil if it is not JSON. Object members sorted
+-- (each key has one spelling in orjson's output), everything else as written, so numbers keep
+-- every digit (two ids that differ in their 17th digit name two locks). One pass over `s`.
+local function canonical_text(s, i)
   local c = string.byte(s, i)
   if c == 34 then  -- a string: up to the first quote that is not escaped
     local j = i + 1
     while true do
       local q = string.find(s, '["\\]', j)
       if not q then return nil end
-      if string.byte(s, q) == 92 then j = q + 2 else return q + 1 end
+      if string.byte(s, q) == 92 then j = q + 2 else return string.sub(s, i, q), q + 1 end
     end
-  elseif c == 123 or c == 91 then  -- an object or array: to its closing bracket
-    local depth, j = 0, i
+  elseif c == 91 or c == 123 then  -- an array or object
+    local members = c == 123
+    local close = members and 125 or 93
+    local k = i + 1
+    if string.byte(s, k) == close then return string.sub(s, i, k), k + 1 end
+    local parts = {}
     while true do
-      local k = string.find(s, '[][{}"]', j)
-      if not k then return nil end
-      local b = string.byte(s, k)
-      if b == 34 then
-        j = value_end(s, k)
-        if not j then return nil end
-      elseif b == 123 or b == 91 then
-        depth, j = depth + 1, k + 1
+      local part, key
+      if members then
+        key, k = canonical_text(s, k)
+        if not key or string.byte(s, k) ~= 58 then return nil end  -- ':'
+        part, k = canonical_text(s, k + 1)
+        if part then part = key .. ':' .. part end
       else
-        depth, j = depth - 1, k + 1
-        if depth == 0 then return j end
+        part, k = canonical_text(s, k)
       end
+      if not part then return nil end
+      parts[#parts + 1] = part
+      local b = string.byte(s, k)
+      if b == close then break end
+      if b ~= 44 then return nil end  -- ','
+      k = k + 1
     end
+    if members then
+      table.sort(parts)
+      return '{' .. table.concat(parts, ',') .. '}', k + 1
+    end
+    return '[' .. table.concat(parts, ',') .. ']', k + 1
   elseif c == nil then
     return nil
   end
-  return string.find(s, '[,%]}]', i) or #s + 1  -- a number, true, false or null
-end
-
--- The JSON value s[i, j) as canonical text, without decoding it: object members sorted (each
--- key has one spelling in orjson's output), everything else as written, so numbers keep every
--- digit (two ids that differ in their 17th digit name two locks). nil if it is not JSON.
-local function canonical_text(s, i, j)
-  local text = string.sub(s, i, j - 1)
-  if not string.find(text, '{', 1, true) then return text end  -- no object inside
-  local open = string.byte(s, i)
-  if open ~= 123 and open ~= 91 then return text end  -- a string holding a brace
-  local members = open == 123
-  local parts = {}
-  local k = i + 1
-  if k == j - 1 then return text end  -- {} or []
-  while k < j - 1 do
-    local part
-    if members then
-      local key_end = value_end(s, k)
-      if not key_end or string.byte(s, key_end) ~= 58 then return nil end  -- ':'
-      local v_end = value_end(s, key_end + 1)
-      if not v_end or v_end <= key_end + 1 then return nil end
-      local v = canonical_text(s, key_end + 1, v_end)
-      if not v then return nil end
-      part, k = string.sub(s, k, key_end) .. v, v_end
-    else
-      local v_end = value_end(s, k)
-      if not v_end or v_end <= k then return nil end  -- not JSON: never loop on it
-      part, k = canonical_text(s, k, v_end), v_end
-      if not part then return nil end
-    end
-    parts[#parts + 1] = part
-    if string.byte(s, k) == 44 then k = k + 1 end  -- ','
-  end
-  if members then
-    table.sort(parts)
-    return '{' .. table.concat(parts, ',') .. '}'
-  end
-  return '[' .. table.concat(parts, ',') .. ']'
+  local j = string.find(s, '[,%]}]', i) or #s + 1  -- a number, true, false or null
+  return string.sub(s, i, j - 1), j
 end
 
 -- The canonical text of the top-level "args" of a job's JSON text, or nil.
 local function args_text(job)
   local k, n = 2, #job
   while k < n do
-    local key_end = value_end(job, k)
-    if not key_end or string.byte(job, key_end) ~= 58 then return nil end
-    local v_end = value_end(job, key_end + 1)
-    if not v_end then return nil end
-    if string.sub(job, k, key_end - 1) == '"args"' then
-      return canonical_text(job, key_end + 1, v_end)
-    end
+    local key, key_end = canonical_text(job, k)
+    if not key or string.byte(job, key_end) ~= 58 then return nil end
+    local value, v_end = canonical_text(job, key_end + 1)
+    if not value then return nil end
+    if key == '"args"' then return value end
     k = v_end + 1  -- past the ','
   end
   return nil
@@ -141,19 +132,19 @@ local function fits_cjson(v)
   return true
 end
 
--- The lock key of a unique job: sha1 of jobtype, queue and canonical args, NUL-separated. The
--- args are canonical() of the decoded job, unless one of their numbers does not fit cjson's
--- digits: then canonical_text() of them as the job's JSON text (`text`) writes them. `legacy`:
--- canonical() regardless, as servers before that did (their locks are released under it).
--- Second result: whether the key is not the one `legacy` would give.
-local function unique_key(doc, queue, text, legacy)
+-- The lock key older servers gave a unique job (decoded `doc`, JSON `text`): sha1 of jobtype,
+-- queue and canonical args, NUL-separated. The args are canonical() of the decoded job, unless
+-- one of their numbers does not fit cjson's digits: then canonical_text() of them as the job's
+-- JSON text writes them. `oldest`: canonical() regardless, as the servers before those did.
+-- Second result: whether the key is not the one `oldest` would give.
+local function legacy_unique_key(doc, text, oldest)
   local args = doc['args']
   local canon = nil
-  if not legacy and text and type(args) == 'table' and not fits_cjson(args) then
+  if not oldest and type(args) == 'table' and not fits_cjson(args) then
     canon = args_text(text)
   end
-  return UNIQUE_PREFIX .. redis.sha1hex(tostring(doc['jobtype']) .. '\0' .. queue .. '\0' ..
-    (canon or canonical(args))), canon ~= nil
+  return UNIQUE_PREFIX .. redis.sha1hex(tostring(doc['jobtype']) .. '\0' ..
+    (doc['queue'] or 'default') .. '\0' .. (canon or canonical(args, {}))), canon ~= nil
 end
 
 -- Seconds a job's unique lock lasts (custom.unique_for, a number or numeric string), or nil if
@@ -164,18 +155,41 @@ local function unique_for(custom)
   return nil
 end
 
--- Drop the job's unique lock if the job (decoded `doc`, JSON `text`) still holds it (a later
--- duplicate may hold it now).
+-- Drop the job's unique lock if the job (`doc` as the hooks get it, JSON `text`) still holds
+-- it (a later duplicate may hold it now).
 local function unique_release(doc, text)
-  if not unique_for(doc['custom']) then return end
-  local queue = doc['queue'] or 'default'
-  local key, new_name = unique_key(doc, queue, text)
-  if redis.call('GET', key) ~= doc['jid'] then
+  local jid = doc['jid']
+  local name = redis.call('HGET', UNIQUE_NAMES_KEY, jid)
+  if name then
+    redis.call('HDEL', UNIQUE_NAMES_KEY, jid)
+    local key = UNIQUE_PREFIX .. name
+    if redis.call('GET', key) == jid then redis.call('DEL', key) end
+    return
+  end
+  -- No record: a job stored by an older server, if any.
+  if doc['head'] or not unique_for(doc['custom']) or #text > LEGACY_UNIQUE_MAX then return end
+  local key, new_name = legacy_unique_key(doc, text)
+  if redis.call('GET', key) ~= jid then
     if not new_name then return end
-    key = unique_key(doc, queue, text, true)  -- a lock an older server took
-    if redis.call('GET', key) ~= doc['jid'] then return end
+    key = legacy_unique_key(doc, text, true)
+    if redis.call('GET', key) ~= jid then return end
   end
   redis.call('DEL', key)
+end
+
+-- ff_unique_sweep(cursor, count): drop the records of UNIQUE_NAMES_KEY whose lock is gone or
+-- held by another job (it lapsed, or its job was removed without finishing: QUEUE REMOVE,
+-- MUTATE, the web UI), looking at about `count` of them (HSCAN from `cursor`). Returns the
+-- next cursor ('0': the end). KEYS: ff:uniq-names; also the locks it names.
+local function ff_unique_sweep(keys, args)
+  local reply = redis.call('HSCAN', keys[1], args[1], 'COUNT', args[2])
+  local entries = reply[2]
+  for i = 1, #entries, 2 do
+    if redis.call('GET', UNIQUE_PREFIX .. entries[i + 1]) ~= entries[i] then
+      redis.call('HDEL', keys[1], entries[i])
+    end
+  end
+  return reply[1]
 end
 
 -- expiring -------------------------------------------------------------------------------------
@@ -224,12 +238,12 @@ local function throttle_check(spec, name, wid, now)
 end
 
 -- The throttle lock set a reservation record holds a lock in ('{"rid":N,"thr":"<lock set>",...}',
--- as reserve_job writes it), or nil. Read by a pattern (decoded only if its name needed
--- escaping: a wid with quotes); a record without one costs one anchored match.
+-- as reserve_job writes it), or nil: one anchored match. Records of older servers, which wrote
+-- a '"' in the name as \", are decoded.
 local function throttle_lock(record)
-  if not string.match(record, '^{"rid":%d+,"thr":') then return nil end
-  local lock = string.match(record, '^{"rid":%d+,"thr":"([^"\\]*)"')
-  if lock then return lock end
+  local raw = string.match(record, '^{"rid":%d+,"thr":"([^"]*)"')
+  if raw and string.sub(raw, -1) ~= '\\' then return json_string(raw) end
+  if not raw then return nil end
   local ok, rec = pcall(cjson.decode, record)
   if ok and type(rec) == 'table' and type(rec['thr']) == 'string' then return rec['thr'] end
   return nil
@@ -310,23 +324,21 @@ end
 
 -- the hooks ------------------------------------------------------------------------------------
 
--- ent_push: a unique job takes its lock, atomically with the push (the same FCALL), or is
--- refused. The lock lasts unique_for seconds, plus the delay of a scheduled job.
-local function ent_push(doc, queue, score, text)
-  local ttl = unique_for(doc['custom'])
-  if not ttl then return nil end
-  if score ~= '' then
-    local delay = tonumber(score) - redis_now()
-    if delay > 0 then ttl = ttl + delay end
+-- ent_push: a unique job (`lock`: its lock's name, '' if it is not unique) takes its lock for
+-- `ms` milliseconds (unique_for plus the delay of a scheduled job: jobs.prepare computed them),
+-- atomically with the push (the same FCALL), or is refused.
+local function ent_push(doc, lock, ms)
+  if lock == '' then return nil end
+  local jid = doc['jid']
+  if not redis.call('SET', UNIQUE_PREFIX .. lock, jid, 'NX', 'PX', ms) then
+    return 'NOTUNIQUE Job not unique'
   end
-  if redis.call('SET', unique_key(doc, queue, text), tostring(doc['jid']), 'NX', 'PX',
-      math.ceil(ttl * 1000)) then
-    return nil
-  end
-  return 'NOTUNIQUE Job not unique'
+  redis.call('HSET', UNIQUE_NAMES_KEY, jid, lock)
+  return nil
 end
 
--- ent_fetch(doc, now, text): ff_fetch popped this job (its JSON `text`) with a "custom" object.
+-- ent_fetch(doc, now, text): ff_fetch popped this job (its JSON `text`; nil for a job in the
+-- form job_head reads) with a "custom" object.
 -- false: it has expired (custom.expires_at is past): it is discarded (and counted in
 -- ff:expired), and the FETCH goes on. true: hand it out; a unique job with unique_until
 -- "start" releases its lock now.
@@ -348,14 +360,10 @@ local function ent_done(doc, outcome, text)
   if outcome ~= 'retry' then unique_release(doc, text) end
 end
 
--- ff_unique_lock(jobtype, queue, args_json): {lock key, jid holding it or false, ms to live},
--- for the web UI's job page. KEYS: none known beforehand (the lock's key is computed).
-local function ff_unique_lock(keys, args)
-  local ok, jobargs = pcall(cjson.decode, args[3])
-  if not ok then return false end
-  local key = unique_key({jobtype = args[1], args = jobargs}, args[2],
-    '{"args":' .. args[3] .. '}')
-  return {key, redis.call('GET', key), redis.call('PTTL', key)}
+-- ff_lock(): a unique lock's holder (a jid, or false) and its milliseconds to live, for the web
+-- UI's job page. KEYS: ff:uniq:<name>.
+local function ff_lock(keys, args)
+  return {redis.call('GET', keys[1]), redis.call('PTTL', keys[1])}
 end
 
 -- Registered here rather than with the core functions at the end of faktory.lua.
@@ -363,5 +371,5 @@ redis.register_function('ff_replace_hash', ff_replace_hash)
 redis.register_function('ff_throttle_lapsed', ff_throttle_lapsed)
 redis.register_function{function_name = 'ff_throttle_usage', callback = ff_throttle_usage,
   flags = {'no-writes'}}
-redis.register_function{function_name = 'ff_unique_lock', callback = ff_unique_lock,
-  flags = {'no-writes'}}
+redis.register_function('ff_unique_sweep', ff_unique_sweep)
+redis.register_function{function_name = 'ff_lock', callback = ff_lock, flags = {'no-writes'}}

@@ -43,6 +43,19 @@ local function wake(name, wkey)
   end
 end
 
+-- The value of the JSON string whose text between the quotes is `raw` (no '"' inside).
+local function json_string(raw)
+  if string.find(raw, '\\', 1, true) then return cjson.decode('"' .. raw .. '"') end
+  return raw
+end
+
+-- `s` as the text between the quotes of a JSON string, with \u0022 for '"' (as jobs.encode
+-- writes the strings job_head reads): it ends at the next '"'.
+local function quote_safe(s)
+  if not string.find(s, '[%c"\\/\127]') then return s end
+  return (string.gsub(string.sub(cjson.encode(s), 2, -2), '"', 'u0022'))
+end
+
 -- Add `job` to queue `name` at priority `prio`: `queues` and `prioq` are the caller's KEYS for
 -- the queues set and ff:prioq; `list` and `waiting` the queue's q:<name>[:p<N>] and
 -- ff:wait:<name> (nil: built here). `push` is LPUSH (the far end: it runs after those
@@ -93,8 +106,8 @@ end
 -- unique or expiring: the core functions below decode such jobs only (`with_custom`), and call
 -- each feature's hooks, which live in files of their own (pasted here by store.library_source)
 -- and may use the helpers above:
---   batch_push(doc) / ent_push(doc, queue, score, text): a job is being pushed (score: '' now,
---     or when it is scheduled; text: the job's JSON); return an error line ("CODE message") to
+--   batch_push(doc) / ent_push(doc, lock, ms): a job is being pushed (lock, ms: its unique
+--     lock's name, '' if none, and milliseconds); return an error line ("CODE message") to
 --     refuse it, or nil. A refused job is not stored, and no hook after the one that refused it
 --     runs.
 --   batch_pushed(doc): every hook accepted the job (it is stored): count it in its batch.
@@ -104,35 +117,83 @@ end
 --@include ent.lua
 --@include batch.lua
 
--- The decoded job, if it has a "custom" object (else nil: the job is not the features').
-local function with_custom(job)
-  if not string.find(job, '"custom":', 1, true) then return nil end
-  local ok, doc = pcall(cjson.decode, job)
+-- Jobs as this server writes them (jobs.encode) are read without decoding them, whatever the
+-- size of their args: they begin '{"jid":"<jid>","retry":<n>', then ',"reserve_for":<n>' if
+-- they have one, then ',"custom":{' if they have a custom object, whose first members are the
+-- hook keys (jobs.HOOK_KEYS, below) that have scalar values, in that order. A '"' inside the
+-- jid or one of those strings is written \u0022, so each string ends at the next '"'.
+local HOOK_KEYS = {'bid', '_bid', 'track', 'unique_for', 'unique_until', 'expires_at'}
+
+-- The head of the job whose JSON text starts at index `at` of `text` (1 if nil), if the job
+-- is in the form above: its jid, its reserve_for (or nil) and, if it has a custom object, a
+-- table of its hook keys' values (Lua values; a null is absent). nil if the job is not in
+-- that form (written by an older server or by Faktory: see with_custom).
+local function job_head(text, at)
+  local raw, p = string.match(text, '^{"jid":"([^"]*)","retry":[^,}]*()', at or 1)
+  if not raw then return nil end
+  local reserve, q = string.match(text, '^,"reserve_for":(%-?%d+)()', p)
+  if reserve then reserve, p = tonumber(reserve), q end
+  local custom = nil
+  if string.sub(text, p, p + 10) == ',"custom":{' then
+    custom = {}
+    p = p + 11
+    for _, name in ipairs(HOOK_KEYS) do
+      local key = '"' .. name .. '":'
+      if string.sub(text, p, p + #key - 1) == key then
+        local value, after = string.match(text, '^"([^"]*)"()', p + #key)
+        if value then
+          value = json_string(value)
+        else
+          value, after = string.match(text, '^([^,}]*)()', p + #key)
+          if value == 'true' then value = true
+          elseif value == 'false' then value = false
+          else value = tonumber(value) end  -- a number; nil for null
+        end
+        custom[name] = value
+        if string.byte(text, after) ~= 44 then break end  -- not ',': the object ended
+        p = after + 1
+      end
+    end
+  end
+  return json_string(raw), reserve, custom
+end
+
+-- What the hooks are given of a job: {jid, custom = its hook keys' values, head = true}, or,
+-- for a job not in the form above, the decoded job (nil if it has no "custom" object: then
+-- it is not the features'). `at`: where the job's text starts in `text`.
+local function with_custom(text, at)
+  local jid, _, custom = job_head(text, at)
+  if jid then
+    if custom then return {jid = jid, custom = custom, head = true} end
+    return nil
+  end
+  if not string.find(text, '"custom":', at or 1, true) then return nil end
+  local ok, doc = pcall(cjson.decode, at and string.sub(text, at, -2) or text)
   if ok and type(doc) == 'table' and type(doc['custom']) == 'table' then return doc end
   return nil
 end
 
--- The job of a reservation record, if it has a "custom" object (see with_custom), and the
--- job's JSON text (the record's last member: '{"rid":N,...,"job":<job>}').
+-- The job of a reservation record ('{"rid":N,...,"job":<job>}') as with_custom gives it, and
+-- (for a decoded one only: the hooks read no more of the others) the job's JSON text.
 local function record_custom(record)
-  if not string.find(record, '"custom":', 1, true) then return nil end
-  local ok, rec = pcall(cjson.decode, record)
-  if ok and type(rec) == 'table' and type(rec['job']) == 'table'
-      and type(rec['job']['custom']) == 'table' then
-    local at = string.find(record, ',"job":', 1, true)
-    return rec['job'], at and string.sub(record, at + 7, -2)
-  end
-  return nil
+  local at = string.find(record, ',"job":', 1, true)
+  if not at then return nil end
+  local doc = with_custom(record, at + 7)
+  if not doc or doc['head'] then return doc end
+  return doc, string.sub(record, at + 7, -2)
 end
 
 -- Store one validated job of queue `name` at priority `prio`: enqueue it now (score '') or
--- schedule it (in `scheduled`); a job with a custom object passes the Enterprise hooks first.
+-- schedule it (in `scheduled`); a job with a custom object passes the Enterprise hooks first
+-- (`lock`, `ms`: its unique lock's name from jobs.unique_name, '' if it is not unique, and how
+-- long the lock lasts).
 -- Returns the refusal ("CODE message") of a hook that refused it (nothing stored), or nil.
 -- `list`, `waiting`: the queue's q:<name>[:p<N>] and ff:wait:<name>, as enqueue takes them.
-local function push_one(scheduled, queues, prioq, name, prio, job, score, list, waiting)
+local function push_one(scheduled, queues, prioq, name, prio, job, score, lock, ms, list,
+                        waiting)
   local doc = with_custom(job)
   if doc then
-    local refusal = batch_push(doc) or ent_push(doc, name, score, job)
+    local refusal = batch_push(doc) or ent_push(doc, lock, ms)
     if refusal then return refusal end
     batch_pushed(doc)
   end
@@ -144,10 +205,10 @@ local function push_one(scheduled, queues, prioq, name, prio, job, score, list, 
   return nil
 end
 
--- ff_push(n, [queue, priority, job, score] * n): store n validated jobs; score '' enqueues now,
--- otherwise the job waits in `scheduled` until that time. Returns n when every job was stored;
--- otherwise a list of n entries: '' for a stored job, the refusal ("CODE message") of one an
--- Enterprise hook refused.
+-- ff_push(n, [queue, priority, job, score, lock, ms] * n): store n validated jobs; score ''
+-- enqueues now, otherwise the job waits in `scheduled` until that time; lock, ms: a unique
+-- job's lock name ('' for others) and milliseconds (push_one). Returns n when every job was stored; otherwise a list of n
+-- entries: '' for a stored job, the refusal ("CODE message") of one an Enterprise hook refused.
 -- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.
 -- Also the keys of the Enterprise hooks (batch.lua, ent.lua).
 local function ff_push(keys, args)
@@ -155,9 +216,9 @@ local function ff_push(keys, args)
   local n = tonumber(args[1])
   local refused = nil
   for i = 0, n - 1 do
-    local b = 2 + i * 4
+    local b = 2 + i * 6
     local refusal = push_one(scheduled, queues, prioq, args[b], tonumber(args[b + 1]),
-      args[b + 2], args[b + 3], keys[4 + 2 * i], keys[5 + 2 * i])
+      args[b + 2], args[b + 3], args[b + 4], args[b + 5], keys[4 + 2 * i], keys[5 + 2 * i])
     if refusal then
       if not refused then
         refused = {}
@@ -183,8 +244,8 @@ end
 -- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
 -- record in ff:res (`res`), its deadline in `working`, a token from ff:rseq (`rseq`).
 -- `lock`: the throttle lock set the reservation takes a lock in, for `lock_timeout` seconds
--- (nil: none); the record then names it second ('{"rid":N,"thr":"<lock set>",...}'), where
--- ff_ack/ff_fail find it with one anchored match.
+-- (nil: none); the record then names it second ('{"rid":N,"thr":"<lock set>",...}', written
+-- by quote_safe), where ff_ack/ff_fail find it with one anchored match.
 -- Returns what ff_fetch returns for a job: {job, token, jid}.
 local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job, lock,
                            lock_timeout)
@@ -201,7 +262,7 @@ local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job
     local lapse = tonumber(now_sec) + lock_timeout
     redis.call('ZADD', lock, lapse, jid)
     redis.call('ZADD', THROTTLE_LAPSES_KEY, 'LT', lapse, lock)  -- for ff_throttle_lapsed
-    thr = '"thr":' .. cjson.encode(lock) .. ','
+    thr = '"thr":"' .. quote_safe(lock) .. '",'
   end
   local record = '{"rid":' .. rid .. ',' .. thr .. '"wid":' .. quoted .. ',"reserved_at":' ..
     now .. ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
@@ -252,15 +313,14 @@ local function ff_fetch(keys, args)
         local job
         if plain then job = redis.call('RPOP', base) else job = pop(prioq, name, base) end
         if not job then break end
-        -- Fast path for the common shape we encode (no failure, custom or reserve_for):
-        -- the jid is the second key; otherwise decode the whole job. (jobs.encode writes
-        -- "custom" before "jid": a job with one always takes the slow path.)
-        local jid = string.match(job, '^{"retry":%-?%d+,"jid":"([^"\\]*)"')
-        local reserve = nil
+        local jid, reserve, custom = job_head(job)
         local keep = true
-        if jid == nil or string.find(job, '"reserve_for":', 1, true) then
+        if jid then
+          if custom then
+            keep = ent_fetch({jid = jid, custom = custom, head = true}, tonumber(args[3]))
+          end
+        else  -- a job written by an older server or by Faktory: decoded
           local ok, decoded = pcall(cjson.decode, job)
-          jid = nil
           if ok and type(decoded) == 'table' then
             jid = decoded['jid']
             reserve = tonumber(decoded['reserve_for'])
