@@ -23,6 +23,7 @@ from faktory_fast import aredis, config, hot_path, migration
 from faktory_fast import log as logsetup
 from faktory_fast.config import Config
 from faktory_fast.gunicorn_conf import READY_FD_ENV
+from faktory_fast.log import FailureLog
 from faktory_fast.redis_child import (
     MIN_REDIS,
     RedisChild,
@@ -59,7 +60,12 @@ class ServerProcess:
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket every server process accepts on."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:  # a name that does not resolve (now)
+        raise StartupError(f"cannot listen on {host}:{port}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -125,6 +131,11 @@ class Supervisor:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        # What no task or callback caught: one line per distinct failure a minute, as the
+        # background tasks report theirs, not asyncio's traceback each time.
+        loop_failures = FailureLog("Event loop callback")
+        loop.set_exception_handler(lambda _loop, context: loop_failures.failed(
+            context.get("exception") or RuntimeError(context.get("message", "unknown"))))
         stop = loop.create_future()
         if self.redis is not None:
             conn = await aredis.connect(self.redis_url)
@@ -143,6 +154,8 @@ class Supervisor:
             # Our own Redis: any process still registered died with a killed master before us.
             for proc in await store.registered_processes():
                 await store.process_gone(proc)
+        # From "Listening on", a SIGHUP reloads (its default action would stop the server).
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.sock = bind(self.cfg.host, self.cfg.port)
         web_sock = self._bind_web() if self.cfg.web_port else None
         log.info("Listening on %s:%d with %d server processes (hot path: %s)", self.cfg.host,
@@ -163,7 +176,6 @@ class Supervisor:
 
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
         tasks = background.start()
         await self._follow_redis(conn, stop)
         for t in tasks:
@@ -412,6 +424,11 @@ class Supervisor:
             new = config.load(self.argv)
         except config.ConfigError as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        except Exception as exc:  # a check config.load lacks: the same one line, config kept
+            log.error("SIGHUP: configuration not reloaded: %s: %s", type(exc).__name__,
+                      logsetup.one_line(str(exc)))
+            log.debug("SIGHUP: traceback", exc_info=True)
             return
         if new is None:
             return

@@ -23,6 +23,7 @@ from faktory_fast import aredis, backup, cron, jobs, keys
 from faktory_fast.config import Config
 from faktory_fast.failures import expire_reservation, set_aside
 from faktory_fast.jobs import now_score
+from faktory_fast.log import FailureLog
 from faktory_fast.redis_child import RedisChild
 from faktory_fast.store import AsyncStore
 
@@ -185,8 +186,8 @@ class BackgroundTasks:
                 last = time.monotonic()
                 try:
                     await self.backup()
-                except (backup.BackupError, redis.RedisError, OSError) as exc:
-                    log.error("Backup failed: %s", exc)
+                except Exception as exc:  # BackupError, RedisError, OSError... or a bug
+                    failures.failed(exc)
 
     async def backup(self) -> None:
         """One backup of the child Redis's data now."""
@@ -201,6 +202,9 @@ class BackgroundTasks:
 
 
 async def _every(interval: float, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``fn`` every ``interval`` seconds until cancelled; a failed round is reported
+    (once a minute per distinct failure: ``log.FailureLog``) and the next one tries again."""
+    failures = FailureLog(f"Background task {fn.__name__}")
     while True:
         await asyncio.sleep(interval)
         try:
@@ -209,5 +213,5 @@ async def _every(interval: float, fn: Callable[[], Coroutine[Any, Any, None]]) -
             # Redis is away (the supervisor reconnects, or the server stops), or refuses
             # writes for want of replicas (its clients are told): next round.
             pass
-        except Exception:
-            log.exception("Background task %s failed", fn.__name__)
+        except Exception as exc:
+            failures.failed(exc)

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import calendar
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from faktory_fast import cron
+from faktory_fast import cron, jobs
 from faktory_fast.config import ConfigError
-from tests.support import ROOT, FaktoryServer, load_config, two_nodes, wait_for, write_conf
+from faktory_fast.log import FailureLog
+from tests.support import ROOT, FaktoryServer, job, load_config, two_nodes, wait_for, write_conf
 
 T0 = calendar.timegm((2030, 1, 1, 0, 0, 30))  # half a minute past midnight, UTC
 
@@ -186,3 +189,93 @@ def test_sighup_reloads_entries_and_keeps_them_on_error(tmp_path: Any) -> None:
         wait_for(lambda: len(queued(srv, "default")) == 1)
     finally:
         srv.stop()
+
+
+class Records(logging.Handler):
+    """Keeps what is logged to it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def raised(exc: Exception) -> Exception:
+    """``exc`` with a traceback, as a background task's failure has."""
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+@pytest.mark.unit
+def test_failure_log_reports_each_distinct_failure_once_a_minute() -> None:
+    """A task failing every second logs one line a minute per distinct failure (type and
+    message), not a traceback each time; the traceback only at debug level."""
+    now = [1000.0]
+    logger = logging.getLogger("tests.failure_log")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    kept = Records()
+    logger.addHandler(kept)
+    try:
+        failures = FailureLog("Background task run_cron", logger, clock=lambda: now[0])
+        for t in range(60):  # every second for a minute
+            now[0] = 1000.0 + t
+            failures.failed(raised(RuntimeError("boom")))
+            if t == 30:  # another failure is another line, at once
+                failures.failed(raised(ValueError("two\nlines")))
+        now[0] = 1060.0
+        failures.failed(raised(RuntimeError("boom")))
+        failures.failed(raised(RuntimeError("boom")))
+        assert [(r.levelno, r.getMessage()) for r in kept.records] == [
+            (logging.ERROR, "Background task run_cron failed: RuntimeError: boom"),
+            (logging.ERROR, "Background task run_cron failed: ValueError: two\\nlines"),
+            (logging.ERROR, "Background task run_cron failed: RuntimeError: boom "
+                            "(59 more times in the last 60 s)"),
+        ]
+        assert all(r.exc_info is None for r in kept.records)
+        # At debug level the traceback comes with each line, and only then.
+        logger.setLevel(logging.DEBUG)
+        kept.records.clear()
+        failures.failed(raised(KeyError("k")))
+        failures.failed(raised(KeyError("k")))
+        line, trace = kept.records
+        assert line.getMessage() == "Background task run_cron failed: KeyError: 'k'"
+        assert trace.levelno == logging.DEBUG and trace.exc_info is not None
+        assert trace.exc_info[0] is KeyError
+    finally:
+        logger.removeHandler(kept)
+
+
+def test_a_failing_cron_round_logs_one_line_a_minute(tmp_path: Any) -> None:
+    """The cron task failing every second (its clock unreadable) logs one line, not a
+    traceback a second, and runs again once the clock reads."""
+    clock = str(tmp_path / "clock")
+    set_clock(clock, T0)
+    srv = FaktoryServer(str(tmp_path / "ff"), processes=1, env={cron.CLOCK_ENV: clock})
+    write_conf(srv.data_dir, "cron.toml",
+               '[[cron]]\nschedule = "* * * * *"\n[cron.job]\ntype = "M"\nqueue = "minutely"\n')
+    srv.start()
+    try:
+        r = srv.redis()
+        wait_for(lambda: r.get("ff:cron:seen"))
+        start = len(srv.lines)
+        with open(clock + ".tmp", "w") as fh:
+            fh.write("not a time")
+        os.replace(clock + ".tmp", clock)
+        wait_for(lambda: any("run_cron failed" in x for x in srv.lines[start:]))
+        # At least two more cron rounds (one a second) have failed once the scheduler has
+        # enqueued a job due 2.5 s from now.
+        c = srv.client()
+        marker = job(queue="marker", at=jobs.rfc3339(time.time_ns() + 2_500_000_000))
+        assert c.push(marker) == "OK"
+        wait_for(lambda: r.llen("q:marker") == 1)
+        (line,) = srv.lines[start:]
+        assert "Background task run_cron failed: ValueError: could not convert" in line
+        set_clock(clock, T0 + 60)
+        wait_for(lambda: r.llen("q:minutely") == 1)
+    finally:
+        assert srv.stop() == 0
