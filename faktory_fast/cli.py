@@ -64,7 +64,7 @@ def backup_command(verb: str, argv: list[str]) -> int:
         environment = config.environment_of(args.environment, os.environ)
         data_dir, config_dir = config.directories(environment, args.data_dir, args.config_dir,
                                                   os.environ)
-        keep = config.read_toml(config_dir).get("faktory_fast", {}).get("backup_keep", 24)
+        keep = config.backup_keep(config_dir)  # checked as the server checks it
         if os.environ.get("REDIS_URL") or os.environ.get("REDIS_PROVIDER"):
             raise config.ConfigError("backups are of the child Redis; with REDIS_URL, back up "
                                      "that Redis the way you run it")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +14,8 @@ from urllib.parse import unquote, urlparse
 
 from faktory_fast import FAKTORY_VERSION, __version__, net
 from faktory_fast.cron import CronEntry, CronError, parse_entries
-from faktory_fast.jobs import QUEUE_NAME
+from faktory_fast.jobs import MAX_ENT_SECONDS, QUEUE_NAME
+from faktory_fast.log import one_line, show
 
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -26,7 +29,31 @@ PASSWORD_REQUIRED = (
 
 
 class ConfigError(Exception):
-    """Invalid flags or configuration: reported on one line, exit status 2."""
+    """Invalid flags or configuration: reported on one line, exit status 2 (at start) or one
+    log line (SIGHUP: the running configuration is kept)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))  # a value's newline must not make it two lines
+
+
+MiB = 1 << 20
+#: The integer settings of ours (a flag each, and ``[faktory_fast] <name>``): the range every
+#: consumer of each takes. docs: README.md, "Command line".
+INT_SETTINGS: dict[str, tuple[int, int]] = {
+    "processes": (1, 256),  # each a Python process started at once
+    "max_line": (1, 512 * MiB),  # wire's C Py_ssize_t; Redis stores no longer value by default
+    "max_connections": (1, 1_000_000),
+    "backup_every": (0, 365 * 86400),  # seconds; 0: no backups
+    "backup_keep": (1, 10_000),
+    "redis_wait_replicas": (0, 1000),  # Redis WAIT's count
+    "redis_wait_timeout": (1, 60_000),  # ms Redis WAIT blocks a server process's connection
+    "batch_retention": (1, MAX_ENT_SECONDS),  # seconds, Redis EXPIRE (in ms within 64 bits)
+    "line_budget": (1, 64 << 30),  # bytes; and at least max_line
+}
+LINE_TIMEOUT_RANGE = (0.1, 86400.0)  # seconds: below, the sweep would spin; above, absurd
+#: Every key of ``[faktory_fast]``: another is a typo, refused rather than ignored.
+OUR_KEYS = {*INT_SETTINGS, "log_level", "redis_url", "durability", "redis_server",
+            "line_timeout", "proxy_protocol", "proxy_from"}
 
 
 @dataclass
@@ -80,24 +107,55 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     return [f for f in fixed if getattr(old, f) != getattr(new, f)]
 
 
-def split_binding(value: str, flag: str) -> tuple[str, int]:
-    """``host:port`` (host may be empty for all interfaces) into its parts."""
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def _host_ok(host: str) -> bool:
+    """An IP address, or a host name of ASCII labels (as getaddrinfo takes one)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def split_binding(value: Any, flag: str, origin: str = "") -> tuple[str, int]:
+    """``host:port`` (host may be empty for all interfaces, ``[v6]`` bracketed) into its parts;
+    ``origin``: where the value was set, for the message."""
+    bad = f"invalid {flag} binding {show(value)}: expected host:port{origin}"
+    if not isinstance(value, str):
+        raise ConfigError(bad)
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"invalid {flag} binding {value!r}: expected host:port")
-    host = host.strip("[]")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        raise ConfigError(bad)
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]") and ":" in host):
+            raise ConfigError(bad)
+        host = host[1:-1]
+    if host and not _host_ok(host):
+        raise ConfigError(f"invalid {flag} binding {show(value)}: {show(host)} is not a host "
+                          f"name or address{origin}")
     return (host or "0.0.0.0"), int(port)
 
 
-def read_password(value: str) -> str:
-    """A password setting; a value starting with ``/`` names a file holding it."""
-    if value.startswith("/"):
-        try:
-            with open(value) as fh:
-                return fh.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read password file {value}: {exc.strerror}") from None
-    return value
+def read_password(value: str, origin: str = "") -> str:
+    """A password setting; a value starting with ``/`` names a file holding it (UTF-8)."""
+    if "\0" in value:  # the web UI gets it in its environment
+        raise ConfigError(f"invalid password: it holds a NUL character{origin}")
+    if not value.startswith("/"):
+        return value
+    try:
+        with open(value, "rb") as fh:
+            text = fh.read().decode("utf-8-sig").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {value}: {exc.strerror}{origin}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid password file {value}: not UTF-8{origin}") from None
+    if "\0" in text:
+        raise ConfigError(f"invalid password file {value}: it holds a NUL character{origin}")
+    return text
 
 
 def toml_files(config_dir: str) -> list[str]:
@@ -105,47 +163,121 @@ def toml_files(config_dir: str) -> list[str]:
     return sorted(glob.glob(os.path.join(config_dir, "conf.d", "*.toml")))
 
 
-def read_toml(config_dir: str) -> dict:
-    """conf.d/*.toml in name order, concatenated and parsed as one document (as Faktory does)."""
-    text = ""
-    for path in toml_files(config_dir):
-        with open(path) as fh:
-            text += fh.read() + "\n"
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {os.path.join(config_dir, 'conf.d')}: {exc}") from None
+@dataclass
+class ConfD:
+    """conf.d/*.toml, read: the merged document, and each file's own (None: it does not parse
+    alone, as a file continuing the table of the one before does), to name the file that
+    sets a key."""
+
+    directory: str
+    doc: dict[str, Any]
+    files: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+
+    def where(self, *path: str) -> str:
+        """The file setting ``path`` (a table, a key of it...), else the conf.d directory."""
+        for name, doc in self.files:
+            node: Any = doc
+            for key in path:
+                if not isinstance(node, dict) or key not in node:
+                    break
+                node = node[key]
+            else:
+                return name
+        return self.directory
+
+    def at(self, table: str, key: str) -> str:
+        """`` ([table] key in <file>)``: the end of a message about that key."""
+        return f" ([{table}] {key} in {self.where(table, key)})"
+
+    def cron_sources(self) -> list[str]:
+        """The file each ``[[cron]]`` entry of the merged document comes from, in order (for
+        messages); empty if a file does not parse alone (entries are then numbered in the
+        merged document)."""
+        sources: list[str] = []
+        for path, doc in self.files:
+            if doc is None:
+                return []
+            entries = doc.get("cron")
+            if isinstance(entries, list):
+                sources += [path] * len(entries)
+        return sources
 
 
-def cron_sources(config_dir: str) -> list[str]:
-    """The file each ``[[cron]]`` entry of the merged document comes from, in order (for
-    messages): each file parsed alone; empty if one cannot be (entries then say conf.d)."""
-    sources: list[str] = []
+def read_conf_d(config_dir: str) -> ConfD:
+    """conf.d/*.toml in name order, concatenated and parsed as one document (as Faktory does).
+    ConfigError naming the file for one that cannot be read, is not UTF-8 or is not TOML."""
+    directory = os.path.join(config_dir, "conf.d")
+    texts: list[tuple[str, str]] = []
     for path in toml_files(config_dir):
         try:
             with open(path, "rb") as fh:
-                entries = tomllib.load(fh).get("cron")
-        except (OSError, tomllib.TOMLDecodeError):
-            return []
-        if isinstance(entries, list):
-            sources += [path] * len(entries)
-    return sources
+                data = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            texts.append((path, data.decode("utf-8-sig")))  # a BOM (some editors') is no text
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"invalid {path}: not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                              f"offset {exc.start})") from None
+    try:
+        doc = tomllib.loads("".join(text + "\n" for _, text in texts))
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError; an int of 4300+ digits
+        raise ConfigError(_toml_error(exc, texts, directory)) from None
+    files: list[tuple[str, dict[str, Any] | None]] = []
+    for path, text in texts:
+        try:
+            files.append((path, tomllib.loads(text)))
+        except (ValueError, RecursionError):
+            files.append((path, None))
+    return ConfD(directory, doc, files)
+
+
+def _toml_error(exc: Exception, texts: list[tuple[str, str]], directory: str) -> str:
+    """The message for a merged document that does not parse, naming the file (and the line
+    in it) where tomllib stopped."""
+    what = "arrays or tables nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)$", what)
+    if m:
+        line = int(m.group(1))
+        for path, text in texts:
+            lines = text.count("\n") + 1  # read_conf_d joins them with a newline each
+            if line <= lines:
+                return (f"invalid TOML in {path}: {what[:m.start()]}(at line {line}, "
+                        f"column {m.group(2)})")
+            line -= lines
+    for path, text in texts:  # no line to go by: the first file that fails alone
+        try:
+            tomllib.loads(text)
+        except (ValueError, RecursionError):
+            return f"invalid TOML in {path}: {what}"
+    return f"invalid TOML in {directory}: {what}"
+
+
+def read_toml(config_dir: str) -> dict:
+    """conf.d/*.toml merged into one document (``read_conf_d``)."""
+    return read_conf_d(config_dir).doc
 
 
 THROTTLE_KINDS = ("concurrency", "worker")
 DEFAULT_THROTTLE_TIMEOUT = 60
+#: The bounds of a throttle's numbers: Lua reads them with tonumber (doubles, exact to 2^53)
+#: and takes a lock until now + timeout (a ZADD score); orjson dumps them (64 bits).
+MAX_THROTTLE_LIMIT = 1_000_000
+MAX_THROTTLE_TIMEOUT = 365 * 86400
 
 
-def parse_throttles(raw: Any) -> dict[str, tuple[str, int, int]]:
+def parse_throttles(raw: Any, conf: ConfD | None = None) -> dict[str, tuple[str, int, int]]:
     """``[throttles]``: ``queue = { concurrency = N, timeout = S }`` (or ``worker = N``), as
-    queue -> (kind, limit, timeout)."""
+    queue -> (kind, limit, timeout); ``conf``: the conf.d they come from (to name the file)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError("invalid [throttles]: must be a table of queue = { ... }")
+        source = conf.where("throttles") if conf else "conf.d"
+        raise ConfigError(f"invalid [throttles] in {source}: must be a table of queue = {{ ... }}")
     out = {}
     for queue, spec in raw.items():
-        where = f"invalid throttle {queue!r} in [throttles]"
+        source = conf.where("throttles", queue) if conf else "conf.d"
+        where = f"invalid throttle {queue!r} in [throttles] of {source}"
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: must be {{ concurrency = N, timeout = S }} or "
                               "{ worker = N, timeout = S }")
@@ -159,9 +291,11 @@ def parse_throttles(raw: Any) -> dict[str, tuple[str, int, int]]:
             raise ConfigError(f"{where}: needs one of concurrency = N or worker = N")
         limit = spec[kinds[0]]
         timeout = spec.get("timeout", DEFAULT_THROTTLE_TIMEOUT)
-        for name, value in ((kinds[0], limit), ("timeout", timeout)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{where}: {name} must be a positive integer")
+        for name, value, most, unit in ((kinds[0], limit, MAX_THROTTLE_LIMIT, ""),
+                                        ("timeout", timeout, MAX_THROTTLE_TIMEOUT, " of seconds")):
+            if type(value) is not int or not 1 <= value <= most:
+                raise ConfigError(f"{where}: {name} must be a positive integer{unit} up to "
+                                  f"{most}, not {show(value)}")
         out[queue] = (kinds[0], limit, timeout)
     return out
 
@@ -180,6 +314,8 @@ def parse_redis_url(url: str) -> dict[str, Any]:
         return _parse_sentinel_url(url, u.netloc, u.path, u.query, out)
     out["password"] = unquote(u.password) if u.password else None
     if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
+        if not u.path:
+            raise ValueError(f"invalid Redis URL {url!r}: the socket's path is missing")
         out["path"] = u.path
         for part in u.query.split("&"):
             if part.startswith("db="):
@@ -200,8 +336,10 @@ def parse_redis_url(url: str) -> dict[str, Any]:
 
 
 def _db(text: str, url: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"invalid Redis URL {url!r}: the database must be a number, not {text!r}")
+    # SELECT takes a C int.
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > 2**31 - 1:
+        raise ValueError(f"invalid Redis URL {url!r}: the database must be a number from 0 to "
+                         f"{2**31 - 1}, not {show(text)}")
     return int(text)
 
 
@@ -341,8 +479,116 @@ def environment_of(flag: str | None, environ: Mapping[str, str]) -> str:
     return environment
 
 
-def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config | None:
-    """Resolve flags, environment and TOML into a Config; None means "printed -v, exit 0"."""
+def _table(conf: ConfD, name: str) -> dict[str, Any]:
+    """``[name]`` of the merged document ({} if absent); ConfigError if it is not a table."""
+    value = conf.doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"invalid configuration in {conf.where(name)}: {name} must be a "
+                          f"table ([{name}]), not {show(value)}")
+    return value
+
+
+def _int_setting(name: str, value: Any, origin: str) -> int:
+    """``value`` of the integer setting ``name`` if within its range (INT_SETTINGS)."""
+    least, most = INT_SETTINGS[name]
+    if type(value) is not int or not least <= value <= most:  # bool is no number here
+        raise ConfigError(f"invalid --{name.replace('_', '-')} {show(value)}: must be an integer "
+                          f"from {least} to {most}{origin}")
+    return value
+
+
+def check_setting(name: str, value: Any, origin: str = "") -> Any:
+    """``value`` of our setting ``name`` (from its flag or ``[faktory_fast]``) as Config holds
+    it, if every consumer of it takes it; else ConfigError, whose message ends with
+    ``origin`` (where it was set). What depends on another setting is checked by ``load``."""
+    if name in INT_SETTINGS:
+        return _int_setting(name, value, origin)
+    if name == "log_level":
+        if not isinstance(value, str) or value not in LOG_LEVELS:
+            shown = f'"{value}"' if isinstance(value, str) else show(value)
+            raise ConfigError(f"Invalid log level {shown}: legal values are error, warn, info "
+                              f"or debug{origin}")
+    elif name == "durability":
+        if not isinstance(value, str) or value not in ("everysec", "always"):
+            raise ConfigError(f"invalid durability {show(value)}: everysec or always{origin}")
+    elif name == "redis_server":
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ConfigError(f"invalid --redis-server {show(value)}: must be the path of "
+                              f"redis-server{origin}")
+    elif name == "redis_url":
+        if not isinstance(value, str) or not value or not value.isprintable():
+            raise ConfigError(f"invalid redis_url {show(value)}: must be a Redis URL{origin}")
+        try:
+            parse_redis_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}{origin}") from None
+    elif name == "line_timeout":
+        least, most = LINE_TIMEOUT_RANGE
+        if type(value) not in (int, float) or not least <= value <= most:  # NaN fails too
+            raise ConfigError(f"invalid --line-timeout {show(value)}: must be a number of "
+                              f"seconds from {least} to {most:.0f}{origin}")
+        return float(value)
+    elif name == "proxy_protocol":
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid proxy_protocol {show(value)}: must be true or "
+                              f"false{origin}")
+    elif name == "proxy_from":
+        try:
+            return [str(n) for n in net.parse_networks(value)]
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid --proxy-from {show(value)}: {exc}{origin}") from None
+    else:
+        raise ConfigError(f"unknown setting {name!r}{origin}")
+    return value
+
+
+class _Settings:
+    """Our settings as given: each flag, else ``[faktory_fast] <name>``; every value of
+    ``[faktory_fast]`` is checked, the ones a flag overrides too (a file is right or wrong
+    whatever the command line of the day)."""
+
+    def __init__(self, args: argparse.Namespace | None, conf: ConfD) -> None:
+        self.args = args
+        self.conf = conf
+        ours = _table(conf, "faktory_fast")
+        unknown = sorted(set(ours) - OUR_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in [faktory_fast] of "
+                              f"{conf.where('faktory_fast', unknown[0])}")
+        self.toml = {name: check_setting(name, value, conf.at("faktory_fast", name))
+                     for name, value in ours.items()}
+
+    def flag(self, name: str) -> Any:
+        return getattr(self.args, name, None) if self.args is not None else None
+
+    def get(self, name: str, default: Any) -> Any:
+        """The setting's value, checked; ``default`` if neither flag nor TOML sets it."""
+        flag = self.flag(name)
+        if flag is not None:
+            return check_setting(name, flag)
+        return self.toml.get(name, default)
+
+    def origin(self, name: str) -> str:
+        """Where the value ``get`` gives was set, as the end of a message."""
+        if self.flag(name) is None and name in self.toml:
+            return self.conf.at("faktory_fast", name)
+        return ""
+
+
+def backup_keep(config_dir: str) -> int:
+    """``[faktory_fast] backup_keep`` of conf.d (for the ``backup`` command), checked as
+    ``load`` checks it."""
+    return int(_Settings(None, read_conf_d(config_dir)).get("backup_keep", Config.backup_keep))
+
+
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config | None:
+    """Resolve flags, environment and TOML into a Config; None means "printed -v, exit 0".
+
+    Every value is checked here, once, against the range its consumers take (the server
+    processes, Redis and its Lua, cron's pushes, Python's time functions): a configuration
+    that fails one check is refused whole with a ConfigError naming the flag, or the file and
+    the key. What it returns runs.
+    """
     env = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     if args.version:
@@ -351,64 +597,51 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     cfg.environment = environment_of(args.environment, env)
     dev = cfg.environment == "development"
     cfg.data_dir, cfg.config_dir = directories(cfg.environment, args.data_dir, args.config_dir, env)
-    toml = read_toml(cfg.config_dir)
-    fk = toml.get("faktory", {})
-    web = toml.get("web", {})
-    ours = toml.get("faktory_fast", {})
-    if not isinstance(fk, dict) or not isinstance(web, dict) or not isinstance(ours, dict):
-        raise ConfigError("invalid configuration: [faktory], [web] and [faktory_fast] must be tables")
+    conf = read_conf_d(cfg.config_dir)
+    fk, web = _table(conf, "faktory"), _table(conf, "web")
+    ours = _Settings(args, conf)
 
     # The one setting of ours a SIGHUP can change that a flag sets too: the flag wins.
-    cfg.log_level = args.log_level or ours.get("log_level", "info")
-    if cfg.log_level not in LOG_LEVELS:
-        raise ConfigError(f'Invalid log level "{cfg.log_level}": legal values are error, warn, info or debug')
-    cfg.host, cfg.port = split_binding(args.binding or fk.get("binding") or DEFAULT_BINDING, "-b")
-    web_binding = args.web_binding or web.get("binding") or DEFAULT_WEB_BINDING
-    cfg.web_host, cfg.web_port = split_binding(web_binding, "-w")
+    cfg.log_level = ours.get("log_level", "info")
+    for flag, name, default in (("-b", "faktory", DEFAULT_BINDING),
+                                ("-w", "web", DEFAULT_WEB_BINDING)):
+        table = fk if name == "faktory" else web
+        given = args.binding if flag == "-b" else args.web_binding
+        # The file's binding is checked even when the flag overrides it.
+        in_toml = split_binding(table["binding"], flag, conf.at(name, "binding")) \
+            if "binding" in table else None
+        binding = split_binding(given, flag) if given is not None else \
+            in_toml or split_binding(default, flag)
+        if flag == "-b":
+            cfg.host, cfg.port = binding
+        else:
+            cfg.web_host, cfg.web_port = binding
 
-    cfg.redis_url = (env.get("REDIS_URL")
-                     or (env.get(env["REDIS_PROVIDER"]) if env.get("REDIS_PROVIDER") else None)
-                     or ours.get("redis_url") or None)
-    if cfg.redis_url is not None:
-        if not isinstance(cfg.redis_url, str):
-            raise ConfigError("invalid [faktory_fast] redis_url: must be a string")
-        try:
-            parse_redis_url(cfg.redis_url)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    processes = args.processes if args.processes is not None else ours.get("processes")
-    if processes is None:
-        processes = default_processes(os.cpu_count() or 1, cfg.redis_url is None)
-    if not isinstance(processes, int) or processes < 1:
-        raise ConfigError(f"invalid --processes {processes!r}: must be a positive integer")
-    cfg.processes = processes
-    cfg.durability = args.durability or ours.get("durability", "everysec")
-    if cfg.durability not in ("everysec", "always"):
-        raise ConfigError(f"invalid durability {cfg.durability!r}: everysec or always")
-    cfg.redis_server = args.redis_server or ours.get("redis_server")
-    for name, least in (("max_line", 1), ("max_connections", 1), ("backup_every", 0),
-                        ("backup_keep", 1), ("redis_wait_replicas", 0), ("redis_wait_timeout", 1),
-                        ("batch_retention", 1)):
-        value = getattr(args, name)
-        value = value if value is not None else ours.get(name, getattr(cfg, name))
-        if not isinstance(value, int) or value < least:
-            kind = "a positive integer" if least else "an integer >= 0"
-            raise ConfigError(f"invalid --{name.replace('_', '-')} {value!r}: must be {kind}")
-        setattr(cfg, name, value)
+    provider = env.get("REDIS_PROVIDER")
+    if env.get("REDIS_URL"):
+        cfg.redis_url = check_setting("redis_url", env["REDIS_URL"], " (REDIS_URL)")
+    elif provider and env.get(provider):
+        cfg.redis_url = check_setting("redis_url", env[provider],
+                                      f" ({provider}, named by REDIS_PROVIDER)")
+    else:
+        cfg.redis_url = ours.get("redis_url", None)
+    processes = ours.get("processes", None)
+    cfg.processes = processes if processes is not None else \
+        default_processes(os.cpu_count() or 1, cfg.redis_url is None)
+    cfg.durability = ours.get("durability", "everysec")
+    cfg.redis_server = ours.get("redis_server", None)
+    for name in ("max_line", "max_connections", "backup_every", "backup_keep",
+                 "redis_wait_replicas", "redis_wait_timeout", "batch_retention"):
+        setattr(cfg, name, ours.get(name, getattr(cfg, name)))
     if cfg.redis_wait_replicas and not cfg.redis_url:
         raise ConfigError("--redis-wait-replicas needs REDIS_URL: the server's own Redis has no "
-                          "replicas")
-    budget = args.line_budget if args.line_budget is not None else ours.get("line_budget")
-    if budget is None:
-        budget = 16 * cfg.max_line
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < cfg.max_line:
-        raise ConfigError(f"invalid --line-budget {budget!r}: must be an integer of at least "
-                          f"--max-line ({cfg.max_line})")
+                          f"replicas{ours.origin('redis_wait_replicas')}")
+    budget = ours.get("line_budget", 16 * cfg.max_line)
+    if budget < cfg.max_line:
+        raise ConfigError(f"invalid --line-budget {budget}: must be an integer of at least "
+                          f"--max-line ({cfg.max_line}){ours.origin('line_budget')}")
     cfg.line_budget = budget
-    timeout = args.line_timeout if args.line_timeout is not None else ours.get("line_timeout", 60.0)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout < 1e9:
-        raise ConfigError(f"invalid --line-timeout {timeout!r}: must be a positive number of seconds")
-    cfg.line_timeout = float(timeout)
+    cfg.line_timeout = ours.get("line_timeout", 60.0)
 
     tls = net.tls_files(cfg.config_dir)
     if tls is not None:
@@ -418,36 +651,40 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
             raise ConfigError(f"unable to initialize TLS certificate {tls[0]} with key {tls[1]}: "
                               f"{exc}") from None
         cfg.tls_cert, cfg.tls_key = tls
-    proxy = args.proxy_protocol if args.proxy_protocol is not None else ours.get("proxy_protocol", False)
-    if not isinstance(proxy, bool):
-        raise ConfigError(f"invalid proxy_protocol {proxy!r}: must be true or false")
-    cfg.proxy_protocol = proxy
-    proxy_from = args.proxy_from if args.proxy_from is not None else ours.get("proxy_from")
-    if proxy_from is not None:
-        try:
-            cfg.proxy_from = [str(n) for n in net.parse_networks(proxy_from)]
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"invalid --proxy-from {proxy_from!r}: {exc}") from None
+    cfg.proxy_protocol = ours.get("proxy_protocol", False)
+    cfg.proxy_from = ours.get("proxy_from", cfg.proxy_from)
     if cfg.proxy_protocol and cfg.tls_cert:
         raise ConfigError(f"--proxy-protocol and native TLS ({cfg.tls_cert}) cannot be combined: "
                           "terminate TLS at the proxy, or turn the PROXY protocol off")
 
-    cfg.throttles = parse_throttles(toml.get("throttles"))
+    cfg.throttles = parse_throttles(conf.doc.get("throttles"), conf)
+    entries = conf.doc.get("cron")
+    if entries is not None and not isinstance(entries, list):
+        raise ConfigError(f"invalid cron configuration in {conf.where('cron')}: use [[cron]] "
+                          "tables")
     try:
-        cfg.cron = parse_entries(toml.get("cron"), cron_sources(cfg.config_dir))
+        cfg.cron = parse_entries(entries, conf.cron_sources(), conf.directory)
     except CronError as exc:
         raise ConfigError(str(exc)) from None
 
-    password = env.get("FAKTORY_PASSWORD") or fk.get("password") or ""
-    if not isinstance(password, str):
-        raise ConfigError("invalid [faktory] password: must be a string")
-    cfg.password = read_password(password) if password else ""
+    # Passwords are never shown: a value may be the secret itself.
+    for table, name in ((fk, "faktory"), (web, "web")):
+        value = table.get("password", "")
+        if not isinstance(value, str) or "\0" in value:  # checked even when overridden
+            raise ConfigError(f"invalid password: must be a string without NUL"
+                              f"{conf.at(name, 'password')}")
+    if env.get("FAKTORY_PASSWORD"):
+        password, origin = env["FAKTORY_PASSWORD"], " (FAKTORY_PASSWORD)"
+    else:
+        password, origin = fk.get("password", ""), conf.at("faktory", "password")
+    cfg.password = read_password(password, origin) if password else ""
     skip = env.get("FAKTORY_SKIP_PASSWORD", "").lower() in ("1", "true", "yes")
     if not dev and not cfg.password and not skip:
         if os.path.exists("/etc/faktory/password"):
             cfg.password = read_password("/etc/faktory/password")
         if not cfg.password:
             raise ConfigError(PASSWORD_REQUIRED)
-    web_password = web.get("password") or ""
-    cfg.web_password = read_password(web_password) if web_password else cfg.password
+    web_password = web.get("password", "")
+    cfg.web_password = read_password(web_password, conf.at("web", "password")) \
+        if web_password else cfg.password
     return cfg

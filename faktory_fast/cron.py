@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +27,7 @@ from cronsim import CronSim, CronSimError
 
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
+from faktory_fast.log import FailureLog, show
 
 if TYPE_CHECKING:
     from faktory_fast.store import AsyncStore, SyncStore
@@ -91,24 +94,24 @@ class CronEntry:
         return jobs.prepare(job, now_ns)
 
 
-def parse_entries(raw: Any, sources: Sequence[str]) -> list[CronEntry]:
+def parse_entries(raw: Any, sources: Sequence[str], directory: str = "conf.d") -> list[CronEntry]:
     """The ``cron`` array of the merged TOML as entries; CronError naming the first bad one.
 
     ``sources``: the file each entry came from, in order (as many as entries, when known):
     an entry is then named by its file and its place in that file, else by its place in the
-    merged document.
+    merged document of ``directory``.
     """
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise CronError("invalid cron configuration: use [[cron]] tables")
+        raise CronError(f"invalid cron configuration in {directory}: use [[cron]] tables")
     out = []
     for n, item in enumerate(raw):
         if n < len(sources):
             path = sources[n]
             source = f"{path} [[cron]] entry {sources[:n].count(path) + 1}"
         else:
-            source = f"conf.d [[cron]] entry {n + 1}"
+            source = f"{directory} [[cron]] entry {n + 1}"
         try:
             out.append(_entry(item, source))
         except (CronError, JobError, CronSimError) as exc:
@@ -116,19 +119,60 @@ def parse_entries(raw: Any, sources: Sequence[str]) -> list[CronEntry]:
     return out
 
 
+#: The integer fields of ``[cron.job]``: the range each takes (a reason where it is not plain).
+#: retry: -1 (straight to the dead set) to 500, whose last backoff (500^4 s, about 2,000 years)
+#: still gives the failure's next_at a 4-digit year; reserve_for: PUSH's bound (0: the
+#: default); priority: ours, 1-9 (PUSH would clamp; a config says what it means);
+#: backtrace: lines of backtrace a worker keeps.
+JOB_INTS: dict[str, tuple[int, int, str]] = {
+    "retry": (-1, 500, ""),
+    "reserve_for": (0, jobs.MAX_RESERVE, " (jobs cannot be reserved for more than one day)"),
+    "priority": (1, 9, ""),
+    "backtrace": (0, 1000, ""),
+}
+
+
+def _json_value(value: Any, what: str, level: int) -> None:
+    """CronError unless ``value`` (from TOML) is what a job can carry as JSON: orjson's 64-bit
+    integers, finite numbers (it would write NaN as null), at most ``jobs.MAX_DEPTH`` levels
+    deep (``level``: this value's, the job being 1)."""
+    if level > jobs.MAX_DEPTH:
+        raise CronError(f"{what}: {jobs.TOO_DEEP}")
+    if isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise CronError(f"{what}: {show(value)} is past 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise CronError(f"{what}: {value} is not a number JSON can carry")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_value(item, f"{what}[{i}]", level + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _json_value(item, f"{what}.{key}", level + 1)
+    elif not isinstance(value, (date, dtime)):  # TOML's dates and times: RFC 3339 strings
+        raise CronError(f"{what}: {type(value).__name__} is not a JSON value")
+
+
 def _entry(item: Any, source: str) -> CronEntry:
     if not isinstance(item, dict):
-        raise CronError("not a table")
+        raise CronError(f"not a table: {show(item)}")
     unknown = set(item) - {"schedule", "job"}
     if unknown:
         raise CronError(f"unknown key {sorted(unknown)[0]!r}")
     schedule = item.get("schedule")
     if not isinstance(schedule, str) or not schedule.strip():
-        raise CronError("schedule must be a string such as \"*/5 * * * *\"")
+        raise CronError(f"schedule must be a string such as \"*/5 * * * *\", not {show(schedule)}")
     schedule = " ".join(schedule.split())
     if schedule.startswith("@") and schedule not in NAMED:
         raise CronError(f"unknown schedule {schedule!r} (use 5 fields or one of "
                         f"{', '.join(NAMED)})")
+    # cronsim takes a sixth field too (seconds): a push a second is no cron job of Faktory's.
+    if schedule not in NAMED and len(schedule.split()) != 5:
+        raise CronError(f"bad schedule {schedule!r}: 5 fields are needed (minute hour "
+                        "day-of-month month day-of-week)")
     try:
         CronSim(NAMED.get(schedule, schedule), datetime.now(UTC))
     except CronSimError as exc:
@@ -145,10 +189,21 @@ def _entry(item: Any, source: str) -> CronEntry:
         if key in spec:
             job[key] = spec[key]
     if not isinstance(job["jobtype"], str) or not job["jobtype"]:
-        raise CronError("[cron.job] needs a type")
+        raise CronError(f"[cron.job] needs a type (a string), not {show(job['jobtype'])}")
     if not isinstance(job["queue"], str):
-        raise CronError("[cron.job] queue must be a string")
+        raise CronError(f"[cron.job] queue must be a string, not {show(job['queue'])}")
     jobs.check_queue(job["queue"])
+    for key, (least, most, why) in JOB_INTS.items():
+        if key in job and (type(job[key]) is not int or not least <= job[key] <= most):
+            raise CronError(f"[cron.job] {key} must be an integer from {least} to {most}{why}, "
+                            f"not {show(job[key])}")
+    if not isinstance(job["args"], list):
+        raise CronError(f"[cron.job] args must be an array, not {show(job['args'])}")
+    if not isinstance(job.get("custom", {}), dict):
+        raise CronError(f"[cron.job] custom must be a table, not {show(job['custom'])}")
+    for key in ("args", "custom"):
+        if key in job:
+            _json_value(job[key], f"[cron.job] {key}", 2)
     # PUSH's own checks, now: an entry that could never be pushed is refused at start.
     probe = orjson.loads(orjson.dumps(job))
     probe["jid"] = "cron-probe"
@@ -180,6 +235,7 @@ class CronRunner:
         self.now = now
         self.zone = zone or local_zone()
         self.since: float | None = None  # ticks up to here are handled
+        self._failures: dict[str, FailureLog] = {}  # by entry source: one entry's own failures
 
     async def run_due(self) -> int:
         """Push every tick in (since, now]; how many this node pushed."""
@@ -192,7 +248,14 @@ class CronRunner:
         after = max(self.since, now - CATCH_UP)
         pushed = 0
         for entry in self.entries():
-            for tick in entry.ticks(after, now, self.zone):
+            try:
+                ticks = list(entry.ticks(after, now, self.zone))
+            except Exception as exc:  # checked at load: a bug, which must not stop the others
+                failures = self._failures.setdefault(entry.source,
+                                                     FailureLog(f"Cron {entry.source}"))
+                failures.failed(exc)
+                continue
+            for tick in ticks:  # Redis away: the round fails, and the next tries these again
                 if await push_entry(self.store, entry, tick):
                     pushed += 1
         if now > self.since:

@@ -133,3 +133,49 @@ def test_web_port_taken_is_a_startup_error(tmp_path) -> None:
     log = out.stdout + out.stderr
     assert f"Web UI: cannot listen on 127.0.0.1:{port}: Address already in use" in log
     assert "Listening on" not in log
+
+
+def start_cli(tmp_path, files: dict[str, bytes]) -> subprocess.CompletedProcess:
+    """The server started on conf.d ``files`` (name -> bytes), as users start it."""
+    confd = tmp_path / "conf" / "conf.d"
+    confd.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (confd / name).write_bytes(data)
+    return run_cli("-b", "127.0.0.1:0", "-w", ":0", "-d", str(tmp_path / "d"),
+                   "-c", str(tmp_path / "conf"), "--processes", "1")
+
+
+@pytest.mark.parametrize("spec, key", [
+    ("{ concurrency = 99999999999999999999 }", "concurrency"),
+    ("{ worker = 2, timeout = 99999999999999999999 }", "timeout"),
+    ("{ concurrency = 1000001 }", "concurrency"),  # past the documented bound, within 64 bits
+    ("{ concurrency = 2, timeout = 31536001 }", "timeout"),
+])
+def test_throttle_number_out_of_range_is_one_line_and_exit_2(tmp_path, spec: str,
+                                                             key: str) -> None:
+    """Issue 22: a throttle number past 64 bits gave a traceback and exit 1 (orjson could not
+    encode it when the table was published); it is a configuration error like any other."""
+    out = start_cli(tmp_path, {"t.toml": f"[throttles]\nq1 = {spec}\n".encode()})
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    path = str(tmp_path / "conf" / "conf.d" / "t.toml")
+    assert path in line and "'q1'" in line and key in line
+    assert "Traceback" not in out.stdout + out.stderr
+    assert not os.path.exists(tmp_path / "d" / "redis.sock")  # nothing started
+
+
+def test_conf_d_file_not_utf8_or_unreadable_is_one_line_and_exit_2(tmp_path) -> None:
+    """Issue 22: a conf.d file that is not UTF-8 gave a traceback and exit 1."""
+    good = b'[faktory_fast]\nbackup_keep = 3\n'
+    out = start_cli(tmp_path, {"a.toml": good, "b.toml": b'[web]\npassword = "caf\xe9"\n'})
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    assert str(tmp_path / "conf" / "conf.d" / "b.toml") in line and "UTF-8" in line
+    assert "Traceback" not in out.stdout + out.stderr
+    # Not readable at all (a directory by that name: root reads any file).
+    (tmp_path / "conf" / "conf.d" / "b.toml").unlink()
+    (tmp_path / "conf" / "conf.d" / "c.toml").mkdir()
+    out = start_cli(tmp_path, {})
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    assert str(tmp_path / "conf" / "conf.d" / "c.toml") in line and "cannot read" in line
