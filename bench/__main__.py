@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from . import baseline, batch, bulk, chart, idle, latency, load, versus
+from . import baseline, batch, bigjob, bulk, chart, idle, latency, load, versus
 from .client import BenchError, parse_faktory_url, parse_redis_url
 from .common import Target, run_rounds
 from .procstat import parse_pids
 
-SCENARIOS: list[ModuleType] = [load, latency, idle, bulk, batch, baseline]
+SCENARIOS: list[ModuleType] = [load, latency, idle, bulk, batch, bigjob, baseline]
 
 
 def _common_args(p: argparse.ArgumentParser, redis: bool) -> None:

@@ -143,6 +143,22 @@ def test_latency(server_url: tuple[str, int], tmp_path: Path) -> None:
     assert r["push_rate"] > 0
 
 
+def test_bigjob(tmp_path: Path) -> None:
+    """A 100 KB and a 1 MB nested unique job beside another client: their round trips, the
+    other client's, and (--redis) the Redis CPU the big calls took."""
+    srv = FaktoryServer(str(tmp_path / "srv"), processes=1).start()
+    try:
+        doc = bench("bigjob", "--url", srv.url, "--redis", "unix://" + srv.redis_socket,
+                    out=tmp_path / "bigjob.json", timeout=120)
+    finally:
+        srv.stop()
+    r = doc["summary"]["first"]
+    assert all(r[f"{step}_ms_{size}"] > 0 for step in ("push", "fetch", "ack")
+               for size in ("100k", "1m"))
+    assert 0 < r["redis_ms_100k"] < 50 and 0 < r["redis_ms_1m"] < 200  # ~1 and ~7 ms here
+    assert 0 < r["other_base_p99_ms"] and 0 < r["other_p99_ms"] <= r["other_max_ms"]
+
+
 def test_idle(server_url: tuple[str, int], tmp_path: Path) -> None:
     url, pid = server_url
     # -d 3: longer than one 2 s FETCH wait, so every loop gets replies
