@@ -300,6 +300,13 @@ def parse_throttles(raw: Any, conf: ConfD | None = None) -> dict[str, tuple[str,
     return out
 
 
+def _shown(url: str) -> str:
+    """A Redis URL as messages show it: its passwords (``:pw@``, ``sentinel_password=``)
+    masked."""
+    url = re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
+    return show(re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url))
+
+
 def parse_redis_url(url: str) -> dict[str, Any]:
     """Split a Redis URL into its parts; ValueError (with the accepted forms) if it is none.
 
@@ -315,7 +322,7 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     out["password"] = unquote(u.password) if u.password else None
     if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
         if not u.path:
-            raise ValueError(f"invalid Redis URL {url!r}: the socket's path is missing")
+            raise ValueError(f"invalid Redis URL {_shown(url)}: the socket's path is missing")
         out["path"] = u.path
         for part in u.query.split("&"):
             if part.startswith("db="):
@@ -325,12 +332,15 @@ def parse_redis_url(url: str) -> dict[str, Any]:
             out["host"] = u.hostname or "localhost"
             out["port"] = u.port or 6379
         except ValueError:
-            raise ValueError(f"invalid Redis URL {url!r}: bad port") from None
+            raise ValueError(f"invalid Redis URL {_shown(url)}: bad port") from None
+        if not _host_ok(out["host"]):
+            raise ValueError(f"invalid Redis URL {_shown(url)}: {show(out['host'])} is not a host "
+                             "name or address")
         out["ssl"] = u.scheme == "rediss"
         if u.path and u.path.strip("/"):
             out["db"] = _db(u.path.strip("/"), url)
     else:
-        raise ValueError(f"unsupported Redis URL {url!r}: use unix:///path, redis://host:port "
+        raise ValueError(f"unsupported Redis URL {_shown(url)}: use unix:///path, redis://host:port "
                          "or redis+sentinel://host:port[,host:port...]/primary-name")
     return out
 
@@ -338,7 +348,7 @@ def parse_redis_url(url: str) -> dict[str, Any]:
 def _db(text: str, url: str) -> int:
     # SELECT takes a C int.
     if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > 2**31 - 1:
-        raise ValueError(f"invalid Redis URL {url!r}: the database must be a number from 0 to "
+        raise ValueError(f"invalid Redis URL {_shown(url)}: the database must be a number from 0 to "
                          f"{2**31 - 1}, not {show(text)}")
     return int(text)
 
@@ -354,12 +364,12 @@ def _parse_sentinel_url(url: str, netloc: str, path: str, query: str,
         if not sep:
             host, port = part, "26379"
         host = host.strip("[]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"invalid Redis URL {url!r}: {part!r} is not a Sentinel's host:port")
+        if not _host_ok(host) or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid Redis URL {_shown(url)}: {part!r} is not a Sentinel's host:port")
         sentinels.append((host, int(port)))
     name, _, db = path.strip("/").partition("/")
     if not name:
-        raise ValueError(f"invalid Redis URL {url!r}: the primary's name is missing "
+        raise ValueError(f"invalid Redis URL {_shown(url)}: the primary's name is missing "
                          "(redis+sentinel://host:port/primary-name)")
     out["sentinels"] = sentinels
     out["service"] = unquote(name)
