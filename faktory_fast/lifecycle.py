@@ -26,7 +26,7 @@ log = logging.getLogger("faktory_fast")
 GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
 
 CUSTOM = b'"custom":'  # in a job's JSON: it may concern an Enterprise feature (batch, unique...)
-REQUEUE_BATCH = 500  # entries a MUTATE requeue moves per round trip
+PUSHB_CALL = 1000  # jobs of a PUSHB stored per Redis call (a few ms of Redis's time)
 
 
 class Lifecycle:
@@ -83,10 +83,11 @@ class Lifecycle:
                 ok.append(jobs.prepare(job, now_ns, created_at))
             except JobError as exc:
                 errors[job.get("jid") or ""] = str(exc)
-        if ok:
-            for i, refusal in (await self.store.push(ok)).items():
-                errors[ok[i].jid] = (str(refusal) if refusal.code == "ERR"
-                                     else f"{refusal.code} {refusal}")
+        for start in range(0, len(ok), PUSHB_CALL):  # no call holds Redis for a whole PUSHB
+            part = ok[start:start + PUSHB_CALL]
+            for i, refusal in (await self.store.push(part)).items():
+                errors[part[i].jid] = (str(refusal) if refusal.code == "ERR"
+                                       else f"{refusal.code} {refusal}")
         return orjson.dumps(errors)
 
     # -- FETCH (self.fetch, above) -------------------------------------------------------------
@@ -201,7 +202,7 @@ class Lifecycle:
                 or type(jobtype) is not str or type(pattern) is not str):
             raise JobError("json: cannot unmarshal into Go struct field JobFilter")
         if jids:
-            mode, extra = "jids", [f'"jid":"{j}"' for j in jids]
+            mode, extra = "jids", jids
         elif pattern:
             mode, extra = "glob", ([f'"jobtype":"{jobtype}"'] if jobtype else [])
         elif jobtype:
@@ -209,13 +210,19 @@ class Lifecycle:
         else:
             mode, extra = "all", []
         now_ns = time.time_ns()
-        if cmd != "requeue":
-            await self.store.mutate(cmd, target, jobs.dead_score(now_ns), mode, pattern, extra)
-            return
-        # jobs.requeue's rule, as the scheduler's and the web UI's: an entry that is not a job
-        # with a valid queue name stays where it is.
-        moves, _ = jobs.requeue_moves(await self.store.mutate_select(target, mode, pattern, extra),
-                                      now_ns)
-        for i in range(0, len(moves), REQUEUE_BATCH):
-            await self.store.enqueue_from(target, moves[i:i + REQUEUE_BATCH])
+        cursor = "0"
+        while True:  # a page of the set a call (store.MUTATE_PAGE)
+            if cmd != "requeue":
+                cursor, _ = await self.store.mutate(cmd, target, jobs.dead_score(now_ns), mode,
+                                                    pattern, extra, cursor)
+            else:
+                cursor, members = await self.store.mutate_select(target, mode, pattern, extra,
+                                                                  cursor)
+                # jobs.requeue's rule, as the scheduler's and the web UI's: an entry that is
+                # not a job with a valid queue name stays where it is.
+                moves, _ = jobs.requeue_moves(members, now_ns)
+                if moves:
+                    await self.store.enqueue_from(target, moves)
+            if cursor == "0":
+                return
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 LIBRARY_NAME = "faktory_fast"
 HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
+MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
 #: A line ``--@include NAME.lua`` of ``lua/faktory.lua`` is replaced by that file of ``lua/``
@@ -163,6 +164,11 @@ def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
 
 def _int(reply: Any) -> int:
     return int(reply)
+
+
+def _cursor_and(reply: Any) -> tuple[str, Any]:
+    """{cursor, value}: a page of work on a big set, and where the next one starts."""
+    return _text(reply[0]), reply[1]
 
 
 def _none(reply: Any) -> None:
@@ -387,8 +393,8 @@ FF_FLUSH = Fn("ff_flush", (K.CONNECTIONS, K.COMMANDS, K.TASKS, K.WORKER_BEATS, K
                            K.THROTTLES, K.CRON_ENTRIES), _none)
 FF_QUEUE = Fn("ff_queue", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _int)
 FF_QUEUE_HEADS = Fn("ff_queue_heads", (K.PRIORITY_QUEUES,), list)
-FF_MUTATE = Fn("ff_mutate", (K.DEAD,), _int)
-FF_MUTATE_SELECT = Fn("ff_mutate_select", (), _list)
+FF_MUTATE = Fn("ff_mutate", (K.DEAD,), _cursor_and)
+FF_MUTATE_SELECT = Fn("ff_mutate_select", (), _cursor_and)
 FF_MIGRATE_RESERVATION = Fn("ff_migrate_reservation", (K.WORKING, K.RESERVATIONS), _outcome)
 FF_MIGRATE_QUEUE = Fn("ff_migrate_queue", (), _int)
 FF_RESERVATIONS = Fn("ff_reservations", (K.WORKING, K.RESERVATIONS), _records)
@@ -640,16 +646,20 @@ class Operations:
 
     @Op
     def mutate(self, cmd: str, target: str, dead_score: str, mode: str, pattern: str,
-               extra: Sequence[str]) -> Call[int]:
-        """MUTATE clear | discard | kill on the sorted set ``target``, entries selected by
-        ``mode`` (see ``ff_mutate``); how many were removed."""
-        return FF_MUTATE.call((), cmd, dead_score, mode, pattern, *extra, lead=(target,))
+               extra: Sequence[str], cursor: str = "0") -> Call[tuple[str, int]]:
+        """MUTATE clear | discard | kill on the sorted set ``target``, over one page of its
+        entries (MUTATE_PAGE, from ``cursor``) selected by ``mode`` (see ``ff_mutate``):
+        (the next cursor, '0' at the end; how many were removed)."""
+        return FF_MUTATE.call((), cmd, dead_score, cursor, MUTATE_PAGE, mode, pattern, *extra,
+                              lead=(target,))
 
     @Op
-    def mutate_select(self, target: str, mode: str, pattern: str,
-                      extra: Sequence[str]) -> Call[list[bytes]]:
-        """The members of ``target`` a MUTATE filter selects (for a requeue)."""
-        return FF_MUTATE_SELECT.call((), mode, pattern, *extra, lead=(target,))
+    def mutate_select(self, target: str, mode: str, pattern: str, extra: Sequence[str],
+                      cursor: str = "0") -> Call[tuple[str, list[bytes]]]:
+        """One page of the members of ``target`` a MUTATE filter selects (for a requeue):
+        (the next cursor, '0' at the end; the members)."""
+        return FF_MUTATE_SELECT.call((), cursor, MUTATE_PAGE, mode, pattern, *extra,
+                                     lead=(target,))
 
     # -- batches and tracking (lua/batch.lua) ------------------------------------------------
     @Op

@@ -375,6 +375,21 @@ def redis_commands(server: FaktoryServer) -> Iterator[list[str]]:
         r.close()
 
 
+@contextlib.contextmanager
+def slow_redis_calls(r: redis.Redis, over_ms: float) -> Iterator[list[dict[str, Any]]]:
+    """The commands Redis ran for longer than ``over_ms`` inside the block (its SLOWLOG,
+    filled in when the block ends): one request must not hold the Redis every client shares."""
+    old = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    r.config_set("slowlog-log-slower-than", int(over_ms * 1000))
+    r.slowlog_reset()
+    found: list[dict[str, Any]] = []
+    try:
+        yield found
+    finally:
+        found.extend(r.slowlog_get(128))
+        r.config_set("slowlog-log-slower-than", old)
+
+
 def write_conf(data_dir: str, name: str, text: str) -> str:
     """Write ``<data_dir>/conf/conf.d/<name>`` (the config dir FaktoryServer passes with -c)."""
     conf_d = os.path.join(data_dir, "conf", "conf.d")

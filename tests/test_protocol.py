@@ -11,7 +11,16 @@ from collections.abc import Iterator
 import pytest
 
 from faktory_fast import PURE_ENV, hot_path
-from tests.support import Client, FaktoryServer, ReplyError, job, pwdhash, redis_commands, wait_for
+from tests.support import (
+    Client,
+    FaktoryServer,
+    ReplyError,
+    job,
+    pwdhash,
+    redis_commands,
+    slow_redis_calls,
+    wait_for,
+)
 
 # Where the hot path is built, these tests run against the compiled modules and their source.
 IMPLEMENTATIONS = ["cython", "python"] if hot_path() == "cython" else ["python"]
@@ -174,6 +183,21 @@ def test_pushb(client: Client) -> None:
     assert client.info()["faktory"]["queues"]["default"] == 4
     with pytest.raises(ReplyError, match="^ERR invalid JSON"):
         client.call("PUSHB {nope")
+
+
+def test_a_big_pushb_is_stored_a_part_at_a_time(client: Client, server: FaktoryServer) -> None:
+    """50,000 jobs in one PUSHB are stored a thousand per Redis call (no call holds the shared
+    Redis for the whole line); refusals in any part keep their jids."""
+    jobs_ = [job(args=[i]) for i in range(50_000)]
+    for i in (10, 1_500, 49_999):
+        jobs_[i]["custom"] = {"bid": "nosuchbatch"}
+    r = server.redis()
+    with slow_redis_calls(r, 50) as slow:
+        reply = json.loads(client.call("PUSHB " + json.dumps(jobs_)))
+    assert slow == []
+    assert reply == {jobs_[i]["jid"]: "No such batch nosuchbatch" for i in (10, 1_500, 49_999)}
+    assert client.info()["faktory"]["queues"]["default"] == 49_997
+    r.close()
 
 
 def nested(depth: int) -> str:
@@ -443,6 +467,23 @@ def test_mutate(client: Client, server: FaktoryServer) -> None:
     assert f["sets"] == {"dead": 1, "retries": 0, "scheduled": 1, "working": 0} and f["queues"] == {"mq": 1}
     assert client.call('MUTATE {"cmd":"clear","target":"scheduled"}') == "OK"
     assert client.info()["faktory"]["sets"]["scheduled"] == 0 and b
+
+
+def test_mutate_of_many_jids_over_a_big_set_holds_redis_briefly(client: Client,
+                                                                 server: FaktoryServer) -> None:
+    """MUTATE naming 5,000 jids over 20,000 retries: each entry is looked up once (not once per
+    jid: 10^8 substring searches in one call before), a page of the set per Redis call."""
+    r = server.redis()
+    r.zadd("retries", {json.dumps({"jid": f"r{i:06d}", "jobtype": "T", "queue": "q", "args": [i],
+                                   "retry": 25}, separators=(",", ":")): 4e9 + i  # not due
+                       for i in range(20_000)})
+    jids = [f"r{i:06d}" for i in range(0, 20_000, 4)]
+    op = {"cmd": "kill", "target": "retries", "filter": {"jids": jids}}
+    with slow_redis_calls(r, 50) as slow:
+        assert client.call("MUTATE " + json.dumps(op, separators=(",", ":"))) == "OK"
+    assert slow == []
+    assert r.zcard("dead") == 5_000 and r.zcard("retries") == 15_000
+    r.close()
 
 
 def test_mutate_requeue_follows_the_requeue_rule(client: Client, server: FaktoryServer) -> None:

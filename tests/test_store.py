@@ -11,7 +11,7 @@ import redis as redislib
 
 from faktory_fast import aredis, jobs, keys
 from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import AsyncStore, Fetched, Outcome, Reserved, SyncStore
+from faktory_fast.store import MUTATE_PAGE, AsyncStore, Fetched, Outcome, Reserved, SyncStore
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
 
@@ -241,10 +241,11 @@ def test_mutate_filters_and_commands(store: SyncStore, r: redislib.Redis) -> Non
     j1 = push(store, at=LATER)
     j2 = push(store, at=LATER)
     r.zadd(keys.SCHEDULED, {orjson.dumps({"jid": "other123", "jobtype": "Other", "queue": "q2", "args": []}): 1})
-    store.mutate("kill", keys.SCHEDULED, LATER, "jids", "", [f'"jid":"{j1}"'])
+    assert store.mutate("kill", keys.SCHEDULED, LATER, "jids", "", [j1, "nosuchjid"]) == ("0", 1)
     assert [orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)] == [j1]
     # requeue: the entries ff_mutate_select finds, moved by jobs.requeue's rule
-    selected = store.mutate_select(keys.SCHEDULED, "glob", '*"jobtype":"Other"*', [])
+    cursor, selected = store.mutate_select(keys.SCHEDULED, "glob", '*"jobtype":"Other"*', [])
+    assert cursor == "0"  # a small set: one page
     moves, refused = jobs.requeue_moves(selected, 1_767_225_600_000_000_000)
     assert store.enqueue_from(keys.SCHEDULED, moves) == 1 and refused == []
     assert r.llen("q:q2") == 1 and r.zcard(keys.SCHEDULED) == 1
@@ -254,6 +255,24 @@ def test_mutate_filters_and_commands(store: SyncStore, r: redislib.Redis) -> Non
     assert r.zcard(keys.SCHEDULED) == 0
     store.mutate("clear", keys.DEAD, LATER, "all", "", [])
     assert r.zcard(keys.DEAD) == 0 and j2
+
+
+def test_mutate_works_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None:
+    """A big set is looked at a page (store.MUTATE_PAGE entries) a call, the caller following
+    the cursor; a jids filter costs one look-up per entry, however many jids it names."""
+    members = {orjson.dumps({"jid": f"j{i:05d}", "jobtype": "T", "queue": "q", "args": [i]}): i
+               for i in range(3 * MUTATE_PAGE)}
+    r.zadd(keys.RETRIES, members)
+    wanted = [f"j{i:05d}" for i in range(0, len(members), 2)] + [f"x{i}" for i in range(5000)]
+    cursor, calls, killed = "0", 0, 0
+    while True:
+        cursor, n = store.mutate("kill", keys.RETRIES, LATER, "jids", "", wanted, cursor)
+        calls, killed = calls + 1, killed + n
+        if cursor == "0":
+            break
+    assert calls >= 3 and killed == len(members) // 2 == r.zcard(keys.DEAD)
+    assert sorted(orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)) == sorted(
+        j for j in wanted if j.startswith("j"))
 
 
 def test_migrates_faktory_reservations(store: SyncStore, r: redislib.Redis) -> None:
@@ -269,7 +288,7 @@ def test_migrates_faktory_reservations(store: SyncStore, r: redislib.Redis) -> N
 
 @pytest.mark.parametrize("fields", [
     {"jid": 'with"quote\\s'},  # escaped characters: the fast path must not guess
-    {"jid": "plainjid1", "custom": {"jid": "decoy"}},  # custom comes before jid
+    {"jid": "plainjid1", "custom": {"jid": "decoy"}},  # a custom "jid" is not the job's
     {"jid": "plainjid2", "args": [{"reserve_for": 5}]},  # a nested reserve_for is not the job's
 ])
 def test_fetch_finds_the_real_jid(store: SyncStore, r: redislib.Redis, fields: dict) -> None:

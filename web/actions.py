@@ -34,7 +34,12 @@ def act(store: SyncStore, zset: str, action: str, entries: Sequence[tuple[str, s
             store.mutate("clear", zset, "", "all", "", [])
             return 0
         if action == "kill":
-            return store.mutate("kill", zset, _dead_score(), "all", "", [])
+            killed, cursor, dead_score = 0, "0", _dead_score()
+            while True:  # a page a call: no call holds Redis for the whole set
+                cursor, n = store.mutate("kill", zset, dead_score, "all", "", [], cursor)
+                killed += n
+                if cursor == "0":
+                    return killed
         moved = kept = 0
         while True:
             _, page = store.set_page(zset, kept, BATCH)

@@ -294,26 +294,28 @@ end
 
 -- ff_throttle_usage(): per throttle {queue, spec, locks held (cluster-wide, or summed over
 -- workers), workers holding locks, jobs waiting in the queue}, for the web UI.
--- KEYS: ff:throttles, ff:prioq; also each throttled queue's lists and lock sets.
+-- KEYS: ff:throttles, ff:prioq; also ff:thr-lapses and each throttled queue's lists and lock
+-- sets.
 local function ff_throttle_usage(keys, args)
   local out = {}
   local now = redis_now()
+  local sets = nil  -- the lock sets in THROTTLE_LAPSES_KEY, read once
   local specs = redis.call('HGETALL', keys[1])
   for i = 1, #specs, 2 do
     local name, spec = specs[i], specs[i + 1]
     local held, holders = 0, 0
     if string.sub(spec, 1, 7) == 'worker ' then
-      local cursor = '0'
-      repeat
-        local reply = redis.call('SCAN', cursor, 'MATCH', THROTTLE_PREFIX .. name .. ':*',
-          'COUNT', 100)
-        cursor = reply[1]
-        for _, key in ipairs(reply[2]) do
+      -- Every lock set that holds a lock is listed in THROTTLE_LAPSES_KEY (not the keyspace:
+      -- a SCAN of it would hold Redis for as long as it has keys).
+      sets = sets or redis.call('ZRANGE', THROTTLE_LAPSES_KEY, 0, -1)
+      local prefix = THROTTLE_PREFIX .. name .. ':'
+      for _, key in ipairs(sets) do
+        if string.sub(key, 1, #prefix) == prefix then
           local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
           held = held + n
           if n > 0 then holders = holders + 1 end
         end
-      until cursor == '0'
+      end
     else
       held = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
     end

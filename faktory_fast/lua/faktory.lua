@@ -712,7 +712,7 @@ local function ff_flush(keys, args)
   local quiet_wids = redis.call('SMEMBERS', quiet)
   local workers = {}
   for i = 1, #beats, 2 do workers[beats[i]] = redis.call('HGETALL', WORKER_PREFIX .. beats[i]) end
-  redis.call('FLUSHDB')
+  redis.call('FLUSHDB', 'ASYNC')  -- the data is freed in the background, not in this call
   for k, fields in pairs(keep) do
     if #fields > 0 then redis.call('HSET', k, unpack(fields)) end
   end
@@ -781,69 +781,87 @@ local function ff_queue_heads(keys, args)
   return out
 end
 
--- Does a sorted-set member match a MUTATE filter? mode 'all': always; 'glob' (ZSCAN already
--- matched the pattern): it must also contain extra[1] if given; 'jids': any of `extra`.
-local function matches(member, mode, extra)
-  if mode == 'all' then return true end
-  if mode == 'glob' then return extra[1] == nil or string.find(member, extra[1], 1, true) ~= nil end
-  for _, p in ipairs(extra) do
-    if string.find(member, p, 1, true) then return true end
+-- Does `member` (a job's JSON) name one of the jids `wanted` (a table jid -> true) as
+-- '"jid":"<jid>"', as Faktory's MUTATE matches? Each occurrence is looked up once.
+local function names_a_jid(member, wanted)
+  local at = 1
+  while true do
+    local _, e = string.find(member, '"jid":"', at, true)
+    if not e then return false end
+    local jid = string.match(member, '^[^"]*', e + 1)
+    if string.find(jid, '\\', 1, true) then
+      local ok, value = pcall(cjson.decode, '"' .. jid .. '"')
+      if ok then jid = value end
+    end
+    if wanted[jid] then return true end
+    at = e + 1
   end
-  return false
 end
 
--- The members of sorted set `set` a MUTATE filter selects: mode 'all': every entry; 'jids':
--- entries containing any of the `extra` substrings ('"jid":"<jid>"'); 'glob': ZSCAN MATCH
--- pattern, and if extra[1] is given the entry must also contain it ('"jobtype":"<type>"').
-local function selected(set, mode, pattern, extra)
+-- One ZSCAN page (about `count` entries from `cursor`) of sorted set `set`: the members a
+-- MUTATE filter selects, and the next cursor ('0': the end). mode 'all': every entry; 'jids':
+-- entries naming one of the jids `extra` (names_a_jid); 'glob': ZSCAN MATCH pattern, and if
+-- extra[1] is given the entry must also contain it ('"jobtype":"<type>"'). The caller asks
+-- page after page: no call holds Redis for a whole set.
+local function selected(set, cursor, count, mode, pattern, extra)
+  local reply
+  if mode == 'glob' then
+    reply = redis.call('ZSCAN', set, cursor, 'MATCH', pattern, 'COUNT', count)
+  else
+    reply = redis.call('ZSCAN', set, cursor, 'COUNT', count)
+  end
+  local wanted = {}
+  if mode == 'jids' then
+    for _, jid in ipairs(extra) do wanted[jid] = true end
+  end
   local found = {}
-  local cursor = '0'
-  repeat
-    local reply
-    if mode == 'glob' then
-      reply = redis.call('ZSCAN', set, cursor, 'MATCH', pattern, 'COUNT', 100)
-    else
-      reply = redis.call('ZSCAN', set, cursor, 'COUNT', 100)
+  local items = reply[2]
+  for i = 1, #items, 2 do
+    local member, keep = items[i], true
+    if mode == 'jids' then
+      keep = names_a_jid(member, wanted)
+    elseif mode == 'glob' and extra[1] then
+      keep = string.find(member, extra[1], 1, true) ~= nil
     end
-    cursor = reply[1]
-    local items = reply[2]
-    for i = 1, #items, 2 do
-      if matches(items[i], mode, extra) then found[#found + 1] = items[i] end
-    end
-  until cursor == '0'
-  return found
+    if keep then found[#found + 1] = member end
+  end
+  return found, reply[1]
 end
 
--- ff_mutate(cmd, dead_score, mode, pattern, extra...): MUTATE clear | discard | kill on the
--- sorted set KEYS[1], entries selected as `selected` says (requeue: ff_mutate_select, then
--- ff_enqueue_from). Returns how many entries it removed (clear: 0). KEYS: <target>, dead.
+-- ff_mutate(cmd, dead_score, cursor, count, mode, pattern, extra...): MUTATE clear | discard |
+-- kill on the sorted set KEYS[1], over one page of entries selected as `selected` says
+-- (requeue: ff_mutate_select, then ff_enqueue_from). Returns {next cursor ('0': done), how
+-- many entries it removed (clear: all at once, 0)}. KEYS: <target>, dead.
 local function ff_mutate(keys, args)
   local target, dead = keys[1], keys[2]
   local cmd, dead_score = args[1], args[2]
   if cmd == 'clear' then
     redis.call('UNLINK', target)
-    return 0
+    return {'0', 0}
   elseif cmd ~= 'discard' and cmd ~= 'kill' then
     return redis.error_reply('ff_mutate: no such command: ' .. cmd)
   end
   local extra = {}
-  for i = 5, #args do extra[#extra + 1] = args[i] end
+  for i = 7, #args do extra[#extra + 1] = args[i] end
+  local found, cursor = selected(target, args[3], args[4], args[5], args[6], extra)
   local n = 0
-  for _, member in ipairs(selected(target, args[3], args[4], extra)) do
+  for _, member in ipairs(found) do
     if redis.call('ZREM', target, member) == 1 then
       n = n + 1
       if cmd == 'kill' then redis.call('ZADD', dead, dead_score, member) end
     end
   end
-  return n
+  return {cursor, n}
 end
 
--- ff_mutate_select(mode, pattern, extra...): the members of the sorted set KEYS[1] a MUTATE
--- filter selects (see `selected`), for a requeue. KEYS: <target>.
+-- ff_mutate_select(cursor, count, mode, pattern, extra...): one page of the members of the
+-- sorted set KEYS[1] a MUTATE filter selects (see `selected`), for a requeue: {next cursor,
+-- {member...}}. KEYS: <target>.
 local function ff_mutate_select(keys, args)
   local extra = {}
-  for i = 3, #args do extra[#extra + 1] = args[i] end
-  return selected(keys[1], args[1], args[2], extra)
+  for i = 5, #args do extra[#extra + 1] = args[i] end
+  local found, cursor = selected(keys[1], args[1], args[2], args[3], args[4], extra)
+  return {cursor, found}
 end
 
 -- ff_migrate_reservation(old_member, jid, record, score): replace a Faktory-format `working`
