@@ -26,7 +26,8 @@ SIZES = {"100k": 100_000, "1m": 1_000_000}
 METRICS = [
     *((f"{step}_ms_{size}", f"{size} {step.upper()} ms") for size in SIZES
       for step in ("push", "fetch", "ack")),
-    *((f"redis_ms_{size}", f"{size} Redis ms (3 calls)") for size in SIZES),
+    *((f"redis_{step}_ms_{size}", f"{size} {step.upper()} Redis CPU ms") for size in SIZES
+      for step in ("push", "fetch", "ack")),
     ("other_base_p99_ms", "other client p99 ms, before"),
     ("other_p99_ms", "other client p99 ms, meanwhile"),
     ("other_max_ms", "other client max ms, meanwhile"),
@@ -39,7 +40,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     """Options of the scenario."""
     p.add_argument("--redis", metavar="URL",
                    help="the first server's Redis (unix:///path or redis://): measure its CPU time "
-                        "per big call (INFO cpu, with the other client paused)")
+                        "per big call (INFO cpu, with the other client paused; its AOF writes "
+                        "included)")
     p.add_argument("--redis2", metavar="URL", help="the same for the --compare server")
     p.add_argument("--plain", action="store_true", help="the big job is not unique")
     p.add_argument("--depth", type=int, default=250, help="levels of nesting (default 250)")
@@ -105,21 +107,26 @@ def _redis_cpu(conn: Conn | None) -> float:
     return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
 
 
-def _big_calls(conn: Conn, job: dict[str, Any]) -> dict[str, float]:
-    """PUSH, FETCH and ACK of ``job``: each round trip in ms."""
-    out = {}
-    t0 = time.perf_counter()
-    conn.call("PUSH", orjson.dumps(job))
-    out["push"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    got = conn.call("FETCH", BIG_QUEUE)
-    out["fetch"] = time.perf_counter() - t0
-    if not got or orjson.loads(got)["jid"] != job["jid"]:
-        raise BenchError("FETCH did not return the big job")
-    t0 = time.perf_counter()
-    conn.call("ACK", orjson.dumps({"jid": job["jid"]}))
-    out["ack"] = time.perf_counter() - t0
-    return {k: v * 1000 for k, v in out.items()}
+def _big_calls(conn: Conn, job: dict[str, Any], rconn: Conn | None = None
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """PUSH, FETCH and ACK of ``job``: each round trip in ms, and (with ``rconn``, the
+    server's Redis) the Redis CPU ms each took."""
+    trips, cpu = {}, {}
+    got = None
+    for step in ("push", "fetch", "ack"):
+        cpu0 = _redis_cpu(rconn)
+        t0 = time.perf_counter()
+        if step == "push":
+            conn.call("PUSH", orjson.dumps(job))
+        elif step == "fetch":
+            got = conn.call("FETCH", BIG_QUEUE)
+        else:
+            conn.call("ACK", orjson.dumps({"jid": job["jid"]}))
+        trips[step] = (time.perf_counter() - t0) * 1000
+        cpu[step] = (_redis_cpu(rconn) - cpu0) * 1000
+        if step == "fetch" and (not got or orjson.loads(got)["jid"] != job["jid"]):
+            raise BenchError("FETCH did not return the big job")
+    return trips, cpu
 
 
 def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
@@ -144,14 +151,14 @@ def run_once(args: argparse.Namespace, target: Target) -> dict[str, Any]:
             big = big_args(nbytes, args.depth)
             paused.set()
             time.sleep(0.05)  # its last call is answered
-            cpu0 = _redis_cpu(rconn)
-            _big_calls(conn, big_job(big, not args.plain))
-            cpu1 = _redis_cpu(rconn)
-            out[f"redis_ms_{size}"] = (cpu1 - cpu0) * 1000 if rconn else None
+            _, cpu = _big_calls(conn, big_job(big, not args.plain), rconn)
+            for step, ms in cpu.items():
+                out[f"redis_{step}_ms_{size}"] = ms if rconn else None
             paused.clear()
             time.sleep(0.2)
             start = time.perf_counter_ns()
-            for step, ms in _big_calls(conn, big_job(big, not args.plain)).items():
+            trips, _ = _big_calls(conn, big_job(big, not args.plain))
+            for step, ms in trips.items():
                 out[f"{step}_ms_{size}"] = ms
             windows.append((start, time.perf_counter_ns()))
             time.sleep(0.2)
