@@ -70,7 +70,7 @@ class FailureLog:
     entries, the master's event loop callbacks): one ERROR line per distinct failure (its
     exception type and message) per ``period`` seconds, saying how often it happened since the
     last such line. A task failing every second thus writes one line a minute, not a traceback
-    a second (issue 22: 41 lines in 4 s).
+    a second.
 
     The traceback goes with each of those lines at DEBUG level only: the line (task, type,
     message) is what an operator acts on and what log tools count, one line per event; the

@@ -1,6 +1,6 @@
 """conf.d fuzzed: every key of every table given wrong types, numbers out of range, past 64
 bits, negative, floats, NaN and infinities, strings, arrays, nested tables; files in bad
-encodings, unreadable or empty (issue 22).
+encodings, unreadable or empty.
 
 The rule under test: a configuration is either loaded with values every consumer takes (the
 orjson dumps of the master, the Lua reading the throttle table, cron's pushes, the compiled
