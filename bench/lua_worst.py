@@ -36,7 +36,16 @@ from faktory_fast import jobs, keys, tasks
 from faktory_fast.jobs import Prepared
 from faktory_fast.lifecycle import PUSHB_CALL
 from faktory_fast.redis_child import RedisChild, binary_version, find_binary
-from faktory_fast.store import MUTATE_PAGE, Op, Operations, SyncStore, library_source
+from faktory_fast.store import (
+    MIGRATE_PAGE,
+    MUTATE_PAGE,
+    PAGE,
+    Op,
+    Operations,
+    Paged,
+    SyncStore,
+    library_source,
+)
 
 from .bigjob import big_args
 
@@ -188,6 +197,11 @@ class Worst:
     def op(self, op: Op[..., Any], *args: Any) -> Callable[[], tuple[Any, ...]]:
         """The FCALL of store operation ``op`` with these arguments, as a Case's prepare."""
         return lambda: op.build(self.store, *args).args
+
+    def first_page(self, op: Paged[..., Any], *args: Any) -> Callable[[], tuple[Any, ...]]:
+        """The FCALL of the first page of ``Paged`` store operation ``op`` (each call is one
+        page: the worst call is the first, a full one)."""
+        return lambda: op.build(self.store, "0", *args).args
 
     def add(self, fn: str, text: str, prepare: Callable[[], tuple[Any, ...]], want: Any = ANY,
             got: Callable[[Any], Any] | None = None,
@@ -541,30 +555,33 @@ class Worst:
             self.call("COPY", "bench:q-big", keys.queue("big"), "REPLACE")
             self.call("SADD", keys.QUEUES, "big")
         self.add("ff_queue", f"REMOVE of a queue of {big}",
-                 self.op(Operations.queue_op, "REMOVE", ["big"]), 1, undo=unremove)
+                 self.first_page(Operations.queue_op, "REMOVE", ["big"]), [b"0", 1], undo=unremove)
 
         def migrate_queue() -> tuple[Any, ...]:
             self.call("COPY", "bench:q-big", "mq", "REPLACE")
             self.call("DEL", keys.queue("mq"))
             self.call("LPUSH", keys.queue("mq"), b"{}")
-            return Operations.migrate_queue.build(self.store, "mq").args
-        self.add("ff_migrate_queue", f"a Faktory 1.9 queue of {big} onto its non-empty q: list",
-                 migrate_queue, n, undo=lambda: self.call("DEL", "mq", keys.queue("mq")))
+            return Operations.migrate_queue.build(self.store, "0", "mq").args
+        self.add("ff_migrate_queue", f"a Faktory 1.9 queue of {big} onto its non-empty q: list "
+                                     f"(one call: {MIGRATE_PAGE:,} jobs)",
+                 migrate_queue, min(n, MIGRATE_PAGE),
+                 undo=lambda: self.call("DEL", "mq", keys.queue("mq")))
 
     def count_cases(self) -> None:
         """The functions whose work grows with the number of queues, workers, batches."""
         names = self.queue_names
         qs = f"{len(names):,} queues, each with priority lists"
-        self.add("ff_info", f"{qs}; sets of {self.n:,}",
-                 self.op(Operations.info))
-        self.add("ff_web_queues", qs, self.op(Operations.queue_list))
-        self.add("ff_queue_heads", f"{qs}, all named",
-                 self.op(Operations.queue_heads, names))
+        self.add("ff_info", f"{qs}; sets of {self.n:,} (one call: a page of ~{PAGE})",
+                 self.first_page(Operations.info))
+        self.add("ff_web_queues", f"{qs} (one call: a page of ~{PAGE})",
+                 self.first_page(Operations.queue_list))
+        self.add("ff_queue_heads", f"{qs}, all named (one call: {PAGE} of them)",
+                 self.first_page(Operations.queue_heads, names))
 
         def pause() -> tuple[Any, ...]:
             self.call("DEL", keys.PAUSED)
-            return Operations.queue_op.build(self.store, "PAUSE", ["*"]).args
-        self.add("ff_queue", f"PAUSE '*' of {qs}", pause,
+            return Operations.queue_op.build(self.store, "0", "PAUSE", ["*"]).args
+        self.add("ff_queue", f"PAUSE '*' of {qs} (one call: a page of ~{PAGE})", pause,
                  undo=lambda: self.call("DEL", keys.PAUSED))
         p = self.job(self.jid("small"), "small")
 
@@ -581,8 +598,8 @@ class Worst:
                  p.payload, first, unpause)
 
         ws = f"{len(self.wids):,} workers"
-        self.add("ff_workers", ws, self.op(Operations.workers),
-                 len(self.wids), len)
+        self.add("ff_workers", f"{ws} (one call: a page of ~{PAGE})",
+                 self.first_page(Operations.workers))
 
         def running() -> None:
             self.fill(len(self.wids), lambda r: ("EVAL", "for i = 1, #KEYS do redis.call('HSET', "
@@ -592,15 +609,15 @@ class Worst:
 
         def signal() -> tuple[Any, ...]:
             running()
-            return Operations.signal_workers.build(self.store, "quiet", ["*"]).args
-        self.add("ff_signal", f"quiet '*' of {ws}", signal,
-                 len(self.wids), undo=running)
+            return Operations.signal_workers.build(self.store, "0", "quiet", ["*"]).args
+        self.add("ff_signal", f"quiet '*' of {ws} (one call: a page of ~{PAGE})", signal,
+                 undo=running)
 
         def reap() -> tuple[Any, ...]:
             self.register_workers()
-            return Operations.reap_workers.build(self.store, str(time.time() + 3600)).args
-        self.add("ff_reap_workers", f"all of {ws} without a recent heartbeat", reap,
-                 len(self.wids), undo=self.register_workers)
+            return Operations.reap_workers.build(self.store, "0", str(time.time() + 3600)).args
+        self.add("ff_reap_workers", f"{ws} without a recent heartbeat (one call: {PAGE})", reap,
+                 min(PAGE, len(self.wids)), undo=self.register_workers)
         conns = f"{SERVER_PROCESSES} server processes"
 
         def hello() -> tuple[Any, ...]:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 LIBRARY_NAME = "faktory_fast"
 HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
 MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
+PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN's COUNT)
+MIGRATE_PAGE = 2_000  # jobs of a Faktory 1.9 queue one migration call moves onto ours
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
 #: A line ``--@include NAME.lua`` of ``lua/faktory.lua`` is replaced by that file of ``lua/``
@@ -223,10 +225,10 @@ def _state(reply: Any) -> str | None:
     return _text(reply) if reply else None
 
 
-def _info(reply: Any) -> Info:
+def _info(reply: Any) -> tuple[str, Info]:
     (processed, failures, scheduled, retries, dead, working, workers, conns, cmds,
-     tasks, queues, expired) = reply
-    return {
+     tasks, queues, expired) = reply[1]
+    return _text(reply[0]), {
         "expired": expired,
         "processed": processed, "failures": failures, "scheduled": scheduled,
         "retries": retries, "dead": dead, "working": working, "workers": workers,
@@ -244,8 +246,8 @@ def _records(reply: Any) -> list[bytes]:
     return [r for r in reply if r is not None]
 
 
-def _workers(reply: Any) -> list[dict[str, str]]:
-    return [{_text(k): _text(v) for k, v in _pairs(h)} for h in reply if h]
+def _worker_page(reply: Any) -> tuple[str, list[dict[str, str]]]:
+    return _text(reply[0]), [{_text(k): _text(v) for k, v in _pairs(h)} for h in reply[1] if h]
 
 
 def _scored(flat: Any) -> list[tuple[bytes, str]]:
@@ -264,8 +266,8 @@ def _queue_page(reply: Any) -> tuple[int, list[tuple[int, bytes]]]:
     return reply[0], [(int(p), j) for p, j in _pairs(reply[1])]
 
 
-def _queue_list(reply: Any) -> list[tuple[str, int, bool, list[bytes]]]:
-    return [(_text(n), size, bool(p), heads) for n, size, p, heads in reply]
+def _queue_rows(reply: Any) -> tuple[str, list[tuple[str, int, bool, list[bytes]]]]:
+    return _text(reply[0]), [(_text(n), size, bool(p), heads) for n, size, p, heads in reply[1]]
 
 
 def _fields(flat: Any) -> dict[str, str]:
@@ -383,7 +385,7 @@ FF_SET_ASIDE = Fn("ff_set_aside", (K.WORKING, K.RESERVATIONS, K.DEAD, K.BAD_RECO
 FF_HELLO = Fn("ff_hello", (K.CONNECTIONS, K.WORKER_BEATS), _over)
 FF_BYE = Fn("ff_bye", (K.CONNECTIONS, K.WORKER_BEATS, K.QUIET_WORKERS), _none)
 FF_BEAT = Fn("ff_beat", (K.WORKER_BEATS, K.QUIET_WORKERS), _state)
-FF_SIGNAL = Fn("ff_signal", (K.WORKER_BEATS, K.QUIET_WORKERS), _int)
+FF_SIGNAL = Fn("ff_signal", (K.WORKER_BEATS, K.QUIET_WORKERS), _cursor_and)
 FF_REAP_WORKERS = Fn("ff_reap_workers", (K.WORKER_BEATS, K.QUIET_WORKERS), _int)
 FF_PROCESS_GONE = Fn("ff_process_gone", (K.CONNECTIONS, K.COMMANDS), _none)
 FF_INFO = Fn("ff_info", (K.PROCESSED, K.FAILURES, K.SCHEDULED, K.RETRIES, K.DEAD, K.WORKING,
@@ -391,21 +393,21 @@ FF_INFO = Fn("ff_info", (K.PROCESSED, K.FAILURES, K.SCHEDULED, K.RETRIES, K.DEAD
                          K.PRIORITY_QUEUES, K.EXPIRED), _info)
 FF_FLUSH = Fn("ff_flush", (K.CONNECTIONS, K.COMMANDS, K.TASKS, K.WORKER_BEATS, K.QUIET_WORKERS,
                            K.THROTTLES, K.CRON_ENTRIES), _none)
-FF_QUEUE = Fn("ff_queue", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _int)
+FF_QUEUE = Fn("ff_queue", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _cursor_and)
 FF_QUEUE_HEADS = Fn("ff_queue_heads", (K.PRIORITY_QUEUES,), list)
 FF_MUTATE = Fn("ff_mutate", (K.DEAD,), _cursor_and)
 FF_MUTATE_SELECT = Fn("ff_mutate_select", (), _cursor_and)
 FF_MIGRATE_RESERVATION = Fn("ff_migrate_reservation", (K.WORKING, K.RESERVATIONS), _outcome)
 FF_MIGRATE_QUEUE = Fn("ff_migrate_queue", (), _int)
 FF_RESERVATIONS = Fn("ff_reservations", (K.WORKING, K.RESERVATIONS), _records)
-FF_WORKERS = Fn("ff_workers", (K.WORKER_BEATS,), _workers)
+FF_WORKERS = Fn("ff_workers", (K.WORKER_BEATS,), _worker_page)
 FF_WEB_SET_PAGE = Fn("ff_web_set_page", (), _set_page)
 FF_WEB_SET_GET = Fn("ff_web_set_get", (), _scored)
 FF_WEB_SET_REMOVE = Fn("ff_web_set_remove", (K.DEAD,), _int)
 FF_WEB_SET_FILTER = Fn("ff_web_set_filter", (), _set_filter)
 FF_WEB_QUEUE_PAGE = Fn("ff_web_queue_page", (K.PRIORITY_QUEUES,), _queue_page)
 FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (), _int)
-FF_WEB_QUEUES = Fn("ff_web_queues", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _queue_list)
+FF_WEB_QUEUES = Fn("ff_web_queues", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _queue_rows)
 FF_BATCH_NEW = Fn("ff_batch_new", (K.BATCHES, K.BATCHES_OPEN), _text)
 FF_BATCH_COMMIT = Fn("ff_batch_commit", (), _outcome)
 FF_BATCH_OPEN = Fn("ff_batch_open", (), _outcome)
@@ -508,8 +510,74 @@ class Op(Generic[P, T]):
         return operation
 
 
+class Paged(Generic[P, T]):
+    """A store operation over a set that may be too big for one Redis call (no call may hold
+    the Redis every client shares for long): ``build`` gives the Call of one page from a cursor
+    ('0' first), whose reply decodes to (the next cursor, the page's part); pages are asked for
+    until the cursor is '0' again, and ``combine`` makes the result of their parts (not one
+    snapshot: each page is read at its own moment). On an ``AsyncStore`` it returns an
+    awaitable of the result, on a ``SyncStore`` the result."""
+
+    def __init__(self, combine: Callable[[list[Any]], T],
+                 build: Callable[Concatenate[Any, str, P], Call[tuple[str, Any]]]) -> None:
+        self.combine = combine
+        self.build = build
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, store: None, owner: Any) -> Paged[P, T]: ...
+    @overload
+    def __get__(self, store: AsyncStore, owner: Any) -> Callable[P, Awaitable[T]]: ...
+    @overload
+    def __get__(self, store: SyncStore, owner: Any) -> Callable[P, T]: ...
+
+    def __get__(self, store: Any, owner: Any) -> Any:
+        if store is None:
+            return self
+        build, combine, run = self.build, self.combine, store.run
+        if isinstance(store, AsyncStore):
+            async def pages(*args: Any, **kwargs: Any) -> Any:
+                parts, cursor = [], "0"
+                while True:
+                    cursor, part = await run(build(store, cursor, *args, **kwargs))
+                    parts.append(part)
+                    if cursor == "0":
+                        return combine(parts)
+            return pages
+
+        def sync_pages(*args: Any, **kwargs: Any) -> Any:
+            parts, cursor = [], "0"
+            while True:
+                cursor, part = run(build(store, cursor, *args, **kwargs))
+                parts.append(part)
+                if cursor == "0":
+                    return combine(parts)
+        return sync_pages
+
+
+def paged(combine: Callable[[list[Any]], T]) -> Callable[
+        [Callable[Concatenate[Any, str, P], Call[tuple[str, Any]]]], Paged[P, T]]:
+    """``Paged`` as a decorator: ``@paged(combine)`` over the method building one page's Call."""
+    def wrap(build: Callable[Concatenate[Any, str, P], Call[tuple[str, Any]]]) -> Paged[P, T]:
+        return Paged(combine, build)
+    return wrap
+
+
+def _concat(parts: list[list[Any]]) -> list[Any]:
+    return [x for part in parts for x in part]
+
+
+def _merge_info(parts: list[Info]) -> Info:
+    """INFO from its pages: the counters of the first, the queues of all."""
+    info = parts[0]
+    for part in parts[1:]:
+        info["queues"].update(part["queues"])
+    return info
+
+
 class Operations:
-    """Every store operation: one Redis round trip each (see the module docstring)."""
+    """Every store operation: one Redis round trip each (see the module docstring), except the
+    ``Paged`` ones over sets that may be big: a round trip a page (PAGE entries)."""
 
     # -- setup -------------------------------------------------------------------------------
     @Op
@@ -547,10 +615,13 @@ class Operations:
             return sorted(_text(n) for n in reply)
         return Call(("SMEMBERS", keys.QUEUES), names)
 
-    @Op
-    def migrate_queue(self, name: str) -> Call[int]:
-        """Move Faktory 1.9's bare-named queue list to ``q:<name>``; the number of jobs moved."""
-        return FF_MIGRATE_QUEUE.call((name, keys.queue(name)))
+    @paged(sum)
+    def migrate_queue(self, more: str, name: str) -> Call[tuple[str, int]]:
+        """Move Faktory 1.9's bare-named queue list to ``q:<name>``; the number of jobs moved
+        (MIGRATE_PAGE a call onto an existing ``q:<name>``)."""
+        def moved(reply: Any) -> tuple[str, int]:
+            return ("1" if reply == MIGRATE_PAGE else "0"), reply
+        return Call(FF_MIGRATE_QUEUE.args((name, keys.queue(name)), (MIGRATE_PAGE,)), moved)
 
     @Op
     def data_version(self) -> Call[int]:
@@ -723,15 +794,21 @@ class Operations:
         return FF_TRACK_GET.call((keys.tracking(jid), keys.RESERVATIONS), jid)
 
     # -- queues ----------------------------------------------------------------------------------
-    @Op
-    def queue_op(self, sub: str, names: Sequence[str]) -> Call[int]:
+    @paged(sum)
+    def queue_op(self, cursor: str, sub: str, names: Sequence[str]) -> Call[tuple[str, int]]:
         """QUEUE PAUSE | RESUME | REMOVE (``*`` = every queue); how many queues were named."""
-        return FF_QUEUE.call([keys.queue(n) for n in names if n != "*"], sub, *names)
+        return FF_QUEUE.call([keys.queue(n) for n in names if n != "*"], sub, cursor, PAGE,
+                             *names)
 
-    @Op
-    def queue_heads(self, names: Sequence[str]) -> Call[list[list[bytes]]]:
-        """Per queue, the next-to-run job of each of its priority lists."""
-        return FF_QUEUE_HEADS.call([keys.queue(n) for n in names], *names)
+    @paged(_concat)
+    def queue_heads(self, start: str, names: Sequence[str]) -> Call[tuple[str, list[list[bytes]]]]:
+        """Per queue, the next-to-run job of each of its priority lists (PAGE queues a call)."""
+        at = int(start)
+        part = names[at:at + PAGE]
+        after = str(at + PAGE) if at + PAGE < len(names) else "0"
+        def heads(reply: Any) -> tuple[str, list[list[bytes]]]:
+            return after, list(reply)
+        return Call(FF_QUEUE_HEADS.args([keys.queue(n) for n in part], part), heads)
 
     @Op
     def flush(self) -> Call[None]:
@@ -739,10 +816,10 @@ class Operations:
         stays."""
         return FF_FLUSH.call(())
 
-    @Op
-    def info(self) -> Call[Info]:
+    @paged(_merge_info)
+    def info(self, cursor: str) -> Call[tuple[str, Info]]:
         """Counters, set sizes, queue sizes, connections and task stats."""
-        return FF_INFO.call(())
+        return FF_INFO.call((), cursor, PAGE)
 
     # -- Enterprise: throttles, unique locks, cron (lua/ent.lua) -------------------------------
     @Op
@@ -847,20 +924,25 @@ class Operations:
         """The worker's state after this heartbeat, or None for an unknown wid."""
         return FF_BEAT.call((keys.worker(wid),), wid, now, state, "" if rss_kb is None else rss_kb)
 
-    @Op
-    def signal_workers(self, state: str, wids: Sequence[str]) -> Call[int]:
+    @paged(sum)
+    def signal_workers(self, cursor: str, state: str, wids: Sequence[str]
+                       ) -> Call[tuple[str, int]]:
         """Quiet or terminate workers (``*`` = all); how many."""
-        return FF_SIGNAL.call([keys.worker(w) for w in wids if w != "*"], state, *wids)
+        return FF_SIGNAL.call([keys.worker(w) for w in wids if w != "*"], state, cursor, PAGE,
+                              *wids)
 
-    @Op
-    def reap_workers(self, cutoff: str) -> Call[int]:
-        """Forget workers whose last heartbeat is older than ``cutoff``; how many."""
-        return FF_REAP_WORKERS.call((), cutoff)
+    @paged(sum)
+    def reap_workers(self, more: str, cutoff: str) -> Call[tuple[str, int]]:
+        """Forget workers whose last heartbeat is older than ``cutoff`` (PAGE a call); how
+        many."""
+        def reaped(reply: Any) -> tuple[str, int]:
+            return ("1" if reply == PAGE else "0"), reply
+        return Call(FF_REAP_WORKERS.args((), (cutoff, PAGE)), reaped)
 
-    @Op
-    def workers(self) -> Call[list[dict[str, str]]]:
+    @paged(_concat)
+    def workers(self, cursor: str) -> Call[tuple[str, list[dict[str, str]]]]:
         """Every registered worker as a dict of its fields."""
-        return FF_WORKERS.call(())
+        return FF_WORKERS.call((), cursor, PAGE)
 
     @Op
     def count_commands(self, proc: str, n: int) -> Call[None]:
@@ -928,10 +1010,10 @@ class Operations:
         return FF_WEB_QUEUE_DELETE.call([keys.queue_list(name, p) for p, _ in jobs], name,
                                         *(x for entry in jobs for x in entry))
 
-    @Op
-    def queue_list(self) -> Call[list[tuple[str, int, bool, list[bytes]]]]:
+    @paged(_concat)
+    def queue_list(self, cursor: str) -> Call[tuple[str, list[tuple[str, int, bool, list[bytes]]]]]:
         """Every queue as (name, size, paused, [oldest job of each priority list])."""
-        return FF_WEB_QUEUES.call(())
+        return FF_WEB_QUEUES.call((), cursor, PAGE)
 
     @Op
     def daily_counts(self, days: Sequence[str]) -> Call[list[tuple[int, int]]]:

@@ -297,29 +297,34 @@ end
 -- KEYS: ff:throttles, ff:prioq; also ff:thr-lapses and each throttled queue's lists and lock
 -- sets.
 local function ff_throttle_usage(keys, args)
-  local out = {}
   local now = redis_now()
-  local sets = nil  -- the lock sets in THROTTLE_LAPSES_KEY, read once
   local specs = redis.call('HGETALL', keys[1])
+  local held, holders, per_worker = {}, {}, false
   for i = 1, #specs, 2 do
-    local name, spec = specs[i], specs[i + 1]
-    local held, holders = 0, 0
-    if string.sub(spec, 1, 7) == 'worker ' then
-      -- Every lock set that holds a lock is listed in THROTTLE_LAPSES_KEY (not the keyspace:
-      -- a SCAN of it would hold Redis for as long as it has keys).
-      sets = sets or redis.call('ZRANGE', THROTTLE_LAPSES_KEY, 0, -1)
-      local prefix = THROTTLE_PREFIX .. name .. ':'
-      for _, key in ipairs(sets) do
-        if string.sub(key, 1, #prefix) == prefix then
-          local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
-          held = held + n
-          if n > 0 then holders = holders + 1 end
-        end
-      end
+    local name = specs[i]
+    held[name], holders[name] = 0, 0
+    if string.sub(specs[i + 1], 1, 7) == 'worker ' then
+      per_worker = true
     else
-      held = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
+      held[name] = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
     end
-    out[#out + 1] = {name, spec, held, holders, qsize(keys[2], name)}
+  end
+  if per_worker then
+    -- Every lock set that holds a lock is listed in THROTTLE_LAPSES_KEY (not the keyspace: a
+    -- SCAN of it would hold Redis for as long as it has keys); each is read once.
+    for _, key in ipairs(redis.call('ZRANGE', THROTTLE_LAPSES_KEY, 0, -1)) do
+      local name = string.match(string.sub(key, #THROTTLE_PREFIX + 1), '^([^:]+):')
+      if name and held[name] then
+        local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+        held[name] = held[name] + n
+        if n > 0 then holders[name] = holders[name] + 1 end
+      end
+    end
+  end
+  local out = {}
+  for i = 1, #specs, 2 do
+    local name = specs[i]
+    out[#out + 1] = {name, specs[i + 1], held[name], holders[name], qsize(keys[2], name)}
   end
   return out
 end

@@ -24,7 +24,7 @@
 --@names from python
 
 local PRIORITIES_HIGH = {9, 8, 7, 6}
-local EXPIRED_PER_FETCH = 1000  -- expired jobs one ff_fetch discards at most (FETCHED.MORE)
+local EXPIRED_PER_FETCH = 100  -- expired jobs one ff_fetch discards at most (FETCHED.MORE)
 local PRIORITIES_LOW = {4, 3, 2, 1}
 
 -- The list of queue `name`'s jobs of priority `prio` (keys.queue_list).
@@ -294,7 +294,11 @@ local function ff_fetch(keys, args)
   local throttled = false
   if not plain then
     if wid ~= '' and stopping(keys[8]) then return FETCHED.QUIET end
-    for _, p in ipairs(redis.call('SMEMBERS', paused_set)) do paused[p] = true end
+    if redis.call('EXISTS', paused_set) == 1 then  -- the queues asked for, not all paused ones
+      for i = 5, #args do
+        if redis.call('SISMEMBER', paused_set, args[i]) == 1 then paused[args[i]] = true end
+      end
+    end
     throttled = redis.call('EXISTS', throttles) == 1
   end
   local active = {}  -- the waiters keys of the queues searched
@@ -602,13 +606,19 @@ local function ff_beat(keys, args)
   return advance(keys[2], wid, args[3])
 end
 
--- ff_signal(state, wid...): quiet or terminate workers (wid '*' = every registered one, read
--- from ff:wids), as from the web UI. Returns how many were signalled.
+-- ff_signal(state, cursor, count, wid...): quiet or terminate workers, as from the web UI;
+-- wid '*': the registered ones of one ZSCAN page of ff:wids (about `count` from `cursor`).
+-- Returns {next cursor ('0': done), how many were signalled}.
 -- KEYS: ff:wids, ff:quiet; per wid: ff:w:<wid>.
 local function ff_signal(keys, args)
-  local wids = {}
-  for i = 2, #args do
-    if args[i] == '*' then wids = redis.call('ZRANGE', keys[1], 0, -1) break end
+  local wids, cursor = {}, '0'
+  for i = 4, #args do
+    if args[i] == '*' then
+      local page = redis.call('ZSCAN', keys[1], args[2], 'COUNT', args[3])
+      cursor, wids = page[1], {}
+      for j = 1, #page[2], 2 do wids[#wids + 1] = page[2][j] end
+      break
+    end
     wids[#wids + 1] = args[i]
   end
   local n = 0
@@ -618,7 +628,7 @@ local function ff_signal(keys, args)
       n = n + 1
     end
   end
-  return n
+  return {cursor, n}
 end
 
 -- Is `s` well-formed UTF-8 (as Python's strict decoder sees it)?
@@ -647,13 +657,14 @@ local function utf8_ok(s)
   return true
 end
 
--- ff_reap_workers(cutoff): forget workers whose last heartbeat is older than cutoff and tell
+-- ff_reap_workers(cutoff, limit): forget workers whose last heartbeat is older than cutoff and tell
 -- every process to close their connections. A wid that is not UTF-8 (never one a client sent:
 -- HELLO is JSON) is forgotten without a broadcast the processes could not decode. Returns how
--- many were forgotten. KEYS: ff:wids, ff:quiet; also ff:w:<wid> of each (read from ff:wids).
+-- many were forgotten: at most `limit` (the caller asks again when it is that many).
+-- KEYS: ff:wids, ff:quiet; also ff:w:<wid> of each (read from ff:wids).
 -- Publishes on CONTROL_CHANNEL.
 local function ff_reap_workers(keys, args)
-  local wids = redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. args[1])
+  local wids = redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. args[1], 'LIMIT', 0, args[2])
   for _, wid in ipairs(wids) do
     forget_worker(keys[1], keys[2], wid)
     if utf8_ok(wid) then redis.call('PUBLISH', CONTROL_CHANNEL, 'reap ' .. wid) end
@@ -673,21 +684,23 @@ local function ff_process_gone(keys, args)
   return 0
 end
 
--- ff_info(): everything INFO reports that lives in Redis, as a flat list:
--- {processed, failures, scheduled, retries, dead, working, workers, connections, commands,
---  {task fields...}, {queue, size, ...}, expired}.
+-- ff_info(cursor, count): everything INFO reports that lives in Redis, the queue sizes of one
+-- SSCAN page (about `count` queues from `cursor`) of `queues`: {next cursor ('0': the last
+-- page), {processed, failures, scheduled, retries, dead, working, workers, connections,
+-- commands, {task fields...}, {queue, size, ...}, expired}}.
 -- KEYS: processed, failures, scheduled, retries, dead, working, ff:wids, ff:conns, ff:cmds,
--- ff:tasks, queues, ff:prioq, ff:expired; also the lists of every queue `queues` names.
+-- ff:tasks, queues, ff:prioq, ff:expired; also the lists of the queues of the page.
 local function ff_info(keys, args)
   local conns, cmds = 0, 0
   for _, c in ipairs(redis.call('HVALS', keys[8])) do conns = conns + tonumber(c) end
   for _, c in ipairs(redis.call('HVALS', keys[9])) do cmds = cmds + tonumber(c) end
+  local page = redis.call('SSCAN', keys[11], args[1], 'COUNT', args[2])
   local queues = {}
-  for _, name in ipairs(redis.call('SMEMBERS', keys[11])) do
+  for _, name in ipairs(page[2]) do
     queues[#queues + 1] = name
     queues[#queues + 1] = qsize(keys[12], name)
   end
-  return {
+  return {page[1], {
     tonumber(redis.call('GET', keys[1]) or 0),
     tonumber(redis.call('GET', keys[2]) or 0),
     redis.call('ZCARD', keys[3]), redis.call('ZCARD', keys[4]),
@@ -695,7 +708,7 @@ local function ff_info(keys, args)
     redis.call('ZCARD', keys[7]), conns, cmds,
     redis.call('HGETALL', keys[10]), queues,
     tonumber(redis.call('GET', keys[13]) or 0),
-  }
+  }}
 end
 
 -- ff_flush(): FLUSHDB, but the live registry of processes, connections and workers survives
@@ -726,23 +739,22 @@ local function ff_flush(keys, args)
   return 0
 end
 
--- Queue names given to QUEUE commands, '*' standing for every queue in `queues`.
-local function queue_names(queues, args, from)
-  local names = {}
-  for i = from, #args do
-    if args[i] == '*' then return redis.call('SMEMBERS', queues) end
-    names[#names + 1] = args[i]
-  end
-  return names
-end
-
--- ff_queue(sub, names...): QUEUE PAUSE | RESUME | REMOVE ('*': every queue in `queues`).
--- PAUSE ignores unknown queues. Returns how many queues were named.
+-- ff_queue(sub, cursor, count, names...): QUEUE PAUSE | RESUME | REMOVE; name '*': the queues
+-- of one SSCAN page of `queues` (about `count` from `cursor`). PAUSE ignores unknown queues.
+-- Returns {next cursor ('0': done), how many queues were named}.
 -- KEYS: queues, paused, ff:prioq; per name: q:<name> (REMOVE: and its q:<name>:p<N>).
 local function ff_queue(keys, args)
   local queues, paused, prioq = keys[1], keys[2], keys[3]
   local sub = args[1]
-  local names = queue_names(queues, args, 2)
+  local names, cursor = {}, '0'
+  for i = 4, #args do
+    if args[i] == '*' then
+      local page = redis.call('SSCAN', queues, args[2], 'COUNT', args[3])
+      cursor, names = page[1], page[2]
+      break
+    end
+    names[#names + 1] = args[i]
+  end
   for _, name in ipairs(names) do
     if sub == 'PAUSE' then
       if redis.call('SISMEMBER', queues, name) == 1 then redis.call('SADD', paused, name) end
@@ -755,7 +767,7 @@ local function ff_queue(keys, args)
       redis.call('SREM', prioq, name)
     end
   end
-  return #names
+  return {cursor, #names}
 end
 
 -- ff_queue_heads(names...): for each queue, the job that has waited longest in each of its
@@ -874,19 +886,21 @@ local function ff_migrate_reservation(keys, args)
   return OUTCOME.DONE
 end
 
--- ff_migrate_queue(): Faktory <= 1.9 kept queue <name> in a list under its bare name; 1.10 and
+-- ff_migrate_queue(limit): Faktory <= 1.9 kept queue <name> in a list under its bare name; 1.10 and
 -- we use q:<name>. Move it, older jobs (1.9's) to the right, the end FETCH pops first. Only a
 -- list moves: a 1.9 queue named like one of Faktory's other keys could not have worked.
--- Returns the number of jobs moved. KEYS: <name>, q:<name>.
+-- Onto an existing q:<name>, at most `limit` jobs a call. Returns the number of jobs moved
+-- (the caller asks again while it is `limit`). KEYS: <name>, q:<name>.
 local function ff_migrate_queue(keys, args)
   local bare, prefixed = keys[1], keys[2]
   if redis.call('TYPE', bare)['ok'] ~= 'list' then return 0 end
   local n = redis.call('LLEN', bare)
   if redis.call('EXISTS', prefixed) == 0 then
     redis.call('RENAME', bare, prefixed)
-  else
-    for _ = 1, n do redis.call('LMOVE', bare, prefixed, 'LEFT', 'RIGHT') end
+    return n
   end
+  n = math.min(n, tonumber(args[1]))
+  for _ = 1, n do redis.call('LMOVE', bare, prefixed, 'LEFT', 'RIGHT') end
   return n
 end
 
@@ -898,28 +912,111 @@ local function ff_reservations(keys, args)
   return redis.call('HMGET', keys[2], unpack(jids))
 end
 
--- ff_workers(): every registered worker as a flat field/value list.
--- KEYS: ff:wids; also the ff:w:<wid> of each.
+-- ff_workers(cursor, count): the registered workers of one ZSCAN page of ff:wids (about
+-- `count` from `cursor`), each as a flat field/value list: {next cursor ('0': the last page),
+-- {worker...}}. KEYS: ff:wids; also the ff:w:<wid> of each.
 local function ff_workers(keys, args)
+  local page = redis.call('ZSCAN', keys[1], args[1], 'COUNT', args[2])
   local out = {}
-  for i, wid in ipairs(redis.call('ZRANGE', keys[1], 0, -1)) do
-    out[i] = redis.call('HGETALL', WORKER_PREFIX .. wid)
+  for i = 1, #page[2], 2 do
+    out[#out + 1] = redis.call('HGETALL', WORKER_PREFIX .. page[2][i])
   end
-  return out
+  return {page[1], out}
 end
 
 -- web UI ------------------------------------------------------------------------------------
 -- Read-mostly helpers for the web UI (web/). Sorted-set entries are named by (score, jid): the
 -- score string exactly as Redis returned it, and the entry's JSON containing '"jid":"<jid>"'.
 
--- Members of `set` with exactly `score` whose JSON names `jid`.
-local function entries_at(set, score, jid)
-  local found = {}
-  local needle = '"jid":"' .. jid .. '"'
-  for _, m in ipairs(redis.call('ZRANGE', set, score, score, 'BYSCORE')) do
-    if string.find(m, needle, 1, true) then found[#found + 1] = m end
+-- Does member `m` sort before `prefix` in a sorted set's order of members of one score (bytes,
+-- as memcmp), by its first #prefix bytes? (One that starts with `prefix` does not.)
+local function sorts_before(m, prefix)
+  for i = 1, #prefix do
+    local a, b = string.byte(m, i), string.byte(prefix, i)
+    if a ~= b then return a == nil or a < b end
   end
-  return found
+  return false
+end
+
+-- Members of `set` with exactly `score` whose JSON names `jid` ('"jid":"<jid>"'), reading about
+-- `budget` members at most: however many share the score, no call reads them all. Members of
+-- one score are in byte order, and a job as this server and Faktory write it begins
+-- '{"jid":"<jid>"': from '' finds those by a binary search over the score's ranks (about
+-- log2(n) members read). If there is none, the others are read a page at a time from offset
+-- `from` ('0' first) among the members of that score, for the jid anywhere in them, until a
+-- page has some. Returns the members found, the offset to go on from ('' = done: found, or
+-- none left) and how many members were read (at least 1).
+local function entries_at(set, score, jid, from, budget)
+  local lo = redis.call('ZCOUNT', set, '-inf', '(' .. score)
+  local hi = redis.call('ZCOUNT', set, '-inf', score)
+  local found, read = {}, 1
+  if hi <= lo then return found, '', read end
+  if from == '' then
+    local prefix = '{"jid":"' .. jid .. '"'
+    local a, b = lo, hi
+    while a < b do
+      local mid = math.floor((a + b) / 2)
+      read = read + 1
+      if sorts_before(redis.call('ZRANGE', set, mid, mid)[1], prefix) then
+        a = mid + 1
+      else
+        b = mid
+      end
+    end
+    -- those that start with `prefix` follow each other from rank `a`
+    while a < hi do
+      local ms = redis.call('ZRANGE', set, a, math.min(hi, a + 16) - 1)
+      read = read + #ms
+      for _, m in ipairs(ms) do
+        if string.sub(m, 1, #prefix) ~= prefix then return found, '', read end
+        found[#found + 1] = m
+      end
+      a = a + #ms
+      if read >= budget then break end
+    end
+    if #found > 0 then return found, '', read end
+    from = '0'
+  end
+  local needle = '"jid":"' .. jid .. '"'
+  local at = lo + tonumber(from)
+  while at < hi do
+    local ms = redis.call('ZRANGE', set, at, math.min(hi, at + math.max(1, budget - read)) - 1)
+    read = read + #ms
+    at = at + #ms
+    for _, m in ipairs(ms) do
+      if string.find(m, needle, 1, true) then found[#found + 1] = m end
+    end
+    if #found > 0 then return found, '', read end
+    if read >= budget then break end
+  end
+  if at >= hi then return found, '', read end
+  return found, tostring(at - lo), read
+end
+
+-- For ff_web_set_get and ff_web_set_remove: each entry (score, jid, from) of `args` from index
+-- `first` on, its members found (entries_at) handed to `each(member, score)`, while the call has
+-- read fewer than `budget` members (the first entry is always looked at). Returns the entries
+-- to look at again, as {score, jid, from, ...}.
+local function named_entries(set, args, first, budget, each)
+  local read, again = 0, {}
+  for i = first, #args - 2, 3 do
+    local score, jid, from = args[i], args[i + 1], args[i + 2]
+    if i > first and read >= budget then
+      again[#again + 1] = score
+      again[#again + 1] = jid
+      again[#again + 1] = from
+    else
+      local found, next_from, n = entries_at(set, score, jid, from, budget - read)
+      read = read + n
+      for _, m in ipairs(found) do each(m, score) end
+      if next_from ~= '' then
+        again[#again + 1] = score
+        again[#again + 1] = jid
+        again[#again + 1] = next_from
+      end
+    end
+  end
+  return again
 end
 
 -- ff_web_set_page(offset, count): {size, {member, score, ...}} in score order. KEYS: <set>.
@@ -929,33 +1026,32 @@ local function ff_web_set_page(keys, args)
   return {redis.call('ZCARD', keys[1]), redis.call('ZRANGE', keys[1], offset, stop, 'WITHSCORES')}
 end
 
--- ff_web_set_get(score, jid, score, jid, ...): the members so named, as {member, score, ...}.
--- KEYS: <set>.
+-- ff_web_set_get(budget, [score, jid, from] * n): the members so named (entries_at; from ''
+-- the first time), reading about `budget` members in all. Returns {{member, score, ...}, {score,
+-- jid, from, ...}}: the members found (score as given), and the entries to ask for again, with
+-- the offset to go on from. KEYS: <set>.
 local function ff_web_set_get(keys, args)
   local out = {}
-  for i = 1, #args - 1, 2 do
-    for _, m in ipairs(entries_at(keys[1], args[i], args[i + 1])) do
-      out[#out + 1] = m
-      out[#out + 1] = args[i]
-    end
-  end
-  return out
+  local again = named_entries(keys[1], args, 2, tonumber(args[1]), function(m, score)
+    out[#out + 1] = m
+    out[#out + 1] = score
+  end)
+  return {out, again}
 end
 
--- ff_web_set_remove(action, dead_score, score, jid, ...): delete the named entries, or with
--- action 'kill' move them to `dead` with dead_score. Returns how many moved.
+-- ff_web_set_remove(action, dead_score, budget, [score, jid, from] * n): delete the named
+-- entries (as ff_web_set_get finds them), or with action 'kill' move them to `dead` with
+-- dead_score. Returns {how many moved, {score, jid, from, ...}: the entries to ask for again}.
 -- KEYS: <set>, dead.
 local function ff_web_set_remove(keys, args)
   local set, dead, kill, n = keys[1], keys[2], args[1] == 'kill', 0
-  for i = 3, #args - 1, 2 do
-    for _, m in ipairs(entries_at(set, args[i], args[i + 1])) do
-      if redis.call('ZREM', set, m) == 1 then
-        n = n + 1
-        if kill then redis.call('ZADD', dead, args[2], m) end
-      end
+  local again = named_entries(set, args, 4, tonumber(args[3]), function(m)
+    if redis.call('ZREM', set, m) == 1 then
+      n = n + 1
+      if kill then redis.call('ZADD', dead, args[2], m) end
     end
-  end
-  return n
+  end)
+  return {n, again}
 end
 
 -- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
@@ -1029,13 +1125,15 @@ local function ff_web_queue_delete(keys, args)
   return n
 end
 
--- ff_web_queues(): every known queue as {name, size, paused (0/1), {oldest job of each of its
--- priority lists}}, for the queue list's size and latency columns.
--- KEYS: queues, paused, ff:prioq; also the lists of every queue `queues` names.
+-- ff_web_queues(cursor, count): the known queues of one SSCAN page of `queues` (about `count`
+-- from `cursor`), each as {name, size, paused (0/1), {oldest job of each of its priority
+-- lists}}, for the queue list's size and latency columns: {next cursor ('0': the last page),
+-- {queue...}}. KEYS: queues, paused, ff:prioq; also the lists of the queues of the page.
 local function ff_web_queues(keys, args)
   local queues, paused, prioq = keys[1], keys[2], keys[3]
   local out = {}
-  for _, name in ipairs(redis.call('SMEMBERS', queues)) do
+  local page = redis.call('SSCAN', queues, args[1], 'COUNT', args[2])
+  for _, name in ipairs(page[2]) do
     local heads = {}
     for _, p in ipairs(fetch_order(prioq, name)) do
       local job = redis.call('LINDEX', qkey(name, p), -1)
@@ -1043,7 +1141,7 @@ local function ff_web_queues(keys, args)
     end
     out[#out + 1] = {name, qsize(prioq, name), redis.call('SISMEMBER', paused, name), heads}
   end
-  return out
+  return {page[1], out}
 end
 
 local function read_only(name, fn)
