@@ -40,6 +40,9 @@ from faktory_fast.store import (
     MIGRATE_PAGE,
     MUTATE_PAGE,
     PAGE,
+    WEB_BATCH_SCAN,
+    WEB_SAME_SCORE,
+    WEB_SET_SCAN,
     Op,
     Operations,
     Paged,
@@ -492,29 +495,39 @@ class Worst:
         self.add("ff_web_set_page", f"retries ({big}): the last {self.action_batch} (offset "
                                     f"{last:,})",
                  self.op(Operations.set_page, keys.RETRIES, last, self.action_batch))
-        # entries named (score, jid): a page's selection (PAGE_SIZE) of the last entries; in
-        # a set whose entries share one score, one entry (each entry named reads all of them:
-        # a page's selection costs PAGE_SIZE times as much)
-        for zset, k, what in (
-                (keys.RETRIES, self.page, f"of retries ({big}, distinct scores)"),
-                (keys.SCHEDULED, 1, f"of scheduled ({big}, all due at one instant): each "
-                                    "entry named costs this")):
-            flat = self.call("ZRANGE", zset, -k, -1, "WITHSCORES")
+        # entries named (score, jid): a page's selection (PAGE_SIZE) of the last entries, of
+        # a set of distinct scores and of one whose entries share one score (a binary search
+        # among them each)
+        for zset, what in (
+                (keys.RETRIES, f"of retries ({big}, distinct scores)"),
+                (keys.SCHEDULED, f"of scheduled ({big}, all due at one instant)")):
+            flat = self.call("ZRANGE", zset, -self.page, -1, "WITHSCORES")
             picked = list(zip(flat[0::2], flat[1::2]))
-            entries = [(s.decode(), m[8:32].decode()) for m, s in picked]
-            named = (f"{k} entries (a page's selection) " if k > 1 else "1 entry ") + what
+            entries = [(s.decode(), m[8:32].decode(), "") for m, s in picked]
+            named = f"{self.page} entries (a page's selection) {what}"
             self.add("ff_web_set_get", named, self.op(Operations.set_entries, zset, entries),
-                     2 * len(picked), len)
+                     (2 * len(picked), 0), lambda reply: (len(reply[0]), len(reply[1])))
 
-            def remove(zset: str = zset, entries: list[tuple[str, str]] = entries,
+            def remove(zset: str = zset, entries: list[tuple[str, str, str]] = entries,
                        picked: list[Any] = picked) -> tuple[Any, ...]:
                 self.call("ZADD", zset, *(x for m, s in picked for x in (s, m)))
                 return Operations.set_remove.build(self.store, zset, entries).args
-            self.add("ff_web_set_remove", named, remove, len(picked),
+            self.add("ff_web_set_remove", named, remove, (len(picked), 0),
+                     lambda reply: (reply[0], len(reply[1])),
                      undo=partial(self.call, "ZADD", zset,
                                   *(x for m, s in picked for x in (s, m))))
+        # an entry that is not there (deleted meanwhile): its score's members are read for the
+        # jid anywhere in them, a page a call
+        gone = [(self.at_score, "no-such-jid", "")]
+        scanned = (f"1 entry no member has, of scheduled ({big}, all due at one instant): one "
+                   f"call (~{WEB_SAME_SCORE:,} of them read)")
+        self.add("ff_web_set_get", scanned, self.op(Operations.set_entries, keys.SCHEDULED, gone),
+                 0, lambda reply: len(reply[0]))
+        self.add("ff_web_set_remove", scanned,
+                 self.op(Operations.set_remove, keys.SCHEDULED, gone), 0, lambda reply: reply[0])
         self.add("ff_web_set_filter", f"retries ({big}): jobtype, queue and a text no entry "
-                                      f"has, scan cap {self.scan_cap:,}",
+                                      f"has, scan cap {self.scan_cap:,}: one call "
+                                      f"({WEB_SET_SCAN:,} of them)",
                  self.op(Operations.set_filter, keys.RETRIES, "0", self.scan_cap, self.page,
                          "SomeJob", "big", "no-such-text"),
                  [], lambda reply: reply[2])
@@ -523,17 +536,27 @@ class Worst:
             self.add("ff_web_queue_page", f"a queue of {big}, {where}: offset {offset:,}",
                      self.op(Operations.queue_page, "big", offset, self.page),
                      2 * self.page, lambda reply: len(reply[1]))
-        # the jobs FETCH takes next: at the far end of LREM's walk
-        for k in (1, self.page):
-            oldest = self.call("LRANGE", keys.queue("big"), -k, -1)
+        # one job a call, walking from the end nearer to it: the next to be fetched (the far
+        # end from the list's head), the middle (the longest walk), a job no longer there
+        # (searched for in one half of the list a call)
+        for position, where in ((0, "the next to be fetched"),
+                                (n // 2, f"the middle (position {n // 2:,})")):
+            job = self.call("LINDEX", keys.queue("big"), -(position + 1))
 
-            def delete(oldest: list[bytes] = oldest) -> tuple[Any, ...]:
-                return Operations.queue_delete.build(self.store, "big",
-                                                     [(5, j) for j in oldest]).args
-            self.add("ff_web_queue_delete", f"{k} job{'s' * (k > 1)} at the far end of a queue "
-                                            f"of {big}", delete,
-                     len(oldest),
-                     undo=partial(self.call, "RPUSH", keys.queue("big"), *oldest))
+            def delete(job: bytes = job, position: int = position) -> tuple[Any, ...]:
+                return Operations.queue_delete.build(self.store, "big", 5, job, position).args
+
+            def undelete(job: bytes = job, position: int = position) -> None:
+                if position == 0:
+                    self.call("RPUSH", keys.queue("big"), job)
+                else:
+                    self.call("COPY", "bench:q-big", keys.queue("big"), "REPLACE")
+            self.add("ff_web_queue_delete", f"1 job of a queue of {big}: {where}", delete, [1],
+                     undo=undelete)
+        self.add("ff_web_queue_delete", f"1 job no longer in a queue of {big}: one call (half "
+                                        "the list searched)",
+                 self.op(Operations.queue_delete, "big", 5, b'{"jid":"gone"}', 0),
+                 [0, b"0", b"head"])
         self.add("ff_expired", f"{tasks.EXPIRED_BATCH} (the reaper's batch) of {big} expired "
                                "reservations",
                  lambda: Operations.expired.build(self.store, self.now(),
@@ -672,17 +695,22 @@ class Worst:
         b = f"{self.count(BATCHES):,} batches"
         total = self.count(BATCHES) + 1
         last = max(0, total - self.page)
-        self.add("ff_batch_page", f"{b}: the last page (offset {last:,})",
-                 self.op(Operations.batch_page, last, self.page + 1, "",
+        one = f"one call ({WEB_BATCH_SCAN:,} of them)"
+        self.add("ff_batch_page", f"{b}: the first page",
+                 self.op(Operations.batch_page, 0, 0, self.page + 1, "",
+                         self.page + self.scan_cap),
+                 self.page + 1, lambda reply: len(reply[3]))
+        self.add("ff_batch_page", f"{b}: the last page (offset {last:,}): {one}",
+                 self.op(Operations.batch_page, 0, last, self.page + 1, "",
                          last + self.page + self.scan_cap))
-        self.add("ff_batch_page", f"{b}: a text no batch has, scan cap {self.scan_cap:,}",
-                 self.op(Operations.batch_page, 0, self.page + 1, "no-such-text",
+        self.add("ff_batch_page", f"{b}: a text no batch has, scan cap {self.scan_cap:,}: {one}",
+                 self.op(Operations.batch_page, 0, 0, self.page + 1, "no-such-text",
                          self.page + self.scan_cap))
-        self.add("ff_batch_stats", f"{b} open", self.op(Operations.batch_stats))
+        self.add("ff_batch_stats", f"{b} open: {one}", self.op(Operations.batch_stats))
         bj = f"a batch of {self.count(BATCH_JOBS):,} jobs"
-        self.add("ff_batch_detail", f"{bj}: a state no job has",
-                 self.op(Operations.batch_detail, self.big_bid, "0", self.batch_jobs_page, "dead"),
-                 b"0", second)
+        self.add("ff_batch_detail", f"{bj}: a state no job has: one call (~{WEB_BATCH_SCAN:,} "
+                                    "jobs)",
+                 self.op(Operations.batch_detail, self.big_bid, "0", self.batch_jobs_page, "dead"))
         self.add("ff_batch_detail", f"{bj}: the first page",
                  self.op(Operations.batch_detail, self.big_bid, "0", self.batch_jobs_page, ""))
         self.add("ff_batch_status", bj,

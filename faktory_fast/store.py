@@ -51,6 +51,10 @@ HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see
 MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
 PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN's COUNT)
 MIGRATE_PAGE = 2_000  # jobs of a Faktory 1.9 queue one migration call moves onto ours
+#: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
+WEB_SAME_SCORE = 1_000  # members of one score read looking for a named entry (set_entries...)
+WEB_SET_SCAN = 2_000  # entries of a sorted set a filter scans (set_filter)
+WEB_BATCH_SCAN = 1_000  # batches (batch_page), a batch's jobs (batch_detail), open batches
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
 #: A line ``--@include NAME.lua`` of ``lua/faktory.lua`` is replaced by that file of ``lua/``
@@ -262,6 +266,25 @@ def _set_filter(reply: Any) -> tuple[str, int, list[tuple[bytes, str]]]:
     return _text(reply[0]), reply[1], _scored(reply[2])
 
 
+def _named(flat: Any) -> list[tuple[str, str, str]]:
+    return [(_text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2]))
+            for i in range(0, len(flat) - 2, 3)]
+
+
+def _set_get(reply: Any) -> tuple[list[tuple[bytes, str]], list[tuple[str, str, str]]]:
+    return _scored(reply[0]), _named(reply[1])
+
+
+def _set_remove(reply: Any) -> tuple[int, list[tuple[str, str, str]]]:
+    return int(reply[0]), _named(reply[1])
+
+
+def _queue_delete(reply: Any) -> tuple[bool, tuple[int, str] | None]:
+    if len(reply) == 1:
+        return bool(reply[0]), None
+    return False, (int(reply[1]), _text(reply[2]))
+
+
 def _queue_page(reply: Any) -> tuple[int, list[tuple[int, bytes]]]:
     return reply[0], [(int(p), j) for p, j in _pairs(reply[1])]
 
@@ -274,8 +297,8 @@ def _fields(flat: Any) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in _pairs(flat)}
 
 
-def _batch_page(reply: Any) -> tuple[bool, list[dict[str, str]]]:
-    return bool(reply[0]), [_fields(f) for f in reply[1:]]
+def _batch_page(reply: Any) -> tuple[int, int, bool, list[dict[str, str]]]:
+    return int(reply[0]), int(reply[1]), bool(reply[2]), [_fields(f) for f in reply[3]]
 
 
 def _batch_detail(reply: Any) -> BatchDetail | None:
@@ -284,8 +307,8 @@ def _batch_detail(reply: Any) -> BatchDetail | None:
     return BatchDetail(_fields(reply[0]), _text(reply[1]), _fields(reply[2]), _fields(reply[3]))
 
 
-def _batch_stats(reply: Any) -> tuple[int, int]:
-    return int(reply[0]), int(reply[1])
+def _batch_stats(reply: Any) -> tuple[str, int, int]:
+    return _text(reply[0]), int(reply[1]), int(reply[2])
 
 
 def _track_get(reply: Any) -> tuple[bool, dict[str, str]]:
@@ -402,11 +425,11 @@ FF_MIGRATE_QUEUE = Fn("ff_migrate_queue", (), _int)
 FF_RESERVATIONS = Fn("ff_reservations", (K.WORKING, K.RESERVATIONS), _records)
 FF_WORKERS = Fn("ff_workers", (K.WORKER_BEATS,), _worker_page)
 FF_WEB_SET_PAGE = Fn("ff_web_set_page", (), _set_page)
-FF_WEB_SET_GET = Fn("ff_web_set_get", (), _scored)
-FF_WEB_SET_REMOVE = Fn("ff_web_set_remove", (K.DEAD,), _int)
+FF_WEB_SET_GET = Fn("ff_web_set_get", (), _set_get)
+FF_WEB_SET_REMOVE = Fn("ff_web_set_remove", (K.DEAD,), _set_remove)
 FF_WEB_SET_FILTER = Fn("ff_web_set_filter", (), _set_filter)
 FF_WEB_QUEUE_PAGE = Fn("ff_web_queue_page", (K.PRIORITY_QUEUES,), _queue_page)
-FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (), _int)
+FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (K.PRIORITY_QUEUES,), _queue_delete)
 FF_WEB_QUEUES = Fn("ff_web_queues", (K.QUEUES, K.PAUSED, K.PRIORITY_QUEUES), _queue_rows)
 FF_BATCH_NEW = Fn("ff_batch_new", (K.BATCHES, K.BATCHES_OPEN), _text)
 FF_BATCH_COMMIT = Fn("ff_batch_commit", (), _outcome)
@@ -760,24 +783,28 @@ class Operations:
         return FF_BATCH_STATUS.call((keys.batch(bid),), bid)
 
     @Op
-    def batch_page(self, offset: int, count: int, text: str = "",
-                   scan_cap: int = 10_000) -> Call[tuple[bool, list[dict[str, str]]]]:
-        """Batches newest first whose description or bid contains ``text`` (any case): skip
-        ``offset``, up to ``count``; scans at most ``scan_cap`` of them. (whether the scan
-        reached the end, [fields, ...])."""
-        return FF_BATCH_PAGE.call((), offset, count, text.lower(), scan_cap)
+    def batch_page(self, start: int, skip: int, count: int, text: str = "",
+                   scan_cap: int = 10_000) -> Call[tuple[int, int, bool, list[dict[str, str]]]]:
+        """Batches newest first whose description or bid contains ``text`` (any case), from
+        rank ``start`` of the list (0 first): skip ``skip`` of them, then up to ``count``;
+        stops at rank ``scan_cap``, and after WEB_BATCH_SCAN batches (call again from the start
+        and skip it returns). (next start, skip left, whether the list ended, [fields, ...])."""
+        return FF_BATCH_PAGE.call((), start, skip, count, text.lower(), scan_cap, WEB_BATCH_SCAN)
 
     @Op
-    def batch_detail(self, bid: str, cursor: str = "0", want: int = 100,
-                     state: str = "") -> Call[BatchDetail | None]:
+    def batch_detail(self, bid: str, cursor: str = "0", want: int = 100, state: str = "",
+                     children: bool = True) -> Call[BatchDetail | None]:
         """The batch, about ``want`` of its jobs from ``cursor`` on (only those in ``state`` if
-        given) and its children's states; None if there is no such batch."""
-        return FF_BATCH_DETAIL.call(_batch_keys(bid), bid, cursor, want, state)
+        given; no more than about WEB_BATCH_SCAN scanned) and, if ``children``, its children's
+        states; None if there is no such batch."""
+        return FF_BATCH_DETAIL.call(_batch_keys(bid), bid, cursor, want, state, WEB_BATCH_SCAN,
+                                    int(children))
 
     @Op
-    def batch_stats(self) -> Call[tuple[int, int]]:
-        """(batches open, callbacks fired)."""
-        return FF_BATCH_STATS.call(())
+    def batch_stats(self, cursor: str = "0") -> Call[tuple[str, int, int]]:
+        """Drop the expired batches of a page (about WEB_BATCH_SCAN) of the open ones from
+        ``cursor`` on: (next cursor, '0' after the last page; batches open, callbacks fired)."""
+        return FF_BATCH_STATS.call((), cursor, WEB_BATCH_SCAN)
 
     @Op
     def track_set(self, jid: str, percent: int | None, desc: str | None,
@@ -974,29 +1001,34 @@ class Operations:
         return FF_WEB_SET_PAGE.call((), offset, count, lead=(zset,))
 
     @Op
-    def set_entries(self, zset: str,
-                    entries: Sequence[tuple[str, str]]) -> Call[list[tuple[bytes, str]]]:
-        """[(member, score), ...] of the entries named by (score, jid) that still exist."""
-        return FF_WEB_SET_GET.call((), *(x for entry in entries for x in entry), lead=(zset,))
+    def set_entries(self, zset: str, entries: Sequence[tuple[str, str, str]]
+                    ) -> Call[tuple[list[tuple[bytes, str]], list[tuple[str, str, str]]]]:
+        """The entries named by (score, jid, from: '' the first time) that still exist, reading
+        about WEB_SAME_SCORE members of those scores: ([(member, score), ...], the entries to
+        ask for again, with their next ``from``)."""
+        return FF_WEB_SET_GET.call((), WEB_SAME_SCORE, *(x for entry in entries for x in entry),
+                                   lead=(zset,))
 
     @Op
-    def set_remove(self, zset: str, entries: Sequence[tuple[str, str]],
-                   kill_score: str = "") -> Call[int]:
-        """Delete entries named by (score, jid); with ``kill_score`` move them to ``dead``."""
+    def set_remove(self, zset: str, entries: Sequence[tuple[str, str, str]], kill_score: str = ""
+                   ) -> Call[tuple[int, list[tuple[str, str, str]]]]:
+        """Delete entries named by (score, jid, from), as ``set_entries`` finds them; with
+        ``kill_score`` move them to ``dead``: (how many, the entries to ask for again)."""
         action = "kill" if kill_score else "delete"
-        return FF_WEB_SET_REMOVE.call((), action, kill_score,
+        return FF_WEB_SET_REMOVE.call((), action, kill_score, WEB_SAME_SCORE,
                                       *(x for entry in entries for x in entry), lead=(zset,))
 
     @Op
     def set_filter(self, zset: str, cursor: str, scan_cap: int, want: int, jobtype: str,
                    queue: str, text: str) -> Call[tuple[str, int, list[tuple[bytes, str]]]]:
-        """Scan ``zset`` from ``cursor`` for matching entries (bounded by ``scan_cap``).
+        """Scan ``zset`` from ``cursor`` for up to ``want`` matching entries, stopping after
+        about ``scan_cap`` entries, or WEB_SET_SCAN if fewer (call again from the cursor).
 
         Returns (next cursor, '0' when the scan is complete; entries scanned; [(member, score)]).
         ``text`` matches case-insensitively.
         """
-        return FF_WEB_SET_FILTER.call((), cursor, scan_cap, want, jobtype, queue, text.lower(),
-                                      lead=(zset,))
+        return FF_WEB_SET_FILTER.call((), cursor, min(scan_cap, WEB_SET_SCAN), want, jobtype,
+                                      queue, text.lower(), lead=(zset,))
 
     @Op
     def queue_page(self, name: str, offset: int,
@@ -1005,10 +1037,13 @@ class Operations:
         return FF_WEB_QUEUE_PAGE.call((keys.queue(name),), name, offset, count)
 
     @Op
-    def queue_delete(self, name: str, jobs: Sequence[tuple[int, bytes]]) -> Call[int]:
-        """Remove these (priority, job) entries from a queue; how many went."""
-        return FF_WEB_QUEUE_DELETE.call([keys.queue_list(name, p) for p, _ in jobs], name,
-                                        *(x for entry in jobs for x in entry))
+    def queue_delete(self, name: str, priority: int, job: bytes, position: int,
+                     half: str = "") -> Call[tuple[bool, tuple[int, str] | None]]:
+        """Remove one occurrence of ``job`` from the queue's list of ``priority``, seen at
+        ``position`` in fetch order, walking at most about half the list: (removed, None), or
+        (False, (position, half)) to call again with."""
+        return FF_WEB_QUEUE_DELETE.call((keys.queue_list(name, priority),), name, priority, job,
+                                        position, half)
 
     @paged(_concat)
     def queue_list(self, cursor: str) -> Call[tuple[str, list[tuple[str, int, bool, list[bytes]]]]]:

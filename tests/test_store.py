@@ -20,6 +20,7 @@ from faktory_fast.store import (
     Reserved,
     SyncStore,
 )
+from faktory_fast.web import bounded
 from tests.support import slow_redis_calls
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
@@ -477,3 +478,77 @@ def test_unique_lock_names_keep_digits_and_ignore_member_order(store: SyncStore)
     assert name(args) != name([{**args[0], "id": big + 1}, big])  # type: ignore[dict-item]
     assert name([big]) != name([big + 1]) != name([big - 1])
     assert name([1, "x"]) == name([1, "x"])  # small numbers: cjson's name, as before
+
+
+# -- the web UI's functions: a bounded part a call, the result of one unbounded call ----------
+
+def fcall(r: redislib.Redis, fn: str, keys_: list[str], *args: object) -> object:
+    return r.execute_command("FCALL", fn, len(keys_), *keys_, *args)
+
+
+def test_named_entries_of_one_score_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None:
+    """ff_web_set_get/_remove find an entry among members of one score by a binary search
+    (its jid first, as jobs are written) or, failing that, by reading them a page a call for
+    the jid anywhere (as before: the whole score's members in one call), the caller going on
+    from the offset each call returns."""
+    def job(jid: str, **more: object) -> bytes:
+        return orjson.dumps({"jid": jid, "jobtype": "T", "args": [], **more})
+
+    members = [job(f"j{i:04d}") for i in range(300)]
+    odd = orjson.dumps({"jobtype": "T", "jid": "odd", "args": []})  # jid not first
+    twin = job("j0150", args=[2])  # two entries of one jid at one score
+    r.zadd(keys.RETRIES, {m: 7 for m in (*members, odd, twin)})
+    r.zadd(keys.RETRIES, {job("j0150", at="other score"): 8})
+    named = [("7", "j0150", ""), ("7", "odd", ""), ("7", "none", ""), ("7", "j0299", "")]
+    found, again = fcall(r, "ff_web_set_get", [keys.RETRIES], 20, *(x for e in named for x in e))
+    # the first two named: j0150's two by the binary search, then odd's first page of 20
+    assert sorted(found[0::2]) == sorted([members[150], twin]) and set(found[1::2]) == {b"7"}
+    assert again == [b"7", b"odd", b"1", b"7", b"none", b"", b"7", b"j0299", b""]
+    got = bounded.set_entries(store, keys.RETRIES, [(s, j) for s, j, _ in named])
+    assert sorted(got) == sorted([(members[150], "7"), (twin, "7"), (odd, "7"),
+                                  (members[299], "7")])
+    assert bounded.set_remove(store, keys.RETRIES, [("7", "odd"), ("7", "j0001"), ("8", "j0150"),
+                                                    ("7", "none")], "99") == 3
+    assert r.zcard(keys.RETRIES) == 300 + 2 - 2
+    assert sorted(r.zrange(keys.DEAD, 0, -1)) == sorted([odd, members[1],
+                                                         job("j0150", at="other score")])
+
+
+def test_web_filters_and_batch_pages_match_one_unbounded_call(store: SyncStore,
+                                                              r: redislib.Redis) -> None:
+    """The web UI follows set_filter, batch_page and batch_detail call after call to what one
+    call without a per-call bound (the functions' old form) answers."""
+    r.zadd(keys.DEAD, {orjson.dumps({"jid": f"d{i:05d}", "jobtype": "T" if i % 3 else "U",
+                                     "queue": "q", "args": ["Needle" if i % 997 == 0 else i]}): i
+                       for i in range(9000)})
+    for cap in (500, 4000, 20_000):
+        one = fcall(r, "ff_web_set_filter", [keys.DEAD], "0", cap, 5, "T", "q", "needle")
+        cursor, scanned, found = bounded.set_filter(store, keys.DEAD, "0", cap, 5, "T", "q",
+                                                    "Needle")
+        assert (cursor.encode(), scanned, found) == (one[0], one[1], list(zip(one[2][0::2], [
+            s.decode() for s in one[2][1::2]])))
+    now = 1_767_225_600_000_000_000
+    bids = [f"b-{i:05d}" for i in range(3000)]
+    store.run_all([Operations.batch_new.build(store, bid, now + i, f"Import {i}", "", [])
+                   for i, bid in enumerate(bids)])
+    r.delete(*(keys.batch(bid) for bid in bids[::7]))  # expired: they leave the list
+    for offset, count, text, cap in ((0, 26, "", 3000), (2900, 26, "", 5000),
+                                     (40, 26, "import 1", 2500), (0, 26, "nothing", 20_000)):
+        ended, rows = bounded.batch_page(store, offset, count, text, cap)
+        one = fcall(r, "ff_batch_page", [keys.BATCHES, keys.BATCHES_OPEN], 0, offset, count,
+                    text, cap, 10**9)
+        assert (ended, rows) == (bool(one[2]), [{k.decode(): v.decode() for k, v in zip(
+            f[0::2], f[1::2])} for f in one[3]]), (offset, text)
+    assert r.zcard(keys.BATCHES) == 3000 - len(bids[::7])
+    bid = bids[1]
+    r.hset(keys.batch_jobs(bid), mapping={f"j{i:05d}": "dead" if i % 1500 == 0 else "pending"
+                                          for i in range(12_000)})
+    detail = bounded.batch_detail(store, bid, "0", 100, "dead", 10**9)
+    one = fcall(r, "ff_batch_detail", keys_of_batch(bid), bid, "0", 100, "dead", 10**9, 1)
+    assert detail is not None and detail.cursor == one[1].decode() == "0"
+    assert detail.jobs == {f"j{i:05d}": "dead" for i in range(0, 12_000, 1500)}
+    assert detail.jobs == {k.decode(): v.decode() for k, v in zip(one[2][0::2], one[2][1::2])}
+
+
+def keys_of_batch(bid: str) -> list[str]:
+    return [keys.batch(bid), keys.batch_jobs(bid), keys.batch_kids(bid)]

@@ -23,6 +23,7 @@ from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
 from faktory_fast.web.settings import Settings
+from tests.support import slow_redis_calls
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
 
@@ -50,6 +51,14 @@ def store(redis_url: str) -> Iterator[SyncStore]:
 @pytest.fixture
 def web(store: SyncStore, redis_url: str) -> Web:
     return Web(redis_url)
+
+
+@pytest.fixture
+def r(store: SyncStore, redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the test Redis (the store's has no reply callbacks): SLOWLOG."""
+    client = redis.Redis(unix_socket_path=redis_url[len("unix://"):])
+    yield client
+    client.close()
 
 
 class Web:
@@ -784,6 +793,115 @@ def test_first_page_fast_with_100k_jobs(web: Web, store: SyncStore, path: str, z
     print(f"{path}: median first-page render {best * 1000:.1f} ms with 100,000 jobs")
     assert best < 0.05
     assert web.get(path, params={"page": "4000"}).status_code == 200
+
+
+# -- no request holds Redis for long ---------------------------------------------------------
+# Redis is shared by every client and node: while one call runs, all of them wait. Each test
+# below made one Redis call of over 50 ms (SLOWLOG) before its function worked a bounded part
+# of the data a call.
+
+def same_score(r: redis.Redis, zset: str, n: int, score: float) -> None:
+    """``n`` small jobs in ``zset``, all with ``score``: jids same00000000, same00000001..."""
+    for start in range(0, n, 10_000):
+        r.zadd(zset, {orjson.dumps({"jid": f"same{i:08d}", "jobtype": "T", "queue": "default",
+                                    "args": [i], "retry": 25}): score
+                      for i in range(start, min(n, start + 10_000))})
+
+
+def test_entries_sharing_one_score_are_found_holding_redis_briefly(web: Web, store: SyncStore,
+                                                                  r: redis.Redis) -> None:
+    """200,000 jobs scheduled for one instant: naming one of them (its page, a button) read
+    all 200,000 into one call (~250 ms). Now a binary search among them finds it; an entry that
+    is not there, or whose jid is not its first key, is looked for a page of them a call."""
+    score = 4e9
+    same_score(r, keys.SCHEDULED, 200_000, score)
+    odd = orjson.dumps({"queue": "default", "jobtype": "T", "args": [], "jid": "odd-one"})
+    r.zadd(keys.SCHEDULED, {odd: score})
+
+    def key(jid: str) -> str:
+        return f"{score!r}|{jid}"
+
+    with slow_redis_calls(r, 50) as slow:
+        page = web.get(f"/scheduled/{key('same00123456')}")
+        assert page.status_code == 200 and "same00123456" in page.text
+        assert web.get(f"/scheduled/{key('odd-one')}").status_code == 200
+        assert web.get(f"/scheduled/{key('no-such-jid')}").status_code == 307
+        assert web.post("/scheduled", [("action", "delete"), ("key", key("same00000007")),
+                                       ("key", key("same00199999"))]).status_code == 302
+        assert web.post("/scheduled", [("action", "kill"), ("key", key("same00100000")),
+                                       ("key", key("odd-one"))]).status_code == 302
+        assert web.post(f"/scheduled/{key('same00000000')}",
+                        {"action": "add_to_queue"}).status_code == 302
+    assert slow == []
+    assert r.zcard(keys.SCHEDULED) == 200_001 - 5
+    assert sorted(orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)) == [
+        "odd-one", "same00100000"]
+    assert [j["jid"] for j in queued(store)] == ["same00000000"]
+    left = {orjson.loads(m)["jid"] for m in r.zrange(keys.SCHEDULED, 0, 9)}
+    assert "same00000007" not in left and "same00000008" in left
+
+
+def test_deleting_jobs_of_a_big_queue_holds_redis_briefly(web: Web, store: SyncStore,
+                                                          r: redis.Redis) -> None:
+    """A queue of 200,000: the jobs FETCH takes next, the first page in fetch order, are at
+    the far end of the list from where LREM starts: deleting that page's 25 jobs walked the
+    list 25 times in one call (~200 ms). Now a job a call, from the end nearer to it."""
+    n = 200_000
+    for start in range(0, n, 10_000):
+        r.lpush(keys.queue("default"), *(orjson.dumps({
+            "jid": f"big{i:08d}", "jobtype": "T", "queue": "default", "args": [],
+            "enqueued_at": "2026-01-01T00:00:00Z"}) for i in range(start, min(n, start + 10_000))))
+    r.sadd(keys.QUEUES, "default")
+    jids = re.compile(r"<code>(big\d+)</code>")
+    with slow_redis_calls(r, 50) as slow:
+        for path in ("/queues/default?order=fetch", "/queues/default",
+                     "/queues/default?order=fetch&page=4000"):
+            page = web.get(path).text
+            bkeys = re.findall(r'name="bkey" value="([^"]+)"', page)
+            assert len(bkeys) == 25 and len(jids.findall(page)) == 25
+            got = web.post("/queues/default", [("bkey", k) for k in bkeys])
+            assert got.status_code == 302
+    assert slow == []
+    assert r.llen(keys.queue("default")) == n - 75
+    left = {orjson.loads(j)["jid"] for j in r.lrange(keys.queue("default"), 0, -1)}
+    # page 4000 in fetch order once the first 25 went: the 100,000th to 100,024th pushed
+    gone = {f"big{i:08d}" for i in (*range(25), *range(n - 25, n), *range(100_000, 100_025))}
+    assert gone.isdisjoint(left) and len(left | gone) == n
+
+
+def test_queue_delete_finds_a_job_that_moved(web: Web, store: SyncStore) -> None:
+    """A page's delete looks for each job where the page saw it; jobs fetched, pushed or
+    deleted since move it, and it is looked for in the rest of the list (half a call)."""
+    pushed = [push(store, "Job") for _ in range(40)]
+    page = web.get("/queues/default?order=fetch").text
+    bkeys = re.findall(r'name="bkey" value="([^"]+)"', page)
+    for _ in range(3):  # the first three go: the others move three places
+        store.fetch("", "test", jobs.now_score(), 1800, ["default"])
+    push(store, "Job")
+    assert web.post("/queues/default", [("bkey", bkeys[1]), ("bkey", bkeys[10]),
+                                        ("bkey", bkeys[24])]).status_code == 302
+    left = [j["jid"] for j in queued(store)]
+    assert len(left) == 40 - 3 + 1 - 2
+    assert pushed[10]["jid"] not in left and pushed[24]["jid"] not in left
+    # a key from a page of an older version (no position) still names its job
+    p, _, data = bkeys[20].split(".")
+    assert web.post("/queues/default", {"bkey": f"{p}.{data}"}).status_code == 302
+    assert pushed[20]["jid"] not in [j["jid"] for j in queued(store)]
+    assert web.post("/queues/default", {"bkey": f"5.-1.{data}"}).status_code == 400
+
+
+def test_filter_scans_its_cap_a_page_a_call(web: Web, store: SyncStore, r: redis.Redis) -> None:
+    """A filter no entry matches scans its cap (20,000 entries): in one call, ~100 ms."""
+    for start in range(0, 30_000, 10_000):
+        r.zadd(keys.DEAD, {orjson.dumps({"jid": f"d{i:08d}", "jobtype": "T", "queue": "default",
+                                         "args": [i, "x" * 200]}): i
+                           for i in range(start, start + 10_000)})
+    with slow_redis_calls(r, 50) as slow:
+        page = web.get("/morgue", params={"jobtype": "T", "q": "no-such-text"}).text
+    assert slow == []
+    scanned = int(re.search(r"among ([\d,]+) scanned", page).group(1).replace(",", ""))
+    assert resources.FILTER_SCAN_CAP <= scanned < resources.FILTER_SCAN_CAP + 1000
+    assert "more remain" in page and "No jobs match" in page
 
 
 # -- localisation -----------------------------------------------------------------------------

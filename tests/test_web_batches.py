@@ -7,13 +7,15 @@ import re
 import time
 
 import pytest
+import redis
 
 from faktory_fast import batches, jobs, keys
-from faktory_fast.store import Outcome, SyncStore
+from faktory_fast.store import Operations, Outcome, SyncStore
 
 # test_web's fixtures (a child Redis with the library, a flushed store on it, the web app):
 # imported under their names, which the tests' parameters then shadow (F811).
-from tests.test_web import Web, add_failed, key_of, redis_url, store, web  # noqa: F401
+from tests.support import slow_redis_calls
+from tests.test_web import Web, add_failed, key_of, r, redis_url, store, web  # noqa: F401
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +153,63 @@ def test_batch_jobs_are_paged_and_filtered_by_state(web: Web, store: SyncStore) 
     assert re.findall(r"<code>(jid-[^<]+)</code></td><td>(\w+)</td>", succeeded) == [(done, "success")]
     assert web.get(f"/batches/{bid}", params={"state": "bogus"}).status_code == 400
     assert web.get(f"/batches/{bid}", params={"cursor": "x"}).status_code == 400
+
+
+# -- no request holds Redis for long (see test_web) ----------------------------------------------
+
+def test_batch_list_pages_hold_redis_briefly(web: Web, store: SyncStore, r: redis.Redis) -> None:
+    """20,000 batches: the last page of the list, or a text no batch has, read every batch
+    in one call (~170 ms); now WEB_BATCH_SCAN batches a call."""
+    n, now = 20_000, time.time_ns() - 20_000 * 1000
+    bids = [f"b-many-{i:05d}" for i in range(n)]
+    for start in range(0, n, 1000):
+        store.run_all([Operations.batch_new.build(store, bids[i], now + i * 1000, f"import {i}",
+                                                  "", []) for i in range(start, start + 1000)])
+    with slow_redis_calls(r, 50) as slow:
+        nothing = web.get("/batches", params={"q": "no such text"}).text
+        last = web.get("/batches", params={"page": str(n // 25)}).text
+        found = web.get("/batches", params={"q": "IMPORT 7"}).text
+    assert slow == []
+    assert "No batches." in nothing
+    assert re.findall(r'href="/batches/(b-[^"]+)"', last) == bids[24::-1]
+    assert 'rel="next"' not in last and 'rel="prev"' in last
+    assert re.findall(r'href="/batches/(b-[^"]+)"', found)[:3] == [bids[7999], bids[7998],
+                                                                    bids[7997]]
+
+
+def test_batch_jobs_filtered_by_state_hold_redis_briefly(web: Web, store: SyncStore,
+                                                         r: redis.Redis) -> None:
+    """A batch of 200,000 jobs, a state one of them is in: one call scanned them all
+    (~100 ms); now a page of them a call, and the page offers "more" after 20,000."""
+    bid = new_batch(store)
+    for start in range(0, 200_000, 10_000):
+        r.hset(keys.batch_jobs(bid), mapping={f"jid-{i:06d}": "pending"
+                                              for i in range(start, start + 10_000)})
+    r.hset(keys.batch_jobs(bid), "jid-dead", "dead")
+    dead: list[str] = []
+    cursor, pages = "0", 0
+    with slow_redis_calls(r, 50) as slow:
+        while True:
+            page = web.get(f"/batches/{bid}", params={"cursor": cursor, "state": "dead"})
+            assert page.status_code == 200
+            dead += re.findall(r"<code>(jid-[^<]+)</code></td><td>dead</td>", page.text)
+            pages += 1
+            more = re.search(r'href="/batches/[^"]+\?cursor=(\d+)&amp;state=dead"', page.text)
+            if not more:
+                break
+            cursor = more.group(1)
+    assert slow == []
+    assert dead == ["jid-dead"] and 1 < pages <= 200_000 // 20_000 + 2
+
+
+def test_batch_metrics_hold_redis_briefly(web: Web, store: SyncStore, r: redis.Redis) -> None:
+    """100,000 batches open, of which all but 3 expired: counting the open ones checked each
+    in one call (~150 ms); now a page of them a call."""
+    live = [new_batch(store) for _ in range(3)]
+    for start in range(0, 100_000, 10_000):
+        r.sadd(keys.BATCHES_OPEN, *(f"b-expired-{i:06d}" for i in range(start, start + 10_000)))
+    with slow_redis_calls(r, 50) as slow:
+        text = web.get("/metrics").text
+    assert slow == []
+    assert re.search(r"^faktory_batches_open 3$", text, re.M)
+    assert sorted(m.decode() for m in r.smembers(keys.BATCHES_OPEN)) == sorted(live)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from faktory_fast import jobs
 from faktory_fast.store import SyncStore
 
+from . import bounded
+
 ALL = "all"
 BATCH = 500  # entries moved per round trip by "all" actions
 
@@ -48,7 +50,7 @@ def act(store: SyncStore, zset: str, action: str, entries: Sequence[tuple[str, s
             done, left = _requeue(store, zset, [m for m, _ in page])
             moved, kept = moved + done, kept + left
     if action == "delete":
-        return store.set_remove(zset, entries)
+        return bounded.set_remove(store, zset, entries)
     if action == "kill":
-        return store.set_remove(zset, entries, _dead_score())
-    return _requeue(store, zset, [m for m, _ in store.set_entries(zset, entries)])[0]
+        return bounded.set_remove(store, zset, entries, _dead_score())
+    return _requeue(store, zset, [m for m, _ in bounded.set_entries(store, zset, entries)])[0]

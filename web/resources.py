@@ -17,7 +17,7 @@ from faktory_fast.config import parse_redis_url, redis_location
 from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.store import Operations, SyncStore
 
-from . import actions, charts, metrics, views
+from . import actions, bounded, charts, metrics, views
 from .i18n import locale_of
 from .render import Renderer
 from .settings import Settings
@@ -106,7 +106,7 @@ class Metrics(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.text = metrics.render(self.store.info(), queue_latencies(self.store),
-                                   self.store.batch_stats())
+                                   bounded.batch_stats(self.store))
         resp.content_type = metrics.CONTENT_TYPE
         resp.cache_control = ["no-cache"]
 
@@ -187,21 +187,27 @@ class Queues(Resource):
         self.ui.page(req, resp, "queues.html", queues=queue_latencies(self.store))
 
 
-def encode_bkey(priority: int, job: bytes) -> str:
-    """A queue entry's form key: ``<priority>.<base64url(job JSON)>``."""
-    return f"{priority}.{base64.urlsafe_b64encode(job).rstrip(b'=').decode()}"
+def encode_bkey(priority: int, job: bytes, position: int) -> str:
+    """A queue entry's form key: ``<priority>.<position>.<base64url(job JSON)>``, the position
+    its place in fetch order when the page was read (where its delete looks first)."""
+    return f"{priority}.{position}.{base64.urlsafe_b64encode(job).rstrip(b'=').decode()}"
 
 
-def decode_bkey(bkey: str) -> tuple[int, bytes]:
+def decode_bkey(bkey: str) -> tuple[int, bytes, int]:
+    """(priority, job, position) of a form key (``<priority>.<base64url>`` from an older page:
+    position 0)."""
     prio, _, data = bkey.partition(".")
+    place, dot, rest = data.partition(".")
     try:
         priority = int(prio)
+        position = int(place) if dot else 0
+        data = rest if dot else data
         job = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
     except (ValueError, binascii.Error):
         raise falcon.HTTPBadRequest(title="Invalid job key") from None
-    if not 1 <= priority <= 9:
+    if not 1 <= priority <= 9 or position < 0:
         raise falcon.HTTPBadRequest(title="Invalid job key")
-    return priority, job
+    return priority, job, position
 
 
 class Queue(Resource):
@@ -222,15 +228,16 @@ class Queue(Resource):
         offset = (number - 1) * views.PAGE_SIZE
         if order == "fetch":
             size, entries = self.store.queue_page(name, offset, views.PAGE_SIZE)
+            placed = [(offset + i, p, raw) for i, (p, raw) in enumerate(entries)]
         else:
             # the same page counted from the other end (the size is the one just read: a job
             # fetched in between shifts the page by one, as any paging of a live queue)
             size = info["queues"][name]
             start = max(0, size - offset - views.PAGE_SIZE)
             size, entries = self.store.queue_page(name, start, max(0, size - offset - start))
-            entries = entries[::-1]
+            placed = [(start + i, p, raw) for i, (p, raw) in enumerate(entries)][::-1]
         page = views.Page(number, size)
-        rows = [(encode_bkey(p, raw), views.parse_job(raw)) for p, raw in entries]
+        rows = [(encode_bkey(p, raw, at), views.parse_job(raw)) for at, p, raw in placed]
         paused = any(n == name and p for n, _, p, _ in self.store.queue_list())
         self.ui.page(req, resp, "queue.html", info=info, name=name, rows=rows, page=page,
                      paused=paused, order=order, orders=QUEUE_ORDERS)
@@ -240,7 +247,7 @@ class Queue(Resource):
         if not jobs.QUEUE_NAME.fullmatch(name):
             raise falcon.HTTPBadRequest(title="Invalid queue name")
         if fields.get("bkey"):
-            self.store.queue_delete(name, [decode_bkey(k) for k in fields["bkey"]])
+            bounded.queue_delete(self.store, name, [decode_bkey(k) for k in fields["bkey"]])
             raise redirect(req, f"/queues/{name}")
         action = one(fields, "action")
         ops = {"delete": "REMOVE", "pause": "PAUSE", "resume": "RESUME"}
@@ -265,9 +272,9 @@ class SortedSet(Resource):
             raise falcon.HTTPBadRequest(title="Invalid cursor")
         scan = None
         if any(filters.values()):
-            next_cursor, scanned, found = self.store.set_filter(
-                self.zset, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE, filters["jobtype"],
-                filters["queue"], filters["q"])
+            next_cursor, scanned, found = bounded.set_filter(
+                self.store, self.zset, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE,
+                filters["jobtype"], filters["queue"], filters["q"])
             entries = sorted(found, key=lambda e: float(e[1]))
             page = None
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
@@ -315,7 +322,7 @@ class SortedSetEntry(Resource):
         self.listing = listing
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        found = self.store.set_entries(self.listing.zset, [self.listing._entry(key)])
+        found = bounded.set_entries(self.store, self.listing.zset, [self.listing._entry(key)])
         if not found:
             raise falcon.HTTPTemporaryRedirect(req.context.prefix + self.listing.path)
         member, score = found[0]
@@ -344,8 +351,8 @@ class Batches(Resource):
         offset = (number - 1) * views.PAGE_SIZE
         # one more than a page: is there a next one? (expired batches leave the index as the
         # list meets them, so there is no exact total)
-        _, found = self.store.batch_page(offset, views.PAGE_SIZE + 1, q,
-                                         offset + views.PAGE_SIZE + FILTER_SCAN_CAP)
+        _, found = bounded.batch_page(self.store, offset, views.PAGE_SIZE + 1, q,
+                                      offset + views.PAGE_SIZE + FILTER_SCAN_CAP)
         rows = [views.BatchView(f) for f in found[:views.PAGE_SIZE]]
         self.ui.page(req, resp, "batches.html", rows=rows, q=q, number=number,
                      more=len(found) > views.PAGE_SIZE)
@@ -362,7 +369,8 @@ class Batch(Resource):
             raise falcon.HTTPBadRequest(title="Invalid cursor")
         if state not in ("", *BATCH_JOB_STATES):
             raise falcon.HTTPBadRequest(title="Invalid state")
-        detail = self.store.batch_detail(bid, cursor, BATCH_JOBS_PAGE, state)
+        detail = bounded.batch_detail(self.store, bid, cursor, BATCH_JOBS_PAGE, state,
+                                      FILTER_SCAN_CAP)
         if detail is None:
             raise falcon.HTTPNotFound(title="No such batch",
                                       description=f"Batch {bid} does not exist (or expired).")

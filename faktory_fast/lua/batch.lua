@@ -314,65 +314,80 @@ local function ff_batch_status(keys, args)
   return out
 end
 
--- ff_batch_page(offset, count, text, scan_cap): batches newest first, as
--- {matched_before_offset_end?, {fields...}, ...}: skips `offset` matching ones and returns up to
--- `count`, matching `text` (lower case, '' = any) in their description or bid; scans at most
--- scan_cap entries of the index. Entries of expired batches are dropped from the index.
--- Returns {scanned_all (0/1), {fields}, ...}. KEYS: ff:batches, ff:bopen.
+-- ff_batch_page(start, skip, want, text, scan_cap, budget): batches newest first, from rank
+-- `start` of the index (ff:batches): skips `skip` of those matching `text` (lower case, '' =
+-- any) in their description or bid, then takes up to `want`. Looks at the index 200 entries at
+-- a time while start < scan_cap and this call has looked at fewer than `budget` (a caller
+-- going on from the start and skip it returns, until it has its page, the end or scan_cap,
+-- gets what one call without a budget would). Entries of expired batches are dropped from the
+-- index. Returns {next start, skip left, reached the end (0/1), {{fields}, ...}}.
+-- KEYS: ff:batches, ff:bopen; also ff:b:<bid> of each batch looked at.
 local function ff_batch_page(keys, args)
   local batches, open = keys[1], keys[2]
-  local skip, want, text, cap = tonumber(args[1]), tonumber(args[2]), args[3], tonumber(args[4])
-  local out, start, step = {0}, 0, 200
-  while #out - 1 < want and start < cap do
-    local bids = redis.call('ZREVRANGE', batches, start, start + step - 1)
-    if #bids == 0 then out[1] = 1 break end
+  local start, skip, want, text = tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), args[4]
+  local cap, budget = tonumber(args[5]), tonumber(args[6])
+  local out, looked, ended = {}, 0, 0
+  while #out < want and start < cap and looked < budget do
+    local bids = redis.call('ZREVRANGE', batches, start, start + 199)
+    if #bids == 0 then ended = 1 break end
+    looked = looked + #bids
     local gone = 0
     for _, bid in ipairs(bids) do
-      local f = ff_batch_status({BATCH_PREFIX .. bid}, {})
-      if #f == 0 then
+      local key = BATCH_PREFIX .. bid
+      -- every batch has a state: its fields are read for the ones taken only
+      local head = redis.call('HMGET', key, 'state', 'description')
+      if not head[1] and redis.call('EXISTS', key) == 0 then
         redis.call('ZREM', batches, bid)
         redis.call('SREM', open, bid)
         gone = gone + 1
-      elseif text == '' or string.find(string.lower(f[6] .. ' ' .. bid), text, 1, true) then
+      elseif text == '' or string.find(string.lower((head[2] or '') .. ' ' .. bid), text, 1,
+          true) then
         if skip > 0 then skip = skip - 1
-        elseif #out - 1 < want then out[#out + 1] = f end
+        elseif #out < want then out[#out + 1] = ff_batch_status({key}, {}) end
       end
     end
     start = start + #bids - gone
   end
-  return out
+  return {start, skip, ended, out}
 end
 
--- ff_batch_detail(bid, cursor, want, state): {fields, next cursor ('0': the end), {jid,
--- state, ...}, {child bid, state, ...}} ({} if unknown): its jobs from HSCAN `cursor` on, in
--- the hash's order, stopping once `want` are found (a small hash, stored as a listpack, comes
--- whole: HSCAN returns it in one go); only those in `state` if it is not ''.
+-- ff_batch_detail(bid, cursor, want, state, budget, children): {fields, next cursor ('0': the
+-- end), {jid, state, ...}, {child bid, state, ...}} ({} if unknown): its jobs from HSCAN
+-- `cursor` on, in the hash's order, stopping once `want` are found or about `budget` were
+-- scanned (a small hash, stored as a listpack, comes whole: HSCAN returns it in one go); only
+-- those in `state` if it is not ''. The children only if `children` is '1' (else {}).
 -- KEYS: ff:b:<bid>, ff:bj:<bid>, ff:bk:<bid>.
 local function ff_batch_detail(keys, args)
   local f = ff_batch_status(keys, args)
   if #f == 0 then return {} end
-  local cursor, want, state = args[2], tonumber(args[3]), args[4]
-  local jobs = {}
+  local cursor, want, state, budget = args[2], tonumber(args[3]), args[4], tonumber(args[5])
+  local jobs, scanned = {}, 0
   repeat
     local reply = redis.call('HSCAN', keys[2], cursor, 'COUNT', 100)
     cursor = reply[1]
+    scanned = scanned + #reply[2] / 2
     for i = 1, #reply[2], 2 do
       if state == '' or reply[2][i + 1] == state then
         jobs[#jobs + 1] = reply[2][i]
         jobs[#jobs + 1] = reply[2][i + 1]
       end
     end
-  until cursor == '0' or #jobs >= 2 * want
-  return {f, cursor, jobs, redis.call('HGETALL', keys[3])}
+  until cursor == '0' or #jobs >= 2 * want or scanned >= budget
+  return {f, cursor, jobs, args[6] == '1' and redis.call('HGETALL', keys[3]) or {}}
 end
 
--- ff_batch_stats(): {batches open, callbacks fired}; drops expired batches from ff:bopen.
--- KEYS: ff:bopen, ff:bstats; also ff:b:<bid> of each open batch.
+-- ff_batch_stats(cursor, count): drops the expired batches of one SSCAN page of ff:bopen (about
+-- `count` from `cursor`). Returns {next cursor ('0': the last page), batches open (its size
+-- now), callbacks fired}: a caller going on until the cursor is '0' has swept the whole set,
+-- and the last reply's count of open batches is the one a single sweep would give.
+-- KEYS: ff:bopen, ff:bstats; also ff:b:<bid> of each batch of the page.
 local function ff_batch_stats(keys, args)
-  for _, bid in ipairs(redis.call('SMEMBERS', keys[1])) do
+  local page = redis.call('SSCAN', keys[1], args[1], 'COUNT', args[2])
+  for _, bid in ipairs(page[2]) do
     if redis.call('EXISTS', BATCH_PREFIX .. bid) == 0 then redis.call('SREM', keys[1], bid) end
   end
-  return {redis.call('SCARD', keys[1]), tonumber(redis.call('HGET', keys[2], 'callbacks')) or 0}
+  return {page[1], redis.call('SCARD', keys[1]),
+    tonumber(redis.call('HGET', keys[2], 'callbacks')) or 0}
 end
 
 -- ff_track_set(jid, has_percent, percent, has_desc, desc, reserve_until): update a tracked

@@ -963,15 +963,13 @@ local function entries_at(set, score, jid, from, budget)
         b = mid
       end
     end
-    -- those that start with `prefix` follow each other from rank `a`
+    -- those that start with `prefix` follow each other from rank `a` (one, as a rule)
     while a < hi do
-      local ms = redis.call('ZRANGE', set, a, math.min(hi, a + 16) - 1)
-      read = read + #ms
-      for _, m in ipairs(ms) do
-        if string.sub(m, 1, #prefix) ~= prefix then return found, '', read end
-        found[#found + 1] = m
-      end
-      a = a + #ms
+      local m = redis.call('ZRANGE', set, a, a)[1]
+      read = read + 1
+      if string.sub(m, 1, #prefix) ~= prefix then break end
+      found[#found + 1] = m
+      a = a + 1
       if read >= budget then break end
     end
     if #found > 0 then return found, '', read end
@@ -1056,8 +1054,9 @@ end
 
 -- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
 -- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
--- stopping after about scan_cap entries or once `want` matched. Returns
--- {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
+-- stopping after about scan_cap entries (store.WEB_SET_SCAN at most: a filter's cap of more is
+-- scanned over several calls, each from the cursor the last returned) or once `want` matched.
+-- Returns {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
 local function ff_web_set_filter(keys, args)
   local set, cursor, cap, want = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
   local jobtype, queue, text = args[4], args[5], args[6]
@@ -1115,14 +1114,50 @@ local function ff_web_queue_page(keys, args)
   return {total, out}
 end
 
--- ff_web_queue_delete(name, priority, job, ...): remove those jobs (one occurrence each).
--- Returns how many went. KEYS: per job: q:<name>[:p<N>].
+-- ff_web_queue_delete(name, priority, job, position, half): remove one occurrence of `job` from
+-- the queue's list of that priority, walking at most about half the list (LREM walks a list
+-- from one end: one call must not walk a queue of millions). position: where the page saw the
+-- job in fetch order (0: the next to be fetched; over all the queue's priority lists, as
+-- ff_web_queue_page counts). If the job is still there, it is removed from the end nearer to
+-- it. If not (jobs were fetched, pushed or deleted since), one half of the list is searched a
+-- call (LPOS): half '' the first time (the half `position` is in), then 'tail' or 'head' (the
+-- other one). Returns {1} (removed), {0} (not in the list) or {0, position, half}: call again
+-- with those. KEYS: ff:prioq, q:<name>[:p<N>] (and the queue's other priority lists).
 local function ff_web_queue_delete(keys, args)
-  local n = 0
-  for i = 2, #args - 1, 2 do
-    n = n + redis.call('LREM', qkey(args[1], tonumber(args[i])), 1, args[i + 1])
+  local name, prio, job, half = args[1], tonumber(args[2]), args[3], args[5]
+  local key = keys[2]
+  local len = redis.call('LLEN', key)
+  if len == 0 then return {0} end
+  -- the jobs fetched before this list's: those of the priorities before it
+  local before = 0
+  for _, p in ipairs(fetch_order(keys[1], name)) do
+    if p > prio then before = before + redis.call('LLEN', qkey(name, p)) end
   end
-  return n
+  -- t: its index from the tail (the end FETCH takes from)
+  local t = math.min(math.max(tonumber(args[4]) - before, 0), len - 1)
+  if redis.call('LINDEX', key, -(t + 1)) == job then
+    if t < len - t then redis.call('LREM', key, -1, job) else redis.call('LREM', key, 1, job) end
+    return {1}
+  end
+  local mid = math.ceil(len / 2)
+  local search = half
+  if search == '' then search = t < mid and 'tail' or 'head' end
+  -- LPOS answers the index from the head; walked: its distance from the end searched from
+  local at, walked
+  if search == 'tail' then
+    at = redis.call('LPOS', key, job, 'RANK', -1, 'MAXLEN', mid)
+    if at then walked = len - at end
+  else
+    at = redis.call('LPOS', key, job, 'MAXLEN', len - mid + 1)
+    if at then walked = at + 1 end
+  end
+  if at then
+    if 2 * walked > mid then return {0, before + len - 1 - at, ''} end  -- removed next call
+    redis.call('LREM', key, search == 'tail' and -1 or 1, job)
+    return {1}
+  end
+  if half == '' then return {0, args[4], search == 'tail' and 'head' or 'tail'} end
+  return {0}
 end
 
 -- ff_web_queues(cursor, count): the known queues of one SSCAN page of `queues` (about `count`
