@@ -596,7 +596,7 @@ class Worst:
         qs = f"{len(names):,} queues, each with priority lists"
         self.add("ff_info", f"{qs}; sets of {self.n:,} (one call: a page of ~{PAGE})",
                  self.first_page(Operations.info))
-        self.add("ff_web_queues", f"{qs} (one call: a page of ~{PAGE})",
+        self.add("ff_web_queues", f"{qs} (one call: a page of ~{PAGE // 4})",
                  self.first_page(Operations.queue_list))
         self.add("ff_queue_heads", f"{qs}, all named (one call: {PAGE} of them)",
                  self.first_page(Operations.queue_heads, names))
@@ -670,9 +670,9 @@ class Worst:
 
         sets = self.count(LOCK_SETS)
         self.add("ff_throttle_usage", f"{len(self.throttled)} per-worker throttles, {sets:,} "
-                                      "lock sets (each holding a lock)",
-                 self.op(Operations.throttle_usage),
-                 len(self.throttled), len)
+                                      f"lock sets (each holding a lock; one call: a page of ~{PAGE})",
+                 self.first_page(Operations.throttle_usage),
+                 len(self.throttled), lambda reply: len(reply[1]))
         lapsed = [f"lq{i:03d}" for i in range(tasks.EXPIRED_BATCH)]
         lapsed_at = int(self.now_ns // 1_000_000_000) - 60
 

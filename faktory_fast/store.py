@@ -315,12 +315,24 @@ def _track_get(reply: Any) -> tuple[bool, dict[str, str]]:
     return bool(reply[0]), _fields(reply[1:])
 
 
-def _throttle_usage(reply: Any) -> list[Throttle]:
+def _throttle_rows(reply: Any) -> tuple[str, list[Throttle]]:
     out = []
-    for queue, spec, held, holders, waiting in reply:
+    for queue, spec, held, holders, waiting in reply[1]:
         kind, limit, timeout = _text(spec).split()
         out.append(Throttle(_text(queue), kind, int(limit), int(timeout), held, holders, waiting))
-    return sorted(out)
+    return _text(reply[0]), out
+
+
+def _sum_throttles(pages: list[list[Throttle]]) -> list[Throttle]:
+    """The throttles' use over every page of lock sets (``ff_throttle_usage``)."""
+    total: dict[str, Throttle] = {}
+    for page in pages:
+        for t in page:
+            had = total.get(t.queue)
+            total[t.queue] = t if had is None else had._replace(
+                in_use=had.in_use + t.in_use, workers=had.workers + t.workers,
+                waiting=had.waiting + t.waiting)
+    return sorted(total.values())
 
 
 class UniqueLock(NamedTuple):
@@ -442,7 +454,8 @@ FF_TRACK_SET = Fn("ff_track_set", (), _outcome)
 FF_TRACK_GET = Fn("ff_track_get", (), _track_get)
 # Enterprise, part 2 (lua/ent.lua)
 FF_REPLACE_HASH = Fn("ff_replace_hash", (), _int)
-FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES), _throttle_usage)
+FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (K.THROTTLES, K.PRIORITY_QUEUES, K.THROTTLE_LAPSES),
+                       _throttle_rows)
 FF_THROTTLE_LAPSED = Fn("ff_throttle_lapsed", (K.THROTTLE_LAPSES,), _int)
 FF_UNIQUE_SWEEP = Fn("ff_unique_sweep", (K.UNIQUE_NAMES,), _text)
 FF_CRON_PUSH = Fn("ff_cron_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES, K.CRON_LAST),
@@ -857,10 +870,10 @@ class Operations:
             args += (queue, f"{kind} {limit} {timeout}")
         return FF_REPLACE_HASH.call((), *args, lead=(keys.THROTTLES,))
 
-    @Op
-    def throttle_usage(self) -> Call[list[Throttle]]:
+    @paged(_sum_throttles)
+    def throttle_usage(self, cursor: str) -> Call[tuple[str, list[Throttle]]]:
         """Every configured throttle with its use, by queue name."""
-        return FF_THROTTLE_USAGE.call(())
+        return FF_THROTTLE_USAGE.call((), cursor, PAGE)
 
     @Op
     def throttle_lapsed(self, now: str, limit: int) -> Call[int]:
@@ -1048,7 +1061,7 @@ class Operations:
     @paged(_concat)
     def queue_list(self, cursor: str) -> Call[tuple[str, list[tuple[str, int, bool, list[bytes]]]]]:
         """Every queue as (name, size, paused, [oldest job of each priority list])."""
-        return FF_WEB_QUEUES.call((), cursor, PAGE)
+        return FF_WEB_QUEUES.call((), cursor, PAGE // 4)  # ~20 Redis calls a queue
 
     @Op
     def daily_counts(self, days: Sequence[str]) -> Call[list[tuple[int, int]]]:

@@ -323,6 +323,25 @@ def test_queue_commands_over_ten_thousand_queues_hold_redis_briefly(store: SyncS
     assert r.scard(keys.QUEUES) == 0 and r.keys("q:*") == []
 
 
+def test_throttle_usage_reads_the_lock_sets_a_page_a_call(store: SyncStore,
+                                                          r: redislib.Redis) -> None:
+    """A per-worker throttle's use is summed over pages of the lock sets (20,000 workers each
+    holding a lock: one call counting them all held Redis for tens of ms)."""
+    r.hset(keys.THROTTLES, mapping={"tq": "worker 2 60", "cq": "concurrency 5 60"})
+    lapse = 4_000_000_000
+    pipe = r.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.zadd(keys.throttle_lock("tq", f"w{i}"), {f"job{i}": lapse})
+        pipe.zadd(keys.THROTTLE_LAPSES, {keys.throttle_lock("tq", f"w{i}"): lapse})
+    pipe.zadd(keys.throttle_lock("cq"), {"a": lapse, "b": lapse})
+    pipe.execute()
+    push(store, "tq")
+    with slow_redis_calls(r, 50) as slow:
+        usage = {t.queue: t for t in store.throttle_usage()}
+    assert slow == []
+    assert usage["tq"][4:] == (20_000, 20_000, 1) and usage["cq"][4:] == (2, 0, 0)
+
+
 def test_migrates_faktory_reservations(store: SyncStore, r: redislib.Redis) -> None:
     job = {"jid": "legacy01", "jobtype": "T", "args": [], "queue": "default"}
     member = orjson.dumps({"job": job, "reserved_at": "x", "expires_at": "y", "wid": "w"})

@@ -292,41 +292,46 @@ local function ff_replace_hash(keys, args)
   return #args / 2
 end
 
--- ff_throttle_usage(): per throttle {queue, spec, locks held (cluster-wide, or summed over
--- workers), workers holding locks, jobs waiting in the queue}, for the web UI.
--- KEYS: ff:throttles, ff:prioq; also ff:thr-lapses and each throttled queue's lists and lock
+-- ff_throttle_usage(cursor, count): per throttle {queue, spec, locks held, workers holding
+-- locks, jobs waiting in the queue}, for the web UI, over one ZSCAN page (about `count` from
+-- `cursor`) of THROTTLE_LAPSES_KEY, which lists every lock set that holds a lock (not the
+-- keyspace: a SCAN of it would hold Redis as long as it has keys): a per-worker throttle's
+-- locks and holders are those of the page's lock sets (the caller sums the pages); the
+-- cluster-wide locks and the queue sizes come with the first page (cursor '0'), 0 on the
+-- others. Returns {next cursor ('0': the last page), {row...}}.
+-- KEYS: ff:throttles, ff:prioq, ff:thr-lapses; also each throttled queue's lists and lock
 -- sets.
 local function ff_throttle_usage(keys, args)
   local now = redis_now()
+  local first = args[1] == '0'
   local specs = redis.call('HGETALL', keys[1])
-  local held, holders, per_worker = {}, {}, false
+  local held, holders, waiting = {}, {}, {}
   for i = 1, #specs, 2 do
     local name = specs[i]
-    held[name], holders[name] = 0, 0
-    if string.sub(specs[i + 1], 1, 7) == 'worker ' then
-      per_worker = true
-    else
-      held[name] = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
+    held[name], holders[name], waiting[name] = 0, 0, 0
+    if first then
+      waiting[name] = qsize(keys[2], name)
+      if string.sub(specs[i + 1], 1, 7) ~= 'worker ' then
+        held[name] = redis.call('ZCOUNT', THROTTLE_PREFIX .. name, '(' .. now, '+inf')
+      end
     end
   end
-  if per_worker then
-    -- Every lock set that holds a lock is listed in THROTTLE_LAPSES_KEY (not the keyspace: a
-    -- SCAN of it would hold Redis for as long as it has keys); each is read once.
-    for _, key in ipairs(redis.call('ZRANGE', THROTTLE_LAPSES_KEY, 0, -1)) do
-      local name = string.match(string.sub(key, #THROTTLE_PREFIX + 1), '^([^:]+):')
-      if name and held[name] then
-        local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
-        held[name] = held[name] + n
-        if n > 0 then holders[name] = holders[name] + 1 end
-      end
+  local page = redis.call('ZSCAN', keys[3], args[1], 'COUNT', args[2])
+  for i = 1, #page[2], 2 do
+    local key = page[2][i]
+    local name = string.match(string.sub(key, #THROTTLE_PREFIX + 1), '^([^:]+):')
+    if name and held[name] then  -- a per-worker lock set (ff:thr:<queue>:<wid>)
+      local n = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+      held[name] = held[name] + n
+      if n > 0 then holders[name] = holders[name] + 1 end
     end
   end
   local out = {}
   for i = 1, #specs, 2 do
     local name = specs[i]
-    out[#out + 1] = {name, specs[i + 1], held[name], holders[name], qsize(keys[2], name)}
+    out[#out + 1] = {name, specs[i + 1], held[name], holders[name], waiting[name]}
   end
-  return out
+  return {page[1], out}
 end
 
 -- the hooks ------------------------------------------------------------------------------------
