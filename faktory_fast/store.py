@@ -473,8 +473,15 @@ def _push_args(jobs: Iterable[Prepared]) -> tuple[Any, ...]:
     args: list[Any] = []
     for p in jobs:
         item_keys += _queue_keys(p.queue, p.priority)
-        args += (p.queue, p.priority, p.payload, p.at_score, p.unique, p.unique_ms)
-    return FF_PUSH.args(item_keys, (len(args) // 6, *args))
+        args += (p.queue, p.priority, p.payload, p.at_score, _hooks(p))
+    return FF_PUSH.args(item_keys, (len(args) // 5, *args))
+
+
+def _hooks(job: Prepared) -> str:
+    """What ff_push's hooks get to know of a job (push_one in lua/faktory.lua)."""
+    if job.unique:
+        return f"{job.unique}:{job.unique_ms}"
+    return "" if job.plain else "+"
 
 
 def _push_to_args(job: Prepared, wid: str, now: str, default_reserve: int) -> tuple[Any, ...]:
@@ -902,8 +909,7 @@ class Operations:
         claim_key = keys.cron_claim(entry, tick) if claim else ""
         item_keys = _queue_keys(job.queue, job.priority) + ((claim_key,) if claim_key else ())
         return FF_CRON_PUSH.call(item_keys, claim_key, claim_ttl, entry, tick, job.queue,
-                                 job.priority, job.payload, job.at_score, job.unique,
-                                 job.unique_ms)
+                                 job.priority, job.payload, job.at_score, _hooks(job))
 
     @Op
     def set_cron_entries(self, entries: Sequence[Any]) -> Call[int]:
@@ -1150,11 +1156,11 @@ class AsyncStore(Operations):
         if job.unique:
             self._push_cb(decoded, pack_command(*_push_args((job,))))
             return
-        key = (job.queue, job.priority)
+        key = (job.queue, job.priority, job.plain)
         parts = self._push_parts.get(key)
-        if parts is None:  # ff_push's arguments end with the job, its time and no lock
+        if parts is None:  # ff_push's arguments end with the job, its time and its hooks
             args = _push_args((job,))
-            parts = _pack_parts(self._push_parts, key, args, len(args) - 4, 2)
+            parts = _pack_parts(self._push_parts, key, args, len(args) - 3, 2)
         self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score) + parts[1])
 
     def push_to_then(self, job: Prepared, wid: str, now: str, default_reserve: int,

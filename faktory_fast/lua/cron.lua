@@ -1,7 +1,7 @@
 -- Cron (docs/enterprise.md, "Cron"): the functions the master's cron task calls.
 -- Pasted into faktory.lua by store.library_source after ff_push, whose push_one they use.
 
--- ff_cron_push(claim, claim_ttl, entry, tick, queue, priority, job, score, lock, ms): push a cron
+-- ff_cron_push(claim, claim_ttl, entry, tick, queue, priority, job, score, hooks): push a cron
 -- entry's job for one tick, once across every process and node: only the first caller to
 -- claim `claim` (SET NX, kept claim_ttl seconds) pushes; claim '' pushes unconditionally
 -- ("enqueue now"). The job is pushed as ff_push pushes one (push_one: the Enterprise hooks
@@ -13,8 +13,8 @@ local function ff_cron_push(keys, args)
   local claim, ttl, entry, tick = args[1], args[2], args[3], args[4]
   local queue, prio, job, score = args[5], tonumber(args[6]), args[7], args[8]
   if claim ~= '' and not redis.call('SET', claim, entry, 'NX', 'EX', ttl) then return 0 end
-  local refusal = push_one(keys[1], keys[2], keys[3], queue, prio, job, score, args[9], args[10],
-    keys[5], keys[6])
+  local refusal = push_one(keys[1], keys[2], keys[3], queue, prio, job, score, args[9], keys[5],
+    keys[6])
   if refusal then return refusal end
   redis.call('HSET', keys[4], entry, tick .. ' ' .. job_head(job))
   return 1

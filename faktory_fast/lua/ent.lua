@@ -336,11 +336,11 @@ end
 
 -- the hooks ------------------------------------------------------------------------------------
 
--- ent_push: a unique job (`lock`: its lock's name, '' if it is not unique) takes its lock for
+-- ent_push: a unique job (`lock`: its lock's name, nil if it is not unique) takes its lock for
 -- `ms` milliseconds (unique_for plus the delay of a scheduled job: jobs.prepare computed them),
 -- atomically with the push (the same FCALL), or is refused.
 local function ent_push(doc, lock, ms)
-  if lock == '' then return nil end
+  if not lock then return nil end
   local jid = doc['jid']
   if not redis.call('SET', UNIQUE_PREFIX .. lock, jid, 'NX', 'PX', ms) then
     return 'NOTUNIQUE Job not unique'

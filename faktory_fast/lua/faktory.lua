@@ -107,8 +107,8 @@ end
 -- each feature's hooks, which live in files of their own (pasted here by store.library_source)
 -- and may use the helpers above:
 --   batch_push(doc) / ent_push(doc, lock, ms): a job is being pushed (lock, ms: its unique
---     lock's name, '' if none, and milliseconds); return an error line ("CODE message") to
---     refuse it, or nil. A refused job is not stored, and no hook after the one that refused it
+--     lock's name and milliseconds, nil if it is not unique); return an error line ("CODE
+--     message") to refuse it, or nil. A refused job is not stored, and no hook after the one that refused it
 --     runs.
 --   batch_pushed(doc): every hook accepted the job (it is stored): count it in its batch.
 --   batch_done(doc, outcome) / ent_done(doc, outcome, text): a reservation of the job ended by
@@ -184,16 +184,16 @@ local function record_custom(record)
 end
 
 -- Store one validated job of queue `name` at priority `prio`: enqueue it now (score '') or
--- schedule it (in `scheduled`); a job with a custom object passes the Enterprise hooks first
--- (`lock`, `ms`: its unique lock's name from jobs.unique_name, '' if it is not unique, and how
--- long the lock lasts).
+-- schedule it (in `scheduled`). `hooks`, from the server process: '' for a job without a
+-- custom object (no hook concerns it: its text is not read), '+' for one with a custom
+-- object, '<lock name>:<ms>' for a unique one (jobs.unique_name, and how long its lock
+-- lasts); a job with a custom object passes the Enterprise hooks first.
 -- Returns the refusal ("CODE message") of a hook that refused it (nothing stored), or nil.
 -- `list`, `waiting`: the queue's q:<name>[:p<N>] and ff:wait:<name>, as enqueue takes them.
-local function push_one(scheduled, queues, prioq, name, prio, job, score, lock, ms, list,
-                        waiting)
-  local doc = with_custom(job)
+local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks, list, waiting)
+  local doc = hooks ~= '' and with_custom(job)
   if doc then
-    local refusal = batch_push(doc) or ent_push(doc, lock, ms)
+    local refusal = batch_push(doc) or ent_push(doc, string.match(hooks, '^(%x+):(%d+)$'))
     if refusal then return refusal end
     batch_pushed(doc)
   end
@@ -205,9 +205,8 @@ local function push_one(scheduled, queues, prioq, name, prio, job, score, lock, 
   return nil
 end
 
--- ff_push(n, [queue, priority, job, score, lock, ms] * n): store n validated jobs; score ''
--- enqueues now, otherwise the job waits in `scheduled` until that time; lock, ms: a unique
--- job's lock name ('' for others) and milliseconds (push_one). Returns n when every job was stored; otherwise a list of n
+-- ff_push(n, [queue, priority, job, score, hooks] * n): store n validated jobs; score ''
+-- enqueues now, otherwise the job waits in `scheduled` until that time; hooks: see push_one. Returns n when every job was stored; otherwise a list of n
 -- entries: '' for a stored job, the refusal ("CODE message") of one an Enterprise hook refused.
 -- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.
 -- Also the keys of the Enterprise hooks (batch.lua, ent.lua).
@@ -216,9 +215,9 @@ local function ff_push(keys, args)
   local n = tonumber(args[1])
   local refused = nil
   for i = 0, n - 1 do
-    local b = 2 + i * 6
+    local b = 2 + i * 5
     local refusal = push_one(scheduled, queues, prioq, args[b], tonumber(args[b + 1]),
-      args[b + 2], args[b + 3], args[b + 4], args[b + 5], keys[4 + 2 * i], keys[5 + 2 * i])
+      args[b + 2], args[b + 3], args[b + 4], keys[4 + 2 * i], keys[5 + 2 * i])
     if refusal then
       if not refused then
         refused = {}
