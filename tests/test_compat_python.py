@@ -40,6 +40,7 @@ from pyfaktory.util.exceptions import FaktroyWorkProtocolError  # noqa: E402
 signal.signal(signal.SIGTERM, _sigterm)
 
 from faktory_fast import keys  # noqa: E402
+from faktory_fast.store import Operations  # noqa: E402
 from tests.support import FaktoryServer, wait_for  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
@@ -106,9 +107,10 @@ def signal_worker(server: FaktoryServer, wid: str, state: str) -> None:
     try:
         # One MULTI: a worker told to terminate may be gone (and its record with it) right after.
         pipe = r.pipeline(transaction=True)
-        pipe.fcall("ff_signal", 3, keys.WORKER_BEATS, keys.QUIET_WORKERS, keys.worker(wid), state,
-                   wid).hget(keys.worker(wid), "state")
-        assert pipe.execute() == [1, state.encode()]
+        pipe.execute_command(*Operations.signal_workers.build(server.store(), "0", state,
+                                                              [wid]).args)
+        pipe.hget(keys.worker(wid), "state")
+        assert pipe.execute() == [[b"0", 1], state.encode()]
     finally:
         r.close()
 
@@ -271,8 +273,8 @@ def pyfaktory_consumer(server: FaktoryServer, url: str | None = None,
         if client.state in (State.IDENTIFIED, State.QUIET):
             r = server.redis()
             try:
-                r.fcall("ff_signal", 3, keys.WORKER_BEATS, keys.QUIET_WORKERS, keys.worker(wid),
-                        "terminate", wid)
+                r.execute_command(*Operations.signal_workers.build(server.store(), "0",
+                                                                   "terminate", [wid]).args)
             finally:
                 r.close()
         client.heartbeat_thread.join(20)
