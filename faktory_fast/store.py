@@ -53,7 +53,7 @@ PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN'
 MIGRATE_PAGE = 2_000  # jobs of a Faktory 1.9 queue one migration call moves onto ours
 #: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
 WEB_SAME_SCORE = 1_000  # members of one score read looking for a named entry (set_entries...)
-WEB_SET_SCAN = 2_000  # entries of a sorted set a filter scans (set_filter)
+WEB_SET_SCAN = 1_000  # entries of a sorted set a filter scans (set_filter)
 WEB_BATCH_SCAN = 1_000  # batches (batch_page), a batch's jobs (batch_detail), open batches
 #: The line of ``lua/faktory.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
