@@ -3,8 +3,8 @@
 Not a server benchmark: it starts a child Redis, calls each function N times with
 ``Operations``' arguments and reads the time Redis spent in them from ``INFO commandstats``,
 so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
-repository root: ``python -m bench.lua_cost [-n 20000] [--batch 50] [--unique] [--floor]
-[--library FILE]``.
+repository root: ``python -m bench.lua_cost [-n 20000] [--batch 50 [--group]] [--unique]
+[--floor] [--library FILE]``.
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, metavar="B",
                     help="push, fetch and ack B jobs at a time, each step pipelined (default 1: "
                          "each step for all jobs, one call at a time)")
+    ap.add_argument("--group", action="store_true",
+                    help="with --batch B: push and ack the B jobs in one call each, as a server "
+                         "process's group commit sends a turn's PUSHes and ACKs (ff_fetch stays "
+                         "one call a job)")
     ap.add_argument("--library", metavar="FILE",
                     help="load this library source instead of faktory_fast's (a patched copy of "
                          "store.library_source()'s text: what a change to a function would save)")
@@ -72,6 +76,7 @@ def main() -> None:
             return QUEUES[i % 5:] + QUEUES[:i % 5]
 
         # Each step: its name, the Redis command INFO counts it under, job i's call of it.
+        # (--group: push and ack a chunk's jobs in one call: see _grouped below.)
         steps: list[tuple[str, str, Callable[[int], tuple]]] = [
             ("ff_push", "fcall", lambda i: Operations.push.build(store, [prepared[i]]).args),
             ("ff_fetch", "fcall",
@@ -95,7 +100,10 @@ def main() -> None:
             chunk = range(first, min(n, first + opts.batch)) if opts.batch > 1 else range(n)
             for name, command, call in steps:
                 before = usec(command)
-                if opts.batch > 1:
+                grouped = _grouped(store, name, [prepared[i] for i in chunk], not unique)
+                if opts.group and opts.batch > 1 and grouped is not None:
+                    replies = [r.execute_command(*grouped)]
+                elif opts.batch > 1:
                     pipe = r.pipeline(transaction=False)
                     for i in chunk:
                         pipe.execute_command(*call(i))
@@ -117,6 +125,16 @@ def main() -> None:
     finally:
         child.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _grouped(store: SyncStore, step: str, batch: list[jobs.Prepared],
+             plain: bool) -> tuple | None:
+    """One call for the whole batch of a push or ack step (group commit), or None."""
+    if step == "ff_push":
+        return Operations.push.build(store, batch).args
+    if step == "ff_ack":
+        return Operations.ack_all.build(store, [(p.jid, plain) for p in batch], "2026-01-01").args
+    return None
 
 
 if __name__ == "__main__":

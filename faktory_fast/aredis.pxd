@@ -16,6 +16,7 @@ cdef class RedisConnection:
     cdef readonly int wait_replicas
     cdef readonly int wait_timeout
     cdef object _held
+    cdef list _gatherers
     cdef _send(self, object waiter, bytes command)
     cdef object _error(self, object err)
 

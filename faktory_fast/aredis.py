@@ -88,6 +88,8 @@ class RedisConnection:
         self.wait_timeout = wait_timeout  # milliseconds
         # (waiter, reply) of the writes sent since the last WAIT (None: none sent)
         self._held: list | None = None
+        # Called as each iteration's writes leave, before them (``gather``).
+        self._gatherers: list[Callable[[], None]] = []
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -182,6 +184,18 @@ class RedisConnection:
         self._send(lambda reply: held.append((then, reply)), command)  # RedisClosed if closed
         self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
+    def gather(self, send: Callable[[], None]) -> None:
+        """``send`` is called as each loop iteration's writes leave, before them: a caller that
+        gathers the commands of a turn (the store's group commit) sends them from it, as one
+        command, in the same write. ``wake`` says it holds something."""
+        self._gatherers.append(send)
+
+    def wake(self) -> None:
+        """A gatherer holds a command: this iteration's writes are to leave (no timer: the
+        iteration's other callbacks run first, then the writes)."""
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
     def _send(self, waiter: asyncio.Future | Then, command: bytes) -> None:
         if self._transport is None:
             raise RedisClosed("Redis connection closed")
@@ -191,6 +205,8 @@ class RedisConnection:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        for send in self._gatherers:  # their _send sees _flush_handle set: no second flush
+            send()
         self._flush_handle = None
         if self._held is not None and self._transport is not None:
             held, self._held = self._held, None

@@ -196,6 +196,10 @@ def _outcome(reply: Any) -> Outcome:
     return _OUTCOMES[reply]
 
 
+def _first_outcome(reply: Any) -> Outcome:
+    return _OUTCOMES[reply[0]]
+
+
 def _moved(reply: Any) -> bool:
     return reply == Outcome.DONE
 
@@ -410,7 +414,7 @@ FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESER
 FF_PUSH_TO = Fn("ff_push_to", (K.QUEUES, K.PRIORITY_QUEUES, K.PAUSED, K.QUIET_WORKERS,
                                K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
                 _fetched)
-FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.THROTTLES), _outcome)
+FF_ACK = Fn("ff_ack", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.THROTTLES), _first_outcome)
 FF_FAIL = Fn("ff_fail", (K.RESERVATIONS, K.WORKING, K.PROCESSED, K.FAILURES, K.RETRIES, K.DEAD),
              _fail_result)
 FF_RELEASE = Fn("ff_release", (K.RESERVATIONS, K.WORKING, K.QUEUES, K.PRIORITY_QUEUES), _outcome)
@@ -498,8 +502,10 @@ def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
     return FF_FETCH.args(item_keys, (wid, proc, now, default_reserve, *queues))
 
 
-def _ack_args(jid: str, day: str, plain: bool) -> tuple[Any, ...]:
-    return FF_ACK.args((keys.daily(keys.PROCESSED, day),), (jid, "1" if plain else ""))
+def _ack_args(acks: Sequence[tuple[str, bool]], day: str) -> tuple[Any, ...]:
+    """ff_ack's arguments for (jid, plain) ACKs of one day."""
+    return FF_ACK.args((keys.daily(keys.PROCESSED, day),),
+                       (len(acks), *(x for jid, plain in acks for x in (jid, "1" if plain else ""))))
 
 
 def _bulks(*args: Any) -> bytes:
@@ -701,7 +707,14 @@ class Operations:
     def ack(self, jid: str, day: str, plain: bool = False) -> Call[Outcome]:
         """Finish a reservation: DONE, or GONE if there is no such reservation. ``plain``: the
         caller knows the job has no ``custom`` object (no Enterprise hook to run)."""
-        return Call(_ack_args(jid, day, plain), _outcome)
+        return Call(_ack_args([(jid, plain)], day), _first_outcome)
+
+    @Op
+    def ack_all(self, acks: Sequence[tuple[str, bool]], day: str) -> Call[list[Outcome]]:
+        """``ack`` of several (jid, plain) reservations in one call (a turn's group commit)."""
+        def outcomes(reply: Any) -> list[Outcome]:
+            return [_OUTCOMES[o] for o in reply]
+        return Call(_ack_args(acks, day), outcomes)
 
     @Op
     def fail(self, jid: str, token: int | None, day: str, outcome: str, payload: bytes,
@@ -1141,6 +1154,11 @@ class AsyncStore(Operations):
         self._push_to_parts: Packed = {}
         self._fetch_parts: Packed = {}
         self._ack_parts: Packed = {}
+        # Group commit: the PUSHes and ACKs of one turn of the loop, sent as one call each as
+        # the turn's writes leave (conn.gather). Each caller still gets its own answer.
+        self._pushes: list[tuple[Prepared, Callable[[int | Exception], None]]] = []
+        self._acks: list[tuple[str, str, bool, Callable[[Outcome | Exception], None]]] = []
+        conn.gather(self._send_gathered)
 
     async def run(self, call: Call[T]) -> T:
         """The decoded reply of ``call`` (a ReplyError is raised)."""
@@ -1150,7 +1168,43 @@ class AsyncStore(Operations):
     # The hot path: the decoded reply (or the exception) goes to ``then`` from the Redis reply
     # handler, without a task or a future.
     def push_then(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
-        """``push`` of one job: ``then`` gets 1 (stored), or the JobError that refused it."""
+        """``push`` of one job: ``then`` gets 1 (stored), or the JobError that refused it
+        (or the connection's error). Sent with the turn's other pushes (group commit)."""
+        if not self._pushes and not self._acks:
+            self.conn.wake()
+        self._pushes.append((job, then))
+
+    def _send_gathered(self) -> None:
+        """Send the turn's gathered PUSHes and ACKs: one call each (one per day for ACKs)."""
+        pushes, acks = self._pushes, self._acks
+        if pushes:
+            self._pushes = []
+            try:
+                if len(pushes) == 1:
+                    self._push_one(*pushes[0])
+                else:
+                    self._push_cb(_split_pushes(pushes), pack_command(*_push_args(
+                        [job for job, _ in pushes])))
+            except Exception as exc:  # RedisClosed: the connection went
+                for _, then in pushes:
+                    then(exc)
+        if acks:
+            self._acks = []
+            by_day: dict[str, list[tuple[str, bool, Callable[[Outcome | Exception], None]]]] = {}
+            for jid, day, plain, answer in acks:
+                by_day.setdefault(day, []).append((jid, plain, answer))
+            for day, same in by_day.items():
+                try:
+                    if len(same) == 1:
+                        self._ack_one(same[0][0], day, same[0][1], same[0][2])
+                    else:
+                        self._send_cb(_split_acks(same), pack_command(*_ack_args(
+                            [(jid, plain) for jid, plain, _ in same], day)))
+                except Exception as exc:
+                    for _, _, answer in same:
+                        answer(exc)
+
+    def _push_one(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
             then(JobError.from_line(reply[0]) if type(reply) is list else reply)
         if job.unique:
@@ -1190,15 +1244,49 @@ class AsyncStore(Operations):
 
     def ack_then(self, jid: str, day: str, plain: bool,
                  then: Callable[[Outcome | Exception], None]) -> None:
-        """``ack``: ``then`` gets the outcome."""
+        """``ack``: ``then`` gets the outcome. Sent with the turn's other ACKs (group
+        commit)."""
+        if not self._pushes and not self._acks:
+            self.conn.wake()
+        self._acks.append((jid, day, plain, then))
+
+    def _ack_one(self, jid: str, day: str, plain: bool,
+                 then: Callable[[Outcome | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
-            then(reply if isinstance(reply, Exception) else _OUTCOMES[reply])
+            then(reply if isinstance(reply, Exception) else _OUTCOMES[reply[0]])
         key = (day, plain)
         parts = self._ack_parts.get(key)
         if parts is None:  # ff_ack's arguments end with the jid and the plain flag
-            args = _ack_args("", day, plain)
+            args = _ack_args([("", plain)], day)
             parts = _pack_parts(self._ack_parts, key, args, len(args) - 2, 1)
         self._send_cb(decoded, parts[0] + _bulks(jid) + parts[1])
+
+
+def _split_pushes(pushes: Sequence[tuple[Prepared, Callable[[int | Exception], None]]]
+                  ) -> Callable[[Any], None]:
+    """The reply of one ff_push of several jobs, handed to each job's caller: 1, or the
+    JobError of a job an Enterprise hook refused (or everyone's error)."""
+    def split(reply: Any) -> None:
+        if isinstance(reply, Exception) or type(reply) is not list:
+            for _, then in pushes:
+                then(reply if isinstance(reply, Exception) else 1)
+            return
+        for (_, then), refusal in zip(pushes, reply):
+            then(JobError.from_line(refusal) if refusal else 1)
+    return split
+
+
+def _split_acks(acks: Sequence[tuple[str, bool, Callable[[Outcome | Exception], None]]]
+                ) -> Callable[[Any], None]:
+    """The reply of one ff_ack of several jobs, handed to each ACK's caller."""
+    def split(reply: Any) -> None:
+        if isinstance(reply, Exception):
+            for _, _, then in acks:
+                then(reply)
+            return
+        for (_, _, then), outcome in zip(acks, reply):
+            then(_OUTCOMES[outcome])
+    return split
 
 
 class SyncStore(Operations):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -283,6 +283,57 @@ def test_mutate_works_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None
     assert calls >= 3 and killed == len(members) // 2 == r.zcard(keys.DEAD)
     assert sorted(orjson.loads(m)["jid"] for m in r.zrange(keys.DEAD, 0, -1)) == sorted(
         j for j in wanted if j.startswith("j"))
+
+
+def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redislib.Redis,
+                                                      redis_child: RedisChild) -> None:
+    """Group commit: the PUSHes a server process has in one turn of its loop go to Redis as one
+    ff_push, its ACKs as one ff_ack per day; each caller gets its own answer (a refused
+    duplicate its NOTUNIQUE, an unknown jid its GONE); jobs keep their order in the queue."""
+    def prepared(i: int, **fields: object) -> jobs.Prepared:
+        return jobs.prepare({"jid": f"group{i:03d}", "jobtype": "T", "args": [i], **fields},
+                            1_767_225_600_000_000_000)
+    batch = [prepared(i) for i in range(5)]
+    batch += [prepared(5, custom={"unique_for": 60}),
+              prepared(6, args=[5], custom={"unique_for": 60})]  # a duplicate of the one before
+    pushed: list = []
+    acked: list = []
+
+    def fcalls() -> int:
+        return r.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
+
+    async def turn(send: Callable[[AsyncStore], None]) -> int:
+        conn = await aredis.connect(redis_child.url)
+        async_store = AsyncStore(conn)
+        before = fcalls()
+        send(async_store)
+        await conn.execute("PING")  # answered after the turn's calls
+        conn.close()
+        await conn.closed
+        return fcalls() - before
+
+    def push_all(s: AsyncStore) -> None:
+        for p in batch:
+            s.push_then(p, pushed.append)
+
+    assert asyncio.run(turn(push_all)) == 1
+    assert pushed[:6] == [1] * 6 and str(pushed[6]) == "Job not unique"
+    assert [orjson.loads(j)["jid"] for j in r.lrange(keys.queue("default"), 0, -1)][::-1] == [
+        p.jid for p in batch[:6]]
+    for _ in range(6):
+        fetch(store)
+
+    def ack_all(s: AsyncStore) -> None:
+        for p in batch[:6]:
+            s.ack_then(p.jid, "2026-01-01", p.plain, acked.append)
+        s.ack_then("nosuchjid", "2026-01-01", True, acked.append)
+        s.ack_then(batch[0].jid, "2026-01-02", True, acked.append)  # another day: its own call
+
+    assert asyncio.run(turn(ack_all)) == 2
+    assert acked == [Outcome.DONE] * 6 + [Outcome.GONE, Outcome.GONE]
+    assert r.get(keys.PROCESSED) == b"6" and r.get("processed:2026-01-01") == b"6"
+    assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
+    assert r.hlen(keys.UNIQUE_NAMES) == 0  # the unique job's lock went with its ACK
 
 
 def test_ten_thousand_workers_are_read_a_page_a_call(store: SyncStore,

@@ -388,32 +388,52 @@ local function ff_push_to(keys, args)
     job)
 end
 
--- ff_ack(jid, plain): finish a reservation successfully: OUTCOME.DONE, or OUTCOME.GONE if there
--- is no such reservation. plain '1': the caller fetched the job and saw no custom object in it:
--- unless throttles are configured (the record may hold a throttle lock), the record is not
--- read. KEYS: ff:res, working, processed, ff:throttles, processed:<day>; also the keys of the
+-- ff_ack(n, [jid, plain] * n): finish n reservations successfully (the ACKs a server process
+-- had in one turn of its loop: one call for all of them). Returns a list of n outcomes:
+-- OUTCOME.DONE, or OUTCOME.GONE if there is no such reservation. plain '1': the caller fetched
+-- the job and saw no custom object in it: unless throttles are configured (the record may hold
+-- a throttle lock), the record is not read. The counters move once for all of them.
+-- KEYS: ff:res, working, processed, ff:throttles, processed:<day>; also the keys of the
 -- Enterprise hooks.
 local function ff_ack(keys, args)
-  local jid = args[1]
-  local record = nil
-  if args[2] == '1' and redis.call('EXISTS', keys[4]) == 0 then
-    if redis.call('HDEL', keys[1], jid) == 0 then return OUTCOME.GONE end
-  else
-    record = redis.call('HGET', keys[1], jid)
-    if not record then return OUTCOME.GONE end
-    redis.call('HDEL', keys[1], jid)
+  local res = keys[1]
+  local n = tonumber(args[1])
+  local unthrottled = redis.call('EXISTS', keys[4]) == 0
+  local out, done = {}, {}
+  for i = 1, n do
+    local jid = args[2 * i]
+    local record = nil
+    local found
+    if args[2 * i + 1] == '1' and unthrottled then
+      found = redis.call('HDEL', res, jid) == 1
+    else
+      record = redis.call('HGET', res, jid)
+      found = record ~= false
+      if found then redis.call('HDEL', res, jid) end
+    end
+    if found then
+      out[i] = OUTCOME.DONE
+      done[#done + 1] = jid
+      if record then
+        local doc, text = record_custom(record)
+        if doc then
+          batch_done(doc, 'ack')
+          ent_done(doc, 'ack', text)
+        end
+        throttle_release(record, jid)
+      end
+    else
+      out[i] = OUTCOME.GONE
+    end
   end
-  redis.call('ZREM', keys[2], jid)
-  redis.call('INCR', keys[3])
-  redis.call('INCR', keys[5])
-  if not record then return OUTCOME.DONE end
-  local doc, text = record_custom(record)
-  if doc then
-    batch_done(doc, 'ack')
-    ent_done(doc, 'ack', text)
+  if #done > 0 then
+    for i = 1, #done, 1000 do  -- unpack's limit: a few thousand arguments a command
+      redis.call('ZREM', keys[2], unpack(done, i, math.min(i + 999, #done)))
+    end
+    redis.call('INCRBY', keys[3], #done)
+    redis.call('INCRBY', keys[5], #done)
   end
-  throttle_release(record, jid)
-  return OUTCOME.DONE
+  return out
 end
 
 -- ff_fail(jid, token, outcome, payload, score): end a reservation as failed. The caller
