@@ -260,7 +260,8 @@ def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
 
 
 
-@pytest.mark.parametrize("extra", [[], ["--unique"], ["--floor", "--batch", "50"]])
+@pytest.mark.parametrize("extra", [[], ["--unique"], ["--floor", "--batch", "50"],
+                                   ["--batch", "10", "--group"]])
 def test_lua_cost(extra: list[str]) -> None:
     res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
