@@ -38,9 +38,8 @@ def main() -> None:
                     help="push, fetch and ack B jobs at a time, each step pipelined (default 1: "
                          "each step for all jobs, one call at a time)")
     ap.add_argument("--group", action="store_true",
-                    help="with --batch B: push and ack the B jobs in one call each, as a server "
-                         "process's group commit sends a turn's PUSHes and ACKs (ff_fetch stays "
-                         "one call a job)")
+                    help="with --batch B: push, fetch and ack the B jobs in one call each, as a "
+                         "server process's group commit sends a turn's commands")
     ap.add_argument("--library", metavar="FILE",
                     help="load this library source instead of faktory_fast's (a patched copy of "
                          "store.library_source()'s text: what a change to a function would save)")
@@ -100,9 +99,12 @@ def main() -> None:
             chunk = range(first, min(n, first + opts.batch)) if opts.batch > 1 else range(n)
             for name, command, call in steps:
                 before = usec(command)
-                grouped = _grouped(store, name, [prepared[i] for i in chunk], not unique)
+                grouped = _grouped(store, name, [prepared[i] for i in chunk], not unique, at,
+                                   [queues(i) for i in chunk])
                 if opts.group and opts.batch > 1 and grouped is not None:
                     replies = [r.execute_command(*grouped)]
+                    if name == "ff_fetch":
+                        replies = replies[0]
                 elif opts.batch > 1:
                     pipe = r.pipeline(transaction=False)
                     for i in chunk:
@@ -127,11 +129,13 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _grouped(store: SyncStore, step: str, batch: list[jobs.Prepared],
-             plain: bool) -> tuple | None:
-    """One call for the whole batch of a push or ack step (group commit), or None."""
+def _grouped(store: SyncStore, step: str, batch: list[jobs.Prepared], plain: bool, at: str,
+             queues: list[list[str]]) -> tuple | None:
+    """One call for the whole batch of a step (group commit), or None."""
     if step == "ff_push":
         return Operations.push.build(store, batch).args
+    if step == "ff_fetch":
+        return Operations.fetch_all.build(store, "p", at, 1800, [("", q) for q in queues]).args
     if step == "ff_ack":
         return Operations.ack_all.build(store, [(p.jid, plain) for p in batch], "2026-01-01").args
     return None

@@ -37,6 +37,7 @@ from faktory_fast.jobs import Prepared
 from faktory_fast.lifecycle import PUSHB_CALL
 from faktory_fast.redis_child import RedisChild, binary_version, find_binary
 from faktory_fast.store import (
+    GROUP_MAX,
     MIGRATE_PAGE,
     MUTATE_PAGE,
     PAGE,
@@ -361,7 +362,7 @@ class Worst:
         def ack() -> tuple[Any, ...]:
             self.reserved(p)
             return Operations.ack.build(self.store, p.jid, self.day, False).args
-        self.add("ff_ack", what, ack, 1, undo=lambda: self.forget(p))
+        self.add("ff_ack", what, ack, [1], undo=lambda: self.forget(p))
 
         failed = jobs.apply_failure(p.payload, jobs.FailInfo("Boom", "it failed", ["a:1"] * 50),
                                     self.now_ns)[1]
@@ -430,6 +431,37 @@ class Worst:
             return Operations.enqueue_from.build(self.store, keys.SCHEDULED, due_moves).args
         self.add("ff_enqueue_from", f"{tasks.SCAN_BATCH} small jobs (the scheduler's page)",
                  enqueue_due, tasks.SCAN_BATCH, undo=lambda: self.call("DEL", keys.queue("due")))
+
+        # group commit: a turn's PUSHes, FETCHes and ACKs, as many as one call carries
+        group = [self.job(self.jid("grp"), f"grp{i % 5}", custom={"unique_for": 600},
+                          args=[i]) for i in range(GROUP_MAX)]
+        fetches = [(f"w-grp{i}", [f"grp{(i + k) % 5}" for k in range(5)])
+                   for i in range(GROUP_MAX)]
+
+        def push_group() -> tuple[Any, ...]:
+            self.forget(*group)
+            return Operations.push.build(self.store, group).args
+        self.add("ff_push", f"{GROUP_MAX} small unique jobs (a turn's group commit)", push_group,
+                 GROUP_MAX, undo=lambda: self.forget(*group))
+
+        def fetch_group() -> tuple[Any, ...]:
+            self.forget(*group)
+            self.store.push(group)
+            return Operations.fetch_all.build(self.store, "bench-proc-0", self.now(), 1800,
+                                              fetches).args
+        self.add("ff_fetch_all", f"{GROUP_MAX} FETCHes of 5 queues each finding a unique job "
+                                 "(a turn's group commit)", fetch_group, GROUP_MAX, len,
+                 lambda: self.forget(*group))
+
+        def ack_group() -> tuple[Any, ...]:
+            self.forget(*group)
+            self.store.push(group)
+            for wid, queues in fetches:
+                self.store.fetch(wid, "bench-proc-0", self.now(), 1800, queues)
+            return Operations.ack_all.build(self.store, [(p.jid, False) for p in group],
+                                            self.day).args
+        self.add("ff_ack", f"{GROUP_MAX} unique jobs (a turn's group commit)", ack_group,
+                 [1] * GROUP_MAX, undo=lambda: self.forget(*group))
 
         # a FETCH that meets a run of expired unique jobs: it discards as many as one call may
         limit = re.search(r"^local EXPIRED_PER_FETCH = (\d+)", library_source(), re.M)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 LIBRARY_NAME = "faktory_fast"
 HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
 MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
+GROUP_MAX = 200  # commands of a kind one group-commit call carries (200 FETCHes: ~4 ms of Redis)
 PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN's COUNT)
 MIGRATE_PAGE = 2_000  # jobs of a Faktory 1.9 queue one migration call moves onto ours
 #: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
@@ -411,6 +412,9 @@ K = keys
 FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _refusals)
 FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
                            K.RESERVATIONS, K.WORKING, K.THROTTLES), _fetched)
+FF_FETCH_ALL = Fn("ff_fetch_all", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES,
+                                   K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
+                  list)
 FF_PUSH_TO = Fn("ff_push_to", (K.QUEUES, K.PRIORITY_QUEUES, K.PAUSED, K.QUIET_WORKERS,
                                K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
                 _fetched)
@@ -500,6 +504,19 @@ def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
     for q in queues:
         item_keys += (keys.queue(q), keys.waiters(q))
     return FF_FETCH.args(item_keys, (wid, proc, now, default_reserve, *queues))
+
+
+def _fetch_all_args(proc: str, now: str, default_reserve: int,
+                    fetches: Sequence[tuple[str, Sequence[str]]]) -> tuple[Any, ...]:
+    """ff_fetch_all's arguments for (wid, queues) FETCHes of one server process."""
+    item_keys: list[str] = []
+    args: list[Any] = [proc, now, default_reserve, len(fetches)]
+    for wid, queues in fetches:
+        item_keys.append(keys.worker(wid))
+        for q in queues:
+            item_keys += (keys.queue(q), keys.waiters(q))
+        args += (wid, len(queues), *queues)
+    return FF_FETCH_ALL.args(item_keys, args)
 
 
 def _ack_args(acks: Sequence[tuple[str, bool]], day: str) -> tuple[Any, ...]:
@@ -708,6 +725,15 @@ class Operations:
         """Finish a reservation: DONE, or GONE if there is no such reservation. ``plain``: the
         caller knows the job has no ``custom`` object (no Enterprise hook to run)."""
         return Call(_ack_args([(jid, plain)], day), _first_outcome)
+
+    @Op
+    def fetch_all(self, proc: str, now: str, default_reserve: int,
+                  fetches: Sequence[tuple[str, Sequence[str]]]) -> Call[list[Reserved | Fetched]]:
+        """``fetch`` of several (wid, queues) FETCHes of server process ``proc`` in one call,
+        in order (a turn's group commit)."""
+        def found(reply: Any) -> list[Reserved | Fetched]:
+            return [_fetched(f) for f in reply]
+        return Call(_fetch_all_args(proc, now, default_reserve, fetches), found)
 
     @Op
     def ack_all(self, acks: Sequence[tuple[str, bool]], day: str) -> Call[list[Outcome]]:
@@ -1158,6 +1184,9 @@ class AsyncStore(Operations):
         # the turn's writes leave (conn.gather). Each caller still gets its own answer.
         self._pushes: list[tuple[Prepared, Callable[[int | Exception], None]]] = []
         self._acks: list[tuple[str, str, bool, Callable[[Outcome | Exception], None]]] = []
+        self._fetches: list[tuple[str, str, str, int, Sequence[str],
+                                  Callable[[Reserved | Fetched | Exception], None]]] = []
+        self._gathering = False  # something is gathered: the connection was woken
         conn.gather(self._send_gathered)
 
     async def run(self, call: Call[T]) -> T:
@@ -1170,39 +1199,66 @@ class AsyncStore(Operations):
     def push_then(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
         """``push`` of one job: ``then`` gets 1 (stored), or the JobError that refused it
         (or the connection's error). Sent with the turn's other pushes (group commit)."""
-        if not self._pushes and not self._acks:
+        if not self._gathering:
+            self._gathering = True
             self.conn.wake()
         self._pushes.append((job, then))
 
     def _send_gathered(self) -> None:
-        """Send the turn's gathered PUSHes and ACKs: one call each (one per day for ACKs)."""
-        pushes, acks = self._pushes, self._acks
+        """Send the turn's gathered PUSHes, ACKs and FETCHes, in that order (a FETCH then
+        finds a job pushed in the same turn): one call for each GROUP_MAX of a kind (ACKs: of
+        a day; FETCHes: of a server process and default reservation), a lone one as itself."""
+        if not self._gathering:
+            return
+        self._gathering = False
+        pushes, acks, fetches = self._pushes, self._acks, self._fetches
         if pushes:
             self._pushes = []
-            try:
-                if len(pushes) == 1:
-                    self._push_one(*pushes[0])
-                else:
-                    self._push_cb(_split_pushes(pushes), pack_command(*_push_args(
-                        [job for job, _ in pushes])))
-            except Exception as exc:  # RedisClosed: the connection went
-                for _, then in pushes:
-                    then(exc)
+            for part in _parts(pushes):
+                try:
+                    if len(part) == 1:
+                        self._push_one(*part[0])
+                    else:
+                        self._push_cb(_split_pushes(part), pack_command(*_push_args(
+                            [job for job, _ in part])))
+                except Exception as exc:  # RedisClosed: the connection went
+                    for _, then in part:
+                        then(exc)
         if acks:
             self._acks = []
             by_day: dict[str, list[tuple[str, bool, Callable[[Outcome | Exception], None]]]] = {}
             for jid, day, plain, answer in acks:
                 by_day.setdefault(day, []).append((jid, plain, answer))
             for day, same in by_day.items():
-                try:
-                    if len(same) == 1:
-                        self._ack_one(same[0][0], day, same[0][1], same[0][2])
-                    else:
-                        self._send_cb(_split_acks(same), pack_command(*_ack_args(
-                            [(jid, plain) for jid, plain, _ in same], day)))
-                except Exception as exc:
-                    for _, _, answer in same:
-                        answer(exc)
+                for ack_part in _parts(same):
+                    try:
+                        if len(ack_part) == 1:
+                            self._ack_one(ack_part[0][0], day, ack_part[0][1], ack_part[0][2])
+                        else:
+                            self._send_cb(_split_acks(ack_part), pack_command(*_ack_args(
+                                [(jid, plain) for jid, plain, _ in ack_part], day)))
+                    except Exception as exc:
+                        for _, _, answer in ack_part:
+                            answer(exc)
+        if fetches:
+            self._fetches = []
+            groups: dict[tuple[str, int], list[tuple[str, str, Sequence[str], Callable[
+                [Reserved | Fetched | Exception], None]]]] = {}
+            for wid, proc, now, default_reserve, queues, found_to in fetches:
+                groups.setdefault((proc, default_reserve), []).append((wid, now, queues, found_to))
+            for (proc, default_reserve), group in groups.items():
+                for fetch_part in _parts(group):
+                    try:
+                        if len(fetch_part) == 1:
+                            wid, now, queues, found_to = fetch_part[0]
+                            self._fetch_one(wid, proc, now, default_reserve, queues, found_to)
+                        else:
+                            self._send_cb(_split_fetches(fetch_part), pack_command(
+                                *_fetch_all_args(proc, fetch_part[-1][1], default_reserve,
+                                                 [(wid, qs) for wid, _, qs, _ in fetch_part])))
+                    except Exception as exc:  # RedisClosed: the connection went
+                        for _, _, _, found_to in fetch_part:
+                            found_to(exc)
 
     def _push_one(self, job: Prepared, then: Callable[[int | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
@@ -1232,7 +1288,16 @@ class AsyncStore(Operations):
     def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
                    queues: Sequence[str],
                    then: Callable[[Reserved | Fetched | Exception], None]) -> None:
-        """``fetch``: ``then`` gets what it found."""
+        """``fetch``: ``then`` gets what it found. Sent with the turn's other FETCHes (group
+        commit), in the order they came."""
+        if not self._gathering:
+            self._gathering = True
+            self.conn.wake()
+        self._fetches.append((wid, proc, now, default_reserve, queues, then))
+
+    def _fetch_one(self, wid: str, proc: str, now: str, default_reserve: int,
+                   queues: Sequence[str],
+                   then: Callable[[Reserved | Fetched | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
             then(reply if isinstance(reply, Exception) else _fetched(reply))
         key = (wid, proc, default_reserve, *queues)
@@ -1246,7 +1311,8 @@ class AsyncStore(Operations):
                  then: Callable[[Outcome | Exception], None]) -> None:
         """``ack``: ``then`` gets the outcome. Sent with the turn's other ACKs (group
         commit)."""
-        if not self._pushes and not self._acks:
+        if not self._gathering:
+            self._gathering = True
             self.conn.wake()
         self._acks.append((jid, day, plain, then))
 
@@ -1273,6 +1339,27 @@ def _split_pushes(pushes: Sequence[tuple[Prepared, Callable[[int | Exception], N
             return
         for (_, then), refusal in zip(pushes, reply):
             then(JobError.from_line(refusal) if refusal else 1)
+    return split
+
+
+def _parts(items: list[T]) -> list[list[T]]:
+    """``items`` in parts of at most GROUP_MAX: the commands one grouped call carries."""
+    if len(items) <= GROUP_MAX:
+        return [items]
+    return [items[i:i + GROUP_MAX] for i in range(0, len(items), GROUP_MAX)]
+
+
+def _split_fetches(group: Sequence[tuple[str, str, Sequence[str],
+                                         Callable[[Reserved | Fetched | Exception], None]]]
+                   ) -> Callable[[Any], None]:
+    """The reply of one ff_fetch_all, each FETCH's answer handed to its caller."""
+    def split(reply: Any) -> None:
+        if isinstance(reply, Exception):
+            for _, _, _, answer in group:
+                answer(reply)
+            return
+        for (_, _, _, answer), found in zip(group, reply):
+            answer(_fetched(found))
     return split
 
 

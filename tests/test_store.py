@@ -288,8 +288,9 @@ def test_mutate_works_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None
 def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redislib.Redis,
                                                       redis_child: RedisChild) -> None:
     """Group commit: the PUSHes a server process has in one turn of its loop go to Redis as one
-    ff_push, its ACKs as one ff_ack per day; each caller gets its own answer (a refused
-    duplicate its NOTUNIQUE, an unknown jid its GONE); jobs keep their order in the queue."""
+    ff_push, its FETCHes as one ff_fetch_all, its ACKs as one ff_ack per day; each caller gets
+    its own answer (a refused duplicate its NOTUNIQUE, a FETCH of an empty queue EMPTY, an
+    unknown jid GONE); jobs keep their order in the queue and FETCHes theirs."""
     def prepared(i: int, **fields: object) -> jobs.Prepared:
         return jobs.prepare({"jid": f"group{i:03d}", "jobtype": "T", "args": [i], **fields},
                             1_767_225_600_000_000_000)
@@ -320,8 +321,16 @@ def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redisl
     assert pushed[:6] == [1] * 6 and str(pushed[6]) == "Job not unique"
     assert [orjson.loads(j)["jid"] for j in r.lrange(keys.queue("default"), 0, -1)][::-1] == [
         p.jid for p in batch[:6]]
-    for _ in range(6):
-        fetch(store)
+    found: list = []
+
+    def fetch_all(s: AsyncStore) -> None:  # in order: the first FETCHes get the oldest jobs
+        for i in range(6):
+            s.fetch_then(f"w{i}", "proc1", NOW, 1800, ["empty", "default"], found.append)
+        s.fetch_then("w6", "proc1", NOW, 1800, ["empty"], found.append)
+
+    assert asyncio.run(turn(fetch_all)) == 1
+    assert [f[2].decode() for f in found[:6]] == [p.jid for p in batch[:6]]
+    assert found[6] is Fetched.EMPTY and r.smembers(keys.waiters("empty")) == {b"proc1"}
 
     def ack_all(s: AsyncStore) -> None:
         for p in batch[:6]:

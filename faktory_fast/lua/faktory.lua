@@ -282,35 +282,36 @@ end
 -- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:throttles, ff:w:<wid>;
 -- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists, and the keys
 -- of ent.lua (unique locks, throttle locks, ff:expired).
-local function ff_fetch(keys, args)
-  local quiet, paused_set, prioq, rseq, res, working, throttles = keys[1], keys[2], keys[3],
-    keys[4], keys[5], keys[6], keys[7]
-  local wid, proc = args[1], args[2]
-  -- With no quiet worker, paused queue, priority list or throttle anywhere (the usual case),
-  -- one call answers all four questions.
-  local plain = redis.call('EXISTS', quiet, paused_set, prioq, throttles) == 0
+-- One FETCH (ff_fetch's, or one of ff_fetch_all's): worker `wid`'s FETCH of the queues
+-- args[a] .. args[b], whose q:<q> and ff:wait:<q> are keys[k + 1], keys[k + 2], ... in that
+-- order (keys[k]: the worker's ff:w:<wid>); `now`, `default`: ff_fetch's. `plain`: no quiet
+-- worker, paused queue, priority list or throttle anywhere (the caller asked Redis once).
+-- Returns what ff_fetch returns.
+local function fetch_one(keys, args, plain, wid, proc, now, default, a, b, k)
+  local prioq, rseq, res, working, throttles = keys[3], keys[4], keys[5], keys[6], keys[7]
+  local now_number = tonumber(now)
   local paused = {}
   local throttled = false
   if not plain then
-    if wid ~= '' and stopping(keys[8]) then return FETCHED.QUIET end
-    if redis.call('EXISTS', paused_set) == 1 then  -- the queues asked for, not all paused ones
-      for i = 5, #args do
-        if redis.call('SISMEMBER', paused_set, args[i]) == 1 then paused[args[i]] = true end
+    if wid ~= '' and stopping(keys[k]) then return FETCHED.QUIET end
+    if redis.call('EXISTS', keys[2]) == 1 then  -- the queues asked for, not all paused ones
+      for i = a, b do
+        if redis.call('SISMEMBER', keys[2], args[i]) == 1 then paused[args[i]] = true end
       end
     end
     throttled = redis.call('EXISTS', throttles) == 1
   end
   local active = {}  -- the waiters keys of the queues searched
   local expired = nil  -- jids of expired jobs discarded on the way
-  for i = 5, #args do
+  for i = a, b do
     local name = args[i]
     if not paused[name] then
-      local base = keys[2 * i - 1]  -- q:<name>; ff:wait:<name> follows it
-      active[#active + 1] = keys[2 * i]
+      local base = keys[k + 2 * (i - a) + 1]  -- q:<name>; ff:wait:<name> follows it
+      active[#active + 1] = keys[k + 2 * (i - a) + 2]
       local lock, lock_timeout = nil, nil
       if throttled then
         local spec = redis.call('HGET', throttles, name)
-        if spec then lock, lock_timeout = throttle_check(spec, name, wid, args[3]) end
+        if spec then lock, lock_timeout = throttle_check(spec, name, wid, now) end
       end
       while lock ~= false do
         local job
@@ -320,7 +321,7 @@ local function ff_fetch(keys, args)
         local keep = true
         if jid then
           if custom then
-            keep = ent_fetch({jid = jid, custom = custom, head = true}, tonumber(args[3]))
+            keep = ent_fetch({jid = jid, custom = custom, head = true}, now_number)
           end
         else  -- a job written by an older server or by Faktory: decoded
           local ok, decoded = pcall(cjson.decode, job)
@@ -328,7 +329,7 @@ local function ff_fetch(keys, args)
             jid = decoded['jid']
             reserve = tonumber(decoded['reserve_for'])
             if type(decoded['custom']) == 'table' and type(jid) == 'string' then
-              keep = ent_fetch(decoded, tonumber(args[3]), job)
+              keep = ent_fetch(decoded, now_number, job)
             end
           end
         end
@@ -342,8 +343,8 @@ local function ff_fetch(keys, args)
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
           return {job, 0, ''}
         else
-          local found = reserve_job(rseq, res, working, wid, args[3], reserve, args[4], jid,
-            job, lock, lock_timeout)
+          local found = reserve_job(rseq, res, working, wid, now, reserve, default, jid, job,
+            lock, lock_timeout)
           if expired then found[4] = expired end
           return found
         end
@@ -355,10 +356,34 @@ local function ff_fetch(keys, args)
     found = FETCHED.ALL_PAUSED
   else
     for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
-    if #active < #args - 4 then found = FETCHED.SOME_PAUSED else found = FETCHED.EMPTY end
+    if #active < b - a + 1 then found = FETCHED.SOME_PAUSED else found = FETCHED.EMPTY end
   end
   if expired then return {found, expired} end
   return found
+end
+
+local function ff_fetch(keys, args)
+  -- With no quiet worker, paused queue, priority list or throttle anywhere (the usual case),
+  -- one call answers all four questions.
+  local plain = redis.call('EXISTS', keys[1], keys[2], keys[3], keys[7]) == 0
+  return fetch_one(keys, args, plain, args[1], args[2], args[3], args[4], 5, #args, 8)
+end
+
+-- ff_fetch_all(proc, now, default_reserve, n, [wid, count, q1 .. q<count>] * n): the FETCHes a
+-- server process had in one turn of its loop, each as ff_fetch would answer it, in order, in
+-- one call (group commit): a list of n answers.
+-- KEYS: ff_fetch's first seven; then per FETCH: ff:w:<wid>, and per queue q:<q>, ff:wait:<q>.
+local function ff_fetch_all(keys, args)
+  local plain = redis.call('EXISTS', keys[1], keys[2], keys[3], keys[7]) == 0
+  local out = {}
+  local a, k = 5, 8
+  for f = 1, tonumber(args[4]) do
+    local count = tonumber(args[a + 1])
+    out[f] = fetch_one(keys, args, plain, args[a], args[1], args[2], args[3], a + 2,
+      a + 1 + count, k)
+    a, k = a + 2 + count, k + 1 + 2 * count
+  end
+  return out
 end
 
 -- ff_push_to(queue, wid, reserve_for, default_reserve, job, jid, now): PUSH of a job that this
@@ -1204,6 +1229,7 @@ end
 
 redis.register_function('ff_push', ff_push)
 redis.register_function('ff_fetch', ff_fetch)
+redis.register_function('ff_fetch_all', ff_fetch_all)
 redis.register_function('ff_push_to', ff_push_to)
 redis.register_function('ff_ack', ff_ack)
 redis.register_function('ff_fail', ff_fail)
