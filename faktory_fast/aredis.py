@@ -77,7 +77,7 @@ class RedisConnection:
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | object | None = None  # or _GATHERING
         # Pub/sub messages (when subscribed) go to on_push instead of a waiting future.
         self._on_push = on_push
         self._on_pressure = on_pressure
@@ -192,8 +192,9 @@ class RedisConnection:
 
     def wake(self) -> None:
         """A gatherer holds a command: this iteration's writes are to leave (no timer: the
-        iteration's other callbacks run first, then the writes)."""
-        if self._flush_handle is None:
+        iteration's other callbacks run first, then the writes). Woken while the gatherers
+        send (an error answered at once may bring another command), the next flush is due."""
+        if self._flush_handle is None or self._flush_handle is _GATHERING:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _send(self, waiter: asyncio.Future | Then, command: bytes) -> None:
@@ -205,9 +206,11 @@ class RedisConnection:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        for send in self._gatherers:  # their _send sees _flush_handle set: no second flush
+        self._flush_handle = _GATHERING  # the gatherers' commands join this write
+        for send in self._gatherers:
             send()
-        self._flush_handle = None
+        if self._flush_handle is _GATHERING:  # (else a wake() asked for another flush)
+            self._flush_handle = None
         if self._held is not None and self._transport is not None:
             held, self._held = self._held, None
             want = self.wait_replicas
@@ -223,6 +226,9 @@ class RedisConnection:
         if self._transport is not None:
             self._flush()
             self._transport.close()
+
+
+_GATHERING = object()  # RedisConnection._flush_handle while the gatherers send
 
 
 def _deliver(waiter: asyncio.Future | Then, reply: Any) -> None:

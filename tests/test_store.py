@@ -345,6 +345,38 @@ def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redisl
     assert r.hlen(keys.UNIQUE_NAMES) == 0  # the unique job's lock went with its ACK
 
 
+def test_a_command_gathered_while_the_gatherers_send_leaves_in_the_next_write(
+        redis_child: RedisChild) -> None:
+    """A gatherer that holds a command again while the gatherers send (an error answered at
+    once can bring the next command) gets another flush: nothing waits for an unrelated
+    command to leave."""
+    async def run() -> list[object]:
+        conn = await aredis.connect(redis_child.url)
+        held: list[int] = [1]  # commands the gatherer holds
+        replies: list[object] = []
+        second = asyncio.get_running_loop().create_future()
+
+        def gatherer() -> None:
+            while held:
+                n = held.pop()
+                conn.send_cb(lambda reply, n=n: (replies.append((n, reply)),
+                                                 n == 2 and second.set_result(None)),
+                             b"*1\r\n$4\r\nPING\r\n")
+                if n == 1:  # while sending: hold another one, and say so
+                    held.append(2)
+                    conn.wake()
+                    break
+
+        conn.gather(gatherer)
+        conn.wake()
+        await asyncio.wait_for(second, 5)
+        conn.close()
+        await conn.closed
+        return replies
+
+    assert asyncio.run(run()) == [(1, b"PONG"), (2, b"PONG")]
+
+
 def test_ten_thousand_workers_are_read_a_page_a_call(store: SyncStore,
                                                       r: redislib.Redis) -> None:
     """The workers, "quiet all" and the worker reaper look at a page of the registry per
