@@ -3,12 +3,15 @@
 Each operation is one Redis round trip: an FCALL of a function of our library
 (``lua/faktory.lua``, listed in the table of functions below with the keys it always touches
 and the decoder of its reply) or a plain command; the reply comes back decoded, with named
-results (``Outcome``, ``Fetched``) rather than bare codes. The operations (``Operations``) are
-written once; two thin stores run them:
+results (``Outcome``, ``Fetched``) rather than bare codes. An operation over a set that may be
+big (``Paged``) is a round trip a page: no call holds the Redis every client shares for long.
+The operations (``Operations``) are written once; two thin stores run them:
 
 * ``AsyncStore``, the server's, over an ``aredis.RedisConnection``: an operation returns an
   awaitable. The hot ones also have a form that hands the decoded reply to a callback straight
-  from the Redis reply handler (``push_then``, ``fetch_then``, ``ack_then``).
+  from the Redis reply handler (``push_then``, ``fetch_then``, ``ack_then``); those of one turn
+  of the event loop go to Redis as one call per kind (group commit: ``ff_push`` with n jobs,
+  ``ff_ack`` with n jids, ``ff_fetch_all``), each caller still answered on its own.
 * ``SyncStore``, the web UI's (and the tests' and tools'), over a redis-py client of its own:
   an operation returns its value.
 """
