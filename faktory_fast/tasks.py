@@ -40,6 +40,7 @@ REPUBLISH_INTERVAL = 60.0  # the config's tables are written again this often (a
 #                            its data, say), changed or not
 SCAN_BATCH = 500
 EXPIRED_BATCH = 100
+SWEEP_PAGES = 10  # pages of unique-lock records (SCAN_BATCH each) one dead-set round sweeps
 
 
 @dataclass
@@ -75,6 +76,7 @@ class BackgroundTasks:
         # may bring a changed conf.d: no other node's doing).
         self._node = f"{os.uname().nodename}:{config().port}"
         self._disagreed: set[str] = set()  # marks of other nodes' tables already warned of
+        self._swept = "0"  # where the unique-lock records' sweep goes on from (purge_dead)
 
     def start(self) -> list[asyncio.Future[None]]:
         """Start every task; the caller cancels them."""
@@ -167,13 +169,16 @@ class BackgroundTasks:
 
     async def purge_dead(self) -> None:
         """Dead jobs past their retention are forgotten; so are the records of unique locks
-        that are gone (``ff_unique_sweep``), a few hundred a call."""
+        that are gone (``ff_unique_sweep``): SWEEP_PAGES pages a round at most, going on from
+        where the last round stopped, so a million unique jobs in flight cost Redis a few
+        pages a minute, not a pass over all of them."""
         t0 = time.perf_counter()
         await self.store.purge_dead(now_score())
         self.stats.add("Dead", cycles=1, wall_time_sec=time.perf_counter() - t0)
-        cursor = "0"
-        while (cursor := await self.store.unique_sweep(cursor, SCAN_BATCH)) != "0":
-            pass
+        for _ in range(SWEEP_PAGES):
+            self._swept = await self.store.unique_sweep(self._swept, SCAN_BATCH)
+            if self._swept == "0":
+                break
 
     async def backups(self) -> None:
         """A backup every ``backup_every`` seconds of the configuration (read each time)."""
