@@ -449,7 +449,7 @@ class Worst:
             self.store.push(group)
             return Operations.fetch_all.build(self.store, "bench-proc-0", self.now(), 1800,
                                               fetches).args
-        self.add("ff_fetch_all", f"{GROUP_MAX} FETCHes of 5 queues each finding a unique job "
+        self.add("ff_fetch (group)", f"{GROUP_MAX} FETCHes of 5 queues each finding a unique job "
                                  "(a turn's group commit)", fetch_group, GROUP_MAX, len,
                  lambda: self.forget(*group))
 

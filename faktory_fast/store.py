@@ -11,7 +11,7 @@ The operations (``Operations``) are written once; two thin stores run them:
   awaitable. The hot ones also have a form that hands the decoded reply to a callback straight
   from the Redis reply handler (``push_then``, ``fetch_then``, ``ack_then``); those of one turn
   of the event loop go to Redis as one call per kind (group commit: ``ff_push`` with n jobs,
-  ``ff_ack`` with n jids, ``ff_fetch_all``), each caller still answered on its own.
+  ``ff_ack`` with n jids, ``ff_fetch`` with n FETCHes), each caller still answered on its own.
 * ``SyncStore``, the web UI's (and the tests' and tools'), over a redis-py client of its own:
   an operation returns its value.
 """
@@ -216,6 +216,10 @@ def _fetched(reply: Any) -> Reserved | Fetched:
     return _FETCHED[reply]
 
 
+def _first_fetched(reply: list[Any]) -> Reserved | Fetched:
+    return _fetched(reply[0])
+
+
 def _fetched_past_expired(reply: list[Any]) -> Reserved | Fetched:
     """ff_fetch discarded expired jobs on its way ([job, token, jid, [jid...]] or
     [Fetched, [jid...]]): each is logged once, here, at debug level."""
@@ -414,10 +418,7 @@ class Fn(Generic[T]):
 K = keys
 FF_PUSH = Fn("ff_push", (K.SCHEDULED, K.QUEUES, K.PRIORITY_QUEUES), _refusals)
 FF_FETCH = Fn("ff_fetch", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES, K.RESERVATION_SEQ,
-                           K.RESERVATIONS, K.WORKING, K.THROTTLES), _fetched)
-FF_FETCH_ALL = Fn("ff_fetch_all", (K.QUIET_WORKERS, K.PAUSED, K.PRIORITY_QUEUES,
-                                   K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
-                  list)
+                           K.RESERVATIONS, K.WORKING, K.THROTTLES), list)
 FF_PUSH_TO = Fn("ff_push_to", (K.QUEUES, K.PRIORITY_QUEUES, K.PAUSED, K.QUIET_WORKERS,
                                K.RESERVATION_SEQ, K.RESERVATIONS, K.WORKING, K.THROTTLES),
                 _fetched)
@@ -501,25 +502,16 @@ def _push_to_args(job: Prepared, wid: str, now: str, default_reserve: int) -> tu
                             job.jid, now))
 
 
-def _fetch_args(wid: str, proc: str, now: str, default_reserve: int,
-                queues: Sequence[str]) -> tuple[Any, ...]:
-    item_keys = [keys.worker(wid)]
-    for q in queues:
-        item_keys += (keys.queue(q), keys.waiters(q))
-    return FF_FETCH.args(item_keys, (wid, proc, now, default_reserve, *queues))
-
-
-def _fetch_all_args(proc: str, now: str, default_reserve: int,
-                    fetches: Sequence[tuple[str, Sequence[str]]]) -> tuple[Any, ...]:
-    """ff_fetch_all's arguments for (wid, queues) FETCHes of one server process."""
-    item_keys: list[str] = []
-    args: list[Any] = [proc, now, default_reserve, len(fetches)]
+def _fetch_args(proc: str, now: str, default_reserve: int,
+                fetches: Sequence[tuple[str, Sequence[str]]]) -> tuple[Any, ...]:
+    """ff_fetch's arguments for (wid, queues) FETCHes of one server process: the queues they
+    name (and their keys) once, then each FETCH."""
+    named = dict.fromkeys(q for _, queues in fetches for q in queues)
+    item_keys = [k for q in named for k in (keys.queue(q), keys.waiters(q))]
+    args: list[Any] = [proc, now, default_reserve, len(named), *named, len(fetches)]
     for wid, queues in fetches:
-        item_keys.append(keys.worker(wid))
-        for q in queues:
-            item_keys += (keys.queue(q), keys.waiters(q))
         args += (wid, len(queues), *queues)
-    return FF_FETCH_ALL.args(item_keys, args)
+    return FF_FETCH.args(item_keys, args)
 
 
 def _ack_args(acks: Sequence[tuple[str, bool]], day: str) -> tuple[Any, ...]:
@@ -721,7 +713,7 @@ class Operations:
               queues: Sequence[str]) -> Call[Reserved | Fetched]:
         """Reserve the next job of the first of ``queues`` that has one, for worker ``wid``
         of server process ``proc``; else what was found instead (``Fetched``)."""
-        return Call(_fetch_args(wid, proc, now, default_reserve, queues), _fetched)
+        return Call(_fetch_args(proc, now, default_reserve, [(wid, queues)]), _first_fetched)
 
     @Op
     def ack(self, jid: str, day: str, plain: bool = False) -> Call[Outcome]:
@@ -736,7 +728,7 @@ class Operations:
         in order (a turn's group commit)."""
         def found(reply: Any) -> list[Reserved | Fetched]:
             return [_fetched(f) for f in reply]
-        return Call(_fetch_all_args(proc, now, default_reserve, fetches), found)
+        return Call(_fetch_args(proc, now, default_reserve, fetches), found)
 
     @Op
     def ack_all(self, acks: Sequence[tuple[str, bool]], day: str) -> Call[list[Outcome]]:
@@ -1257,8 +1249,8 @@ class AsyncStore(Operations):
                             self._fetch_one(wid, proc, now, default_reserve, queues, found_to)
                         else:
                             self._send_cb(_split_fetches(fetch_part), pack_command(
-                                *_fetch_all_args(proc, fetch_part[-1][1], default_reserve,
-                                                 [(wid, qs) for wid, _, qs, _ in fetch_part])))
+                                *_fetch_args(proc, fetch_part[-1][1], default_reserve,
+                                             [(wid, qs) for wid, _, qs, _ in fetch_part])))
                     except Exception as exc:  # RedisClosed: the connection went
                         for _, _, _, found_to in fetch_part:
                             found_to(exc)
@@ -1302,12 +1294,12 @@ class AsyncStore(Operations):
                    queues: Sequence[str],
                    then: Callable[[Reserved | Fetched | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
-            then(reply if isinstance(reply, Exception) else _fetched(reply))
+            then(reply if isinstance(reply, Exception) else _first_fetched(reply))
         key = (wid, proc, default_reserve, *queues)
         parts = self._fetch_parts.get(key)
-        if parts is None:  # ff_fetch's arguments: wid, proc, now, default_reserve, queues...
-            args = _fetch_args(wid, proc, now, default_reserve, queues)
-            parts = _pack_parts(self._fetch_parts, key, args, len(args) - len(queues) - 2, 1)
+        if parts is None:  # all but the time: cached (FCALL, name, numkeys, keys..., proc, now)
+            args = _fetch_args(proc, now, default_reserve, [(wid, queues)])
+            parts = _pack_parts(self._fetch_parts, key, args, 4 + args[2], 1)
         self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
     def ack_then(self, jid: str, day: str, plain: bool,
@@ -1355,7 +1347,7 @@ def _parts(items: list[T]) -> list[list[T]]:
 def _split_fetches(group: Sequence[tuple[str, str, Sequence[str],
                                          Callable[[Reserved | Fetched | Exception], None]]]
                    ) -> Callable[[Any], None]:
-    """The reply of one ff_fetch_all, each FETCH's answer handed to its caller."""
+    """The reply of one ff_fetch of several FETCHes, each one's answer handed to its caller."""
     def split(reply: Any) -> None:
         if isinstance(reply, Exception):
             for _, _, _, answer in group:

@@ -288,7 +288,7 @@ def test_mutate_works_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None
 def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redislib.Redis,
                                                       redis_child: RedisChild) -> None:
     """Group commit: the PUSHes a server process has in one turn of its loop go to Redis as one
-    ff_push, its FETCHes as one ff_fetch_all, its ACKs as one ff_ack per day; each caller gets
+    ff_push, its FETCHes as one ff_fetch, its ACKs as one ff_ack per day; each caller gets
     its own answer (a refused duplicate its NOTUNIQUE, a FETCH of an empty queue EMPTY, an
     unknown jid GONE); jobs keep their order in the queue and FETCHes theirs."""
     def prepared(i: int, **fields: object) -> jobs.Prepared:

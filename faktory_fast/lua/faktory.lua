@@ -71,6 +71,38 @@ local function enqueue(queues, prioq, name, prio, job, push, list, waiting)
   end
 end
 
+-- Jobs to enqueue at the end of a call, as enqueue would one by one, with one LPUSH per list
+-- (`pending`: the lists in first-come order, and per list its jobs, queue name, priority and
+-- waiters key): every Redis command a function makes costs about as much as a job's Lua work.
+local function enqueue_later(pending, name, prio, job, list, waiting)
+  list = list or qkey(name, prio)
+  local entry = pending[list]
+  if not entry then
+    entry = {name = name, prio = prio, waiting = waiting}
+    pending[list] = entry
+    pending[#pending + 1] = list
+  end
+  entry[#entry + 1] = job
+end
+
+-- Enqueue what enqueue_later gathered: `queues`, `prioq`: as enqueue takes them.
+local function enqueue_pending(queues, prioq, pending)
+  for _, list in ipairs(pending) do
+    local jobs = pending[list]
+    local was_empty = false
+    for i = 1, #jobs, 1000 do  -- unpack's limit: a few thousand arguments a command
+      local last = math.min(i + 999, #jobs)
+      local length = redis.call('LPUSH', list, unpack(jobs, i, last))
+      if i == 1 then was_empty = length == last end
+    end
+    if was_empty then
+      redis.call('SADD', queues, jobs.name)
+      if jobs.prio ~= 5 then redis.call('SADD', prioq, jobs.name) end
+      wake(jobs.name, jobs.waiting or (WAITERS_PREFIX .. jobs.name))
+    end
+  end
+end
+
 -- Pop the next job of queue `name` (whose main list is `base`, q:<name>): priority 9 first,
 -- FIFO within a priority. Touches q:<name>:p<N> too if `prioq` lists the queue.
 local function pop(prioq, name, base)
@@ -190,7 +222,9 @@ end
 -- lasts); a job with a custom object passes the Enterprise hooks first.
 -- Returns the refusal ("CODE message") of a hook that refused it (nothing stored), or nil.
 -- `list`, `waiting`: the queue's q:<name>[:p<N>] and ff:wait:<name>, as enqueue takes them.
-local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks, list, waiting)
+-- `pending`: enqueue_later's table, to enqueue the job at the end of the call (nil: now).
+local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks, list, waiting,
+                        pending)
   local doc = hooks ~= '' and with_custom(job)
   if doc then
     local refusal = batch_push(doc) or ent_push(doc, string.match(hooks, '^(%x+):(%d+)$'))
@@ -199,6 +233,8 @@ local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks,
   end
   if score ~= '' then
     redis.call('ZADD', scheduled, score, job)
+  elseif pending then
+    enqueue_later(pending, name, prio, job, list, waiting)
   else
     enqueue(queues, prioq, name, prio, job, 'LPUSH', list, waiting)
   end
@@ -214,10 +250,11 @@ local function ff_push(keys, args)
   local scheduled, queues, prioq = keys[1], keys[2], keys[3]
   local n = tonumber(args[1])
   local refused = nil
+  local pending = {}  -- no hook reads a queue's list: the jobs due now go in at the end
   for i = 0, n - 1 do
     local b = 2 + i * 5
     local refusal = push_one(scheduled, queues, prioq, args[b], tonumber(args[b + 1]),
-      args[b + 2], args[b + 3], args[b + 4], keys[4 + 2 * i], keys[5 + 2 * i])
+      args[b + 2], args[b + 3], args[b + 4], keys[4 + 2 * i], keys[5 + 2 * i], pending)
     if refusal then
       if not refused then
         refused = {}
@@ -228,6 +265,7 @@ local function ff_push(keys, args)
       refused[i + 1] = ''
     end
   end
+  enqueue_pending(queues, prioq, pending)
   return refused or n
 end
 
@@ -239,61 +277,81 @@ local function stopping(wkey)
   return state == 'quiet' or state == 'terminate'
 end
 
--- Reserve `job` (whose jid is `jid`) for worker `wid` from `now` (the caller's time string) for
--- `secs` seconds (the job's reserve_for; nil or <= 0: `default`; kept within 60..86400): its
--- record in ff:res (`res`), its deadline in `working`, a token from ff:rseq (`rseq`).
--- `lock`: the throttle lock set the reservation takes a lock in, for `lock_timeout` seconds
--- (nil: none); the record then names it second ('{"rid":N,"thr":"<lock set>",...}', written
--- by quote_safe), where ff_ack/ff_fail find it with one anchored match.
--- Returns what ff_fetch returns for a job: {job, token, jid}.
-local function reserve_job(rseq, res, working, wid, now, secs, default, jid, job, lock,
-                           lock_timeout)
-  if secs == nil or secs <= 0 then secs = tonumber(default) end
+-- The reservations one call makes: reserve_job gathers them, write_reservations writes them
+-- at the end, with one INCRBY of ff:rseq for their tokens, one HSET and one ZADD for all
+-- (each Redis command a function makes costs about as much as a reservation's Lua work).
+-- `now`: the caller's time string; `default`: the reserve_for of jobs without one.
+-- KEYS (the caller's): ff:rseq (`rseq`), ff:res (`res`), working.
+local function reservations(rseq, res, working, now, default)
+  local now_sec, now_frac = string.match(now, '^(%d+)(%.?%d*)$')
+  return {rseq = rseq, res = res, working = working, now = now, now_sec = tonumber(now_sec),
+    now_frac = now_frac, default = tonumber(default), expires = {}}
+end
+
+-- Reserve `job` (whose jid is `jid`) for worker `wid` from the call's `now` for `secs`
+-- seconds (the job's reserve_for; nil or <= 0: the default; kept within 60..86400), in
+-- `acc` (reservations'): its record goes to ff:res, its deadline to `working`, its token is
+-- the next of ff:rseq. `lock`: the throttle lock set the reservation takes a lock in, for
+-- `lock_timeout` seconds (nil: none); the record then names it second
+-- ('{"rid":N,"thr":"<lock set>",...}', written by quote_safe), where ff_ack/ff_fail find it
+-- with one anchored match. Returns what ff_fetch returns for a job, {job, token, jid}, whose
+-- token write_reservations fills in.
+local function reserve_job(acc, wid, secs, jid, job, lock, lock_timeout)
+  if secs == nil or secs <= 0 then secs = acc.default end
   if secs < 60 then secs = 60 end
   if secs > 86400 then secs = 86400 end
-  local now_sec, now_frac = string.match(now, '^(%d+)(%.?%d*)$')
-  local rid = redis.call('INCR', rseq)
   -- Built as strings: number formatting and cjson.encode are the slow part of a FETCH.
-  local expires = (tonumber(now_sec) + math.floor(secs)) .. now_frac
+  local expires = acc.expires[secs]
+  if not expires then
+    expires = (acc.now_sec + math.floor(secs)) .. acc.now_frac
+    acc.expires[secs] = expires
+  end
   local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
   local thr = ''
   if lock then
-    local lapse = tonumber(now_sec) + lock_timeout
+    local lapse = acc.now_sec + lock_timeout
     redis.call('ZADD', lock, lapse, jid)
     redis.call('ZADD', THROTTLE_LAPSES_KEY, 'LT', lapse, lock)  -- for ff_throttle_lapsed
     thr = '"thr":"' .. quote_safe(lock) .. '",'
   end
-  local record = '{"rid":' .. rid .. ',' .. thr .. '"wid":' .. quoted .. ',"reserved_at":' ..
-    now .. ',"expires_at":' .. expires .. ',"job":' .. job .. '}'
-  redis.call('HSET', res, jid, record)
-  redis.call('ZADD', working, expires, jid)
-  return {job, rid, jid}
+  local found = {job, 0, jid}
+  acc[#acc + 1] = {found, thr .. '"wid":' .. quoted .. ',"reserved_at":' .. acc.now ..
+    ',"expires_at":' .. expires .. ',"job":' .. job .. '}', expires}
+  return found
 end
 
--- ff_fetch(wid, proc, now, default_reserve, q1, q2, ...): reserve the first job found in the
--- given queues (strict order). Returns {job, token, jid}; or FETCHED.EMPTY when nothing is
--- there (and the process is registered as waiting on every searched queue), FETCHED.QUIET when
--- the worker is quiet or terminating, FETCHED.ALL_PAUSED when every queue is paused,
--- FETCHED.SOME_PAUSED when nothing is there and some are paused (registered for the others).
--- Enterprise: a queue whose throttle (ff:throttles) is full is skipped (and waited on, as an
--- empty one); expired jobs met on the way are discarded (ent_fetch), and their jids follow
--- the answer: {job, token, jid, {jid...}} or {FETCHED.x, {jid...}}; after EXPIRED_PER_FETCH of
--- them it stops with {FETCHED.MORE, {jid...}} (the caller asks again).
--- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:throttles, ff:w:<wid>;
--- per queue: q:<q>, ff:wait:<q>. Also q:<q>:p<N> of the queues ff:prioq lists, and the keys
--- of ent.lua (unique locks, throttle locks, ff:expired).
--- One FETCH (ff_fetch's, or one of ff_fetch_all's): worker `wid`'s FETCH of the queues
--- args[a] .. args[b], whose q:<q> and ff:wait:<q> are keys[k + 1], keys[k + 2], ... in that
--- order (keys[k]: the worker's ff:w:<wid>); `now`, `default`: ff_fetch's. `plain`: no quiet
--- worker, paused queue, priority list or throttle anywhere (the caller asked Redis once).
--- Returns what ff_fetch returns.
-local function fetch_one(keys, args, plain, wid, proc, now, default, a, b, k)
-  local prioq, rseq, res, working, throttles = keys[3], keys[4], keys[5], keys[6], keys[7]
-  local now_number = tonumber(now)
-  local paused = {}
+-- Write the reservations gathered in `acc`, and fill in their tokens.
+local function write_reservations(acc)
+  local n = #acc
+  if n == 0 then return end
+  local rid = redis.call('INCRBY', acc.rseq, n) - n
+  local records, deadlines = {}, {}
+  for i, r in ipairs(acc) do
+    local found = r[1]
+    rid = rid + 1
+    found[2] = rid
+    records[2 * i - 1], records[2 * i] = found[3], '{"rid":' .. rid .. ',' .. r[2]
+    deadlines[2 * i - 1], deadlines[2 * i] = r[3], found[3]
+  end
+  for i = 1, 2 * n, 1000 do  -- unpack's limit: a few thousand arguments a command
+    local last = math.min(i + 999, 2 * n)
+    redis.call('HSET', acc.res, unpack(records, i, last))
+    redis.call('ZADD', acc.working, unpack(deadlines, i, last))
+  end
+end
+
+-- One FETCH of ff_fetch: worker `wid`'s FETCH of the queues named args[a] .. args[b], in that
+-- order; `where[name]`: the position of a queue's q:<name> in `keys` (its ff:wait:<name>
+-- follows it). `acc`: the call's reservations (the caller writes them), `now_number`: its
+-- time as a number. `plain`: no quiet worker, paused queue, priority list or throttle anywhere
+-- (the caller asked Redis once). Returns its answer, as ff_fetch describes.
+local function fetch_one(keys, args, plain, wid, proc, acc, now_number, a, b, where)
+  local prioq, throttles = keys[3], keys[7]
+  local paused = nil
   local throttled = false
   if not plain then
-    if wid ~= '' and stopping(keys[k]) then return FETCHED.QUIET end
+    if wid ~= '' and stopping(WORKER_PREFIX .. wid) then return FETCHED.QUIET end
+    paused = {}
     if redis.call('EXISTS', keys[2]) == 1 then  -- the queues asked for, not all paused ones
       for i = a, b do
         if redis.call('SISMEMBER', keys[2], args[i]) == 1 then paused[args[i]] = true end
@@ -301,17 +359,15 @@ local function fetch_one(keys, args, plain, wid, proc, now, default, a, b, k)
     end
     throttled = redis.call('EXISTS', throttles) == 1
   end
-  local active = {}  -- the waiters keys of the queues searched
   local expired = nil  -- jids of expired jobs discarded on the way
   for i = a, b do
     local name = args[i]
-    if not paused[name] then
-      local base = keys[k + 2 * (i - a) + 1]  -- q:<name>; ff:wait:<name> follows it
-      active[#active + 1] = keys[k + 2 * (i - a) + 2]
+    if not (paused and paused[name]) then
+      local base = keys[where[name]]  -- q:<name>
       local lock, lock_timeout = nil, nil
       if throttled then
         local spec = redis.call('HGET', throttles, name)
-        if spec then lock, lock_timeout = throttle_check(spec, name, wid, now) end
+        if spec then lock, lock_timeout = throttle_check(spec, name, wid, acc.now) end
       end
       while lock ~= false do
         local job
@@ -343,46 +399,63 @@ local function fetch_one(keys, args, plain, wid, proc, now, default, a, b, k)
           -- Not a job we can track: hand it out unreserved rather than lose it silently.
           return {job, 0, ''}
         else
-          local found = reserve_job(rseq, res, working, wid, now, reserve, default, jid, job,
-            lock, lock_timeout)
+          local found = reserve_job(acc, wid, reserve, jid, job, lock, lock_timeout)
           if expired then found[4] = expired end
           return found
         end
       end
     end
   end
-  local found
-  if #active == 0 then
-    found = FETCHED.ALL_PAUSED
-  else
-    for _, waiting in ipairs(active) do redis.call('SADD', waiting, proc) end
-    if #active < b - a + 1 then found = FETCHED.SOME_PAUSED else found = FETCHED.EMPTY end
+  local found = FETCHED.EMPTY
+  local waited = 0  -- wait on every queue searched (the ones not paused)
+  for i = a, b do
+    if paused and paused[args[i]] then
+      found = FETCHED.SOME_PAUSED
+    else
+      redis.call('SADD', keys[where[args[i]] + 1], proc)
+      waited = waited + 1
+    end
   end
+  if waited == 0 then found = FETCHED.ALL_PAUSED end
   if expired then return {found, expired} end
   return found
 end
 
+-- ff_fetch(proc, now, default_reserve, m, q1 .. q<m>, n, [wid, count, queue1 .. queue<count>]
+-- * n): n FETCHes of server process `proc` (the ones it had in one turn of its loop: one call
+-- for all, group commit), each of worker `wid` (may be '') and naming `count` of the queues
+-- q1 .. q<m> in its order. Each reserves the first job found in its queues (strict order);
+-- answered in order, as a list of n answers, each {job, token, jid}, or what it found instead:
+-- FETCHED.EMPTY when nothing is there (and the process is registered as waiting on every
+-- searched queue), FETCHED.QUIET when the worker is quiet or terminating, FETCHED.ALL_PAUSED
+-- when every queue is paused, FETCHED.SOME_PAUSED when nothing is there and some are paused
+-- (registered for the others).
+-- Enterprise: a queue whose throttle (ff:throttles) is full is skipped (and waited on, as an
+-- empty one); expired jobs met on the way are discarded (ent_fetch), and their jids follow
+-- the answer: {job, token, jid, {jid...}} or {FETCHED.x, {jid...}}; after EXPIRED_PER_FETCH of
+-- them it stops with {FETCHED.MORE, {jid...}} (the caller asks again).
+-- KEYS: ff:quiet, paused, ff:prioq, ff:rseq, ff:res, working, ff:throttles; per queue q1 ..
+-- q<m>: q:<q>, ff:wait:<q>. Also ff:w:<wid> (a worker's state, when ff:quiet exists),
+-- q:<q>:p<N> of the queues ff:prioq lists, and the keys of ent.lua (unique locks, throttle
+-- locks, ff:expired).
 local function ff_fetch(keys, args)
   -- With no quiet worker, paused queue, priority list or throttle anywhere (the usual case),
   -- one call answers all four questions.
   local plain = redis.call('EXISTS', keys[1], keys[2], keys[3], keys[7]) == 0
-  return fetch_one(keys, args, plain, args[1], args[2], args[3], args[4], 5, #args, 8)
-end
-
--- ff_fetch_all(proc, now, default_reserve, n, [wid, count, q1 .. q<count>] * n): the FETCHes a
--- server process had in one turn of its loop, each as ff_fetch would answer it, in order, in
--- one call (group commit): a list of n answers.
--- KEYS: ff_fetch's first seven; then per FETCH: ff:w:<wid>, and per queue q:<q>, ff:wait:<q>.
-local function ff_fetch_all(keys, args)
-  local plain = redis.call('EXISTS', keys[1], keys[2], keys[3], keys[7]) == 0
+  local acc = reservations(keys[4], keys[5], keys[6], args[2], args[3])
+  local now_number = tonumber(args[2])
+  local m = tonumber(args[4])
+  local where = {}
+  for j = 1, m do where[args[4 + j]] = 6 + 2 * j end
   local out = {}
-  local a, k = 5, 8
-  for f = 1, tonumber(args[4]) do
+  local a = 6 + m
+  for f = 1, tonumber(args[5 + m]) do
     local count = tonumber(args[a + 1])
-    out[f] = fetch_one(keys, args, plain, args[a], args[1], args[2], args[3], a + 2,
-      a + 1 + count, k)
-    a, k = a + 2 + count, k + 1 + 2 * count
+    out[f] = fetch_one(keys, args, plain, args[a], args[1], acc, now_number, a + 2,
+      a + 1 + count, where)
+    a = a + 2 + count
   end
+  write_reservations(acc)
   return out
 end
 
@@ -409,8 +482,10 @@ local function ff_push_to(keys, args)
     return 0
   end
   redis.call('SADD', queues, name)
-  return reserve_job(keys[5], keys[6], keys[7], wid, args[7], tonumber(args[3]), args[4], args[6],
-    job)
+  local acc = reservations(keys[5], keys[6], keys[7], args[7], args[4])
+  local found = reserve_job(acc, wid, tonumber(args[3]), args[6], job)
+  write_reservations(acc)
+  return found
 end
 
 -- ff_ack(n, [jid, plain] * n): finish n reservations successfully (the ACKs a server process
@@ -1229,7 +1304,6 @@ end
 
 redis.register_function('ff_push', ff_push)
 redis.register_function('ff_fetch', ff_fetch)
-redis.register_function('ff_fetch_all', ff_fetch_all)
 redis.register_function('ff_push_to', ff_push_to)
 redis.register_function('ff_ack', ff_ack)
 redis.register_function('ff_fail', ff_fail)
