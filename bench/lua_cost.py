@@ -112,6 +112,8 @@ def main() -> None:
                     replies = pipe.execute()
                 else:
                     replies = [r.execute_command(*call(i)) for i in chunk]
+                if name == "ff_fetch" and not (opts.group and opts.batch > 1):
+                    replies = [reply[0] for reply in replies]  # ff_fetch answers a list of FETCHes
                 if name.endswith("fetch"):  # each FETCH found its job
                     for i, reply in zip(chunk, replies):
                         got = reply[0] if type(reply) is list else reply

@@ -350,7 +350,7 @@ class Worst:
             self.store.push([p])
             return Operations.fetch.build(self.store, "w-big", "bench-proc-0", self.now(), 1800,
                                           [p.queue]).args
-        self.add("ff_fetch", what, fetch, p.payload, first, lambda: self.forget(p))
+        self.add("ff_fetch", what, fetch, p.payload, fetched, lambda: self.forget(p))
 
         q = self.big_job(size, unique=False, queue="bigjob-to")
 
@@ -449,7 +449,7 @@ class Worst:
             self.store.push(group)
             return Operations.fetch_all.build(self.store, "bench-proc-0", self.now(), 1800,
                                               fetches).args
-        self.add("ff_fetch (group)", f"{GROUP_MAX} FETCHes of 5 queues each finding a unique job "
+        self.add("ff_fetch", f"{GROUP_MAX} FETCHes of 5 queues each finding a unique job "
                                  "(a turn's group commit)", fetch_group, GROUP_MAX, len,
                  lambda: self.forget(*group))
 
@@ -478,7 +478,7 @@ class Worst:
             return Operations.fetch.build(self.store, "w-big", "bench-proc-0", self.now(), 1800,
                                           ["expired"]).args
         self.add("ff_fetch", f"past {per_fetch:,} expired unique jobs (its limit)",
-                 fetch_expired, per_fetch, lambda reply: len(reply[1]),
+                 fetch_expired, per_fetch, lambda reply: len(reply[0][1]),
                  lambda: self.forget(*expired))
 
     def set_cases(self) -> None:
@@ -650,7 +650,7 @@ class Worst:
             self.call("DEL", keys.PAUSED)
             self.forget(p)
         self.add("ff_fetch", f"a small job, {len(names):,} other queues paused", fetch_paused,
-                 p.payload, first, unpause)
+                 p.payload, fetched, unpause)
 
         ws = f"{len(self.wids):,} workers"
         self.add("ff_workers", f"{ws} (one call: a page of ~{PAGE})",
@@ -846,6 +846,11 @@ def human(size: int) -> str:
 
 def first(reply: Any) -> Any:
     return reply[0]
+
+
+def fetched(reply: Any) -> Any:
+    """The job ff_fetch found for its one FETCH."""
+    return reply[0][0]
 
 
 def second(reply: Any) -> Any:
