@@ -163,6 +163,30 @@ def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: Redi
     assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
 
 
+def test_one_ff_ack_of_many_counts_each_reservation_once(store: SyncStore,
+                                                          r: redislib.Redis) -> None:
+    """ff_ack deletes its plain ACKs' reservations together: an unknown jid among them is
+    GONE, a jid ACKed twice in one call (plain both times, or plain and then not) is DONE
+    once, and the counters count each reservation once."""
+    jids = [push(store) for _ in range(4)]
+    for _ in jids:
+        fetch(store)
+    acks = [(jids[0], True), ("nosuchjid", True), (jids[0], True), (jids[1], True),
+            (jids[1], False), (jids[2], False), (jids[2], True), (jids[3], True)]
+    out = store.ack_all(acks, "2026-01-01")
+    assert out[:5] + out[7:] == [Outcome.DONE, Outcome.GONE, Outcome.GONE, Outcome.DONE,
+                                 Outcome.GONE, Outcome.DONE]
+    assert {out[5], out[6]} == {Outcome.DONE, Outcome.GONE}  # (the plain ones go first)
+    assert r.get(keys.PROCESSED) == b"4" and r.get("processed:2026-01-01") == b"4"
+    assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
+    # All found: the quick way (one HDEL) answers each DONE
+    jids = [push(store) for _ in range(3)]
+    for _ in jids:
+        fetch(store)
+    assert store.ack_all([(j, True) for j in jids], "2026-01-01") == [Outcome.DONE] * 3
+    assert r.get(keys.PROCESSED) == b"7" and r.zcard(keys.WORKING) == 0
+
+
 def test_fail_needs_the_current_token(store: SyncStore, r: redislib.Redis) -> None:
     jid = push(store)
     res = fetch(store)

@@ -492,43 +492,72 @@ end
 -- had in one turn of its loop: one call for all of them). Returns a list of n outcomes:
 -- OUTCOME.DONE, or OUTCOME.GONE if there is no such reservation. plain '1': the caller fetched
 -- the job and saw no custom object in it: unless throttles are configured (the record may hold
--- a throttle lock), the record is not read. The counters move once for all of them.
+-- a throttle lock), its record is not read, and the plain ones are deleted together, first.
+-- The counters move once for all of them.
 -- KEYS: ff:res, working, processed, ff:throttles, processed:<day>; also the keys of the
 -- Enterprise hooks.
 local function ff_ack(keys, args)
-  local res = keys[1]
+  local res, working = keys[1], keys[2]
   local n = tonumber(args[1])
   local unthrottled = redis.call('EXISTS', keys[4]) == 0
   local out, done = {}, {}
-  for i = 1, n do
-    local jid = args[2 * i]
-    local record = nil
-    local found
-    if args[2 * i + 1] == '1' and unthrottled then
-      found = redis.call('HDEL', res, jid) == 1
-    else
-      record = redis.call('HGET', res, jid)
-      found = record ~= false
-      if found then redis.call('HDEL', res, jid) end
+  local plain, jids, seen = {}, {}, {}  -- the plain ACKs (a jid's first), their jids
+  if unthrottled then
+    for i = 1, n do
+      local jid = args[2 * i]
+      if args[2 * i + 1] == '1' and not seen[jid] then
+        seen[jid] = true
+        plain[#plain + 1] = i
+        jids[#jids + 1] = jid
+      end
     end
-    if found then
-      out[i] = OUTCOME.DONE
-      done[#done + 1] = jid
+  end
+  if #jids > 0 then
+    local deleted = 0
+    for i = 1, #jids, 1000 do  -- unpack's limit: a few thousand arguments a command
+      deleted = deleted + redis.call('HDEL', res, unpack(jids, i, math.min(i + 999, #jids)))
+    end
+    local deadlines = nil
+    if deleted < #jids then
+      -- Some had no reservation: the ones without a deadline (a record and its deadline come
+      -- and go together; the deadlines of these go below).
+      deadlines = {}
+      for i = 1, #jids, 1000 do
+        local part = redis.call('ZMSCORE', working, unpack(jids, i, math.min(i + 999, #jids)))
+        for k, score in ipairs(part) do deadlines[i + k - 1] = score end
+      end
+    end
+    for k, i in ipairs(plain) do
+      if deadlines and not deadlines[k] then
+        out[i] = OUTCOME.GONE
+      else
+        out[i] = OUTCOME.DONE
+        done[#done + 1] = jids[k]
+      end
+    end
+  end
+  for i = 1, n do
+    if not out[i] then
+      local jid = args[2 * i]
+      local record = redis.call('HGET', res, jid)
       if record then
+        redis.call('HDEL', res, jid)
+        out[i] = OUTCOME.DONE
+        done[#done + 1] = jid
         local doc, text = record_custom(record)
         if doc then
           batch_done(doc, 'ack')
           ent_done(doc, 'ack', text)
         end
         throttle_release(record, jid)
+      else
+        out[i] = OUTCOME.GONE
       end
-    else
-      out[i] = OUTCOME.GONE
     end
   end
   if #done > 0 then
-    for i = 1, #done, 1000 do  -- unpack's limit: a few thousand arguments a command
-      redis.call('ZREM', keys[2], unpack(done, i, math.min(i + 999, #done)))
+    for i = 1, #done, 1000 do
+      redis.call('ZREM', working, unpack(done, i, math.min(i + 999, #done)))
     end
     redis.call('INCRBY', keys[3], #done)
     redis.call('INCRBY', keys[5], #done)
