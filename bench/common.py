@@ -34,6 +34,9 @@ class Target:
     name: str  # "first" or "second"
     endpoint: Endpoint
     pids: list[int] = field(default_factory=list)
+    #: the unix socket of the server's Redis, when bench knows it (``bench faktory``): each run
+    #: then records what that Redis did per job (``redis_counts``)
+    redis_socket: str | None = None
 
 
 def cpu_count() -> int:
@@ -132,6 +135,49 @@ def run_push_fetch(name: str, args: Any, target: Any, worker: Callable[..., dict
     return results, max(r["t_last"] for r in results) - t0, meter
 
 
+#: What ``redis_per_job`` adds to a run's metrics (``bench faktory``: each server's own Redis).
+REDIS_METRICS = [
+    ("redis_reads_per_job", "Redis reads with input /job"),
+    ("redis_commands_per_job", "Redis commands /job (in functions too)"),
+]
+
+
+def redis_counts(socket_path: str | None) -> dict[str, float] | None:
+    """Counters of the Redis at ``socket_path`` (None: unknown): its reads with input
+    (``total_reads_processed``: one per wake-up that found a client's input) and, per command,
+    its calls (``INFO commandstats``: commands run inside functions and scripts counted too)."""
+    if not socket_path:
+        return None
+    import redis  # faktory_fast's dependency; only bench faktory needs it here
+
+    client = redis.Redis(unix_socket_path=socket_path)
+    try:
+        stats, commands = client.info("stats"), client.info("commandstats")
+    finally:
+        client.close()
+    counts = {"reads": float(stats["total_reads_processed"])}
+    for key, value in commands.items():
+        counts[key.removeprefix("cmdstat_")] = float(value["calls"])
+    return counts
+
+
+def redis_per_job(before: dict[str, float] | None, after: dict[str, float] | None,
+                  jobs: int | None) -> dict[str, Any]:
+    """Per job, what a Redis did between two ``redis_counts``: reads, commands (bench's own INFO
+    calls left out), and the commands by name."""
+    if before is None or after is None or not jobs:
+        return {}
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    delta.pop("info", None)
+    delta.pop("config|resetstat", None)
+    reads = delta.pop("reads")
+    by_command = {k: round(v / jobs, 3) for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+                  if v > 0}
+    return {"redis_reads_per_job": reads / jobs,
+            "redis_commands_per_job": sum(delta.values()) / jobs,
+            "redis_commands_by_name_per_job": by_command}
+
+
 def run_rounds(mod: ModuleType, args: Any, targets: list[Target], scenario: str | None = None,
                servers: dict[str, dict[str, Any]] | None = None, note: str = "") -> dict[str, Any]:
     """``args.rounds`` runs of ``mod.run_once`` per target, alternating (A B, B A, ...); print the
@@ -144,7 +190,10 @@ def run_rounds(mod: ModuleType, args: Any, targets: list[Target], scenario: str 
         for t in (targets if rnd % 2 == 0 else targets[::-1]):
             print(f"[{name}] round {rnd + 1}/{args.rounds} on {t.name} server {t.endpoint.redacted()}",
                   file=sys.stderr, flush=True)
+            before = redis_counts(t.redis_socket)
             metrics = mod.run_once(args, t)
+            metrics.update(redis_per_job(before, redis_counts(t.redis_socket),
+                                         getattr(args, "jobs", None) or getattr(args, "n", None)))
             runs.append({"target": t.name, "round": rnd, **metrics})
     names = [t.name for t in targets]
     summary = summarize(runs, names)
@@ -160,7 +209,8 @@ def run_rounds(mod: ModuleType, args: Any, targets: list[Target], scenario: str 
     }
     path = write_json(doc, args.out)
     print(f"{name}: {', '.join(f'{k}={v}' for k, v in doc['params'].items())}")
-    print(table(summary, names, mod.METRICS))
+    redis_rows = REDIS_METRICS if any("redis_reads_per_job" in r for r in runs) else []
+    print(table(summary, names, [*mod.METRICS, *redis_rows]))
     if note:
         print(note)
     print(f"results: {path}")

@@ -125,6 +125,11 @@ class Spawned:
         except OSError:
             return ""
 
+    @property
+    def redis_socket(self) -> str:
+        """The unix socket of the Redis it runs (Faktory and faktory_fast alike: in ``-d``)."""
+        return os.path.join(self.dir, "data", "redis.sock")
+
     def pids(self) -> list[int]:
         """The top pid, whose tree the CPU meter walks (server processes and their Redis)."""
         return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         except Skip as e:
             print(f"SKIPPED: {e}", flush=True)
             return None
-        targets = [Target(s.name, s.endpoint, s.pids()) for s in servers]
+        targets = [Target(s.name, s.endpoint, s.pids(), s.redis_socket) for s in servers]
         note = ("ratio = faktory_fast / faktory, same run" + (", ratio floor = floor / faktory"
                 if len(servers) == 3 else "")) if len(servers) >= 2 else ""
         return run_rounds(mod, args, targets, scenario=f"faktory-{mod.NAME}",
