@@ -481,12 +481,15 @@ def _queue_keys(name: str, priority: int) -> tuple[str, str]:
 
 
 def _push_args(jobs: Iterable[Prepared]) -> tuple[Any, ...]:
-    item_keys: list[str] = []
-    args: list[Any] = []
+    """ff_push's arguments: each queue and priority (and its keys) once, then the jobs."""
+    lists: dict[tuple[str, int], int] = {}
+    job_args: list[Any] = []
     for p in jobs:
-        item_keys += _queue_keys(p.queue, p.priority)
-        args += (p.queue, p.priority, p.payload, p.at_score, _hooks(p))
-    return FF_PUSH.args(item_keys, (len(args) // 5, *args))
+        number = lists.setdefault((p.queue, p.priority), len(lists) + 1)
+        job_args += (number, p.payload, p.at_score, _hooks(p))
+    item_keys = [k for q, prio in lists for k in _queue_keys(q, prio)]
+    return FF_PUSH.args(item_keys, (len(lists), *(x for pair in lists for x in pair),
+                                    len(job_args) // 4, *job_args))
 
 
 def _hooks(job: Prepared) -> str:

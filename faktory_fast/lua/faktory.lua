@@ -241,24 +241,30 @@ local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks,
   return nil
 end
 
--- ff_push(n, [queue, priority, job, score, hooks] * n): store n validated jobs; score ''
--- enqueues now, otherwise the job waits in `scheduled` until that time; hooks: see push_one. Returns n when every job was stored; otherwise a list of n
+-- ff_push(m, [queue, priority] * m, n, [list, job, score, hooks] * n): store n validated jobs
+-- (the PUSHes of a turn, or a PUSHB), each of queue and priority number `list` (1 .. m) of the
+-- m given first; score '' enqueues now, otherwise the job waits in `scheduled` until that
+-- time; hooks: see push_one. Returns n when every job was stored; otherwise a list of n
 -- entries: '' for a stored job, the refusal ("CODE message") of one an Enterprise hook refused.
--- KEYS: scheduled, queues, ff:prioq; per job: q:<queue>[:p<N>], ff:wait:<queue>.
--- Also the keys of the Enterprise hooks (batch.lua, ent.lua).
+-- KEYS: scheduled, queues, ff:prioq; per queue and priority 1 .. m: q:<queue>[:p<N>],
+-- ff:wait:<queue>. Also the keys of the Enterprise hooks (batch.lua, ent.lua).
 local function ff_push(keys, args)
   local scheduled, queues, prioq = keys[1], keys[2], keys[3]
-  local n = tonumber(args[1])
+  local m = tonumber(args[1])
+  local prios = {}
+  for j = 1, m do prios[j] = tonumber(args[1 + 2 * j]) end
+  local n = tonumber(args[2 + 2 * m])
   local refused = nil
   local pending = {}  -- no hook reads a queue's list: the jobs due now go in at the end
   for i = 0, n - 1 do
-    local b = 2 + i * 5
-    local refusal = push_one(scheduled, queues, prioq, args[b], tonumber(args[b + 1]),
-      args[b + 2], args[b + 3], args[b + 4], keys[4 + 2 * i], keys[5 + 2 * i], pending)
+    local b = 3 + 2 * m + i * 4
+    local j = tonumber(args[b])
+    local refusal = push_one(scheduled, queues, prioq, args[2 * j], prios[j], args[b + 1],
+      args[b + 2], args[b + 3], keys[2 + 2 * j], keys[3 + 2 * j], pending)
     if refusal then
       if not refused then
         refused = {}
-        for j = 1, i do refused[j] = '' end
+        for k = 1, i do refused[k] = '' end
       end
       refused[i + 1] = refusal
     elseif refused then
