@@ -166,7 +166,8 @@ local function job_head(text, at)
   local reserve, q = string.match(text, '^,"reserve_for":(%-?%d+)()', p)
   if reserve then reserve, p = tonumber(reserve), q end
   local custom = nil
-  if string.sub(text, p, p + 10) == ',"custom":{' then
+  -- (byte 99 is the c of custom: most jobs have none, and no substring is made for them)
+  if string.byte(text, p + 2) == 99 and string.sub(text, p, p + 10) == ',"custom":{' then
     custom = {}
     p = p + 11
     for _, name in ipairs(HOOK_KEYS) do
@@ -258,7 +259,7 @@ local function ff_push(keys, args)
   local pending = {}  -- no hook reads a queue's list: the jobs due now go in at the end
   for i = 0, n - 1 do
     local b = 3 + 2 * m + i * 4
-    local j = tonumber(args[b])
+    local j = m == 1 and 1 or tonumber(args[b])
     local refusal = push_one(scheduled, queues, prioq, args[2 * j], prios[j], args[b + 1],
       args[b + 2], args[b + 3], keys[2 + 2 * j], keys[3 + 2 * j], pending)
     if refusal then
@@ -291,7 +292,8 @@ end
 local function reservations(rseq, res, working, now, default)
   local now_sec, now_frac = string.match(now, '^(%d+)(%.?%d*)$')
   return {rseq = rseq, res = res, working = working, now = now, now_sec = tonumber(now_sec),
-    now_frac = now_frac, default = tonumber(default), expires = {}}
+    now_frac = now_frac, default = tonumber(default), heads = {}, found = {}, middles = {},
+    deadlines = {}}
 end
 
 -- Reserve `job` (whose jid is `jid`) for worker `wid` from the call's `now` for `secs`
@@ -306,43 +308,51 @@ local function reserve_job(acc, wid, secs, jid, job, lock, lock_timeout)
   if secs == nil or secs <= 0 then secs = acc.default end
   if secs < 60 then secs = 60 end
   if secs > 86400 then secs = 86400 end
-  -- Built as strings: number formatting and cjson.encode are the slow part of a FETCH.
-  local expires = acc.expires[secs]
-  if not expires then
-    expires = (acc.now_sec + math.floor(secs)) .. acc.now_frac
-    acc.expires[secs] = expires
+  -- The record's middle ('"wid":..,"reserved_at":..,"expires_at":..,"job":'), built as a
+  -- string (number formatting and cjson.encode are the slow part of a FETCH), once per
+  -- worker and reservation time in a call.
+  local by_wid = acc.heads[secs]
+  if not by_wid then
+    by_wid = {expires = (acc.now_sec + math.floor(secs)) .. acc.now_frac}
+    acc.heads[secs] = by_wid
   end
-  local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
-  local thr = ''
+  local expires, middle = by_wid.expires, by_wid[wid]
+  if not middle then
+    local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
+    middle = '"wid":' .. quoted .. ',"reserved_at":' .. acc.now .. ',"expires_at":' .. expires ..
+      ',"job":'
+    by_wid[wid] = middle
+  end
   if lock then
     local lapse = acc.now_sec + lock_timeout
     redis.call('ZADD', lock, lapse, jid)
     redis.call('ZADD', THROTTLE_LAPSES_KEY, 'LT', lapse, lock)  -- for ff_throttle_lapsed
-    thr = '"thr":"' .. quote_safe(lock) .. '",'
+    middle = '"thr":"' .. quote_safe(lock) .. '",' .. middle
   end
   local found = {job, 0, jid}
-  acc[#acc + 1] = {found, thr .. '"wid":' .. quoted .. ',"reserved_at":' .. acc.now ..
-    ',"expires_at":' .. expires .. ',"job":' .. job .. '}', expires}
+  local n = #acc.found + 1
+  acc.found[n], acc.middles[n] = found, middle
+  acc.deadlines[2 * n - 1], acc.deadlines[2 * n] = expires, jid
   return found
 end
 
 -- Write the reservations gathered in `acc`, and fill in their tokens.
 local function write_reservations(acc)
-  local n = #acc
+  local found, middles = acc.found, acc.middles
+  local n = #found
   if n == 0 then return end
   local rid = redis.call('INCRBY', acc.rseq, n) - n
-  local records, deadlines = {}, {}
-  for i, r in ipairs(acc) do
-    local found = r[1]
+  local records = {}
+  for i = 1, n do
+    local f = found[i]
     rid = rid + 1
-    found[2] = rid
-    records[2 * i - 1], records[2 * i] = found[3], '{"rid":' .. rid .. ',' .. r[2]
-    deadlines[2 * i - 1], deadlines[2 * i] = r[3], found[3]
+    f[2] = rid
+    records[2 * i - 1], records[2 * i] = f[3], '{"rid":' .. rid .. ',' .. middles[i] .. f[1] .. '}'
   end
   for i = 1, 2 * n, 1000 do  -- unpack's limit: a few thousand arguments a command
     local last = math.min(i + 999, 2 * n)
     redis.call('HSET', acc.res, unpack(records, i, last))
-    redis.call('ZADD', acc.working, unpack(deadlines, i, last))
+    redis.call('ZADD', acc.working, unpack(acc.deadlines, i, last))
   end
 end
 
