@@ -252,11 +252,12 @@ end
 local function ff_push(keys, args)
   local scheduled, queues, prioq = keys[1], keys[2], keys[3]
   local m = tonumber(args[1])
-  local prios = {}
-  for j = 1, m do prios[j] = tonumber(args[1 + 2 * j]) end
+  local prios = {tonumber(args[3])}
+  for j = 2, m do prios[j] = tonumber(args[1 + 2 * j]) end
   local n = tonumber(args[2 + 2 * m])
   local refused = nil
-  local pending = {}  -- no hook reads a queue's list: the jobs due now go in at the end
+  -- No hook reads a queue's list: the jobs due now go in at the end, one LPUSH per list.
+  local pending = n > 1 and {} or nil
   for i = 0, n - 1 do
     local b = 3 + 2 * m + i * 4
     local j = m == 1 and 1 or tonumber(args[b])
@@ -272,7 +273,7 @@ local function ff_push(keys, args)
       refused[i + 1] = ''
     end
   end
-  enqueue_pending(queues, prioq, pending)
+  if pending then enqueue_pending(queues, prioq, pending) end
   return refused or n
 end
 
@@ -291,9 +292,9 @@ end
 -- KEYS (the caller's): ff:rseq (`rseq`), ff:res (`res`), working.
 local function reservations(rseq, res, working, now, default)
   local now_sec, now_frac = string.match(now, '^(%d+)(%.?%d*)$')
+  -- Its array: per reservation the answer, its record's middle and its deadline.
   return {rseq = rseq, res = res, working = working, now = now, now_sec = tonumber(now_sec),
-    now_frac = now_frac, default = tonumber(default), heads = {}, found = {}, middles = {},
-    deadlines = {}}
+    now_frac = now_frac, default = tonumber(default)}
 end
 
 -- Reserve `job` (whose jid is `jid`) for worker `wid` from the call's `now` for `secs`
@@ -309,19 +310,15 @@ local function reserve_job(acc, wid, secs, jid, job, lock, lock_timeout)
   if secs < 60 then secs = 60 end
   if secs > 86400 then secs = 86400 end
   -- The record's middle ('"wid":..,"reserved_at":..,"expires_at":..,"job":'), built as a
-  -- string (number formatting and cjson.encode are the slow part of a FETCH), once per
-  -- worker and reservation time in a call.
-  local by_wid = acc.heads[secs]
-  if not by_wid then
-    by_wid = {expires = (acc.now_sec + math.floor(secs)) .. acc.now_frac}
-    acc.heads[secs] = by_wid
-  end
-  local expires, middle = by_wid.expires, by_wid[wid]
-  if not middle then
+  -- string (number formatting and cjson.encode are the slow part of a FETCH); the last one
+  -- is kept (the FETCHes of a call are mostly of one worker, or of none).
+  local middle, expires = acc.middle, acc.expires
+  if secs ~= acc.secs or wid ~= acc.wid then
+    expires = (acc.now_sec + math.floor(secs)) .. acc.now_frac
     local quoted = string.find(wid, '[%c"\\]') and cjson.encode(wid) or ('"' .. wid .. '"')
     middle = '"wid":' .. quoted .. ',"reserved_at":' .. acc.now .. ',"expires_at":' .. expires ..
       ',"job":'
-    by_wid[wid] = middle
+    acc.secs, acc.wid, acc.middle, acc.expires = secs, wid, middle, expires
   end
   if lock then
     local lapse = acc.now_sec + lock_timeout
@@ -330,29 +327,36 @@ local function reserve_job(acc, wid, secs, jid, job, lock, lock_timeout)
     middle = '"thr":"' .. quote_safe(lock) .. '",' .. middle
   end
   local found = {job, 0, jid}
-  local n = #acc.found + 1
-  acc.found[n], acc.middles[n] = found, middle
-  acc.deadlines[2 * n - 1], acc.deadlines[2 * n] = expires, jid
+  local n = #acc
+  acc[n + 1], acc[n + 2], acc[n + 3] = found, middle, expires
   return found
 end
 
 -- Write the reservations gathered in `acc`, and fill in their tokens.
 local function write_reservations(acc)
-  local found, middles = acc.found, acc.middles
-  local n = #found
+  local n = #acc / 3
   if n == 0 then return end
   local rid = redis.call('INCRBY', acc.rseq, n) - n
-  local records = {}
+  if n == 1 then
+    local f = acc[1]
+    f[2] = rid + 1
+    redis.call('HSET', acc.res, f[3], '{"rid":' .. f[2] .. ',' .. acc[2] .. f[1] .. '}')
+    redis.call('ZADD', acc.working, acc[3], f[3])
+    return
+  end
+  local records, deadlines = {}, {}
   for i = 1, n do
-    local f = found[i]
+    local f = acc[3 * i - 2]
     rid = rid + 1
     f[2] = rid
-    records[2 * i - 1], records[2 * i] = f[3], '{"rid":' .. rid .. ',' .. middles[i] .. f[1] .. '}'
+    records[2 * i - 1], records[2 * i] = f[3], '{"rid":' .. rid .. ',' .. acc[3 * i - 1] ..
+      f[1] .. '}'
+    deadlines[2 * i - 1], deadlines[2 * i] = acc[3 * i], f[3]
   end
   for i = 1, 2 * n, 1000 do  -- unpack's limit: a few thousand arguments a command
     local last = math.min(i + 999, 2 * n)
     redis.call('HSET', acc.res, unpack(records, i, last))
-    redis.call('ZADD', acc.working, unpack(acc.deadlines, i, last))
+    redis.call('ZADD', acc.working, unpack(deadlines, i, last))
   end
 end
 
@@ -516,39 +520,45 @@ local function ff_ack(keys, args)
   local res, working = keys[1], keys[2]
   local n = tonumber(args[1])
   local unthrottled = redis.call('EXISTS', keys[4]) == 0
-  local out, done = {}, {}
-  local plain, jids, seen = {}, {}, {}  -- the plain ACKs (a jid's first), their jids
+  -- out[i]: ACK i's outcome; 0 for a plain one (a jid's first) until its HDEL is done
+  local out, jids = {}, {}
+  local seen = n > 1 and {} or nil
   if unthrottled then
     for i = 1, n do
       local jid = args[2 * i]
-      if args[2 * i + 1] == '1' and not seen[jid] then
-        seen[jid] = true
-        plain[#plain + 1] = i
+      if args[2 * i + 1] == '1' and not (seen and seen[jid]) then
+        if seen then seen[jid] = true end
+        out[i] = 0
         jids[#jids + 1] = jid
       end
     end
   end
+  local done = jids  -- the jids whose reservation ended (all the plain ones, usually)
   if #jids > 0 then
     local deleted = 0
     for i = 1, #jids, 1000 do  -- unpack's limit: a few thousand arguments a command
       deleted = deleted + redis.call('HDEL', res, unpack(jids, i, math.min(i + 999, #jids)))
     end
-    local deadlines = nil
-    if deleted < #jids then
+    if deleted == #jids then
+      for i = 1, n do
+        if out[i] == 0 then out[i] = OUTCOME.DONE end
+      end
+    else
       -- Some had no reservation: the ones without a deadline (a record and its deadline come
-      -- and go together; the deadlines of these go below).
-      deadlines = {}
+      -- and go together; the deadlines of the others go below).
+      done = {}
+      local k = 0
       for i = 1, #jids, 1000 do
         local part = redis.call('ZMSCORE', working, unpack(jids, i, math.min(i + 999, #jids)))
-        for k, score in ipairs(part) do deadlines[i + k - 1] = score end
-      end
-    end
-    for k, i in ipairs(plain) do
-      if deadlines and not deadlines[k] then
-        out[i] = OUTCOME.GONE
-      else
-        out[i] = OUTCOME.DONE
-        done[#done + 1] = jids[k]
+        for _, score in ipairs(part) do
+          repeat k = k + 1 until out[k] == 0
+          if score then
+            out[k] = OUTCOME.DONE
+            done[#done + 1] = args[2 * k]
+          else
+            out[k] = OUTCOME.GONE
+          end
+        end
       end
     end
   end
