@@ -71,38 +71,6 @@ local function enqueue(queues, prioq, name, prio, job, push, list, waiting)
   end
 end
 
--- Jobs to enqueue at the end of a call, as enqueue would one by one, with one LPUSH per list
--- (`pending`: the lists in first-come order, and per list its jobs, queue name, priority and
--- waiters key): every Redis command a function makes costs about as much as a job's Lua work.
-local function enqueue_later(pending, name, prio, job, list, waiting)
-  list = list or qkey(name, prio)
-  local entry = pending[list]
-  if not entry then
-    entry = {name = name, prio = prio, waiting = waiting}
-    pending[list] = entry
-    pending[#pending + 1] = list
-  end
-  entry[#entry + 1] = job
-end
-
--- Enqueue what enqueue_later gathered: `queues`, `prioq`: as enqueue takes them.
-local function enqueue_pending(queues, prioq, pending)
-  for _, list in ipairs(pending) do
-    local jobs = pending[list]
-    local was_empty = false
-    for i = 1, #jobs, 1000 do  -- unpack's limit: a few thousand arguments a command
-      local last = math.min(i + 999, #jobs)
-      local length = redis.call('LPUSH', list, unpack(jobs, i, last))
-      if i == 1 then was_empty = length == last end
-    end
-    if was_empty then
-      redis.call('SADD', queues, jobs.name)
-      if jobs.prio ~= 5 then redis.call('SADD', prioq, jobs.name) end
-      wake(jobs.name, jobs.waiting or (WAITERS_PREFIX .. jobs.name))
-    end
-  end
-end
-
 -- Pop the next job of queue `name` (whose main list is `base`, q:<name>): priority 9 first,
 -- FIFO within a priority. Touches q:<name>:p<N> too if `prioq` lists the queue.
 local function pop(prioq, name, base)
@@ -223,9 +191,7 @@ end
 -- lasts); a job with a custom object passes the Enterprise hooks first.
 -- Returns the refusal ("CODE message") of a hook that refused it (nothing stored), or nil.
 -- `list`, `waiting`: the queue's q:<name>[:p<N>] and ff:wait:<name>, as enqueue takes them.
--- `pending`: enqueue_later's table, to enqueue the job at the end of the call (nil: now).
-local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks, list, waiting,
-                        pending)
+local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks, list, waiting)
   local doc = hooks ~= '' and with_custom(job)
   if doc then
     local refusal = batch_push(doc) or ent_push(doc, string.match(hooks, '^(%x+):(%d+)$'))
@@ -234,8 +200,6 @@ local function push_one(scheduled, queues, prioq, name, prio, job, score, hooks,
   end
   if score ~= '' then
     redis.call('ZADD', scheduled, score, job)
-  elseif pending then
-    enqueue_later(pending, name, prio, job, list, waiting)
   else
     enqueue(queues, prioq, name, prio, job, 'LPUSH', list, waiting)
   end
@@ -256,13 +220,11 @@ local function ff_push(keys, args)
   for j = 2, m do prios[j] = tonumber(args[1 + 2 * j]) end
   local n = tonumber(args[2 + 2 * m])
   local refused = nil
-  -- No hook reads a queue's list: the jobs due now go in at the end, one LPUSH per list.
-  local pending = n > 1 and {} or nil
   for i = 0, n - 1 do
     local b = 3 + 2 * m + i * 4
     local j = m == 1 and 1 or tonumber(args[b])
     local refusal = push_one(scheduled, queues, prioq, args[2 * j], prios[j], args[b + 1],
-      args[b + 2], args[b + 3], keys[2 + 2 * j], keys[3 + 2 * j], pending)
+      args[b + 2], args[b + 3], keys[2 + 2 * j], keys[3 + 2 * j])
     if refusal then
       if not refused then
         refused = {}
@@ -273,7 +235,6 @@ local function ff_push(keys, args)
       refused[i + 1] = ''
     end
   end
-  if pending then enqueue_pending(queues, prioq, pending) end
   return refused or n
 end
 
