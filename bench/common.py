@@ -193,7 +193,7 @@ def run_rounds(mod: ModuleType, args: Any, targets: list[Target], scenario: str 
             before = redis_counts(t.redis_socket)
             metrics = mod.run_once(args, t)
             metrics.update(redis_per_job(before, redis_counts(t.redis_socket),
-                                         getattr(args, "jobs", None) or getattr(args, "n", None)))
+                                         getattr(args, "jobs", None) or getattr(args, "pushes", None)))
             runs.append({"target": t.name, "round": rnd, **metrics})
     names = [t.name for t in targets]
     summary = summarize(runs, names)

@@ -456,8 +456,8 @@ def banner() -> str:
 
 
 # More server processes than this cannot add throughput: one Redis (single-threaded) is the
-# ceiling. Per job under load a server process spends about 35 us of CPU and Redis about 23
-# (bench/README.md, "How many server processes"), so 1.5 processes' work fills Redis's core.
+# ceiling. Per job under load a server process spends about 58 us of CPU and Redis about 32
+# (docs/performance.md, "The ceiling of one Redis"), so 1.8 processes' work fills Redis's core.
 REDIS_BOUND_PROCESSES = 2
 
 

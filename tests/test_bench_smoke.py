@@ -4,7 +4,7 @@ Each scenario runs with tiny sizes against a real faktory_fast server (password-
 every run exercises the HELLO hash) and ``baseline`` against a real child Redis. ``bench faktory``
 starts faktory_fast and Faktory 1.9.4 itself; its scenarios that need the Faktory binaries
 (not in the repository, not in CI) are skipped without them. These prove the harness works; the
-figures themselves are measured by hand (bench/README.md).
+figures themselves are measured by hand (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -354,6 +354,9 @@ def test_versus_push_fast_only(tmp_path: Path) -> None:
                "--fast-args", "--processes 1")["summary"]["faktory_fast"]
     assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] <= r["p999_us"] <= r["max_us"] < 1e6
     assert r["pushes_per_s"] > 0 and r["server_cpu_us_per_push"] is not None
+    # what its Redis did per push: one FCALL (ff_push) each, read from the Redis in its -d
+    assert 1 <= r["redis_commands_by_name_per_job"]["fcall"] < 1.2
+    assert 0 < r["redis_reads_per_job"] and r["redis_commands_per_job"] >= 2  # FCALL, LPUSH
 
 
 def test_floor_server_serves_a_job(tmp_path: Path) -> None:
@@ -434,6 +437,9 @@ def test_versus_load(tmp_path: Path) -> None:
         # Faktory's Redis is its child: the split counts it as Redis
         assert r["server_procs"] == len(doc["servers"][name]["tree"])
         assert {"redis_user_us_per_job", "server_user_us_per_job"} <= set(r)
+        assert r["redis_reads_per_job"] > 0 and r["redis_commands_per_job"] > 1
+    # Faktory's LPUSH per PUSH, in its own Redis
+    assert doc["summary"]["faktory"]["redis_commands_by_name_per_job"]["lpush"] >= 1
     assert doc["summary"]["ratio"]["jobs_per_s"] > 0
 
 
