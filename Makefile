@@ -10,7 +10,8 @@ ARGS ?=
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	# setup.py build_ext (below) runs the venv's own setuptools: the SPDX license needs >= 77
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 

@@ -63,7 +63,9 @@ def test_both_implementations_of_a_codec_have_one_api(name: str) -> None:
             assert ({a for a in dir(ours) if not a.startswith("_")}
                     == {a for a in dir(theirs) if not a.startswith("_")}), attr
         else:
-            assert type(ours) is type(theirs) or callable(theirs), attr
+            # a function of the source is a function (or builtin) of the compiled module;
+            # anything else is the same type
+            assert type(ours) is type(theirs) or (callable(theirs) and callable(ours)), attr
 
 
 def built_copy(tmp_path: Path) -> Path:

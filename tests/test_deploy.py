@@ -487,7 +487,7 @@ def test_web_ui_over_https_with_basic_auth(tls_server: FaktoryServer, certs: dic
     status, headers, _ = web.request("GET", "/", auth=False)
     assert status == 401 and headers["www-authenticate"] == 'Basic realm="Faktory"'
     status, headers, page = web.request("GET", "/")
-    assert status == 200 and "Dashboard" in page or "dashboard" in page
+    assert status == 200 and ("Dashboard" in page or "dashboard" in page)
     assert "secure" in headers["set-cookie"].lower()  # the CSRF cookie, over https only
     status, _, body = web.request("GET", "/health", auth=False)
     assert status == 200 and json.loads(body)

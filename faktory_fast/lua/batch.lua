@@ -1,4 +1,4 @@
--- Batches and job tracking (issue 12; docs/enterprise.md, "Batches" and "Job tracking").
+-- Batches and job tracking (docs/enterprise.md, "Batches" and "Job tracking").
 -- Pasted into faktory.lua by store.library_source; the hooks' contract is in faktory.lua,
 -- above the line that includes this file.
 --
