@@ -67,6 +67,7 @@ unit: $(BUILT)
 # Configured in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(ARGS)
+	$(VENV)/bin/lint-imports  # the layers contract in pyproject.toml
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(ARGS)

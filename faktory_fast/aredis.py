@@ -24,7 +24,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from faktory_fast.config import parse_redis_url, redis_location
+from faktory_fast.redis_url import parse_redis_url, redis_location
 from faktory_fast.resp import ReplyError, RespReader, pack_command
 
 __all__ = ["RedisConnection", "connect", "reconnect", "ReplyError", "RedisClosed",

@@ -39,9 +39,9 @@ from typing import (
 import orjson
 
 from faktory_fast import keys
-from faktory_fast.config import parse_redis_url
 from faktory_fast.jobs import JobError, Move, Prepared, rfc3339, unique_name
 from faktory_fast.jobs import score as ns_score
+from faktory_fast.redis_url import parse_redis_url
 from faktory_fast.resp import pack_command
 
 if TYPE_CHECKING:

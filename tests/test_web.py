@@ -15,8 +15,9 @@ import pytest
 import redis
 from falcon import testing
 
-from faktory_fast import config, cron, jobs, keys
+from faktory_fast import cron, jobs, keys
 from faktory_fast.redis_child import RedisChild
+from faktory_fast.redis_url import redis_location
 from faktory_fast.stats import info_document
 from faktory_fast.store import SyncStore
 from faktory_fast.web import charts, i18n, render, resources
@@ -1123,8 +1124,8 @@ def redis_url_path(store: SyncStore) -> str:
 
 
 def test_debug_helpers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    assert config.redis_location("redis://:secret@example.com:6380/2") == "redis://example.com:6380/2"
-    assert config.redis_location("unix:///var/run/r.sock?db=1") == "/var/run/r.sock"
+    assert redis_location("redis://:secret@example.com:6380/2") == "redis://example.com:6380/2"
+    assert redis_location("unix:///var/run/r.sock?db=1") == "/var/run/r.sock"
     assert resources.storage_dir("redis://example.com") is None
     assert resources.storage_dir("unix:///var/run/r.sock") == "/var/run"
     assert "%" in resources.disk_usage(str(tmp_path))

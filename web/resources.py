@@ -13,7 +13,7 @@ import falcon
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, cron, jobs, keys
-from faktory_fast.config import parse_redis_url, redis_location
+from faktory_fast.redis_url import parse_redis_url, redis_location
 from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.store import Operations, SyncStore
 
