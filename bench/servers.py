@@ -214,7 +214,7 @@ class FaktoryFast(Spawned):
 
 
 class Floor(Spawned):
-    """bench's floor server (``python -m bench.floor``, run by ``python``): the least a server in
+    """bench's floor server (``python -m bench.lab.floor``, run by ``python``): the least a server in
     this stack does per command with the same child Redis and durability rule."""
 
     name = "floor"
@@ -225,7 +225,7 @@ class Floor(Spawned):
         super().__init__()
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "bench.floor", "-b", f"127.0.0.1:{self.port}",
+        return [self.python, "-m", "bench.lab.floor", "-b", f"127.0.0.1:{self.port}",
                 "-d", os.path.join(self.dir, "data"), *self.extra]
 
 

@@ -48,7 +48,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
         g.add_argument("--faktory-args", default="", metavar="ARGS", help="extra Faktory options")
         g.add_argument("--only", choices=[*SERVERS, "floor"], help="run against this server only (no ratio)")
         g.add_argument("--floor", action="store_true",
-                       help="also run bench's floor server (bench/floor.py): the least a server in this "
+                       help="also run bench's floor server (bench/lab/floor.py): the least a server in this "
                             "stack does per command; its ratio to faktory is a column of its own")
         g.add_argument("--floor-args", default="", metavar="ARGS",
                        help="extra floor server options, e.g. '--prefetch 20'")

@@ -263,7 +263,7 @@ def test_baseline(redis_url: tuple[str, int], tmp_path: Path) -> None:
 @pytest.mark.parametrize("extra", [[], ["--unique"], ["--floor", "--batch", "50"],
                                    ["--batch", "10", "--group"]])
 def test_lua_cost(extra: list[str]) -> None:
-    res = subprocess.run([sys.executable, "-m", "bench.lua_cost", "-n", "200", *extra], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "bench.lab.lua_cost", "-n", "200", *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     costs = {line.rsplit(None, 2)[0]: float(line.split()[-2]) for line in res.stdout.splitlines()}
@@ -274,7 +274,7 @@ def test_lua_cost(extra: list[str]) -> None:
 
 def test_lua_worst(tmp_path: Path) -> None:
     out = tmp_path / "worst.json"
-    res = subprocess.run([sys.executable, "-m", "bench.lua_worst", "--scale", "0.001",
+    res = subprocess.run([sys.executable, "-m", "bench.lab.lua_worst", "--scale", "0.001",
                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     doc = json.loads(out.read_text())
@@ -360,7 +360,7 @@ def test_versus_push_fast_only(tmp_path: Path) -> None:
 
 
 def test_floor_server_serves_a_job(tmp_path: Path) -> None:
-    # bench's floor server (bench/floor.py) through bench's own client: PUSH, FETCH, ACK, FLUSH.
+    # bench's floor server (bench/lab/floor.py) through bench's own client: PUSH, FETCH, ACK, FLUSH.
     floor = Floor(sys.executable).start()
     try:
         conn = Conn(floor.endpoint)

@@ -153,6 +153,7 @@ def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path
     ``faktory-bench`` command works from the install alone."""
     [site] = (installed / "lib").glob("python3*/site-packages")
     assert (site / "faktory_fast" / "bench" / "__main__.py").is_file()
+    assert (site / "faktory_fast" / "bench" / "lab" / "lua_cost.py").is_file()  # the lab too
     assert not (site / "bench").exists()
     done = subprocess.run([str(installed / "bin" / "faktory-bench"), "--help"], cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,

@@ -3,7 +3,7 @@
 Not a server benchmark: it starts a child Redis, calls each function N times with
 ``Operations``' arguments and reads the time Redis spent in them from ``INFO commandstats``,
 so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
-repository root: ``python -m bench.lua_cost [-n 20000] [--batch 50 [--group]] [--unique]
+repository root: ``python -m bench.lab.lua_cost [-n 20000] [--batch 50 [--group]] [--unique]
 [--floor] [--library FILE]``.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--unique", action="store_true",
                     help="every job unique (custom.unique_for, distinct args): the Enterprise path")
     ap.add_argument("--floor", action="store_true",
-                    help="then the same jobs through the floor server's commands (bench/floor.py: "
+                    help="then the same jobs through the floor server's commands (bench/lab/floor.py: "
                          "LPUSH, its fetch and done scripts), for the difference the data model makes")
     ap.add_argument("--batch", type=int, default=1, metavar="B",
                     help="push, fetch and ack B jobs at a time, each step pipelined (default 1: "

@@ -23,7 +23,7 @@ go through faktory_fast's own ``jobs.prepare`` and ``AsyncStore`` (its Redis fun
 ``ff_push``, ``ff_fetch``, ``ff_ack``: the data model a complete server keeps), while the
 wire layer stays the floor's (no parking, worker registry, flow control or command table).
 
-    python -m bench.floor -b 127.0.0.1:7419 -d /tmp/floor [--prefetch 20 | --functions]
+    python -m bench.lab.floor -b 127.0.0.1:7419 -d /tmp/floor [--prefetch 20 | --functions]
 """
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ async def serve(bind: str, data_dir: str, prefetch: int = 0, functions: bool = F
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.lab.floor", description=__doc__.split("\n\n")[0])
     p.add_argument("-b", "--bind", default="127.0.0.1:7419", help="host:port (default 127.0.0.1:7419)")
     p.add_argument("-d", "--data", required=True, help="directory of its child Redis")
     p.add_argument("--prefetch", type=int, default=0, metavar="N",

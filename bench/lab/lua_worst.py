@@ -9,7 +9,7 @@ commandstats`` before and after the one call (not SLOWLOG with every command log
 each command the function calls too, and time the logging). Each case runs ``REPEATS`` times, on
 data set up afresh when the call changes it, once Redis's background thread has freed what earlier
 cases dropped; the worst of the repeats is reported, and every call over ``SLOW_MS`` is listed.
-Run from the repository root: ``python -m bench.lua_worst [--scale S] [--out FILE]``
+Run from the repository root: ``python -m bench.lab.lua_worst [--scale S] [--out FILE]``
 (default ``bench/figures/lua-worst.json``); ``--scale`` multiplies every size (jobs, sets, counts;
 not the callers' limits) for a quick run.
 """
@@ -51,11 +51,12 @@ from faktory_fast.store import (
     library_source,
 )
 
-from .bigjob import big_args
+from ..bigjob import big_args
 
 REPEATS = 3
 SLOW_MS = 20.0  # a single call over this is reported as a finding
-FIGURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "lua-worst.json")
+FIGURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "figures",
+                       "lua-worst.json")
 #: Sizes at --scale 1.
 JOB_SIZES = (1_000_000, 100_000)
 DEPTH = 250  # levels of nesting of the big job's args (bench/bigjob.py's shape)
@@ -154,7 +155,7 @@ class Worst:
             self.pipeline(batch)
 
     def job(self, jid: str, queue: str = "big", **extra: Any) -> Prepared:
-        """A small job as PUSH stores it (bench/lua_cost.py's)."""
+        """A small job as PUSH stores it (bench/lab/lua_cost.py's)."""
         fields = {"jid": jid, "jobtype": "SomeJob", "args": [[1, "string", 3]], "retry": 25,
                   "queue": queue, **extra}
         return jobs.prepare(fields, self.now_ns)
@@ -938,7 +939,7 @@ def report(cases: list[Case], names: list[str], scale: float) -> dict[str, Any]:
             entry["worst_ms"], entry["input"] = worst, case.input
     binary = find_binary()
     return {
-        "command": "python -m bench.lua_worst" + (f" --scale {scale:g}" if scale != 1 else ""),
+        "command": "python -m bench.lab.lua_worst" + (f" --scale {scale:g}" if scale != 1 else ""),
         "scale": scale, "repeats": REPEATS, "slow_ms": SLOW_MS,
         "measured": time.strftime("%Y-%m-%d"), "commit": git_head(),
         "redis": f"{os.path.basename(binary)} {'.'.join(map(str, binary_version(binary)))}",
