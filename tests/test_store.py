@@ -354,6 +354,11 @@ def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redisl
 
     assert asyncio.run(turn(fetch_all)) == 1
     assert [f[2].decode() for f in found[:6]] == [p.jid for p in batch[:6]]
+    # each reservation is its own worker's, with its own token (one call wrote them all)
+    records = [orjson.loads(r.hget(keys.RESERVATIONS, p.jid)) for p in batch[:6]]
+    assert [rec["wid"] for rec in records] == [f"w{i}" for i in range(6)]
+    assert [rec["rid"] for rec in records] == [f[1] for f in found[:6]] == sorted(
+        {f[1] for f in found[:6]})
     assert found[6] is Fetched.EMPTY and r.smembers(keys.waiters("empty")) == {b"proc1"}
 
     def ack_all(s: AsyncStore) -> None:
