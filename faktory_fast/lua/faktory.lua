@@ -293,26 +293,30 @@ local function reserve_job(acc, wid, secs, jid, job, lock, lock_timeout)
   return found
 end
 
+-- Reservation `i` of `acc` gets token `rid`: its answer is filled in; returns its jid and its
+-- record ('{"rid":N,' then the middle reserve_job built, then the job).
+local function token_record(acc, i, rid)
+  local found = acc[3 * i - 2]
+  found[2] = rid
+  return found[3], '{"rid":' .. rid .. ',' .. acc[3 * i - 1] .. found[1] .. '}'
+end
+
 -- Write the reservations gathered in `acc`, and fill in their tokens.
 local function write_reservations(acc)
   local n = #acc / 3
   if n == 0 then return end
   local rid = redis.call('INCRBY', acc.rseq, n) - n
-  if n == 1 then
-    local f = acc[1]
-    f[2] = rid + 1
-    redis.call('HSET', acc.res, f[3], '{"rid":' .. f[2] .. ',' .. acc[2] .. f[1] .. '}')
-    redis.call('ZADD', acc.working, acc[3], f[3])
+  if n == 1 then  -- (no tables for a call of one)
+    local jid, record = token_record(acc, 1, rid + 1)
+    redis.call('HSET', acc.res, jid, record)
+    redis.call('ZADD', acc.working, acc[3], jid)
     return
   end
   local records, deadlines = {}, {}
   for i = 1, n do
-    local f = acc[3 * i - 2]
-    rid = rid + 1
-    f[2] = rid
-    records[2 * i - 1], records[2 * i] = f[3], '{"rid":' .. rid .. ',' .. acc[3 * i - 1] ..
-      f[1] .. '}'
-    deadlines[2 * i - 1], deadlines[2 * i] = acc[3 * i], f[3]
+    local jid, record = token_record(acc, i, rid + i)
+    records[2 * i - 1], records[2 * i] = jid, record
+    deadlines[2 * i - 1], deadlines[2 * i] = acc[3 * i], jid
   end
   for i = 1, 2 * n, 1000 do  -- unpack's limit: a few thousand arguments a command
     local last = math.min(i + 999, 2 * n)
