@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The compiled modules (faktory_fast.COMPILED: the .pyx codecs and the hot path's .py), rebuilt
-# after an edit; a module whose sources changed since is not imported anyway
-# (faktory_fast/__init__.py).
-$(BUILT): $(STAMP) $(wildcard faktory_fast/*.pyx faktory_fast/*.pxd faktory_fast/*.py)
+# The compiled modules (faktory_fast.COMPILED: the .pyx codecs and the hot path's .py, typed by
+# the .pxd files in ext/), rebuilt after an edit; a module whose sources changed since is not
+# imported anyway (faktory_fast/__init__.py).
+$(BUILT): $(STAMP) $(shell find ext faktory_fast -name '*.py' -o -name '*.pyx' -o -name '*.pxd')
 	$(PY) setup.py -q build_ext --inplace
 	touch $(BUILT)
 
@@ -76,4 +76,5 @@ bench: $(BUILT)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info faktory_fast/*.so faktory_fast/*.c faktory_fast/_compiled.json tests/node/node_modules
+	rm -rf $(VENV) build *.egg-info faktory_fast/_compiled.json tests/node/node_modules
+	find faktory_fast ext \( -name '*.so' -o -name '*.c' \) -delete

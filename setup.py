@@ -1,7 +1,8 @@
 """Build script: the Cython hot path is optional (each compiled module has its .py).
 
-faktory_fast.COMPILED lists the modules compiled, each from its .pyx where there is one (the
-codecs), else from its .py as it is, typed by the .pxd beside it; FAKTORY_FAST_PURE=1 at run time
+faktory_fast.COMPILED lists the modules compiled, each from its .pyx in ext/ where there is one
+(the codecs), else from its .py as it is, typed by its .pxd in ext/ (which mirrors the package
+tree); FAKTORY_FAST_PURE=1 at run time
 ignores what was built. Every extension is optional: without a C compiler (or without Cython)
 the install succeeds with the pure-Python package, and the server's start-up line says
 "hot path: python"."""
@@ -19,14 +20,16 @@ except ImportError:  # no Cython: the pure-Python fallbacks are used
 
 # The list of compiled modules and the digest of their sources live in the package (it imports
 # nothing outside the standard library at the top), so build and run time cannot disagree.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from faktory_fast import BUILD_RECORD, COMPILED, source_digest  # noqa: E402
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+from faktory_fast import BUILD_RECORD, COMPILED, EXT_DIR, source_digest  # noqa: E402
 
 
 def build_source(name: str) -> str:
     """What the module ``faktory_fast.<name>`` is compiled from: its .pyx, else its .py."""
-    pyx = f"faktory_fast/{name}.pyx"
-    return pyx if os.path.exists(pyx) else f"faktory_fast/{name}.py"
+    path = "faktory_fast/" + name.replace(".", "/")
+    pyx = f"{EXT_DIR}/{path}.pyx"
+    return pyx if os.path.exists(pyx) else f"{path}.py"
 
 
 class BuildExt(build_ext):
@@ -41,9 +44,9 @@ class BuildExt(build_ext):
 
     def run(self):
         super().run()
-        record = {name: source_digest("faktory_fast", name) for name in COMPILED
+        record = {name: source_digest(ROOT, name) for name in COMPILED
                   if os.path.exists(self.get_ext_fullpath(f"faktory_fast.{name}"))}
-        target = os.path.join(os.path.dirname(self.get_ext_fullpath("faktory_fast.server")),
+        target = os.path.join(os.path.dirname(self.get_ext_fullpath("faktory_fast.jobs")),
                               BUILD_RECORD)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w") as fh:
@@ -57,6 +60,7 @@ if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
         # Python's semantics for the compiled .py modules (bounds checks, negative indexing);
         # the .pyx files turn those off in their own header.
         compiler_directives={"language_level": "3"},
+        include_path=[EXT_DIR],  # where Cython finds each module's .pxd
     )
     for ext in ext_modules:
         ext.optional = True  # (cythonize drops the attribute from the Extensions it is given)

@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     if cfg is None:  # -v
         sys.exit(0)
     logger = logsetup.setup(cfg.log_level)
-    from faktory_fast import resp, wire
-    from faktory_fast.supervisor import Supervisor
+    from faktory_fast.codec import resp, wire
+    from faktory_fast.master.supervisor import Supervisor
 
     logger.debug("Codecs: wire %s, RESP %s", wire.IMPLEMENTATION, resp.IMPLEMENTATION)
     logger.info("Environment %s, storage %s, config %s", cfg.environment, cfg.data_dir, cfg.config_dir)
@@ -44,10 +44,10 @@ def backup_command(verb: str, argv: list[str]) -> int:
 
     import redis
 
-    from faktory_fast import backup
-    from faktory_fast.redis_child import RDB_FILE, running_redis, saved_at_clean_stop
+    from faktory_fast.master import backup
+    from faktory_fast.master.redis_child import RDB_FILE, running_redis, saved_at_clean_stop
 
-    p = config.CommandParser(prog=f"faktory-fast {verb}")
+    p = config.FlagParser(prog=f"faktory-fast {verb}")
     p.add_argument("-d", dest="data_dir", default=None, help="storage directory")
     p.add_argument("-c", dest="config_dir", default=None, help="configuration directory")
     p.add_argument("-e", dest="environment", default=None, help="environment (for the defaults)")

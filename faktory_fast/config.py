@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faktory_fast import FAKTORY_VERSION, __version__, net
+from faktory_fast import FAKTORY_VERSION, __version__
+from faktory_fast.codec import net
 from faktory_fast.cron import CronEntry, CronError, parse_entries
 from faktory_fast.jobs import MAX_ENT_SECONDS, QUEUE_NAME
 from faktory_fast.log import one_line, show
-from faktory_fast.redis_url import host_ok, parse_redis_url
+from faktory_fast.storage.redis_url import host_ok, parse_redis_url
 
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("error", "warn", "info", "debug")
@@ -285,7 +286,7 @@ def parse_throttles(raw: Any, conf: ConfD | None = None) -> dict[str, tuple[str,
     return out
 
 
-class CommandParser(argparse.ArgumentParser):
+class FlagParser(argparse.ArgumentParser):
     """argparse that raises ConfigError (one clear line, exit 2) instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -294,7 +295,7 @@ class CommandParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags: Faktory's, then ours."""
-    p = CommandParser(prog="faktory-fast", description="A fast, wire-compatible Faktory server.")
+    p = FlagParser(prog="faktory-fast", description="A fast, wire-compatible Faktory server.")
     p.add_argument("-b", dest="binding", default=None, help=f"command port binding ({DEFAULT_BINDING})")
     p.add_argument("-w", dest="web_binding", default=None,
                    help=f"web UI binding ({DEFAULT_WEB_BINDING}); :0 disables the web UI")

@@ -30,7 +30,7 @@ from faktory_fast.jobs import JobError
 from faktory_fast.log import FailureLog, show
 
 if TYPE_CHECKING:
-    from faktory_fast.store import AsyncStore, SyncStore
+    from faktory_fast.storage.store import AsyncStore, SyncStore
 
 log = logging.getLogger("faktory_fast")
 

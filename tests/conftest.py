@@ -56,7 +56,8 @@ def _implementations(name: str) -> dict[str, ModuleType]:
         return {"python": module}
     # Its .py, loaded apart from the compiled module that faktory_fast.<name> is.
     spec = importlib.util.spec_from_file_location(
-        module.__name__, os.path.join(os.path.dirname(module.__file__), f"{name}.py"))
+        module.__name__,
+        os.path.join(os.path.dirname(module.__file__), name.rpartition(".")[2] + ".py"))
     assert spec is not None and spec.loader is not None
     source = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(source)
@@ -76,11 +77,11 @@ def implementation(name: str, which: str) -> ModuleType:
 
 @pytest.fixture(params=["cython", "python"])
 def wire_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """faktory_fast.wire, compiled and then from its .py (the client-command codec)."""
-    return implementation("wire", request.param)
+    """faktory_fast.codec.wire, compiled and then from its .py (the client-command codec)."""
+    return implementation("codec.wire", request.param)
 
 
 @pytest.fixture(params=["cython", "python"])
 def resp_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """faktory_fast.resp, compiled and then from its .py (the Redis codec)."""
-    return implementation("resp", request.param)
+    """faktory_fast.codec.resp, compiled and then from its .py (the Redis codec)."""
+    return implementation("codec.resp", request.param)

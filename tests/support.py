@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from faktory_fast import config
-from faktory_fast.store import SyncStore
+from faktory_fast.storage.store import SyncStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,11 +125,11 @@ class FaktoryServer:
 
     def server_process_pids(self) -> list[int]:
         """Pids of the server processes: the master's children running
-        faktory_fast.server_process."""
+        faktory_fast.server.process."""
         assert self.proc is not None
         master = self.proc.pid
         return sorted(pid for pid, (ppid, cmdline) in processes().items()
-                      if ppid == master and b"faktory_fast.server_process" in cmdline)
+                      if ppid == master and b"faktory_fast.server.process" in cmdline)
 
     def client(self, **kw: Any) -> Client:
         kw.setdefault("password", self.password)
@@ -416,7 +416,7 @@ def two_nodes(base: str, processes: int = 2, conf: str | tuple[str, str] = "",
     """Two servers ("nodes") on one Redis of their own (REDIS_URL), so that either can stop
     and start again, started in order. ``conf``: conf.d/test.toml of both (or of each);
     ``env``, ``args``: of both."""
-    from faktory_fast.redis_child import RedisChild
+    from faktory_fast.master.redis_child import RedisChild
 
     shared = RedisChild(os.path.join(base, "redis"))
     shared.start()

@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from faktory_fast import keys
+from faktory_fast.storage import keys
 from tests.support import Client, FaktoryServer, job, wait_for
 
 SET_ASIDE = "Set aside a bad record"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from faktory_fast import config, keys
+from faktory_fast import config
+from faktory_fast.storage import keys
 from tests.ent_client import Ent
 from tests.support import (
     Client,

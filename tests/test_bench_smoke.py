@@ -25,8 +25,8 @@ import redis
 from bench.client import Conn, parse_faktory_url, parse_redis_url, pwdhash
 from bench.resp import OK, ErrorReply, encode_command, parse
 from bench.servers import Floor
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import library_source
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.storage.store import library_source
 from tests.support import FaktoryServer, write_conf
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -39,8 +39,8 @@ from pyfaktory.util.exceptions import FaktroyWorkProtocolError  # noqa: E402
 
 signal.signal(signal.SIGTERM, _sigterm)
 
-from faktory_fast import keys  # noqa: E402
-from faktory_fast.store import Operations  # noqa: E402
+from faktory_fast.storage import keys  # noqa: E402
+from faktory_fast.storage.store import Operations  # noqa: E402
 from tests.support import FaktoryServer, wait_for  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")

@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 import pytest
 
-from faktory_fast import config, wire
+from faktory_fast import config
+from faktory_fast.codec import wire
 from faktory_fast.config import ConfigError
 from tests.support import ROOT, FaktoryServer, job, wait_for, write_conf
 
@@ -307,7 +308,7 @@ def check_consumable(cfg: config.Config) -> None:
     # The settings the master hands its server processes, and the tables' digest (orjson).
     orjson.dumps({f: getattr(cfg, f) for f in config.Config.__dataclass_fields__ if f != "cron"})
     orjson.dumps([sorted(cfg.throttles.items()), sorted(e.id for e in cfg.cron)])
-    wire.CommandParser(cfg.max_line)  # compiled: a C Py_ssize_t
+    wire.CommandFramer(cfg.max_line)  # compiled: a C Py_ssize_t
     assert cfg.max_line <= cfg.line_budget
     for password in (cfg.password, cfg.web_password):
         assert "\0" not in password  # an environment variable of the web UI

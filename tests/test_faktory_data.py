@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from faktory_fast.redis_child import RedisChild, find_binary
+from faktory_fast.master.redis_child import RedisChild, find_binary
 from tests.support import FaktoryServer, wait_for
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "faktory-1.9.4")

@@ -135,7 +135,7 @@ def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: 
         # modules, and nothing of the checkout.
         site = next((installed / "lib").glob("python3*/site-packages/faktory_fast"))
         [gunicorn] = children(srv, b"gunicorn")
-        pids = children(srv, b"faktory_fast.server_process") + descendants(gunicorn)
+        pids = children(srv, b"faktory_fast.server.process") + descendants(gunicorn)
         assert len(pids) == 2
         for pid in pids:
             with open(f"/proc/{pid}/maps") as fh:

@@ -186,7 +186,7 @@ def test_redis_death_is_one_line_per_process_not_a_traceback_per_command(tmp_pat
 
 
 def test_durability_always_and_debug_log_names_the_codecs(tmp_path) -> None:
-    from faktory_fast import resp, wire
+    from faktory_fast.codec import resp, wire
 
     srv = FaktoryServer(str(tmp_path), processes=1, args=["--durability", "always", "-l", "debug"]).start()
     try:

@@ -1,4 +1,4 @@
-"""faktory_fast.resp: RESP2 reply reader and command packer, against both implementations."""
+"""faktory_fast.codec.resp: RESP2 reply reader and command packer, against both implementations."""
 from __future__ import annotations
 
 import enum
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from faktory_fast import resp
+from faktory_fast.codec import resp
 from tests.conftest import implementation
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
@@ -272,7 +272,7 @@ def test_randomized_round_trip(resp_impl) -> None:
 
 
 def test_same_results_from_both_implementations() -> None:
-    compiled, source = implementation("resp", "cython"), implementation("resp", "python")
+    compiled, source = implementation("codec.resp", "cython"), implementation("codec.resp", "python")
     rng = random.Random(5)
     for _ in range(200):
         data = b"".join(encode(random_value(rng)) for _ in range(5))

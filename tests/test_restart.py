@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from faktory_fast.redis_child import RedisChild, pid_alive
+from faktory_fast.master.redis_child import RedisChild, pid_alive
 from tests.support import FaktoryServer, job
 
 

@@ -18,9 +18,9 @@ import redis
 
 from faktory_fast import config
 from faktory_fast.config import ConfigError
-from faktory_fast.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
-from faktory_fast.redis_url import parse_redis_url, redis_location
-from faktory_fast.store import SyncStore
+from faktory_fast.master.redis_child import MIN_REDIS, RedisChildError, binary_version, find_binary
+from faktory_fast.storage.redis_url import parse_redis_url, redis_location
+from faktory_fast.storage.store import SyncStore
 from tests.support import (
     Client,
     FaktoryServer,

@@ -9,9 +9,10 @@ import orjson
 import pytest
 import redis as redislib
 
-from faktory_fast import aredis, jobs, keys
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import (
+from faktory_fast import jobs
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.store import (
     MUTATE_PAGE,
     AsyncStore,
     Fetched,
@@ -148,7 +149,7 @@ def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: Redi
     replies: list = []
 
     async def ack_then() -> None:  # the callback form, as the server uses
-        conn = await aredis.connect(redis_child.url)
+        conn = await redis_client.connect(redis_child.url)
         # plain: the server fetched the job itself and saw no custom object (no read first)
         AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
         AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
@@ -328,7 +329,7 @@ def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redisl
         return r.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
 
     async def turn(send: Callable[[AsyncStore], None]) -> int:
-        conn = await aredis.connect(redis_child.url)
+        conn = await redis_client.connect(redis_child.url)
         async_store = AsyncStore(conn)
         before = fcalls()
         send(async_store)
@@ -380,7 +381,7 @@ def test_a_command_gathered_while_the_gatherers_send_leaves_in_the_next_write(
     once can bring the next command) gets another flush: nothing waits for an unrelated
     command to leave."""
     async def run() -> list[object]:
-        conn = await aredis.connect(redis_child.url)
+        conn = await redis_client.connect(redis_child.url)
         held: list[int] = [1]  # commands the gatherer holds
         replies: list[object] = []
         second = asyncio.get_running_loop().create_future()

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from faktory_fast import jobs, keys
+from faktory_fast import jobs
+from faktory_fast.storage import keys
 from tests.ent_client import Ent
 from tests.support import Client, FaktoryServer, ReplyError, job, wait_for
 

@@ -15,11 +15,12 @@ import pytest
 import redis
 from falcon import testing
 
-from faktory_fast import cron, jobs, keys
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.redis_url import redis_location
+from faktory_fast import cron, jobs
+from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.stats import info_document
-from faktory_fast.store import SyncStore
+from faktory_fast.storage import keys
+from faktory_fast.storage.redis_url import redis_location
+from faktory_fast.storage.store import SyncStore
 from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD

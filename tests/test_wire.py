@@ -1,5 +1,5 @@
-"""faktory_fast.wire: client-command framing and reply serializers, against both implementations;
-faktory_fast.net: the PROXY protocol header parser and trusted networks."""
+"""faktory_fast.codec.wire: client-command framing and reply serializers, against both implementations;
+faktory_fast.codec.net: the PROXY protocol header parser and trusted networks."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from faktory_fast import net
+from faktory_fast.codec import net
 from tests.conftest import implementation
 
 pytestmark = pytest.mark.unit  # the fast tier: make unit
@@ -62,7 +62,7 @@ EXPECTED = [
 
 
 def test_whole_stream(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     assert p.feed(STREAM) == EXPECTED
     assert p.buffered() == 0
     assert p.overflow is False
@@ -70,13 +70,13 @@ def test_whole_stream(wire_impl) -> None:
 
 def test_every_split_point(wire_impl) -> None:
     for i in range(len(STREAM) + 1):
-        p = wire_impl.CommandParser()
+        p = wire_impl.CommandFramer()
         assert p.feed(STREAM[:i]) + p.feed(STREAM[i:]) == EXPECTED, i
         assert p.buffered() == 0
 
 
 def test_one_byte_at_a_time(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     out = []
     for i in range(len(STREAM)):
         out += p.feed(STREAM[i:i + 1])
@@ -88,12 +88,12 @@ def test_random_chunks(wire_impl) -> None:
     rng = random.Random(1234)
     data = STREAM * 20
     for _ in range(50):
-        p = wire_impl.CommandParser()
+        p = wire_impl.CommandFramer()
         assert feed_chunks(p, data, random_sizes(rng, len(data))) == EXPECTED * 20
 
 
 def test_cr_at_end_of_chunk(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     assert p.feed(b"ACK {}\r") == []
     assert p.buffered() == 7
     assert p.feed(b"\nFAIL") == [(b"ACK", b"{}")]
@@ -104,7 +104,7 @@ def test_cr_at_end_of_chunk(wire_impl) -> None:
 
 
 def test_partial_line_is_kept(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     assert p.feed(b"FET") == []
     assert p.buffered() == 3
     assert p.feed(b"") == []
@@ -113,13 +113,13 @@ def test_partial_line_is_kept(wire_impl) -> None:
 
 
 def test_bytes_like_input(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     assert p.feed(bytearray(b"A 1\nB")) == [(b"A", b"1")]
     assert p.feed(memoryview(b" 2\n")) == [(b"B", b"2")]
 
 
 def test_results_are_bytes(wire_impl) -> None:
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     ((verb, payload),) = p.feed(bytearray(b"PUSH {}\n"))
     assert type(verb) is bytes and type(payload) is bytes
 
@@ -128,7 +128,7 @@ def test_large_line_in_many_chunks_is_linear(wire_impl) -> None:
     # 8 MiB in 64-byte pieces: a quadratic buffer would copy ~0.5 TB and hit the timeout.
     payload = b"x" * (8 << 20)
     data = b"PUSH " + payload + b"\r\n"
-    p = wire_impl.CommandParser()
+    p = wire_impl.CommandFramer()
     out = []
     for i in range(0, len(data), 64):
         out += p.feed(data[i:i + 64])
@@ -137,17 +137,17 @@ def test_large_line_in_many_chunks_is_linear(wire_impl) -> None:
 
 
 def test_default_max_line(wire_impl) -> None:
-    assert wire_impl.CommandParser().max_line == 16 * 1024 * 1024
+    assert wire_impl.CommandFramer().max_line == 16 * 1024 * 1024
 
 
 def test_line_at_limit_is_accepted(wire_impl) -> None:
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     assert p.feed(b"0123456789\r\n" + b"abcdefghij\n") == [(b"0123456789", b""), (b"abcdefghij", b"")]
     assert not p.overflow
 
 
 def test_trailing_cr_does_not_count_towards_limit(wire_impl) -> None:
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     assert p.feed(b"0123456789\r") == []
     assert not p.overflow
     assert p.feed(b"\n") == [(b"0123456789", b"")]
@@ -158,7 +158,7 @@ def test_trailing_cr_does_not_count_towards_limit(wire_impl) -> None:
 
 
 def test_overflow_keeps_earlier_lines(wire_impl) -> None:
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     out = p.feed(b"A 1\r\nB 2\n" + b"C" * 11 + b"\r\nD 4\r\n")
     assert out == [(b"A", b"1"), (b"B", b"2")]
     assert p.overflow is True
@@ -169,7 +169,7 @@ def test_overflow_keeps_earlier_lines(wire_impl) -> None:
 
 
 def test_overflow_on_incomplete_line(wire_impl) -> None:
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     assert p.feed(b"OK 1\n" + b"x" * 6) == [(b"OK", b"1")]
     assert not p.overflow
     assert p.feed(b"y" * 4) == []
@@ -181,7 +181,7 @@ def test_overflow_on_incomplete_line(wire_impl) -> None:
 
 def test_overflow_one_byte_at_a_time(wire_impl) -> None:
     data = b"A\n" + b"B" * 11 + b"\n"
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     out = []
     for i in range(len(data)):
         out += p.feed(data[i:i + 1])
@@ -190,14 +190,14 @@ def test_overflow_one_byte_at_a_time(wire_impl) -> None:
 
 
 def test_overflow_when_completing_a_buffered_line(wire_impl) -> None:
-    p = wire_impl.CommandParser(10)
+    p = wire_impl.CommandFramer(10)
     assert p.feed(b"x" * 8) == []
     assert p.feed(b"yyy\nZ\n") == []
     assert p.overflow
 
 
 def test_same_results_from_both_implementations() -> None:
-    compiled, source = implementation("wire", "cython"), implementation("wire", "python")
+    compiled, source = implementation("codec.wire", "cython"), implementation("codec.wire", "python")
     rng = random.Random(99)
     alphabet = b"ab \r\n"
     for _ in range(300):
@@ -206,7 +206,7 @@ def test_same_results_from_both_implementations() -> None:
         limit = rng.randint(0, 8)
         results = []
         for impl in (compiled, source):
-            p = impl.CommandParser(limit)
+            p = impl.CommandFramer(limit)
             results.append((feed_chunks(p, data, sizes), p.overflow, p.buffered()))
         assert results[0] == results[1], (data, sizes, limit)
 
@@ -240,7 +240,7 @@ def test_bulk(wire_impl) -> None:
     assert type(wire_impl.bulk(b"x")) is bytes
 
 
-# -- the PROXY protocol header (faktory_fast.net) ----------------------------------------------
+# -- the PROXY protocol header (faktory_fast.codec.net) ----------------------------------------------
 
 def v2_header(command: int = 1, fam: int = 0x11, src: str = "203.0.113.7", dst: str = "10.0.0.1",
               sport: int = 50123, dport: int = 7419, tlvs: bytes = b"",

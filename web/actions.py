@@ -5,7 +5,7 @@ import time
 from collections.abc import Sequence
 
 from faktory_fast import jobs
-from faktory_fast.store import SyncStore
+from faktory_fast.storage.store import SyncStore
 
 from . import bounded
 

@@ -7,7 +7,7 @@ from typing import Any
 import falcon
 import orjson
 
-from faktory_fast.store import SyncStore
+from faktory_fast.storage.store import SyncStore
 
 from . import resources, security
 from .i18n import Catalog, Localisation

@@ -1,14 +1,14 @@
 """The web UI's reads and changes that may cover more than one Redis call can hold.
 
 Redis is shared by every client and node: no call may hold it for long. Each store operation
-here (``faktory_fast.store``) looks at a bounded part of a set, queue or batch a call and says
+here (``faktory_fast.storage.store``) looks at a bounded part of a set, queue or batch a call and says
 where to go on from; these follow it, call after call, to the result one unbounded call gave.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from faktory_fast.store import WEB_BATCH_SCAN, BatchDetail, SyncStore
+from faktory_fast.storage.store import WEB_BATCH_SCAN, BatchDetail, SyncStore
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
 

@@ -10,7 +10,7 @@ import jinja2
 import redis
 
 from faktory_fast import FAKTORY_VERSION
-from faktory_fast.store import Info, SyncStore
+from faktory_fast.storage.store import Info, SyncStore
 
 from . import views
 from .i18n import Catalog, locale_of

@@ -12,10 +12,11 @@ from typing import Any
 import falcon
 import orjson
 
-from faktory_fast import FAKTORY_VERSION, cron, jobs, keys
-from faktory_fast.redis_url import parse_redis_url, redis_location
+from faktory_fast import FAKTORY_VERSION, cron, jobs
 from faktory_fast.stats import info_document, latency, rss_bytes
-from faktory_fast.store import Operations, SyncStore
+from faktory_fast.storage import keys
+from faktory_fast.storage.redis_url import parse_redis_url, redis_location
+from faktory_fast.storage.store import Operations, SyncStore
 
 from . import actions, bounded, charts, metrics, views
 from .i18n import locale_of

@@ -38,10 +38,12 @@ from typing import Any
 import orjson
 import uvloop
 
-from faktory_fast import aredis, jobs, wire
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.resp import pack_command
-from faktory_fast.store import AsyncStore, Reserved
+from faktory_fast import jobs
+from faktory_fast.codec import wire
+from faktory_fast.codec.resp import pack_command
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.storage import redis_client
+from faktory_fast.storage.store import AsyncStore, Reserved
 
 # KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
 FETCH_LUA = """
@@ -82,7 +84,7 @@ RES, WORKING = "res", "working"  # the floor's reservation hash and deadlines zs
 class Client(asyncio.Protocol):
     """One client connection: a line in, one Redis command, its answer out."""
 
-    redis: aredis.RedisConnection  # pipelined: the commands of a loop iteration leave in one write
+    redis: redis_client.RedisConnection  # pipelined: the commands of a loop iteration leave in one write
     fetch_sha = ""
     done_sha = ""
     hold_sha = ""
@@ -225,7 +227,7 @@ async def serve(bind: str, data_dir: str, prefetch: int = 0, functions: bool = F
     child.start()
     try:
         loop = asyncio.get_running_loop()
-        redis = await aredis.connect(child.url)
+        redis = await redis_client.connect(child.url)
         for name, lua in (("fetch_sha", FETCH_LUA), ("done_sha", DONE_LUA), ("hold_sha", HOLD_LUA)):
             sha = (await redis.execute("SCRIPT", "LOAD", lua)).decode()
             assert sha == hashlib.sha1(lua.encode()).hexdigest()

@@ -2,7 +2,7 @@
 
 Not a server benchmark: it starts a child Redis, calls each function N times with
 ``Operations``' arguments and reads the time Redis spent in them from ``INFO commandstats``,
-so a change to ``faktory_fast/lua/faktory.lua`` can be judged on its own. Run from the
+so a change to ``faktory_fast/storage/lua/faktory.lua`` can be judged on its own. Run from the
 repository root: ``python -m bench.lab.lua_cost [-n 20000] [--batch 50 [--group]] [--unique]
 [--floor] [--library FILE]``.
 """
@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import redis
 
-from faktory_fast import jobs, keys
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import Operations, SyncStore
+from faktory_fast import jobs
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.storage import keys
+from faktory_fast.storage.store import Operations, SyncStore
 
 from .floor import DONE_LUA, FETCH_LUA, RES, WORKING
 

@@ -32,11 +32,13 @@ from typing import Any
 
 import redis
 
-from faktory_fast import jobs, keys, tasks
+from faktory_fast import jobs
 from faktory_fast.jobs import Prepared
-from faktory_fast.lifecycle import PUSHB_CALL
-from faktory_fast.redis_child import RedisChild, binary_version, find_binary
-from faktory_fast.store import (
+from faktory_fast.master import tasks
+from faktory_fast.master.redis_child import RedisChild, binary_version, find_binary
+from faktory_fast.server.lifecycle import PUSHB_CALL
+from faktory_fast.storage import keys
+from faktory_fast.storage.store import (
     GROUP_MAX,
     MIGRATE_PAGE,
     MUTATE_PAGE,

@@ -1,4 +1,4 @@
-"""A small asyncio Redis client built on the RESP codec in ``faktory_fast.resp``.
+"""A small asyncio Redis client built on the RESP codec in ``faktory_fast.codec.resp``.
 
 Commands issued during one event-loop iteration leave in one write (automatic pipelining):
 with many client connections sharing one Redis connection per process, round trips and
@@ -24,8 +24,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from faktory_fast.redis_url import parse_redis_url, redis_location
-from faktory_fast.resp import ReplyError, RespReader, pack_command
+from faktory_fast.codec.resp import ReplyError, RespReader, pack_command
+from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 
 __all__ = ["RedisConnection", "connect", "reconnect", "ReplyError", "RedisClosed",
            "NotReplicated", "Then"]
@@ -58,7 +58,7 @@ class NotReplicated(Exception):
 class RedisConnection:
     """One Redis connection; ``execute`` may be called from any number of tasks at once.
 
-    An asyncio protocol by its methods: built, this is an extension type (``aredis.pxd``),
+    An asyncio protocol by its methods: built, this is an extension type (``redis_client.pxd``),
     which cannot subclass ``asyncio.Protocol``.
     """
 

@@ -11,9 +11,10 @@ import time
 
 import orjson
 
-from faktory_fast import jobs, keys
+from faktory_fast import jobs
 from faktory_fast.jobs import JobError
-from faktory_fast.store import AsyncStore, Outcome
+from faktory_fast.storage import keys
+from faktory_fast.storage.store import AsyncStore, Outcome
 
 log = logging.getLogger("faktory_fast")
 

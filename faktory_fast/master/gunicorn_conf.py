@@ -1,4 +1,4 @@
-"""gunicorn's configuration for the web UI (``-c python:faktory_fast.gunicorn_conf``).
+"""gunicorn's configuration for the web UI (``-c python:faktory_fast.master.gunicorn_conf``).
 
 The supervisor passes the write end of a pipe in READY_FD_ENV; a worker that has loaded the
 app writes to it, so the supervisor knows the UI serves (and that one which exits before

@@ -20,9 +20,9 @@ import logging
 
 import orjson
 
-from faktory_fast import keys
-from faktory_fast.failures import set_aside
-from faktory_fast.store import AsyncStore
+from faktory_fast.server.failures import set_aside
+from faktory_fast.storage import keys
+from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from faktory_fast.redis_child import AOF_DIR, CLEAN_STOP, RDB_FILE, free_name, running_redis
+from faktory_fast.master.redis_child import AOF_DIR, CLEAN_STOP, RDB_FILE, free_name, running_redis
 
 BACKUP_DIR = "backups"
 PREFIX, SUFFIX = "faktory-", ".rdb"

@@ -3,8 +3,8 @@
 -- FCALL of one function here, so any number of server processes can share one Redis.
 --
 -- Keys. Each function is called with the keys it always touches as KEYS, in the order its
--- comment gives (faktory_fast/store.py's table of functions passes them, named by
--- faktory_fast/keys.py), followed by the per-item keys the caller knows (a queue's list and
+-- comment gives (faktory_fast/storage/store.py's table of functions passes them, named by
+-- faktory_fast/storage/keys.py), followed by the per-item keys the caller knows (a queue's list and
 -- waiters set, a worker's hash, a day's counter): declared for ACL key patterns (and a later
 -- Cluster layout). The hot functions (ff_push, ff_fetch, ff_enqueue_from, ff_release) use the
 -- declared per-item keys; the others build those names from the prefixes below. Some keys
@@ -330,7 +330,7 @@ end
 -- follows it). `acc`: the call's reservations (the caller writes them), `now_number`: its
 -- time as a number. `plain`: no quiet worker, paused queue, priority list or throttle anywhere
 -- (the caller asked Redis once). Returns its answer, as ff_fetch describes.
-local function fetch_one(keys, args, plain, wid, proc, acc, now_number, a, b, where)
+local function fetch_one(keys, args, plain, wid, proc_id, acc, now_number, a, b, where)
   local prioq, throttles = keys[3], keys[7]
   local paused = nil
   local throttled = false
@@ -397,7 +397,7 @@ local function fetch_one(keys, args, plain, wid, proc, acc, now_number, a, b, wh
     if paused and paused[args[i]] then
       found = FETCHED.SOME_PAUSED
     else
-      redis.call('SADD', keys[where[args[i]] + 1], proc)
+      redis.call('SADD', keys[where[args[i]] + 1], proc_id)
       waited = waited + 1
     end
   end
@@ -406,8 +406,8 @@ local function fetch_one(keys, args, plain, wid, proc, acc, now_number, a, b, wh
   return found
 end
 
--- ff_fetch(proc, now, default_reserve, m, q1 .. q<m>, n, [wid, count, queue1 .. queue<count>]
--- * n): n FETCHes of server process `proc` (the ones it had in one turn of its loop: one call
+-- ff_fetch(proc_id, now, default_reserve, m, q1 .. q<m>, n, [wid, count, queue1 .. queue<count>]
+-- * n): n FETCHes of server process `proc_id` (the ones it had in one turn of its loop: one call
 -- for all, group commit), each of worker `wid` (may be '') and naming `count` of the queues
 -- q1 .. q<m> in its order. Each reserves the first job found in its queues (strict order);
 -- answered in order, as a list of n answers, each {job, token, jid}, or what it found instead:
@@ -674,7 +674,7 @@ local function ff_enqueue_from(keys, args)
   return moved
 end
 
--- ff_hello(proc, max_conns, wid, hostname, pid, labels, v, now, addr): count an identified
+-- ff_hello(proc_id, max_conns, wid, hostname, pid, labels, v, now, addr): count an identified
 -- connection and register its worker (addr: the client's address, for the Busy page).
 -- Returns 0, or the would-be connection count when that exceeds max_conns (nothing is
 -- changed then). KEYS: ff:conns, ff:wids, ff:w:<wid>.
@@ -705,7 +705,7 @@ local function forget_worker(wids, quiet, wid)
   redis.call('SREM', quiet, wid)
 end
 
--- ff_bye(proc, wid): an identified connection closed; the worker goes when its last one does.
+-- ff_bye(proc_id, wid): an identified connection closed; the worker goes when its last one does.
 -- KEYS: ff:conns, ff:wids, ff:quiet, ff:w:<wid>.
 local function ff_bye(keys, args)
   redis.call('HINCRBY', keys[1], args[1], -1)
@@ -811,7 +811,7 @@ local function ff_reap_workers(keys, args)
   return #wids
 end
 
--- ff_process_gone(proc): a server process ended; drop its connection count and keep its
+-- ff_process_gone(proc_id): a server process ended; drop its connection count and keep its
 -- command count in the '-' field. KEYS: ff:conns, ff:cmds.
 local function ff_process_gone(keys, args)
   redis.call('HDEL', keys[1], args[1])

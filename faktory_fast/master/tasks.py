@@ -19,13 +19,15 @@ from typing import Any
 import orjson
 import redis
 
-from faktory_fast import aredis, backup, cron, jobs, keys
+from faktory_fast import cron, jobs
 from faktory_fast.config import Config
-from faktory_fast.failures import expire_reservation, set_aside
 from faktory_fast.jobs import now_score
 from faktory_fast.log import FailureLog
-from faktory_fast.redis_child import RedisChild
-from faktory_fast.store import AsyncStore
+from faktory_fast.master import backup
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.server.failures import expire_reservation, set_aside
+from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 
@@ -214,7 +216,7 @@ async def _every(interval: float, fn: Callable[[], Coroutine[Any, Any, None]]) -
         await asyncio.sleep(interval)
         try:
             await fn()
-        except (aredis.RedisClosed, aredis.NotReplicated):
+        except (redis_client.RedisClosed, redis_client.NotReplicated):
             # Redis is away (the supervisor reconnects, or the server stops), or refuses
             # writes for want of replicas (its clients are told): next round.
             pass

@@ -1,4 +1,4 @@
-# Types for the compiled aredis.py (setup.py); the .py is the source of truth.
+# Types for the compiled redis_client.py (setup.py); the .py is the source of truth.
 
 cdef class RedisConnection:
     cdef object _reader

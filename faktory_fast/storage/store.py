@@ -7,7 +7,7 @@ results (``Outcome``, ``Fetched``) rather than bare codes. An operation over a s
 big (``Paged``) is a round trip a page: no call holds the Redis every client shares for long.
 The operations (``Operations``) are written once; two thin stores run them:
 
-* ``AsyncStore``, the server's, over an ``aredis.RedisConnection``: an operation returns an
+* ``AsyncStore``, the server's, over an ``redis_client.RedisConnection``: an operation returns an
   awaitable. The hot ones also have a form that hands the decoded reply to a callback straight
   from the Redis reply handler (``push_then``, ``fetch_then``, ``ack_then``); those of one turn
   of the event loop go to Redis as one call per kind (group commit: ``ff_push`` with n jobs,
@@ -38,16 +38,16 @@ from typing import (
 
 import orjson
 
-from faktory_fast import keys
+from faktory_fast.codec.resp import pack_command
 from faktory_fast.jobs import JobError, Move, Prepared, rfc3339, unique_name
 from faktory_fast.jobs import score as ns_score
-from faktory_fast.redis_url import parse_redis_url
-from faktory_fast.resp import pack_command
+from faktory_fast.storage import keys
+from faktory_fast.storage.redis_url import parse_redis_url
 
 if TYPE_CHECKING:
     import redis
 
-    from faktory_fast.aredis import RedisConnection
+    from faktory_fast.storage.redis_client import RedisConnection
 
 LIBRARY_NAME = "faktory_fast"
 HOT_CACHE = 10_000  # packed command parts AsyncStore keeps per hot command (see _pack_parts)
@@ -150,7 +150,7 @@ class Throttle(NamedTuple):
 def library_source() -> str:
     """The Lua function library as Redis loads it: the file shipped in the package, with the
     names it takes from Python (``keys.LUA_NAMES``, ``Outcome``, ``Fetched``) filled in."""
-    lua = resources.files("faktory_fast").joinpath("lua")
+    lua = resources.files("faktory_fast.storage").joinpath("lua")
     text = lua.joinpath("faktory.lua").read_text()
     text = INCLUDE.sub(lambda m: lua.joinpath(m.group(1)).read_text(), text)
     names = [f"local {name} = {json.dumps(value)}" for name, value in keys.LUA_NAMES.items()]
@@ -505,13 +505,13 @@ def _push_to_args(job: Prepared, wid: str, now: str, default_reserve: int) -> tu
                             job.jid, now))
 
 
-def _fetch_args(proc: str, now: str, default_reserve: int,
+def _fetch_args(proc_id: str, now: str, default_reserve: int,
                 fetches: Sequence[tuple[str, Sequence[str]]]) -> tuple[Any, ...]:
     """ff_fetch's arguments for (wid, queues) FETCHes of one server process: the queues they
     name (and their keys) once, then each FETCH."""
     named = dict.fromkeys(q for _, queues in fetches for q in queues)
     item_keys = [k for q in named for k in (keys.queue(q), keys.waiters(q))]
-    args: list[Any] = [proc, now, default_reserve, len(named), *named, len(fetches)]
+    args: list[Any] = [proc_id, now, default_reserve, len(named), *named, len(fetches)]
     for wid, queues in fetches:
         args += (wid, len(queues), *queues)
     return FF_FETCH.args(item_keys, args)
@@ -712,11 +712,11 @@ class Operations:
         return Call(_push_to_args(job, wid, now, default_reserve), _fetched, replicated=True)
 
     @Op
-    def fetch(self, wid: str, proc: str, now: str, default_reserve: int,
+    def fetch(self, wid: str, proc_id: str, now: str, default_reserve: int,
               queues: Sequence[str]) -> Call[Reserved | Fetched]:
         """Reserve the next job of the first of ``queues`` that has one, for worker ``wid``
-        of server process ``proc``; else what was found instead (``Fetched``)."""
-        return Call(_fetch_args(proc, now, default_reserve, [(wid, queues)]), _first_fetched)
+        of server process ``proc_id``; else what was found instead (``Fetched``)."""
+        return Call(_fetch_args(proc_id, now, default_reserve, [(wid, queues)]), _first_fetched)
 
     @Op
     def ack(self, jid: str, day: str, plain: bool = False) -> Call[Outcome]:
@@ -725,13 +725,13 @@ class Operations:
         return Call(_ack_args([(jid, plain)], day), _first_outcome)
 
     @Op
-    def fetch_all(self, proc: str, now: str, default_reserve: int,
+    def fetch_all(self, proc_id: str, now: str, default_reserve: int,
                   fetches: Sequence[tuple[str, Sequence[str]]]) -> Call[list[Reserved | Fetched]]:
-        """``fetch`` of several (wid, queues) FETCHes of server process ``proc`` in one call,
+        """``fetch`` of several (wid, queues) FETCHes of server process ``proc_id`` in one call,
         in order (a turn's group commit)."""
         def found(reply: Any) -> list[Reserved | Fetched]:
             return [_fetched(f) for f in reply]
-        return Call(_fetch_args(proc, now, default_reserve, fetches), found)
+        return Call(_fetch_args(proc_id, now, default_reserve, fetches), found)
 
     @Op
     def ack_all(self, acks: Sequence[tuple[str, bool]], day: str) -> Call[list[Outcome]]:
@@ -989,18 +989,18 @@ class Operations:
 
     # -- workers and processes -------------------------------------------------------------
     @Op
-    def hello(self, proc: str, max_conns: int, wid: str, hostname: str, pid: int,
+    def hello(self, proc_id: str, max_conns: int, wid: str, hostname: str, pid: int,
               labels: bytes, v: int, now: str, addr: str = "") -> Call[int | None]:
-        """Count an identified connection of server process ``proc`` (and register worker
+        """Count an identified connection of server process ``proc_id`` (and register worker
         ``wid``): None, or the connection count that would pass ``max_conns`` (then nothing
         is counted). ``addr``: the client's address (shown on the Busy page)."""
-        return FF_HELLO.call((keys.worker(wid),), proc, max_conns, wid, hostname, pid, labels, v,
+        return FF_HELLO.call((keys.worker(wid),), proc_id, max_conns, wid, hostname, pid, labels, v,
                              now, addr)
 
     @Op
-    def bye(self, proc: str, wid: str) -> Call[None]:
+    def bye(self, proc_id: str, wid: str) -> Call[None]:
         """An identified connection closed; its worker goes with its last one."""
-        return FF_BYE.call((keys.worker(wid),), proc, wid)
+        return FF_BYE.call((keys.worker(wid),), proc_id, wid)
 
     @Op
     def beat(self, wid: str, now: str, state: str, rss_kb: int | None) -> Call[str | None]:
@@ -1028,8 +1028,8 @@ class Operations:
         return FF_WORKERS.call((), cursor, PAGE)
 
     @Op
-    def count_commands(self, proc: str, n: int) -> Call[None]:
-        return Call(("HINCRBY", keys.COMMANDS, proc, n), _none)
+    def count_commands(self, proc_id: str, n: int) -> Call[None]:
+        return Call(("HINCRBY", keys.COMMANDS, proc_id, n), _none)
 
     @Op
     def registered_processes(self) -> Call[list[str]]:
@@ -1039,8 +1039,8 @@ class Operations:
         return Call(("HKEYS", keys.CONNECTIONS), ids)
 
     @Op
-    def process_gone(self, proc: str) -> Call[None]:
-        return FF_PROCESS_GONE.call((), proc)
+    def process_gone(self, proc_id: str) -> Call[None]:
+        return FF_PROCESS_GONE.call((), proc_id)
 
     @Op
     def set_task_stats(self, fields: dict[str, float]) -> Call[None]:
@@ -1159,7 +1159,7 @@ def _batch_keys(bid: str) -> tuple[str, str, str]:
 # -- the two stores --------------------------------------------------------------------------------
 
 class AsyncStore(Operations):
-    """The server's store, over an ``aredis.RedisConnection``: operations return awaitables.
+    """The server's store, over an ``redis_client.RedisConnection``: operations return awaitables.
     With the connection's ``wait_replicas`` set, pushes are answered once replicated."""
 
     def __init__(self, conn: RedisConnection) -> None:
@@ -1242,17 +1242,17 @@ class AsyncStore(Operations):
             self._fetches = []
             groups: dict[tuple[str, int], list[tuple[str, str, Sequence[str], Callable[
                 [Reserved | Fetched | Exception], None]]]] = {}
-            for wid, proc, now, default_reserve, queues, found_to in fetches:
-                groups.setdefault((proc, default_reserve), []).append((wid, now, queues, found_to))
-            for (proc, default_reserve), group in groups.items():
+            for wid, proc_id, now, default_reserve, queues, found_to in fetches:
+                groups.setdefault((proc_id, default_reserve), []).append((wid, now, queues, found_to))
+            for (proc_id, default_reserve), group in groups.items():
                 for fetch_part in _parts(group):
                     try:
                         if len(fetch_part) == 1:
                             wid, now, queues, found_to = fetch_part[0]
-                            self._fetch_one(wid, proc, now, default_reserve, queues, found_to)
+                            self._fetch_one(wid, proc_id, now, default_reserve, queues, found_to)
                         else:
                             self._send_cb(_split_fetches(fetch_part), pack_command(
-                                *_fetch_args(proc, fetch_part[-1][1], default_reserve,
+                                *_fetch_args(proc_id, fetch_part[-1][1], default_reserve,
                                              [(wid, qs) for wid, _, qs, _ in fetch_part])))
                     except Exception as exc:  # RedisClosed: the connection went
                         for _, _, _, found_to in fetch_part:
@@ -1283,7 +1283,7 @@ class AsyncStore(Operations):
             parts = _pack_parts(self._push_to_parts, key, args, len(args) - 3, 3)
         self._push_cb(decoded, parts[0] + _bulks(job.payload, job.jid, now))
 
-    def fetch_then(self, wid: str, proc: str, now: str, default_reserve: int,
+    def fetch_then(self, wid: str, proc_id: str, now: str, default_reserve: int,
                    queues: Sequence[str],
                    then: Callable[[Reserved | Fetched | Exception], None]) -> None:
         """``fetch``: ``then`` gets what it found. Sent with the turn's other FETCHes (group
@@ -1291,17 +1291,17 @@ class AsyncStore(Operations):
         if not self._gathering:
             self._gathering = True
             self.conn.wake()
-        self._fetches.append((wid, proc, now, default_reserve, queues, then))
+        self._fetches.append((wid, proc_id, now, default_reserve, queues, then))
 
-    def _fetch_one(self, wid: str, proc: str, now: str, default_reserve: int,
+    def _fetch_one(self, wid: str, proc_id: str, now: str, default_reserve: int,
                    queues: Sequence[str],
                    then: Callable[[Reserved | Fetched | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
             then(reply if isinstance(reply, Exception) else _first_fetched(reply))
-        key = (wid, proc, default_reserve, *queues)
+        key = (wid, proc_id, default_reserve, *queues)
         parts = self._fetch_parts.get(key)
-        if parts is None:  # all but the time: cached (FCALL, name, numkeys, keys..., proc, now)
-            args = _fetch_args(proc, now, default_reserve, [(wid, queues)])
+        if parts is None:  # all but the time: cached (FCALL, name, numkeys, keys..., proc_id, now)
+            args = _fetch_args(proc_id, now, default_reserve, [(wid, queues)])
             parts = _pack_parts(self._fetch_parts, key, args, 4 + args[2], 1)
         self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
@@ -1398,7 +1398,7 @@ class SyncStore(Operations):
         elif "sentinels" in target:
             # The pool asks the Sentinels for the primary whenever it opens a connection, and
             # drops a connection to a primary that became a replica (READONLY).
-            from faktory_fast.aredis import sentinels
+            from faktory_fast.storage.redis_client import sentinels
 
             client = sentinels(target).master_for(target["service"], socket_connect_timeout=5.0,
                                                   **common)
@@ -1423,7 +1423,7 @@ class SyncStore(Operations):
 
 async def ensure_library(conn: RedisConnection) -> None:
     """Load our function library into the Redis behind ``conn`` (an ``aredis`` connection)
-    if it lacks it (``aredis.connect``'s ``ready`` hook on a reconnection): a Redis restarted
+    if it lacks it (``redis_client.connect``'s ``ready`` hook on a reconnection): a Redis restarted
     without its data, or a replica promoted before it had synchronised, does."""
     store = AsyncStore(conn)
     if not await store.library_loaded():

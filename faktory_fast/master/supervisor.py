@@ -1,5 +1,5 @@
 """The master process: owns the child Redis, binds the port, runs N server processes
-(``faktory_fast.server_process``), the background tasks (``faktory_fast.tasks``: once, here,
+(``faktory_fast.server.process``), the background tasks (``faktory_fast.master.tasks``: once, here,
 not once per process) and the web UI, and restarts what dies.
 """
 from __future__ import annotations
@@ -19,19 +19,21 @@ import orjson
 import uvloop
 
 import faktory_fast
-from faktory_fast import aredis, config, hot_path, migration
+from faktory_fast import config, hot_path
 from faktory_fast import log as logsetup
 from faktory_fast.config import Config
-from faktory_fast.gunicorn_conf import READY_FD_ENV
 from faktory_fast.log import FailureLog
-from faktory_fast.redis_child import (
+from faktory_fast.master import migration
+from faktory_fast.master.gunicorn_conf import READY_FD_ENV
+from faktory_fast.master.redis_child import (
     MIN_REDIS,
     RedisChild,
     RedisChildError,
     set_pdeathsig,
 )
-from faktory_fast.store import AsyncStore, ensure_library, process_id
-from faktory_fast.tasks import BackgroundTasks
+from faktory_fast.master.tasks import BackgroundTasks
+from faktory_fast.storage import redis_client
+from faktory_fast.storage.store import AsyncStore, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
 
@@ -51,7 +53,7 @@ class StartupError(RuntimeError):
 
 @dataclass
 class ServerProcess:
-    """One of the server processes (``faktory_fast.server_process``) the master runs."""
+    """One of the server processes (``faktory_fast.server.process``) the master runs."""
 
     proc: subprocess.Popen
     proc_id: str
@@ -117,10 +119,10 @@ class Supervisor:
         except (StartupError, RedisChildError) as exc:
             log.error("%s", exc)
             return 1
-        except aredis.RedisClosed:
+        except redis_client.RedisClosed:
             log.error("Lost the connection to Redis while starting")
             return 1
-        except aredis.NotReplicated as exc:  # min-replicas-to-write, and too few replicas
+        except redis_client.NotReplicated as exc:  # min-replicas-to-write, and too few replicas
             log.error("Cannot start: %s", exc)
             return 1
         finally:
@@ -138,10 +140,10 @@ class Supervisor:
             context.get("exception") or RuntimeError(context.get("message", "unknown"))))
         stop = loop.create_future()
         if self.redis is not None:
-            conn = await aredis.connect(self.redis_url)
+            conn = await redis_client.connect(self.redis_url)
         else:  # a Redis of the user's may be restarting, or failing over: give it a while
-            conn = aredis.RedisConnection()
-            if not await aredis.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
+            conn = redis_client.RedisConnection()
+            if not await redis_client.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
                 return 1  # reconnect said why
         store = AsyncStore(conn)
         await self._check_redis(store)
@@ -152,8 +154,8 @@ class Supervisor:
         await background.publish_config()
         if self.redis is not None:
             # Our own Redis: any process still registered died with a killed master before us.
-            for proc in await store.registered_processes():
-                await store.process_gone(proc)
+            for proc_id in await store.registered_processes():
+                await store.process_gone(proc_id)
         # From "Listening on", a SIGHUP reloads (its default action would stop the server).
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.sock = bind(self.cfg.host, self.cfg.port)
@@ -190,7 +192,7 @@ class Supervisor:
         conn.close()
         return self.exit_code
 
-    async def _follow_redis(self, conn: aredis.RedisConnection, stop: asyncio.Future) -> None:
+    async def _follow_redis(self, conn: redis_client.RedisConnection, stop: asyncio.Future) -> None:
         """Until ``stop``: a Redis of the user's that goes away (killed, failed over to a
         replica, demoted) is reconnected to, found again through Sentinel; the background
         tasks skip their rounds meanwhile. Losing the child Redis stops the server."""
@@ -204,7 +206,7 @@ class Supervisor:
                 return
             log.warning("Lost the connection to Redis (%s); reconnecting", conn.lost)
             down = time.monotonic()
-            if not await aredis.reconnect(conn, self.redis_url, stop, ready=ensure_library):
+            if not await redis_client.reconnect(conn, self.redis_url, stop, ready=ensure_library):
                 return
             log.info("Reconnected to Redis at %s after %.1f s", conn.address,
                      time.monotonic() - down)
@@ -222,7 +224,7 @@ class Supervisor:
     def _settings(self, proc_id: str) -> bytes:
         assert self.sock is not None
         return orjson.dumps({
-            "proc": proc_id, "fd": self.sock.fileno(), "redis_url": self.redis_url,
+            "proc_id": proc_id, "fd": self.sock.fileno(), "redis_url": self.redis_url,
             "password": self.cfg.password, "max_line": self.cfg.max_line,
             "max_connections": self.cfg.max_connections, "log_level": self.cfg.log_level,
             "line_budget": self.cfg.line_budget, "line_timeout": self.cfg.line_timeout,
@@ -241,7 +243,7 @@ class Supervisor:
         proc_id = process_id() + f"-{len(self.server_processes)}"
         # -P: the working directory is not put on sys.path (started in a source checkout, the
         # process would import the checkout instead of the installed package).
-        p = subprocess.Popen([sys.executable, "-P", "-m", "faktory_fast.server_process"],
+        p = subprocess.Popen([sys.executable, "-P", "-m", "faktory_fast.server.process"],
                              stdin=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
                              preexec_fn=set_pdeathsig)
         assert p.stdin is not None
@@ -282,7 +284,7 @@ class Supervisor:
             # -P and the working directory PACKAGE_ROOT: gunicorn imports the package this
             # process runs, not a checkout in the directory the server was started from.
             self.web = subprocess.Popen(
-                [sys.executable, "-P", "-m", "gunicorn", "-c", "python:faktory_fast.gunicorn_conf",
+                [sys.executable, "-P", "-m", "gunicorn", "-c", "python:faktory_fast.master.gunicorn_conf",
                  "-b", f"fd://{fd}", "-w", "1", "--threads", "4", "--log-level", "warning", *tls,
                  "faktory_fast.web.app:create_app()"],
                 env=env, cwd=PACKAGE_ROOT, pass_fds=(fd, ready_w), preexec_fn=set_pdeathsig)

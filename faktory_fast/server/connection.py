@@ -1,6 +1,6 @@
 """The wire layer: one asyncio.Protocol per client connection.
 
-It frames lines (``wire.CommandParser``), runs the handshake and dispatches each command through
+It frames lines (``wire.CommandFramer``), runs the handshake and dispatches each command through
 ``COMMANDS`` to ``Lifecycle``; replies are serialised with ``wire``. No job logic lives here.
 Commands of one connection run strictly one after another, so replies keep their order even
 when a client pipelines. A command answers at once, or returns ``LATER`` and is answered through
@@ -31,10 +31,10 @@ from typing import Any, cast
 
 import orjson
 
-from faktory_fast import net, wire
-from faktory_fast.aredis import NotReplicated, RedisClosed, Then
+from faktory_fast.codec import net, wire
 from faktory_fast.jobs import JobError
-from faktory_fast.lifecycle import Lifecycle
+from faktory_fast.server.lifecycle import Lifecycle
+from faktory_fast.storage.redis_client import NotReplicated, RedisClosed, Then
 
 log = logging.getLogger("faktory_fast")
 
@@ -153,7 +153,7 @@ class Connection:
         self.state = state
         self.lc = lc
         self.loop = state.loop  # loop.create_task: no get_running_loop() per command
-        self.parser = wire.CommandParser(state.max_line)
+        self.parser = wire.CommandFramer(state.max_line)
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self.busy = False
@@ -345,7 +345,7 @@ class Connection:
         log.warning("Closing the connection from %s%s: %s", self.address() or "a client",
                     f" (worker {self.wid})" if self.wid else "", reason)
         self._forget_line()
-        self.parser = wire.CommandParser(self.state.max_line)  # frees the line now
+        self.parser = wire.CommandFramer(self.state.max_line)  # frees the line now
         self.pending.clear()
         self.inbox = None
         self.write_and_close(wire.error(reply))

@@ -2,7 +2,7 @@
 
 Faktory 1.10's layout is kept so a data directory it wrote is served as it is (one written by
 Faktory 1.9 or older, with queues under their bare names, is moved to it at boot:
-``faktory_fast.migration``):
+``faktory_fast.master.migration``):
 ``q:<queue>`` lists (LPUSH in, RPOP out), the ``queues`` and ``paused`` sets, the ``scheduled``,
 ``retries``, ``dead`` and ``working`` sorted sets and the ``processed``/``failures`` counters.
 
@@ -10,7 +10,7 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
 
 * ``working`` members are jids (Faktory stores the reservation JSON there); the reservation itself
   lives in the ``ff:res`` hash so ACK/FAIL find it in O(1) from any process. Boot migrates
-  Faktory's format (``faktory_fast.migration``).
+  Faktory's format (``faktory_fast.master.migration``).
 * Jobs whose priority is not 5 live in ``q:<queue>:p<N>`` beside ``q:<queue>`` (``:`` cannot occur
   in a queue name, so these never clash), and their queue is listed in ``ff:prioq``.
 * A stored record the background tasks (or a FAIL) cannot use, e.g. written by hand or by an

@@ -1,14 +1,14 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Faktory client-command framer and reply serializers, compiled (pure state machine, no I/O).
 
-Built as the module ``faktory_fast.wire``, in place of ``wire.py``: same API and behaviour
+Built as the module ``faktory_fast.codec.wire``, in place of ``wire.py``: same API and behaviour
 (documented there), same tests. Types of its class: ``wire.pxd``.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from libc.string cimport memchr, memcpy
 
-__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error"]
+__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandFramer", "bulk", "error"]
 
 IMPLEMENTATION = "cython"
 
@@ -16,7 +16,7 @@ OK = b"+OK\r\n"
 NIL = b"$-1\r\n"
 
 
-cdef class CommandParser:
+cdef class CommandFramer:
     """Incremental framer: bytes in, (verb, payload) tuples out; no I/O (attributes: wire.pxd)."""
 
     def __cinit__(self, Py_ssize_t max_line=16 * 1024 * 1024):

@@ -1,6 +1,6 @@
 """One server process: serves client connections on the socket the supervisor bound.
 
-Started by the supervisor as ``python -P -m faktory_fast.server_process`` with the listening
+Started by the supervisor as ``python -P -m faktory_fast.server.process`` with the listening
 socket inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
 ``serve`` builds the process's parts (two Redis connections, the store, FETCH parking, the
 lifecycle, the connections' shared state) and routes Redis's broadcasts to them.
@@ -20,12 +20,13 @@ from typing import Any, cast
 import orjson
 import uvloop
 
-from faktory_fast import aredis, keys, net, resp, wire
 from faktory_fast import log as logsetup
-from faktory_fast.lifecycle import Lifecycle
-from faktory_fast.parking import Parking, Reservations
-from faktory_fast.server import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
-from faktory_fast.store import AsyncStore, ensure_library
+from faktory_fast.codec import net, resp, wire
+from faktory_fast.server.connection import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
+from faktory_fast.server.lifecycle import Lifecycle
+from faktory_fast.server.parking import Parking, Reservations
+from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
 
@@ -38,36 +39,36 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     """Serve until SIGTERM (exit 0) or until Redis goes away (exit 1; with a Redis of the
     user's, ``redis_reconnect``: reconnect instead, clients keep their connections)."""
     loop = asyncio.get_running_loop()
-    proc = settings["proc"]
+    proc_id = settings["proc_id"]
     pipe.follow(loop)
     url = settings["redis_url"]
     reconnect = settings.get("redis_reconnect", False)
     state = ServerState(loop, settings["password"], settings["max_line"],
                         settings["max_connections"], settings["environment"],
                         settings.get("line_budget"), settings.get("line_timeout", LINE_TIMEOUT))
-    conn = aredis.RedisConnection(on_pressure=state.redis_pressure,
+    conn = redis_client.RedisConnection(on_pressure=state.redis_pressure,
                                   wait_replicas=settings.get("redis_wait_replicas", 0),
                                   wait_timeout=settings.get("redis_wait_timeout", 1000))
     store = AsyncStore(conn)
-    parking = Parking(store, proc, Reservations(), loop)
-    lc = Lifecycle(store, parking, proc, settings["started_at"])
+    parking = Parking(store, proc_id, Reservations(), loop)
+    lc = Lifecycle(store, parking, proc_id, settings["started_at"])
     lc.batches.retention = settings.get("batch_retention", lc.batches.retention)
-    sub = aredis.RedisConnection(on_push=broadcasts(parking, state))
+    sub = redis_client.RedisConnection(on_push=broadcasts(parking, state))
 
-    async def subscribe(sub: aredis.RedisConnection) -> None:
-        await sub.execute("SUBSCRIBE", keys.wake_channel(proc))
+    async def subscribe(sub: redis_client.RedisConnection) -> None:
+        await sub.execute("SUBSCRIBE", keys.wake_channel(proc_id))
         await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
 
     if reconnect:  # the master has just reached it, but it may be failing over right now
-        if not (await aredis.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
-                and await aredis.reconnect(conn, url, give_up=REDIS_START_WAIT)):
+        if not (await redis_client.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
+                and await redis_client.reconnect(conn, url, give_up=REDIS_START_WAIT)):
             return 1
     else:
-        await aredis.connect(url, conn=sub, ready=subscribe)
-        await aredis.connect(url, conn=conn)
+        await redis_client.connect(url, conn=sub, ready=subscribe)
+        await redis_client.connect(url, conn=conn)
     sock = socket.socket(fileno=settings["fd"])
     server = await listen(loop, state, lc, sock, settings)
-    log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc,
+    log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc_id,
               wire.IMPLEMENTATION, resp.IMPLEMENTATION)
 
     stop = loop.create_future()
@@ -83,8 +84,8 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
             n = state.take_commands()
             if n:
                 try:
-                    await store.count_commands(proc, n)
-                except aredis.RedisClosed:
+                    await store.count_commands(proc_id, n)
+                except redis_client.RedisClosed:
                     if not reconnect:
                         return  # serve() reports the loss
                     state.untake_commands(n)  # counted once Redis is back
@@ -94,7 +95,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
         if stop.done() or not reconnect:
             break
-        if not await _reconnect(proc, url, conn, sub, subscribe, state, parking, stop):
+        if not await _reconnect(proc_id, url, conn, sub, subscribe, state, parking, stop):
             break
     reporter.cancel()
     # Stopping or not, clients are told and let go before we exit: commands still arriving
@@ -109,15 +110,15 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         c.write_and_close(b"")
     if state.commands and not conn.closed.done():
         try:
-            await store.count_commands(proc, state.take_commands())
-        except aredis.RedisClosed:
+            await store.count_commands(proc_id, state.take_commands())
+        except redis_client.RedisClosed:
             pass
     else:
         await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
     if not stop.done() and (conn.closed.done() or sub.closed.done()):
         # The one line for this: the commands it failed answered "-ERR lost the connection to
         # Redis" without a word each (server._error_reply).
-        log.error("Lost the connection to Redis; process %s exits", proc)
+        log.error("Lost the connection to Redis; process %s exits", proc_id)
         return 1
     conn.close()
     sub.close()
@@ -201,27 +202,27 @@ async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, lc: Lifecy
     return await loop.create_server(connection, sock=sock, backlog=1024)
 
 
-async def _reconnect(proc: str, url: str, conn: aredis.RedisConnection,
-                     sub: aredis.RedisConnection, subscribe: aredis.Ready, state: ServerState,
+async def _reconnect(proc_id: str, url: str, conn: redis_client.RedisConnection,
+                     sub: redis_client.RedisConnection, subscribe: redis_client.Ready, state: ServerState,
                      parking: Parking, stop: asyncio.Future) -> bool:
     """Redis went away: open both connections again (to the primary Sentinel names now),
     with one log line for the loss and one for the return. False if stopped meanwhile."""
     lost = conn.lost if conn.closed.done() else sub.lost
-    log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc)
+    log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc_id)
     started = time.monotonic()
     for c in (conn, sub):  # both go to the same (new) primary
         c.close()
     await asyncio.wait([conn.closed, sub.closed])
     if state.redis_full:  # its write buffer went with it
         state.redis_pressure(False)
-    if not (await aredis.reconnect(conn, url, stop, ready=ensure_library)
-            and await aredis.reconnect(sub, url, stop, ready=subscribe)):
+    if not (await redis_client.reconnect(conn, url, stop, ready=ensure_library)
+            and await redis_client.reconnect(sub, url, stop, ready=subscribe)):
         return False
     # Wake-ups published while we were away are lost, and "queue empty" may be stale:
     # forget it (as after a FLUSH) and let each parked FETCH look again.
     parking.look_again()
     log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conn.address,
-             time.monotonic() - started, proc)
+             time.monotonic() - started, proc_id)
     return True
 
 

@@ -13,9 +13,9 @@ import heapq
 import itertools
 
 from faktory_fast import jobs
-from faktory_fast.aredis import Then
 from faktory_fast.jobs import Prepared, now_score
-from faktory_fast.store import AsyncStore, Fetched, Reserved
+from faktory_fast.storage.redis_client import Then
+from faktory_fast.storage.store import AsyncStore, Fetched, Reserved
 
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
 SWEEP_SLACK = 0.01  # seconds a parked FETCH may answer nil after its deadline
@@ -52,11 +52,11 @@ class Reservations:
 class Parking:
     """The FETCHes of one server process that wait for a job."""
 
-    def __init__(self, store: AsyncStore, proc: str, reserved: Reservations,
+    def __init__(self, store: AsyncStore, proc_id: str, reserved: Reservations,
                  loop: asyncio.AbstractEventLoop,
                  default_reserve: int = jobs.DEFAULT_RESERVE) -> None:
         self.store = store
-        self.proc = proc
+        self.proc_id = proc_id
         self.reserved = reserved
         self.loop = loop
         self.default_reserve = default_reserve
@@ -227,7 +227,7 @@ class _Fetch:
             self.found(EMPTY, False)
             return
         try:
-            park.store.fetch_then(self.wid, park.proc, now_score(), park.default_reserve,
+            park.store.fetch_then(self.wid, park.proc_id, now_score(), park.default_reserve,
                                   self.queues, self._asked)
         except Exception as exc:  # Redis gone
             self.then(exc)

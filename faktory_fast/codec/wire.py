@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandParser", "bulk", "error"]
+__all__ = ["IMPLEMENTATION", "NIL", "OK", "CommandFramer", "bulk", "error"]
 
 #: Which implementation this module is: "python" here, "cython" in ``wire.pyx``.
 IMPLEMENTATION: Literal["cython", "python"] = "python"
@@ -16,7 +16,7 @@ OK = b"+OK\r\n"
 NIL = b"$-1\r\n"  # the nil bulk string
 
 
-class CommandParser:
+class CommandFramer:
     """Incremental client-command framer: bytes in, ``(verb, payload)`` tuples out.
 
     A line ends at ``\\n``; a trailing ``\\r\\n`` or bare ``\\n`` is stripped. The verb is the

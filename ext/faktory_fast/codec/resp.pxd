@@ -1,4 +1,4 @@
-# Types of the compiled faktory_fast.resp (resp.pyx); Cython reads them beside the .pyx.
+# Types of the compiled faktory_fast.codec.resp (resp.pyx); Cython reads them beside the .pyx.
 
 cdef class _Frame:
     cdef Py_ssize_t remaining

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Redis reply reader and command packer, compiled (pure state machine, no I/O).
 
-Built as the module ``faktory_fast.resp``, in place of ``resp.py``: same API and behaviour
+Built as the module ``faktory_fast.codec.resp``, in place of ``resp.py``: same API and behaviour
 (documented there), same tests. Types of its classes: ``resp.pxd``. RESP2 only, as resp.py.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE

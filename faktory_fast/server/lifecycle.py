@@ -13,14 +13,15 @@ from collections.abc import Callable
 
 import orjson
 
-from faktory_fast import jobs, keys
-from faktory_fast.aredis import Then
-from faktory_fast.batches import Batches
-from faktory_fast.failures import fail_reservation
+from faktory_fast import jobs
 from faktory_fast.jobs import JobError, now_score
-from faktory_fast.parking import Parking
+from faktory_fast.server.batches import Batches
+from faktory_fast.server.failures import fail_reservation
+from faktory_fast.server.parking import Parking
 from faktory_fast.stats import info_document, latency
-from faktory_fast.store import AsyncStore, Outcome
+from faktory_fast.storage import keys
+from faktory_fast.storage.redis_client import Then
+from faktory_fast.storage.store import AsyncStore, Outcome
 
 log = logging.getLogger("faktory_fast")
 GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
@@ -30,9 +31,9 @@ PUSHB_CALL = 500  # jobs of a PUSHB stored per Redis call (under 10 ms of Redis,
 
 
 class Lifecycle:
-    """Protocol command semantics for one server process (``proc``)."""
+    """Protocol command semantics for one server process (``proc_id``)."""
 
-    def __init__(self, store: AsyncStore, parking: Parking, proc: str, started_at: float) -> None:
+    def __init__(self, store: AsyncStore, parking: Parking, proc_id: str, started_at: float) -> None:
         self.store = store
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
         # FETCH is parking's: the next job of the first non-empty queue, waiting up to 2 s for
@@ -40,7 +41,7 @@ class Lifecycle:
         # no call of ours in between on the hot path.)
         self.fetch: Callable[[list[str], str, Then], None] = parking.fetch
         self.hand_over: Callable[[jobs.Prepared, Then], bool] = parking.hand_over
-        self.proc = proc
+        self.proc_id = proc_id
         self.started_at = started_at
         self.batches = Batches(store)  # BATCH and TRACK (Enterprise batches, job tracking)
 
@@ -50,12 +51,12 @@ class Lifecycle:
         """Count an identified connection (and register its worker, if it names one): None,
         or the connection count that would pass ``max_connections`` (then nothing is
         counted)."""
-        return await self.store.hello(self.proc, max_connections, wid, hostname, pid,
+        return await self.store.hello(self.proc_id, max_connections, wid, hostname, pid,
                                       orjson.dumps(labels), v, now_score(), addr)
 
     async def bye(self, wid: str) -> None:
         """An identified connection closed; its worker goes with its last connection."""
-        await self.store.bye(self.proc, wid)
+        await self.store.bye(self.proc_id, wid)
 
     # -- PUSH / PUSHB ----------------------------------------------------------------------
     def push(self, payload: bytes, then: Then) -> None:

@@ -1,6 +1,6 @@
-# Types of the compiled faktory_fast.wire (wire.pyx); Cython reads them beside the .pyx.
+# Types of the compiled faktory_fast.codec.wire (wire.pyx); Cython reads them beside the .pyx.
 
-cdef class CommandParser:
+cdef class CommandFramer:
     cdef readonly Py_ssize_t max_line
     cdef readonly bint overflow
     # The incomplete last line; a bytearray so appending chunks is amortized O(1).

@@ -1,0 +1,1 @@
+"""A server process: the connections of Faktory's protocol and what each command does."""
