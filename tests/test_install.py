@@ -140,7 +140,7 @@ def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: 
         for pid in pids:
             with open(f"/proc/{pid}/maps") as fh:
                 maps = fh.read()
-            assert f"{site}/store.cpython" in maps
+            assert f"{site}/storage/store.cpython" in maps
             assert os.path.join(ROOT, "faktory_fast") not in maps
     finally:
         srv.stop()
