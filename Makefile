@@ -38,19 +38,20 @@ browser:
 	@[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-# haproxy, stunnel and openssl for the deployment tests (tests/test_deploy.py), from Debian's
+# haproxy, stunnel and openssl for the deployment tests (tests/integration/test_deploy.py), from Debian's
 # packages, when missing. Not fatal: where they cannot be installed those tests skip and say why.
 deploy-tools:
 	@[ -x /usr/sbin/haproxy ] && [ -x /usr/bin/stunnel4 ] && [ -x /usr/bin/openssl ] || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    haproxy stunnel4 openssl; } || echo "make: haproxy/stunnel4/openssl not installed:" \
-	    "tests/test_deploy.py will skip what needs them" >&2; }
+	    "tests/integration/test_deploy.py will skip what needs them" >&2; }
 
 # The tools a test file needs beyond the build (file:target). `make test` sets up those the
 # selected tests need (pytest collects them first): all for the full suite, none for
-# `make test ARGS=tests/test_jobs.py`.
-TOOLS := test_compat_node.py:node test_web_browser.py:browser test_deploy.py:deploy-tools
+# `make test ARGS=tests/unit`.
+TOOLS := integration/test_compat_node.py:node browser/test_web_browser.py:browser \
+	integration/test_deploy.py:deploy-tools
 
 test: $(BUILT)
 	@selected="$$($(PY) -m pytest --collect-only -qq $(ARGS) 2>/dev/null)"; \
@@ -60,9 +61,9 @@ test: $(BUILT)
 	done
 	$(PY) -m pytest $(ARGS)
 
-# The fast tier (tests marked `unit`: no server process; seconds).
+# The fast tier (tests/unit: no server process; seconds).
 unit: $(BUILT)
-	$(PY) -m pytest -m unit $(ARGS)
+	$(PY) -m pytest tests/unit $(ARGS)
 
 # Configured in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(STAMP)

@@ -1,5 +1,10 @@
 """Shared fixtures: one real server (2 processes, child Redis) for the session, flushed per test;
-the compiled and the pure-Python implementation of the codecs, side by side."""
+the compiled and the pure-Python implementation of the codecs, side by side.
+
+The tests' tiers are their folders, and each test is marked with its folder's name (``-m unit``):
+unit/ (no server process: pure modules, in-process over a real Redis; seconds), integration/
+(real servers, real client libraries), browser/ (the web UI in headless Chromium), slow/ (builds
+and installs the package)."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +18,15 @@ from typing import Any
 import pytest
 
 from tests.support import Client, FaktoryServer
+
+TIERS = ("unit", "integration", "browser", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

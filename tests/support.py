@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -153,6 +155,48 @@ def processes() -> dict[int, tuple[int, bytes]]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``."""
+    procs = processes()
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, (ppid, _) in procs.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def children(srv: FaktoryServer, marker: bytes) -> list[int]:
+    """The server's child processes whose command line contains ``marker``."""
+    assert srv.proc is not None
+    return sorted(pid for pid, (ppid, cmd) in processes().items()
+                  if ppid == srv.proc.pid and marker in cmd)
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def status_or_refused(url: str) -> int | None:
+    """The status of GET ``url``, or None when nobody listens on its port. A request left
+    waiting (a port bound that nobody serves) raises a timeout: the test fails."""
+    try:
+        return get(url, timeout=3)[0]
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionError):
+            return None
+        raise
+    except ConnectionError:  # reset while the UI goes away
+        return None
+
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

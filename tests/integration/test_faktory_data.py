@@ -21,7 +21,7 @@ import redis
 from faktory_fast.master.redis_child import RedisChild, find_binary
 from tests.support import FaktoryServer, wait_for
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "faktory-1.9.4")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "faktory-1.9.4")
 
 # Faktory 1.9.4's redis.conf (storage/redis.go), less what it sets on the command line.
 FAKTORY_REDIS_CONF = """bind 127.0.0.1 ::1

@@ -24,8 +24,6 @@ from faktory_fast.storage.store import (
 from faktory_fast.web import bounded
 from tests.support import slow_redis_calls
 
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
 NOW = "1767225600.000000000"
 LATER = "1767229200.000000000"
 

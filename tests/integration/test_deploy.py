@@ -30,9 +30,9 @@ import pyfaktory
 import pytest
 from pyfaktory.util.enums import State
 
+from tests.integration.test_compat_node import NODE_DIR, NodeWorker, _node_ready, start_node_worker
+from tests.integration.test_compat_python import counter, pyfaktory_consumer, pyfaktory_producer
 from tests.support import Client, FaktoryServer, pwdhash, stop_process, wait_for
-from tests.test_compat_node import NODE_DIR, NodeWorker, _node_ready, start_node_worker
-from tests.test_compat_python import counter, pyfaktory_consumer, pyfaktory_producer
 
 # pyfaktory's tcp+tls builds its context with ssl.PROTOCOL_TLS (no verification), deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")

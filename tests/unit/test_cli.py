@@ -10,10 +10,7 @@ import pytest
 
 from faktory_fast import config
 from faktory_fast.config import ConfigError, default_processes
-
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 
 
 def load(args: list[str], tmp_path, **env: str) -> config.Config:

@@ -13,10 +13,8 @@ import pytest
 
 from faktory_fast import COMPILED, PURE_ENV
 from tests.conftest import implementation
+from tests.support import ROOT
 
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each module of COMPILED by the file it imports from, and what hot_path() says.
 REPORT = ("import importlib, json, faktory_fast as f\n"
           "print(json.dumps({'hot_path': f.hot_path(), **{n: importlib.import_module("

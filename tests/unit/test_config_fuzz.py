@@ -20,7 +20,6 @@ import math
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,12 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pytest
 
 from faktory_fast import config
 from faktory_fast.codec import wire
 from faktory_fast.config import ConfigError
-from tests.support import ROOT, FaktoryServer, job, wait_for, write_conf
+from tests.support import ROOT, write_conf
 
 SEED = 22
 SECRET = "hunter2"  # a password in a refused value: never shown
@@ -348,7 +346,6 @@ def check_refusal(message: str, case: Case, path: str) -> None:
         assert case.key in message, message
 
 
-@pytest.mark.unit
 def test_every_key_at_start(tmp_path: Any) -> None:
     """config.load on each case: loaded (and consumable) when valid, else one ConfigError line
     naming the file and the key; never another exception."""
@@ -396,7 +393,6 @@ JOB_FIELDS = ["type", "queue", "args", "retry", "reserve_for", "priority", "back
               "at"]
 
 
-@pytest.mark.unit
 def test_random_documents_at_start(tmp_path: Any) -> None:
     """Random values at random known places: loaded and consumable, or one clean line."""
     rng = random.Random(SEED + 1)
@@ -432,7 +428,6 @@ def run_cli(tmp_path: Any, case: Case) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
 
 
-@pytest.mark.unit
 def test_a_few_through_the_command(tmp_path: Any) -> None:
     """The real command on a sample of the refused cases: exit status 2, one line on stderr,
     nothing started."""
@@ -458,44 +453,3 @@ kept = { concurrency = 2, timeout = 30 }
   [cron.job]
     type = "Kept"
 """
-
-
-def test_a_few_on_sighup(tmp_path: Any) -> None:
-    """A running server given refused cases on SIGHUP: one log line each, still serving, its
-    configuration kept; a good file afterwards is taken."""
-    rng = random.Random(SEED + 3)
-    # Cases in tables BASE does not declare (else the refusal would be TOML's, for the clash).
-    candidates = [c for c in CASES if c.valid is False and c.key != "throttles"
-                  and not c.text.startswith("[throttles]")]
-    sample = [c for c in candidates if c.key == "UTF-8"][:1] + rng.sample(candidates, 4)
-    srv = FaktoryServer(str(tmp_path), processes=1)
-    write_conf(srv.data_dir, "a.toml", BASE)
-    srv.start()
-    try:
-        r = srv.redis()
-        wait_for(lambda: r.get("ff:cron:seen"))  # the background tasks run: SIGHUP is handled
-        store = srv.store()
-        tables = (store.throttle_usage(), store.cron_entries())
-        path = os.path.join(srv.data_dir, "conf", "conf.d", "z.toml")
-        start = len(srv.lines)
-        refusals: list[str] = []
-        c = srv.client()
-        assert srv.proc is not None
-        for case in sample:
-            with open(path, "wb") as fh:
-                fh.write(case.content)
-            os.kill(srv.proc.pid, signal.SIGHUP)
-            told = wait_for(lambda: [x for x in srv.lines[start:] if "SIGHUP" in x][len(refusals):])
-            refusals.append(told[0])
-            assert "SIGHUP: configuration not reloaded: " in refusals[-1], (case, refusals[-1])
-            check_refusal(refusals[-1].split("not reloaded: ", 1)[1], case, path)
-            assert c.push(job()) == "OK"  # still serving
-            assert (store.throttle_usage(), store.cron_entries()) == tables
-        with open(path, "w") as fh:
-            fh.write("[faktory_fast]\nbackup_keep = 5\n")
-        os.kill(srv.proc.pid, signal.SIGHUP)
-        (reloaded,) = wait_for(lambda: [x for x in srv.lines[start:] if "reloaded (" in x])
-        assert "configuration reloaded (backup_keep)" in reloaded
-        assert srv.lines[start:] == [*refusals, reloaded]
-    finally:
-        assert srv.stop() == 0

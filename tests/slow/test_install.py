@@ -1,26 +1,22 @@
-"""The server as users install and run it: a wheel in a fresh virtualenv, started from the
-source checkout; an install on a machine without a C compiler; a web UI that cannot start, or
-that dies.
+"""The server as users install it: a wheel in a fresh virtualenv, started from the source
+checkout; an install on a machine without a C compiler.
 
-The tests marked ``slow`` build the package (a C build and a virtualenv each, about half a
-minute in all) and share each build through a module-scoped fixture.
+These tests build the package (a C build and a virtualenv each, about half a minute in all) and
+share each build through a module-scoped fixture.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from faktory_fast import PURE_ENV
-from tests.support import ROOT, FaktoryServer, job, processes, wait_for
+from tests.support import ROOT, FaktoryServer, children, descendants, get, job, wait_for
 
 # What a fresh clone would not have, or what a build leaves in the tree. The checkout is copied
 # before building because pip builds in the source tree, where setuptools would reuse (not
@@ -70,47 +66,6 @@ def installed_server(venv: Path, data_dir: Path, **kw: object) -> FaktoryServer:
                          env={"PYTHONPATH": "", PURE_ENV: ""}, **kw)  # type: ignore[arg-type]
 
 
-def descendants(pid: int) -> list[int]:
-    procs = processes()
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, (ppid, _) in procs.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
-
-
-def children(srv: FaktoryServer, marker: bytes) -> list[int]:
-    """The server's child processes whose command line contains ``marker``."""
-    assert srv.proc is not None
-    return sorted(pid for pid, (ppid, cmd) in processes().items()
-                  if ppid == srv.proc.pid and marker in cmd)
-
-
-def get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def status_or_refused(url: str) -> int | None:
-    """The status of GET ``url``, or None when nobody listens on its port. A request left
-    waiting (a port bound that nobody serves) raises a timeout: the test fails."""
-    try:
-        return get(url, timeout=3)[0]
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionError):
-            return None
-        raise
-    except ConnectionError:  # reset while the UI goes away
-        return None
-
-
-@pytest.mark.slow
 def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: Path,
                                                                       tmp_path: Path) -> None:
     """pip installs the .py files after the compiled ones and the server starts in a source
@@ -147,7 +102,6 @@ def test_wheel_in_a_fresh_virtualenv_runs_compiled_from_the_checkout(installed: 
     assert not any("Traceback" in line for line in srv.lines), srv.lines
 
 
-@pytest.mark.slow
 def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path) -> None:
     """bench/ is installed as faktory_fast.bench (no top-level ``bench`` package), and its
     ``faktory-bench`` command works from the install alone."""
@@ -162,7 +116,6 @@ def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path
     assert "{load,latency,idle,bulk,batch,bigjob,baseline,chart,faktory}" in done.stdout
 
 
-@pytest.mark.slow
 def test_install_without_a_c_compiler_runs_the_python_hot_path(
         installed_without_compiler: Path, tmp_path: Path) -> None:
     """The extensions are optional: the build goes on without them (CC=/bin/false fails every
@@ -177,48 +130,5 @@ def test_install_without_a_c_compiler_runs_the_python_hot_path(
         assert c.push(j) == "OK"
         assert c.fetch()["jid"] == j["jid"]
         assert c.ack(j["jid"]) == "OK"
-    finally:
-        srv.stop()
-
-
-def test_web_ui_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
-    """The UI's gunicorn cannot load the app (here a broken falcon earlier on PYTHONPATH; the
-    job server does not import falcon): the reason is logged and the server exits with 1."""
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "falcon.py").write_text('raise ImportError("falcon is broken on this machine")\n')
-    srv = FaktoryServer(str(tmp_path / "data"), processes=1, web=True,
-                        env={"PYTHONPATH": str(broken)}).start()
-    try:
-        assert srv.proc is not None
-        assert srv.proc.wait(30) == 1
-    finally:
-        srv.stop()
-    log = "\n".join(srv.lines)
-    assert "ImportError: falcon is broken on this machine" in log  # gunicorn's traceback
-    assert "The web UI could not start (gunicorn exited with status" in log
-
-
-def test_web_ui_that_dies_is_restarted_with_back_off(tmp_path: Path) -> None:
-    """While the UI is down its port is closed (requests are refused, none waits for nobody);
-    it is restarted after 1 s, then after 2 s when it dies again; the job server goes on."""
-    srv = FaktoryServer(str(tmp_path), processes=1, web=True).start()
-    health = f"http://127.0.0.1:{srv.web_port}/health"
-    try:
-        wait_for(lambda: status_or_refused(health) == 200, timeout=30, interval=0.1)
-
-        def exits() -> list[str]:
-            return [line for line in srv.lines if "The web UI exited" in line]
-
-        for n in (1, 2):
-            [gunicorn] = children(srv, b"gunicorn")
-            for pid in [gunicorn, *descendants(gunicorn)]:  # the whole UI: master and worker
-                os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: status_or_refused(health) is None)
-            wait_for(lambda n=n: len(exits()) == n)
-            assert exits()[-1].endswith(f"restarting it in {2 ** (n - 1)} s")
-            wait_for(lambda old=gunicorn: children(srv, b"gunicorn") not in ([], [old])
-                     and status_or_refused(health) == 200, timeout=30, interval=0.05)
-        assert srv.client().call("INFO")
     finally:
         srv.stop()

@@ -11,8 +11,6 @@ import pytest
 from faktory_fast.codec import net
 from tests.conftest import implementation
 
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
 
 def feed_chunks(parser, data: bytes, sizes) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []

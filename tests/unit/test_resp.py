@@ -11,9 +11,6 @@ import pytest
 from faktory_fast.codec import resp
 from tests.conftest import implementation
 
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
-
 # -- a small test-side encoder and comparison helpers ---------------------------------------------
 
 def encode(v: Any) -> bytes:

@@ -10,8 +10,6 @@ import pytest
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
 
-pytestmark = pytest.mark.unit  # the fast tier: make unit
-
 NOW = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from faktory_fast import cron
+from tests.integration.test_cron import T0, set_clock
 from tests.support import FaktoryServer, job, wait_for
 from tests.support import write_conf as write_conf_file
-from tests.test_cron import T0, set_clock
 
 
 def status(port: int, password: str) -> int:

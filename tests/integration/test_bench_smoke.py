@@ -29,7 +29,7 @@ from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage.store import library_source
 from tests.support import FaktoryServer, write_conf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PASSWORD = "smoke-pw"
 

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import calendar
 import json
-import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
-
-import pytest
 
 from faktory_fast import cron, jobs
-from faktory_fast.config import ConfigError
-from faktory_fast.log import FailureLog
-from tests.support import ROOT, FaktoryServer, job, load_config, two_nodes, wait_for, write_conf
+from tests.support import ROOT, FaktoryServer, job, two_nodes, wait_for, write_conf
 
 T0 = calendar.timegm((2030, 1, 1, 0, 0, 30))  # half a minute past midnight, UTC
 
@@ -111,48 +103,6 @@ def test_one_push_per_tick_across_nodes_and_restarts(tmp_path: Any) -> None:
         assert not any(handled((n,), minute + 30 * 60) for n in (a, b))  # 00:30: too old
 
 
-def test_schedules_use_the_server_time_zone_and_named_schedules() -> None:
-    entries = cron.parse_entries(
-        [{"schedule": "0 9 * * *", "job": {"type": "Morning"}},
-         {"schedule": "@hourly", "job": {"type": "Hourly"}}], ["cron.toml", "cron.toml"])
-    morning, hourly = entries
-    ny = ZoneInfo("America/New_York")
-    start = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
-    # 09:00 in New York in January is 14:00 UTC; in July (DST) 13:00 UTC.
-    assert datetime.fromtimestamp(morning.next_tick(start, ny), UTC).hour == 14
-    july = datetime(2030, 7, 1, tzinfo=UTC).timestamp()
-    assert datetime.fromtimestamp(morning.next_tick(july, ny), UTC).hour == 13
-    assert list(hourly.ticks(start, start + 3 * 3600, UTC)) == [
-        start + 3600, start + 7200, start + 10800]
-    # The id is the same on every node and across restarts, and differs between entries.
-    again = cron.parse_entries([{"schedule": "0 9 * * *", "job": {"type": "Morning"}}], [])
-    assert again[0].id == morning.id != hourly.id
-
-
-@pytest.mark.parametrize("text, message", [
-    ('[[cron]]\nschedule = "61 * * * *"\n[cron.job]\ntype = "A"\n', "bad schedule"),
-    ('[[cron]]\nschedule = "* * *"\n[cron.job]\ntype = "A"\n', "bad schedule"),
-    ('[[cron]]\nschedule = "@sometimes"\n[cron.job]\ntype = "A"\n', "unknown schedule"),
-    ('[[cron]]\nschedule = "* * * * *"\n', "missing \\[cron.job\\]"),
-    ('[[cron]]\nschedule = "* * * * *"\n[cron.job]\nqueue = "q"\n', "needs a type"),
-    ('[[cron]]\nschedule = "* * * * *"\n[cron.job]\ntype = "A"\nqueue = "a b"\n',
-     "queue names must match"),
-    ('[[cron]]\nschedule = "* * * * *"\n[cron.job]\ntype = "A"\nklass = "B"\n',
-     "unknown \\[cron.job\\] key 'klass'"),
-    ('[[cron]]\nschedule = "* * * * *"\n[cron.job]\ntype = "A"\nreserve_for = 100000\n',
-     "reserved for more than one day"),
-])
-def test_invalid_entry_names_file_and_entry(tmp_path: Any, text: str, message: str) -> None:
-    write_conf(str(tmp_path), "a.toml", '[[cron]]\nschedule = "@daily"\n[cron.job]\ntype = "Ok"\n')
-    path = write_conf(str(tmp_path), "b.toml", text)
-    with pytest.raises(ConfigError) as info:
-        load_config(str(tmp_path))
-    # b.toml's first entry (the second of the merged document): named by its file.
-    assert str(info.value).startswith(f"invalid cron entry in {path} [[cron]] entry 1: ")
-    assert "\n" not in str(info.value)
-    assert re.search(message, str(info.value))
-
-
 def test_server_refuses_to_start_with_a_bad_entry(tmp_path: Any) -> None:
     path = write_conf(str(tmp_path), "cron.toml",
                       '[[cron]]\nschedule = "* * * * * * *"\n[cron.job]\ntype = "A"\n')
@@ -189,65 +139,6 @@ def test_sighup_reloads_entries_and_keeps_them_on_error(tmp_path: Any) -> None:
         wait_for(lambda: len(queued(srv, "default")) == 1)
     finally:
         srv.stop()
-
-
-class Records(logging.Handler):
-    """Keeps what is logged to it."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def raised(exc: Exception) -> Exception:
-    """``exc`` with a traceback, as a background task's failure has."""
-    try:
-        raise exc
-    except Exception as caught:
-        return caught
-
-
-@pytest.mark.unit
-def test_failure_log_reports_each_distinct_failure_once_a_minute() -> None:
-    """A task failing every second logs one line a minute per distinct failure (type and
-    message), not a traceback each time; the traceback only at debug level."""
-    now = [1000.0]
-    logger = logging.getLogger("tests.failure_log")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    kept = Records()
-    logger.addHandler(kept)
-    try:
-        failures = FailureLog("Background task run_cron", logger, clock=lambda: now[0])
-        for t in range(60):  # every second for a minute
-            now[0] = 1000.0 + t
-            failures.failed(raised(RuntimeError("boom")))
-            if t == 30:  # another failure is another line, at once
-                failures.failed(raised(ValueError("two\nlines")))
-        now[0] = 1060.0
-        failures.failed(raised(RuntimeError("boom")))
-        failures.failed(raised(RuntimeError("boom")))
-        assert [(r.levelno, r.getMessage()) for r in kept.records] == [
-            (logging.ERROR, "Background task run_cron failed: RuntimeError: boom"),
-            (logging.ERROR, "Background task run_cron failed: ValueError: two\\nlines"),
-            (logging.ERROR, "Background task run_cron failed: RuntimeError: boom "
-                            "(59 more times in the last 60 s)"),
-        ]
-        assert all(r.exc_info is None for r in kept.records)
-        # At debug level the traceback comes with each line, and only then.
-        logger.setLevel(logging.DEBUG)
-        kept.records.clear()
-        failures.failed(raised(KeyError("k")))
-        failures.failed(raised(KeyError("k")))
-        line, trace = kept.records
-        assert line.getMessage() == "Background task run_cron failed: KeyError: 'k'"
-        assert trace.levelno == logging.DEBUG and trace.exc_info is not None
-        assert trace.exc_info[0] is KeyError
-    finally:
-        logger.removeHandler(kept)
 
 
 def test_a_failing_cron_round_logs_one_line_a_minute(tmp_path: Any) -> None:

@@ -25,9 +25,7 @@ from faktory_fast.web import charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
 from faktory_fast.web.settings import Settings
-from tests.support import slow_redis_calls
-
-pytestmark = pytest.mark.unit  # the fast tier: make unit
+from tests.support import ROOT, slow_redis_calls
 
 FORM = "application/x-www-form-urlencoded"
 TOKEN = "t" * 43
@@ -721,8 +719,7 @@ def test_scripts_with_the_password_can_post_forms(store: SyncStore, redis_url: s
 
 
 def test_readme_documents_the_form_rule() -> None:
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         section = f.read().split("## Web UI", 1)[1].split("\n## ", 1)[0]
     for words in ("Sec-Fetch-Site", "Origin", "Referer", "curl", "cookie"):
         assert words in section, words

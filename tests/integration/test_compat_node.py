@@ -23,8 +23,7 @@ from typing import Any
 import faktory
 import pytest
 
-from tests.support import ROOT, FaktoryServer, job, wait_for
-from tests.test_compat_python import (
+from tests.integration.test_compat_python import (
     Recorder,
     counter,
     faktory_worker,
@@ -39,6 +38,7 @@ from tests.test_compat_python import (
     signal_worker,
     worker_registered,
 )
+from tests.support import ROOT, FaktoryServer, job, wait_for
 
 NODE_DIR = os.path.join(ROOT, "tests", "node")
 NODE = shutil.which("node")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 import redis
 
 from faktory_fast import jobs
@@ -17,9 +16,7 @@ from faktory_fast.storage.store import Operations, Outcome, SyncStore
 # test_web's fixtures (a child Redis with the library, a flushed store on it, the web app):
 # imported under their names, which the tests' parameters then shadow (F811).
 from tests.support import slow_redis_calls
-from tests.test_web import Web, add_failed, key_of, r, redis_url, store, web  # noqa: F401
-
-pytestmark = pytest.mark.unit
+from tests.unit.test_web import Web, add_failed, key_of, r, redis_url, store, web  # noqa: F401
 
 
 def new_batch(store: SyncStore, description: str = "", parent: str = "") -> str:
