@@ -54,7 +54,7 @@ def client(srv: FaktoryServer) -> Client:
 
 @pytest.fixture
 def node_workers() -> Iterator[list[Any]]:
-    """The Node.js workers a test starts (``tests.test_compat_node.start_node_worker``), stopped
+    """The Node.js workers a test starts (``tests.integration.test_compat_node.start_node_worker``), stopped
     after it."""
     started: list[Any] = []
     yield started
