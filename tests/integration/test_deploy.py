@@ -269,6 +269,9 @@ def haproxy(tmp_path: Any, server_port: int, bind: str = "", server: str = "",
     cfg.write_text(haproxy_config(sock, port, server_port, bind, server, web_port, web_listen))
     p = Proxy([exe, "-db", "-f", str(cfg)], port, str(tmp_path))
     p.stats_socket = sock  # type: ignore[attr-defined]
+    # haproxy may take its frontend's connections before it has renamed its stats socket into
+    # place (seen under load): the tests that read the socket start once it is there.
+    wait_for(lambda: os.path.exists(sock), timeout=10)
     try:
         yield p
     finally:
