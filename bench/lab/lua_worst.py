@@ -38,20 +38,12 @@ from faktory_fast.master import tasks
 from faktory_fast.master.redis_child import RedisChild, binary_version, find_binary
 from faktory_fast.server.lifecycle import PUSHB_CALL
 from faktory_fast.storage import keys
-from faktory_fast.storage.store import (
-    GROUP_MAX,
-    MIGRATE_PAGE,
-    MUTATE_PAGE,
-    PAGE,
-    WEB_BATCH_SCAN,
-    WEB_SAME_SCORE,
-    WEB_SET_SCAN,
-    Op,
-    Operations,
-    Paged,
-    SyncStore,
-    library_source,
-)
+from faktory_fast.storage.fcall import PAGE, Op, Paged
+from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN
+from faktory_fast.storage.ops.migrations import MIGRATE_PAGE
+from faktory_fast.storage.ops.queues import MUTATE_PAGE
+from faktory_fast.storage.ops.web import WEB_SAME_SCORE, WEB_SET_SCAN
+from faktory_fast.storage.store import GROUP_MAX, Operations, SyncStore, library_source
 
 from ..bigjob import big_args
 
