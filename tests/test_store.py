@@ -1,4 +1,4 @@
-"""The Redis function library (lua/faktory.lua) through Store, on a real child Redis."""
+"""The Redis function library (lua/) through Store, on a real child Redis."""
 from __future__ import annotations
 
 import asyncio

@@ -460,7 +460,7 @@ class Worst:
 
         # a FETCH that meets a run of expired unique jobs: it discards as many as one call may
         limit = re.search(r"^local EXPIRED_PER_FETCH = (\d+)", library_source(), re.M)
-        assert limit, "lua/faktory.lua has no EXPIRED_PER_FETCH"
+        assert limit, "lua/jobs.lua has no EXPIRED_PER_FETCH"
         per_fetch = int(limit.group(1))
         past = jobs.rfc3339(self.now_ns - 60 * 1_000_000_000)
         expired = [self.job(self.jid("exp"), "expired",

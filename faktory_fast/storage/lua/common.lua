@@ -7,7 +7,7 @@
 -- the locals of the files before it. Each function is registered right after its definition.
 --
 -- Keys. Each function is called with the keys it always touches as KEYS, in the order its
--- comment gives (faktory_fast/storage/store.py's table of functions passes them, named by
+-- comment gives (its Fn in faktory_fast/storage/ops/ passes them, named by
 -- faktory_fast/storage/keys.py), followed by the per-item keys the caller knows (a queue's list and
 -- waiters set, a worker's hash, a day's counter): declared for ACL key patterns (and a later
 -- Cluster layout). The hot functions (ff_push, ff_fetch, ff_enqueue_from, ff_release) use the

@@ -130,7 +130,7 @@ redis.register_function('ff_web_set_remove', ff_web_set_remove)
 
 -- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
 -- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
--- stopping after about scan_cap entries (store.WEB_SET_SCAN at most: a filter's cap of more is
+-- stopping after about scan_cap entries (ops.web.WEB_SET_SCAN at most: a filter's cap of more is
 -- scanned over several calls, each from the cursor the last returned) or once `want` matched.
 -- Returns {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
 local function ff_web_set_filter(keys, args)

@@ -9,7 +9,9 @@ from faktory_fast.jobs import score as ns_score
 from faktory_fast.storage import keys
 from faktory_fast.storage.fcall import Call, Fn, Op, Outcome, as_fields, as_outcome, as_text
 
-WEB_BATCH_SCAN = 1_000  # batches (batch_page), a batch's jobs (batch_detail), open batches
+#: What one call of the web UI's batch functions looks at (the caller goes on from where it
+#: stopped): batches (batch_page), a batch's jobs (batch_detail), open batches (batch_stats).
+WEB_BATCH_SCAN = 1_000
 
 
 class BatchDetail(NamedTuple):
