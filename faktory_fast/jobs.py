@@ -209,7 +209,7 @@ def priority_of(job: dict) -> int:
 
 #: The custom keys the Lua hooks read (lua/batch.lua, lua/ent.lua). ``encode`` writes them
 #: first in the custom object, in this order, when their values are scalars; Redis reads them
-#: there with anchored matches (``job_head`` in lua/faktory.lua) and never decodes a job.
+#: there with anchored matches (``job_head`` in lua/jobs.lua) and never decodes a job.
 HOOK_KEYS = ("bid", "_bid", "track", "unique_for", "unique_until", "expires_at")
 _SCALARS = (str, int, float, bool, type(None))
 

@@ -14,7 +14,7 @@ import orjson
 from faktory_fast import FAKTORY_VERSION, jobs
 
 if TYPE_CHECKING:
-    from faktory_fast.storage.store import Info
+    from faktory_fast.storage.ops.queues import Info
 
 
 def latency(heads: list[bytes], now_ns: int) -> float | int:

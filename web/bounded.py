@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from faktory_fast.storage.store import WEB_BATCH_SCAN, BatchDetail, SyncStore
+from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN, BatchDetail
+from faktory_fast.storage.store import SyncStore
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
 

@@ -10,7 +10,8 @@ import jinja2
 import redis
 
 from faktory_fast import FAKTORY_VERSION
-from faktory_fast.storage.store import Info, SyncStore
+from faktory_fast.storage.ops.queues import Info
+from faktory_fast.storage.store import SyncStore
 
 from . import views
 from .i18n import Catalog, locale_of

@@ -43,7 +43,8 @@ from faktory_fast.codec import wire
 from faktory_fast.codec.resp import pack_command
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import redis_client
-from faktory_fast.storage.store import AsyncStore, Reserved
+from faktory_fast.storage.ops.jobs import Reserved
+from faktory_fast.storage.store import AsyncStore
 
 # KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
 FETCH_LUA = """

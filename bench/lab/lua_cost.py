@@ -2,7 +2,7 @@
 
 Not a server benchmark: it starts a child Redis, calls each function N times with
 ``Operations``' arguments and reads the time Redis spent in them from ``INFO commandstats``,
-so a change to ``faktory_fast/storage/lua/faktory.lua`` can be judged on its own. Run from the
+so a change to ``faktory_fast/storage/lua/jobs.lua`` can be judged on its own. Run from the
 repository root: ``python -m bench.lab.lua_cost [-n 20000] [--batch 50 [--group]] [--unique]
 [--floor] [--library FILE]``.
 """

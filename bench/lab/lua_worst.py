@@ -38,20 +38,12 @@ from faktory_fast.master import tasks
 from faktory_fast.master.redis_child import RedisChild, binary_version, find_binary
 from faktory_fast.server.lifecycle import PUSHB_CALL
 from faktory_fast.storage import keys
-from faktory_fast.storage.store import (
-    GROUP_MAX,
-    MIGRATE_PAGE,
-    MUTATE_PAGE,
-    PAGE,
-    WEB_BATCH_SCAN,
-    WEB_SAME_SCORE,
-    WEB_SET_SCAN,
-    Op,
-    Operations,
-    Paged,
-    SyncStore,
-    library_source,
-)
+from faktory_fast.storage.fcall import PAGE, Op, Paged
+from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN
+from faktory_fast.storage.ops.migrations import MIGRATE_PAGE
+from faktory_fast.storage.ops.queues import MUTATE_PAGE
+from faktory_fast.storage.ops.web import WEB_SAME_SCORE, WEB_SET_SCAN
+from faktory_fast.storage.store import GROUP_MAX, Operations, SyncStore, library_source
 
 from ..bigjob import big_args
 
@@ -468,7 +460,7 @@ class Worst:
 
         # a FETCH that meets a run of expired unique jobs: it discards as many as one call may
         limit = re.search(r"^local EXPIRED_PER_FETCH = (\d+)", library_source(), re.M)
-        assert limit, "lua/faktory.lua has no EXPIRED_PER_FETCH"
+        assert limit, "lua/jobs.lua has no EXPIRED_PER_FETCH"
         per_fetch = int(limit.group(1))
         past = jobs.rfc3339(self.now_ns - 60 * 1_000_000_000)
         expired = [self.job(self.jid("exp"), "expired",

@@ -15,7 +15,8 @@ import orjson
 
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
-from faktory_fast.storage.store import AsyncStore, Outcome
+from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.store import AsyncStore
 
 #: The batch fields BATCH STATUS reports (Go's client.BatchStatus), in its order.
 STATUS_FIELDS = ("bid", "parent_bid", "description", "created_at", "total", "pending", "failed",

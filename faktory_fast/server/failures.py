@@ -14,7 +14,8 @@ import orjson
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
 from faktory_fast.storage import keys
-from faktory_fast.storage.store import AsyncStore, Outcome
+from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 

@@ -20,8 +20,9 @@ from faktory_fast.server.failures import fail_reservation
 from faktory_fast.server.parking import Parking
 from faktory_fast.stats import info_document, latency
 from faktory_fast.storage import keys
+from faktory_fast.storage.fcall import Outcome
 from faktory_fast.storage.redis_client import Then
-from faktory_fast.storage.store import AsyncStore, Outcome
+from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
 GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
@@ -212,7 +213,7 @@ class Lifecycle:
             mode, extra = "all", []
         now_ns = time.time_ns()
         cursor = "0"
-        while True:  # a page of the set a call (store.MUTATE_PAGE)
+        while True:  # a page of the set a call (ops.queues.MUTATE_PAGE)
             if cmd != "requeue":
                 cursor, _ = await self.store.mutate(cmd, target, jobs.dead_score(now_ns), mode,
                                                     pattern, extra, cursor)

@@ -14,8 +14,9 @@ import itertools
 
 from faktory_fast import jobs
 from faktory_fast.jobs import Prepared, now_score
+from faktory_fast.storage.ops.jobs import Fetched, Reserved
 from faktory_fast.storage.redis_client import Then
-from faktory_fast.storage.store import AsyncStore, Fetched, Reserved
+from faktory_fast.storage.store import AsyncStore
 
 FETCH_WAIT = 2.0  # seconds a FETCH waits for a job (Faktory's BRPOP timeout)
 SWEEP_SLACK = 0.01  # seconds a parked FETCH may answer nil after its deadline

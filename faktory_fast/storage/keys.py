@@ -75,7 +75,7 @@ BATCH_JOBS_PREFIX = "ff:bj:"  # hash: a batch's jobs, jid -> state
 BATCH_KIDS_PREFIX = "ff:bk:"  # hash: a batch's child batches, bid -> state
 TRACK_PREFIX = "ff:t:"  # hash: a tracked job's state, percent, desc, updated_at
 
-#: The names the Lua library (``lua/faktory.lua``) builds keys and channels from: it gets them
+#: The names the Lua library (``lua/``) builds keys and channels from: it gets them
 #: from here when it is loaded (``store.library_source``), not typed a second time.
 LUA_NAMES = {
     "QUEUE_PREFIX": QUEUE_PREFIX,

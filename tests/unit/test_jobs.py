@@ -47,7 +47,7 @@ def test_prepare_defaults_and_order() -> None:
 
 def test_encode_writes_what_redis_reads_first() -> None:
     """jid, retry, reserve_for and the custom object's hook keys (scalars only) lead, in that
-    order, so that lua/faktory.lua's job_head reads them with anchored matches; a '"' in the
+    order, so that lua/jobs.lua's job_head reads them with anchored matches; a '"' in the
     jid or a hook key's string is \\u0022, so each ends at the next '"'."""
     job = {"args": [{"custom": 1}], "jobtype": "T", "jid": 'ab"cd\\efgh', "reserve_for": 90,
            "failure": {"retry_count": 1}, "retry": 3, "queue": "q",

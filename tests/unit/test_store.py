@@ -1,4 +1,4 @@
-"""The Redis function library (lua/faktory.lua) through Store, on a real child Redis."""
+"""The Redis function library (lua/) through Store, on a real child Redis."""
 from __future__ import annotations
 
 import asyncio
@@ -12,15 +12,10 @@ import redis as redislib
 from faktory_fast import jobs
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import keys, redis_client
-from faktory_fast.storage.store import (
-    MUTATE_PAGE,
-    AsyncStore,
-    Fetched,
-    Operations,
-    Outcome,
-    Reserved,
-    SyncStore,
-)
+from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.ops.jobs import Fetched, Reserved
+from faktory_fast.storage.ops.queues import MUTATE_PAGE
+from faktory_fast.storage.store import AsyncStore, Operations, SyncStore
 from faktory_fast.web import bounded
 from tests.support import slow_redis_calls
 
@@ -291,7 +286,7 @@ def test_mutate_filters_and_commands(store: SyncStore, r: redislib.Redis) -> Non
 
 
 def test_mutate_works_a_page_a_call(store: SyncStore, r: redislib.Redis) -> None:
-    """A big set is looked at a page (store.MUTATE_PAGE entries) a call, the caller following
+    """A big set is looked at a page (ops.queues.MUTATE_PAGE entries) a call, the caller following
     the cursor; a jids filter costs one look-up per entry, however many jids it names."""
     members = {orjson.dumps({"jid": f"j{i:05d}", "jobtype": "T", "queue": "q", "args": [i]}): i
                for i in range(3 * MUTATE_PAGE)}

@@ -11,7 +11,8 @@ import redis
 from faktory_fast import jobs
 from faktory_fast.server import batches
 from faktory_fast.storage import keys
-from faktory_fast.storage.store import Operations, Outcome, SyncStore
+from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.store import Operations, SyncStore
 
 # test_web's fixtures (a child Redis with the library, a flushed store on it, the web app):
 # imported under their names, which the tests' parameters then shadow (F811).

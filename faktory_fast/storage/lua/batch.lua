@@ -1,6 +1,6 @@
--- Batches and job tracking (docs/enterprise.md, "Batches" and "Job tracking").
--- Pasted into faktory.lua by store.library_source; the hooks' contract is in faktory.lua,
--- above the line that includes this file.
+-- Batches and job tracking (docs/enterprise.md, "Batches" and "Job tracking"): their
+-- functions, and the hooks the core functions of jobs.lua call (its header has their
+-- contract).
 --
 -- A batch `bid` is three keys (keys.py): BATCH_PREFIX..bid, a hash of its fields (state 'new'
 -- | 'open' | 'committed', description, parent_bid, created_at, the counters, complete_st and
@@ -266,6 +266,7 @@ local function ff_batch_new(keys, args)
   redis.call('SADD', open, bid)
   return ''
 end
+redis.register_function('ff_batch_new', ff_batch_new)
 
 -- ff_batch_commit(bid, retention): the batch may fire its callbacks (at once if its units are
 -- done); its data is kept `retention` seconds from now and from the end of each phase
@@ -284,6 +285,7 @@ local function ff_batch_commit(keys, args)
   end
   return OUTCOME.DONE
 end
+redis.register_function('ff_batch_commit', ff_batch_commit)
 
 -- ff_batch_open(bid): re-open a batch to add jobs (it must be committed again, within
 -- UNCOMMITTED_TTL). Callbacks that have fired do not fire again. OUTCOME.DONE or
@@ -297,6 +299,7 @@ local function ff_batch_open(keys, args)
   end
   return OUTCOME.DONE
 end
+redis.register_function('ff_batch_open', ff_batch_open)
 
 local BATCH_FIELDS = {'bid', 'parent_bid', 'description', 'created_at', 'total', 'pending',
   'failed', 'complete_st', 'success_st', 'state', 'complete_jid', 'success_jid'}
@@ -313,6 +316,7 @@ local function ff_batch_status(keys, args)
   end
   return out
 end
+read_only('ff_batch_status', ff_batch_status)
 
 -- ff_batch_page(start, skip, want, text, scan_cap, budget): batches newest first, from rank
 -- `start` of the index (ff:batches): skips `skip` of those matching `text` (lower case, '' =
@@ -350,6 +354,7 @@ local function ff_batch_page(keys, args)
   end
   return {start, skip, ended, out}
 end
+redis.register_function('ff_batch_page', ff_batch_page)
 
 -- ff_batch_detail(bid, cursor, want, state, budget, children): {fields, next cursor ('0': the
 -- end), {jid, state, ...}, {child bid, state, ...}} ({} if unknown): its jobs from HSCAN
@@ -375,6 +380,7 @@ local function ff_batch_detail(keys, args)
   until cursor == '0' or #jobs >= 2 * want or scanned >= budget
   return {f, cursor, jobs, args[6] == '1' and redis.call('HGETALL', keys[3]) or {}}
 end
+read_only('ff_batch_detail', ff_batch_detail)
 
 -- ff_batch_stats(cursor, count): drops the expired batches of one SSCAN page of ff:bopen (about
 -- `count` from `cursor`). Returns {next cursor ('0': the last page), batches open (its size
@@ -389,6 +395,7 @@ local function ff_batch_stats(keys, args)
   return {page[1], redis.call('SCARD', keys[1]),
     tonumber(redis.call('HGET', keys[2], 'callbacks')) or 0}
 end
+redis.register_function('ff_batch_stats', ff_batch_stats)
 
 -- ff_track_set(jid, has_percent, percent, has_desc, desc, reserve_until): update a tracked
 -- job's progress; reserve_until (unix seconds, '' = none) moves its live reservation's expiry
@@ -417,6 +424,7 @@ local function ff_track_set(keys, args)
   end
   return OUTCOME.DONE
 end
+redis.register_function('ff_track_set', ff_track_set)
 
 -- ff_track_get(jid): {reserved (0/1), field, value, ...} of a tracked job ({0} if unknown).
 -- KEYS: ff:t:<jid>, ff:res.
@@ -425,16 +433,4 @@ local function ff_track_get(keys, args)
   table.insert(fields, 1, redis.call('HEXISTS', keys[2], args[1]))
   return fields
 end
-
-redis.register_function('ff_batch_new', ff_batch_new)
-redis.register_function('ff_batch_commit', ff_batch_commit)
-redis.register_function('ff_batch_open', ff_batch_open)
-redis.register_function{function_name = 'ff_batch_status', callback = ff_batch_status,
-  flags = {'no-writes'}}
-redis.register_function('ff_batch_page', ff_batch_page)
-redis.register_function{function_name = 'ff_batch_detail', callback = ff_batch_detail,
-  flags = {'no-writes'}}
-redis.register_function('ff_batch_stats', ff_batch_stats)
-redis.register_function('ff_track_set', ff_track_set)
-redis.register_function{function_name = 'ff_track_get', callback = ff_track_get,
-  flags = {'no-writes'}}
+read_only('ff_track_get', ff_track_get)

@@ -1,5 +1,5 @@
--- Cron (docs/enterprise.md, "Cron"): the functions the master's cron task calls.
--- Pasted into faktory.lua by store.library_source after ff_push, whose push_one they use.
+-- Cron (docs/enterprise.md, "Cron"): the functions the master's cron task calls. They push
+-- as ff_push does, with jobs.lua's push_one.
 
 -- ff_cron_push(claim, claim_ttl, entry, tick, queue, priority, job, score, hooks): push a cron
 -- entry's job for one tick, once across every process and node: only the first caller to
@@ -19,6 +19,7 @@ local function ff_cron_push(keys, args)
   redis.call('HSET', keys[4], entry, tick .. ' ' .. job_head(job))
   return 1
 end
+redis.register_function('ff_cron_push', ff_cron_push)
 
 -- ff_cron_seen(now): move the cluster's cron watermark forward to `now` (never back); returns
 -- the previous one ('' if none). KEYS: ff:cron:seen.
@@ -27,6 +28,4 @@ local function ff_cron_seen(keys, args)
   if not old or tonumber(old) < tonumber(args[1]) then redis.call('SET', keys[1], args[1]) end
   return old or ''
 end
-
-redis.register_function('ff_cron_push', ff_cron_push)
 redis.register_function('ff_cron_seen', ff_cron_seen)

@@ -1,6 +1,6 @@
--- Unique jobs, expiring jobs and throttling (docs/enterprise.md; cron is cron.lua). Pasted into
--- faktory.lua by store.library_source; the hooks' contract is in faktory.lua, above the line
--- that includes this file. Keys built here from prefixes or named by Python (not declared by
+-- Unique jobs, expiring jobs and throttling (docs/enterprise.md; cron is cron.lua): their
+-- functions, and the hooks the core functions of jobs.lua call (its header has their
+-- contract). Keys built here from prefixes or named by Python (not declared by
 -- callers): ff:uniq:<name> (UNIQUE_PREFIX), ff:uniq-names (UNIQUE_NAMES_KEY),
 -- ff:thr:<queue>[:<wid>] (THROTTLE_PREFIX), ff:expired (EXPIRED_KEY), and the queue lists and
 -- waiters sets of the queues jobs name.
@@ -191,6 +191,7 @@ local function ff_unique_sweep(keys, args)
   end
   return reply[1]
 end
+redis.register_function('ff_unique_sweep', ff_unique_sweep)
 
 -- expiring -------------------------------------------------------------------------------------
 
@@ -283,6 +284,7 @@ local function ff_throttle_lapsed(keys, args)
   end
   return #due
 end
+redis.register_function('ff_throttle_lapsed', ff_throttle_lapsed)
 
 -- ff_replace_hash(field, value, ...): replace the hash KEYS[1] (the master's tables from the
 -- configuration, at start and on SIGHUP: ff:throttles, ff:cron:entries). KEYS: <hash>.
@@ -291,6 +293,7 @@ local function ff_replace_hash(keys, args)
   if #args > 0 then redis.call('HSET', keys[1], unpack(args)) end
   return #args / 2
 end
+redis.register_function('ff_replace_hash', ff_replace_hash)
 
 -- ff_throttle_usage(cursor, count): per throttle {queue, spec, locks held, workers holding
 -- locks, jobs waiting in the queue}, for the web UI, over one ZSCAN page (about `count` from
@@ -333,6 +336,7 @@ local function ff_throttle_usage(keys, args)
   end
   return {page[1], out}
 end
+read_only('ff_throttle_usage', ff_throttle_usage)
 
 -- the hooks ------------------------------------------------------------------------------------
 
@@ -377,11 +381,4 @@ end
 local function ff_lock(keys, args)
   return {redis.call('GET', keys[1]), redis.call('PTTL', keys[1])}
 end
-
--- Registered here rather than with the core functions at the end of faktory.lua.
-redis.register_function('ff_replace_hash', ff_replace_hash)
-redis.register_function('ff_throttle_lapsed', ff_throttle_lapsed)
-redis.register_function{function_name = 'ff_throttle_usage', callback = ff_throttle_usage,
-  flags = {'no-writes'}}
-redis.register_function('ff_unique_sweep', ff_unique_sweep)
-redis.register_function{function_name = 'ff_lock', callback = ff_lock, flags = {'no-writes'}}
+read_only('ff_lock', ff_lock)

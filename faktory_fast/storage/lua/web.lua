@@ -1,0 +1,260 @@
+-- The web UI's queries and edits (web/), read-mostly. Sorted-set entries are named by (score, jid): the
+-- score string exactly as Redis returned it, and the entry's JSON containing '"jid":"<jid>"'.
+
+-- Does member `m` sort before `prefix` in a sorted set's order of members of one score (bytes,
+-- as memcmp), by its first #prefix bytes? (One that starts with `prefix` does not.)
+local function sorts_before(m, prefix)
+  for i = 1, #prefix do
+    local a, b = string.byte(m, i), string.byte(prefix, i)
+    if a ~= b then return a == nil or a < b end
+  end
+  return false
+end
+
+-- Members of `set` with exactly `score` whose JSON names `jid` ('"jid":"<jid>"'), reading about
+-- `budget` members at most: however many share the score, no call reads them all. Members of
+-- one score are in byte order, and a job as this server and Faktory write it begins
+-- '{"jid":"<jid>"': from '' finds those by a binary search over the score's ranks (about
+-- log2(n) members read). If there is none, the others are read a page at a time from offset
+-- `from` ('0' first) among the members of that score, for the jid anywhere in them, until a
+-- page has some. Returns the members found, the offset to go on from ('' = done: found, or
+-- none left) and how many members were read (at least 1).
+local function entries_at(set, score, jid, from, budget)
+  local lo = redis.call('ZCOUNT', set, '-inf', '(' .. score)
+  local hi = redis.call('ZCOUNT', set, '-inf', score)
+  local found, read = {}, 1
+  if hi <= lo then return found, '', read end
+  if from == '' then
+    local prefix = '{"jid":"' .. jid .. '"'
+    local a, b = lo, hi
+    while a < b do
+      local mid = math.floor((a + b) / 2)
+      read = read + 1
+      if sorts_before(redis.call('ZRANGE', set, mid, mid)[1], prefix) then
+        a = mid + 1
+      else
+        b = mid
+      end
+    end
+    -- those that start with `prefix` follow each other from rank `a` (one, as a rule)
+    while a < hi do
+      local m = redis.call('ZRANGE', set, a, a)[1]
+      read = read + 1
+      if string.sub(m, 1, #prefix) ~= prefix then break end
+      found[#found + 1] = m
+      a = a + 1
+      if read >= budget then break end
+    end
+    if #found > 0 then return found, '', read end
+    from = '0'
+  end
+  local needle = '"jid":"' .. jid .. '"'
+  local at = lo + tonumber(from)
+  while at < hi do
+    local ms = redis.call('ZRANGE', set, at, math.min(hi, at + math.max(1, budget - read)) - 1)
+    read = read + #ms
+    at = at + #ms
+    for _, m in ipairs(ms) do
+      if string.find(m, needle, 1, true) then found[#found + 1] = m end
+    end
+    if #found > 0 then return found, '', read end
+    if read >= budget then break end
+  end
+  if at >= hi then return found, '', read end
+  return found, tostring(at - lo), read
+end
+
+-- For ff_web_set_get and ff_web_set_remove: each entry (score, jid, from) of `args` from index
+-- `first` on, its members found (entries_at) handed to `each(member, score)`, while the call has
+-- read fewer than `budget` members (the first entry is always looked at). Returns the entries
+-- to look at again, as {score, jid, from, ...}.
+local function named_entries(set, args, first, budget, each)
+  local read, again = 0, {}
+  for i = first, #args - 2, 3 do
+    local score, jid, from = args[i], args[i + 1], args[i + 2]
+    if i > first and read >= budget then
+      again[#again + 1] = score
+      again[#again + 1] = jid
+      again[#again + 1] = from
+    else
+      local found, next_from, n = entries_at(set, score, jid, from, budget - read)
+      read = read + n
+      for _, m in ipairs(found) do each(m, score) end
+      if next_from ~= '' then
+        again[#again + 1] = score
+        again[#again + 1] = jid
+        again[#again + 1] = next_from
+      end
+    end
+  end
+  return again
+end
+
+-- ff_web_set_page(offset, count): {size, {member, score, ...}} in score order. KEYS: <set>.
+local function ff_web_set_page(keys, args)
+  local offset = tonumber(args[1])
+  local stop = offset + tonumber(args[2]) - 1
+  return {redis.call('ZCARD', keys[1]), redis.call('ZRANGE', keys[1], offset, stop, 'WITHSCORES')}
+end
+read_only('ff_web_set_page', ff_web_set_page)
+
+-- ff_web_set_get(budget, [score, jid, from] * n): the members so named (entries_at; from ''
+-- the first time), reading about `budget` members in all. Returns {{member, score, ...}, {score,
+-- jid, from, ...}}: the members found (score as given), and the entries to ask for again, with
+-- the offset to go on from. KEYS: <set>.
+local function ff_web_set_get(keys, args)
+  local out = {}
+  local again = named_entries(keys[1], args, 2, tonumber(args[1]), function(m, score)
+    out[#out + 1] = m
+    out[#out + 1] = score
+  end)
+  return {out, again}
+end
+read_only('ff_web_set_get', ff_web_set_get)
+
+-- ff_web_set_remove(action, dead_score, budget, [score, jid, from] * n): delete the named
+-- entries (as ff_web_set_get finds them), or with action 'kill' move them to `dead` with
+-- dead_score. Returns {how many moved, {score, jid, from, ...}: the entries to ask for again}.
+-- KEYS: <set>, dead.
+local function ff_web_set_remove(keys, args)
+  local set, dead, kill, n = keys[1], keys[2], args[1] == 'kill', 0
+  local again = named_entries(set, args, 4, tonumber(args[3]), function(m)
+    if redis.call('ZREM', set, m) == 1 then
+      n = n + 1
+      if kill then redis.call('ZADD', dead, args[2], m) end
+    end
+  end)
+  return {n, again}
+end
+redis.register_function('ff_web_set_remove', ff_web_set_remove)
+
+-- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
+-- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
+-- stopping after about scan_cap entries (ops.web.WEB_SET_SCAN at most: a filter's cap of more is
+-- scanned over several calls, each from the cursor the last returned) or once `want` matched.
+-- Returns {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
+local function ff_web_set_filter(keys, args)
+  local set, cursor, cap, want = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
+  local jobtype, queue, text = args[4], args[5], args[6]
+  local jt = jobtype ~= '' and ('"jobtype":"' .. jobtype .. '"') or nil
+  local qu = queue ~= '' and ('"queue":"' .. queue .. '"') or nil
+  local out, scanned, matched = {}, 0, 0
+  repeat
+    local reply = redis.call('ZSCAN', set, cursor, 'COUNT', 100)
+    cursor = reply[1]
+    local items = reply[2]
+    for i = 1, #items, 2 do
+      local m = items[i]
+      scanned = scanned + 1
+      if (not jt or string.find(m, jt, 1, true)) and (not qu or string.find(m, qu, 1, true))
+          and (text == '' or string.find(string.lower(m), text, 1, true)) then
+        out[#out + 1] = m
+        out[#out + 1] = items[i + 1]
+        matched = matched + 1
+      end
+    end
+  until cursor == '0' or scanned >= cap or matched >= want
+  return {cursor, scanned, out}
+end
+read_only('ff_web_set_filter', ff_web_set_filter)
+
+-- Priorities of a queue in the order FETCH takes them.
+local function fetch_order(prioq, name)
+  if redis.call('SISMEMBER', prioq, name) == 0 then return {5} end
+  return {9, 8, 7, 6, 5, 4, 3, 2, 1}
+end
+
+-- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: the queue's jobs over
+-- all its priority lists in the order they will be fetched, skipping `offset` of them.
+-- KEYS: ff:prioq, q:<name> (and its q:<name>:p<N> when ff:prioq lists it).
+local function ff_web_queue_page(keys, args)
+  local name, skip, left = args[1], tonumber(args[2]), tonumber(args[3])
+  local out, total = {}, 0
+  for _, p in ipairs(fetch_order(keys[1], name)) do
+    local key = qkey(name, p)
+    local len = redis.call('LLEN', key)
+    total = total + len
+    if left > 0 and skip < len then
+      -- The next job to run is at the right end (index -1).
+      local jobs = redis.call('LRANGE', key, -(skip + left), -(skip + 1))
+      for i = #jobs, 1, -1 do
+        out[#out + 1] = p
+        out[#out + 1] = jobs[i]
+      end
+      left = left - #jobs
+      skip = 0
+    else
+      skip = skip - len
+      if skip < 0 then skip = 0 end
+    end
+  end
+  return {total, out}
+end
+read_only('ff_web_queue_page', ff_web_queue_page)
+
+-- ff_web_queue_delete(name, priority, job, position, half): remove one occurrence of `job` from
+-- the queue's list of that priority, walking at most about half the list (LREM walks a list
+-- from one end: one call must not walk a queue of millions). position: where the page saw the
+-- job in fetch order (0: the next to be fetched; over all the queue's priority lists, as
+-- ff_web_queue_page counts). If the job is still there, it is removed from the end nearer to
+-- it. If not (jobs were fetched, pushed or deleted since), one half of the list is searched a
+-- call (LPOS): half '' the first time (the half `position` is in), then 'tail' or 'head' (the
+-- other one). Returns {1} (removed), {0} (not in the list) or {0, position, half}: call again
+-- with those. KEYS: ff:prioq, q:<name>[:p<N>] (and the queue's other priority lists).
+local function ff_web_queue_delete(keys, args)
+  local name, prio, job, half = args[1], tonumber(args[2]), args[3], args[5]
+  local key = keys[2]
+  local len = redis.call('LLEN', key)
+  if len == 0 then return {0} end
+  -- the jobs fetched before this list's: those of the priorities before it
+  local before = 0
+  for _, p in ipairs(fetch_order(keys[1], name)) do
+    if p > prio then before = before + redis.call('LLEN', qkey(name, p)) end
+  end
+  -- t: its index from the tail (the end FETCH takes from)
+  local t = math.min(math.max(tonumber(args[4]) - before, 0), len - 1)
+  if redis.call('LINDEX', key, -(t + 1)) == job then
+    if t < len - t then redis.call('LREM', key, -1, job) else redis.call('LREM', key, 1, job) end
+    return {1}
+  end
+  local mid = math.ceil(len / 2)
+  local search = half
+  if search == '' then search = t < mid and 'tail' or 'head' end
+  -- LPOS answers the index from the head; walked: its distance from the end searched from
+  local at, walked
+  if search == 'tail' then
+    at = redis.call('LPOS', key, job, 'RANK', -1, 'MAXLEN', mid)
+    if at then walked = len - at end
+  else
+    at = redis.call('LPOS', key, job, 'MAXLEN', len - mid + 1)
+    if at then walked = at + 1 end
+  end
+  if at then
+    if 2 * walked > mid then return {0, before + len - 1 - at, ''} end  -- removed next call
+    redis.call('LREM', key, search == 'tail' and -1 or 1, job)
+    return {1}
+  end
+  if half == '' then return {0, args[4], search == 'tail' and 'head' or 'tail'} end
+  return {0}
+end
+redis.register_function('ff_web_queue_delete', ff_web_queue_delete)
+
+-- ff_web_queues(cursor, count): the known queues of one SSCAN page of `queues` (about `count`
+-- from `cursor`), each as {name, size, paused (0/1), {oldest job of each of its priority
+-- lists}}, for the queue list's size and latency columns: {next cursor ('0': the last page),
+-- {queue...}}. KEYS: queues, paused, ff:prioq; also the lists of the queues of the page.
+local function ff_web_queues(keys, args)
+  local queues, paused, prioq = keys[1], keys[2], keys[3]
+  local out = {}
+  local page = redis.call('SSCAN', queues, args[1], 'COUNT', args[2])
+  for _, name in ipairs(page[2]) do
+    local heads = {}
+    for _, p in ipairs(fetch_order(prioq, name)) do
+      local job = redis.call('LINDEX', qkey(name, p), -1)
+      if job then heads[#heads + 1] = job end
+    end
+    out[#out + 1] = {name, qsize(prioq, name), redis.call('SISMEMBER', paused, name), heads}
+  end
+  return {page[1], out}
+end
+read_only('ff_web_queues', ff_web_queues)
