@@ -26,7 +26,7 @@ FAKTORY_VERSION = "1.10.0"
 #: typed by the ``ext/faktory_fast/<path>.pxd`` beside where it would be. Both are the module
 #: ``faktory_fast.<name>``: its importers never choose.
 COMPILED = ("codec.wire", "codec.resp", "storage.redis_client", "storage.store", "jobs",
-            "server.connection", "server.lifecycle", "server.parking")
+            "server.connection", "server.commands", "server.lifecycle", "server.parking")
 #: Set (to anything) to run without compiled code: every module of COMPILED from its ``.py``.
 PURE_ENV = "FAKTORY_FAST_PURE"
 #: Written by setup.py's build_ext beside the compiled modules: for each one it built, the
