@@ -26,8 +26,8 @@ FAKTORY_VERSION = "1.10.0"
 #: typed by the ``ext/faktory_fast/<path>.pxd`` beside where it would be. Both are the module
 #: ``faktory_fast.<name>``: its importers never choose.
 COMPILED = ("codec.wire", "codec.resp", "storage.redis_client", "storage.fcall",
-            "storage.ops.jobs", "storage.store", "jobs", "server.connection", "server.lifecycle",
-            "server.parking")
+            "storage.ops.jobs", "storage.store", "jobs", "server.connection", "server.commands",
+            "server.lifecycle", "server.parking")
 #: Set (to anything) to run without compiled code: every module of COMPILED from its ``.py``.
 PURE_ENV = "FAKTORY_FAST_PURE"
 #: Written by setup.py's build_ext beside the compiled modules: for each one it built, the

@@ -488,7 +488,8 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     Every value is checked here, once, against the range its consumers take (the server
     processes, Redis and its Lua, cron's pushes, Python's time functions): a configuration
     that fails one check is refused whole with a ConfigError naming the flag, or the file and
-    the key. What it returns runs.
+    the key. What it returns runs. Each section has its resolver, run in this order (the
+    first error found is the one reported).
     """
     env = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
@@ -496,36 +497,50 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return None
     cfg = Config()
     cfg.environment = environment_of(args.environment, env)
-    dev = cfg.environment == "development"
     cfg.data_dir, cfg.config_dir = directories(cfg.environment, args.data_dir, args.config_dir, env)
     conf = read_conf_d(cfg.config_dir)
     fk, web = _table(conf, "faktory"), _table(conf, "web")
     ours = _Settings(args, conf)
-
     # The one setting of ours a SIGHUP can change that a flag sets too: the flag wins.
     cfg.log_level = ours.get("log_level", "info")
-    for flag, name, default in (("-b", "faktory", DEFAULT_BINDING),
-                                ("-w", "web", DEFAULT_WEB_BINDING)):
-        table = fk if name == "faktory" else web
-        given = args.binding if flag == "-b" else args.web_binding
-        # The file's binding is checked even when the flag overrides it.
-        in_toml = split_binding(table["binding"], flag, conf.at(name, "binding")) \
-            if "binding" in table else None
-        binding = split_binding(given, flag) if given is not None else \
-            in_toml or split_binding(default, flag)
-        if flag == "-b":
-            cfg.host, cfg.port = binding
-        else:
-            cfg.web_host, cfg.web_port = binding
+    cfg.host, cfg.port = _binding(args.binding, "-b", conf, fk, "faktory", DEFAULT_BINDING)
+    cfg.web_host, cfg.web_port = _binding(args.web_binding, "-w", conf, web, "web",
+                                          DEFAULT_WEB_BINDING)
+    cfg.redis_url = _redis_url(ours, env)
+    _our_settings(cfg, ours)
+    _tls_and_proxy(cfg, ours)
+    _enterprise(cfg, conf)
+    _passwords(cfg, conf, fk, web, env)
+    return cfg
 
+
+def _binding(given: str | None, flag: str, conf: ConfD, table: dict[str, Any], name: str,
+             default: str) -> tuple[str, int]:
+    """``-b`` or ``-w``: the flag, else ``binding`` of ``[name]`` (``table``), else
+    ``default``."""
+    # The file's binding is checked even when the flag overrides it.
+    in_toml = split_binding(table["binding"], flag, conf.at(name, "binding")) \
+        if "binding" in table else None
+    if given is not None:
+        return split_binding(given, flag)
+    return in_toml or split_binding(default, flag)
+
+
+def _redis_url(ours: _Settings, env: Mapping[str, str]) -> str | None:
+    """A Redis of the user's: ``REDIS_URL``, else the variable ``REDIS_PROVIDER`` names, else
+    ``[faktory_fast] redis_url``; None runs the child Redis."""
     provider = env.get("REDIS_PROVIDER")
     if env.get("REDIS_URL"):
-        cfg.redis_url = check_setting("redis_url", env["REDIS_URL"], " (REDIS_URL)")
-    elif provider and env.get(provider):
-        cfg.redis_url = check_setting("redis_url", env[provider],
-                                      f" ({provider}, named by REDIS_PROVIDER)")
-    else:
-        cfg.redis_url = ours.get("redis_url", None)
+        return check_setting("redis_url", env["REDIS_URL"], " (REDIS_URL)")
+    if provider and env.get(provider):
+        return check_setting("redis_url", env[provider],
+                             f" ({provider}, named by REDIS_PROVIDER)")
+    return ours.get("redis_url", None)
+
+
+def _our_settings(cfg: Config, ours: _Settings) -> None:
+    """Our own flags (and ``[faktory_fast]``) but the network edge's: the server processes,
+    the child Redis, the limits, replication and retention; checked against one another."""
     processes = ours.get("processes", None)
     cfg.processes = processes if processes is not None else \
         default_processes(os.cpu_count() or 1, cfg.redis_url is None)
@@ -544,6 +559,10 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     cfg.line_budget = budget
     cfg.line_timeout = ours.get("line_timeout", 60.0)
 
+
+def _tls_and_proxy(cfg: Config, ours: _Settings) -> None:
+    """The network edge: native TLS (Faktory's files in the config directory, loaded once
+    here to check them) and the PROXY protocol, which cannot be combined."""
     tls = net.tls_files(cfg.config_dir)
     if tls is not None:
         try:
@@ -558,6 +577,9 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         raise ConfigError(f"--proxy-protocol and native TLS ({cfg.tls_cert}) cannot be combined: "
                           "terminate TLS at the proxy, or turn the PROXY protocol off")
 
+
+def _enterprise(cfg: Config, conf: ConfD) -> None:
+    """Enterprise's sections: ``[throttles]`` and the ``[[cron]]`` entries."""
     cfg.throttles = parse_throttles(conf.doc.get("throttles"), conf)
     entries = conf.doc.get("cron")
     if entries is not None and not isinstance(entries, list):
@@ -568,6 +590,12 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except CronError as exc:
         raise ConfigError(str(exc)) from None
 
+
+def _passwords(cfg: Config, conf: ConfD, fk: dict[str, Any], web: dict[str, Any],
+               env: Mapping[str, str]) -> None:
+    """The server's password (``FAKTORY_PASSWORD``, else ``[faktory] password``, else
+    /etc/faktory/password; required but in development) and the web UI's (``[web] password``,
+    else the server's)."""
     # Passwords are never shown: a value may be the secret itself.
     for table, name in ((fk, "faktory"), (web, "web")):
         value = table.get("password", "")
@@ -580,7 +608,7 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         password, origin = fk.get("password", ""), conf.at("faktory", "password")
     cfg.password = read_password(password, origin) if password else ""
     skip = env.get("FAKTORY_SKIP_PASSWORD", "").lower() in ("1", "true", "yes")
-    if not dev and not cfg.password and not skip:
+    if cfg.environment != "development" and not cfg.password and not skip:
         if os.path.exists("/etc/faktory/password"):
             cfg.password = read_password("/etc/faktory/password")
         if not cfg.password:
@@ -588,4 +616,3 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     web_password = web.get("password", "")
     cfg.web_password = read_password(web_password, conf.at("web", "password")) \
         if web_password else cfg.password
-    return cfg

@@ -1,6 +1,6 @@
 """The master process: owns the child Redis, binds the port, runs N server processes
 (``faktory_fast.server.process``), the background tasks (``faktory_fast.master.tasks``: once, here,
-not once per process) and the web UI, and restarts what dies.
+not once per process) and the web UI (``faktory_fast.master.webui``), and restarts what dies.
 """
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from dataclasses import dataclass, replace
 import orjson
 import uvloop
 
-import faktory_fast
 from faktory_fast import config, hot_path
 from faktory_fast import log as logsetup
 from faktory_fast.config import Config
 from faktory_fast.log import FailureLog
 from faktory_fast.master import migration
-from faktory_fast.master.gunicorn_conf import READY_FD_ENV
+from faktory_fast.master.listen import StartupError, bind
 from faktory_fast.master.redis_child import (
     MIN_REDIS,
     RedisChild,
@@ -32,23 +31,14 @@ from faktory_fast.master.redis_child import (
     set_pdeathsig,
 )
 from faktory_fast.master.tasks import BackgroundTasks
+from faktory_fast.master.webui import WebUI, bind_web
 from faktory_fast.storage import redis_client
 from faktory_fast.storage.store import AsyncStore, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
 
 CRASH_LOOP = 5  # server process deaths within a second of start before we give up
-WEB_START_TIMEOUT = 30.0  # a web UI not serving by then has failed to start
-WEB_BACKOFF = (1.0, 60.0)  # delay before restarting a web UI that died: doubles from 1 s to 60 s
-WEB_STABLE = 60.0  # a web UI that served this long before dying is restarted after 1 s again
 REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
-#: Where this faktory_fast was imported from: the web UI's working directory, which gunicorn
-#: puts first on sys.path (unless it is there already), so there it finds this very package.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(faktory_fast.__file__)))
-
-
-class StartupError(RuntimeError):
-    """The server cannot start; the message says why."""
 
 
 @dataclass
@@ -58,27 +48,6 @@ class ServerProcess:
     proc: subprocess.Popen
     proc_id: str
     started: float
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket every server process accepts on."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as exc:  # a name that does not resolve (now)
-        raise StartupError(f"cannot listen on {host}:{port}: "
-                           f"{getattr(exc, 'strerror', None) or exc}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 class Supervisor:
@@ -92,20 +61,16 @@ class Supervisor:
         self.cfg = cfg
         self.argv = argv
         self.reload_hooks = list(reload_hooks)
-        self._web_reloading = False  # the web UI is being restarted for new settings
         self.started_at = time.time()
         self.redis: RedisChild | None = None
         self.redis_url = cfg.redis_url or ""
         self.server_processes: list[ServerProcess] = []
-        self.web: subprocess.Popen | None = None
+        self.web: WebUI | None = None  # made by _main, with -w
         self.sock: socket.socket | None = None
         self.stopping = False
         self.exit_code = 0
         self._quick_deaths = 0
         self._children: ChildWatch  # made by _main before it starts any child
-        self._web_ready_at: float | None = None  # when the running web UI began serving
-        self._web_served = False  # a web UI that dies after this is restarted, not fatal
-        self._web_backoff = WEB_BACKOFF[0]
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -159,7 +124,7 @@ class Supervisor:
         # From "Listening on", a SIGHUP reloads (its default action would stop the server).
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.sock = bind(self.cfg.host, self.cfg.port)
-        web_sock = self._bind_web() if self.cfg.web_port else None
+        web_sock = bind_web(self.cfg) if self.cfg.web_port else None
         log.info("Listening on %s:%d with %d server processes (hot path: %s)", self.cfg.host,
                  self.sock.getsockname()[1], self.cfg.processes, hot_path())
         # Whenever a child exits: restart it, or stop the server.
@@ -169,7 +134,9 @@ class Supervisor:
         for _ in range(self.cfg.processes):
             self._spawn()
         if web_sock is not None:
-            self._start_web(web_sock)
+            self.web = WebUI(lambda: self.cfg, self.redis_url, self.started_at,
+                             self._children.watch)
+            self.web.start(web_sock)
 
         def request_stop(signame: str) -> None:
             if not stop.done():
@@ -254,99 +221,6 @@ class Supervisor:
         self._children.watch(p)
         log.debug("Started server process %d (%s)", p.pid, proc_id)
 
-    def _bind_web(self) -> socket.socket:
-        """The web UI's listening socket, bound here so a taken port is reported at once
-        (gunicorn would retry for 5 s)."""
-        try:
-            return bind(self.cfg.web_host, self.cfg.web_port)
-        except StartupError as exc:
-            raise StartupError(f"Web UI: {exc}") from None
-
-    def _web_address(self) -> str:
-        host, port = self.cfg.web_host, self.cfg.web_port
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def _start_web(self, sock: socket.socket) -> None:
-        """Run gunicorn on ``sock`` (closed here: gunicorn holds the port from now on, so a
-        dead UI leaves nobody listening rather than requests waiting for nobody)."""
-        env = dict(os.environ,
-                   FAKTORY_FAST_REDIS_URL=self.redis_url,
-                   FAKTORY_FAST_WEB_PASSWORD=self.cfg.web_password,
-                   FAKTORY_FAST_ENV=self.cfg.environment,
-                   FAKTORY_FAST_STARTED_AT=repr(self.started_at),
-                   FAKTORY_FAST_BINDING=self.cfg.binding)
-        ready_r, ready_w = os.pipe()
-        env[READY_FD_ENV] = str(ready_w)
-        fd = sock.fileno()
-        # Native TLS (net.tls_files): gunicorn's default context takes TLS 1.2 or later only.
-        tls = ["--certfile", self.cfg.tls_cert, "--keyfile", self.cfg.tls_key] if self.cfg.tls_cert else []
-        try:
-            # -P and the working directory PACKAGE_ROOT: gunicorn imports the package this
-            # process runs, not a checkout in the directory the server was started from.
-            self.web = subprocess.Popen(
-                [sys.executable, "-P", "-m", "gunicorn", "-c", "python:faktory_fast.master.gunicorn_conf",
-                 "-b", f"fd://{fd}", "-w", "1", "--threads", "4", "--log-level", "warning", *tls,
-                 "faktory_fast.web.app:create_app()"],
-                env=env, cwd=PACKAGE_ROOT, pass_fds=(fd, ready_w), preexec_fn=set_pdeathsig)
-        except OSError:
-            os.close(ready_r)
-            raise
-        finally:
-            sock.close()
-            os.close(ready_w)
-        self._web_ready_at = None
-        self._children.watch(self.web)
-        self._watch_web_ready(self.web, ready_r)
-
-    def _watch_web_ready(self, proc: subprocess.Popen, ready: int) -> None:
-        """Log the UI's address once ``proc`` serves; stop it if it does not within
-        WEB_START_TIMEOUT (its exit then counts as a failed start)."""
-        loop = asyncio.get_running_loop()
-
-        def readable() -> None:
-            if not os.read(ready, 64):  # EOF: every gunicorn process is gone
-                loop.remove_reader(ready)
-                os.close(ready)
-            elif proc is self.web and self._web_ready_at is None:
-                self._web_ready_at = time.monotonic()
-                self._web_served = True
-                log.info("Web UI at %s://%s", "https" if self.cfg.tls_cert else "http",
-                         self._web_address())
-
-        def too_slow() -> None:
-            if proc is self.web and self._web_ready_at is None and proc.poll() is None:
-                log.error("The web UI did not start within %.0f s; stopping it", WEB_START_TIMEOUT)
-                # Its gunicorn workers too: an orphan would keep the port open for nobody.
-                try:
-                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
-                        workers = [int(pid) for pid in fh.read().split()]
-                except OSError:
-                    workers = []
-                proc.kill()
-                for pid in workers:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-
-        loop.add_reader(ready, readable)
-        loop.call_later(WEB_START_TIMEOUT, too_slow)
-
-    def _restart_web(self) -> None:
-        if self.stopping or self.web is not None:
-            return
-        try:
-            sock = self._bind_web()
-        except StartupError as exc:
-            log.error("%s; trying again in %.0f s", exc, self._web_backoff)
-            self._restart_web_later()
-            return
-        self._start_web(sock)
-
-    def _restart_web_later(self) -> None:
-        asyncio.get_running_loop().call_later(self._web_backoff, self._restart_web)
-        self._web_backoff = min(self._web_backoff * 2, WEB_BACKOFF[1])
-
     def _reap_children(self, store: AsyncStore, stop: asyncio.Future) -> None:
         if self.redis is not None and not self.redis.alive():
             if not stop.done() and not self.stopping:  # one line per death, not one per exit
@@ -376,34 +250,14 @@ class Supervisor:
             else:
                 self._quick_deaths = 0
             self._spawn()
-        if self.web is not None and self.web.poll() is not None and not self.stopping:
-            self._reap_web(stop)
-
-    def _reap_web(self, stop: asyncio.Future) -> None:
-        """The web UI exited: fatal if it never served (as a taken port is), else restarted
-        with back-off. Its port is closed meanwhile (gunicorn held the only socket)."""
-        assert self.web is not None
-        code, self.web = self.web.returncode, None
-        if self._web_reloading:  # stopped by reload(): back at once, with the new settings
-            self._web_reloading = False
-            self._restart_web()
-            return
-        if not self._web_served:
-            log.error("The web UI could not start (gunicorn exited with status %s; its error is "
-                      "above); shutting down", code)
+        if self.web is not None and not self.stopping and not self.web.reap():
             self.exit_code = 1
             if not stop.done():
                 stop.set_result(None)
-            return
-        if self._web_ready_at is not None and time.monotonic() - self._web_ready_at >= WEB_STABLE:
-            self._web_backoff = WEB_BACKOFF[0]
-        log.warning("The web UI exited with status %s; restarting it in %.0f s", code,
-                    self._web_backoff)
-        self._restart_web_later()
 
     def _stop_children(self) -> None:
         self.stopping = True
-        procs = [sp.proc for sp in self.server_processes] + ([self.web] if self.web else [])
+        procs = [sp.proc for sp in self.server_processes] + (self.web.stop() if self.web else [])
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -449,8 +303,7 @@ class Supervisor:
                 except (OSError, ValueError):
                     pass  # gone: its successor starts with the new settings
         if old.web_password != self.cfg.web_password and self.web is not None:
-            self._web_reloading = True
-            self.web.terminate()  # graceful; _reap_web starts it again with the new password
+            self.web.reload()
         for hook in self.reload_hooks:
             try:
                 hook(self.cfg)

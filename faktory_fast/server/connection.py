@@ -1,11 +1,10 @@
 """The wire layer: one asyncio.Protocol per client connection.
 
-It frames lines (``wire.CommandFramer``), runs the handshake and dispatches each command through
-``COMMANDS`` to ``Lifecycle``; replies are serialised with ``wire``. No job logic lives here.
-Commands of one connection run strictly one after another, so replies keep their order even
-when a client pipelines. A command answers at once, or returns ``LATER`` and is answered through
-``Connection.answer``: the hot ones (PUSH, FETCH, ACK) straight from their Redis reply callback,
-the others when the task running their coroutine ends.
+It frames lines (``wire.CommandFramer``), sends each command in order to its handler in
+``commands`` (the handshake's and the command table) and writes the replies. Commands of one
+connection run strictly one after another, so replies keep their order even when a client
+pipelines. A command answers at once, or returns ``LATER`` and is answered through
+``Connection.answer``.
 
 Flow control bounds what one connection holds: reading stops while its unsent replies are over
 the transport's high-water mark (``pause_writing``, and no command runs then either), while
@@ -22,19 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
-import hmac
 import logging
-import secrets
-from collections.abc import Callable, Coroutine
 from typing import Any, cast
-
-import orjson
 
 from faktory_fast.codec import net, wire
 from faktory_fast.jobs import JobError
+from faktory_fast.server.commands import COMMANDS, HELLO, LATER, greeting, run_then
 from faktory_fast.server.lifecycle import Lifecycle
-from faktory_fast.storage.redis_client import NotReplicated, RedisClosed, Then
+from faktory_fast.storage.redis_client import NotReplicated, RedisClosed
 
 log = logging.getLogger("faktory_fast")
 
@@ -45,18 +39,6 @@ SHUTDOWN = wire.error("shutdown in progress")
 REDIS_LOST = wire.error("lost the connection to Redis")
 # Queued after the commands that preceded a line over the length limit.
 _OVERFLOW: tuple = (None, None)
-# A command's answer will come later, through Connection.answer.
-LATER = object()
-_STATE_REPLY = {"quiet": wire.bulk(b'{"state":"quiet"}'),
-                "terminate": wire.bulk(b'{"state":"terminate"}')}
-
-
-def password_hash(password: str, salt: str, iterations: int) -> str:
-    """Faktory's HELLO pwdhash: SHA-256 of password+salt, then iterations-1 more rounds."""
-    digest = hashlib.sha256(password.encode() + salt.encode()).digest()
-    for _ in range(iterations - 1):
-        digest = hashlib.sha256(digest).digest()
-    return digest.hex()
 
 
 class ServerState:
@@ -144,7 +126,7 @@ class ServerState:
 class Connection:
     """One client connection: handshake, then commands in order.
 
-    An asyncio protocol by its methods: built, this is an extension type (``server.pxd``),
+    An asyncio protocol by its methods: built, this is an extension type (``connection.pxd``),
     which cannot subclass ``asyncio.Protocol``.
     """
 
@@ -180,12 +162,8 @@ class Connection:
             transport.close()
             return
         self.state.connections.add(self)
-        hi: dict = {"v": 2}
-        if self.state.password:
-            self.iterations = secrets.randbelow(4096) + 4000
-            self.salt = format(secrets.randbits(63), "x")
-            hi.update(i=self.iterations, s=self.salt)
-        transport.write(b"+HI " + orjson.dumps(hi) + b"\r\n")  # type: ignore[attr-defined]
+        hi, self.salt, self.iterations = greeting(self.state.password)
+        transport.write(hi)  # type: ignore[attr-defined]
         self._timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
         if self.state.redis_full:
             self.redis_held = True
@@ -313,7 +291,7 @@ class Connection:
             if self.partial:  # its line's clock ran while we did not read
                 self.line_started = self.loop.time()
 
-    def _count_line(self, n, new_line) -> bool:  # n: int, new_line: bool (types: server.pxd)
+    def _count_line(self, n, new_line) -> bool:  # n: int, new_line: bool (types: connection.pxd)
         """Count the unfinished line (``n`` bytes, begun in this read if ``new_line``) against
         the process's budget; False if it does not fit and the connection was closed."""
         st = self.state
@@ -378,7 +356,7 @@ class Connection:
                 state.commands += 1
                 handler = COMMANDS.get(verb)
             elif verb == b"HELLO":
-                handler = _HELLO
+                handler = HELLO
             else:
                 self.close()  # Faktory closes without a word
                 return
@@ -412,122 +390,30 @@ class Connection:
             if self.state.shutting_down and not self.pending:
                 self.write_and_close(SHUTDOWN)
 
-    def _answer_ok(self, reply: Any) -> None:
+    def answer_ok(self, reply: Any) -> None:
+        """Answer ``+OK``, or the exception."""
         self.answer(reply if isinstance(reply, BaseException) else wire.OK)
 
-    def _answer_job(self, job: Any) -> None:
+    def answer_job(self, job: Any) -> None:
+        """Answer FETCH's job (or nil, or the exception)."""
         if type(job) is bytes and self.transport is None:
             # The client left while it waited: nobody got the job.
             run_then(self.loop, self.lc.release(job), self.answer)
         else:
             self.answer(job if isinstance(job, BaseException) else wire.bulk(job))
 
-    async def _hello(self, payload: bytes) -> bytes:
-        if not payload.startswith(b"{"):
-            self.close()
-            return b""
-        try:
-            hello = orjson.loads(payload)
-            if not isinstance(hello, dict):
-                raise ValueError
-            v = hello.get("v") or 0
-            wid = hello.get("wid") or ""
-            hostname = hello.get("hostname") or ""
-            pid = hello.get("pid") or 0
-            labels = hello.get("labels") or []
-            pwdhash = hello.get("pwdhash") or ""
-            if (type(v) is not int or type(wid) is not str or type(hostname) is not str
-                    or type(pid) is not int or type(pwdhash) is not str
-                    or not isinstance(labels, list) or any(type(x) is not str for x in labels)):
-                raise ValueError
-        except ValueError:
-            self.close()
-            return b""
-        if self.state.password:
-            # Clients that speak v1 (the Python `faktory` package) hash once.
-            rounds = self.iterations if v >= 2 else 1
-            expected = password_hash(self.state.password, self.salt, rounds)
-            if not hmac.compare_digest(expected.encode(), pwdhash.encode()):
-                self.write_and_close(wire.error("Invalid password"))
-                return b""
-        addr = self.address()
-        over = await self.lc.hello(self.state.max_connections, wid, hostname, pid, labels, v,
-                                   addr)
-        if over:
-            log.warning("Too many connections: %d (refused %s)", over, addr or "a client")
-            self.write_and_close(wire.error(f"too many connections: {over}"))
-            return b""
+    def identify(self, wid: str) -> bool:
+        """The handshake is done: the connection serves worker ``wid`` from now on; False if
+        the client left meanwhile."""
         self.identified = True
         self.wid = wid
         if self._timer is not None:
             self._timer.cancel()
         if self.transport is None:  # gone while we registered it
             self.loop.create_task(self._bye())
-            return b""
+            return False
         self.state.by_wid.setdefault(wid, set()).add(self)
-        return wire.OK
-
-    # -- commands (the command table below names these) ------------------------------------
-    # A command returns its reply (None closes the connection), or LATER and calls
-    # self.answer when its Redis reply is in; coroutine commands are run by _awaiting.
-    def cmd_end(self, payload: bytes) -> None:
-        return None
-
-    def cmd_push(self, payload: bytes) -> object:
-        self.lc.push(payload, self._answer_ok)
-        return LATER
-
-    def cmd_fetch(self, payload: bytes) -> object:
-        queues = [q for q in payload.decode(errors="replace").split(" ") if q]
-        if not queues:
-            raise JobError("must call fetch with at least one queue")
-        self.lc.fetch(queues, self.wid, self._answer_job)
-        return LATER
-
-    def cmd_ack(self, payload: bytes) -> object:
-        self.lc.ack(payload, self._answer_ok)
-        return LATER
-
-    async def cmd_pushb(self, payload: bytes) -> bytes:
-        return wire.bulk(await self.lc.push_bulk(payload))
-
-    async def cmd_fail(self, payload: bytes) -> bytes:
-        await self.lc.fail(payload)
-        return wire.OK
-
-    async def cmd_beat(self, payload: bytes) -> bytes:
-        state = await self.lc.beat(payload)
-        return _STATE_REPLY.get(state, wire.OK)
-
-    async def cmd_info(self, payload: bytes) -> bytes:
-        return wire.bulk(await self.lc.info(self.state.commands))
-
-    async def cmd_flush(self, payload: bytes) -> bytes:
-        await self.lc.flush()
-        # As Faktory: routine in development, worth a warning anywhere else.
-        level = logging.INFO if self.state.environment == "development" else logging.WARNING
-        log.log(level, "FLUSH by %s", self.wid or "a client")
-        return wire.OK
-
-    async def cmd_queue(self, payload: bytes) -> bytes:
-        doc = await self.lc.queue(payload)
-        return wire.OK if doc is None else wire.bulk(doc)
-
-    async def cmd_mutate(self, payload: bytes) -> bytes:
-        await self.lc.mutate(payload)
-        return wire.OK
-
-    async def cmd_batch(self, payload: bytes) -> bytes:
-        reply = await self.lc.batches.batch(payload)
-        if reply is None:
-            return wire.OK
-        if isinstance(reply, str):  # a bid, as a simple string (Go reads it with readString)
-            return b"+%b\r\n" % reply.encode()
-        return wire.bulk(reply)
-
-    async def cmd_track(self, payload: bytes) -> bytes:
-        doc = await self.lc.batches.track(payload)
-        return wire.OK if doc is None else wire.bulk(doc)
+        return True
 
 
 class ProxyHeader(asyncio.Protocol):
@@ -629,32 +515,6 @@ class ProxyHeader(asyncio.Protocol):
             self.transport = None
 
 
-Handler = Callable[[Connection, bytes], Any]
-
-
-def _awaiting(method: Callable[[Connection, bytes], Coroutine[Any, Any, bytes | None]]) -> Handler:
-    """A command written as a coroutine: run it as a task and answer with its result."""
-    def handler(conn: Connection, payload: bytes) -> object:
-        run_then(conn.loop, method(conn, payload), conn.answer)
-        return LATER
-    return handler
-
-
-def run_then(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], then: Then) -> None:
-    """Run ``coro`` as a task; ``then`` gets its result, or the exception it raised."""
-    loop.create_task(_then(coro, then))
-
-
-async def _then(coro: Coroutine[Any, Any, Any], then: Then) -> None:
-    # Calls `then` inside the task's last step: a done-callback would wait a loop iteration.
-    try:
-        result = await coro
-    except Exception as exc:
-        then(exc)
-    else:
-        then(result)
-
-
 def _error_reply(verb: bytes, exc: BaseException) -> bytes:
     if isinstance(exc, JobError):
         return wire.error(str(exc), exc.code)
@@ -666,22 +526,4 @@ def _error_reply(verb: bytes, exc: BaseException) -> bytes:
     return wire.error("internal error")
 
 
-_HELLO = _awaiting(Connection._hello)
-
-COMMANDS: dict[bytes, Handler] = {
-    b"END": Connection.cmd_end,
-    b"PUSH": Connection.cmd_push,
-    b"PUSHB": _awaiting(Connection.cmd_pushb),
-    b"FETCH": Connection.cmd_fetch,
-    b"ACK": Connection.cmd_ack,
-    b"FAIL": _awaiting(Connection.cmd_fail),
-    b"BEAT": _awaiting(Connection.cmd_beat),
-    b"INFO": _awaiting(Connection.cmd_info),
-    b"FLUSH": _awaiting(Connection.cmd_flush),
-    b"QUEUE": _awaiting(Connection.cmd_queue),
-    b"MUTATE": _awaiting(Connection.cmd_mutate),
-    b"BATCH": _awaiting(Connection.cmd_batch),
-    b"TRACK": _awaiting(Connection.cmd_track),
-}
-
-__all__ = ["Connection", "ProxyHeader", "ServerState", "COMMANDS", "password_hash"]
+__all__ = ["Connection", "ProxyHeader", "ServerState"]

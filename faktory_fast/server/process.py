@@ -117,7 +117,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
     if not stop.done() and (conn.closed.done() or sub.closed.done()):
         # The one line for this: the commands it failed answered "-ERR lost the connection to
-        # Redis" without a word each (server._error_reply).
+        # Redis" without a word each (connection._error_reply).
         log.error("Lost the connection to Redis; process %s exits", proc_id)
         return 1
     conn.close()
