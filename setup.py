@@ -35,17 +35,23 @@ def build_source(name: str) -> str:
 class BuildExt(build_ext):
     """Builds on every core, skips an extension that fails to compile (``optional``), and
     records beside the compiled modules which sources they were built from: faktory_fast
-    imports a compiled module only while its sources are still the ones recorded."""
+    imports a compiled module only while its sources are still the ones recorded. Only the
+    extensions this run built (or found up to date) are recorded: a module whose compile
+    failed keeps no record, so an older build of it left in place is not imported."""
 
     def finalize_options(self):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = True  # os.cpu_count() jobs
+        self.built: list[str] = []
+
+    def build_extension(self, ext):
+        super().build_extension(ext)  # raises when the compile fails (then filtered: optional)
+        self.built.append(ext.name.removeprefix("faktory_fast."))
 
     def run(self):
         super().run()
-        record = {name: source_digest(ROOT, name) for name in COMPILED
-                  if os.path.exists(self.get_ext_fullpath(f"faktory_fast.{name}"))}
+        record = {name: SOURCES[name] for name in COMPILED if name in self.built}
         target = os.path.join(os.path.dirname(self.get_ext_fullpath("faktory_fast.jobs")),
                               BUILD_RECORD)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -53,6 +59,8 @@ class BuildExt(build_ext):
             json.dump(record, fh, indent=1, sort_keys=True)
 
 
+# The sources as cythonize (below) reads them: what the extensions are compiled from.
+SOURCES = {name: source_digest(ROOT, name) for name in COMPILED}
 ext_modules = []
 if cythonize is not None and not os.environ.get("FAKTORY_FAST_NO_EXT"):
     ext_modules = cythonize(
