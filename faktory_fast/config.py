@@ -49,6 +49,7 @@ INT_SETTINGS: dict[str, tuple[int, int]] = {
     "redis_wait_timeout": (1, 60_000),  # ms Redis WAIT blocks a server process's connection
     "batch_retention": (1, MAX_ENT_SECONDS),  # seconds, Redis EXPIRE (in ms within 64 bits)
     "line_budget": (1, 64 << 30),  # bytes; and at least max_line
+    "metrics_job_types": (0, 10_000),  # /metrics' job types; 0: no job metrics (job_metrics.py)
 }
 LINE_TIMEOUT_RANGE = (0.1, 86400.0)  # seconds: below, the sweep would spin; above, absurd
 #: Every key of ``[faktory_fast]``: another is a typo, refused rather than ignored.
@@ -81,6 +82,7 @@ class Config:
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
     backup_keep: int = 24
     batch_retention: int = 30 * 86400  # seconds a finished batch's data is kept (batches.py)
+    metrics_job_types: int = 100  # job types /metrics shows by name; 0: no job metrics
     line_budget: int = 0  # load() sets it: the flag, or 16 times max_line
     line_timeout: float = 60.0
     tls_cert: str = ""  # <config dir>/public.cert.pem when TLS is on (net.tls_files)
@@ -323,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many backups to keep, newest first (default 24)")
     p.add_argument("--batch-retention", type=int, default=None, metavar="SECONDS",
                    help="how long a finished batch's data is kept (default 30 days)")
+    p.add_argument("--metrics-job-types", type=int, default=None, metavar="N",
+                   help="job types /metrics shows by name, the busiest; the rest as 'other' "
+                        "(default 100; 0: no job metrics)")
     p.add_argument("--line-budget", type=int, default=None,
                    help="bytes of unfinished lines the connections of one server process may hold "
                         "together (default 16 times --max-line, 256 MiB)")
@@ -547,7 +552,8 @@ def _our_settings(cfg: Config, ours: _Settings) -> None:
     cfg.durability = ours.get("durability", "everysec")
     cfg.redis_server = ours.get("redis_server", None)
     for name in ("max_line", "max_connections", "backup_every", "backup_keep",
-                 "redis_wait_replicas", "redis_wait_timeout", "batch_retention"):
+                 "redis_wait_replicas", "redis_wait_timeout", "batch_retention",
+                 "metrics_job_types"):
         setattr(cfg, name, ours.get(name, getattr(cfg, name)))
     if cfg.redis_wait_replicas and not cfg.redis_url:
         raise ConfigError("--redis-wait-replicas needs REDIS_URL: the server's own Redis has no "

@@ -107,7 +107,8 @@ class Metrics(Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.text = metrics.render(self.store.info(), queue_latencies(self.store),
-                                   bounded.batch_stats(self.store))
+                                   bounded.batch_stats(self.store), self.store.job_metrics_total(),
+                                   self.settings.metrics_job_types)
         resp.content_type = metrics.CONTENT_TYPE
         resp.cache_control = ["no-cache"]
 

@@ -15,6 +15,7 @@ class Settings:
     environment: str = "development"
     started_at: float = field(default_factory=time.time)
     binding: str = "localhost:7419"
+    metrics_job_types: int = 100  # /metrics' job types by name (--metrics-job-types)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -24,4 +25,5 @@ class Settings:
                    password=env.get("FAKTORY_FAST_WEB_PASSWORD", ""),
                    environment=env.get("FAKTORY_FAST_ENV", "development"),
                    started_at=float(env.get("FAKTORY_FAST_STARTED_AT") or time.time()),
-                   binding=env.get("FAKTORY_FAST_BINDING", "localhost:7419"))
+                   binding=env.get("FAKTORY_FAST_BINDING", "localhost:7419"),
+                   metrics_job_types=int(env.get("FAKTORY_FAST_METRICS_JOB_TYPES") or 100))

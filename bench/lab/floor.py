@@ -43,7 +43,7 @@ from faktory_fast.codec import wire
 from faktory_fast.codec.resp import pack_command
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import redis_client
-from faktory_fast.storage.ops.jobs import Reserved
+from faktory_fast.storage.ops.jobs import ACK_PLAIN, Reserved
 from faktory_fast.storage.store import AsyncStore
 
 # KEYS: the reservation hash, the deadlines zset, then the queues' lists. ARGV: the deadline.
@@ -160,7 +160,7 @@ class Client(asyncio.Protocol):
                 return
             store.push_then(job, self.ok)
         elif verb == b"ACK":  # plain: the scenarios' jobs have no custom object
-            store.ack_then(orjson.loads(arg)["jid"], jobs.today(), True, self.ok)
+            store.ack_then(orjson.loads(arg)["jid"], jobs.today(), ACK_PLAIN, self.ok)
         else:
             self.fetch_functions(arg.decode().split() or ["default"],
                                  time.monotonic() + EMPTY_AFTER)

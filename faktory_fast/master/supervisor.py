@@ -200,6 +200,7 @@ class Supervisor:
             "redis_wait_timeout": self.cfg.redis_wait_timeout,
             "environment": self.cfg.environment,
             "batch_retention": self.cfg.batch_retention,
+            "job_metrics": self.cfg.metrics_job_types > 0,
             "started_at": self.started_at,
             "tls_cert": self.cfg.tls_cert, "tls_key": self.cfg.tls_key,
             "proxy_protocol": self.cfg.proxy_protocol, "proxy_from": self.cfg.proxy_from,

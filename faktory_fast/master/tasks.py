@@ -21,6 +21,7 @@ import redis
 
 from faktory_fast import cron, jobs
 from faktory_fast.config import Config
+from faktory_fast.job_metrics import JobMetrics
 from faktory_fast.jobs import now_score
 from faktory_fast.log import FailureLog
 from faktory_fast.master import backup
@@ -117,13 +118,16 @@ class BackgroundTasks:
         """Reservations past their time are failed, as Faktory does; FETCHes waiting on a
         throttle that had a lock lapse are woken."""
         n = 0
+        metrics = JobMetrics() if self.config().metrics_job_types else None
         while True:
             expired = await self.store.expired(now_score(), EXPIRED_BATCH)
             for jid, record in expired:
-                if await expire_reservation(self.store, jid, record):  # or set aside
+                if await expire_reservation(self.store, jid, record, metrics):  # or set aside
                     n += 1
             if len(expired) < EXPIRED_BATCH:
                 break
+        if metrics is not None:
+            await metrics.flush(self.store)
         if n:
             log.info("%d job reservations expired", n)
             self.stats.add("Busy", reaped=n)

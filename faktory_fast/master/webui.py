@@ -64,7 +64,8 @@ class WebUI:
                    FAKTORY_FAST_WEB_PASSWORD=cfg.web_password,
                    FAKTORY_FAST_ENV=cfg.environment,
                    FAKTORY_FAST_STARTED_AT=repr(self.started_at),
-                   FAKTORY_FAST_BINDING=cfg.binding)
+                   FAKTORY_FAST_BINDING=cfg.binding,
+                   FAKTORY_FAST_METRICS_JOB_TYPES=str(cfg.metrics_job_types))
         ready_r, ready_w = os.pipe()
         env[READY_FD_ENV] = str(ready_w)
         fd = sock.fileno()

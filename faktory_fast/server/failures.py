@@ -12,6 +12,7 @@ import time
 import orjson
 
 from faktory_fast import jobs
+from faktory_fast.job_metrics import JobMetrics
 from faktory_fast.jobs import JobError
 from faktory_fast.storage import keys
 from faktory_fast.storage.fcall import Outcome
@@ -21,18 +22,20 @@ log = logging.getLogger("faktory_fast")
 
 
 async def fail_reservation(store: AsyncStore, jid: str, info: jobs.FailInfo,
-                           known: tuple[int, bytes] | None = None) -> bool:
+                           known: tuple[int, bytes, float] | None = None,
+                           metrics: JobMetrics | None = None) -> bool:
     """Fail one reservation by Faktory's retry rules; False if it no longer exists.
 
-    ``known`` is (token, job) as handed out; without it (or if the reservation changed
-    since) Redis returns the current record and we compute again from that.
+    ``known`` is (token, job, reserved at) as handed out; without it (or if the reservation
+    changed since) Redis returns the current record and we compute again from that. The
+    failure is counted in ``metrics`` (timed, unless the reservation expired).
     """
     for _ in range(5):
         now_ns = time.time_ns()
         if known is None:
             res = await store.fail(jid, None, jobs.today(), "", b"", "")
         else:
-            rid, job = known
+            rid, job, reserved_at = known
             try:
                 outcome, payload, score = jobs.apply_failure(job, info, now_ns)
             except JobError:  # not a job PUSH accepts: read the record, set it aside
@@ -40,6 +43,8 @@ async def fail_reservation(store: AsyncStore, jid: str, info: jobs.FailInfo,
                 continue
             res = await store.fail(jid, rid, jobs.today(), outcome, payload, score)
         if res.outcome is Outcome.DONE:
+            if metrics is not None and known is not None:
+                metrics.finished(known[1], False, None if info is jobs.EXPIRED else known[2])
             return True
         if res.outcome is Outcome.GONE:
             return False
@@ -51,7 +56,8 @@ async def fail_reservation(store: AsyncStore, jid: str, info: jobs.FailInfo,
     raise RuntimeError(f"reservation of {jid} kept changing")
 
 
-async def expire_reservation(store: AsyncStore, jid: bytes, record: bytes) -> bool:
+async def expire_reservation(store: AsyncStore, jid: bytes, record: bytes,
+                             metrics: JobMetrics | None = None) -> bool:
     """The reaper's part: fail an expired reservation (``ff:res`` record) as Faktory does.
 
     True if it was failed; a record that is not one of ours (or holds a job PUSH would
@@ -63,11 +69,11 @@ async def expire_reservation(store: AsyncStore, jid: bytes, record: bytes) -> bo
     except (JobError, UnicodeDecodeError) as exc:
         await set_aside(store, keys.WORKING, jid, record, str(exc))
         return False
-    return await fail_reservation(store, name, jobs.EXPIRED, known)
+    return await fail_reservation(store, name, jobs.EXPIRED, known, metrics)
 
 
-def reservation_job(record: bytes) -> tuple[int, bytes]:
-    """(token, job JSON) of a reservation record from ``ff:res``.
+def reservation_job(record: bytes) -> tuple[int, bytes, float]:
+    """(token, job JSON, reserved at) of a reservation record from ``ff:res``.
 
     JobError (saying why) unless the record is one ``ff_fetch`` writes (``ff_fail`` finds the
     token by its prefix) holding a job PUSH would accept.
@@ -83,7 +89,8 @@ def reservation_job(record: bytes) -> tuple[int, bytes]:
     except orjson.JSONEncodeError:  # only nesting: the record was decoded from JSON
         raise JobError(jobs.TOO_DEEP) from None
     jobs.stored_job(job)
-    return rid, job
+    at = data.get("reserved_at")
+    return rid, job, float(at) if type(at) in (int, float) else time.time()
 
 
 async def set_aside(store: AsyncStore, source: str, key: bytes | str, record: bytes,

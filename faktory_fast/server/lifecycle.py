@@ -14,6 +14,7 @@ from collections.abc import Callable
 import orjson
 
 from faktory_fast import jobs
+from faktory_fast.job_metrics import JobMetrics
 from faktory_fast.jobs import JobError, now_score
 from faktory_fast.server.batches import Batches
 from faktory_fast.server.failures import fail_reservation
@@ -21,11 +22,12 @@ from faktory_fast.server.parking import Parking
 from faktory_fast.stats import info_document, latency
 from faktory_fast.storage import keys
 from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.ops.jobs import ACK_HOOKS, ACK_PLAIN, ACK_RECORD
 from faktory_fast.storage.redis_client import Then
 from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
-GONE = Outcome.GONE  # a module global: an Enum class's attributes are slow to read
+GONE, DONE = Outcome.GONE, Outcome.DONE  # module globals: an Enum's attributes are slow to read
 
 CUSTOM = b'"custom":'  # in a job's JSON: it may concern an Enterprise feature (batch, unique...)
 PUSHB_CALL = 500  # jobs of a PUSHB stored per Redis call (under 10 ms of Redis, unique ones too)
@@ -34,8 +36,11 @@ PUSHB_CALL = 500  # jobs of a PUSHB stored per Redis call (under 10 ms of Redis,
 class Lifecycle:
     """Protocol command semantics for one server process (``proc_id``)."""
 
-    def __init__(self, store: AsyncStore, parking: Parking, proc_id: str, started_at: float) -> None:
+    def __init__(self, store: AsyncStore, parking: Parking, proc_id: str, started_at: float,
+                 metrics: JobMetrics | None = None) -> None:
         self.store = store
+        #: The job metrics of the reservations that end here (None: not counted).
+        self.metrics = metrics
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
         # FETCH is parking's: the next job of the first non-empty queue, waiting up to 2 s for
         # one; ``then`` gets the job (bytes), None if none came, or the exception. (Bound here:
@@ -113,20 +118,31 @@ class Lifecycle:
             raise JobError(f"invalid ACK {payload.decode(errors='replace')}")
         jid = data["jid"]
         # A job this process handed out and that has no custom object needs no Enterprise
-        # hook: ff_ack then skips reading the reservation.
+        # hook: ff_ack then skips reading the reservation. One handed out elsewhere: its record
+        # comes back, for the metrics.
         known = self.reserved.pop(jid)
-        plain = known is not None and CUSTOM not in known[1]
+        metrics = self.metrics
+        if known is None:
+            flag = ACK_RECORD if metrics is not None else ACK_HOOKS
+        else:
+            flag = ACK_HOOKS if CUSTOM in known[1] else ACK_PLAIN
 
-        def done(reply: Outcome | Exception) -> None:
-            if reply is GONE:
+        def done(reply: Outcome | bytes | Exception) -> None:
+            if type(reply) is bytes:  # the record (ACK_RECORD): done
+                if metrics is not None:
+                    metrics.finished_record(reply, True)
+                reply = DONE
+            elif reply is GONE:
                 log.info("No such job to acknowledge %s", jid)
+            elif reply is DONE and known is not None and metrics is not None:
+                metrics.finished(known[1], True, known[2])
             then(reply)
 
-        self.store.ack_then(jid, jobs.today(), plain, done)
+        self.store.ack_then(jid, jobs.today(), flag, done)
 
     async def fail(self, payload: bytes) -> None:
         jid, info = jobs.fail_info(payload)
-        if not await fail_reservation(self.store, jid, info, self.reserved.pop(jid)):
+        if not await fail_reservation(self.store, jid, info, self.reserved.pop(jid), self.metrics):
             raise JobError(f"Job not found {jid}")
 
     # -- BEAT ----------------------------------------------------------------------------------

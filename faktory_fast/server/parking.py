@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 
 from faktory_fast import jobs
 from faktory_fast.jobs import Prepared, now_score
@@ -28,25 +29,27 @@ EMPTY, QUIET, ALL_PAUSED, MORE = Fetched.EMPTY, Fetched.QUIET, Fetched.ALL_PAUSE
 
 
 class Reservations:
-    """The reservations this process handed out, (token, job) by jid: a FAIL of one of them
-    needs no read of the reservation first. Forgets the oldest beyond RESERVED_CACHE."""
+    """The reservations this process handed out, (token, job, when) by jid: a FAIL of one of
+    them needs no read of the reservation first, and its end is timed (``job_metrics``).
+    Forgets the oldest beyond RESERVED_CACHE."""
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[int, bytes]] = {}
+        self._known: dict[str, tuple[int, bytes, float]] = {}
 
     def handed_out(self, res: Reserved) -> bytes:
         """Remember a job ``ff_fetch`` reserved; the job."""
         job, rid, jid = res
         if jid:
             known = self._known
-            known[jid.decode()] = (rid, job)
+            known[jid.decode()] = (rid, job, time.time())
             if len(known) > RESERVED_CACHE:  # forget the oldest tenth; FAIL then takes 2 trips
                 for old in list(known)[: RESERVED_CACHE // 10]:
                     del known[old]
         return job
 
-    def pop(self, jid: str) -> tuple[int, bytes] | None:
-        """Forget ``jid``'s reservation (ACK, FAIL, release); (token, job) if it was known."""
+    def pop(self, jid: str) -> tuple[int, bytes, float] | None:
+        """Forget ``jid``'s reservation (ACK, FAIL, release); (token, job, when) if it was
+        known."""
         return self._known.pop(jid, None)
 
 

@@ -22,6 +22,7 @@ import uvloop
 
 from faktory_fast import log as logsetup
 from faktory_fast.codec import net, resp, wire
+from faktory_fast.job_metrics import JobMetrics, flush_every
 from faktory_fast.server.connection import LINE_TIMEOUT, Connection, ProxyHeader, ServerState
 from faktory_fast.server.lifecycle import Lifecycle
 from faktory_fast.server.parking import Parking, Reservations
@@ -51,7 +52,8 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
                                   wait_timeout=settings.get("redis_wait_timeout", 1000))
     store = AsyncStore(conn)
     parking = Parking(store, proc_id, Reservations(), loop)
-    lc = Lifecycle(store, parking, proc_id, settings["started_at"])
+    metrics = JobMetrics() if settings.get("job_metrics", True) else None
+    lc = Lifecycle(store, parking, proc_id, settings["started_at"], metrics)
     lc.batches.retention = settings.get("batch_retention", lc.batches.retention)
     sub = redis_client.RedisConnection(on_push=broadcasts(parking, state))
 
@@ -90,7 +92,20 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
                         return  # serve() reports the loss
                     state.untake_commands(n)  # counted once Redis is back
 
+    every = flush_every(os.environ)
+
+    async def flush_metrics() -> None:
+        assert metrics is not None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await metrics.flush(store)
+            except redis_client.RedisClosed:
+                if not reconnect:
+                    return  # serve() reports the loss; these seconds of metrics are lost
+
     reporter = asyncio.ensure_future(report_commands())
+    flusher = asyncio.ensure_future(flush_metrics()) if metrics is not None else None
     while True:
         await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
         if stop.done() or not reconnect:
@@ -98,6 +113,8 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         if not await _reconnect(proc_id, url, conn, sub, subscribe, state, parking, stop):
             break
     reporter.cancel()
+    if flusher is not None:
+        flusher.cancel()
     # Stopping or not, clients are told and let go before we exit: commands still arriving
     # would start tasks that never run. Without Redis every command fails at once.
     server.close()
@@ -108,9 +125,12 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         await asyncio.sleep(0.01)  # in-flight commands finish their Redis round trip
     for c in list(state.connections):
         c.write_and_close(b"")
-    if state.commands and not conn.closed.done():
+    if (state.commands or metrics is not None) and not conn.closed.done():
         try:
-            await store.count_commands(proc_id, state.take_commands())
+            if state.commands:
+                await store.count_commands(proc_id, state.take_commands())
+            if metrics is not None:
+                await metrics.flush(store)
         except redis_client.RedisClosed:
             pass
     else:

@@ -59,6 +59,10 @@ CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source
 CRON_LAST = "ff:cron:last"  # hash cron entry id -> "<tick unix seconds> <jid>" of its last push
 CRON_SEEN = "ff:cron:seen"  # unix seconds up to which cron ticks were handled (any node)
 TABLES_BY = "ff:tables-by"  # "<node> <digest>": who last wrote ff:throttles / ff:cron:entries
+# Job metrics (job_metrics.py): hashes "<stat>|<queue>|<jobtype>" -> count, stat one of
+# job_metrics.STATS; the lifetime totals, and the (queue, jobtype) pairs they hold.
+METRICS_TOTAL = "ff:m:total"
+METRICS_PAIRS = "ff:m:pairs"  # set "<queue>|<jobtype>": at most job_metrics.MAX_PAIRS
 
 
 #: Prefixes (and the priority lists' suffix) of the per-item keys and channels below.
@@ -74,6 +78,8 @@ BATCH_PREFIX = "ff:b:"  # hash: one batch's fields and counters
 BATCH_JOBS_PREFIX = "ff:bj:"  # hash: a batch's jobs, jid -> state
 BATCH_KIDS_PREFIX = "ff:bk:"  # hash: a batch's child batches, bid -> state
 TRACK_PREFIX = "ff:t:"  # hash: a tracked job's state, percent, desc, updated_at
+METRICS_MINUTE_PREFIX = "ff:m:min:"  # + unix minute: the job metrics of that minute
+METRICS_HOUR_PREFIX = "ff:m:hour:"  # + unix hour: the job metrics of that hour
 
 #: The names the Lua library (``lua/``) builds keys and channels from: it gets them
 #: from here when it is loaded (``store.library_source``), not typed a second time.
@@ -149,6 +155,16 @@ def unique_lock(name: str) -> str:
 def cron_claim(entry: str, tick: int) -> str:
     """Set by whichever node pushes cron entry ``entry``'s job for ``tick`` (unix seconds)."""
     return f"{CRON_CLAIM_PREFIX}{entry}:{tick}"
+
+
+def metrics_minute(minute: int) -> str:
+    """Hash of the job metrics of one minute (unix time // 60)."""
+    return f"{METRICS_MINUTE_PREFIX}{minute}"
+
+
+def metrics_hour(hour: int) -> str:
+    """Hash of the job metrics of one hour (unix time // 3600)."""
+    return f"{METRICS_HOUR_PREFIX}{hour}"
 
 
 def batch(bid: str) -> str:

@@ -29,7 +29,6 @@ from faktory_fast.codec.resp import pack_command
 from faktory_fast.jobs import JobError, Prepared
 from faktory_fast.storage import keys
 from faktory_fast.storage.fcall import (
-    OUTCOMES,
     AsyncRunner,
     Call,
     Op,
@@ -46,12 +45,14 @@ from faktory_fast.storage.ops.jobs import (
     JobOps,
     Reserved,
     ack_args,
+    ack_outcome,
     decode_fetched,
     decode_first_fetched,
     fetch_args,
     push_args,
     push_to_args,
 )
+from faktory_fast.storage.ops.metrics import MetricsOps
 from faktory_fast.storage.ops.migrations import MigrationOps
 from faktory_fast.storage.ops.queues import QueueOps
 from faktory_fast.storage.ops.web import WebOps
@@ -71,7 +72,7 @@ GROUP_MAX = 200  # commands of a kind one group-commit call carries (200 FETCHes
 #: Enterprise hooks of ``ent.lua`` and ``batch.lua``: the core functions' of ``jobs.lua``;
 #: ``jobs.lua``'s push_one: ``cron.lua``'s).
 LUA_FILES = ("common.lua", "ent.lua", "batch.lua", "jobs.lua", "cron.lua", "workers.lua",
-             "queues.lua", "web.lua", "migrations.lua")
+             "queues.lua", "web.lua", "migrations.lua", "metrics.lua")
 #: The line of ``lua/common.lua`` that ``library_source`` replaces with the names from Python.
 NAMES_MARK = "--@names from python"
 
@@ -95,7 +96,8 @@ def library_source() -> str:
     return text.replace(NAMES_MARK, "\n".join(names))
 
 
-class Operations(JobOps, WorkerOps, QueueOps, BatchOps, EntOps, CronOps, WebOps, MigrationOps):
+class Operations(JobOps, WorkerOps, QueueOps, BatchOps, EntOps, CronOps, WebOps, MigrationOps,
+                 MetricsOps):
     """Every store operation (``ops/``, by domain): one Redis round trip each (see the module
     docstring), except the ``Paged`` ones over sets that may be big: a round trip a page
     (``fcall.PAGE`` entries)."""
@@ -164,7 +166,7 @@ class AsyncStore(Operations, AsyncRunner):
         # Group commit: the PUSHes and ACKs of one turn of the loop, sent as one call each as
         # the turn's writes leave (conn.gather). Each caller still gets its own answer.
         self._pushes: list[tuple[Prepared, Callable[[int | Exception], None]]] = []
-        self._acks: list[tuple[str, str, bool, Callable[[Outcome | Exception], None]]] = []
+        self._acks: list[tuple[str, str, str, Callable[[Outcome | bytes | Exception], None]]] = []
         self._fetches: list[tuple[str, str, str, int, Sequence[str],
                                   Callable[[Reserved | Fetched | Exception], None]]] = []
         self._gathering = False  # something is gathered: the connection was woken
@@ -207,9 +209,10 @@ class AsyncStore(Operations, AsyncRunner):
                         then(exc)
         if acks:
             self._acks = []
-            by_day: dict[str, list[tuple[str, bool, Callable[[Outcome | Exception], None]]]] = {}
-            for jid, day, plain, answer in acks:
-                by_day.setdefault(day, []).append((jid, plain, answer))
+            by_day: dict[str, list[tuple[str, str, Callable[[Outcome | bytes | Exception],
+                                                            None]]]] = {}
+            for jid, day, flag, answer in acks:
+                by_day.setdefault(day, []).append((jid, flag, answer))
             for day, same in by_day.items():
                 for ack_part in _parts(same):
                     try:
@@ -217,7 +220,7 @@ class AsyncStore(Operations, AsyncRunner):
                             self._ack_one(ack_part[0][0], day, ack_part[0][1], ack_part[0][2])
                         else:
                             self._send_cb(_split_acks(ack_part), pack_command(*ack_args(
-                                [(jid, plain) for jid, plain, _ in ack_part], day)))
+                                [(jid, flag) for jid, flag, _ in ack_part], day)))
                     except Exception as exc:
                         for _, _, answer in ack_part:
                             answer(exc)
@@ -288,23 +291,24 @@ class AsyncStore(Operations, AsyncRunner):
             parts = _pack_parts(self._fetch_parts, key, args, 4 + args[2], 1)
         self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
-    def ack_then(self, jid: str, day: str, plain: bool,
-                 then: Callable[[Outcome | Exception], None]) -> None:
-        """``ack``: ``then`` gets the outcome. Sent with the turn's other ACKs (group
+    def ack_then(self, jid: str, day: str, flag: str,
+                 then: Callable[[Outcome | bytes | Exception], None]) -> None:
+        """``ack`` (``flag``: ``ops.jobs.ACK_PLAIN`` and so on): ``then`` gets the outcome, or
+        the reservation's record for ACK_RECORD. Sent with the turn's other ACKs (group
         commit)."""
         if not self._gathering:
             self._gathering = True
             self.conn.wake()
-        self._acks.append((jid, day, plain, then))
+        self._acks.append((jid, day, flag, then))
 
-    def _ack_one(self, jid: str, day: str, plain: bool,
-                 then: Callable[[Outcome | Exception], None]) -> None:
+    def _ack_one(self, jid: str, day: str, flag: str,
+                 then: Callable[[Outcome | bytes | Exception], None]) -> None:
         def decoded(reply: Any) -> None:
-            then(reply if isinstance(reply, Exception) else OUTCOMES[reply[0]])
-        key = (day, plain)
+            then(reply if isinstance(reply, Exception) else ack_outcome(reply[0]))
+        key = (day, flag)
         parts = self._ack_parts.get(key)
-        if parts is None:  # ff_ack's arguments end with the jid and the plain flag
-            args = ack_args([("", plain)], day)
+        if parts is None:  # ff_ack's arguments end with the jid and the flag
+            args = ack_args([("", flag)], day)
             parts = _pack_parts(self._ack_parts, key, args, len(args) - 2, 1)
         self._send_cb(decoded, parts[0] + _bulks(jid) + parts[1])
 
@@ -344,7 +348,7 @@ def _split_fetches(group: Sequence[tuple[str, str, Sequence[str],
     return split
 
 
-def _split_acks(acks: Sequence[tuple[str, bool, Callable[[Outcome | Exception], None]]]
+def _split_acks(acks: Sequence[tuple[str, str, Callable[[Outcome | bytes | Exception], None]]]
                 ) -> Callable[[Any], None]:
     """The reply of one ff_ack of several jobs, handed to each ACK's caller."""
     def split(reply: Any) -> None:
@@ -353,7 +357,7 @@ def _split_acks(acks: Sequence[tuple[str, bool, Callable[[Outcome | Exception], 
                 then(reply)
             return
         for (_, _, then), outcome in zip(acks, reply):
-            then(OUTCOMES[outcome])
+            then(ack_outcome(outcome))
     return split
 
 

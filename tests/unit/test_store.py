@@ -13,7 +13,7 @@ from faktory_fast import jobs
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import keys, redis_client
 from faktory_fast.storage.fcall import Outcome
-from faktory_fast.storage.ops.jobs import Fetched, Reserved
+from faktory_fast.storage.ops.jobs import ACK_HOOKS, ACK_PLAIN, ACK_RECORD, Fetched, Reserved
 from faktory_fast.storage.ops.queues import MUTATE_PAGE
 from faktory_fast.storage.store import AsyncStore, Operations, SyncStore
 from faktory_fast.web import bounded
@@ -144,9 +144,9 @@ def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: Redi
     async def ack_then() -> None:  # the callback form, as the server uses
         conn = await redis_client.connect(redis_child.url)
         # plain: the server fetched the job itself and saw no custom object (no read first)
-        AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
-        AsyncStore(conn).ack_then(second, "2026-01-01", True, replies.append)
-        AsyncStore(conn).ack_then(jid, "2026-01-01", False, replies.append)
+        AsyncStore(conn).ack_then(second, "2026-01-01", ACK_PLAIN, replies.append)
+        AsyncStore(conn).ack_then(second, "2026-01-01", ACK_PLAIN, replies.append)
+        AsyncStore(conn).ack_then(jid, "2026-01-01", ACK_HOOKS, replies.append)
         await conn.execute("PING")  # answered after the ACKs: their replies are in
         conn.close()
         await conn.closed
@@ -155,6 +155,34 @@ def test_ack_and_counters(store: SyncStore, r: redislib.Redis, redis_child: Redi
     assert replies == [Outcome.DONE, Outcome.GONE, Outcome.GONE]
     assert r.get(keys.PROCESSED) == b"2" and r.get("processed:2026-01-01") == b"2"
     assert r.zcard(keys.WORKING) == 0 and r.hlen(keys.RESERVATIONS) == 0
+
+
+def test_an_ack_of_a_job_reserved_elsewhere_returns_its_record(
+        store: SyncStore, r: redislib.Redis, redis_child: RedisChild) -> None:
+    """ACK_RECORD (the job was reserved by another process): the reservation's record comes
+    back in place of DONE, alone and in a group; GONE is still GONE."""
+    jids = [push(store) for _ in range(3)]
+    for _ in jids:
+        fetch(store, wid="w1")
+    records = {j: r.hget(keys.RESERVATIONS, j) for j in jids}
+    replies: list = []
+
+    async def acks() -> None:
+        conn = await redis_client.connect(redis_child.url)
+        s = AsyncStore(conn)
+        s.ack_then(jids[0], "2026-01-01", ACK_RECORD, replies.append)
+        await conn.execute("PING")  # the first ACK alone in its turn
+        s.ack_then(jids[1], "2026-01-01", ACK_RECORD, replies.append)
+        s.ack_then(jids[2], "2026-01-01", ACK_PLAIN, replies.append)
+        s.ack_then(jids[1], "2026-01-01", ACK_RECORD, replies.append)  # gone by then
+        await conn.execute("PING")
+        conn.close()
+        await conn.closed
+
+    asyncio.run(acks())
+    assert replies == [records[jids[0]], records[jids[1]], Outcome.DONE, Outcome.GONE]
+    assert orjson.loads(replies[0])["job"]["jid"] == jids[0]
+    assert r.get(keys.PROCESSED) == b"3" and r.hlen(keys.RESERVATIONS) == 0
 
 
 def test_one_ff_ack_of_many_counts_each_reservation_once(store: SyncStore,
@@ -357,9 +385,9 @@ def test_a_turns_pushes_and_acks_go_as_one_call_each(store: SyncStore, r: redisl
 
     def ack_all(s: AsyncStore) -> None:
         for p in batch[:6]:
-            s.ack_then(p.jid, "2026-01-01", p.plain, acked.append)
-        s.ack_then("nosuchjid", "2026-01-01", True, acked.append)
-        s.ack_then(batch[0].jid, "2026-01-02", True, acked.append)  # another day: its own call
+            s.ack_then(p.jid, "2026-01-01", ACK_PLAIN if p.plain else ACK_HOOKS, acked.append)
+        s.ack_then("nosuchjid", "2026-01-01", ACK_PLAIN, acked.append)
+        s.ack_then(batch[0].jid, "2026-01-02", ACK_PLAIN, acked.append)  # another day: its own call
 
     assert asyncio.run(turn(ack_all)) == 2
     assert acked == [Outcome.DONE] * 6 + [Outcome.GONE, Outcome.GONE]

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 from falcon import testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from faktory_fast import cron, jobs
 from faktory_fast.master.redis_child import RedisChild
@@ -156,6 +157,48 @@ def test_metrics_prometheus_text(web: Web, store: SyncStore) -> None:
     assert "# TYPE faktory_jobs_processed_total counter" in text
     for name in ("faktory_jobs_failed_total", "faktory_connections", "faktory_worker_processes"):
         assert re.search(rf"^{name} \d+$", text, re.M)
+
+
+def test_metrics_of_job_types_parse_as_prometheus_text(store: SyncStore, redis_url: str) -> None:
+    """faktory_jobs_total and faktory_job_duration_seconds from the job metrics' totals, read by
+    Prometheus' own parser; beyond --metrics-job-types the quieter types are "other"."""
+    minute = 29_000_000
+    store.add_job_metrics({minute: {
+        "e|default|Mail": 10, "f|default|Mail": 2, "us|default|Mail": 1_500_000,
+        "h0|default|Mail": 7, "h4|default|Mail": 3,
+        "e|critical|Mail": 1, "us|critical|Mail": 10_000, "h0|critical|Mail": 1,
+        "e|default|Rare": 1, "f|default|Rare": 1,  # expired: counted, not timed
+        "e|default|Odd\"Type": 2, "us|default|Odd\"Type": 2_000, "h0|default|Odd\"Type": 2,
+    }}, 600, 7200, 1000)
+
+    def families(web: Web) -> dict[str, list[Any]]:
+        text = web.get("/metrics").text
+        return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+    got = families(Web(redis_url))
+    jobs_total = {(s.labels["queue"], s.labels["jobtype"], s.labels["outcome"]): s.value
+                  for s in got["faktory_jobs"]}
+    assert jobs_total == {
+        ("critical", "Mail", "success"): 1, ("critical", "Mail", "failure"): 0,
+        ("default", "Mail", "success"): 8, ("default", "Mail", "failure"): 2,
+        ("default", "Odd\"Type", "success"): 2, ("default", "Odd\"Type", "failure"): 0,
+        ("default", "Rare", "success"): 0, ("default", "Rare", "failure"): 1}
+    duration = {(s.name, s.labels["queue"], s.labels["jobtype"], s.labels.get("le")): s.value
+                for s in got["faktory_job_duration_seconds"]}
+    assert duration[("faktory_job_duration_seconds_bucket", "default", "Mail", "0.02")] == 7
+    assert duration[("faktory_job_duration_seconds_bucket", "default", "Mail", "0.065")] == 7
+    assert duration[("faktory_job_duration_seconds_bucket", "default", "Mail", "0.1")] == 10
+    assert duration[("faktory_job_duration_seconds_bucket", "default", "Mail", "+Inf")] == 10
+    assert duration[("faktory_job_duration_seconds_count", "default", "Mail", None)] == 10
+    assert duration[("faktory_job_duration_seconds_sum", "default", "Mail", None)] == 1.5
+    assert duration[("faktory_job_duration_seconds_count", "default", "Rare", None)] == 0
+
+    # Only the busiest job type by name (Mail: 11 executions); the others summed as "other".
+    got = families(Web(redis_url, metrics_job_types=1))
+    assert {(s.labels["queue"], s.labels["jobtype"], s.labels["outcome"]): s.value
+            for s in got["faktory_jobs"] if s.labels["jobtype"] == "other"} == {
+        ("default", "other", "success"): 2, ("default", "other", "failure"): 1}
+    assert {s.labels["jobtype"] for s in got["faktory_jobs"]} == {"Mail", "other"}
 
 
 # -- pages ------------------------------------------------------------------------------------

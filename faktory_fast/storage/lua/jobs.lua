@@ -373,12 +373,13 @@ local function ff_push_to(keys, args)
 end
 redis.register_function('ff_push_to', ff_push_to)
 
--- ff_ack(n, [jid, plain] * n): finish n reservations successfully (the ACKs a server process
+-- ff_ack(n, [jid, flag] * n): finish n reservations successfully (the ACKs a server process
 -- had in one turn of its loop: one call for all of them). Returns a list of n outcomes:
--- OUTCOME.DONE, or OUTCOME.GONE if there is no such reservation. plain '1': the caller fetched
--- the job and saw no custom object in it: unless throttles are configured (the record may hold
--- a throttle lock), its record is not read, and the plain ones are deleted together, first.
--- The counters move once for all of them.
+-- OUTCOME.DONE, or OUTCOME.GONE if there is no such reservation. flag '1' (plain): the caller
+-- fetched the job and saw no custom object in it: unless throttles are configured (the record
+-- may hold a throttle lock), its record is not read, and the plain ones are deleted together,
+-- first. flag 'r': the caller did not reserve the job; the record it read comes back in place
+-- of DONE (for the caller's job metrics). The counters move once for all of them.
 -- KEYS: ff:res, working, processed, ff:throttles, processed:<day>; also the keys of the
 -- Enterprise hooks.
 local function ff_ack(keys, args)
@@ -433,7 +434,7 @@ local function ff_ack(keys, args)
       local record = redis.call('HGET', res, jid)
       if record then
         redis.call('HDEL', res, jid)
-        out[i] = OUTCOME.DONE
+        out[i] = args[2 * i + 1] == 'r' and record or OUTCOME.DONE
         done[#done + 1] = jid
         local doc, text = record_custom(record)
         if doc then

@@ -166,10 +166,22 @@ def fetch_args(proc_id: str, now: str, default_reserve: int,
     return FF_FETCH.args(item_keys, args)
 
 
-def ack_args(acks: Sequence[tuple[str, bool]], day: str) -> tuple[Any, ...]:
-    """ff_ack's arguments for (jid, plain) ACKs of one day."""
+#: How ff_ack treats an ACK (its flag): a job known to have no custom object (no Enterprise hook
+#: to run, its reservation not read); one that may have hooks; one reserved elsewhere, whose
+#: record comes back (for the job metrics of this process: ``job_metrics``).
+ACK_PLAIN, ACK_HOOKS, ACK_RECORD = "1", "", "r"
+
+
+def ack_args(acks: Sequence[tuple[str, str]], day: str) -> tuple[Any, ...]:
+    """ff_ack's arguments for (jid, flag) ACKs of one day (flag: ACK_PLAIN and so on)."""
     return FF_ACK.args((keys.daily(keys.PROCESSED, day),),
-                       (len(acks), *(x for jid, plain in acks for x in (jid, "1" if plain else ""))))
+                       (len(acks), *(x for ack in acks for x in ack)))
+
+
+def ack_outcome(reply: Any) -> Outcome | bytes:
+    """One ACK's part of ff_ack's reply: its outcome, or (for ACK_RECORD) the record of the
+    reservation it ended."""
+    return reply if type(reply) is bytes else OUTCOMES[reply]
 
 
 class JobOps:
@@ -201,7 +213,7 @@ class JobOps:
     def ack(self, jid: str, day: str, plain: bool = False) -> Call[Outcome]:
         """Finish a reservation: DONE, or GONE if there is no such reservation. ``plain``: the
         caller knows the job has no ``custom`` object (no Enterprise hook to run)."""
-        return Call(ack_args([(jid, plain)], day), _first_outcome)
+        return Call(ack_args([(jid, ACK_PLAIN if plain else ACK_HOOKS)], day), _first_outcome)
 
     @Op
     def fetch_all(self, proc_id: str, now: str, default_reserve: int,
@@ -217,7 +229,8 @@ class JobOps:
         """``ack`` of several (jid, plain) reservations in one call (a turn's group commit)."""
         def outcomes(reply: Any) -> list[Outcome]:
             return [OUTCOMES[o] for o in reply]
-        return Call(ack_args(acks, day), outcomes)
+        return Call(ack_args([(jid, ACK_PLAIN if plain else ACK_HOOKS) for jid, plain in acks],
+                             day), outcomes)
 
     @Op
     def fail(self, jid: str, token: int | None, day: str, outcome: str, payload: bytes,

@@ -1,0 +1,43 @@
+"""Job metrics (``lua/metrics.lua``): a process's counts added, and read back by the web UI."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from faktory_fast.storage import keys
+from faktory_fast.storage.fcall import Call, Fn, Op, as_int, as_text, pairs
+
+FF_METRICS = Fn("ff_metrics", (keys.METRICS_TOTAL, keys.METRICS_PAIRS), as_int)
+
+
+def _counts(reply: Any) -> dict[str, int]:
+    return {as_text(k): int(v) for k, v in pairs(reply)}
+
+
+class MetricsOps:
+    """The operations of job metrics."""
+
+    @Op
+    def add_job_metrics(self, counts: Mapping[int, Mapping[str, int]], minute_ttl: int,
+                        hour_ttl: int, max_pairs: int) -> Call[int]:
+        """Add one process's counts: by unix minute, "<stat>|<queue>|<jobtype>" -> increment
+        (``job_metrics``), to their minute's and hour's buckets (kept ``minute_ttl`` and
+        ``hour_ttl`` seconds) and to the lifetime totals (at most ``max_pairs`` pairs)."""
+        item_keys: list[str] = []
+        args: list[Any] = [minute_ttl, hour_ttl, max_pairs, len(counts)]
+        for minute, fields in counts.items():
+            item_keys += (keys.metrics_minute(minute), keys.metrics_hour(minute // 60))
+            args.append(len(fields))
+            for field, n in fields.items():
+                args += (field, n)
+        return FF_METRICS.call(item_keys, *args)
+
+    @Op
+    def job_metrics_total(self) -> Call[dict[str, int]]:
+        """The lifetime totals: "<stat>|<queue>|<jobtype>" -> count."""
+        return Call(("HGETALL", keys.METRICS_TOTAL), _counts)
+
+    @Op
+    def job_metrics_bucket(self, key: str) -> Call[dict[str, int]]:
+        """One minute's or hour's counts (``keys.metrics_minute``, ``keys.metrics_hour``)."""
+        return Call(("HGETALL", key), _counts)

@@ -1,0 +1,133 @@
+"""Job metrics: the per-process collector (job_metrics.JobMetrics), what ff_metrics keeps in
+Redis (minute and hour buckets, lifetime totals, the bound on pairs) and the rows read back."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis as redislib
+
+from faktory_fast import job_metrics
+from faktory_fast.job_metrics import JobMetrics, Row, summarize
+from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.store import AsyncStore, SyncStore
+
+T0 = 1_800_000_000.0  # the start of a minute and of an hour
+
+
+@pytest.fixture(scope="module")
+def redis_child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisChild]:
+    child = RedisChild(str(tmp_path_factory.mktemp("redis")))
+    child.start()
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+def r(redis_child: RedisChild) -> Iterator[redislib.Redis]:
+    client = redislib.Redis(unix_socket_path=redis_child.socket_path)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(redis_child: RedisChild, r: redislib.Redis) -> SyncStore:
+    s = SyncStore.connect(redis_child.url)
+    s.load_library()
+    return s
+
+
+def job(jobtype: str = "Mail", queue: str = "default") -> bytes:
+    return orjson.dumps({"jid": "j1", "jobtype": jobtype, "queue": queue, "args": []})
+
+
+def test_counts_by_minute_queue_and_jobtype() -> None:
+    now = [T0 + 10]
+    m = JobMetrics(clock=lambda: now[0])
+    m.finished(job(), True, T0 + 10 - 0.015)  # 15 ms: bucket h0 (under 20 ms)
+    m.finished(job(), False, T0 + 10 - 0.040)  # 40 ms: h2 (30 to 45 ms)
+    m.finished(job("Mail", "other"), True, None)  # not timed
+    now[0] = T0 + 61  # the next minute
+    m.finished(orjson.loads(job("Report")), False, None)  # an expired one: decoded, untimed
+    counts = m.take()
+    minute = int(T0 // 60)
+    assert counts == {
+        minute + 0: {"e|default|Mail": 2, "f|default|Mail": 1, "us|default|Mail": 55_000,
+                     "h0|default|Mail": 1, "h2|default|Mail": 1, "e|other|Mail": 1},
+        minute + 1: {"e|default|Report": 1, "f|default|Report": 1},
+    }
+    assert m.take() == {}
+
+
+def test_a_record_from_another_process_is_timed_from_its_reservation() -> None:
+    m = JobMetrics(clock=lambda: T0 + 2)
+    record = orjson.dumps({"rid": 7, "wid": "w", "reserved_at": T0, "expires_at": T0 + 1800,
+                           "job": orjson.loads(job("Sync", "q2"))})
+    m.finished_record(record, True)
+    m.finished_record(b"not json", True)  # nothing to count
+    (fields,) = m.take().values()
+    # 2 s: bucket h12 (1,600 ms to 2,500 ms)
+    assert fields == {"e|q2|Sync": 1, "us|q2|Sync": 2_000_000, "h12|q2|Sync": 1}
+
+
+def test_rows_and_percentiles_from_the_buckets() -> None:
+    rows = summarize({"e|default|Mail": 10, "f|default|Mail": 2, "us|default|Mail": 1_000_000,
+                      "h0|default|Mail": 8, "h4|default|Mail": 1, "h25|default|Mail": 1,
+                      "e|default|": 3})
+    mail = rows[("default", "Mail")]
+    assert (mail.executions, mail.failures, mail.timed) == (10, 2, 10)
+    assert mail.seconds == 1.0 and mail.mean == 0.1
+    assert mail.percentile(0.5) == 0.020  # within the first bucket: under 20 ms
+    assert mail.percentile(0.9) == 0.100  # the 9th of 10: 65 to 100 ms
+    assert mail.percentile(0.99) == 335.0  # the open bucket: reported at its lower bound
+    other = rows[("default", "")]
+    assert other.executions == 3 and other.mean is None and other.percentile(0.5) is None
+    assert Row("q", "t").percentile(0.5) is None
+
+
+def test_ff_metrics_adds_to_minutes_hours_and_totals(store: SyncStore, r: redislib.Redis,
+                                                     redis_child: RedisChild) -> None:
+    minute = int(T0 // 60)
+    a = {minute: {"e|default|Mail": 2, "us|default|Mail": 30_000}}
+    b = {minute: {"e|default|Mail": 1}, minute + 1: {"e|default|Mail": 4, "f|default|Mail": 1}}
+    assert store.add_job_metrics(a, 600, 7200, 10) == 1
+    assert store.add_job_metrics(b, 600, 7200, 10) == 1
+    assert store.job_metrics_bucket(keys.metrics_minute(minute)) == {
+        "e|default|Mail": 3, "us|default|Mail": 30_000}
+    assert store.job_metrics_bucket(keys.metrics_minute(minute + 1)) == {
+        "e|default|Mail": 4, "f|default|Mail": 1}
+    assert store.job_metrics_bucket(keys.metrics_hour(minute // 60)) == store.job_metrics_total()
+    assert store.job_metrics_total() == {"e|default|Mail": 7, "f|default|Mail": 1,
+                                         "us|default|Mail": 30_000}
+    assert 0 < r.ttl(keys.metrics_minute(minute)) <= 600
+    assert 600 < r.ttl(keys.metrics_hour(minute // 60)) <= 7200
+
+    # Through the server's own client, as a process flushes.
+    m = JobMetrics(clock=lambda: T0 + 5)
+    m.finished(job(), True, T0 + 4.9)
+
+    async def flush() -> None:
+        conn = await redis_client.connect(redis_child.url)
+        await m.flush(AsyncStore(conn))
+        conn.close()
+        await conn.closed
+
+    asyncio.run(flush())
+    assert store.job_metrics_total()["e|default|Mail"] == 8
+    assert r.ttl(keys.metrics_minute(minute)) > 600  # the process's TTL: MINUTES_KEPT
+    assert m.take() == {}
+
+
+def test_the_totals_hold_a_bounded_number_of_pairs(store: SyncStore, r: redislib.Redis) -> None:
+    minute = int(T0 // 60)
+    counts = {minute: {f"e|q|Type{i}": 1 for i in range(5)}}
+    store.add_job_metrics(counts, 600, 7200, 3)
+    store.add_job_metrics({minute: {"e|q|Type0": 1, "e|q|Type9": 2}}, 600, 7200, 3)
+    total = store.job_metrics_total()
+    assert r.scard(keys.METRICS_PAIRS) == 3
+    assert total == {"e|q|Type0": 2, "e|q|Type1": 1, "e|q|Type2": 1, "e|q|": 4}
+    assert job_metrics.OTHER == ""
