@@ -4,15 +4,17 @@ Each process counts the reservations that end in it (an ACK or a FAIL; the maste
 expire) and adds its counts to Redis every ``FLUSH_EVERY`` seconds in one call
 (``lua/metrics.lua``), so they cost Redis nothing per job; a crash loses at most those seconds
 of counts, never a job. Redis keeps them by minute for ``MINUTES_KEPT`` minutes, by hour for
-``HOURS_KEPT`` hours, and as lifetime totals (``/metrics``). A count is a hash field
-``<stat>|<queue>|<jobtype>``, the stat one of:
+``HOURS_KEPT`` hours, and as lifetime totals (``/metrics``): hashes whose field is a pair
+``<queue>|<jobtype>`` and whose value is that pair's counts packed into one string (``pack``):
+one field a pair keeps a full bucket small (bench.lab.metrics_memory). The counts:
 
-* ``e``: executions (reservations ended: ACKed, failed or expired);
-* ``f``: failures (FAILed or expired);
-* ``us``: microseconds from reservation to ACK or FAIL, of the timed executions (all but the
-  expired ones, whose end is not known);
-* ``h<i>``: timed executions of ``BUCKETS_MS[i - 1]`` ms or more and under ``BUCKETS_MS[i]``
-  (``h0``: under the first bound; the last bucket has no upper bound).
+* executions: reservations ended (ACKed, failed or expired);
+* failures: FAILed or expired;
+* microseconds from reservation to ACK or FAIL, of the timed executions (all but the expired
+  ones, whose end is not known);
+* the timed executions by histogram bucket: bucket i holds those of ``BUCKETS_MS[i - 1]`` ms or
+  more and under ``BUCKETS_MS[i]`` (bucket 0: under the first bound; the last has no upper
+  bound).
 """
 from __future__ import annotations
 
@@ -62,27 +64,65 @@ def job_labels(job: Any) -> tuple[str, str]:
     return (queue if type(queue) is str else "", jobtype if type(jobtype) is str else "")
 
 
+class Counts:
+    """One pair's counts (see the module docstring)."""
+
+    __slots__ = ("executions", "failures", "us", "buckets")
+
+    def __init__(self) -> None:
+        self.executions = 0
+        self.failures = 0
+        self.us = 0
+        self.buckets: dict[int, int] = {}
+
+
+def pack(c: Counts) -> str:
+    """``"<executions> <failures> <us>[ <bucket>:<n>]..."``, the form Redis keeps (and adds:
+    ``lua/metrics.lua``)."""
+    text = f"{c.executions} {c.failures} {c.us}"
+    for i in sorted(c.buckets):
+        text += f" {i}:{c.buckets[i]}"
+    return text
+
+
+def unpack(text: str) -> Counts:
+    """The counts ``pack`` wrote; what does not parse counts as nothing."""
+    c = Counts()
+    parts = text.split(" ")
+    try:
+        c.executions, c.failures, c.us = (int(p) for p in parts[:3])
+        for part in parts[3:]:
+            i, _, n = part.partition(":")
+            c.buckets[int(i)] = c.buckets.get(int(i), 0) + int(n)
+    except ValueError:
+        return Counts()
+    return c
+
+
 class JobMetrics:
-    """One process's counts since its last flush: by unix minute, field -> increment."""
+    """One process's counts since its last flush: by unix minute, by pair."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._counts: dict[int, dict[str, int]] = {}
+        self._counts: dict[int, dict[str, Counts]] = {}
 
     def finished(self, job: Any, ok: bool, reserved_at: float | None) -> None:
         """A reservation of ``job`` (JSON or decoded) ended now: ACKed (``ok``) or failed;
         ``reserved_at``: when it began (unix seconds), None for one not timed (expired)."""
         queue, jobtype = job_labels(job)
         now = self.clock()
-        fields = self._counts.setdefault(int(now // 60), {})
-        tail = f"|{queue}|{jobtype}"
-        _add(fields, "e" + tail, 1)
+        pairs = self._counts.setdefault(int(now // 60), {})
+        c = pairs.get(f"{queue}|{jobtype}")
+        if c is None:
+            c = pairs[f"{queue}|{jobtype}"] = Counts()
+        c.executions += 1
         if not ok:
-            _add(fields, "f" + tail, 1)
+            c.failures += 1
         if reserved_at is not None:
             us = max(0, round((now - reserved_at) * 1e6))
-            _add(fields, "us" + tail, us)
-            _add(fields, f"h{bisect.bisect_right(BUCKETS_MS, us / 1000)}{tail}", 1)
+            c.us += us
+            i = bisect.bisect_right(BUCKETS_MS, us / 1000)
+            c.buckets[i] = c.buckets.get(i, 0) + 1
 
     def finished_record(self, record: bytes, ok: bool) -> None:
         """``finished`` for a reservation known by its ``ff:res`` record (one reserved by
@@ -95,10 +135,11 @@ class JobMetrics:
             at = data.get("reserved_at")
             self.finished(data.get("job"), ok, at if type(at) in (int, float) else None)
 
-    def take(self) -> dict[int, dict[str, int]]:
-        """The counts so far, forgotten here."""
+    def take(self) -> dict[int, dict[str, str]]:
+        """The counts so far (by minute, pair -> ``pack``ed), forgotten here."""
         counts, self._counts = self._counts, {}
-        return counts
+        return {minute: {pair: pack(c) for pair, c in pairs.items()}
+                for minute, pairs in counts.items()}
 
     async def flush(self, store: AsyncStore) -> None:
         """Add the counts so far to Redis (one call); lost if it fails."""
@@ -106,10 +147,6 @@ class JobMetrics:
         if counts:
             await store.add_job_metrics(counts, (MINUTES_KEPT + 1) * 60, (HOURS_KEPT + 1) * 3600,
                                         MAX_PAIRS)
-
-
-def _add(fields: dict[str, int], field: str, n: int) -> None:
-    fields[field] = fields.get(field, 0) + n
 
 
 @dataclass
@@ -146,23 +183,32 @@ class Row:
         return BUCKETS_MS[-1] / 1000
 
 
-def summarize(counts: Mapping[str, int]) -> dict[tuple[str, str], Row]:
-    """Rows by (queue, jobtype) from counts as Redis holds them (summed over buckets)."""
+def summarize(counts: Mapping[str, str]) -> dict[tuple[str, str], Row]:
+    """Rows by (queue, jobtype) from buckets as Redis holds them: pair -> ``pack``ed counts,
+    of one bucket or summed (``add``)."""
     rows: dict[tuple[str, str], Row] = {}
-    for field, n in counts.items():
-        stat, _, pair = field.partition("|")
+    for pair, text in counts.items():
         queue, _, jobtype = pair.partition("|")
-        row = rows.get((queue, jobtype))
-        if row is None:
-            row = rows[(queue, jobtype)] = Row(queue, jobtype, histogram=[0] * (len(BUCKETS_MS) + 1))
-        if stat == "e":
-            row.executions += n
-        elif stat == "f":
-            row.failures += n
-        elif stat == "us":
-            row.seconds += n / 1e6
-        elif stat.startswith("h") and stat[1:].isdigit() and row.histogram is not None:
-            i = int(stat[1:])
-            if i < len(row.histogram):
-                row.histogram[i] += n
+        c = unpack(text)
+        histogram = [0] * (len(BUCKETS_MS) + 1)
+        for i, n in c.buckets.items():
+            if 0 <= i < len(histogram):
+                histogram[i] += n
+        rows[(queue, jobtype)] = Row(queue, jobtype, c.executions, c.failures, c.us / 1e6,
+                                     histogram)
     return rows
+
+
+def add(into: dict[str, str], counts: Mapping[str, str]) -> None:
+    """Sum buckets: ``counts`` (pair -> ``pack``ed) added to ``into``."""
+    for pair, text in counts.items():
+        if pair in into:
+            a, b = unpack(into[pair]), unpack(text)
+            a.executions += b.executions
+            a.failures += b.failures
+            a.us += b.us
+            for i, n in b.buckets.items():
+                a.buckets[i] = a.buckets.get(i, 0) + n
+            into[pair] = pack(a)
+        else:
+            into[pair] = text

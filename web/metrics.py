@@ -22,7 +22,7 @@ def _metric(name: str, kind: str, help_text: str,
     return lines
 
 
-def job_lines(totals: Mapping[str, int], top: int) -> list[str]:
+def job_lines(totals: Mapping[str, str], top: int) -> list[str]:
     """``faktory_jobs_total`` and ``faktory_job_duration_seconds`` from the job metrics'
     lifetime totals (``store.job_metrics_total()``): by queue and job type, for the ``top``
     busiest job types (by executions, over all queues); the others' summed as job type
@@ -65,7 +65,7 @@ def job_lines(totals: Mapping[str, int], top: int) -> list[str]:
 
 
 def render(info: Mapping[str, Any], queues: list[tuple[str, int, bool, float]],
-           batches: tuple[int, int] = (0, 0), job_totals: Mapping[str, int] | None = None,
+           batches: tuple[int, int] = (0, 0), job_totals: Mapping[str, str] | None = None,
            job_types: int = 100) -> str:
     """Prometheus text from the store's ``info()``, (name, size, paused, latency) per queue,
     (batches open, batch callbacks fired) (``store.batch_stats()``) and the job metrics'

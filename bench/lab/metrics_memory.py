@@ -36,11 +36,11 @@ def main() -> None:
         # The hours: HOURS_KEPT of them; the minutes: the last MINUTES_KEPT (each also adds to
         # its hour, as the server's calls do).
         first = now_minute - job_metrics.HOURS_KEPT * 60
-        fields = {}
-        for t in range(opts.types):
-            tail = f"|default|App::Jobs::Type{t:04d}"
-            fields.update({"e" + tail: 3, "f" + tail: 1, "us" + tail: 123_456})
-            fields.update({f"h{b}{tail}": 1 for b in range(opts.buckets)})
+        counts = job_metrics.Counts()
+        counts.executions, counts.failures, counts.us = 30, 1, 1_234_567
+        counts.buckets = {b: 10 for b in range(opts.buckets)}
+        fields = {f"default|App::Jobs::Type{t:04d}": job_metrics.pack(counts)
+                  for t in range(opts.types)}
         for minute in range(first, now_minute, 60):  # one call per hour before the minutes
             store.add_job_metrics({minute: fields}, 10**6, 10**6, job_metrics.MAX_PAIRS)
         for minute in range(now_minute - job_metrics.MINUTES_KEPT, now_minute):

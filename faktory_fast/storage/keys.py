@@ -59,8 +59,8 @@ CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source
 CRON_LAST = "ff:cron:last"  # hash cron entry id -> "<tick unix seconds> <jid>" of its last push
 CRON_SEEN = "ff:cron:seen"  # unix seconds up to which cron ticks were handled (any node)
 TABLES_BY = "ff:tables-by"  # "<node> <digest>": who last wrote ff:throttles / ff:cron:entries
-# Job metrics (job_metrics.py): hashes "<stat>|<queue>|<jobtype>" -> count, stat one of
-# job_metrics.STATS; the lifetime totals, and the (queue, jobtype) pairs they hold.
+# Job metrics (job_metrics.py): hashes "<queue>|<jobtype>" -> its counts (job_metrics.pack);
+# the lifetime totals, and the pairs they hold.
 METRICS_TOTAL = "ff:m:total"
 METRICS_PAIRS = "ff:m:pairs"  # set "<queue>|<jobtype>": at most job_metrics.MAX_PAIRS
 

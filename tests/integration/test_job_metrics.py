@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from faktory_fast.job_metrics import FLUSH_ENV, summarize
+from faktory_fast.job_metrics import FLUSH_ENV, add, summarize
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import keys
 from tests.support import FaktoryServer, job, two_nodes, wait_for
@@ -45,10 +45,9 @@ def test_counts_are_exact_across_nodes_failures_retries_and_expiry(tmp_path: Any
                                                               ("default", "Report")}
         # The same counts in this minute's (or these minutes') and this hour's buckets.
         minutes = [k for k in r.scan_iter(keys.METRICS_MINUTE_PREFIX + "*")]
-        summed: dict[str, int] = {}
+        summed: dict[str, str] = {}
         for key in minutes:
-            for field, n in store.job_metrics_bucket(key.decode()).items():
-                summed[field] = summed.get(field, 0) + n
+            add(summed, store.job_metrics_bucket(key.decode()))
         assert summed == store.job_metrics_total()
 
 

@@ -494,7 +494,8 @@ def test_mutate_requeue_follows_the_requeue_rule(client: Client, server: Faktory
     high = job(queue="mq", priority=12, enqueued_at=stale)
     bad = job(queue="no:such", enqueued_at=stale)
     r = server.redis()
-    r.zadd("retries", {json.dumps(high): 1, json.dumps(bad): 2})
+    # Not due (MUTATE requeues them anyway): else the scheduler may move them first.
+    r.zadd("retries", {json.dumps(high): 4e9, json.dumps(bad): 4e9 + 1})
     op = {"cmd": "requeue", "target": "retries", "filter": {}}
     assert client.call("MUTATE " + json.dumps(op, separators=(",", ":"))) == "OK"
     got = client.fetch("mq")

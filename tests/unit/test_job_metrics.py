@@ -10,7 +10,7 @@ import pytest
 import redis as redislib
 
 from faktory_fast import job_metrics
-from faktory_fast.job_metrics import JobMetrics, Row, summarize
+from faktory_fast.job_metrics import Counts, JobMetrics, Row, add, pack, summarize, unpack
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import keys, redis_client
 from faktory_fast.storage.store import AsyncStore, SyncStore
@@ -48,17 +48,16 @@ def job(jobtype: str = "Mail", queue: str = "default") -> bytes:
 def test_counts_by_minute_queue_and_jobtype() -> None:
     now = [T0 + 10]
     m = JobMetrics(clock=lambda: now[0])
-    m.finished(job(), True, T0 + 10 - 0.015)  # 15 ms: bucket h0 (under 20 ms)
-    m.finished(job(), False, T0 + 10 - 0.040)  # 40 ms: h2 (30 to 45 ms)
+    m.finished(job(), True, T0 + 10 - 0.015)  # 15 ms: bucket 0 (under 20 ms)
+    m.finished(job(), False, T0 + 10 - 0.040)  # 40 ms: bucket 2 (30 to 45 ms)
     m.finished(job("Mail", "other"), True, None)  # not timed
     now[0] = T0 + 61  # the next minute
     m.finished(orjson.loads(job("Report")), False, None)  # an expired one: decoded, untimed
     counts = m.take()
     minute = int(T0 // 60)
     assert counts == {
-        minute + 0: {"e|default|Mail": 2, "f|default|Mail": 1, "us|default|Mail": 55_000,
-                     "h0|default|Mail": 1, "h2|default|Mail": 1, "e|other|Mail": 1},
-        minute + 1: {"e|default|Report": 1, "f|default|Report": 1},
+        minute + 0: {"default|Mail": "2 1 55000 0:1 2:1", "other|Mail": "1 0 0"},
+        minute + 1: {"default|Report": "1 1 0"},
     }
     assert m.take() == {}
 
@@ -69,15 +68,24 @@ def test_a_record_from_another_process_is_timed_from_its_reservation() -> None:
                            "job": orjson.loads(job("Sync", "q2"))})
     m.finished_record(record, True)
     m.finished_record(b"not json", True)  # nothing to count
-    (fields,) = m.take().values()
-    # 2 s: bucket h12 (1,600 ms to 2,500 ms)
-    assert fields == {"e|q2|Sync": 1, "us|q2|Sync": 2_000_000, "h12|q2|Sync": 1}
+    # 2 s: bucket 12 (1,600 ms to 2,500 ms)
+    assert list(m.take().values()) == [{"q2|Sync": "1 0 2000000 12:1"}]
+
+
+def test_packed_counts_round_trip_and_add() -> None:
+    c = Counts()
+    c.executions, c.failures, c.us, c.buckets = 5, 1, 999, {3: 2, 0: 1}
+    assert pack(c) == "5 1 999 0:1 3:2"
+    back = unpack(pack(c))
+    assert (back.executions, back.failures, back.us, back.buckets) == (5, 1, 999, {0: 1, 3: 2})
+    assert unpack("garbage").executions == 0
+    summed = {"q|A": "1 0 10 0:1"}
+    add(summed, {"q|A": "2 1 20 0:1 5:1", "q|B": "1 1 0"})
+    assert summed == {"q|A": "3 1 30 0:2 5:1", "q|B": "1 1 0"}
 
 
 def test_rows_and_percentiles_from_the_buckets() -> None:
-    rows = summarize({"e|default|Mail": 10, "f|default|Mail": 2, "us|default|Mail": 1_000_000,
-                      "h0|default|Mail": 8, "h4|default|Mail": 1, "h25|default|Mail": 1,
-                      "e|default|": 3})
+    rows = summarize({"default|Mail": "10 2 1000000 0:8 4:1 25:1", "default|": "3 0 0"})
     mail = rows[("default", "Mail")]
     assert (mail.executions, mail.failures, mail.timed) == (10, 2, 10)
     assert mail.seconds == 1.0 and mail.mean == 0.1
@@ -92,23 +100,22 @@ def test_rows_and_percentiles_from_the_buckets() -> None:
 def test_ff_metrics_adds_to_minutes_hours_and_totals(store: SyncStore, r: redislib.Redis,
                                                      redis_child: RedisChild) -> None:
     minute = int(T0 // 60)
-    a = {minute: {"e|default|Mail": 2, "us|default|Mail": 30_000}}
-    b = {minute: {"e|default|Mail": 1}, minute + 1: {"e|default|Mail": 4, "f|default|Mail": 1}}
+    a = {minute: {"default|Mail": "2 0 30000 0:1 3:1"}}
+    b = {minute: {"default|Mail": "1 0 0"}, minute + 1: {"default|Mail": "4 1 5 3:1 25:1"}}
     assert store.add_job_metrics(a, 600, 7200, 10) == 1
     assert store.add_job_metrics(b, 600, 7200, 10) == 1
     assert store.job_metrics_bucket(keys.metrics_minute(minute)) == {
-        "e|default|Mail": 3, "us|default|Mail": 30_000}
+        "default|Mail": "3 0 30000 0:1 3:1"}
     assert store.job_metrics_bucket(keys.metrics_minute(minute + 1)) == {
-        "e|default|Mail": 4, "f|default|Mail": 1}
+        "default|Mail": "4 1 5 3:1 25:1"}
     assert store.job_metrics_bucket(keys.metrics_hour(minute // 60)) == store.job_metrics_total()
-    assert store.job_metrics_total() == {"e|default|Mail": 7, "f|default|Mail": 1,
-                                         "us|default|Mail": 30_000}
+    assert store.job_metrics_total() == {"default|Mail": "7 1 30005 0:1 3:2 25:1"}
     assert 0 < r.ttl(keys.metrics_minute(minute)) <= 600
     assert 600 < r.ttl(keys.metrics_hour(minute // 60)) <= 7200
 
     # Through the server's own client, as a process flushes.
     m = JobMetrics(clock=lambda: T0 + 5)
-    m.finished(job(), True, T0 + 4.9)
+    m.finished(job(), True, T0 + 4.8)  # 200 ms: bucket 6 (150 to 225 ms)
 
     async def flush() -> None:
         conn = await redis_client.connect(redis_child.url)
@@ -117,17 +124,16 @@ def test_ff_metrics_adds_to_minutes_hours_and_totals(store: SyncStore, r: redisl
         await conn.closed
 
     asyncio.run(flush())
-    assert store.job_metrics_total()["e|default|Mail"] == 8
+    assert store.job_metrics_total()["default|Mail"] == "8 1 230005 0:1 3:2 6:1 25:1"
     assert r.ttl(keys.metrics_minute(minute)) > 600  # the process's TTL: MINUTES_KEPT
     assert m.take() == {}
 
 
 def test_the_totals_hold_a_bounded_number_of_pairs(store: SyncStore, r: redislib.Redis) -> None:
     minute = int(T0 // 60)
-    counts = {minute: {f"e|q|Type{i}": 1 for i in range(5)}}
-    store.add_job_metrics(counts, 600, 7200, 3)
-    store.add_job_metrics({minute: {"e|q|Type0": 1, "e|q|Type9": 2}}, 600, 7200, 3)
-    total = store.job_metrics_total()
+    store.add_job_metrics({minute: {f"q|Type{i}": "1 0 0" for i in range(5)}}, 600, 7200, 3)
+    store.add_job_metrics({minute: {"q|Type0": "1 0 0", "q|Type9": "2 1 0"}}, 600, 7200, 3)
     assert r.scard(keys.METRICS_PAIRS) == 3
-    assert total == {"e|q|Type0": 2, "e|q|Type1": 1, "e|q|Type2": 1, "e|q|": 4}
+    assert store.job_metrics_total() == {"q|Type0": "2 0 0", "q|Type1": "1 0 0",
+                                         "q|Type2": "1 0 0", "q|": "4 1 0"}
     assert job_metrics.OTHER == ""

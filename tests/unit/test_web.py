@@ -164,11 +164,10 @@ def test_metrics_of_job_types_parse_as_prometheus_text(store: SyncStore, redis_u
     Prometheus' own parser; beyond --metrics-job-types the quieter types are "other"."""
     minute = 29_000_000
     store.add_job_metrics({minute: {
-        "e|default|Mail": 10, "f|default|Mail": 2, "us|default|Mail": 1_500_000,
-        "h0|default|Mail": 7, "h4|default|Mail": 3,
-        "e|critical|Mail": 1, "us|critical|Mail": 10_000, "h0|critical|Mail": 1,
-        "e|default|Rare": 1, "f|default|Rare": 1,  # expired: counted, not timed
-        "e|default|Odd\"Type": 2, "us|default|Odd\"Type": 2_000, "h0|default|Odd\"Type": 2,
+        "default|Mail": "10 2 1500000 0:7 4:3",
+        "critical|Mail": "1 0 10000 0:1",
+        "default|Rare": "1 1 0",  # expired: counted, not timed
+        "default|Odd\"Type": "2 0 2000 0:2",
     }}, 600, 7200, 1000)
 
     def families(web: Web) -> dict[str, list[Any]]:

@@ -10,34 +10,34 @@ from faktory_fast.storage.fcall import Call, Fn, Op, as_int, as_text, pairs
 FF_METRICS = Fn("ff_metrics", (keys.METRICS_TOTAL, keys.METRICS_PAIRS), as_int)
 
 
-def _counts(reply: Any) -> dict[str, int]:
-    return {as_text(k): int(v) for k, v in pairs(reply)}
+def _counts(reply: Any) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in pairs(reply)}
 
 
 class MetricsOps:
     """The operations of job metrics."""
 
     @Op
-    def add_job_metrics(self, counts: Mapping[int, Mapping[str, int]], minute_ttl: int,
+    def add_job_metrics(self, counts: Mapping[int, Mapping[str, str]], minute_ttl: int,
                         hour_ttl: int, max_pairs: int) -> Call[int]:
-        """Add one process's counts: by unix minute, "<stat>|<queue>|<jobtype>" -> increment
-        (``job_metrics``), to their minute's and hour's buckets (kept ``minute_ttl`` and
+        """Add one process's counts: by unix minute, "<queue>|<jobtype>" -> its counts
+        (``job_metrics.pack``), to their minute's and hour's buckets (kept ``minute_ttl`` and
         ``hour_ttl`` seconds) and to the lifetime totals (at most ``max_pairs`` pairs)."""
         item_keys: list[str] = []
         args: list[Any] = [minute_ttl, hour_ttl, max_pairs, len(counts)]
         for minute, fields in counts.items():
             item_keys += (keys.metrics_minute(minute), keys.metrics_hour(minute // 60))
             args.append(len(fields))
-            for field, n in fields.items():
-                args += (field, n)
+            for pair, packed in fields.items():
+                args += (pair, packed)
         return FF_METRICS.call(item_keys, *args)
 
     @Op
-    def job_metrics_total(self) -> Call[dict[str, int]]:
-        """The lifetime totals: "<stat>|<queue>|<jobtype>" -> count."""
+    def job_metrics_total(self) -> Call[dict[str, str]]:
+        """The lifetime totals: "<queue>|<jobtype>" -> its counts (``job_metrics.pack``)."""
         return Call(("HGETALL", keys.METRICS_TOTAL), _counts)
 
     @Op
-    def job_metrics_bucket(self, key: str) -> Call[dict[str, int]]:
+    def job_metrics_bucket(self, key: str) -> Call[dict[str, str]]:
         """One minute's or hour's counts (``keys.metrics_minute``, ``keys.metrics_hour``)."""
         return Call(("HGETALL", key), _counts)
