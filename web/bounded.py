@@ -17,9 +17,8 @@ from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN, WEB_SET_SCAN
 from faktory_fast.storage.store import SyncStore
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
-#: A queue's job types are counted exactly up to this many jobs (two calls), else from
-#: QUEUE_SAMPLE_PAGES pages of WEB_QUEUE_SCAN jobs evenly spaced over the queue.
-QUEUE_TYPES_EXACT = 2 * WEB_QUEUE_SCAN
+#: A queue's job types are counted in at most this many calls of WEB_QUEUE_SCAN jobs: all of
+#: them up to 20,000 jobs, else as many pages evenly spaced over the queue.
 QUEUE_SAMPLE_PAGES = 4
 
 
@@ -89,15 +88,14 @@ class JobTypes(NamedTuple):
 
 
 def queue_types(store: SyncStore, name: str) -> JobTypes:
-    """The job types of queue ``name``: exact up to QUEUE_TYPES_EXACT jobs, else counted in
-    QUEUE_SAMPLE_PAGES pages evenly spaced from the next job to be fetched to the last."""
+    """The job types of queue ``name``: exact up to QUEUE_SAMPLE_PAGES * WEB_QUEUE_SCAN jobs,
+    else counted in QUEUE_SAMPLE_PAGES pages evenly spaced from the next job to be fetched to
+    the last."""
+    pages = QUEUE_SAMPLE_PAGES
     size, counts = store.queue_types(name, 0, WEB_QUEUE_SCAN)
-    sampled = size > QUEUE_TYPES_EXACT
-    if sampled:
-        pages = QUEUE_SAMPLE_PAGES
-        offsets = [k * (size - WEB_QUEUE_SCAN) // (pages - 1) for k in range(1, pages)]
-    else:
-        offsets = list(range(WEB_QUEUE_SCAN, size, WEB_QUEUE_SCAN))
+    sampled = size > pages * WEB_QUEUE_SCAN
+    offsets = ([k * (size - WEB_QUEUE_SCAN) // (pages - 1) for k in range(1, pages)] if sampled
+               else range(WEB_QUEUE_SCAN, size, WEB_QUEUE_SCAN))
     for offset in offsets:
         _, part = store.queue_types(name, offset, WEB_QUEUE_SCAN)
         for jobtype, n in part.items():
