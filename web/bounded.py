@@ -18,8 +18,8 @@ from faktory_fast.storage.store import SyncStore
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
 #: A queue's job types are counted in at most this many calls of WEB_QUEUE_SCAN jobs: all of
-#: them up to 20,000 jobs, else as many pages evenly spaced over the queue.
-QUEUE_SAMPLE_PAGES = 4
+#: them up to 10,000 jobs, else as many pages evenly spaced over the queue.
+QUEUE_SAMPLE_PAGES = 5
 
 
 def set_entries(store: SyncStore, zset: str,

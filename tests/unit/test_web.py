@@ -16,10 +16,11 @@ import redis
 from falcon import testing
 
 from faktory_fast import cron, jobs
-from faktory_fast.server import batches
 from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.server import batches
 from faktory_fast.stats import info_document
 from faktory_fast.storage import keys
+from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN
 from faktory_fast.storage.redis_url import redis_location
 from faktory_fast.storage.store import SyncStore
 from faktory_fast.web import bounded, charts, i18n, render, resources
@@ -943,14 +944,15 @@ def test_queue_job_types_sampled_for_a_big_queue(web: Web, store: SyncStore,
     with slow_redis_calls(r, 50) as slow:
         page = web.get("/queues/default").text
     assert slow == []
-    read = bounded.QUEUE_SAMPLE_PAGES * 5_000
+    read = bounded.QUEUE_SAMPLE_PAGES * WEB_QUEUE_SCAN
     assert f"sampled: {read:,} of {n:,} jobs" in page
     counts = dict(re.findall(r'>(Even|Odd)</a></td><td class="num">([\d,]+)<', page))
     assert counts == {"Even": f"{read // 2:,}", "Odd": f"{read // 2:,}"}
-    # up to 20,000 jobs: all of them
-    r.ltrim(keys.queue("default"), 0, 20_000 - 1)
+    # up to that many jobs: all of them
+    r.ltrim(keys.queue("default"), 0, read - 2)
     page = web.get("/queues/default").text
-    assert "sampled" not in page and ">10,000</td>" in page
+    assert "sampled" not in page
+    assert f">{read // 2:,}</td>" in page and f">{read // 2 - 1:,}</td>" in page
 
 
 def test_queue_page_filters_by_job_type_and_text(web: Web, store: SyncStore,
@@ -1035,7 +1037,7 @@ def test_find_in_a_big_queue_a_bounded_slice_a_call(web: Web, store: SyncStore,
                                                     r: redis.Redis,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The job at the far end of a queue of 100,000 (the next to be fetched: the scan goes
-    newest first) is found in one request of ~20 calls, none holding Redis for long; with no
+    newest first) is found in one request of ~50 calls, none holding Redis for long; with no
     time left after a call, each request makes one call and offers to keep searching."""
     n = 100_000
     fill_queue(r, n)
@@ -1046,8 +1048,8 @@ def test_find_in_a_big_queue_a_bounded_slice_a_call(web: Web, store: SyncStore,
         assert got.status_code == 200 and "number 1 to be fetched" in got.text
         assert web.get("/find", params={"jid": "big-none"}).status_code == 404
     assert slow == []
-    # 20 slices of the queue, 3 of the (empty) sorted sets, the queue list, the page's own
-    assert n // 5_000 <= calls <= n // 5_000 + 8
+    # 50 slices of the queue, 3 of the (empty) sorted sets, the queue list, the page's own
+    assert n // WEB_QUEUE_SCAN <= calls <= n // WEB_QUEUE_SCAN + 8
     monkeypatch.setattr(resources, "FIND_SECONDS", 0)
     path, requests = "/find?jid=big00000000", 0
     while True:
@@ -1061,7 +1063,7 @@ def test_find_in_a_big_queue_a_bounded_slice_a_call(web: Web, store: SyncStore,
         assert "Not found yet among" in got.text
         path = more.group(1).replace("&amp;", "&")
     assert got.status_code == 200 and "number 1 to be fetched" in got.text
-    assert requests == 3 + n // 5_000
+    assert requests == 3 + n // WEB_QUEUE_SCAN
 
 
 # -- localisation -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from faktory_fast.storage.fcall import (
 #: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
 WEB_SAME_SCORE = 1_000  # members of one score read looking for a named entry (set_entries...)
 WEB_SET_SCAN = 1_000  # entries of a sorted set a filter scans (set_filter)
-WEB_QUEUE_SCAN = 5_000  # jobs of a queue a filter or a count of job types reads (queue_filter...)
+WEB_QUEUE_SCAN = 2_000  # jobs of a queue a filter or a count of job types reads (queue_filter...)
 WEB_BATCH_LOOKUP = 1_000  # batches looked in for a jid (batch_of)
 
 
