@@ -34,7 +34,7 @@ QUEUE_ORDERS = ("newest", "fetch")  # the first is the default
 DF_TIMEOUT = 2.0  # seconds /debug waits for df (a hung network mount must not hang the page)
 FIND_SECONDS = 2.0  # /find looks this long a request before offering to keep searching
 QUEUE_CURSOR = re.compile(r"0|[1-9]\.\d+")  # ff_web_queue_filter's
-FIND_CURSOR = re.compile(r"[0-9]+|[1-9]\.\d+")  # a sorted set's or a batch's, or a queue's
+DIGITS = re.compile(r"\d+")
 SET_PATHS = {keys.RETRIES: "/retries", keys.SCHEDULED: "/scheduled", keys.DEAD: "/morgue"}
 
 
@@ -413,7 +413,8 @@ class Find(Resource):
         jid = (req.get_param("jid") or "").strip()
         place = req.get_param("place") or ""
         cursor = req.get_param("cursor") or "0"
-        if not FIND_CURSOR.fullmatch(cursor):
+        # a queue's cursor is ff_web_queue_filter's, a sorted set's or the batches' a number
+        if not (QUEUE_CURSOR if place.startswith(bounded.FIND_QUEUE) else DIGITS).fullmatch(cursor):
             raise falcon.HTTPBadRequest(title="Invalid cursor")
         if not jid:
             raise redirect(req, "/")

@@ -1026,7 +1026,9 @@ def test_find_a_job_wherever_it_is(web: Web, store: SyncStore) -> None:
     got = web.get("/find", params={"jid": "no-such-jid"})
     assert got.status_code == 404 and "No job no-such-jid" in got.text
     assert web.get("/find").status_code == 302
-    assert web.get("/find", params={"jid": "x", "cursor": "x"}).status_code == 400
+    for place, cursor in (("", "x"), ("dead", "5.1"), ("queue:default", "12")):
+        assert web.get("/find", params={"jid": "x", "place": place,
+                                        "cursor": cursor}).status_code == 400
     # the box is in every page's header, translated
     page = web.get("/queues").text
     assert '<form method="get" action="/find" class="find" role="search">' in page
