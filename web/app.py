@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> falcon.App:
     for listing in resources.set_resources(ui):
         app.add_route(listing.path, listing)
         app.add_route(listing.path + "/{key}", resources.SortedSetEntry(listing))
+    app.add_route("/find", resources.Find(ui))
     app.add_route("/batches", resources.Batches(ui))
     app.add_route("/batches/{bid}", resources.Batch(ui))
     app.add_route("/cron", resources.Cron(ui))

@@ -6,12 +6,20 @@ where to go on from; these follow it, call after call, to the result one unbound
 """
 from __future__ import annotations
 
+import bisect
+import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from faktory_fast.storage import keys
 from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN, BatchDetail
+from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN, WEB_SET_SCAN
 from faktory_fast.storage.store import SyncStore
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
+#: A queue's job types are counted in at most this many calls of WEB_QUEUE_SCAN jobs: all of
+#: them up to 10,000 jobs, else as many pages evenly spaced over the queue.
+QUEUE_SAMPLE_PAGES = 5
 
 
 def set_entries(store: SyncStore, zset: str,
@@ -50,6 +58,121 @@ def set_filter(store: SyncStore, zset: str, cursor: str, scan_cap: int, want: in
         found += part
         if cursor == "0" or scanned >= scan_cap or len(found) >= want:
             return cursor, scanned, found
+
+
+def queue_filter(store: SyncStore, name: str, cursor: str, scan_cap: int, want: int, jid: str,
+                 jobtype: str, text: str) -> tuple[str, int, list[tuple[int, int, bytes]]]:
+    """Scan queue ``name`` newest first from ``cursor`` for up to ``want`` jobs with that jid,
+    jobtype and text (any case; '' = any), stopping after about ``scan_cap`` jobs: (next
+    cursor, '0' at the end of the queue; jobs scanned; [(priority, position in fetch order,
+    job), ...])."""
+    scanned = 0
+    found: list[tuple[int, int, bytes]] = []
+    while True:
+        cursor, n, part = store.queue_filter(name, cursor, scan_cap - scanned, want - len(found),
+                                             jid, jobtype, text)
+        scanned += n
+        found += part
+        if cursor == "0" or scanned >= scan_cap or len(found) >= want:
+            return cursor, scanned, found
+
+
+class JobTypes(NamedTuple):
+    """A queue's job types: how many of the jobs ``read`` of its ``size`` have each (all of
+    them unless ``sampled``)."""
+
+    counts: list[tuple[str, int]]  # most first
+    read: int
+    size: int
+    sampled: bool
+
+
+def queue_types(store: SyncStore, name: str) -> JobTypes:
+    """The job types of queue ``name``: exact up to QUEUE_SAMPLE_PAGES * WEB_QUEUE_SCAN jobs,
+    else counted in QUEUE_SAMPLE_PAGES pages evenly spaced from the next job to be fetched to
+    the last."""
+    pages = QUEUE_SAMPLE_PAGES
+    size, counts = store.queue_types(name, 0, WEB_QUEUE_SCAN)
+    sampled = size > pages * WEB_QUEUE_SCAN
+    offsets = ([k * (size - WEB_QUEUE_SCAN) // (pages - 1) for k in range(1, pages)] if sampled
+               else range(WEB_QUEUE_SCAN, size, WEB_QUEUE_SCAN))
+    for offset in offsets:
+        _, part = store.queue_types(name, offset, WEB_QUEUE_SCAN)
+        for jobtype, n in part.items():
+            counts[jobtype] = counts.get(jobtype, 0) + n
+    read = sum(counts.values())
+    return JobTypes(sorted(counts.items(), key=lambda c: (-c[1], c[0])), read, size, sampled)
+
+
+#: The places a job can be, in the order find_job looks: a reservation is read directly.
+FIND_SETS = keys.SORTED_SETS
+FIND_QUEUE = "queue:"  # + a queue's name
+FIND_BATCHES = "batches"
+
+
+class Found(NamedTuple):
+    """Where find_job found a job: ``place`` 'working' (``name`` the worker's wid), a sorted
+    set (``detail`` the score), 'queue' (``name`` it, ``detail`` the position in fetch order)
+    or 'batch' (``name`` the bid, ``detail`` the job's state there, ``job`` b'')."""
+
+    place: str
+    name: str
+    job: bytes
+    detail: str
+
+
+class Search(NamedTuple):
+    """How far find_job got: ``found``, else where to go on from (``place`` '' when there is
+    nowhere left: not found) and how many entries it looked at."""
+
+    found: Found | None
+    place: str
+    cursor: str
+    scanned: int
+
+
+def find_job(store: SyncStore, jid: str, place: str, cursor: str, seconds: float) -> Search:
+    """Look for job ``jid`` in progress (one read), then from ``place`` and ``cursor`` ('' and
+    '0' the first time) in the sorted sets, the queues by name and the batches, a bounded part
+    a call, for about ``seconds``; the Search says where to go on from if time ran out."""
+    record = store.reservation(jid)
+    if record is not None:
+        return Search(Found("working", "", record, ""), "", "0", 0)
+    deadline = time.monotonic() + seconds
+    queues = sorted(FIND_QUEUE + name for name, *_ in store.queue_list())
+    places = [*FIND_SETS, *queues, FIND_BATCHES]
+    if not place:
+        start = 0
+    elif place in places:
+        start = places.index(place)
+    else:  # a queue gone since: the next one by name
+        start = len(FIND_SETS) + bisect.bisect(queues, place)
+        cursor = "0"
+    scanned, calls = 0, 0
+    for here in places[start:]:
+        while True:
+            if calls and time.monotonic() > deadline:  # (each request gets on at least a call)
+                return Search(None, here, cursor, scanned)
+            found, cursor, n = _find_step(store, here, jid, cursor)
+            scanned, calls = scanned + n, calls + 1
+            if found is not None:
+                return Search(found, "", "0", scanned)
+            if cursor == "0":
+                break
+    return Search(None, "", "0", scanned)
+
+
+def _find_step(store: SyncStore, place: str, jid: str, cursor: str) -> tuple[Found | None, str, int]:
+    """One call of find_job's: (what it found, the cursor to go on from, entries looked at)."""
+    if place in FIND_SETS:
+        cursor, n, entries = store.set_filter(place, cursor, WEB_SET_SCAN, 1, "", "", "", jid)
+        return (Found(place, "", *entries[0]) if entries else None), cursor, n
+    if place == FIND_BATCHES:
+        start, bid, state = store.batch_of(jid, int(cursor))
+        return (Found("batch", bid, b"", state) if bid else None), str(start), 1
+    name = place.removeprefix(FIND_QUEUE)
+    cursor, n, jobs = store.queue_filter(name, cursor, WEB_QUEUE_SCAN, 1, jid, "", "")
+    return (Found("queue", name, jobs[0][2], str(jobs[0][1])) if jobs else None), cursor, n
 
 
 def queue_delete(store: SyncStore, name: str, jobs: Sequence[tuple[int, bytes, int]]) -> int:

@@ -5,9 +5,11 @@ import base64
 import binascii
 import datetime
 import os
+import re
 import subprocess
 import time
 from typing import Any
+from urllib.parse import quote
 
 import falcon
 import orjson
@@ -30,6 +32,10 @@ FILTER_SCAN_CAP = 20_000  # entries one filtered request may scan before offerin
 SIGNALS = ("quiet", "terminate")
 QUEUE_ORDERS = ("newest", "fetch")  # the first is the default
 DF_TIMEOUT = 2.0  # seconds /debug waits for df (a hung network mount must not hang the page)
+FIND_SECONDS = 2.0  # /find looks this long a request before offering to keep searching
+QUEUE_CURSOR = re.compile(r"0|[1-9]\.\d+")  # ff_web_queue_filter's
+DIGITS = re.compile(r"\d+")
+SET_PATHS = {keys.RETRIES: "/retries", keys.SCHEDULED: "/scheduled", keys.DEAD: "/morgue"}
 
 
 # -- request helpers --------------------------------------------------------------------------
@@ -227,8 +233,20 @@ class Queue(Resource):
         order = req.get_param("order") or QUEUE_ORDERS[0]
         if order not in QUEUE_ORDERS:
             raise falcon.HTTPBadRequest(title="Invalid order", description="Use newest or fetch.")
+        filters = {k: (req.get_param(k) or "").strip() for k in ("jobtype", "q")}
+        cursor = req.get_param("cursor") or "0"
+        if not QUEUE_CURSOR.fullmatch(cursor):
+            raise falcon.HTTPBadRequest(title="Invalid cursor")
         offset = (number - 1) * views.PAGE_SIZE
-        if order == "fetch":
+        page, scan = None, None
+        if any(filters.values()):
+            # newest first, as the default order: a scan from the head of each list
+            next_cursor, scanned, found = bounded.queue_filter(
+                self.store, name, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE, "",
+                filters["jobtype"], filters["q"])
+            placed = [(at, p, raw) for p, at, raw in found]
+            scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
+        elif order == "fetch":
             size, entries = self.store.queue_page(name, offset, views.PAGE_SIZE)
             placed = [(offset + i, p, raw) for i, (p, raw) in enumerate(entries)]
         else:
@@ -238,11 +256,13 @@ class Queue(Resource):
             start = max(0, size - offset - views.PAGE_SIZE)
             size, entries = self.store.queue_page(name, start, max(0, size - offset - start))
             placed = [(start + i, p, raw) for i, (p, raw) in enumerate(entries)][::-1]
-        page = views.Page(number, size)
+        if scan is None:
+            page = views.Page(number, size)
         rows = [(encode_bkey(p, raw, at), views.parse_job(raw)) for at, p, raw in placed]
         paused = any(n == name and p for n, _, p, _ in self.store.queue_list())
         self.ui.page(req, resp, "queue.html", info=info, name=name, rows=rows, page=page,
-                     paused=paused, order=order, orders=QUEUE_ORDERS)
+                     paused=paused, order=order, orders=QUEUE_ORDERS, filters=filters,
+                     scan=scan, types=bounded.queue_types(self.store, name))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         fields = form(req)
@@ -385,6 +405,40 @@ class Batch(Resource):
                      child_count=len(detail.children), unit_states=detail.children)
 
 
+class Find(Resource):
+    """``/find?jid=``: the job with that jid wherever it is: a sorted set's job opens its page;
+    one in a queue, in progress or in a batch shows here. Big sets and queues are searched a
+    bounded part a Redis call, for FIND_SECONDS a request: then ``?place=&cursor=`` go on."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        jid = (req.get_param("jid") or "").strip()
+        place = req.get_param("place") or ""
+        cursor = req.get_param("cursor") or "0"
+        # a queue's cursor is ff_web_queue_filter's, a sorted set's or the batches' a number
+        if not (QUEUE_CURSOR if place.startswith(bounded.FIND_QUEUE) else DIGITS).fullmatch(cursor):
+            raise falcon.HTTPBadRequest(title="Invalid cursor")
+        if not jid:
+            raise redirect(req, "/")
+        search = bounded.find_job(self.store, jid, place, cursor, FIND_SECONDS)
+        found = search.found
+        if found is not None and found.place in SET_PATHS:
+            key = views.parse_job(found.job, found.detail).key
+            raise redirect(req, f"{SET_PATHS[found.place]}/{quote(key, safe='')}")
+        job, where = None, {}
+        if found is not None and found.place == "working":
+            record = orjson.loads(found.job)
+            job = views.parse_job(orjson.dumps(record.get("job")))
+            where = {"wid": record.get("wid") or "", "reserved_at": record.get("reserved_at")}
+        elif found is not None and found.place == "queue":
+            job = views.parse_job(found.job)
+            position = int(found.detail)
+            where = {"position": position + 1, "page": position // views.PAGE_SIZE + 1}
+        if found is None and not search.place:
+            resp.status = falcon.HTTP_404
+        self.ui.page(req, resp, "find.html", jid=jid, search=search, found=found, job=job,
+                     where=where)
+
+
 class Cron(Resource):
     """``/cron``: the [[cron]] entries the master published, their next and last runs;
     "Enqueue now"."""
@@ -459,7 +513,7 @@ def disk_usage(directory: str) -> str:
 def set_resources(ui: Renderer) -> list[SortedSet]:
     """The three sorted-set pages and the actions each offers."""
     return [
-        SortedSet(ui, keys.RETRIES, "/retries", ("retry", "delete", "kill")),
-        SortedSet(ui, keys.SCHEDULED, "/scheduled", ("add_to_queue", "delete", "kill")),
-        SortedSet(ui, keys.DEAD, "/morgue", ("retry", "delete")),
+        SortedSet(ui, keys.RETRIES, SET_PATHS[keys.RETRIES], ("retry", "delete", "kill")),
+        SortedSet(ui, keys.SCHEDULED, SET_PATHS[keys.SCHEDULED], ("add_to_queue", "delete", "kill")),
+        SortedSet(ui, keys.DEAD, SET_PATHS[keys.DEAD], ("retry", "delete")),
     ]

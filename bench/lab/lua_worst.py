@@ -42,7 +42,12 @@ from faktory_fast.storage.fcall import PAGE, Op, Paged
 from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN
 from faktory_fast.storage.ops.migrations import MIGRATE_PAGE
 from faktory_fast.storage.ops.queues import MUTATE_PAGE
-from faktory_fast.storage.ops.web import WEB_SAME_SCORE, WEB_SET_SCAN
+from faktory_fast.storage.ops.web import (
+    WEB_BATCH_LOOKUP,
+    WEB_QUEUE_SCAN,
+    WEB_SAME_SCORE,
+    WEB_SET_SCAN,
+)
 from faktory_fast.storage.store import GROUP_MAX, Operations, SyncStore, library_source
 
 from ..bigjob import big_args
@@ -563,6 +568,23 @@ class Worst:
             self.add("ff_web_queue_page", f"a queue of {big}, {where}: offset {offset:,}",
                      self.op(Operations.queue_page, "big", offset, self.page),
                      2 * self.page, lambda reply: len(reply[1]))
+        # a slice from the middle: the longest walk to it
+        half = min(n // 2, max(0, n - WEB_QUEUE_SCAN))
+        scan = min(n - half, WEB_QUEUE_SCAN)
+        self.add("ff_web_queue_filter", f"a queue of {big}: a job type and text no job has, "
+                                        f"from the middle: one call ({WEB_QUEUE_SCAN:,} jobs)",
+                 self.op(Operations.queue_filter, "big", f"5.{half}", self.scan_cap, self.page,
+                         "", "SomeJob", "no-such-text"),
+                 scan, lambda reply: reply[1])
+        self.add("ff_web_queue_filter", f"a queue of {big}: a jid no job has (find), from the "
+                                        f"middle: one call ({WEB_QUEUE_SCAN:,} jobs)",
+                 self.op(Operations.queue_filter, "big", f"5.{half}", WEB_QUEUE_SCAN, 1,
+                         "no-such-jid", "", ""),
+                 scan, lambda reply: reply[1])
+        self.add("ff_web_queue_types", f"a queue of {big}: the job types of {WEB_QUEUE_SCAN:,} "
+                                       "jobs from the middle",
+                 self.op(Operations.queue_types, "big", half, WEB_QUEUE_SCAN),
+                 scan, lambda reply: sum(reply[1][1::2]))
         # one job a call, walking from the end nearer to it: the next to be fetched (the far
         # end from the list's head), the middle (the longest walk), a job no longer there
         # (searched for in one half of the list a call)
@@ -734,6 +756,9 @@ class Worst:
                  self.op(Operations.batch_page, 0, 0, self.page + 1, "no-such-text",
                          self.page + self.scan_cap))
         self.add("ff_batch_stats", f"{b} open: {one}", self.op(Operations.batch_stats))
+        self.add("ff_web_batch_of", f"{b}: a jid in none of them (find): one call "
+                                    f"({WEB_BATCH_LOOKUP:,} of them)",
+                 self.op(Operations.batch_of, "no-such-jid", 0), b"", lambda reply: reply[1])
         bj = f"a batch of {self.count(BATCH_JOBS):,} jobs"
         self.add("ff_batch_detail", f"{bj}: a state no job has: one call (~{WEB_BATCH_SCAN:,} "
                                     "jobs)",

@@ -384,6 +384,33 @@ def test_menu_folds_on_phones(browser: Any, base: str, tmp_path: Any) -> None:
     ctx.close()
 
 
+def test_find_a_job_from_the_header_on_a_phone(browser: Any, base: str, client: Client,
+                                               tmp_path: Any) -> None:
+    """The header's box folds with the menu on a phone; a jid typed there opens the job."""
+    wanted = job("FindMe", [1], queue="findq")
+    client.push(wanted)
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": 390, "height": 844})
+    phone = ctx.new_page()
+    phone.goto(base + "/")
+    box = phone.locator("header form.find input[name=jid]")
+    assert not box.is_visible()
+    phone.locator(".menu-toggle").click()
+    assert box.is_visible()
+    box.fill(wanted["jid"])
+    with phone.expect_navigation():
+        box.press("Enter")
+    assert phone.url == f"{base}/find?jid={wanted['jid']}"
+    main = phone.locator("main").inner_text()
+    assert "FindMe" in main and "findq" in main and "number 1 to be fetched" in main
+    scroll, inner = no_horizontal_overflow(phone)
+    assert scroll <= inner
+    screenshot(phone, tmp_path, "find-phone.png")
+    assert phone.goto(base + "/find?jid=nowhere-at-all").status == 404
+    assert "No job nowhere-at-all" in phone.locator("main").inner_text()
+    ctx.close()
+
+
 def test_destructive_buttons_ask_first(page: Any, base: str, client: Client,
                                        server: FaktoryServer) -> None:
     worker = server.client(wid="confirmw1", hostname="confirm-box")

@@ -684,7 +684,7 @@ def test_web_filters_and_batch_pages_match_one_unbounded_call(store: SyncStore,
                                      "queue": "q", "args": ["Needle" if i % 997 == 0 else i]}): i
                        for i in range(9000)})
     for cap in (500, 4000, 20_000):
-        one = fcall(r, "ff_web_set_filter", [keys.DEAD], "0", cap, 5, "T", "q", "needle")
+        one = fcall(r, "ff_web_set_filter", [keys.DEAD], "0", cap, 5, "T", "q", "needle", "")
         cursor, scanned, found = bounded.set_filter(store, keys.DEAD, "0", cap, 5, "T", "q",
                                                     "Needle")
         assert (cursor.encode(), scanned, found) == (one[0], one[1], list(zip(one[2][0::2], [

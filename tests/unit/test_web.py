@@ -18,11 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from faktory_fast import cron, jobs
 from faktory_fast.master.redis_child import RedisChild
+from faktory_fast.server import batches
 from faktory_fast.stats import info_document
 from faktory_fast.storage import keys
+from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN
 from faktory_fast.storage.redis_url import redis_location
 from faktory_fast.storage.store import SyncStore
-from faktory_fast.web import charts, i18n, render, resources
+from faktory_fast.web import bounded, charts, i18n, render, resources
 from faktory_fast.web.app import create_app
 from faktory_fast.web.security import CSRF_COOKIE, CSRF_FIELD
 from faktory_fast.web.settings import Settings
@@ -943,6 +945,169 @@ def test_filter_scans_its_cap_a_page_a_call(web: Web, store: SyncStore, r: redis
     scanned = int(re.search(r"among ([\d,]+) scanned", page).group(1).replace(",", ""))
     assert resources.FILTER_SCAN_CAP <= scanned < resources.FILTER_SCAN_CAP + 1000
     assert "more remain" in page and "No jobs match" in page
+
+
+# -- what a queue holds, and finding a job --------------------------------------------------
+
+def fill_queue(r: redis.Redis, n: int, name: str = "default", jobtype: Any = "T") -> None:
+    """``n`` small jobs pushed straight into queue ``name``: jids big00000000 (the next to be
+    fetched) on; ``jobtype(i)`` names each one's type when it is callable."""
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, n, 10_000):
+        pipe.lpush(keys.queue(name), *(orjson.dumps({
+            "jid": f"big{i:08d}", "retry": 25, "queue": name,
+            "jobtype": jobtype(i) if callable(jobtype) else jobtype,
+            "enqueued_at": "2026-01-01T00:00:00Z", "args": [i]})
+            for i in range(start, min(n, start + 10_000))))
+    pipe.sadd(keys.QUEUES, name)
+    pipe.execute()
+
+
+def fcalls(r: redis.Redis) -> int:
+    """FCALLs Redis has run so far (INFO commandstats)."""
+    return int(r.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
+
+
+def test_queue_job_types_exact_for_a_small_queue(web: Web, store: SyncStore) -> None:
+    for jobtype, n, priority in (("Mail", 3, 5), ("Sync", 2, 9), ('Odd"Type', 1, 1)):
+        for _ in range(n):
+            push(store, jobtype, priority=priority)
+    page = web.get("/queues/default").text
+    rows = re.findall(r'<td><a href="/queues/default\?jobtype=[^"]*">([^<]*)</a></td>'
+                      r'<td class="num">(\d+)</td>', page)
+    assert rows == [("Mail", "3"), ("Sync", "2"), ("Odd&#34;Type", "1")]
+    assert "Job types" in page and "sampled" not in page
+
+
+def test_queue_job_types_sampled_for_a_big_queue(web: Web, store: SyncStore,
+                                                 r: redis.Redis) -> None:
+    n = 100_000
+    fill_queue(r, n, jobtype=lambda i: "Even" if i % 2 == 0 else "Odd")
+    with slow_redis_calls(r, 50) as slow:
+        page = web.get("/queues/default").text
+    assert slow == []
+    read = bounded.QUEUE_SAMPLE_PAGES * WEB_QUEUE_SCAN
+    assert f"sampled: {read:,} of {n:,} jobs" in page
+    counts = dict(re.findall(r'>(Even|Odd)</a></td><td class="num">([\d,]+)<', page))
+    assert counts == {"Even": f"{read // 2:,}", "Odd": f"{read // 2:,}"}
+    # up to that many jobs: all of them
+    r.ltrim(keys.queue("default"), 0, read - 2)
+    page = web.get("/queues/default").text
+    assert "sampled" not in page
+    assert f">{read // 2:,}</td>" in page and f">{read // 2 - 1:,}</td>" in page
+
+
+def test_queue_page_filters_by_job_type_and_text(web: Web, store: SyncStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = [push(store, "Mail", args=[f"to {i} NEEDLE"], priority=p)
+              for i, p in enumerate((1, 5, 9) * 4)]
+    for i in range(20):
+        push(store, "Mail" if i % 2 else "Sync", args=[f"plain {i}"])
+    jids = re.compile(r"<code>(jid-\d+)</code>")
+    page = web.get("/queues/default", params={"jobtype": "Mail", "q": "needle"}).text
+    assert sorted(jids.findall(page)) == sorted(j["jid"] for j in wanted)
+    assert "12 matching jobs among 32 scanned." in page
+    assert len(jids.findall(web.get("/queues/default", params={"jobtype": "Sync"}).text)) == 10
+    # a scan cap smaller than the queue: pages followed by their cursor see each job once,
+    # over the three priority lists, newest first
+    monkeypatch.setattr(resources, "FILTER_SCAN_CAP", 5)
+    seen: list[str] = []
+    path = "/queues/default?q=needle"
+    while True:
+        page = web.get(path).text
+        seen += jids.findall(page)
+        more = re.search(r'<a rel="next" href="([^"]+)">', page)
+        if not more:
+            break
+        path = more.group(1).replace("&amp;", "&")
+    assert sorted(seen) == sorted(j["jid"] for j in wanted) and len(seen) == 12
+    # a filtered row's key deletes its job
+    monkeypatch.undo()
+    page = web.get("/queues/default", params={"q": wanted[4]["args"][0]}).text
+    bkeys = re.findall(r'name="bkey" value="([^"]+)"', page)
+    assert len(bkeys) == 1
+    assert web.post("/queues/default", {"bkey": bkeys[0]}).status_code == 302
+    assert wanted[4]["jid"] not in {j["jid"] for j in queued(store)}
+    assert web.get("/queues/default", params={"q": "x", "cursor": "5"}).status_code == 400
+
+
+def test_find_a_job_wherever_it_is(web: Web, store: SyncStore) -> None:
+    queued_job = push(store, "InQueue", priority=9)
+    quoted = push(store, "Quoted", jid='a "quoted" jid')
+    for zset, path in resources.SET_PATHS.items():
+        entry = add_failed(store, zset, jobtype=f"In{zset}")
+        got = web.get("/find", params={"jid": entry[1]})
+        assert got.status_code == 302
+        assert got.headers["location"] == f"{path}/{key_of(entry).replace('|', '%7C')}"
+        assert f"In{zset}" in web.get(got.headers["location"]).text
+    got = web.get("/find", params={"jid": queued_job["jid"]})
+    assert got.status_code == 200 and "InQueue" in got.text
+    assert 'href="/queues/default?order=fetch&amp;page=1"' in got.text
+    assert "number 1 to be fetched" in got.text
+    got = web.get("/find", params={"jid": quoted["jid"]})
+    assert got.status_code == 200 and "Quoted" in got.text and "number 2 to be fetched" in got.text
+    # in progress
+    now = repr(time.time())
+    store.hello("p1", 100, "w1", "box", 4242, b"[]", 2, now)
+    running = push(store, "Running", queue="work")
+    assert store.fetch("w1", "p1", now, 1800, ["work"])[2] == running["jid"].encode()
+    got = web.get("/find", params={"jid": running["jid"]})
+    assert got.status_code == 200 and "In progress" in got.text and "Running" in got.text
+    assert "<code>w1</code>" in got.text
+    # in a batch, having succeeded: nowhere else
+    bid = batches.new_bid()
+    cb = batches.callback_job({"jobtype": "Done", "args": [], "queue": "cb"}, "complete", bid,
+                              time.time_ns())
+    assert store.batch_new(bid, time.time_ns(), "", "", [cb]) == ""
+    done = push(store, "Batched", queue="bq", custom={"bid": bid})
+    fetched = store.fetch("", "test", jobs.now_score(), 1800, ["bq"])
+    store.ack(fetched.jid.decode(), jobs.today())
+    got = web.get("/find", params={"jid": done["jid"]})
+    assert got.status_code == 200 and f'href="/batches/{bid}"' in got.text
+    assert "success" in got.text
+    got = web.get("/find", params={"jid": "no-such-jid"})
+    assert got.status_code == 404 and "No job no-such-jid" in got.text
+    assert web.get("/find").status_code == 302
+    for place, cursor in (("", "x"), ("dead", "5.1"), ("queue:default", "12")):
+        assert web.get("/find", params={"jid": "x", "place": place,
+                                        "cursor": cursor}).status_code == 400
+    # the box is in every page's header, translated
+    page = web.get("/queues").text
+    assert '<form method="get" action="/find" class="find" role="search">' in page
+    assert "JID suchen" in web.get("/", headers={"Accept-Language": "de"}).text
+
+
+def test_find_in_a_big_queue_a_bounded_slice_a_call(web: Web, store: SyncStore,
+                                                    r: redis.Redis,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job at the far end of a queue of 100,000 (the next to be fetched: the scan goes
+    newest first) is found in one request of ~50 calls, none holding Redis for long; with no
+    time left after a call, each request makes one call and offers to keep searching."""
+    n = 100_000
+    fill_queue(r, n)
+    with slow_redis_calls(r, 50) as slow:
+        before = fcalls(r)
+        got = web.get("/find", params={"jid": "big00000000"})
+        calls = fcalls(r) - before
+        assert got.status_code == 200 and "number 1 to be fetched" in got.text
+        assert web.get("/find", params={"jid": "big-none"}).status_code == 404
+    assert slow == []
+    # 50 slices of the queue, 3 of the (empty) sorted sets, the queue list, the page's own
+    assert n // WEB_QUEUE_SCAN <= calls <= n // WEB_QUEUE_SCAN + 8
+    monkeypatch.setattr(resources, "FIND_SECONDS", 0)
+    path, requests = "/find?jid=big00000000", 0
+    while True:
+        before = fcalls(r)
+        got = web.get(path)
+        requests += 1
+        assert fcalls(r) - before <= 4  # one search call, the queue list, the page's own
+        more = re.search(r'<a rel="next" href="([^"]+)">', got.text)
+        if not more:
+            break
+        assert "Not found yet among" in got.text
+        path = more.group(1).replace("&amp;", "&")
+    assert got.status_code == 200 and "number 1 to be fetched" in got.text
+    assert requests == 3 + n // WEB_QUEUE_SCAN
 
 
 # -- localisation -----------------------------------------------------------------------------

@@ -128,14 +128,21 @@ local function ff_web_set_remove(keys, args)
 end
 redis.register_function('ff_web_set_remove', ff_web_set_remove)
 
--- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text): ZSCAN from `cursor` for
--- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any),
+-- The start of a job's JSON as jobs.encode writes it when its jid is `jid`; nil for jid ''.
+local function jid_head(jid)
+  if jid == '' then return nil end
+  return '{"jid":"' .. quote_safe(jid) .. '"'
+end
+
+-- ff_web_set_filter(cursor, scan_cap, want, jobtype, queue, text, jid): ZSCAN from `cursor` for
+-- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any) and,
+-- given a jid, starting '{"jid":"<jid>"' (jid_head: to find one job),
 -- stopping after about scan_cap entries (ops.web.WEB_SET_SCAN at most: a filter's cap of more is
 -- scanned over several calls, each from the cursor the last returned) or once `want` matched.
 -- Returns {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
 local function ff_web_set_filter(keys, args)
   local set, cursor, cap, want = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
-  local jobtype, queue, text = args[4], args[5], args[6]
+  local jobtype, queue, text, head = args[4], args[5], args[6], jid_head(args[7])
   local jt = jobtype ~= '' and ('"jobtype":"' .. jobtype .. '"') or nil
   local qu = queue ~= '' and ('"queue":"' .. queue .. '"') or nil
   local out, scanned, matched = {}, 0, 0
@@ -146,7 +153,8 @@ local function ff_web_set_filter(keys, args)
     for i = 1, #items, 2 do
       local m = items[i]
       scanned = scanned + 1
-      if (not jt or string.find(m, jt, 1, true)) and (not qu or string.find(m, qu, 1, true))
+      if (not head or string.sub(m, 1, #head) == head)
+          and (not jt or string.find(m, jt, 1, true)) and (not qu or string.find(m, qu, 1, true))
           and (text == '' or string.find(string.lower(m), text, 1, true)) then
         out[#out + 1] = m
         out[#out + 1] = items[i + 1]
@@ -164,33 +172,151 @@ local function fetch_order(prioq, name)
   return {9, 8, 7, 6, 5, 4, 3, 2, 1}
 end
 
+-- Calls each(priority, job, position) for up to `count` jobs of queue `name` from `skip` on, in
+-- the order FETCH takes them (position: 0 for the next one to be fetched, over all its
+-- priority lists). Returns the queue's size. Touches q:<name>[:p<N>].
+local function queue_range(prioq, name, skip, count, each)
+  local total, left = 0, count
+  for _, p in ipairs(fetch_order(prioq, name)) do
+    local key = qkey(name, p)
+    local len = redis.call('LLEN', key)
+    if left > 0 and skip < len then
+      -- The next job to run is at the right end (index -1).
+      local jobs = redis.call('LRANGE', key, -(skip + left), -(skip + 1))
+      for i = #jobs, 1, -1 do each(p, jobs[i], total + skip + #jobs - i) end
+      left = left - #jobs
+      skip = 0
+    else
+      skip = math.max(0, skip - len)
+    end
+    total = total + len
+  end
+  return total
+end
+
 -- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: the queue's jobs over
 -- all its priority lists in the order they will be fetched, skipping `offset` of them.
 -- KEYS: ff:prioq, q:<name> (and its q:<name>:p<N> when ff:prioq lists it).
 local function ff_web_queue_page(keys, args)
-  local name, skip, left = args[1], tonumber(args[2]), tonumber(args[3])
-  local out, total = {}, 0
-  for _, p in ipairs(fetch_order(keys[1], name)) do
-    local key = qkey(name, p)
-    local len = redis.call('LLEN', key)
-    total = total + len
-    if left > 0 and skip < len then
-      -- The next job to run is at the right end (index -1).
-      local jobs = redis.call('LRANGE', key, -(skip + left), -(skip + 1))
-      for i = #jobs, 1, -1 do
-        out[#out + 1] = p
-        out[#out + 1] = jobs[i]
-      end
-      left = left - #jobs
-      skip = 0
-    else
-      skip = skip - len
-      if skip < 0 then skip = 0 end
-    end
-  end
+  local out = {}
+  local total = queue_range(keys[1], args[1], tonumber(args[2]), tonumber(args[3]),
+    function(p, job)
+      out[#out + 1] = p
+      out[#out + 1] = job
+    end)
   return {total, out}
 end
 read_only('ff_web_queue_page', ff_web_queue_page)
+
+-- The value of job JSON `job`'s first "jobtype" key (the one the filters match), '' if none.
+local function jobtype_of(job)
+  local _, e = string.find(job, '"jobtype":"', 1, true)
+  if not e then return '' end
+  local i = e + 1
+  while true do
+    local q = string.find(job, '["\\]', i)
+    if not q then return '' end
+    if string.byte(job, q) == 34 then return json_string(string.sub(job, e + 1, q - 1)) end
+    i = q + 2  -- past the escaped character
+  end
+end
+
+-- ff_web_queue_types(name, offset, count): how many of `count` jobs of the queue from `offset`
+-- on in fetch order have each job type: {size, {jobtype, n, ...}}. The caller keeps `count` to
+-- ops.web.WEB_QUEUE_SCAN. KEYS: ff:prioq, q:<name> (and its q:<name>:p<N>).
+local function ff_web_queue_types(keys, args)
+  local counts = {}
+  local total = queue_range(keys[1], args[1], tonumber(args[2]), tonumber(args[3]),
+    function(_, job)
+      local jt = jobtype_of(job)
+      counts[jt] = (counts[jt] or 0) + 1
+    end)
+  local out = {}
+  for jt, n in pairs(counts) do
+    out[#out + 1] = jt
+    out[#out + 1] = n
+  end
+  return {total, out}
+end
+read_only('ff_web_queue_types', ff_web_queue_types)
+
+-- ff_web_queue_filter(name, cursor, scan_cap, want, jid, jobtype, text): the queue's jobs
+-- newest first (the reverse of the fetch order: priority 1 first, each list from its head)
+-- from `cursor` ('0' first, else '<priority>.<index from the list's head>') that start
+-- '{"jid":"<jid>"' (jid_head), name that jobtype and contain `text` (lower case; '' = any),
+-- stopping after scan_cap jobs (ops.web.WEB_QUEUE_SCAN at most) or once `want` matched.
+-- Counted from the head, a cursor stays good while the queue runs: FETCH takes from the tail,
+-- and a job pushed meanwhile only makes the next call see one job twice, never skip one.
+-- Returns {next cursor ('0': the end of the queue), scanned, {priority, position, job, ...}},
+-- position as ff_web_queue_page counts (the job's place in fetch order).
+-- KEYS: ff:prioq, q:<name> (and its q:<name>:p<N>).
+local function ff_web_queue_filter(keys, args)
+  local name, cap, want = args[1], tonumber(args[3]), tonumber(args[4])
+  local head, text = jid_head(args[5]), args[7]
+  local jt = args[6] ~= '' and ('"jobtype":"' .. args[6] .. '"') or nil
+  local from_p, at = 0, 0
+  if args[2] ~= '0' then
+    local p, i = string.match(args[2], '^(%d)%.(%d+)$')
+    from_p, at = tonumber(p), tonumber(i)
+  end
+  local order = fetch_order(keys[1], name)
+  local lens, before, sum = {}, {}, 0
+  for _, p in ipairs(order) do
+    before[p] = sum
+    lens[p] = redis.call('LLEN', qkey(name, p))
+    sum = sum + lens[p]
+  end
+  local out, scanned, matched = {}, 0, 0
+  for k = #order, 1, -1 do
+    local p = order[k]
+    if p >= from_p then
+      if p > from_p then at = 0 end
+      if scanned >= cap or matched >= want then return {p .. '.' .. at, scanned, out} end
+      local key, len = qkey(name, p), lens[p]
+      while at < len and scanned < cap and matched < want do
+        local jobs = redis.call('LRANGE', key, at, at + math.min(1000, cap - scanned) - 1)
+        if #jobs == 0 then break end  -- (the list was shorter: fetched meanwhile)
+        local taken = #jobs
+        for i, job in ipairs(jobs) do
+          if (not head or string.sub(job, 1, #head) == head)
+              and (not jt or string.find(job, jt, 1, true))
+              and (text == '' or string.find(string.lower(job), text, 1, true)) then
+            out[#out + 1] = p
+            out[#out + 1] = before[p] + len - at - i
+            out[#out + 1] = job
+            matched = matched + 1
+            if matched >= want then
+              taken = i
+              break
+            end
+          end
+        end
+        scanned = scanned + taken
+        at = at + taken
+      end
+      if at < len and (scanned >= cap or matched >= want) then
+        return {p .. '.' .. at, scanned, out}
+      end
+    end
+  end
+  return {'0', scanned, out}
+end
+read_only('ff_web_queue_filter', ff_web_queue_filter)
+
+-- ff_web_batch_of(jid, start, count): the batch holding job `jid`, looking at `count` batches
+-- of ff:batches newest first from rank `start`: {next rank (0: the list ended), bid, the job's
+-- state}, bid '' if none of those has it. KEYS: ff:batches (and each batch's ff:bj:<bid>).
+local function ff_web_batch_of(keys, args)
+  local jid, start, count = args[1], tonumber(args[2]), tonumber(args[3])
+  local bids = redis.call('ZREVRANGE', keys[1], start, start + count - 1)
+  for _, bid in ipairs(bids) do
+    local state = redis.call('HGET', BATCH_JOBS_PREFIX .. bid, jid)
+    if state then return {0, bid, state} end
+  end
+  if #bids < count then return {0, '', ''} end
+  return {start + count, '', ''}
+end
+read_only('ff_web_batch_of', ff_web_batch_of)
 
 -- ff_web_queue_delete(name, priority, job, position, half): remove one occurrence of `job` from
 -- the queue's list of that priority, walking at most about half the list (LREM walks a list

@@ -21,6 +21,8 @@ from faktory_fast.storage.fcall import (
 #: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
 WEB_SAME_SCORE = 1_000  # members of one score read looking for a named entry (set_entries...)
 WEB_SET_SCAN = 1_000  # entries of a sorted set a filter scans (set_filter)
+WEB_QUEUE_SCAN = 2_000  # jobs of a queue a filter or a count of job types reads (queue_filter...)
+WEB_BATCH_LOOKUP = 1_000  # batches looked in for a jid (batch_of)
 
 
 def _scored(flat: Any) -> list[tuple[bytes, str]]:
@@ -58,6 +60,20 @@ def _queue_page(reply: Any) -> tuple[int, list[tuple[int, bytes]]]:
     return reply[0], [(int(p), j) for p, j in pairs(reply[1])]
 
 
+def _queue_filter(reply: Any) -> tuple[str, int, list[tuple[int, int, bytes]]]:
+    flat = reply[2]
+    return as_text(reply[0]), reply[1], [(int(flat[i]), int(flat[i + 1]), flat[i + 2])
+                                         for i in range(0, len(flat) - 2, 3)]
+
+
+def _queue_types(reply: Any) -> tuple[int, dict[str, int]]:
+    return reply[0], {as_text(jobtype): n for jobtype, n in pairs(reply[1])}
+
+
+def _batch_of(reply: Any) -> tuple[int, str, str]:
+    return int(reply[0]), as_text(reply[1]), as_text(reply[2])
+
+
 def _queue_rows(reply: Any) -> tuple[str, list[tuple[str, int, bool, list[bytes]]]]:
     return as_text(reply[0]), [(as_text(n), size, bool(p), heads) for n, size, p, heads in reply[1]]
 
@@ -67,6 +83,9 @@ FF_WEB_SET_GET = Fn("ff_web_set_get", (), _set_get)
 FF_WEB_SET_REMOVE = Fn("ff_web_set_remove", (keys.DEAD,), _set_remove)
 FF_WEB_SET_FILTER = Fn("ff_web_set_filter", (), _set_filter)
 FF_WEB_QUEUE_PAGE = Fn("ff_web_queue_page", (keys.PRIORITY_QUEUES,), _queue_page)
+FF_WEB_QUEUE_TYPES = Fn("ff_web_queue_types", (keys.PRIORITY_QUEUES,), _queue_types)
+FF_WEB_QUEUE_FILTER = Fn("ff_web_queue_filter", (keys.PRIORITY_QUEUES,), _queue_filter)
+FF_WEB_BATCH_OF = Fn("ff_web_batch_of", (keys.BATCHES,), _batch_of)
 FF_WEB_QUEUE_DELETE = Fn("ff_web_queue_delete", (keys.PRIORITY_QUEUES,), _queue_delete)
 FF_WEB_QUEUES = Fn("ff_web_queues", (keys.QUEUES, keys.PAUSED, keys.PRIORITY_QUEUES), _queue_rows)
 
@@ -100,21 +119,56 @@ class WebOps:
 
     @Op
     def set_filter(self, zset: str, cursor: str, scan_cap: int, want: int, jobtype: str,
-                   queue: str, text: str) -> Call[tuple[str, int, list[tuple[bytes, str]]]]:
+                   queue: str, text: str, jid: str = ""
+                   ) -> Call[tuple[str, int, list[tuple[bytes, str]]]]:
         """Scan ``zset`` from ``cursor`` for up to ``want`` matching entries, stopping after
         about ``scan_cap`` entries, or WEB_SET_SCAN if fewer (call again from the cursor).
 
         Returns (next cursor, '0' when the scan is complete; entries scanned; [(member, score)]).
-        ``text`` matches case-insensitively.
+        ``text`` matches case-insensitively; ``jid`` keeps the job with that jid.
         """
         return FF_WEB_SET_FILTER.call((), cursor, min(scan_cap, WEB_SET_SCAN), want, jobtype,
-                                      queue, text.lower(), lead=(zset,))
+                                      queue, text.lower(), jid, lead=(zset,))
 
     @Op
     def queue_page(self, name: str, offset: int,
                    count: int) -> Call[tuple[int, list[tuple[int, bytes]]]]:
         """(size, [(priority, job), ...]) of one page of a queue, in the order FETCH takes them."""
         return FF_WEB_QUEUE_PAGE.call((keys.queue(name),), name, offset, count)
+
+    @Op
+    def queue_types(self, name: str, offset: int,
+                    count: int) -> Call[tuple[int, dict[str, int]]]:
+        """(size, {job type: how many}) of up to ``count`` jobs (WEB_QUEUE_SCAN at most) of a
+        queue from ``offset`` on in fetch order."""
+        return FF_WEB_QUEUE_TYPES.call((keys.queue(name),), name, offset,
+                                       min(count, WEB_QUEUE_SCAN))
+
+    @Op
+    def queue_filter(self, name: str, cursor: str, scan_cap: int, want: int, jid: str,
+                     jobtype: str, text: str) -> Call[tuple[str, int, list[tuple[int, int, bytes]]]]:
+        """Scan a queue newest first from ``cursor`` ('0' first) for up to ``want`` jobs with
+        that jid, job type and text (any case; '' = any), stopping after ``scan_cap`` jobs, or
+        WEB_QUEUE_SCAN if fewer (call again from the cursor).
+
+        Returns (next cursor, '0' at the end of the queue; jobs scanned; [(priority, position
+        in fetch order, job), ...]).
+        """
+        return FF_WEB_QUEUE_FILTER.call((keys.queue(name),), name, cursor,
+                                        min(scan_cap, WEB_QUEUE_SCAN), want, jid, jobtype,
+                                        text.lower())
+
+    @Op
+    def batch_of(self, jid: str, start: int) -> Call[tuple[int, str, str]]:
+        """Look for the batch holding job ``jid`` among WEB_BATCH_LOOKUP batches, newest first
+        from rank ``start``: (the rank to go on from, 0 when done; its bid, '' if not yet found;
+        the job's state in it)."""
+        return FF_WEB_BATCH_OF.call((), jid, start, WEB_BATCH_LOOKUP)
+
+    @Op
+    def reservation(self, jid: str) -> Call[bytes | None]:
+        """The reservation record of job ``jid`` (in progress), None if it has none."""
+        return Call(("HGET", keys.RESERVATIONS, jid), lambda reply: reply)
 
     @Op
     def queue_delete(self, name: str, priority: int, job: bytes, position: int,
