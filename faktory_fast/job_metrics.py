@@ -39,6 +39,7 @@ HOURS_KEPT = 72  # the hour buckets: the last 24 h and 72 h
 #: The most (queue, jobtype) pairs the lifetime totals hold; the counts of others go to their
 #: queue's jobtype "" (shown as "other").
 MAX_PAIRS = 1000
+FLUSH_CALL = 200  # the most (minute, pair) counts one ff_metrics call adds: a short call
 OTHER = ""
 
 
@@ -142,11 +143,25 @@ class JobMetrics:
                 for minute, pairs in counts.items()}
 
     async def flush(self, store: AsyncStore) -> None:
-        """Add the counts so far to Redis (one call); lost if it fails."""
-        counts = self.take()
-        if counts:
-            await store.add_job_metrics(counts, (MINUTES_KEPT + 1) * 60, (HOURS_KEPT + 1) * 3600,
+        """Add the counts so far to Redis (one call, or one per FLUSH_CALL of them); lost if
+        it fails."""
+        for part in chunks(self.take(), FLUSH_CALL):
+            await store.add_job_metrics(part, (MINUTES_KEPT + 1) * 60, (HOURS_KEPT + 1) * 3600,
                                         MAX_PAIRS)
+
+
+def chunks(counts: Mapping[int, Mapping[str, str]], most: int) -> list[dict[int, dict[str, str]]]:
+    """``counts`` (by minute, pair -> counts) in parts of at most ``most`` entries."""
+    parts: list[dict[int, dict[str, str]]] = []
+    size = most
+    for minute, pairs in counts.items():
+        for pair, packed in pairs.items():
+            if size == most:
+                parts.append({})
+                size = 0
+            parts[-1].setdefault(minute, {})[pair] = packed
+            size += 1
+    return parts
 
 
 @dataclass

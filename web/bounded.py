@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
 
 from faktory_fast.storage import keys
 from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN, BatchDetail
 from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN, WEB_SET_SCAN
 from faktory_fast.storage.store import SyncStore
+
+T = TypeVar("T")
 
 QUEUE_DELETE_CALLS = 8  # calls one job's delete makes at most (a busy queue moves its jobs)
 #: A queue's job types are counted in at most this many calls of WEB_QUEUE_SCAN jobs: all of
@@ -49,15 +51,8 @@ def set_filter(store: SyncStore, zset: str, cursor: str, scan_cap: int, want: in
     """Scan ``zset`` from ``cursor`` for up to ``want`` entries of that jobtype and queue ('' =
     any) containing ``text`` (any case), stopping after about ``scan_cap`` entries: (next
     cursor, '0' when the scan is complete; entries scanned; [(member, score), ...])."""
-    scanned = 0
-    found: list[tuple[bytes, str]] = []
-    while True:
-        cursor, n, part = store.set_filter(zset, cursor, scan_cap - scanned, want - len(found),
-                                           jobtype, queue, text)
-        scanned += n
-        found += part
-        if cursor == "0" or scanned >= scan_cap or len(found) >= want:
-            return cursor, scanned, found
+    return _follow(lambda c, cap, more: store.set_filter(zset, c, cap, more, jobtype, queue, text),
+                   cursor, scan_cap, want)
 
 
 def queue_filter(store: SyncStore, name: str, cursor: str, scan_cap: int, want: int, jid: str,
@@ -66,11 +61,19 @@ def queue_filter(store: SyncStore, name: str, cursor: str, scan_cap: int, want: 
     jobtype and text (any case; '' = any), stopping after about ``scan_cap`` jobs: (next
     cursor, '0' at the end of the queue; jobs scanned; [(priority, position in fetch order,
     job), ...])."""
+    return _follow(lambda c, cap, more: store.queue_filter(name, c, cap, more, jid, jobtype, text),
+                   cursor, scan_cap, want)
+
+
+def _follow(step: Callable[[str, int, int], tuple[str, int, list[T]]], cursor: str,
+            scan_cap: int, want: int) -> tuple[str, int, list[T]]:
+    """Call ``step(cursor, entries it may still scan, matches still wanted)`` (one Redis call:
+    (next cursor, entries scanned, matches)) until the end ('0'), ``scan_cap`` entries or
+    ``want`` matches: (next cursor, entries scanned, matches)."""
     scanned = 0
-    found: list[tuple[int, int, bytes]] = []
+    found: list[T] = []
     while True:
-        cursor, n, part = store.queue_filter(name, cursor, scan_cap - scanned, want - len(found),
-                                             jid, jobtype, text)
+        cursor, n, part = step(cursor, scan_cap - scanned, want - len(found))
         scanned += n
         found += part
         if cursor == "0" or scanned >= scan_cap or len(found) >= want:

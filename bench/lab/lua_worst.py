@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from faktory_fast import jobs
+from faktory_fast import job_metrics, jobs
 from faktory_fast.jobs import Prepared
 from faktory_fast.master import tasks
 from faktory_fast.master.redis_child import RedisChild, binary_version, find_binary
@@ -832,6 +832,16 @@ class Worst:
             self.seq += 1
             return Operations.cron_seen.build(self.store, int(time.time()) + self.seq).args
         self.add("ff_cron_seen", "the watermark moving on", seen)
+        full = job_metrics.Counts()
+        full.executions, full.failures, full.us = 10**9, 10**8, 10**15
+        full.buckets = {i: 10**6 for i in range(len(job_metrics.BUCKETS_MS) + 1)}
+        minute = int(time.time() // 60)
+        flush = {minute + i // 100: {f"queue{i % 10}|App::Job{i:04d}": job_metrics.pack(full)}
+                 for i in range(job_metrics.FLUSH_CALL)}
+        self.add("ff_metrics", f"one call of a flush: {job_metrics.FLUSH_CALL} pairs over 2 "
+                               "minutes, every histogram bucket in use, into buckets that hold "
+                               "them already", self.op(Operations.add_job_metrics, flush, 600,
+                                                       7200, job_metrics.MAX_PAIRS))
         m = self.big_job(size, unique=False)
         member = b'{"job":%s,"since":"2026-01-01T00:00:00Z","expiry":"2026-01-01T00:30:00Z",' \
                  b'"wid":"w-old"}' % m.payload

@@ -3,10 +3,8 @@ Redis (minute and hour buckets, lifetime totals, the bound on pairs) and the row
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import orjson
-import pytest
 import redis as redislib
 
 from faktory_fast import job_metrics
@@ -16,29 +14,6 @@ from faktory_fast.storage import keys, redis_client
 from faktory_fast.storage.store import AsyncStore, SyncStore
 
 T0 = 1_800_000_000.0  # the start of a minute and of an hour
-
-
-@pytest.fixture(scope="module")
-def redis_child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisChild]:
-    child = RedisChild(str(tmp_path_factory.mktemp("redis")))
-    child.start()
-    yield child
-    child.stop()
-
-
-@pytest.fixture
-def r(redis_child: RedisChild) -> Iterator[redislib.Redis]:
-    client = redislib.Redis(unix_socket_path=redis_child.socket_path)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(redis_child: RedisChild, r: redislib.Redis) -> SyncStore:
-    s = SyncStore.connect(redis_child.url)
-    s.load_library()
-    return s
 
 
 def job(jobtype: str = "Mail", queue: str = "default") -> bytes:
@@ -137,3 +112,11 @@ def test_the_totals_hold_a_bounded_number_of_pairs(store: SyncStore, r: redislib
     assert store.job_metrics_total() == {"q|Type0": "2 0 0", "q|Type1": "1 0 0",
                                          "q|Type2": "1 0 0", "q|": "4 1 0"}
     assert job_metrics.OTHER == ""
+
+
+def test_a_flush_is_split_into_short_calls() -> None:
+    counts = {1: {f"q|T{i}": "1 0 0" for i in range(5)}, 2: {"q|T0": "2 0 0"}}
+    parts = job_metrics.chunks(counts, 2)
+    assert parts == [{1: {"q|T0": "1 0 0", "q|T1": "1 0 0"}}, {1: {"q|T2": "1 0 0", "q|T3": "1 0 0"}},
+                     {1: {"q|T4": "1 0 0"}, 2: {"q|T0": "2 0 0"}}]
+    assert job_metrics.chunks({}, 2) == []

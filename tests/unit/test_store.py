@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -21,29 +21,6 @@ from tests.support import slow_redis_calls
 
 NOW = "1767225600.000000000"
 LATER = "1767229200.000000000"
-
-
-@pytest.fixture(scope="module")
-def redis_child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisChild]:
-    child = RedisChild(str(tmp_path_factory.mktemp("redis")))
-    child.start()
-    yield child
-    child.stop()
-
-
-@pytest.fixture
-def r(redis_child: RedisChild) -> Iterator[redislib.Redis]:
-    client = redislib.Redis(unix_socket_path=redis_child.socket_path)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(redis_child: RedisChild, r: redislib.Redis) -> SyncStore:
-    s = SyncStore.connect(redis_child.url)
-    s.load_library()
-    return s
 
 
 def push(store: SyncStore, queue: str = "default", priority: int = 5, at: str = "", **fields: object) -> str:
