@@ -1,4 +1,4 @@
-"""The Falcon application served by gunicorn on the ``-w`` binding (see supervisor._start_web)."""
+"""The Falcon application served by gunicorn on the ``-w`` binding (see master/webui.WebUI.start)."""
 from __future__ import annotations
 
 import os

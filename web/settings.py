@@ -19,7 +19,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Read ``FAKTORY_FAST_*`` as set by ``supervisor._start_web``."""
+        """Read ``FAKTORY_FAST_*`` as set by ``master.webui.WebUI.start``."""
         env = os.environ
         return cls(redis_url=env["FAKTORY_FAST_REDIS_URL"],
                    password=env.get("FAKTORY_FAST_WEB_PASSWORD", ""),

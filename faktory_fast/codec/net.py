@@ -4,7 +4,7 @@
   ``<config dir>/public.cert.pem`` both exist, the command port and the web UI serve TLS only,
   TLS 1.2 or later (``tls_files``, ``server_context``).
 * PROXY protocol v1 (text) and v2 (binary), as haproxy's ``send-proxy`` / ``send-proxy-v2`` and
-  stunnel's ``protocol = proxy`` send it (``parse_proxy_header``); ``server.ProxyHeader`` reads it
+  stunnel's ``protocol = proxy`` send it (``parse_proxy_header``); ``server.connection.ProxyHeader`` reads it
   on connections from ``--proxy-from`` addresses only.
 
 The header parser is written here rather than taken from PyPI: the one library for it

@@ -1,7 +1,8 @@
 """Redis reply reader and command packer: a pure state machine, no I/O.
 
-The reference implementation and the fallback of the compiled ``resp.pyx`` (same module name,
-same API, same tests; ``faktory_fast.COMPILED``). RESP2 only: our client never sends
+The reference implementation and the fallback of the compiled
+``ext/faktory_fast/codec/resp.pyx`` (same module name, same API, same tests;
+``faktory_fast.COMPILED``). RESP2 only: our client never sends
 ``HELLO 3``, so a RESP3 reply type is a ProtocolError like any other unknown type byte.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Faktory client-command framer and reply serializers: a pure state machine, no I/O.
 
-The reference implementation and the fallback of the compiled ``wire.pyx`` (same module name,
-same API, same tests; ``faktory_fast.COMPILED``).
+The reference implementation and the fallback of the compiled
+``ext/faktory_fast/codec/wire.pyx`` (same module name, same API, same tests;
+``faktory_fast.COMPILED``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The job lifecycle of one server process: what each protocol command does, over the Store.
 
-The wire layer (``server.py``) parses lines and calls these methods; they validate, shape
-payloads with ``jobs`` and change Redis state with one Store call each. FETCH is ``parking``'s
+The commands (``server/commands.py``) call these methods; they validate, shape payloads with
+``jobs`` and change Redis state with one Store call each. FETCH is ``parking``'s
 (a FETCH may have to wait for a job); failing a reservation is ``failures``' (the master's
 reaper fails expired ones the same way).
 """

@@ -409,7 +409,7 @@ class SyncStore(Operations, SyncRunner):
 
 
 async def ensure_library(conn: RedisConnection) -> None:
-    """Load our function library into the Redis behind ``conn`` (an ``aredis`` connection)
+    """Load our function library into the Redis behind ``conn`` (a ``redis_client`` connection)
     if it lacks it (``redis_client.connect``'s ``ready`` hook on a reconnection): a Redis restarted
     without its data, or a replica promoted before it had synchronised, does."""
     store = AsyncStore(conn)
