@@ -95,16 +95,30 @@ def queue_types(store: SyncStore, name: str) -> JobTypes:
     else counted in QUEUE_SAMPLE_PAGES pages evenly spaced from the next job to be fetched to
     the last."""
     pages = QUEUE_SAMPLE_PAGES
-    size, counts = store.queue_types(name, 0, WEB_QUEUE_SCAN)
+    counts: dict[str, int] = {}
+    size = _count_types(store, name, 0, counts)
     sampled = size > pages * WEB_QUEUE_SCAN
     offsets = ([k * (size - WEB_QUEUE_SCAN) // (pages - 1) for k in range(1, pages)] if sampled
                else range(WEB_QUEUE_SCAN, size, WEB_QUEUE_SCAN))
     for offset in offsets:
-        _, part = store.queue_types(name, offset, WEB_QUEUE_SCAN)
-        for jobtype, n in part.items():
-            counts[jobtype] = counts.get(jobtype, 0) + n
+        _count_types(store, name, offset, counts)
     read = sum(counts.values())
     return JobTypes(sorted(counts.items(), key=lambda c: (-c[1], c[0])), read, size, sampled)
+
+
+def _count_types(store: SyncStore, name: str, offset: int, counts: dict[str, int]) -> int:
+    """Add the job types of the WEB_QUEUE_SCAN jobs of queue ``name`` from ``offset`` to
+    ``counts``, a call for each part Redis reads at once (fewer jobs when they are big); the
+    queue's size."""
+    got = 0
+    while True:
+        size, part = store.queue_types(name, offset + got, WEB_QUEUE_SCAN - got)
+        n = sum(part.values())
+        for jobtype, k in part.items():
+            counts[jobtype] = counts.get(jobtype, 0) + k
+        got += n
+        if n == 0 or got >= WEB_QUEUE_SCAN or offset + got >= size:
+            return size
 
 
 #: The places a job can be, in the order find_job looks: a reservation is read directly.

@@ -1077,6 +1077,27 @@ def test_find_a_job_wherever_it_is(web: Web, store: SyncStore) -> None:
     assert "JID suchen" in web.get("/", headers={"Accept-Language": "de"}).text
 
 
+def test_a_queue_of_big_jobs_is_read_a_few_hundred_kilobytes_a_call(
+        web: Web, store: SyncStore, r: redis.Redis) -> None:
+    """Jobs of 100 KB: a scan call reads about 256 KB of them (after its first job), not
+    WEB_QUEUE_SCAN jobs (2,000 of them held Redis for over a second); the job types are still
+    exact and the far end's job is still found, over more calls."""
+    pad = "x" * 100_000
+    r.lpush(keys.queue("fat"), *(orjson.dumps({"jid": f"fat{i:03d}", "retry": 25, "queue": "fat",
+                                               "jobtype": f"T{i % 3}", "args": [pad]})
+                                 for i in range(30)))
+    r.sadd(keys.QUEUES, "fat")
+    before = fcalls(r)
+    types = bounded.queue_types(store, "fat")
+    assert types.counts == [("T0", 10), ("T1", 10), ("T2", 10)] and not types.sampled
+    # a call reads at most 3 of them: up to 256 KB and the one that passes it
+    assert fcalls(r) - before >= 10
+    before = fcalls(r)
+    cursor, scanned, found = bounded.queue_filter(store, "fat", "0", 10_000, 1, "fat000", "", "")
+    assert [job for _, _, job in found] == [r.lindex(keys.queue("fat"), -1)] and scanned == 30
+    assert fcalls(r) - before >= 10
+
+
 def test_find_in_a_big_queue_a_bounded_slice_a_call(web: Web, store: SyncStore,
                                                     r: redis.Redis,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
