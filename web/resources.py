@@ -314,14 +314,15 @@ class Queue(Resource):
             placed = [(at, p, raw) for p, at, raw in found]
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         elif order == "fetch":
-            size, entries = self.store.queue_page(name, offset, views.PAGE_SIZE)
+            size, entries = bounded.queue_page(self.store, name, offset, views.PAGE_SIZE)
             placed = [(offset + i, p, raw) for i, (p, raw) in enumerate(entries)]
         else:
             # the same page counted from the other end (the size is the one just read: a job
             # fetched in between shifts the page by one, as any paging of a live queue)
             size = info["queues"][name]
             start = max(0, size - offset - views.PAGE_SIZE)
-            size, entries = self.store.queue_page(name, start, max(0, size - offset - start))
+            size, entries = bounded.queue_page(self.store, name, start,
+                                               max(0, size - offset - start))
             placed = [(start + i, p, raw) for i, (p, raw) in enumerate(entries)][::-1]
         if scan is None:
             page = views.Page(number, size)
@@ -368,8 +369,8 @@ class SortedSet(Resource):
             page = None
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         else:
-            size, entries = self.store.set_page(self.zset, (number - 1) * views.PAGE_SIZE,
-                                                views.PAGE_SIZE)
+            size, entries = bounded.set_page(self.store, self.zset,
+                                             (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
             page = views.Page(number, size)
         rows = [views.parse_job(m, score) for m, score in entries]
         self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, actions=self.actions,

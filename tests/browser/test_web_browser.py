@@ -241,7 +241,8 @@ def test_pages_work_under_the_content_security_policy(page: Any, base: str, clie
     page.add_init_script(RECORD_VIOLATIONS)
     page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
     for path in ("/", "/busy", "/queues", "/queues/cspq", "/retries", "/scheduled", "/morgue",
-                 "/debug", "/batches", "/cron", "/throttles"):
+                 "/debug", "/batches", "/cron", "/throttles", "/job-metrics",
+                 "/job-metrics/jobtype?name=CspJob"):
         reply = page.goto(base + path)
         assert reply.status == 200, path
         assert "script-src 'self'" in reply.headers["content-security-policy"], path
