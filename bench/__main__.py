@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from . import baseline, batch, bigjob, bulk, chart, idle, latency, load, versus
+from . import baseline, batch, bigjob, bulk, chart, idle, latency, load, pylibs, versus
 from .client import BenchError, parse_faktory_url, parse_redis_url
 from .common import Target, run_rounds
 from .procstat import parse_pids
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common_args(p, redis=mod is baseline)
         mod.add_args(p)
     chart.add_args(sub.add_parser(chart.NAME, help=chart.HELP, description=chart.HELP))
+    pylibs.add_args(sub.add_parser(pylibs.NAME, help=pylibs.HELP, description=pylibs.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter))
     versus.add_args(sub.add_parser(versus.NAME, help=versus.HELP, description=versus.__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
@@ -76,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.scenario == chart.NAME:
             return chart.run(args)
+        if args.scenario == pylibs.NAME:
+            pylibs.run(args)
+            return 0
         if args.scenario == versus.NAME:
             versus.run(args)
             return 0

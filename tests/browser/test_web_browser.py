@@ -376,7 +376,7 @@ def test_metrics_pages(browser: Any, base: str, client: Client, tmp_path: Any, s
     """Jobs ACKed and FAILed show on the Metrics page (sortable, by queue) and on their job
     type's page (executions over time, the execution-time heatmap)."""
     width, height, _ = WIDTHS[size]
-    jobtype = f"Thumbnail-{size}"  # the server's metrics outlive a test's FLUSH
+    jobtype = f"Thumbnail-{size}"  # the other run's counts may reach Redis after our FLUSH
     for i in range(6):
         j = job(jobtype, [i], queue="media")
         client.push(j)

@@ -1,0 +1,330 @@
+"""``bench pylibs``: Python client libraries against each other on one server: PyPI ``faktory``
+1.0, ``pyfaktory`` 0.2 and this repository's ``faktory_fast_client`` (sync and asyncio).
+
+For each library, alternating the libraries' order every round:
+
+* **push 1**: one connection pushing ``--jobs`` jobs, one PUSH at a time (jobs/s);
+* **push 10**: ten producers at once, each its own connection: threads for the blocking
+  libraries, asyncio tasks (an ``AsyncPool`` of 10) for ``faktory_fast_client``'s asyncio client;
+* **work C** for each ``--concurrency`` C: ``--jobs`` no-op jobs preloaded (PUSHB), then the
+  library's worker at concurrency C; jobs/s from the first ACK to the last, read from the
+  server's ``processed`` counter.
+
+Each measurement runs in a child process of its own (``python -m bench.pylibs _child ...``),
+killed with its process group once done, so a library's worker threads and processes cannot
+outlive it. The server is FLUSHed before each. By default bench starts this checkout's
+faktory_fast (``-w :0``, default options) and stops it at the end; ``--url`` uses a running
+one. Libraries that are not installed are skipped, saying so. Ratios: each library's figure
+over the better of the two PyPI libraries'.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from .client import Conn, parse_faktory_url
+from .report import write_json
+from .servers import FaktoryFast, default_fast_python
+
+NAME = "pylibs"
+HELP = "PyPI faktory, pyfaktory and faktory_fast_client pushing and working on one server"
+LIBS = ("faktory", "pyfaktory", "ffc", "ffc-async")
+PYPI = ("faktory", "pyfaktory")
+MODULES = {"faktory": "faktory", "pyfaktory": "pyfaktory", "ffc": "faktory_fast_client",
+           "ffc-async": "faktory_fast_client"}
+QUEUE = "pylibs"
+JOBTYPE = "Noop"
+POLL = 0.01  # seconds between reads of the processed counter while a worker drains
+
+
+# -- the child: one measurement of one library --------------------------------------------------
+
+def _job_dict() -> dict[str, Any]:
+    return {"jid": uuid.uuid4().hex, "jobtype": JOBTYPE, "args": [1, "x"], "queue": QUEUE}
+
+
+def _push_faktory(url: str, n: int) -> None:
+    import faktory
+    with faktory.connection(url) as client:
+        for _ in range(n):
+            client.queue(JOBTYPE, args=(1, "x"), queue=QUEUE)
+
+
+def _push_pyfaktory(url: str, n: int) -> None:
+    import pyfaktory
+    client = pyfaktory.Client(faktory_url=url, role="producer", timeout=10)
+    client.connect()
+    try:
+        producer = pyfaktory.Producer(client=client)
+        for _ in range(n):
+            producer.push(pyfaktory.Job(jobtype=JOBTYPE, args=[1, "x"], queue=QUEUE))
+    finally:
+        client.disconnect()
+
+
+def _push_ffc(url: str, n: int) -> None:
+    from faktory_fast_client import Client, Job
+    with Client(url) as client:
+        for _ in range(n):
+            client.push(Job(JOBTYPE, [1, "x"], queue=QUEUE))
+
+
+async def _push_ffc_async(url: str, n: int, tasks: int) -> None:
+    from faktory_fast_client import AsyncClient, AsyncPool, Job
+    if tasks == 1:
+        async with AsyncClient(url) as client:
+            for _ in range(n):
+                await client.push(Job(JOBTYPE, [1, "x"], queue=QUEUE))
+        return
+    pool = AsyncPool(url, size=tasks)
+
+    async def producer(count: int) -> None:
+        async with pool.connection() as client:
+            for _ in range(count):
+                await client.push(Job(JOBTYPE, [1, "x"], queue=QUEUE))
+    try:
+        await asyncio.gather(*(producer(n // tasks) for _ in range(tasks)))
+    finally:
+        await pool.close()
+
+
+SYNC_PUSH = {"faktory": _push_faktory, "pyfaktory": _push_pyfaktory, "ffc": _push_ffc}
+
+
+def child_push(lib: str, url: str, n: int, producers: int) -> float:
+    """Seconds to push ``n`` jobs with ``producers`` at once."""
+    # Imported here, in the main thread: pyfaktory's import sets signal handlers.
+    importlib.import_module(MODULES[lib])
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            SYNC_PUSH[lib](url, n // producers)
+        except BaseException as e:  # a failed producer must fail the measurement
+            errors.append(e)
+    started = time.perf_counter()
+    if lib == "ffc-async":
+        asyncio.run(_push_ffc_async(url, n, producers))
+    else:
+        threads = [threading.Thread(target=producer) for _ in range(producers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+def _noop(*args: Any) -> None:
+    return None
+
+
+async def _anoop(*args: Any) -> None:
+    return None
+
+
+def child_work(lib: str, url: str, concurrency: int) -> None:
+    """Run ``lib``'s worker on QUEUE at ``concurrency`` until killed."""
+    if lib == "faktory":
+        import faktory
+        w = faktory.Worker(faktory=url, queues=[QUEUE], concurrency=concurrency, use_threads=True)
+        w.register(JOBTYPE, _noop)
+        w.run()
+    elif lib == "pyfaktory":
+        import multiprocessing
+
+        import pyfaktory
+        client = pyfaktory.Client(faktory_url=url, role="consumer", timeout=10)
+        client.connect()
+        consumer = pyfaktory.Consumer(client=client, queues=[QUEUE], concurrency=concurrency,
+                                      context=multiprocessing.get_context("fork"))
+        consumer.register(JOBTYPE, _noop)
+        consumer.run()
+    else:
+        from faktory_fast_client import Worker
+        worker = Worker(url, queues=[QUEUE], concurrency=concurrency)
+        worker.register(JOBTYPE, _anoop if lib == "ffc-async" else _noop)
+        worker.run()
+
+
+def child_main(argv: list[str]) -> None:
+    kind, lib, url, n, c = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
+    if kind == "push":
+        print(json.dumps({"seconds": child_push(lib, url, n, c)}), flush=True)
+    else:
+        child_work(lib, url, c)
+
+
+# -- the parent --------------------------------------------------------------------------------
+
+def _spawn(kind: str, lib: str, url: str, n: int, c: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bench.pylibs", "_child", kind, lib, url,
+                             str(n), str(c)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, cwd=_root())
+
+
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate(timeout=30)
+
+
+def _processed(admin: Conn) -> int:
+    return int(json.loads(admin.call("INFO"))["faktory"]["total_processed"])
+
+
+def measure_push(lib: str, url: str, admin: Conn, n: int, producers: int,
+                 timeout: float) -> float:
+    """jobs/s of ``lib`` pushing ``n`` jobs with ``producers`` at once."""
+    proc = _spawn("push", lib, url, n, producers)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise RuntimeError(f"{lib}: push did not finish within {timeout} s") from None
+    if proc.returncode:
+        raise RuntimeError(f"{lib}: push failed:\n{err[-2000:]}")
+    pushed = (n // producers) * producers
+    queued = json.loads(admin.call("INFO"))["faktory"]["queues"].get(QUEUE, 0)
+    if queued != pushed:
+        raise RuntimeError(f"{lib}: {queued} jobs in the queue after pushing {pushed}")
+    return pushed / json.loads(out.splitlines()[-1])["seconds"]
+
+
+def measure_work(lib: str, url: str, admin: Conn, n: int, concurrency: int,
+                 timeout: float) -> float:
+    """jobs/s of ``lib``'s worker at ``concurrency`` over ``n`` preloaded jobs, first ACK to
+    last."""
+    for start in range(0, n, 1000):
+        admin.call("PUSHB", json.dumps([_job_dict() for _ in range(min(1000, n - start))]))
+    base = _processed(admin)
+    proc = _spawn("work", lib, url, n, concurrency)
+    deadline = time.monotonic() + timeout
+    first = last = None
+    try:
+        while True:
+            done = _processed(admin) - base
+            now = time.perf_counter()
+            if done and first is None:
+                first = (now, done)
+            if done >= n:
+                last = now
+                break
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                raise RuntimeError(f"{lib}: worker exited:\n{err[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{lib}: {done} of {n} jobs within {timeout} s")
+            time.sleep(POLL)
+    finally:
+        _kill(proc)
+    assert first is not None
+    return (n - first[1]) / max(last - first[0], 1e-9)
+
+
+def available(libs: list[str]) -> list[str]:
+    """The libraries importable here; prints why the others are skipped."""
+    found = []
+    for lib in libs:
+        res = subprocess.run([sys.executable, "-c", f"import {MODULES[lib]}"], cwd=_root(),
+                             capture_output=True, text=True)
+        if res.returncode:
+            print(f"skipped {lib}: {MODULES[lib]} is not installed here", file=sys.stderr)
+        else:
+            found.append(lib)
+    return found
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="a running server (default: start this checkout's faktory_fast)")
+    p.add_argument("--fast-python", default=default_fast_python(), metavar="PYTHON",
+                   help="python that runs the started faktory_fast (default .venv/bin/python)")
+    p.add_argument("-j", "--jobs", type=int, default=5000, help="jobs per measurement (default 5000)")
+    p.add_argument("-c", "--concurrency", type=int, action="append",
+                   help="worker concurrency (repeatable; default 10 and 100)")
+    p.add_argument("--libs", nargs="+", choices=LIBS, default=list(LIBS),
+                   help="libraries to measure (default all)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds, the libraries' order swapped each")
+    p.add_argument("--timeout", type=float, default=300.0, help="abort a measurement after this")
+    p.add_argument("--out", help="result JSON (default bench/results/pylibs-<timestamp>.json)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement for every library; print the table and write the JSON."""
+    libs = available(args.libs)
+    concurrencies = args.concurrency or [10, 100]
+    server = None
+    url = args.url
+    if not url:
+        server = FaktoryFast(args.fast_python, []).start()
+        url = server.url
+    metrics = [("push 1", 1), ("push 10", 10)] + [(f"work {c}", c) for c in concurrencies]
+    runs: dict[str, dict[str, list[float]]] = {lib: {m: [] for m, _ in metrics} for lib in libs}
+    try:
+        admin = Conn(parse_faktory_url(url))
+        for rnd in range(args.rounds):
+            order = libs if rnd % 2 == 0 else libs[::-1]
+            for metric, c in metrics:
+                for lib in order:
+                    admin.call("FLUSH")
+                    if metric.startswith("push"):
+                        rate = measure_push(lib, url, admin, args.jobs, c, args.timeout)
+                    else:
+                        rate = measure_work(lib, url, admin, args.jobs, c, args.timeout)
+                    runs[lib][metric].append(rate)
+                    print(f"round {rnd + 1}, {metric}, {lib}: {rate:,.0f} jobs/s", flush=True)
+        admin.close()
+    finally:
+        if server is not None:
+            server.stop()
+    summary = {lib: {m: statistics.median(v) for m, v in per.items()} for lib, per in runs.items()}
+    pypi = [lib for lib in PYPI if lib in summary]
+    print(f"\njobs/s, median of {args.rounds} round(s), {args.jobs:,} jobs each"
+          + ("; ratio: over the better PyPI library" if pypi else ""))
+    header = ["metric", *libs] + [f"{lib} ratio" for lib in libs if lib not in PYPI and pypi]
+    rows = [header]
+    ratios: dict[str, dict[str, float]] = {}
+    for metric, _ in metrics:
+        best = max((summary[lib][metric] for lib in pypi), default=0.0)
+        row = [metric] + [f"{summary[lib][metric]:,.0f}" for lib in libs]
+        for lib in libs:
+            if lib not in PYPI and pypi:
+                ratios.setdefault(lib, {})[metric] = summary[lib][metric] / best
+                row.append(f"{summary[lib][metric] / best:.2f}×")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+    doc = {"scenario": NAME, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "params": {"jobs": args.jobs, "concurrency": concurrencies, "rounds": args.rounds,
+                      "url": "(started)" if server else "(given)"},
+           "runs": runs, "summary": summary, "ratio": ratios}
+    print(f"\nwrote {write_json(doc, args.out)}")
+    return doc
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_child"]:
+        child_main(sys.argv[2:])
+    else:
+        parser = argparse.ArgumentParser(prog="bench pylibs", description=__doc__)
+        add_args(parser)
+        run(parser.parse_args())
