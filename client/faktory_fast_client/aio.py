@@ -35,6 +35,7 @@ class AsyncConnection:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    timeout: float
 
     @classmethod
     async def open(cls, address: ServerAddress, *, timeout: float, connect_timeout: float,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,9 +27,6 @@ from .url import ServerAddress, parse_url
 
 T = TypeVar("T")
 
-# A connection unused for this long is checked for a close by the server (a restart, a reaped
-# worker) before a command is written on it, so that the command goes on a fresh one instead.
-STALE_AFTER = 1.0
 # Errors after which the server closes the connection.
 CLOSING_ERRORS = ("shutdown in progress", "too many connections")
 
@@ -80,7 +76,6 @@ class Connection:
             if isinstance(exc, OSError) and not isinstance(exc, FaktoryError):
                 raise FaktoryConnectionError(f"handshake with {address.url} failed: {exc}") from exc
             raise
-        self.last_used = time.monotonic()
 
     def read_reply(self) -> str | int | None:
         line = self.reader.readline()
@@ -96,9 +91,7 @@ class Connection:
 
     def call(self, line: bytes) -> str | int | None:
         self.sock.sendall(line)
-        reply = self.read_reply()
-        self.last_used = time.monotonic()
-        return reply
+        return self.read_reply()
 
     def closed_by_peer(self) -> bool:
         """True if the server has closed (or written unasked to) this idle connection."""
@@ -181,8 +174,9 @@ class Client:
 
     def _ready(self) -> Connection:
         conn = self._conn
-        if conn is not None and time.monotonic() - conn.last_used > STALE_AFTER \
-                and conn.closed_by_peer():
+        # A connection the server closed while it was idle (a restart, a reaped worker) is
+        # replaced before the command is written: a poll costs about a microsecond.
+        if conn is not None and conn.closed_by_peer():
             self._drop()
             conn = None
         if conn is None:
