@@ -121,6 +121,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._terminated: asyncio.Event | None = None
         self._in_hand: dict[str, Job] = {}
+        self.fetching = 0  # FETCH commands under way (none after quiet once this is 0)
         self._abandoned: set[str] = set()
 
     # -- set-up --
@@ -245,10 +246,19 @@ class Worker:
         backoff = 0.5
         try:
             while self.state == "running":
+                self.fetching += 1
                 try:
                     job = await client.fetch(*self._queue_list())
                 except FaktoryError as exc:
-                    log.warning("fetch failed: %s", exc)
+                    job, failed = None, exc
+                else:
+                    failed = None
+                finally:
+                    self.fetching -= 1
+                    if self.fetching == 0 and self.state != "running":
+                        log.info("worker %s: no FETCH under way any more", self.wid)
+                if failed is not None:
+                    log.warning("fetch failed: %s", failed)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
