@@ -52,7 +52,8 @@ deploy-tools:
 # selected tests need (pytest collects them first): all for the full suite, none for
 # `make test ARGS=tests/unit`.
 TOOLS := integration/test_compat_node.py:node browser/test_web_browser.py:browser \
-	integration/test_deploy.py:deploy-tools
+	integration/test_deploy.py:deploy-tools integration/test_client_compat.py:node \
+	integration/test_client.py:deploy-tools
 
 test: $(BUILT)
 	@selected="$$($(PY) -m pytest --collect-only -qq $(ARGS) 2>/dev/null)"; \
