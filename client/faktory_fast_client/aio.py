@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from . import commands as cmds
 from .batch import AsyncBatch, BatchStatus
-from .client import CLOSING_ERRORS, Broken, tls_context
+from .client import CLOSING_ERRORS, Broken, Settings
 from .errors import (
     AuthenticationError,
     FaktoryConnectionError,
@@ -23,7 +23,6 @@ from .errors import (
 from .job import Job
 from .protocol import Bulk, hello, parse_line
 from .tracking import JobTrack
-from .url import ServerAddress, parse_url
 
 T = TypeVar("T")
 
@@ -38,13 +37,12 @@ class AsyncConnection:
     timeout: float
 
     @classmethod
-    async def open(cls, address: ServerAddress, *, timeout: float, connect_timeout: float,
-                   ssl_context: ssl.SSLContext | None,
-                   hello_fields: dict[str, Any]) -> AsyncConnection:
+    async def open(cls, settings: Settings) -> AsyncConnection:
         self = cls()
-        self.timeout = timeout
+        address, ssl_context = settings.address, settings.ssl_context
+        self.timeout = timeout = settings.timeout
         try:
-            async with asyncio.timeout(connect_timeout):
+            async with asyncio.timeout(settings.connect_timeout):
                 self.reader, self.writer = await asyncio.open_connection(
                     address.host, address.port, ssl=ssl_context, limit=STREAM_LIMIT,
                     server_hostname=address.host if ssl_context is not None else None)
@@ -56,7 +54,7 @@ class AsyncConnection:
                 if not isinstance(greeting, str):
                     raise FaktoryError(f"unexpected greeting {greeting!r}")
                 self.writer.write(hello(greeting, password=address.password,
-                                        username=address.username, **hello_fields))
+                                        username=address.username, **settings.hello_fields))
                 try:
                     ok = await self.read_reply()
                 except ServerError as exc:
@@ -105,25 +103,18 @@ class AsyncClient:
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
                  connect_timeout: float = 5.0, wid: str | None = None,
                  labels: list[str] | None = None, hostname: str | None = None) -> None:
-        address = parse_url(url)
-        if password is not None:
-            address = ServerAddress(address.host, address.port, address.tls, password,
-                                    address.username)
-        self.address = address
-        self.ssl_context = tls_context(address, ssl_context)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.settings = Settings.make(url, password=password, ssl_context=ssl_context,
+                                      timeout=timeout, connect_timeout=connect_timeout, wid=wid,
+                                      labels=labels, hostname=hostname)
+        self.address = self.settings.address
         self.wid = wid
-        self._hello = {"wid": wid, "labels": labels, "hostname": hostname}
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
 
     async def connect(self) -> AsyncClient:
         """Open the connection now (otherwise the first command does)."""
         if self._conn is None:
-            self._conn = await AsyncConnection.open(
-                self.address, timeout=self.timeout, connect_timeout=self.connect_timeout,
-                ssl_context=self.ssl_context, hello_fields=self._hello)
+            self._conn = await AsyncConnection.open(self.settings)
         return self
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import select
 import socket
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,11 +32,29 @@ T = TypeVar("T")
 CLOSING_ERRORS = ("shutdown in progress", "too many connections")
 
 
-def tls_context(address: ServerAddress, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
-    """The TLS context for ``address``: the one given, else the system's defaults (verifying)."""
-    if ssl_context is not None:
-        return ssl_context
-    return ssl.create_default_context() if address.tls else None
+@dataclass(frozen=True)
+class Settings:
+    """What a connection needs, shared by the sync and asyncio clients."""
+
+    address: ServerAddress
+    ssl_context: ssl.SSLContext | None
+    timeout: float
+    connect_timeout: float
+    hello_fields: dict[str, Any]
+
+    @classmethod
+    def make(cls, url: str | None, *, password: str | None, ssl_context: ssl.SSLContext | None,
+             timeout: float, connect_timeout: float, wid: str | None, labels: list[str] | None,
+             hostname: str | None) -> Settings:
+        """``url`` parsed (the environment's if None), ``password`` overriding its password;
+        for ``tcp+tls`` without ``ssl_context``, the system's defaults (verifying)."""
+        address = parse_url(url)
+        if password is not None:
+            address = replace(address, password=password)
+        if ssl_context is None and address.tls:
+            ssl_context = ssl.create_default_context()
+        return cls(address, ssl_context if address.tls else None, timeout, connect_timeout,
+                   {"wid": wid, "labels": labels, "hostname": hostname})
 
 
 class Broken(Exception):
@@ -45,24 +64,25 @@ class Broken(Exception):
 class Connection:
     """One handshaken socket. Errors leave it unusable; :class:`Client` replaces it."""
 
-    def __init__(self, address: ServerAddress, *, timeout: float, connect_timeout: float,
-                 ssl_context: ssl.SSLContext | None, hello_fields: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings) -> None:
+        address, ssl_context = settings.address, settings.ssl_context
         try:
-            sock = socket.create_connection((address.host, address.port), timeout=connect_timeout)
+            sock = socket.create_connection((address.host, address.port),
+                                            timeout=settings.connect_timeout)
         except OSError as exc:
             raise FaktoryConnectionError(f"cannot connect to {address.url}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if ssl_context is not None:
                 sock = ssl_context.wrap_socket(sock, server_hostname=address.host)
-            sock.settimeout(timeout)
+            sock.settimeout(settings.timeout)
             self.sock = sock
             self.reader = sock.makefile("rb")
             greeting = self.read_reply()
             if not isinstance(greeting, str):
                 raise FaktoryError(f"unexpected greeting {greeting!r}")
             sock.sendall(hello(greeting, password=address.password, username=address.username,
-                               **hello_fields))
+                               **settings.hello_fields))
             try:
                 ok = self.read_reply()
             except ServerError as exc:
@@ -133,16 +153,11 @@ class Client:
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
                  connect_timeout: float = 5.0, wid: str | None = None,
                  labels: list[str] | None = None, hostname: str | None = None) -> None:
-        address = parse_url(url)
-        if password is not None:
-            address = ServerAddress(address.host, address.port, address.tls, password,
-                                    address.username)
-        self.address = address
-        self.ssl_context = tls_context(address, ssl_context)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.settings = Settings.make(url, password=password, ssl_context=ssl_context,
+                                      timeout=timeout, connect_timeout=connect_timeout, wid=wid,
+                                      labels=labels, hostname=hostname)
+        self.address = self.settings.address
         self.wid = wid
-        self._hello = {"wid": wid, "labels": labels, "hostname": hostname}
         self._conn: Connection | None = None
 
     # -- connection --
@@ -150,9 +165,7 @@ class Client:
     def connect(self) -> Client:
         """Open the connection now (otherwise the first command does)."""
         if self._conn is None:
-            self._conn = Connection(self.address, timeout=self.timeout,
-                                    connect_timeout=self.connect_timeout,
-                                    ssl_context=self.ssl_context, hello_fields=self._hello)
+            self._conn = Connection(self.settings)
         return self
 
     def close(self) -> None:

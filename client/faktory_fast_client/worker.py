@@ -247,12 +247,11 @@ class Worker:
         try:
             while self.state == "running":
                 self.fetching += 1
+                failed: FaktoryError | None = None
                 try:
                     job = await client.fetch(*self._queue_list())
                 except FaktoryError as exc:
                     job, failed = None, exc
-                else:
-                    failed = None
                 finally:
                     self.fetching -= 1
                     if self.fetching == 0 and self.state != "running":

@@ -30,13 +30,6 @@ needs_node = pytest.mark.skipif(_node_ready() is not None, reason=str(_node_read
 
 
 @pytest.fixture
-def fc(srv: FaktoryServer) -> Iterator[Client]:
-    c = Client(srv.url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def our_worker(srv: FaktoryServer) -> Iterator[tuple[Worker, queue_mod.Queue[Any]]]:
     """The package's Worker on queue "interop": PkOk records the job, PkFail raises."""
     w = Worker(srv.url, queues=["interop"], concurrency=2, beat_interval=0.5)

@@ -26,13 +26,6 @@ from tests.support import FaktoryServer, wait_for
 
 
 @pytest.fixture
-def fc(srv: FaktoryServer) -> Iterator[Client]:
-    c = Client(srv.url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def worker(srv: FaktoryServer) -> Iterator[tuple[Worker, queue_mod.Queue[tuple[Any, ...]]]]:
     """A worker on queues bq (the batches' jobs) and cb (their callbacks) reporting every job
     it runs as (jobtype, args, bid, callback bid); the test starts and stops it."""

@@ -48,13 +48,6 @@ class Running:
 
 
 @pytest.fixture
-def fc(srv: FaktoryServer) -> Iterator[Client]:
-    c = Client(srv.url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def running(srv: FaktoryServer) -> Iterator[list[Running]]:
     started: list[Running] = []
     yield started
