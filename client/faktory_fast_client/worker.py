@@ -48,6 +48,7 @@ _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("faktory_job"
 
 BACKTRACE_LINES = 30  # sent with a FAIL unless the job's ``backtrace`` asks for another number
 REPORT_FOR = 30.0  # seconds a slot keeps trying to ACK/FAIL through a broken connection (as Go)
+FETCH_GRACE = 5.0  # seconds a FETCH under way at the shutdown deadline gets (the server waits 2)
 
 
 def current_job() -> Job:
@@ -59,12 +60,21 @@ class NoHandlerError(FaktoryError):
     """A fetched job's type has no registered handler (the job is FAILed with this)."""
 
 
+class ShutdownError(FaktoryError):
+    """A job fetched after the shutdown deadline is FAILed unrun with this (errtype Shutdown)."""
+
+    errtype = "Shutdown"
+
+
 def error_fields(exc: BaseException, lines: int = BACKTRACE_LINES) -> tuple[str, str, list[str]]:
-    """FAIL's errtype (the exception's class name), message and backtrace (innermost frame
-    first, at most ``lines``)."""
+    """FAIL's errtype (the exception's ``errtype`` attribute if it has a string one, else its
+    class name), message and backtrace (innermost frame first, at most ``lines``)."""
     frames = traceback.extract_tb(exc.__traceback__)
     backtrace = [f"{f.filename}:{f.lineno}:in `{f.name}'" for f in reversed(frames)][:lines]
-    return type(exc).__name__, str(exc) or type(exc).__name__, backtrace
+    errtype = getattr(exc, "errtype", None)
+    if not isinstance(errtype, str) or not errtype:
+        errtype = type(exc).__name__
+    return errtype, str(exc) or type(exc).__name__, backtrace
 
 
 def rss_kb() -> int | None:
@@ -120,7 +130,9 @@ class Worker:
         self.ready = threading.Event()  # set once registered with the server and fetching
         self._loop: asyncio.AbstractEventLoop | None = None
         self._terminated: asyncio.Event | None = None
-        self._in_hand: dict[str, Job] = {}
+        self._wake_beat: asyncio.Event | None = None
+        self._slot_jobs: dict[asyncio.Task[Any], str] = {}  # slot -> the jid it runs
+        self._past_deadline = False
         self.fetching = 0  # FETCH commands under way (none after quiet once this is 0)
         self._abandoned: set[str] = set()
 
@@ -172,13 +184,21 @@ class Worker:
         if self.state == "running":
             log.info("worker %s quiet: no more fetching", self.wid)
             self.state = "quiet"
+            self._beat_now()
 
     def _terminate(self) -> None:
         if self.state != "terminate":
             log.info("worker %s terminating", self.wid)
             self.state = "terminate"
+            self._beat_now()
         if self._terminated is not None:
             self._terminated.set()
+
+    def _beat_now(self) -> None:
+        # Tell the server at once (its Busy page, and its FETCH answers nothing to a quiet
+        # worker), not at the next heartbeat.
+        if self._wake_beat is not None:
+            self._wake_beat.set()
 
     # -- running --
 
@@ -193,6 +213,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._terminated = asyncio.Event()
+        self._wake_beat = asyncio.Event()
         if self.state == "terminate":
             return
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="faktory-job")
@@ -223,17 +244,27 @@ class Worker:
         _, running = await asyncio.wait(slots, timeout=self.shutdown_timeout)
         if not running:
             return
+        self._past_deadline = True
         # Jobs still running: FAIL them so the server retries them, then stop their slots.
         # A thread running a plain function cannot be stopped; its result is ignored.
-        for jid in list(self._in_hand):
-            self._abandoned.add(jid)
-            try:
-                await control.fail(jid, "Shutdown", "worker terminated before the job finished")
-            except FaktoryError as exc:
-                log.warning("could not FAIL job %s at shutdown: %s", jid, exc)
-        for task in running:
+        holding = {task for task in running if task in self._slot_jobs}
+        for task in holding:
+            await self._fail_unfinished(control, self._slot_jobs[task])
+            task.cancel()
+        # The other slots are in a FETCH: cancelling one could lose the job its reply brings
+        # (reserved until it expires), so they get the server's 2 s wait and a margin; a job
+        # they bring now is FAILed unrun (_perform).
+        _, stuck = await asyncio.wait(running, timeout=FETCH_GRACE)
+        for task in stuck:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+
+    async def _fail_unfinished(self, control: AsyncClient, jid: str) -> None:
+        self._abandoned.add(jid)
+        try:
+            await control.fail(jid, "Shutdown", "worker terminated before the job finished")
+        except FaktoryError as exc:
+            log.warning("could not FAIL job %s at shutdown: %s", jid, exc)
 
     def _queue_list(self) -> list[str]:
         if not self._weighted:
@@ -277,7 +308,12 @@ class Worker:
             pass
 
     async def _perform(self, client: AsyncClient, executor: ThreadPoolExecutor, job: Job) -> None:
-        self._in_hand[job.jid] = job
+        if self._past_deadline:  # fetched after the shutdown timeout: not run, retried later
+            await self._report(client, job, ShutdownError("worker terminated before the job ran"))
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._slot_jobs[task] = job.jid
         try:
             error: BaseException | None = None
             handler = self._handlers.get(job.jobtype)
@@ -293,7 +329,7 @@ class Worker:
             if job.jid not in self._abandoned:
                 await self._report(client, job, error)
         finally:
-            self._in_hand.pop(job.jid, None)
+            self._slot_jobs.pop(task, None)
             self._abandoned.discard(job.jid)
 
     async def _dispatch(self, executor: ThreadPoolExecutor, job: Job, handler: Handler) -> None:
@@ -340,8 +376,14 @@ class Worker:
                 pause = min(pause * 2, 5.0)
 
     async def _heartbeat(self, control: AsyncClient) -> None:
+        assert self._wake_beat is not None
         while True:
-            await asyncio.sleep(self.beat_interval)
+            try:
+                async with asyncio.timeout(self.beat_interval):
+                    await self._wake_beat.wait()
+            except TimeoutError:
+                pass
+            self._wake_beat.clear()
             try:
                 state = await control.beat(
                     self.state if self.state != "running" else None, rss_kb())

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from faktory_fast.storage import keys
 from faktory_fast_client import Client, Job, Worker, current_job
 from faktory_fast_client.cli import parse_queues
 from tests.integration.test_client import queue_size, zset_jobs
@@ -181,6 +182,27 @@ def test_quiet_then_terminate_from_the_server(srv: FaktoryServer, fc: Client,
     signal_worker(srv, w.wid, "terminate")
     r.thread.join(10)
     assert not r.thread.is_alive() and w.state == "terminate"
+    wait_for(lambda: not worker_registered(srv, w.wid))
+
+
+def test_local_quiet_and_terminate_reach_the_server_at_once(srv: FaktoryServer,
+                                                            running: list[Running]) -> None:
+    w = Worker(srv.url, queues=["lq"], beat_interval=60)  # no heartbeat due in this test
+    r = start(running, w)
+
+    def server_state() -> str | None:
+        red = srv.redis()
+        try:
+            state = red.hget(keys.worker(w.wid), "state")
+        finally:
+            red.close()
+        return state.decode() if state else None
+
+    w.quiet()
+    wait_for(lambda: server_state() == "quiet", timeout=5)
+    w.terminate()
+    r.thread.join(10)
+    assert not r.thread.is_alive()
     wait_for(lambda: not worker_registered(srv, w.wid))
 
 
