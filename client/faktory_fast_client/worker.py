@@ -12,7 +12,8 @@ the jobs in hand, FAIL those still running (errtype ``Shutdown``) so they are re
 
 Middleware wraps every job: ``async def mw(job, call_next): ...; await call_next()``, first
 registered outermost (logging, tracing, metrics). Inside a handler (or middleware),
-:func:`current_job` is the job being run.
+:func:`current_job` is the job being run; ``worker.pool`` (threads) and ``worker.async_pool``
+(the loop) lend clients to push jobs, report progress (TRACK SET) or add to the job's batch.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .aio import AsyncClient
+from .pool import AsyncPool, Pool
 from .errors import FaktoryError, ServerError
 from .job import Job
 
@@ -124,6 +126,12 @@ class Worker:
             "url": url, "password": password, "ssl_context": ssl_context, "wid": self.wid,
             "labels": labels if labels is not None else ["python"], "hostname": hostname,
             "timeout": timeout}
+        producer_args = {k: v for k, v in self._client_args.items() if k != "wid"}
+        #: For plain-function handlers (threads): clients to push, track, open the job's batch.
+        self.pool = Pool(size=concurrency, **producer_args)
+        #: For ``async def`` handlers: the same on the worker's loop (None until it runs).
+        self.async_pool: AsyncPool | None = None
+        self._producer_args = producer_args
         self._handlers: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []
         self.state = "running"  # -> "quiet" -> "terminate"
@@ -217,6 +225,7 @@ class Worker:
         if self.state == "terminate":
             return
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="faktory-job")
+        self.async_pool = AsyncPool(size=self.concurrency, **self._producer_args)
         control = AsyncClient(**self._client_args)  # BEAT, and FAILs at shutdown
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP) if install_signals else ()
         try:
@@ -237,6 +246,8 @@ class Worker:
                 loop.remove_signal_handler(sig)
             executor.shutdown(wait=False, cancel_futures=True)
             await control.close()
+            await self.async_pool.close()
+            self.pool.close()
             self.ready.clear()
             log.info("worker %s stopped", self.wid)
 

@@ -109,6 +109,32 @@ def test_reopen_and_nested_children(fc: Client, worker: Any) -> None:
         fc.batch_status("b-no-such-batch")
 
 
+def test_a_job_adds_to_its_own_batch(fc: Client, worker: Any) -> None:
+    """As Go's helper.Batch: a member job (async, through worker.async_pool) opens its batch
+    and pushes one more member; the callback waits for that one too."""
+    w, ran = worker
+
+    @w.register("Grow")
+    async def grow(n: int) -> None:
+        assert w.async_pool is not None
+        async with w.async_pool.connection() as c:
+            batch = await c.batch_open(current_job().bid or "")
+            await batch.push(Job("Member", [n + 1], queue="bq"))
+            await batch.commit()
+
+    batch = fc.new_batch(success=Job("Success", queue="cb"))
+    with batch.jobs():
+        batch.push(Job("Grow", [1], queue="bq"))
+    r = Running(w)
+    try:
+        done = drain(ran, 2)
+    finally:
+        r.stop()
+    assert [d[0] for d in done] == ["Member", "Success"] and done[0][1] == [2]
+    status = fc.batch_status(batch.bid)
+    assert (status.total, status.success_st) == (2, "2")
+
+
 def test_async_batch(srv: FaktoryServer, fc: Client) -> None:
     async def main() -> str:
         async with AsyncClient(srv.url) as c:
@@ -137,7 +163,7 @@ def test_tracking_from_a_running_job(srv: FaktoryServer, fc: Client) -> None:
 
     @w.register("Tracked")
     def tracked() -> None:
-        with Client(srv.url) as c:
+        with w.pool.connection() as c:  # the worker's pool, for handlers on threads
             c.track_set(current_job().jid, 40, "two of five", reserve_until=until)
         progressed.set()
         release.wait(10)
