@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .aio import AsyncClient
-from .pool import AsyncPool, Pool
 from .errors import FaktoryError, ServerError
 from .job import Job
+from .pool import AsyncPool, Pool
 
 log = logging.getLogger("faktory_fast_client.worker")
 
@@ -126,12 +126,11 @@ class Worker:
             "url": url, "password": password, "ssl_context": ssl_context, "wid": self.wid,
             "labels": labels if labels is not None else ["python"], "hostname": hostname,
             "timeout": timeout}
-        producer_args = {k: v for k, v in self._client_args.items() if k != "wid"}
-        #: For plain-function handlers (threads): clients to push, track, open the job's batch.
-        self.pool = Pool(size=concurrency, **producer_args)
-        #: For ``async def`` handlers: the same on the worker's loop (None until it runs).
+        self._producer_args = {k: v for k, v in self._client_args.items() if k != "wid"}
+        self._pool: Pool | None = None
+        #: For ``async def`` handlers: clients on the worker's loop (None until it runs) to
+        #: push, track progress, open the job's batch.
         self.async_pool: AsyncPool | None = None
-        self._producer_args = producer_args
         self._handlers: dict[str, Handler] = {}
         self._middleware: list[Middleware] = []
         self.state = "running"  # -> "quiet" -> "terminate"
@@ -143,6 +142,14 @@ class Worker:
         self._past_deadline = False
         self.fetching = 0  # FETCH commands under way (none after quiet once this is 0)
         self._abandoned: set[str] = set()
+
+    @property
+    def pool(self) -> Pool:
+        """For plain-function handlers (threads): clients to push, track progress, open the
+        job's batch (made on first use, ``concurrency`` clients at most)."""
+        if self._pool is None:
+            self._pool = Pool(size=self.concurrency, **self._producer_args)
+        return self._pool
 
     # -- set-up --
 
@@ -247,7 +254,9 @@ class Worker:
             executor.shutdown(wait=False, cancel_futures=True)
             await control.close()
             await self.async_pool.close()
-            self.pool.close()
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
             self.ready.clear()
             log.info("worker %s stopped", self.wid)
 
