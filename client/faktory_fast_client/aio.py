@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -138,13 +138,16 @@ class AsyncClient:
         if conn is not None:
             conn.close()
 
-    async def _attempt(self, line: bytes) -> str | int | None:
+    async def _ready(self) -> AsyncConnection:
         if self._conn is not None and self._conn.closed_by_peer():
             self._drop()
         if self._conn is None:
             await self.connect()  # FaktoryConnectionError here: nothing was written
-        conn = self._conn
-        assert conn is not None
+        assert self._conn is not None
+        return self._conn
+
+    async def _attempt(self, line: bytes) -> str | int | None:
+        conn = await self._ready()
         try:
             return await conn.call(line)
         except ServerError as exc:
@@ -173,6 +176,31 @@ class AsyncClient:
                     raise UnansweredError(f"no reply from {self.address.url} to "
                                           f"{command.line[:40]!r}, twice: {again}") from again
         return command.decode(reply)
+
+    async def run_pipelined(self, commands: Sequence[cmds.Command[Any]]) -> list[Any]:
+        """Write ``commands`` at once and read their replies in order: one round trip for all.
+        Each result is the command's, or the ServerError it was answered with (the others still
+        ran). A broken connection raises UnansweredError: any of them may have been applied,
+        and none is resent."""
+        async with self._lock:
+            conn = await self._ready()
+            results: list[Any] = []
+            try:
+                conn.writer.write(b"".join(c.line for c in commands))
+                async with asyncio.timeout(conn.timeout):
+                    for command in commands:
+                        try:
+                            results.append(command.decode(await conn.read_reply()))
+                        except ServerError as exc:
+                            results.append(exc)
+            except (OSError, ValueError, FaktoryError, asyncio.IncompleteReadError) as exc:
+                self._drop()
+                raise UnansweredError(f"no reply from {self.address.url} to "
+                                      f"{len(commands)} commands: {exc}") from exc
+            except BaseException:
+                self._drop()
+                raise
+        return results
 
     async def push(self, job: Job | dict[str, Any]) -> str:
         """PUSH (see Client.push): its jid; UnansweredError: may or may not have landed."""

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from . import commands as cmds
 from .aio import AsyncClient
 from .errors import FaktoryError, ServerError
 from .job import Job
@@ -295,26 +296,45 @@ class Worker:
     async def _slot(self, executor: ThreadPoolExecutor) -> None:
         client = AsyncClient(**self._client_args)
         backoff = 0.5
+        # The last job's ACK or FAIL goes out with the next FETCH: one round trip for both.
+        report: tuple[cmds.Command[None], str] | None = None
         try:
             while self.state == "running":
                 self.fetching += 1
                 failed: FaktoryError | None = None
+                job: Job | None = None
                 try:
-                    job = await client.fetch(*self._queue_list())
+                    fetch = cmds.fetch(self._queue_list())
+                    if report is None:
+                        job = await client.run(fetch)
+                    else:
+                        reported, fetched = await client.run_pipelined([report[0], fetch])
+                        if isinstance(reported, ServerError):
+                            log.warning("server refused the result of job %s: %s", report[1],
+                                        reported)
+                        report = None
+                        if isinstance(fetched, ServerError):
+                            raise fetched
+                        job = fetched
                 except FaktoryError as exc:
-                    job, failed = None, exc
+                    failed = exc
                 finally:
                     self.fetching -= 1
                     if self.fetching == 0 and self.state != "running":
                         log.info("worker %s: no FETCH under way any more", self.wid)
                 if failed is not None:
+                    if report is not None:  # it may not have landed: again, on its own
+                        await self._report(client, *report)
+                        report = None
                     log.warning("fetch failed: %s", failed)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 0.5
                 if job is not None:
-                    await self._perform(client, executor, job)
+                    report = await self._perform(executor, job)
+            if report is not None:
+                await self._report(client, *report)
         finally:
             await client.close()
 
@@ -327,10 +347,11 @@ class Worker:
         except TimeoutError:
             pass
 
-    async def _perform(self, client: AsyncClient, executor: ThreadPoolExecutor, job: Job) -> None:
+    async def _perform(self, executor: ThreadPoolExecutor,
+                       job: Job) -> tuple[cmds.Command[None], str] | None:
+        """Run ``job``; the ACK or FAIL to send (None if the shutdown FAILed it already)."""
         if self._past_deadline:  # fetched after the shutdown timeout: not run, retried later
-            await self._report(client, job, ShutdownError("worker terminated before the job ran"))
-            return
+            return self._result(job, ShutdownError("worker terminated before the job ran"))
         task = asyncio.current_task()
         assert task is not None
         self._slot_jobs[task] = job.jid
@@ -346,11 +367,19 @@ class Worker:
                     error = exc
                     log.info("job %s %s failed: %s: %s", job.jobtype, job.jid,
                              type(exc).__name__, exc)
-            if job.jid not in self._abandoned:
-                await self._report(client, job, error)
+            if job.jid in self._abandoned:
+                return None
+            return self._result(job, error)
         finally:
             self._slot_jobs.pop(task, None)
             self._abandoned.discard(job.jid)
+
+    @staticmethod
+    def _result(job: Job, error: BaseException | None) -> tuple[cmds.Command[None], str]:
+        if error is None:
+            return cmds.ack(job.jid), job.jid
+        errtype, message, backtrace = error_fields(error, job.backtrace or BACKTRACE_LINES)
+        return cmds.fail(job.jid, errtype, message, backtrace), job.jid
 
     async def _dispatch(self, executor: ThreadPoolExecutor, job: Job, handler: Handler) -> None:
         loop = asyncio.get_running_loop()
@@ -373,24 +402,21 @@ class Worker:
         finally:
             _current_job.reset(token)
 
-    async def _report(self, client: AsyncClient, job: Job, error: BaseException | None) -> None:
-        """ACK or FAIL, retried through connection errors for up to REPORT_FOR seconds."""
+    async def _report(self, client: AsyncClient, command: cmds.Command[None], jid: str) -> None:
+        """Send an ACK or FAIL alone, retried through connection errors for up to REPORT_FOR
+        seconds (an ACK twice is harmless; a FAIL that landed makes the next one refused)."""
         deadline = time.monotonic() + REPORT_FOR
         pause = 0.2
         while True:
             try:
-                if error is None:
-                    await client.ack(job.jid)
-                else:
-                    errtype, message, backtrace = error_fields(error, job.backtrace or BACKTRACE_LINES)
-                    await client.fail(job.jid, errtype, message, backtrace)
+                await client.run(command)
                 return
             except ServerError as exc:  # e.g. the reservation expired meanwhile: nothing to do
-                log.warning("server refused the result of job %s: %s", job.jid, exc)
+                log.warning("server refused the result of job %s: %s", jid, exc)
                 return
             except FaktoryError as exc:
                 if time.monotonic() + pause > deadline or self.state == "terminate":
-                    log.error("could not report job %s: %s", job.jid, exc)
+                    log.error("could not report job %s: %s", jid, exc)
                     return
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)

@@ -28,6 +28,7 @@ from faktory_fast_client import (
     ServerError,
     UnansweredError,
 )
+from faktory_fast_client import commands as cmds
 from tests.support import FaktoryServer, wait_for
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +255,20 @@ def test_async_client_shared_by_tasks_takes_turns(srv: FaktoryServer) -> None:
             assert len(set(jids)) == 50
             assert (await c.info())["faktory"]["queues"]["tq"] == 50
     asyncio.run(main())
+
+
+def test_async_pipelined_commands(srv: FaktoryServer, fc: Client) -> None:
+    """run_pipelined: one write, the replies in order, an error in place of its result."""
+    good, bad = Job("Pipe", [1], queue="pipeq"), Job("Pipe", queue="bad queue")
+
+    async def main() -> list[Any]:
+        async with AsyncClient(srv.url) as c:
+            return await c.run_pipelined([cmds.push(good), cmds.push(bad), cmds.info(),
+                                          cmds.fetch(["pipeq"])])
+    pushed, refused, info, fetched = asyncio.run(main())
+    assert pushed is None and isinstance(refused, ServerError) and "queue names" in str(refused)
+    assert info["faktory"]["queues"]["pipeq"] == 1
+    assert fetched.jid == good.jid and fc.info()["faktory"]["sets"]["working"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
