@@ -67,9 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.shutdown_timeout is not None:
         worker.shutdown_timeout = args.shutdown_timeout
     worker.run()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if threading.active_count() > 1:
+    for thread in threading.enumerate():  # idle job threads leave at once
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(0.5)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.current_thread()):
         # A plain-function job abandoned at shutdown still runs in its thread: exit anyway.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(0)
     return 0
