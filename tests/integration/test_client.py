@@ -141,6 +141,16 @@ def test_push_fetch_ack_round_trip(fc: Client) -> None:
     assert fc.fetch("cq") is None  # after the server's 2 s wait
 
 
+def test_priority_orders_a_queue_on_faktory_fast(fc: Client) -> None:
+    """faktory_fast's extension: a higher priority is fetched first (Faktory 1.x ignores it)."""
+    low, high = Job("Pri", [1], queue="pri", priority=2), Job("Pri", [9], queue="pri", priority=9)
+    fc.push(low)
+    fc.push(high)
+    first = fc.fetch("pri")
+    assert first is not None and (first.jid, first.priority) == (high.jid, 9)
+    assert fc.fetch("pri").jid == low.jid  # type: ignore[union-attr]
+
+
 def test_push_dict_default_retry_and_refusals(fc: Client) -> None:
     fc.push({"jid": "dict-job-1", "jobtype": "D", "args": []})
     got = fc.fetch("default")

@@ -315,6 +315,21 @@ def test_cli_worker_signals(srv: FaktoryServer, fc: Client, cli_workers: list[Cl
     assert info["total_processed"] == 2 and info["sets"]["working"] == 0
 
 
+def test_cli_terminate_fails_a_stuck_thread_job_and_exits(srv: FaktoryServer, fc: Client,
+                                                          cli_workers: list[CliWorker]) -> None:
+    w = CliWorker(srv, "-q", "cli", "-t", "0.5")
+    cli_workers.append(w)
+    w.expect("ready")
+    job = Job("CliHang", queue="cli")  # a plain function sleeping an hour
+    fc.push(job)
+    w.expect('"CliHang"')
+    w.proc.send_signal(signal.SIGINT)
+    assert w.proc.wait(15) == 0  # the thread still sleeps: the CLI exits anyway
+    failure = zset_jobs(srv, "retries")[job.jid]["failure"]
+    assert (failure["errtype"], failure["message"]) == \
+        ("Shutdown", "worker terminated before the job finished")
+
+
 def test_killed_worker_job_returns_after_its_reservation(srv: FaktoryServer, fc: Client,
                                                           cli_workers: list[CliWorker]) -> None:
     w = CliWorker(srv, "-q", "cli")
