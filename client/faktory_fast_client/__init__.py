@@ -16,6 +16,7 @@ from .errors import (
     BatchError,
     FaktoryConnectionError,
     FaktoryError,
+    NotUniqueError,
     ServerError,
     UnansweredError,
 )
@@ -30,6 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncBatch", "AsyncClient", "AsyncPool", "AuthenticationError", "Batch", "BatchError",
     "BatchStatus", "Client", "FaktoryConnectionError", "FaktoryError", "Job", "JobTrack",
-    "NoHandlerError", "Pool", "ServerAddress", "ServerError", "UnansweredError", "Worker",
+    "NoHandlerError", "NotUniqueError", "Pool", "ServerAddress", "ServerError", "UnansweredError", "Worker",
     "current_job", "parse_url", "random_jid",
 ]

@@ -18,6 +18,18 @@ class ServerError(FaktoryError):
         self.code = code
         self.message = message
 
+    @staticmethod
+    def from_line(line: str) -> ServerError:
+        """The error for a ``-`` line (the text after the dash): :class:`NotUniqueError` for
+        ``NOTUNIQUE``, else ServerError."""
+        if line.startswith("NOTUNIQUE"):
+            return NotUniqueError(line)
+        return ServerError(line)
+
+
+class NotUniqueError(ServerError):
+    """PUSH of a unique job (``unique_for``) while an equal one holds the lock: not pushed."""
+
 
 class AuthenticationError(FaktoryError):
     """The handshake failed: a wrong or missing password (or the server closed the connection)."""

@@ -54,7 +54,7 @@ def parse_line(line: bytes) -> str | int | Bulk | None:
         n = int(rest)
         return None if n < 0 else Bulk(n)
     if kind == b"-":
-        raise ServerError(rest.decode(errors="replace"))
+        raise ServerError.from_line(rest.decode(errors="replace"))
     if kind == b":":
         return int(rest)
     raise FaktoryError(f"unexpected reply from the server: {line[:80]!r}")

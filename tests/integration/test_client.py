@@ -24,6 +24,7 @@ from faktory_fast_client import (
     Client,
     FaktoryConnectionError,
     Job,
+    NotUniqueError,
     Pool,
     ServerError,
     UnansweredError,
@@ -195,9 +196,9 @@ def test_enterprise_job_options_are_custom_keys(fc: Client) -> None:
     assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
     dup = Job("Uniq", [1], queue="uq").unique_for(60)
     fc.push(dup)
-    with pytest.raises(ServerError) as err:
+    with pytest.raises(NotUniqueError) as err:
         fc.push(Job("Uniq", [1], queue="uq").unique_for(60))
-    assert err.value.code == "NOTUNIQUE"
+    assert err.value.code == "NOTUNIQUE" and isinstance(err.value, ServerError)
     fc.push(Job("Gone", queue="eq").expires_at(datetime.now(UTC) - timedelta(seconds=1)))
     assert fc.fetch("eq") is None  # expired: discarded at FETCH
 
