@@ -9,6 +9,7 @@ running one job, reporting it, fetching again.
 Quiet (SIGTSTP, or the server's BEAT reply): stop fetching, finish the jobs in hand.
 Terminate (SIGTERM/SIGINT, or the server): stop fetching, wait up to ``shutdown_timeout`` s for
 the jobs in hand, FAIL those still running (errtype ``Shutdown``) so they are retried, return.
+SIGTTIN prints every thread's stack and every task to stderr.
 
 Middleware wraps every job: ``async def mw(job, call_next): ...; await call_next()``, first
 registered outermost (logging, tracing, metrics). Inside a handler (or middleware),
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import faulthandler
 import functools
 import inspect
 import logging
@@ -27,6 +29,7 @@ import random
 import secrets
 import signal
 import ssl
+import sys
 import threading
 import time
 import traceback
@@ -210,6 +213,14 @@ class Worker:
         if self._terminated is not None:
             self._terminated.set()
 
+    def _dump(self) -> None:
+        """SIGTTIN, as faktory_worker_go: every thread's stack and every task, to stderr."""
+        sys.stderr.flush()
+        faulthandler.dump_traceback(all_threads=True)  # written to the file descriptor
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=20, file=sys.stderr)
+        sys.stderr.flush()
+
     def _beat_now(self) -> None:
         # Tell the server at once (its Busy page, and its FETCH answers nothing to a quiet
         # worker), not at the next heartbeat.
@@ -235,11 +246,13 @@ class Worker:
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="faktory-job")
         self.async_pool = AsyncPool(size=self.concurrency, **self._producer_args)
         control = AsyncClient(**self._client_args)  # BEAT, and FAILs at shutdown
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP) if install_signals else ()
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP, signal.SIGTTIN) \
+            if install_signals else ()
+        handlers = {signal.SIGTSTP: self._quiet, signal.SIGTTIN: self._dump}
         try:
             await control.connect()  # registers this worker's wid with the server
             for sig in signals:
-                loop.add_signal_handler(sig, self._quiet if sig == signal.SIGTSTP else self._terminate)
+                loop.add_signal_handler(sig, handlers.get(sig, self._terminate))
             slots = [asyncio.create_task(self._slot(executor), name=f"faktory-slot-{i}")
                      for i in range(self.concurrency)]
             beat = asyncio.create_task(self._heartbeat(control), name="faktory-beat")

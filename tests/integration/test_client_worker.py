@@ -299,6 +299,8 @@ def test_cli_worker_signals(srv: FaktoryServer, fc: Client, cli_workers: list[Cl
     slow = Job("CliSlowAsync", [3.5], queue="cli")  # outlasts the quiet slots' last FETCH
     fc.push(slow)
     w.expect('"CliSlowAsync"')
+    w.proc.send_signal(signal.SIGTTIN)
+    w.expect("faktory-slot-")  # a task dump names the slots
     w.proc.send_signal(signal.SIGTSTP)
     w.expect("quiet: no more fetching")
     w.expect("no FETCH under way")
