@@ -28,6 +28,7 @@ from faktory_fast_client import (
     Pool,
     ServerError,
     UnansweredError,
+    Worker,
 )
 from faktory_fast_client import commands as cmds
 from tests.support import FaktoryServer, wait_for
@@ -396,6 +397,30 @@ def test_tls_sync_and_async(tls_server: tuple[FaktoryServer, str]) -> None:
             await a.push(Job("Tls", [2], queue="tlsq"))
             return await a.info()
     assert asyncio.run(main())["faktory"]["queues"]["tlsq"] == 1
+
+
+def test_worker_over_tls_with_password(tls_server: tuple[FaktoryServer, str]) -> None:
+    server, cert = tls_server
+    url = f"tcp+tls://:tls-pw@localhost:{server.port}"
+    ctx = ssl.create_default_context(cafile=cert)
+    done = threading.Event()
+    w = Worker(url, ssl_context=ctx, queues=["tlsw"], concurrency=2, beat_interval=0.2)
+    w.register("TlsJob", lambda x: done.set() if x == "ok" else None)
+    with Client(url, ssl_context=ctx) as c:
+        c.push(Job("TlsJob", ["ok"], queue="tlsw"))
+        c.push(Job("TlsJob", ["ok"], queue="tlsw"))
+        t = threading.Thread(target=w.run)
+        t.start()
+        try:
+            assert done.wait(10)
+            wait_for(lambda: c.info()["faktory"]["sets"]["working"] == 0
+                     and c.info()["faktory"]["queues"]["tlsw"] == 0)
+            assert c.info()["faktory"]["sets"]["retries"] == 0  # ACKed, not FAILed
+            assert w.state == "running"  # its BEATs over TLS were answered
+        finally:
+            w.terminate()
+            t.join(15)
+        assert not t.is_alive()
 
 
 # ---------------------------------------------------------------------------------------------
