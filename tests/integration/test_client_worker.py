@@ -356,3 +356,28 @@ def test_killed_worker_job_returns_after_its_reservation(srv: FaktoryServer, fc:
     again = CliWorker(srv, "-q", "cli")
     cli_workers.append(again)
     assert json.loads(again.expect('"CliHang"', timeout=20))["jid"] == job.jid
+
+
+def test_worker_and_client_carry_on_across_a_server_restart(tmp_path: Any) -> None:
+    """The server stops and starts again on its port: the producer's idle connection is
+    replaced before its next push (nothing raised), and the worker's slots and heartbeat
+    reconnect (HELLO registers the wid again) and go on working."""
+    server = FaktoryServer(str(tmp_path), processes=1).start()
+    w = Worker(server.url, queues=["rq"], concurrency=2, beat_interval=0.2)
+    ran: queue_mod.Queue[int] = queue_mod.Queue()
+    w.register("R", ran.put)
+    producer = Client(server.url)
+    r = Running(w)
+    try:
+        producer.push(Job("R", [1], queue="rq"))
+        assert ran.get(timeout=10) == 1
+        assert server.stop() == 0
+        server.start()
+        producer.push(Job("R", [2], queue="rq"))  # the closed connection was replaced
+        assert ran.get(timeout=20) == 2
+        wait_for(lambda: worker_registered(server, w.wid), timeout=10)
+        assert w.state == "running"
+    finally:
+        producer.close()
+        r.stop()
+        server.stop()
