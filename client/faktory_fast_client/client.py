@@ -92,6 +92,8 @@ class Connection:
             if ok != "OK":
                 raise FaktoryError(f"unexpected HELLO reply {ok!r}")
         except BaseException as exc:
+            if hasattr(self, "reader"):
+                self.reader.close()  # the file holds the socket open too
             sock.close()
             if isinstance(exc, OSError) and not isinstance(exc, FaktoryError):
                 raise FaktoryConnectionError(f"handshake with {address.url} failed: {exc}") from exc
@@ -118,6 +120,10 @@ class Connection:
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
         try:
+            if hasattr(select, "poll"):  # select() cannot watch a descriptor above 1023
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                return bool(poller.poll(0))
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return True
