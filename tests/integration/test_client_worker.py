@@ -22,6 +22,7 @@ from faktory_fast_client import Client, Job, Worker, current_job
 from faktory_fast_client.cli import parse_queues
 from tests.integration.test_client import queue_size, zset_jobs
 from tests.integration.test_compat_python import make_due, signal_worker, worker_registered
+from tests.integration.test_deploy import WebSession, start_server
 from tests.support import ROOT, FaktoryServer, wait_for
 
 
@@ -380,4 +381,22 @@ def test_worker_and_client_carry_on_across_a_server_restart(tmp_path: Any) -> No
     finally:
         producer.close()
         r.stop()
+        server.stop()
+
+
+def test_quiet_and_terminate_from_the_web_ui(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The Busy page's Quiet and Terminate buttons (an HTTP POST to the real web UI) reach the
+    worker through its BEAT."""
+    server = start_server(tmp_path_factory, "client-web")  # password, web UI on
+    try:
+        w = Worker(server.url, queues=["webq"], concurrency=1, beat_interval=0.2)
+        r = Running(w)
+        web = WebSession(server)
+        web.signal(w.wid, "quiet")
+        wait_for(lambda: w.state == "quiet", timeout=5)
+        assert r.thread.is_alive()
+        web.signal(w.wid, "terminate")
+        r.thread.join(10)
+        assert not r.thread.is_alive() and w.state == "terminate" and r.error is None
+    finally:
         server.stop()
