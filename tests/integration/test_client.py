@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -475,6 +476,58 @@ def test_async_unanswered_push_and_retried_read(proxy: CuttingProxy, fc: Client)
         await c.close()
     asyncio.run(main())
     assert queue_size(fc, "auq") == 2
+
+
+class SilentServer:
+    """Greets, accepts any HELLO, then answers nothing (a server that hangs)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.sendall(b'+HI {"v":2}\r\n')
+            conn.recv(65536)  # HELLO
+            conn.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_a_reply_that_never_comes_times_out() -> None:
+    silent = SilentServer()
+    try:
+        c = Client(silent.url, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(UnansweredError):
+            c.push(Job("Hang"))
+        with pytest.raises(UnansweredError, match="twice"):
+            c.info()  # resent once on a new connection, unanswered again
+        c.close()
+
+        async def main() -> None:
+            a = AsyncClient(silent.url, timeout=0.3)
+            with pytest.raises(UnansweredError):
+                await a.push(Job("Hang"))
+            with pytest.raises(UnansweredError, match="twice"):
+                await a.info()
+            with pytest.raises(UnansweredError):
+                await a.run_pipelined([cmds.info(), cmds.info()])
+            await a.close()
+        asyncio.run(main())
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
 
 
 def test_nobody_listening_is_a_connection_error() -> None:
