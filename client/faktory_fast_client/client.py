@@ -215,6 +215,9 @@ class Client:
         except (OSError, ValueError, FaktoryError) as exc:  # a garbled reply loses the stream too
             self._drop()
             raise Broken(str(exc) or type(exc).__name__) from exc
+        except BaseException:  # e.g. KeyboardInterrupt mid-reply: the stream is out of step
+            self._drop()
+            raise
 
     def run(self, command: cmds.Command[T]) -> T:
         """Send one command and decode its reply, reconnecting as the class docstring says."""
