@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from faktory_fast.storage import keys
 
 if TYPE_CHECKING:
     from faktory_fast.storage.store import AsyncStore
@@ -183,9 +185,9 @@ class Row:
     def mean(self) -> float | None:
         return self.seconds / self.timed if self.timed else None
 
-    def percentile(self, p: float) -> float | None:
-        """The upper bound (seconds) of the bucket holding the ``p`` (0..1) percentile; the
-        last bound for the open bucket above it. None without timed executions."""
+    def percentile_bucket(self, p: float) -> int | None:
+        """The histogram bucket holding the ``p`` (0..1) percentile; None without timed
+        executions."""
         counts = self.histogram or []
         total = sum(counts)
         if not total:
@@ -194,8 +196,23 @@ class Row:
         for i, n in enumerate(counts):
             seen += n
             if seen >= rank and n:
-                return BUCKETS_MS[min(i, len(BUCKETS_MS) - 1)] / 1000
-        return BUCKETS_MS[-1] / 1000
+                return i
+        return len(counts) - 1
+
+    def percentile(self, p: float) -> float | None:
+        """The upper bound (seconds) of the bucket holding the ``p`` (0..1) percentile; the
+        last bound for the open bucket above it. None without timed executions."""
+        i = self.percentile_bucket(p)
+        return None if i is None else BUCKETS_MS[min(i, len(BUCKETS_MS) - 1)] / 1000
+
+    def add(self, other: Row) -> None:
+        """Count ``other``'s executions here too."""
+        self.executions += other.executions
+        self.failures += other.failures
+        self.seconds += other.seconds
+        mine = self.histogram = self.histogram or [0] * (len(BUCKETS_MS) + 1)
+        for i, n in enumerate(other.histogram or ()):
+            mine[i] += n
 
 
 def summarize(counts: Mapping[str, str]) -> dict[tuple[str, str], Row]:
@@ -212,6 +229,61 @@ def summarize(counts: Mapping[str, str]) -> dict[tuple[str, str], Row]:
         rows[(queue, jobtype)] = Row(queue, jobtype, c.executions, c.failures, c.us / 1e6,
                                      histogram)
     return rows
+
+
+def summed(buckets: Iterable[Mapping[str, str]]) -> dict[tuple[str, str], Row]:
+    """``summarize`` of several buckets added together."""
+    rows: dict[tuple[str, str], Row] = {}
+    for bucket in buckets:
+        for pair, row in summarize(bucket).items():
+            if pair in rows:
+                rows[pair].add(row)
+            else:
+                rows[pair] = row
+    return rows
+
+
+# -- the windows the web UI shows ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Period:
+    """A window of the last ``hours`` hours, drawn in slots of ``slot_minutes`` minutes."""
+
+    name: str
+    hours: int
+    slot_minutes: int
+
+    def total_keys(self, now: float) -> list[str]:
+        """The buckets that add up to the window's slots (``slots``): minute buckets up to
+        the first whole hour, then hour buckets (the current hour's holds its minutes so far),
+        so a window reads at most about 60 + ``hours`` small hashes."""
+        minute = int(now // 60)
+        first = self.first_minute(now)
+        whole = first + (-first % 60)  # the first whole hour's first minute
+        return ([keys.metrics_minute(m) for m in range(first, min(whole, minute + 1))]
+                + [keys.metrics_hour(h) for h in range(whole // 60, minute // 60 + 1)])
+
+    def first_minute(self, now: float) -> int:
+        """The unix minute the window starts at: its first slot's; the window is ``hours``
+        long up to the current slot's unfinished part."""
+        minute = int(now // 60)
+        width = self.slot_minutes
+        return minute - minute % width - (self.hours * 60 // width - 1) * width
+
+    def slots(self, now: float) -> list[tuple[int, list[str]]]:
+        """(start, unix seconds; its buckets' keys) of each slot, oldest first; the last slot
+        is the current one."""
+        minute = int(now // 60)
+        width = self.slot_minutes
+        starts = range(self.first_minute(now), minute + 1, width)
+        if width % 60 == 0:
+            return [(s * 60, [keys.metrics_hour(h) for h in range(s // 60, (s + width) // 60)])
+                    for s in starts]
+        return [(s * 60, [keys.metrics_minute(m) for m in range(s, s + width)]) for s in starts]
+
+
+PERIODS = (Period("1h", 1, 1), Period("8h", 8, 10), Period("24h", 24, 60),
+           Period("72h", 72, 60))
 
 
 def add(into: dict[str, str], counts: Mapping[str, str]) -> None:

@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None) -> falcon.App:
     app.add_route("/stats", resources.Stats(ui))
     app.add_route("/metrics", resources.Metrics(ui))
     app.add_route("/", resources.Dashboard(ui))
+    app.add_route("/job-metrics", resources.JobMetrics(ui))
+    app.add_route("/job-metrics/jobtype", resources.JobTypeMetrics(ui))
     app.add_route("/busy", resources.Busy(ui))
     app.add_route("/queues", resources.Queues(ui))
     app.add_route("/queues/{name}", resources.Queue(ui))

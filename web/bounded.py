@@ -46,6 +46,33 @@ def set_remove(store: SyncStore, zset: str, entries: Sequence[tuple[str, str]],
     return n
 
 
+def set_page(store: SyncStore, zset: str, offset: int,
+             count: int) -> tuple[int, list[tuple[bytes, str]]]:
+    """(size of ``zset``, [(member, score), ...]): ``count`` entries from ``offset`` on in score
+    order (fewer at the end), read about 256 KB a call."""
+    return _pages(lambda at, left: store.set_page(zset, at, left), offset, count)
+
+
+def queue_page(store: SyncStore, name: str, offset: int,
+               count: int) -> tuple[int, list[tuple[int, bytes]]]:
+    """(size, [(priority, job), ...]): ``count`` jobs of queue ``name`` from ``offset`` on in
+    the order FETCH takes them (fewer at the end), read about 256 KB a call."""
+    return _pages(lambda at, left: store.queue_page(name, at, left), offset, count)
+
+
+def _pages(step: Callable[[int, int], tuple[int, list[T]]], offset: int,
+           count: int) -> tuple[int, list[T]]:
+    """Call ``step(offset, count still wanted)`` (one Redis call: (size, entries), at least one
+    unless at the end) until ``count`` entries or the end: (the last size, the entries)."""
+    size, found = step(offset, count)
+    while found and len(found) < count:
+        size, part = step(offset + len(found), count - len(found))
+        if not part:
+            break
+        found += part
+    return size, found
+
+
 def set_filter(store: SyncStore, zset: str, cursor: str, scan_cap: int, want: int,
                jobtype: str, queue: str, text: str) -> tuple[str, int, list[tuple[bytes, str]]]:
     """Scan ``zset`` from ``cursor`` for up to ``want`` entries of that jobtype and queue ('' =

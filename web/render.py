@@ -43,7 +43,8 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    env.filters.update(fmt_time=views.fmt_time, reltime=reltime, duration=views.duration)
+    env.filters.update(fmt_time=views.fmt_time, reltime=reltime, duration=views.duration,
+                       elapsed=views.elapsed, bucket_label=views.bucket_label)
     env.globals["t"] = translate
     return env
 

@@ -15,12 +15,13 @@ import falcon
 import orjson
 
 from faktory_fast import FAKTORY_VERSION, cron, jobs
+from faktory_fast.job_metrics import BUCKETS_MS, PERIODS, Period
 from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.storage import keys
 from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 from faktory_fast.storage.store import Operations, SyncStore
 
-from . import actions, bounded, charts, metrics, views
+from . import actions, bounded, charts, jobmetrics, metrics, views
 from .i18n import locale_of
 from .render import Renderer
 from .settings import Settings
@@ -150,6 +151,72 @@ class Dashboard(Resource):
                      redis=self.store.redis_info())
 
 
+class JobMetrics(Resource):
+    """``/job-metrics``: executions, failures and execution times by job type over the last
+    hour to 72 hours (``?period=``), of one queue or all (``?queue=``), sorted by any column
+    (``?sort=``, ``?dir=asc|desc``)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        period, queue = metrics_window(req)
+        sort = req.get_param("sort") or "executions"
+        if sort not in jobmetrics.SORTS:
+            raise falcon.HTTPBadRequest(title="Invalid sort")
+        order = req.get_param("dir") or ("asc" if sort == "jobtype" else "desc")
+        if order not in ("asc", "desc"):
+            raise falcon.HTTPBadRequest(title="Invalid dir", description="Use asc or desc.")
+        now = time.time()
+        rows = jobmetrics.window(self.store, period, now)
+        shown = jobmetrics.sort_rows(jobmetrics.by_jobtype(rows.values(), queue), sort,
+                                     order == "desc")
+        self.ui.page(req, resp, "job_metrics.html", period=period, periods=PERIODS,
+                     queue=queue, queues=sorted({q for q, _ in rows} | {queue} - {""}),
+                     rows=shown, sort=sort, order=order, columns=tuple(jobmetrics.SORTS),
+                     enabled=self.settings.metrics_job_types > 0)
+
+
+class JobTypeMetrics(Resource):
+    """``/job-metrics/jobtype?name=``: one job type's executions over time and its
+    execution-time histogram over time (a heatmap), with ``/job-metrics``' window and queue."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        period, queue = metrics_window(req)
+        name = req.get_param("name")
+        if not name:
+            raise falcon.HTTPBadRequest(title="Missing name")
+        now = time.time()
+        of_type = [row for row in jobmetrics.window(self.store, period, now).values()
+                   if row.jobtype == name]
+        rows = [row for row in of_type if not queue or row.queue == queue]
+        total = jobmetrics.by_jobtype(rows, queue)
+        slots = jobmetrics.series(self.store, period, now,
+                                  [f"{row.queue}|{row.jobtype}" for row in rows])
+        t = locale_of(req, self.ui.catalog).t
+        labels = [views.slot_label(start, period.slot_minutes) for start, _ in slots]
+        chart = charts.counts_chart(
+            "executions", labels, [(row.executions, row.failures) for _, row in slots],
+            [t("Executions"), t("Failures")], t("ExecutionsOverTime"))
+        histograms = [row.histogram or [0] * (len(BUCKETS_MS) + 1) for _, row in slots]
+        used = [i for i in range(len(BUCKETS_MS) + 1) if any(h[i] for h in histograms)]
+        low, high = (used[0], used[-1]) if used else (0, 0)
+        heat = charts.heatmap(
+            "heatmap", labels, [h[low:high + 1] for h in histograms],
+            [views.bucket_label(i) for i in range(low, high + 1)], t("ExecutionTimeOverTime"))
+        self.ui.page(req, resp, "job_type_metrics.html", period=period, periods=PERIODS,
+                     queue=queue, name=name, row=total[0] if total else None,
+                     queues=sorted({row.queue for row in of_type} | {queue} - {""}),
+                     chart=chart, heatmap=heat,
+                     timed=bool(used))
+
+
+def metrics_window(req: falcon.Request) -> tuple[Period, str]:
+    """The Metrics pages' ``?period=`` and ``?queue=`` (400 for an unknown period)."""
+    period = jobmetrics.period_named(req.get_param("period"))
+    if period is None:
+        raise falcon.HTTPBadRequest(title="Invalid period",
+                                    description="Use " + ", ".join(p.name for p in PERIODS) + ".")
+    return period, (req.get_param("queue") or "").strip()
+
+
 class Busy(Resource):
     """``/busy``: worker processes and jobs in progress; quiet/terminate."""
 
@@ -247,14 +314,15 @@ class Queue(Resource):
             placed = [(at, p, raw) for p, at, raw in found]
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         elif order == "fetch":
-            size, entries = self.store.queue_page(name, offset, views.PAGE_SIZE)
+            size, entries = bounded.queue_page(self.store, name, offset, views.PAGE_SIZE)
             placed = [(offset + i, p, raw) for i, (p, raw) in enumerate(entries)]
         else:
             # the same page counted from the other end (the size is the one just read: a job
             # fetched in between shifts the page by one, as any paging of a live queue)
             size = info["queues"][name]
             start = max(0, size - offset - views.PAGE_SIZE)
-            size, entries = self.store.queue_page(name, start, max(0, size - offset - start))
+            size, entries = bounded.queue_page(self.store, name, start,
+                                               max(0, size - offset - start))
             placed = [(start + i, p, raw) for i, (p, raw) in enumerate(entries)][::-1]
         if scan is None:
             page = views.Page(number, size)
@@ -301,8 +369,8 @@ class SortedSet(Resource):
             page = None
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         else:
-            size, entries = self.store.set_page(self.zset, (number - 1) * views.PAGE_SIZE,
-                                                views.PAGE_SIZE)
+            size, entries = bounded.set_page(self.store, self.zset,
+                                             (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
             page = views.Page(number, size)
         rows = [views.parse_job(m, score) for m, score in entries]
         self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, actions=self.actions,

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from faktory_fast import jobs
+from faktory_fast.job_metrics import BUCKETS_MS
 
 PAGE_SIZE = 25
 ARG_LIMIT = 1024  # bytes of one argument shown in lists, as Faktory
@@ -237,3 +238,35 @@ def duration(seconds: float) -> str:
     if m:
         return f"{m} min {s} s"
     return f"{s} s"
+
+
+def elapsed(seconds: float | None) -> str:
+    """An execution time: ``12.5 ms`` / ``1.25 s`` / ``3 min 5 s``; ``–`` for none."""
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return duration(seconds)
+
+
+def bound(ms: int) -> str:
+    """A histogram bound: ``20 ms`` / ``1.1 s``."""
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:g} s"
+
+
+def bucket_label(i: int | None) -> str:
+    """Execution-time histogram bucket ``i`` (job_metrics.BUCKETS_MS) by its upper bound:
+    ``< 20 ms``; the open one above the last bound: ``≥ 335 s``; ``–`` for none."""
+    if i is None:
+        return "–"
+    if i >= len(BUCKETS_MS):
+        return "≥ " + bound(BUCKETS_MS[-1])
+    return "< " + bound(BUCKETS_MS[i])
+
+
+def slot_label(start: float, minutes: int) -> str:
+    """A time slot of a Metrics chart, UTC: ``14:05`` (minutes), ``12-07 14:00`` (hours)."""
+    t = time.gmtime(start)
+    return time.strftime("%H:%M" if minutes < 60 else "%m-%d %H:%M", t)

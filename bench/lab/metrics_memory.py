@@ -18,6 +18,22 @@ from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage.store import SyncStore
 
 
+def fill(store: SyncStore, types: int, buckets: int, now_minute: int) -> None:
+    """Everything Redis keeps of ``types`` job types (queue default) busy every minute up to
+    ``now_minute``, each with ``buckets`` histogram buckets in use."""
+    # The hours: HOURS_KEPT of them; the minutes: the last MINUTES_KEPT (each also adds to its
+    # hour, as the server's calls do).
+    first = now_minute - job_metrics.HOURS_KEPT * 60
+    counts = job_metrics.Counts()
+    counts.executions, counts.failures, counts.us = 30, 1, 1_234_567
+    counts.buckets = {b: 10 for b in range(buckets)}
+    fields = {f"default|App::Jobs::Type{t:04d}": job_metrics.pack(counts) for t in range(types)}
+    for minute in range(first, now_minute - job_metrics.MINUTES_KEPT, 60):  # one call an hour
+        store.add_job_metrics({minute: fields}, 10**6, 10**6, job_metrics.MAX_PAIRS)
+    for minute in range(now_minute - job_metrics.MINUTES_KEPT, now_minute + 1):
+        store.add_job_metrics({minute: fields}, 10**6, 10**6, job_metrics.MAX_PAIRS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", type=int, default=200, help="job types (default 200)")
@@ -32,19 +48,7 @@ def main() -> None:
         store.load_library()
         r = redis.Redis(unix_socket_path=child.socket_path)
         before = r.info("memory")["used_memory"]
-        now_minute = 29_000_000
-        # The hours: HOURS_KEPT of them; the minutes: the last MINUTES_KEPT (each also adds to
-        # its hour, as the server's calls do).
-        first = now_minute - job_metrics.HOURS_KEPT * 60
-        counts = job_metrics.Counts()
-        counts.executions, counts.failures, counts.us = 30, 1, 1_234_567
-        counts.buckets = {b: 10 for b in range(opts.buckets)}
-        fields = {f"default|App::Jobs::Type{t:04d}": job_metrics.pack(counts)
-                  for t in range(opts.types)}
-        for minute in range(first, now_minute, 60):  # one call per hour before the minutes
-            store.add_job_metrics({minute: fields}, 10**6, 10**6, job_metrics.MAX_PAIRS)
-        for minute in range(now_minute - job_metrics.MINUTES_KEPT, now_minute):
-            store.add_job_metrics({minute: fields}, 10**6, 10**6, job_metrics.MAX_PAIRS)
+        fill(store, opts.types, opts.buckets, 29_000_000)
         after = r.info("memory")["used_memory"]
         keys_count = r.dbsize()
         print(f"{opts.types} job types, {opts.buckets} histogram buckets each: {keys_count} keys, "

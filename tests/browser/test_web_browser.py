@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
+from faktory_fast.job_metrics import FLUSH_ENV
 from tests.ent_client import Ent
 from tests.support import ROOT, Client, FaktoryServer, job, wait_for, write_conf
 
@@ -81,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
     data = str(tmp_path_factory.mktemp("webe2e"))
     write_conf(data, "enterprise.toml", ENTERPRISE_CONF)  # the Cron and Throttles tabs' rows
     srv = FaktoryServer(data, processes=1, password=PASSWORD, web=True,
-                        env={"FAKTORY_ENV": "production"}).start()
+                        env={"FAKTORY_ENV": "production", FLUSH_ENV: "0.2"}).start()
     try:
         wait_for(lambda: web_ready(f"http://127.0.0.1:{srv.web_port}"), timeout=30, interval=0.1)
         yield srv
@@ -240,7 +241,8 @@ def test_pages_work_under_the_content_security_policy(page: Any, base: str, clie
     page.add_init_script(RECORD_VIOLATIONS)
     page.add_init_script("window.localStorage.setItem('timeInterval', '2')")
     for path in ("/", "/busy", "/queues", "/queues/cspq", "/retries", "/scheduled", "/morgue",
-                 "/debug", "/batches", "/cron", "/throttles"):
+                 "/debug", "/batches", "/cron", "/throttles", "/job-metrics",
+                 "/job-metrics/jobtype?name=CspJob"):
         reply = page.goto(base + path)
         assert reply.status == 200, path
         assert "script-src 'self'" in reply.headers["content-security-policy"], path
@@ -347,7 +349,9 @@ def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: Fa
              ("scheduled-job", "/scheduled/" + quote(keys["scheduled"])), ("morgue", "/morgue"),
              ("dead-job", "/morgue/" + quote(keys["dead"])), ("debug", "/debug"),
              ("batches", "/batches"), ("batch", "/batches/" + keys["batch"]), ("cron", "/cron"),
-             ("throttles", "/throttles"), ("not-found", "/no/such/page")]
+             ("throttles", "/throttles"), ("metrics", "/job-metrics?period=8h"),
+             ("job-type-metrics", "/job-metrics/jobtype?period=8h&name=ResizeImage"),
+             ("not-found", "/no/such/page")]
     for name, path in pages:
         reply = page.goto(base + path)
         assert reply.status == (404 if name == "not-found" else 200), path
@@ -355,12 +359,79 @@ def test_every_page_fits_phones_and_desktops(browser: Any, base: str, server: Fa
         if name == "dashboard":  # a live chart with a line in it
             playwright.expect(page.locator("#live-processed")).to_have_attribute(
                 "points", TWO_POINTS, timeout=10_000)
+        if name == "metrics":  # the tour's FAILs, once the server has added them (0.2 s)
+            wait_for(lambda: page.reload() and "ResizeImage" in page.locator("main").inner_text(),
+                     timeout=10, interval=0.2)
         if name in SHOWS:  # the Enterprise pages list what the tour set up
             assert SHOWS[name] in page.locator("main").inner_text(), (path, SHOWS[name])
         scroll, inner = no_horizontal_overflow(page)
         assert scroll <= inner, (path, scroll, inner)
         screenshot(page, tmp_path, f"{name}-{size}.png")
     assert failed == ["404 " + base + "/no/such/page"]  # no missing favicon, script or style
+    ctx.close()
+
+
+@pytest.mark.parametrize("size", ("phone", "desktop"))
+def test_metrics_pages(browser: Any, base: str, client: Client, tmp_path: Any, size: str) -> None:
+    """Jobs ACKed and FAILed show on the Metrics page (sortable, by queue) and on their job
+    type's page (executions over time, the execution-time heatmap)."""
+    width, height, _ = WIDTHS[size]
+    jobtype = f"Thumbnail-{size}"  # the server's metrics outlive a test's FLUSH
+    for i in range(6):
+        j = job(jobtype, [i], queue="media")
+        client.push(j)
+        assert client.fetch("media")["jid"] == j["jid"]
+        if i < 4:
+            client.ack(j["jid"])
+        else:
+            client.fail(j["jid"], "Boom", "no thumbnail", [])
+    j = job("Mail", [1], queue="mailers")
+    client.push(j)
+    assert client.fetch("mailers")["jid"] == j["jid"]
+    client.ack(j["jid"])
+    ctx = browser.new_context(http_credentials={"username": "ops", "password": PASSWORD},
+                              viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.goto(base + "/")
+    if size == "phone":
+        page.locator(".menu-toggle").click()
+    with page.expect_navigation():
+        page.locator("#menu a", has_text="Metrics").click()
+    assert page.url == base + "/job-metrics"
+    rows = page.locator("table.metrics tbody tr")
+    wait_for(lambda: page.reload() and rows.filter(has_text=jobtype).count() == 1, timeout=10,
+             interval=0.2)  # the server adds its counts every 0.2 s here
+    cells = rows.filter(has_text=jobtype).locator("td").all_inner_texts()
+    assert cells[:4] == [jobtype, "6", "2", "33.3 %"]
+    with page.expect_navigation():
+        page.locator("table.metrics th a", has_text="Failure rate").click()
+    assert "sort=rate" in page.url and rows.first.locator("td").first.inner_text() == jobtype
+    page.locator(".metrics-window select[name=queue]").select_option("mailers")
+    with page.expect_navigation():
+        page.locator(".metrics-window button").click()
+    assert "queue=mailers" in page.url and "sort=rate" in page.url
+    assert rows.locator("td:first-child").all_inner_texts() == ["Mail"]
+    scroll, inner = no_horizontal_overflow(page)
+    assert scroll <= inner
+    screenshot(page, tmp_path, f"metrics-{size}.png")
+    page.goto(base + "/job-metrics")
+    with page.expect_navigation():
+        rows.locator("a", has_text=jobtype).click()
+    assert page.locator("h1").inner_text() == jobtype
+    assert page.locator("#executions .legend").inner_text().startswith("Executions: 6")
+    playwright.expect(page.locator("#executions polyline.line.processed")).to_have_attribute(
+        "points", TWO_POINTS)
+    cells = page.locator("#heatmap rect")
+    assert cells.count() >= 1 and cells.first.bounding_box()["height"] > 5
+    assert page.locator("#heatmap .yaxis span").first.inner_text().startswith("<")
+    for period in ("8h", "24h", "72h"):
+        with page.expect_navigation():
+            page.locator(".metrics-window nav a", has_text=period).click()
+        assert f"period={period}" in page.url and f"name={jobtype}" in page.url
+        assert page.locator("#executions .legend").inner_text().startswith("Executions: 6")
+    scroll, inner = no_horizontal_overflow(page)
+    assert scroll <= inner
+    screenshot(page, tmp_path, f"job-type-metrics-{size}.png")
     ctx.close()
 
 

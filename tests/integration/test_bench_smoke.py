@@ -272,6 +272,18 @@ def test_lua_cost(extra: list[str]) -> None:
     assert all(0 < v < 10_000 for v in costs.values())
 
 
+@pytest.mark.parametrize("tool, args, want", [
+    ("metrics_memory", ["--types", "3"], r"3 job types, 3 histogram buckets each: \d+ keys"),
+    ("web_metrics", ["--types", "3"], r"72h job type: median \d+ ms a request, \d+ reads"),
+    ("web_find", ["--jobs", "3000"], r"find a jid that is nowhere: median \d+ ms"),
+])
+def test_web_and_metrics_labs(tool: str, args: list[str], want: str) -> None:
+    res = subprocess.run([sys.executable, "-m", f"bench.lab.{tool}", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert re.search(want, res.stdout), res.stdout
+
+
 def test_lua_worst(tmp_path: Path) -> None:
     out = tmp_path / "worst.json"
     res = subprocess.run([sys.executable, "-m", "bench.lab.lua_worst", "--scale", "0.001",

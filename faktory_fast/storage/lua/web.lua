@@ -90,11 +90,37 @@ local function named_entries(set, args, first, budget, each)
   return again
 end
 
--- ff_web_set_page(offset, count): {size, {member, score, ...}} in score order. KEYS: <set>.
+-- The bytes of jobs one call of a scan or page reads (after its first job): the jobs' count
+-- alone would let big jobs hold Redis for seconds (2,000 jobs of 100 KB: 1.3 s; a text search
+-- reads about 25 ms a MB).
+local SCAN_BYTES = 256 * 1024
+
+-- How many list or set elements to read next, to stay near SCAN_BYTES after `bytes` in `read` of them:
+-- one at first (it may be a 1 MB job), then as many as the mean size so far leaves room for (at
+-- least 1, at most `left`).
+local function next_chunk(read, bytes, left)
+  if read == 0 then return math.min(1, left) end
+  return math.max(1, math.min(left, math.floor((SCAN_BYTES - bytes) * read / math.max(bytes, 1))))
+end
+
+-- ff_web_set_page(offset, count): {size, {member, score, ...}}: up to `count` entries from
+-- `offset` on in score order, fewer once they pass about SCAN_BYTES (the caller goes on from
+-- offset + the entries returned). KEYS: <set>.
 local function ff_web_set_page(keys, args)
-  local offset = tonumber(args[1])
-  local stop = offset + tonumber(args[2]) - 1
-  return {redis.call('ZCARD', keys[1]), redis.call('ZRANGE', keys[1], offset, stop, 'WITHSCORES')}
+  local set, offset, left = keys[1], tonumber(args[1]), tonumber(args[2])
+  local out, read, bytes = {}, 0, 0
+  while left > 0 and bytes < SCAN_BYTES do
+    local n = next_chunk(read, bytes, left)
+    local part = redis.call('ZRANGE', set, offset, offset + n - 1, 'WITHSCORES')
+    if #part == 0 then break end
+    for i = 1, #part, 2 do
+      out[#out + 1] = part[i]
+      out[#out + 1] = part[i + 1]
+      bytes = bytes + #part[i]
+    end
+    offset, left, read = offset + #part / 2, left - #part / 2, read + #part / 2
+  end
+  return {redis.call('ZCARD', set), out}
 end
 read_only('ff_web_set_page', ff_web_set_page)
 
@@ -138,21 +164,24 @@ end
 -- entries with that jobtype and queue ('' = any) containing `text` (lower case, '' = any) and,
 -- given a jid, starting '{"jid":"<jid>"' (jid_head: to find one job),
 -- stopping after about scan_cap entries (ops.web.WEB_SET_SCAN at most: a filter's cap of more is
--- scanned over several calls, each from the cursor the last returned) or once `want` matched.
+-- scanned over several calls, each from the cursor the last returned), about SCAN_BYTES of
+-- them or once `want` matched.
 -- Returns {next_cursor ('0' = scanned everything), scanned, {member, score, ...}}. KEYS: <set>.
 local function ff_web_set_filter(keys, args)
   local set, cursor, cap, want = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
   local jobtype, queue, text, head = args[4], args[5], args[6], jid_head(args[7])
   local jt = jobtype ~= '' and ('"jobtype":"' .. jobtype .. '"') or nil
   local qu = queue ~= '' and ('"queue":"' .. queue .. '"') or nil
-  local out, scanned, matched = {}, 0, 0
+  local out, scanned, matched, bytes = {}, 0, 0, 0
   repeat
-    local reply = redis.call('ZSCAN', set, cursor, 'COUNT', 100)
+    -- COUNT is a hint (a small set comes whole): 1 first, then as many as SCAN_BYTES leaves
+    local reply = redis.call('ZSCAN', set, cursor, 'COUNT', next_chunk(scanned, bytes, 100))
     cursor = reply[1]
     local items = reply[2]
     for i = 1, #items, 2 do
       local m = items[i]
       scanned = scanned + 1
+      bytes = bytes + #m
       if (not head or string.sub(m, 1, #head) == head)
           and (not jt or string.find(m, jt, 1, true)) and (not qu or string.find(m, qu, 1, true))
           and (text == '' or string.find(string.lower(m), text, 1, true)) then
@@ -161,7 +190,7 @@ local function ff_web_set_filter(keys, args)
         matched = matched + 1
       end
     end
-  until cursor == '0' or scanned >= cap or matched >= want
+  until cursor == '0' or scanned >= cap or matched >= want or bytes >= SCAN_BYTES
   return {cursor, scanned, out}
 end
 read_only('ff_web_set_filter', ff_web_set_filter)
@@ -170,19 +199,6 @@ read_only('ff_web_set_filter', ff_web_set_filter)
 local function fetch_order(prioq, name)
   if redis.call('SISMEMBER', prioq, name) == 0 then return {5} end
   return {9, 8, 7, 6, 5, 4, 3, 2, 1}
-end
-
--- The bytes of jobs one call of a queue scan reads (after its first job): the jobs' count alone
--- would let a queue of big jobs hold Redis for seconds (2,000 jobs of 100 KB: 1.3 s; a text
--- search reads about 25 ms a MB).
-local SCAN_BYTES = 256 * 1024
-
--- How many list elements to read next, to stay near SCAN_BYTES after `bytes` in `read` of them:
--- one at first (it may be a 1 MB job), then as many as the mean size so far leaves room for (at
--- least 1, at most `left`).
-local function next_chunk(read, bytes, left)
-  if read == 0 then return math.min(1, left) end
-  return math.max(1, math.min(left, math.floor((SCAN_BYTES - bytes) * read / math.max(bytes, 1))))
 end
 
 -- Calls each(priority, job, position) for up to `count` jobs of queue `name` from `skip` on, in
@@ -211,8 +227,10 @@ local function queue_range(prioq, name, skip, count, each, bounded)
   return total, read
 end
 
--- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: the queue's jobs over
--- all its priority lists in the order they will be fetched, skipping `offset` of them.
+-- ff_web_queue_page(name, offset, count): {size, {priority, job, ...}}: up to `count` of the
+-- queue's jobs over all its priority lists in the order they will be fetched, skipping `offset`
+-- of them; fewer once they pass about SCAN_BYTES (the caller goes on from offset + the jobs
+-- returned).
 -- KEYS: ff:prioq, q:<name> (and its q:<name>:p<N> when ff:prioq lists it).
 local function ff_web_queue_page(keys, args)
   local out = {}
@@ -220,7 +238,7 @@ local function ff_web_queue_page(keys, args)
     function(p, job)
       out[#out + 1] = p
       out[#out + 1] = job
-    end)
+    end, true)
   return {total, out}
 end
 read_only('ff_web_queue_page', ff_web_queue_page)

@@ -1,7 +1,7 @@
 """Job metrics (``lua/metrics.lua``): a process's counts added, and read back by the web UI."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faktory_fast.storage import keys
@@ -41,3 +41,10 @@ class MetricsOps:
     def job_metrics_bucket(self, key: str) -> Call[dict[str, str]]:
         """One minute's or hour's counts (``keys.metrics_minute``, ``keys.metrics_hour``)."""
         return Call(("HGETALL", key), _counts)
+
+    @Op
+    def job_metrics_fields(self, key: str, pairs: Sequence[str]) -> Call[dict[str, str]]:
+        """The counts of some "<queue>|<jobtype>" pairs in one minute's or hour's bucket."""
+        def decode(reply: Any) -> dict[str, str]:
+            return {pair: as_text(v) for pair, v in zip(pairs, reply) if v is not None}
+        return Call(("HMGET", key, *pairs), decode)

@@ -96,7 +96,9 @@ class WebOps:
     @Op
     def set_page(self, zset: str, offset: int,
                  count: int) -> Call[tuple[int, list[tuple[bytes, str]]]]:
-        """(size of ``zset``, [(member, score), ...]) for one page in score order."""
+        """(size of ``zset``, [(member, score), ...]) for up to ``count`` entries from
+        ``offset`` on in score order: fewer once they pass about 256 KB (go on from offset +
+        the entries returned; ``web.bounded.set_page`` does)."""
         return FF_WEB_SET_PAGE.call((), offset, count, lead=(zset,))
 
     @Op
@@ -133,7 +135,9 @@ class WebOps:
     @Op
     def queue_page(self, name: str, offset: int,
                    count: int) -> Call[tuple[int, list[tuple[int, bytes]]]]:
-        """(size, [(priority, job), ...]) of one page of a queue, in the order FETCH takes them."""
+        """(size, [(priority, job), ...]) of up to ``count`` jobs of a queue from ``offset``
+        on, in the order FETCH takes them: fewer once they pass about 256 KB (go on from
+        offset + the jobs returned; ``web.bounded.queue_page`` does)."""
         return FF_WEB_QUEUE_PAGE.call((keys.queue(name),), name, offset, count)
 
     @Op
