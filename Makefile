@@ -8,11 +8,12 @@ ARGS ?=
 
 .PHONY: run test unit lint typecheck build bench clean node browser deploy-tools
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# setup.py build_ext (below) runs the venv's own setuptools: the SPDX license needs >= 77
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
-	$(PY) -m pip install -q -e '.[test]'
+	# the client package (client/, distribution faktory-fast-client) is tested here too
+	$(PY) -m pip install -q -e '.[test]' -e ./client
 	touch $(STAMP)
 
 # The compiled modules (faktory_fast.COMPILED: the .pyx codecs and the hot path's .py, typed by
@@ -51,7 +52,8 @@ deploy-tools:
 # selected tests need (pytest collects them first): all for the full suite, none for
 # `make test ARGS=tests/unit`.
 TOOLS := integration/test_compat_node.py:node browser/test_web_browser.py:browser \
-	integration/test_deploy.py:deploy-tools
+	integration/test_deploy.py:deploy-tools integration/test_client_compat.py:node \
+	integration/test_client.py:deploy-tools
 
 test: $(BUILT)
 	@selected="$$($(PY) -m pytest --collect-only -qq $(ARGS) 2>/dev/null)"; \
