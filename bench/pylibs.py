@@ -31,9 +31,11 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .client import Conn, parse_faktory_url
+from .procstat import ServerMeter, parse_pids
 from .report import write_json
 from .servers import FaktoryFast, default_fast_python
 
@@ -46,6 +48,16 @@ MODULES = {"faktory": "faktory", "pyfaktory": "pyfaktory", "ffc": "faktory_fast_
 QUEUE = "pylibs"
 JOBTYPE = "Noop"
 POLL = 0.01  # seconds between reads of the processed counter while a worker drains
+
+
+@dataclass
+class Figures:
+    """One measurement: jobs/s, and CPU µs per job of the library's process (tree) and of the
+    server's (None when bench does not know the server's pids)."""
+
+    rate: float
+    client_us: float
+    server_us: float | None
 
 
 # -- the child: one measurement of one library --------------------------------------------------
@@ -104,8 +116,6 @@ SYNC_PUSH = {"faktory": _push_faktory, "pyfaktory": _push_pyfaktory, "ffc": _pus
 
 def child_push(lib: str, url: str, n: int, producers: int) -> float:
     """Seconds to push ``n`` jobs with ``producers`` at once."""
-    # Imported here, in the main thread: pyfaktory's import sets signal handlers.
-    importlib.import_module(MODULES[lib])
     errors: list[BaseException] = []
 
     def producer() -> None:
@@ -162,7 +172,12 @@ def child_work(lib: str, url: str, concurrency: int) -> None:
 def child_main(argv: list[str]) -> None:
     kind, lib, url, n, c = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
     if kind == "push":
-        print(json.dumps({"seconds": child_push(lib, url, n, c)}), flush=True)
+        # Imported first, in the main thread (pyfaktory's import sets signal handlers), and
+        # outside the CPU measured.
+        importlib.import_module(MODULES[lib])
+        cpu = time.process_time()
+        seconds = child_push(lib, url, n, c)
+        print(json.dumps({"seconds": seconds, "cpu": time.process_time() - cpu}), flush=True)
     else:
         child_work(lib, url, c)
 
@@ -191,32 +206,44 @@ def _processed(admin: Conn) -> int:
     return int(json.loads(admin.call("INFO"))["faktory"]["total_processed"])
 
 
-def measure_push(lib: str, url: str, admin: Conn, n: int, producers: int,
-                 timeout: float) -> float:
-    """jobs/s of ``lib`` pushing ``n`` jobs with ``producers`` at once."""
+def measure_push(lib: str, url: str, admin: Conn, server: list[int], n: int, producers: int,
+                 timeout: float) -> Figures:
+    """``lib`` pushing ``n`` jobs with ``producers`` at once."""
     proc = _spawn("push", lib, url, n, producers)
+    meter = ServerMeter(server)
+    meter.start()
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(proc)
         raise RuntimeError(f"{lib}: push did not finish within {timeout} s") from None
+    meter.stop()
     if proc.returncode:
         raise RuntimeError(f"{lib}: push failed:\n{err[-2000:]}")
     pushed = (n // producers) * producers
     queued = json.loads(admin.call("INFO"))["faktory"]["queues"].get(QUEUE, 0)
     if queued != pushed:
         raise RuntimeError(f"{lib}: {queued} jobs in the queue after pushing {pushed}")
-    return pushed / json.loads(out.splitlines()[-1])["seconds"]
+    child = json.loads(out.splitlines()[-1])
+    # the server's CPU over the child's whole life (its start-up is idle time for the server)
+    return Figures(pushed / child["seconds"], child["cpu"] / pushed * 1e6,
+                   _per_job(meter, pushed))
 
 
-def measure_work(lib: str, url: str, admin: Conn, n: int, concurrency: int,
-                 timeout: float) -> float:
-    """jobs/s of ``lib``'s worker at ``concurrency`` over ``n`` preloaded jobs, first ACK to
-    last."""
+def _per_job(meter: ServerMeter, jobs: int) -> float | None:
+    cpu = meter.cpu_s()
+    return None if cpu is None else cpu / jobs * 1e6
+
+
+def measure_work(lib: str, url: str, admin: Conn, server: list[int], n: int, concurrency: int,
+                 timeout: float) -> Figures:
+    """``lib``'s worker at ``concurrency`` over ``n`` preloaded jobs, from the first ACK to the
+    last (its CPU: the worker's whole process tree over the same window)."""
     for start in range(0, n, 1000):
         admin.call("PUSHB", json.dumps([_job_dict() for _ in range(min(1000, n - start))]))
     base = _processed(admin)
     proc = _spawn("work", lib, url, n, concurrency)
+    client, meter = ServerMeter([proc.pid]), ServerMeter(server)
     deadline = time.monotonic() + timeout
     first = last = None
     try:
@@ -225,8 +252,12 @@ def measure_work(lib: str, url: str, admin: Conn, n: int, concurrency: int,
             now = time.perf_counter()
             if done and first is None:
                 first = (now, done)
+                client.start()
+                meter.start()
             if done >= n:
                 last = now
+                client.stop()
+                meter.stop()
                 break
             if proc.poll() is not None:
                 _, err = proc.communicate()
@@ -236,8 +267,10 @@ def measure_work(lib: str, url: str, admin: Conn, n: int, concurrency: int,
             time.sleep(POLL)
     finally:
         _kill(proc)
-    assert first is not None
-    return (n - first[1]) / max(last - first[0], 1e-9)
+    assert first is not None and last is not None
+    jobs = n - first[1]
+    return Figures(jobs / max(last - first[0], 1e-9), _per_job(client, jobs) or 0.0,
+                   _per_job(meter, jobs))
 
 
 def available(libs: list[str]) -> list[str]:
@@ -255,9 +288,14 @@ def available(libs: list[str]) -> list[str]:
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a running server (default: start this checkout's faktory_fast)")
+    p.add_argument("--server-pid", action="append", metavar="PID[,PID...]",
+                   help="with --url: the server's pids, to meter its CPU with their descendants")
     p.add_argument("--fast-python", default=default_fast_python(), metavar="PYTHON",
                    help="python that runs the started faktory_fast (default .venv/bin/python)")
-    p.add_argument("-j", "--jobs", type=int, default=5000, help="jobs per measurement (default 5000)")
+    p.add_argument("-j", "--jobs", type=int, default=5000,
+                   help="jobs per worker measurement (default 5000)")
+    p.add_argument("--push-jobs", type=int, default=20000,
+                   help="jobs per push measurement (default 20000)")
     p.add_argument("-c", "--concurrency", type=int, action="append",
                    help="worker concurrency (repeatable; default 10 and 100)")
     p.add_argument("--libs", nargs="+", choices=LIBS, default=list(LIBS),
@@ -267,17 +305,29 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="result JSON (default bench/results/pylibs-<timestamp>.json)")
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _print_table(title: str, rows: list[list[str]]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every measurement for every library; print the table and write the JSON."""
+    """Run every measurement for every library; print the tables and write the JSON."""
     libs = available(args.libs)
     concurrencies = args.concurrency or [10, 100]
-    server = None
-    url = args.url
+    started = None
+    url, pids = args.url, parse_pids(args.server_pid)
     if not url:
-        server = FaktoryFast(args.fast_python, []).start()
-        url = server.url
+        started = FaktoryFast(args.fast_python, []).start()
+        url, pids = started.url, started.pids()
     metrics = [("push 1", 1), ("push 10", 10)] + [(f"work {c}", c) for c in concurrencies]
-    runs: dict[str, dict[str, list[float]]] = {lib: {m: [] for m, _ in metrics} for lib in libs}
+    runs: dict[str, dict[str, list[Figures]]] = {lib: {m: [] for m, _ in metrics} for lib in libs}
     try:
         admin = Conn(parse_faktory_url(url))
         for rnd in range(args.rounds):
@@ -286,37 +336,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for lib in order:
                     admin.call("FLUSH")
                     if metric.startswith("push"):
-                        rate = measure_push(lib, url, admin, args.jobs, c, args.timeout)
+                        got = measure_push(lib, url, admin, pids, args.push_jobs, c, args.timeout)
                     else:
-                        rate = measure_work(lib, url, admin, args.jobs, c, args.timeout)
-                    runs[lib][metric].append(rate)
-                    print(f"round {rnd + 1}, {metric}, {lib}: {rate:,.0f} jobs/s", flush=True)
+                        got = measure_work(lib, url, admin, pids, args.jobs, c, args.timeout)
+                    runs[lib][metric].append(got)
+                    print(f"round {rnd + 1}, {metric}, {lib}: {got.rate:,.0f} jobs/s, "
+                          f"{got.client_us:,.1f} µs of its CPU a job", flush=True)
         admin.close()
     finally:
-        if server is not None:
-            server.stop()
-    summary = {lib: {m: statistics.median(v) for m, v in per.items()} for lib, per in runs.items()}
+        if started is not None:
+            started.stop()
+    summary = {lib: {m: {"jobs_per_s": _median([f.rate for f in v]),
+                         "client_cpu_us": _median([f.client_us for f in v]),
+                         "server_cpu_us": _median([f.server_us for f in v])}
+                     for m, v in per.items()} for lib, per in runs.items()}
     pypi = [lib for lib in PYPI if lib in summary]
-    print(f"\njobs/s, median of {args.rounds} round(s), {args.jobs:,} jobs each"
-          + ("; ratio: over the better PyPI library" if pypi else ""))
-    header = ["metric", *libs] + [f"{lib} ratio" for lib in libs if lib not in PYPI and pypi]
-    rows = [header]
-    ratios: dict[str, dict[str, float]] = {}
-    for metric, _ in metrics:
-        best = max((summary[lib][metric] for lib in pypi), default=0.0)
-        row = [metric] + [f"{summary[lib][metric]:,.0f}" for lib in libs]
-        for lib in libs:
-            if lib not in PYPI and pypi:
-                ratios.setdefault(lib, {})[metric] = summary[lib][metric] / best
-                row.append(f"{summary[lib][metric] / best:.2f}×")
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(r, widths)))
+    ours = [lib for lib in libs if lib not in PYPI]
+    ratios: dict[str, dict[str, dict[str, float]]] = {}
+    for key, title, better in (("jobs_per_s", "jobs/s", max), ("client_cpu_us",
+                               "the library's CPU µs per job (its process tree)", min),
+                               ("server_cpu_us", "the server's CPU µs per job (its tree, "
+                               "Redis included)", min)):
+        rows = [["metric", *libs] + ([f"{lib} ratio" for lib in ours] if pypi else [])]
+        for metric, _ in metrics:
+            values = {lib: summary[lib][metric][key] for lib in libs}
+            row = [metric] + [f"{v:,.{0 if key == 'jobs_per_s' else 1}f}" if v is not None
+                              else "-" for v in values.values()]
+            known = [v for v in (values[lib] for lib in pypi) if v is not None]
+            if known and pypi:
+                best = better(known)
+                for lib in ours:
+                    v = values[lib]
+                    if v is not None and best:
+                        ratios.setdefault(lib, {}).setdefault(key, {})[metric] = v / best
+                    row.append(f"{v / best:.2f}×" if v is not None and best else "-")
+            rows.append(row)
+        _print_table(f"{title}, median of {args.rounds} round(s)"
+                     + ("; ratio: over the better PyPI library" if pypi else ""), rows)
     doc = {"scenario": NAME, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "params": {"jobs": args.jobs, "concurrency": concurrencies, "rounds": args.rounds,
-                      "url": "(started)" if server else "(given)"},
-           "runs": runs, "summary": summary, "ratio": ratios}
+           "params": {"jobs": args.jobs, "push_jobs": args.push_jobs,
+                      "concurrency": concurrencies, "rounds": args.rounds,
+                      "server": "started" if started else "given"},
+           "runs": {lib: {m: [asdict(f) for f in v] for m, v in per.items()}
+                    for lib, per in runs.items()},
+           "summary": summary, "ratio": ratios}
     print(f"\nwrote {write_json(doc, args.out)}")
     return doc
 

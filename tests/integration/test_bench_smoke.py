@@ -145,6 +145,20 @@ def test_latency(server_url: tuple[str, int], tmp_path: Path) -> None:
     assert r["push_rate"] > 0
 
 
+def test_pylibs(server_url: tuple[str, int], tmp_path: Path) -> None:
+    """Every library pushes and works (each push checked in the queue by bench itself)."""
+    url, pid = server_url
+    doc = bench("pylibs", "--url", url, "--server-pid", str(pid), "-j", "20", "--push-jobs", "40",
+                "-c", "2", out=tmp_path / "pylibs.json", timeout=120)
+    assert set(doc["summary"]) == {"faktory", "pyfaktory", "ffc", "ffc-async"}
+    for lib, metrics in doc["summary"].items():
+        assert set(metrics) == {"push 1", "push 10", "work 2"}, lib
+        for figures in metrics.values():
+            assert figures["jobs_per_s"] > 0 and figures["client_cpu_us"] > 0, lib
+            assert figures["server_cpu_us"] > 0, lib
+    assert set(doc["ratio"]) == {"ffc", "ffc-async"}
+
+
 def test_bigjob(tmp_path: Path) -> None:
     """A 100 KB and a 1 MB nested unique job beside another client: their round trips, the
     other client's, and (--redis) the Redis CPU the big calls took."""
