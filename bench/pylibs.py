@@ -269,6 +269,8 @@ def measure_work(lib: str, url: str, admin: Conn, server: list[int], n: int, con
         _kill(proc)
     assert first is not None and last is not None
     jobs = n - first[1]
+    if jobs == 0:
+        raise RuntimeError(f"{lib}: all {n} jobs were done at the first look; time more (-j)")
     return Figures(jobs / max(last - first[0], 1e-9), _per_job(client, jobs) or 0.0,
                    _per_job(meter, jobs))
 
@@ -380,7 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "runs": {lib: {m: [asdict(f) for f in v] for m, v in per.items()}
                     for lib, per in runs.items()},
            "summary": summary, "ratio": ratios}
-    print(f"\nwrote {write_json(doc, args.out)}")
+    print(f"\nresults: {write_json(doc, args.out)}")
     return doc
 
 

@@ -113,7 +113,7 @@ def test_wheel_installs_bench_inside_the_package(installed: Path, tmp_path: Path
                           env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "{load,latency,idle,bulk,batch,bigjob,baseline,chart,faktory}" in done.stdout
+    assert "{load,latency,idle,bulk,batch,bigjob,baseline,chart,pylibs,faktory}" in done.stdout
 
 
 def test_install_without_a_c_compiler_runs_the_python_hot_path(

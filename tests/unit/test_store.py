@@ -656,16 +656,27 @@ def test_named_entries_of_one_score_a_page_a_call(store: SyncStore, r: redislib.
 def test_web_filters_and_batch_pages_match_one_unbounded_call(store: SyncStore,
                                                               r: redislib.Redis) -> None:
     """The web UI follows set_filter, batch_page and batch_detail call after call to what one
-    call without a per-call bound (the functions' old form) answers."""
+    call without a per-call bound (the functions' old form) answers; a set's filter, whose
+    calls also stop after about 256 KB, to what scanning the set in its ZSCAN order finds."""
     r.zadd(keys.DEAD, {orjson.dumps({"jid": f"d{i:05d}", "jobtype": "T" if i % 3 else "U",
                                      "queue": "q", "args": ["Needle" if i % 997 == 0 else i]}): i
                        for i in range(9000)})
-    for cap in (500, 4000, 20_000):
-        one = fcall(r, "ff_web_set_filter", [keys.DEAD], "0", cap, 5, "T", "q", "needle", "")
-        cursor, scanned, found = bounded.set_filter(store, keys.DEAD, "0", cap, 5, "T", "q",
+    # ZSCAN's order does not depend on COUNT (it only says how many buckets a call visits)
+    order = [(m, repr(float(sc))) for m, sc in r.zscan_iter(keys.DEAD, count=1000)]
+    assert len(order) == 9000
+
+    def matches(m: bytes) -> bool:
+        return b'"jobtype":"T"' in m and b'"queue":"q"' in m and b"needle" in m.lower()
+    for cap, want in ((500, 5), (4000, 5), (20_000, 5), (20_000, 100)):
+        cursor, scanned, found = bounded.set_filter(store, keys.DEAD, "0", cap, want, "T", "q",
                                                     "Needle")
-        assert (cursor.encode(), scanned, found) == (one[0], one[1], list(zip(one[2][0::2], [
-            s.decode() for s in one[2][1::2]])))
+        expected = [m for m, _ in order[:scanned] if matches(m)]
+        assert [m for m, _ in found] == expected, cap
+        assert all(float(sc) == float(orjson.loads(m)["jid"][1:]) for m, sc in found)
+        assert (cursor == "0") == (scanned == 9000)
+        # it stops at the cap or at `want` matches, not before
+        assert scanned >= min(cap, 9000) or len(found) >= want, cap
+    assert len(expected) == 6 and scanned == 9000 and cursor == "0"  # all of them, at last
     now = 1_767_225_600_000_000_000
     bids = [f"b-{i:05d}" for i in range(3000)]
     store.run_all([Operations.batch_new.build(store, bid, now + i, f"Import {i}", "", [])
