@@ -149,7 +149,7 @@ def test_pylibs(server_url: tuple[str, int], tmp_path: Path) -> None:
     """Every library pushes and works (each push checked in the queue by bench itself)."""
     url, pid = server_url
     res = subprocess.run([sys.executable, "-m", "bench", "pylibs", "--url", url, "--server-pid",
-                          str(pid), "-j", "300", "--push-jobs", "40", "-c", "2", "--out",
+                          str(pid), "-j", "60", "--push-jobs", "40", "-c", "2", "--out",
                           str(tmp_path / "pylibs.json")], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
