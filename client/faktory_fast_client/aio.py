@@ -100,17 +100,11 @@ class AsyncConnection:
         self._watchdog = self._loop.call_later(wait, self._watch)
 
     async def call(self, line: bytes) -> str | int | None:
-        """Write one command, read its reply within the timeout."""
-        self.writer.write(line)
-        self.deadline = self._loop.time() + self.timeout
-        try:
-            return await self.read_reply()
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            if self.timed_out:
-                raise TimeoutError(f"no reply within {self.timeout} s") from exc
-            raise
-        finally:
-            self.deadline = None
+        """Write one command, read its reply within the timeout (an error reply raises)."""
+        [reply] = await self.replies(line, 1)
+        if isinstance(reply, ServerError):
+            raise reply
+        return reply
 
     async def replies(self, lines: bytes, n: int) -> list[str | int | None | ServerError]:
         """Write ``lines`` (``n`` commands), read their ``n`` replies within the timeout; an
