@@ -368,9 +368,12 @@ class SyncStore(Operations, SyncRunner):
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        from redis.exceptions import ResponseError
+
         client.response_callbacks.clear()
         self.client = client
         self._execute = client.execute_command
+        self._response_error = ResponseError
 
     @classmethod
     def connect(cls, url: str) -> SyncStore:
@@ -395,7 +398,16 @@ class SyncStore(Operations, SyncRunner):
         return cls(client)
 
     def run(self, call: Call[T]) -> T:
-        """The decoded reply of ``call`` (redis-py's ResponseError is raised)."""
+        """The decoded reply of ``call`` (redis-py's ResponseError is raised). A Redis without
+        our library (restarted empty, or a replica promoted before it had synchronised) gets it
+        loaded, and the call is sent again, as the servers do on a reconnection."""
+        try:
+            return call.decode(self._execute(*call.args))
+        except self._response_error as exc:
+            if not str(exc).startswith("Function not found") or self.library_loaded():
+                raise
+        self.load_library()
+        log.warning("Redis had no faktory_fast function library: loaded it")
         return call.decode(self._execute(*call.args))
 
     def run_all(self, calls: Sequence[Call[T]]) -> list[T]:

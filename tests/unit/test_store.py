@@ -12,7 +12,7 @@ import redis as redislib
 from faktory_fast import jobs
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.storage import keys, redis_client
-from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.fcall import Call, Outcome, as_none
 from faktory_fast.storage.ops.jobs import ACK_HOOKS, ACK_PLAIN, ACK_RECORD, Fetched, Reserved
 from faktory_fast.storage.ops.queues import MUTATE_PAGE
 from faktory_fast.storage.store import AsyncStore, Operations, SyncStore
@@ -702,3 +702,16 @@ def test_web_filters_and_batch_pages_match_one_unbounded_call(store: SyncStore,
 
 def keys_of_batch(bid: str) -> list[str]:
     return [keys.batch(bid), keys.batch_jobs(bid), keys.batch_kids(bid)]
+
+
+def test_a_redis_without_the_library_gets_it_from_the_web_store(
+        store: SyncStore, r: redislib.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis restarted empty, or a replica promoted before it had synchronised, has no
+    library: the web UI's store loads it and sends the call again."""
+    push(store, queue="q1")
+    r.function_delete("faktory_fast")
+    assert store.info()["queues"] == {"q1": 1}
+    assert r.function_list() and "had no faktory_fast function library" in caplog.text
+    # Any other error is the caller's, as before.
+    with pytest.raises(redislib.ResponseError, match="wrong number"):
+        store.run(Call(("LPUSH",), as_none))
