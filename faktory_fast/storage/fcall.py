@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from enum import IntEnum
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from faktory_fast.storage import keys
+
 PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN's COUNT)
 
 T = TypeVar("T")
@@ -37,6 +39,12 @@ class Call(Generic[T]):
         self.replicated = replicated
 
 
+def tagged(key: str) -> str:
+    """A key as it is named in Redis: with this process's tag (``keys.TAG``) on a cluster. For
+    the plain commands that name a key; a function's keys are tagged by ``Fn.args``."""
+    return keys.TAG + key
+
+
 class Fn(Generic[T]):
     """A function of our Lua library: its name, the keys it always touches (its KEYS, in the
     order the Lua function reads them, after the set it works on if the caller names one) and
@@ -57,6 +65,10 @@ class Fn(Generic[T]):
 
     def args(self, item_keys: Sequence[str], args: Sequence[Any],
              lead: tuple[str, ...] = ()) -> tuple[Any, ...]:
+        tag = keys.TAG
+        if tag:  # a cluster: every key in the tag's slot
+            named = [tag + k for k in (*lead, *self.keys, *item_keys)]
+            return ("FCALL", self.name, len(named), *named, *args)
         return ("FCALL", self.name, len(lead) + len(self.keys) + len(item_keys), *lead,
                 *self.keys, *item_keys, *args)
 

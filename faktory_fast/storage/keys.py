@@ -20,6 +20,23 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
   reservation): ``XRANGE ff:bad - +`` lists them; ``DEL ff:bad`` once they are dealt with.
 """
 
+#: On a Redis Cluster every key name below starts with this hash tag, so that all of them are
+#: in one slot and every function call (which touches several) runs on one primary. On a single
+#: Redis there is no tag: Faktory's layout, byte for byte. The tag is added where keys leave for
+#: Redis (``fcall.Fn.args``, and the Lua library's names: ``store.library_source``), so the
+#: names here and in Python code are the untagged ones.
+CLUSTER_TAG = "{ff}"
+#: The tag of this process's layout ("" or CLUSTER_TAG): set by ``use_tag`` when it connects
+#: (``redis_client.connect``, ``store.SyncStore.connect``); a process serves one deployment.
+TAG = ""
+
+
+def use_tag(cluster: bool) -> None:
+    """Use the cluster's layout (``CLUSTER_TAG`` on every key) or the single Redis's."""
+    global TAG
+    TAG = CLUSTER_TAG if cluster else ""
+
+
 QUEUES = "queues"
 PAUSED = "paused"
 SCHEDULED = "scheduled"
@@ -82,7 +99,8 @@ METRICS_MINUTE_PREFIX = "ff:m:min:"  # + unix minute: the job metrics of that mi
 METRICS_HOUR_PREFIX = "ff:m:hour:"  # + unix hour: the job metrics of that hour
 
 #: The names the Lua library (``lua/``) builds keys and channels from: it gets them
-#: from here when it is loaded (``store.library_source``), not typed a second time.
+#: from here when it is loaded (``store.library_source``), not typed a second time. Those in
+#: LUA_KEY_NAMES are keys (or the start of keys) and carry the tag on a cluster.
 LUA_NAMES = {
     "QUEUE_PREFIX": QUEUE_PREFIX,
     "PRIORITY_SUFFIX": PRIORITY_SUFFIX,
@@ -105,6 +123,7 @@ LUA_NAMES = {
     "BATCH_STATS": BATCH_STATS,
     "TRACK_PREFIX": TRACK_PREFIX,
 }
+LUA_KEY_NAMES = frozenset(LUA_NAMES) - {"PRIORITY_SUFFIX", "WAKE_PREFIX", "CONTROL_CHANNEL"}
 
 
 def queue(name: str) -> str:

@@ -13,7 +13,10 @@ a Task, a Future and a loop iteration per command.
 A lost connection is re-opened in place (``reconnect``): the same object, so whoever holds it
 (the Store, and through it every client connection) carries on once it is back; meanwhile every
 command fails at once with RedisClosed. A primary demoted to replica (``-READONLY``) counts as
-lost. With ``redis+sentinel://`` each (re)connection asks the Sentinels for the primary.
+lost. With ``redis+sentinel://`` each (re)connection asks the Sentinels for the primary; with
+``redis+cluster://`` it asks the cluster's nodes which primary holds the slot of our keys'
+hash tag (``keys.CLUSTER_TAG``), and a ``-MOVED`` or ``-ASK`` (the slot went, or is going, to
+another primary) counts as lost too.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from faktory_fast.codec.resp import ReplyError, RespReader, pack_command
+from faktory_fast.storage import keys
 from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 
 __all__ = ["RedisConnection", "connect", "reconnect", "ReplyError", "RedisClosed",
@@ -39,6 +43,7 @@ Then = Callable[[Any], None]
 HIGH_WATER = 4 << 20
 LOW_WATER = 1 << 20
 CONNECT_TIMEOUT = 5.0  # seconds for one attempt: TCP connect, Sentinel query, AUTH, ROLE
+NODE_TIMEOUT = 1.0  # seconds for one cluster node to say where our keys are
 BACKOFF = (0.1, 1.0)  # seconds between attempts to reconnect: doubles from 0.1 up to 1
 STILL_DOWN_EVERY = 30.0  # a reconnection that keeps failing says so this often
 # A dead primary host sends no RST: TCP keepalive (and a limit on unacknowledged data) notices.
@@ -132,6 +137,14 @@ class RedisConnection:
                 self.lost = f"{self.address} is now a replica (READONLY)"
                 self._transport.close()
                 self._transport = None  # nothing more is sent; connection_lost follows
+            return RedisClosed(self.lost)
+        if text.startswith(("MOVED", "ASK")):
+            # The slot of our keys moved (or is moving) to another primary of the cluster: the
+            # command was not run. Reconnecting asks the cluster where the slot is now.
+            if self._transport is not None:
+                self.lost = f"{self.address} no longer holds our keys ({text})"
+                self._transport.close()
+                self._transport = None
             return RedisClosed(self.lost)
         if text.startswith("NOREPLICAS"):  # min-replicas-to-write on the primary
             return NotReplicated(f"Redis refused the write: {text}")
@@ -294,6 +307,7 @@ async def connect(url: str, on_push: Callable[[list], None] | None = None,
     """
     loop = asyncio.get_running_loop()
     target = parse_redis_url(url)
+    keys.use_tag("cluster" in target)
     if conn is None:
         conn = RedisConnection(on_push)
     try:
@@ -339,6 +353,8 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
         return
     if "sentinels" in target:
         host, port = await asyncio.to_thread(discover_primary, target)
+    elif "cluster" in target:
+        host, port = await _cluster_primary(loop, target)
     else:
         host, port = target["host"], target["port"]
     conn.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -350,6 +366,34 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
         for name, value in KEEPALIVE.items():
             if hasattr(socket, name):  # Linux names
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+async def _cluster_primary(loop: asyncio.AbstractEventLoop, target: dict[str, Any]
+                          ) -> tuple[str, int]:
+    """The primary that holds the slot of ``keys.CLUSTER_TAG``, as the first of the URL's nodes
+    that answers ``CLUSTER SLOTS`` says."""
+    from redis.crc import key_slot
+
+    slot = key_slot(keys.CLUSTER_TAG.encode())
+    failures = []
+    for host, port in target["cluster"]:
+        node = RedisConnection()
+        try:
+            async with asyncio.timeout(NODE_TIMEOUT):  # a node that is down costs this, not all
+                await _open(loop, node, {"host": host, "port": port, "ssl": target["ssl"]})
+                if target["password"]:
+                    await node.execute("AUTH", target["password"])
+                ranges = await node.execute("CLUSTER", "SLOTS")
+            for first, last, primary, *_ in ranges:
+                if first <= slot <= last:
+                    # An empty host: the node's own address, as the client reached it.
+                    return (primary[0].decode() or host), int(primary[1])
+            failures.append(f"{host}:{port} knows no primary for slot {slot}")
+        except (OSError, ReplyError, RedisClosed, TimeoutError) as exc:
+            failures.append(f"{host}:{port}: {exc or 'no answer'}")
+        finally:
+            await _abandon(node)
+    raise RedisClosed("no node of the cluster named the primary of our keys: " + "; ".join(failures))
 
 
 async def _role(conn: RedisConnection) -> bytes:

@@ -37,12 +37,18 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     ``unix:///path/redis.sock?db=0``, ``redis://[:pw@]host:port/db`` (``rediss://``: TLS), or
     ``redis+sentinel://[:pw@]host:port[,host:port...]/primary-name[/db]``: the Sentinels to ask
     for the current primary of ``primary-name`` (``sentinels``, ``service``); ``pw`` is the
-    primary's password, ``?sentinel_password=`` the Sentinels' own, if they have one.
+    primary's password, ``?sentinel_password=`` the Sentinels' own, if they have one; or
+    ``redis+cluster://[:pw@]host:port[,host:port...]`` (``rediss+cluster://``: TLS): nodes of a
+    Redis Cluster to ask where the rest are (``cluster``; database 0, the only one a cluster
+    has).
     """
     u = urlparse(url)
     out: dict[str, Any] = {"password": None, "db": 0}
     if u.scheme == "redis+sentinel":
         return _parse_sentinel_url(url, u.netloc, u.path, u.query, out)
+    if u.scheme in ("redis+cluster", "rediss+cluster"):
+        out["ssl"] = u.scheme == "rediss+cluster"
+        return _parse_cluster_url(url, u.netloc, u.path, out)
     out["password"] = unquote(u.password) if u.password else None
     if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
         if not u.path:
@@ -64,8 +70,9 @@ def parse_redis_url(url: str) -> dict[str, Any]:
         if u.path and u.path.strip("/"):
             out["db"] = _db(u.path.strip("/"), url)
     else:
-        raise ValueError(f"unsupported Redis URL {_shown(url)}: use unix:///path, redis://host:port "
-                         "or redis+sentinel://host:port[,host:port...]/primary-name")
+        raise ValueError(f"unsupported Redis URL {_shown(url)}: use unix:///path, redis://host:port, "
+                         "redis+sentinel://host:port[,host:port...]/primary-name or "
+                         "redis+cluster://host:port[,host:port...]")
     return out
 
 
@@ -77,20 +84,35 @@ def _db(text: str, url: str) -> int:
     return int(text)
 
 
-def _parse_sentinel_url(url: str, netloc: str, path: str, query: str,
-                        out: dict[str, Any]) -> dict[str, Any]:
+def _hosts(url: str, netloc: str, out: dict[str, Any], default_port: str, what: str
+           ) -> list[tuple[str, int]]:
+    """The ``host:port`` list of a Sentinel or cluster URL (the password, if any, into
+    ``out``)."""
     auth, _, hosts = netloc.rpartition("@")
     if auth:
         out["password"] = unquote(auth.partition(":")[2] if ":" in auth else auth) or None
-    sentinels = []
+    found = []
     for part in hosts.split(","):
         host, sep, port = part.rpartition(":")
         if not sep:
-            host, port = part, "26379"
+            host, port = part, default_port
         host = host.strip("[]")
         if not host_ok(host) or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-            raise ValueError(f"invalid Redis URL {_shown(url)}: {part!r} is not a Sentinel's host:port")
-        sentinels.append((host, int(port)))
+            raise ValueError(f"invalid Redis URL {_shown(url)}: {part!r} is not {what}'s host:port")
+        found.append((host, int(port)))
+    return found
+
+
+def _parse_cluster_url(url: str, netloc: str, path: str, out: dict[str, Any]) -> dict[str, Any]:
+    out["cluster"] = _hosts(url, netloc, out, "6379", "a cluster node")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"invalid Redis URL {_shown(url)}: a Redis Cluster has database 0 only")
+    return out
+
+
+def _parse_sentinel_url(url: str, netloc: str, path: str, query: str,
+                        out: dict[str, Any]) -> dict[str, Any]:
+    sentinels = _hosts(url, netloc, out, "26379", "a Sentinel")
     name, _, db = path.strip("/").partition("/")
     if not name:
         raise ValueError(f"invalid Redis URL {_shown(url)}: the primary's name is missing "
@@ -114,6 +136,9 @@ def redis_location(url: str) -> str:
     if "sentinels" in target:
         hosts = ",".join(f"{h}:{p}" for h, p in target["sentinels"])
         return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
+    if "cluster" in target:
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target["cluster"])
+        return f"{'rediss' if target['ssl'] else 'redis'}+cluster://{hosts}"
     scheme = "rediss" if target.get("ssl") else "redis"
     host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
     return f"{scheme}://{host}:{target['port']}/{target['db']}"

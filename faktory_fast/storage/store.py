@@ -61,6 +61,7 @@ from faktory_fast.storage.redis_url import parse_redis_url
 
 if TYPE_CHECKING:
     import redis
+    from redis.cluster import RedisCluster
 
     from faktory_fast.storage.redis_client import RedisConnection
 
@@ -84,10 +85,12 @@ T = TypeVar("T")
 def library_source() -> str:
     """The Lua function library as Redis loads it: the files shipped in the package
     (``LUA_FILES``, in that order), with the names it takes from Python (``keys.LUA_NAMES``,
-    ``Outcome``, ``Fetched``) filled in."""
+    its keys with this process's tag, ``Outcome``, ``Fetched``) filled in."""
     lua = resources.files("faktory_fast.storage").joinpath("lua")
     text = "\n".join(lua.joinpath(name).read_text() for name in LUA_FILES)
-    names = [f"local {name} = {json.dumps(value)}" for name, value in keys.LUA_NAMES.items()]
+    names = [f"local {name} = {json.dumps(keys.TAG + value if name in keys.LUA_KEY_NAMES else value)}"
+             for name, value in keys.LUA_NAMES.items()]
+    names.append(f"local KEY_TAG = {json.dumps(keys.TAG)}")
     for enum in (Outcome, Fetched):
         members = ", ".join(f"{m.name} = {m.value}" for m in enum)
         names.append(f"local {enum.__name__.upper()} = {{{members}}}")
@@ -367,13 +370,35 @@ class SyncStore(Operations, SyncRunner):
     RESP2 and no reply post-processing, so both stores see the same raw replies.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         from redis.exceptions import ResponseError
 
-        client.response_callbacks.clear()
         self.client = client
         self._execute = client.execute_command
         self._response_error = ResponseError
+        if hasattr(client, "nodes_manager"):  # redis-py's RedisCluster: a client per node
+            nodes = client.nodes_manager
+            make = nodes.create_redis_node
+
+            def raw_node(*args: Any, **kwargs: Any) -> Any:
+                node = make(*args, **kwargs)
+                node.response_callbacks.clear()
+                return node
+            nodes.create_redis_node = raw_node  # the nodes a failover brings, too
+            for node in client.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.response_callbacks.clear()
+            self._execute = self._execute_on_cluster
+        else:
+            client.response_callbacks.clear()
+
+    def _execute_on_cluster(self, *args: Any) -> Any:
+        """A command on a cluster: our functions go where their keys are (one slot); the rest
+        (FUNCTION LOAD, INFO...) go to the primary of that slot, the one Redis our keys use."""
+        client: Any = self.client
+        if args[0] == "FCALL":
+            return client.execute_command(*args)
+        return client.execute_command(*args, target_nodes=client.get_node_from_key(keys.TAG))
 
     @classmethod
     def connect(cls, url: str) -> SyncStore:
@@ -382,7 +407,16 @@ class SyncStore(Operations, SyncRunner):
         import redis
 
         target = parse_redis_url(url)
+        keys.use_tag("cluster" in target)
         common = {"db": target["db"], "password": target["password"], "protocol": 2}
+        if "cluster" in target:
+            # redis-py's cluster client follows MOVED, ASK and failovers; every call of ours
+            # names keys of one slot (keys.CLUSTER_TAG), so it goes to that slot's primary.
+            from redis.cluster import ClusterNode, RedisCluster
+
+            del common["db"]
+            return cls(RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target["cluster"]],
+                                    ssl=target["ssl"], socket_connect_timeout=5.0, **common))
         if "path" in target:
             client = redis.Redis(unix_socket_path=target["path"], **common)
         elif "sentinels" in target:

@@ -22,7 +22,8 @@
 
 -- Names from Python, written here by store.library_source() when the library is loaded:
 -- QUEUE_PREFIX, PRIORITY_SUFFIX, WAITERS_PREFIX, WORKER_PREFIX (keys.py's key names),
--- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), and the named results OUTCOME
+-- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), KEY_TAG (the hash tag every key
+-- carries on a Redis Cluster, keys.CLUSTER_TAG; "" on a single Redis), the named results OUTCOME
 -- (GONE: no such record, nothing changed; DONE; CHANGED: not the record the caller read) and
 -- FETCHED (what ff_fetch found instead of a job: EMPTY, QUIET, ALL_PAUSED, SOME_PAUSED, MORE).
 --@names from python

@@ -28,14 +28,29 @@ local function ff_info(keys, args)
 end
 read_only('ff_info', ff_info)
 
--- ff_flush(): FLUSHDB, but the live registry of processes, connections and workers survives
--- (they are still connected); everything about jobs and queues is gone. Publishes 'flush' on
--- CONTROL_CHANNEL so processes drop what they cached about empty queues.
+-- ff_flush(cursor, count): FLUSHDB, but the live registry of processes, connections and
+-- workers survives (they are still connected); everything about jobs and queues is gone.
+-- Publishes 'flush' on CONTROL_CHANNEL so processes drop what they cached about empty queues.
+-- On a cluster the node holds others' keys too: a page of ours (SCAN of about `count` keys
+-- matching KEY_TAG from `cursor`) is deleted a call, the registry's keys left as they are.
+-- Returns {next cursor ('0': done), 0}.
 -- KEYS: ff:conns, ff:cmds, ff:tasks (kept), ff:wids, ff:quiet (kept, with the ff:w:<wid> of
 -- each registered worker), ff:throttles, ff:cron:entries (kept: configuration); FLUSHDB
 -- drops every other key.
 local function ff_flush(keys, args)
   local wids, quiet = keys[4], keys[5]
+  if KEY_TAG ~= '' then
+    local kept = {}
+    for _, k in ipairs(keys) do kept[k] = true end
+    local page = redis.call('SCAN', args[1], 'MATCH', KEY_TAG .. '*', 'COUNT', args[2])
+    for _, k in ipairs(page[2]) do
+      if not kept[k] and string.sub(k, 1, #WORKER_PREFIX) ~= WORKER_PREFIX then
+        redis.call('UNLINK', k)
+      end
+    end
+    if page[1] == '0' then redis.call('PUBLISH', CONTROL_CHANNEL, 'flush') end
+    return {page[1], 0}
+  end
   local keep = {}
   for _, i in ipairs({1, 2, 3, 6, 7}) do keep[keys[i]] = redis.call('HGETALL', keys[i]) end
   local beats = redis.call('ZRANGE', wids, 0, -1, 'WITHSCORES')
@@ -53,7 +68,7 @@ local function ff_flush(keys, args)
   end
   if #quiet_wids > 0 then redis.call('SADD', quiet, unpack(quiet_wids)) end
   redis.call('PUBLISH', CONTROL_CHANNEL, 'flush')
-  return 0
+  return {'0', 0}
 end
 redis.register_function('ff_flush', ff_flush)
 

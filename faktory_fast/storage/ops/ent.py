@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from faktory_fast.jobs import unique_name
 from faktory_fast.storage import keys
-from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_text, paged
+from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_text, paged, tagged
 
 
 class Throttle(NamedTuple):
@@ -102,4 +102,4 @@ class EntOps:
     def mark_tables(self, mark: str) -> Call[str]:
         """Record ``mark`` ("<node> <digest>") as the writer of the throttle and cron tables;
         the mark it replaced ('' if none)."""
-        return Call(("SET", keys.TABLES_BY, mark, "GET"), lambda v: "" if v is None else as_text(v))
+        return Call(("SET", tagged(keys.TABLES_BY), mark, "GET"), lambda v: "" if v is None else as_text(v))

@@ -10,12 +10,12 @@ from faktory_fast.storage.fcall import (
     Call,
     Fn,
     Op,
-    as_none,
     as_text,
     concat,
     cursor_and,
     paged,
     pairs,
+    tagged,
 )
 
 MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
@@ -63,7 +63,7 @@ FF_INFO = Fn("ff_info", (keys.PROCESSED, keys.FAILURES, keys.SCHEDULED, keys.RET
                          keys.WORKING, keys.WORKER_BEATS, keys.CONNECTIONS, keys.COMMANDS,
                          keys.TASKS, keys.QUEUES, keys.PRIORITY_QUEUES, keys.EXPIRED), _info)
 FF_FLUSH = Fn("ff_flush", (keys.CONNECTIONS, keys.COMMANDS, keys.TASKS, keys.WORKER_BEATS,
-                           keys.QUIET_WORKERS, keys.THROTTLES, keys.CRON_ENTRIES), as_none)
+                           keys.QUIET_WORKERS, keys.THROTTLES, keys.CRON_ENTRIES), cursor_and)
 FF_QUEUE = Fn("ff_queue", (keys.QUEUES, keys.PAUSED, keys.PRIORITY_QUEUES), cursor_and)
 FF_QUEUE_HEADS = Fn("ff_queue_heads", (keys.PRIORITY_QUEUES,), list)
 FF_MUTATE = Fn("ff_mutate", (keys.DEAD,), cursor_and)
@@ -78,7 +78,7 @@ class QueueOps:
         """The names in the ``queues`` set (sorted)."""
         def names(reply: Any) -> list[str]:
             return sorted(as_text(n) for n in reply)
-        return Call(("SMEMBERS", keys.QUEUES), names)
+        return Call(("SMEMBERS", tagged(keys.QUEUES)), names)
 
     @paged(sum)
     def queue_op(self, cursor: str, sub: str, names: Sequence[str]) -> Call[tuple[str, int]]:
@@ -96,11 +96,11 @@ class QueueOps:
             return after, list(reply)
         return Call(FF_QUEUE_HEADS.args([keys.queue(n) for n in part], part), heads)
 
-    @Op
-    def flush(self) -> Call[None]:
+    @paged(lambda parts: None)
+    def flush(self, cursor: str) -> Call[tuple[str, Any]]:
         """Forget every job and queue (FLUSH); the live registry of processes and workers
-        stays."""
-        return FF_FLUSH.call(())
+        stays. One call on a single Redis (FLUSHDB); on a cluster, a call a page of keys."""
+        return FF_FLUSH.call((), cursor, PAGE)
 
     @paged(_merge_info)
     def info(self, cursor: str) -> Call[tuple[str, Info]]:
