@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -106,7 +106,7 @@ class Worst:
 
     def __init__(self, store: SyncStore, scale: float) -> None:
         self.store = store
-        self.r: redis.Redis = store.client  # no reply callbacks: raw replies
+        self.r = cast(redis.Redis, store.client)  # no reply callbacks: raw replies
         self.scale = scale
         self.n = self.count(SET_SIZE)
         self.now_ns = time.time_ns()
@@ -860,7 +860,7 @@ class Worst:
             if self.flushed:
                 self.build()
             self.flushed = True
-            return Operations.flush.build(self.store).args
+            return Operations.flush.build(self.store, "0").args
         self.add("ff_flush", f"every set, queue, worker and batch above ({self.n:,} entries "
                              "a set)", flush)
 

@@ -377,7 +377,8 @@ class SyncStore(Operations, SyncRunner):
         self._execute = client.execute_command
         self._response_error = ResponseError
         if hasattr(client, "nodes_manager"):  # redis-py's RedisCluster: a client per node
-            nodes = client.nodes_manager
+            cluster: Any = client
+            nodes = cluster.nodes_manager
             make = nodes.create_redis_node
 
             def raw_node(*args: Any, **kwargs: Any) -> Any:
@@ -385,7 +386,7 @@ class SyncStore(Operations, SyncRunner):
                 node.response_callbacks.clear()
                 return node
             nodes.create_redis_node = raw_node  # the nodes a failover brings, too
-            for node in client.get_nodes():
+            for node in cluster.get_nodes():
                 if node.redis_connection is not None:
                     node.redis_connection.response_callbacks.clear()
             self._execute = self._execute_on_cluster
