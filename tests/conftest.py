@@ -30,11 +30,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+def single_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    """The session's server: 2 processes on its child Redis."""
     srv = FaktoryServer(str(tmp_path_factory.mktemp("faktory")), processes=2).start()
     yield srv
     srv.close_clients()
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(single_server: FaktoryServer) -> FaktoryServer:
+    """The server most tests use (a module may run on each deployment instead:
+    ``tests.deployments.on_each_deployment``)."""
+    return single_server
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two faktory_fast nodes on a Redis Cluster of 3 primaries + 3 replicas (tests/cluster.py),
+    started once for the session by the first test that asks."""
+    from tests.cluster import SKIP_REASON, RedisCluster, redis_binary
+    from tests.deployments import ClusterNodes
+
+    if redis_binary() is None:
+        pytest.skip(SKIP_REASON)
+    base = tmp_path_factory.mktemp("cluster")
+    cluster = RedisCluster(base / "redis")
+    nodes = ClusterNodes(str(base), cluster)
+    try:
+        cluster.start()
+        yield nodes.start()
+    finally:
+        nodes.close_clients()
+        nodes.stop()  # those started
+        cluster.stop()
 
 
 @pytest.fixture

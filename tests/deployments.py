@@ -1,0 +1,125 @@
+"""The deployments the protocol, Enterprise and client-library tests run against, side by side:
+one server on its child Redis (``single``), and two faktory_fast nodes sharing a real Redis
+Cluster (``cluster``: tests/cluster.py's 3 primaries + 3 replicas, ``REDIS_URL=redis+cluster://``).
+
+A test module runs on both by declaring ``server = on_each_deployment()``. The cluster's
+``ClusterNodes`` stands in for ``FaktoryServer``: its clients alternate between the two nodes (a
+job pushed through one is fetched and acknowledged through the other), and its ``redis()`` names
+keys as the single Redis does (the cluster's ``{ff}`` tag added), so white-box assertions hold.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from faktory_fast.storage import keys
+from faktory_fast.storage.store import SyncStore
+from tests.cluster import RedisCluster, slot_of
+from tests.support import Client, FaktoryServer
+
+DEPLOYMENTS = ("single", "cluster")
+
+# Commands whose every argument after the name is a key; those that name no key; the rest name
+# one key, first (all the white-box tests use).
+_ALL_KEYS = {"DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", "WATCH"}
+_NO_KEY = {"PING", "INFO", "FUNCTION", "CONFIG", "CLIENT", "DBSIZE", "SLOWLOG", "PUBLISH",
+           "COMMAND", "MEMORY", "TIME", "ROLE", "WAIT", "SCRIPT", "FLUSHDB", "FLUSHALL"}
+
+
+class TaggedRedis(redis.Redis):
+    """redis-py on the primary that holds the cluster's ``{ff}`` slot, naming keys untagged:
+    ``r.llen("q:default")`` reads ``{ff}q:default``."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = str(args[0]).upper()
+        tag = keys.CLUSTER_TAG
+        if name in _ALL_KEYS:
+            args = (args[0], *(tag + _text(k) for k in args[1:]))
+        elif name in ("FCALL", "FCALL_RO"):
+            n = int(args[2])
+            args = (*args[:3], *(tag + _text(k) for k in args[3:3 + n]), *args[3 + n:])
+        elif name in ("SCAN", "KEYS"):
+            args = tuple(tag + _text(a) if i and _text(args[i - 1]).upper() == "MATCH"
+                         or (name == "KEYS" and i == 1) else a for i, a in enumerate(args))
+        elif name not in _NO_KEY and len(args) > 1:
+            args = (args[0], tag + _text(args[1]), *args[2:])
+        return super().execute_command(*args, **options)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ClusterNodes:
+    """Two faktory_fast nodes (one server process each) on one Redis Cluster, in the place of
+    a ``FaktoryServer``: ``client()`` alternates between them."""
+
+    def __init__(self, base: str, cluster: RedisCluster) -> None:
+        self.cluster = cluster
+        env = {"REDIS_URL": cluster.url}
+        self.nodes = [FaktoryServer(os.path.join(base, name), processes=1, env=env)
+                      for name in ("a", "b")]
+        self._next = 0
+
+    def start(self) -> ClusterNodes:
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    # What tests use of a FaktoryServer -------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def password(self) -> str | None:
+        return None
+
+    @property
+    def data_dir(self) -> str:
+        return self.nodes[0].data_dir
+
+    @property
+    def lines(self) -> list[str]:
+        return self.nodes[0].lines + self.nodes[1].lines
+
+    def client(self, **kw: Any) -> Client:
+        node = self.nodes[self._next]
+        self._next = 1 - self._next
+        return node.client(**kw)
+
+    def close_clients(self) -> None:
+        for node in self.nodes:
+            node.close_clients()
+
+    def redis(self) -> TaggedRedis:
+        primary = self.cluster.primary_for_slot(slot_of(keys.CLUSTER_TAG))
+        return TaggedRedis(port=primary.port, socket_timeout=5)
+
+    def store(self) -> SyncStore:
+        return SyncStore.connect(self.cluster.url)
+
+    def server_process_pids(self) -> list[int]:
+        return [pid for node in self.nodes for pid in node.server_process_pids()]
+
+
+def on_each_deployment() -> Callable[..., Iterator[Any]]:
+    """A module's ``server`` fixture: the session's single server, then the cluster's nodes
+    (``cluster_nodes``), each for all of the module's tests."""
+    @pytest.fixture(scope="module", params=DEPLOYMENTS)
+    def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+        yield request.getfixturevalue("single_server" if request.param == "single"
+                                      else "cluster_nodes")
+    return server
