@@ -30,24 +30,39 @@ _NO_KEY = {"PING", "INFO", "FUNCTION", "CONFIG", "CLIENT", "DBSIZE", "SLOWLOG", 
            "COMMAND", "MEMORY", "TIME", "ROLE", "WAIT", "SCRIPT", "FLUSHDB", "FLUSHALL"}
 
 
+def _tagged(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A command's arguments with the cluster's tag on each key it names."""
+    name = _text(args[0]).split()[0].upper()
+    tag = keys.CLUSTER_TAG
+    if name in _ALL_KEYS:
+        return (args[0], *(tag + _text(k) for k in args[1:]))
+    if name in ("FCALL", "FCALL_RO"):
+        n = int(args[2])
+        return (*args[:3], *(tag + _text(k) for k in args[3:3 + n]), *args[3 + n:])
+    if name in ("SCAN", "KEYS"):
+        return tuple(tag + _text(a) if i and (_text(args[i - 1]).upper() == "MATCH"
+                                              or (name == "KEYS" and i == 1)) else a
+                     for i, a in enumerate(args))
+    if name not in _NO_KEY and len(args) > 1:
+        return (args[0], tag + _text(args[1]), *args[2:])
+    return args
+
+
 class TaggedRedis(redis.Redis):
     """redis-py on the primary that holds the cluster's ``{ff}`` slot, naming keys untagged:
-    ``r.llen("q:default")`` reads ``{ff}q:default``."""
+    ``r.llen("q:default")`` reads ``{ff}q:default`` (in pipelines too)."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = str(args[0]).upper()
-        tag = keys.CLUSTER_TAG
-        if name in _ALL_KEYS:
-            args = (args[0], *(tag + _text(k) for k in args[1:]))
-        elif name in ("FCALL", "FCALL_RO"):
-            n = int(args[2])
-            args = (*args[:3], *(tag + _text(k) for k in args[3:3 + n]), *args[3 + n:])
-        elif name in ("SCAN", "KEYS"):
-            args = tuple(tag + _text(a) if i and _text(args[i - 1]).upper() == "MATCH"
-                         or (name == "KEYS" and i == 1) else a for i, a in enumerate(args))
-        elif name not in _NO_KEY and len(args) > 1:
-            args = (args[0], tag + _text(args[1]), *args[2:])
-        return super().execute_command(*args, **options)
+        return super().execute_command(*_tagged(args), **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        return _TaggedPipeline(self.connection_pool, self.response_callbacks, transaction,
+                               shard_hint)
+
+
+class _TaggedPipeline(redis.client.Pipeline):
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return super().execute_command(*_tagged(args), **kwargs)
 
 
 def _text(value: Any) -> str:

@@ -9,11 +9,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from faktory_fast import config
 from faktory_fast.storage import keys
+from tests.deployments import on_each_deployment
 from tests.ent_client import Ent
 from tests.support import (
     Client,
@@ -23,6 +25,9 @@ from tests.support import (
     job,
     load_config,
 )
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
 
 
 def llen(server: FaktoryServer, queue: str) -> int:
@@ -493,7 +498,10 @@ def workers_on(servers: list[FaktoryServer], per_process: int) -> list[Client]:
     return out
 
 
-def assert_exactly_once(servers: list[FaktoryServer], rounds: int) -> None:
+def assert_exactly_once(servers: list[FaktoryServer], rounds: int,
+                        redis_of: Any = None) -> None:
+    """``redis_of``: whose ``redis()`` to read (the first server's)."""
+    redis_of = redis_of or servers[0]
     e = Ent(servers[0].client())
     workers = workers_on(servers, 3)
     assert len(workers) >= 6
@@ -501,15 +509,15 @@ def assert_exactly_once(servers: list[FaktoryServer], rounds: int) -> None:
         bid = race_round(e, workers, "racecb", commit_racing=n % 2 == 1)
         s = e.status(bid)
         assert (s["pending"], s["complete_st"]) == (0, "1"), s
-        queued = srv_jobs(servers[0], "racecb")
+        queued = srv_jobs(redis_of, "racecb")
         assert [j["jobtype"] for j in queued] == ["Complete"], (n, queued)
         # The complete callback's ACK (from a worker of another node) fires success once.
         cb = workers[-1].fetch("racecb")
         assert workers[-1].ack(cb["jid"]) == "OK"
-        assert [j["jobtype"] for j in srv_jobs(servers[0], "racecb")] == ["Success"]
+        assert [j["jobtype"] for j in srv_jobs(redis_of, "racecb")] == ["Success"]
         workers[0].ack(workers[0].fetch("racecb")["jid"])
         assert e.status(bid)["success_st"] == "2"
-    r = servers[0].redis()
+    r = redis_of.redis()
     try:
         assert int(r.hget(keys.BATCH_STATS, "callbacks")) >= 2 * rounds
     finally:
@@ -517,8 +525,9 @@ def assert_exactly_once(servers: list[FaktoryServer], rounds: int) -> None:
 
 
 def test_exactly_once_with_several_processes(srv: FaktoryServer) -> None:
-    assert len(srv.server_process_pids()) == 2
-    assert_exactly_once([srv], rounds=int(os.environ.get("RACE_ROUNDS", 15)))
+    servers = getattr(srv, "nodes", [srv])  # on a cluster: two nodes of one process each
+    assert sum(len(s.server_process_pids()) for s in servers) == 2
+    assert_exactly_once(servers, rounds=int(os.environ.get("RACE_ROUNDS", 15)), redis_of=srv)
 
 
 @pytest.fixture(scope="module")
@@ -600,7 +609,8 @@ def test_a_push_into_a_batch_is_one_redis_call(srv: FaktoryServer, client: Clien
         for cmd in m.listen():
             if "stop-monitor" in cmd["command"]:
                 break
-            if cmd["client_type"] != "lua" and not cmd["command"].startswith(("HELLO", "CLIENT")):
+            if cmd["client_type"] != "lua" and not cmd["command"].startswith(
+                    ("HELLO", "CLIENT", "CLUSTER")):  # (CLUSTER: the test's own, finding a node)
                 sent.append(cmd["command"])
     r.close()
     assert len(sent) == 1 and sent[0].startswith("FCALL ff_push "), sent

@@ -13,6 +13,7 @@ import faktory
 import pytest
 
 from faktory_fast_client import AsyncClient, Client, Job, Worker, current_job
+from tests.deployments import on_each_deployment
 from tests.integration.test_client import zset_jobs
 from tests.integration.test_client_worker import Running
 from tests.integration.test_compat_node import _node_ready, node_client, start_node_worker
@@ -25,6 +26,10 @@ from tests.integration.test_compat_python import (
     pyfaktory_producer,
 )
 from tests.support import FaktoryServer, wait_for
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
+
 
 needs_node = pytest.mark.skipif(_node_ready() is not None, reason=str(_node_ready()))
 

@@ -23,6 +23,7 @@ from typing import Any
 import faktory
 import pytest
 
+from tests.deployments import on_each_deployment
 from tests.integration.test_compat_python import (
     Recorder,
     counter,
@@ -39,6 +40,10 @@ from tests.integration.test_compat_python import (
     worker_registered,
 )
 from tests.support import ROOT, FaktoryServer, job, wait_for
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
+
 
 NODE_DIR = os.path.join(ROOT, "tests", "node")
 NODE = shutil.which("node")

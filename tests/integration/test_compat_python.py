@@ -30,6 +30,12 @@ import faktory
 import pytest
 from faktory.exceptions import FaktoryAuthenticationError
 
+from tests.deployments import on_each_deployment
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
+
+
 # pyfaktory's Consumer installs a SIGTERM handler (pebble's @sighandler) at import time;
 # keep pytest's own handler.
 _sigterm = signal.getsignal(signal.SIGTERM)

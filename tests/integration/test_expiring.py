@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from faktory_fast.jobs import parse_rfc3339, rfc3339
+from tests.deployments import on_each_deployment
 from tests.support import Client, FaktoryServer, ReplyError, job, redis_commands, wait_for
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
+
 
 SECOND = 1_000_000_000
 

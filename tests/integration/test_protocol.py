@@ -26,10 +26,14 @@ from tests.support import (
 IMPLEMENTATIONS = ["cython", "python"] if hot_path() == "cython" else ["python"]
 
 
-@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
+@pytest.fixture(scope="module", params=[*IMPLEMENTATIONS, "cluster"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
-    """This module's own server, one per implementation of the hot path."""
+    """This module's own server, one per implementation of the hot path; then two nodes on a
+    Redis Cluster (``tests.deployments``)."""
+    if request.param == "cluster":
+        yield request.getfixturevalue("cluster_nodes")
+        return
     env = {PURE_ENV: "1"} if request.param == "python" else {}
     srv = FaktoryServer(str(tmp_path_factory.mktemp("faktory")), processes=2, env=env).start()
     assert any(f"(hot path: {request.param})" in line for line in srv.lines), srv.lines

@@ -11,8 +11,12 @@ import pytest
 
 from faktory_fast import jobs
 from faktory_fast.storage import keys
+from tests.deployments import on_each_deployment
 from tests.ent_client import Ent
 from tests.support import Client, FaktoryServer, ReplyError, job, wait_for
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
 
 
 def tracked(**fields: object) -> dict:

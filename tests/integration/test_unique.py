@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from faktory_fast.jobs import rfc3339
+from tests.deployments import on_each_deployment
 from tests.support import (
     Client,
     FaktoryServer,
@@ -23,6 +24,10 @@ from tests.support import (
     two_nodes,
     wait_for,
 )
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
+
 
 NOT_UNIQUE = "NOTUNIQUE Job not unique"
 

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from faktory_fast.jobs import unique_name
 from faktory_fast.storage import keys
-from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_text, paged, tagged
+from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_none, as_text, paged, tagged
 
 
 class Throttle(NamedTuple):
@@ -57,6 +57,7 @@ def _lock_state(key: str) -> Callable[[Any], UniqueLock]:
     return decode
 
 
+FF_LOCK = Fn("ff_lock", (), as_none)  # decoded with the lock's name: unique_lock
 FF_REPLACE_HASH = Fn("ff_replace_hash", (), as_int)
 FF_THROTTLE_USAGE = Fn("ff_throttle_usage", (keys.THROTTLES, keys.PRIORITY_QUEUES,
                                              keys.THROTTLE_LAPSES), _throttle_rows)
@@ -90,7 +91,7 @@ class EntOps:
     def unique_lock(self, jobtype: str, queue: str, args: Any) -> Call[UniqueLock]:
         """The unique lock a job of ``jobtype`` in ``queue`` with ``args`` (decoded) takes."""
         key = keys.unique_lock(unique_name(jobtype, queue, args))
-        return Call(("FCALL", "ff_lock", 1, key), _lock_state(key))
+        return Call(FF_LOCK.args((key,), ()), _lock_state(key))
 
     @Op
     def unique_sweep(self, cursor: str, count: int) -> Call[str]:
