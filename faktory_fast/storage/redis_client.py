@@ -15,8 +15,15 @@ A lost connection is re-opened in place (``reconnect``): the same object, so who
 command fails at once with RedisClosed. A primary demoted to replica (``-READONLY``) counts as
 lost. With ``redis+sentinel://`` each (re)connection asks the Sentinels for the primary; with
 ``redis+cluster://`` it asks the cluster's nodes which primary holds the slot of our keys'
-hash tag (``keys.CLUSTER_TAG``), and a ``-MOVED`` or ``-ASK`` (the slot went, or is going, to
-another primary) counts as lost too.
+hash tag (``keys.CLUSTER_TAG``).
+
+Commands Redis answers without running them are sent again when the connection is given a
+``hold`` (the server processes' on a Redis of the user's): ``-MOVED`` and ``-READONLY`` (the slot,
+or the primary, is elsewhere now: the connection is drained, closed and re-opened where it went),
+``-ASK``, ``-TRYAGAIN`` and ``-CLUSTERDOWN`` (a slot migration or a failover under way: sent again
+here, after a short pause). Commands made while the connection is down or drained wait for it
+too. Either kind waits at most ``hold`` seconds, then fails with RedisClosed; a command in flight
+when the connection breaks fails at once (it may or may not have run).
 """
 from __future__ import annotations
 
@@ -45,6 +52,11 @@ LOW_WATER = 1 << 20
 CONNECT_TIMEOUT = 5.0  # seconds for one attempt: TCP connect, Sentinel query, AUTH, ROLE
 NODE_TIMEOUT = 1.0  # seconds for one cluster node to say where our keys are
 BACKOFF = (0.1, 1.0)  # seconds between attempts to reconnect: doubles from 0.1 up to 1
+# Replies that say Redis did not run the command: the primary (or slot) is elsewhere now...
+NOT_HERE = ("MOVED", "READONLY")
+# ...or it will be here after a migration or failover under way: try again in a moment.
+NOT_YET = ("ASK", "TRYAGAIN", "CLUSTERDOWN")
+RETRY_PAUSE = (0.01, 0.2)  # seconds before sending NOT_YET commands again: doubles up to 0.2
 STILL_DOWN_EVERY = 30.0  # a reconnection that keeps failing says so this often
 # A dead primary host sends no RST: TCP keepalive (and a limit on unacknowledged data) notices.
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3,
@@ -69,11 +81,13 @@ class RedisConnection:
 
     def __init__(self, on_push: Callable[[list], None] | None = None,
                  on_pressure: Callable[[bool], None] | None = None, wait_replicas: int = 0,
-                 wait_timeout: int = 1000) -> None:
+                 wait_timeout: int = 1000, hold: float = 0.0) -> None:
         """``on_push``: gets the pub/sub messages (once subscribed); ``on_pressure``: told True
         when the write buffer passes HIGH_WATER, False when it is back below LOW_WATER (the
         server stops reading from its clients meanwhile); ``wait_replicas``: see
-        ``execute_cb_replicated`` (0: writes are not held), ``wait_timeout`` in ms."""
+        ``execute_cb_replicated`` (0: writes are not held), ``wait_timeout`` in ms; ``hold``:
+        seconds a command Redis did not run, or made while the connection is down, waits to be
+        sent (again) once it is back (0: it fails at once)."""
         self._reader = RespReader()
         self.address = ""  # host:port or socket path, for log lines
         self.lost = ""  # why the connection closed, for the log line that reports it
@@ -95,6 +109,18 @@ class RedisConnection:
         self._held: list | None = None
         # Called as each iteration's writes leave, before them (``gather``).
         self._gatherers: list[Callable[[], None]] = []
+        self.hold = hold
+        # With a hold: what each pending command is, to send it again (in step with _pending:
+        # (waiter, command, replicated, deadline), or None for our own WAIT)...
+        self._sent: collections.deque[tuple[Any, bytes, bool, float] | None] = collections.deque()
+        # ...the commands waiting to be sent (again), in order, each until its deadline (set
+        # when it first had to wait: hold seconds on).
+        self._waiting: list[tuple[Any, bytes, bool, float]] = []
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._hold_deadline = 0.0  # the deadline of the command send_waiting is sending
+        self._draining = False  # a NOT_HERE reply came: send nothing more here
+        self._lost_at = float("-inf")  # when the connection last broke
+        self._pause = RETRY_PAUSE[0]
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,9 +148,77 @@ class RedisConnection:
             ):
                 self._on_push(reply)
                 continue
+            if self.hold:
+                sent = self._sent.popleft()
+                if type(reply) is ReplyError and sent is not None and self._not_run(reply, sent):
+                    pending.popleft()
+                    continue
+                self._pause = RETRY_PAUSE[0]
             if type(reply) is ReplyError:
                 reply = self._error(reply)
             _deliver(pending.popleft(), reply)
+        if self._draining and not pending and self._transport is not None:
+            self._transport.close()  # every reply is in: re-open where the primary is now
+            self._transport = None
+
+    def _not_run(self, err: ReplyError, sent: tuple[Any, bytes, bool, float]) -> bool:
+        """A reply saying Redis did not run the command: keep it to send again (True)."""
+        text = str(err)
+        if text.startswith(NOT_HERE):
+            if not self._draining:
+                self._draining = True
+                self.lost = (f"{self.address} is now a replica (READONLY)"
+                             if text.startswith("READONLY")
+                             else f"{self.address} no longer holds our keys ({text[:60]})")
+            self._wait(sent)
+            return True
+        if text.startswith(NOT_YET):
+            if not self._waiting and not self._draining:
+                self._loop.call_later(self._pause, self.send_waiting)
+                self._pause = min(self._pause * 2, RETRY_PAUSE[1])
+            self._wait(sent)
+            return True
+        return False
+
+    def _wait(self, entry: tuple[Any, bytes, bool, float]) -> None:
+        """``entry`` (waiter, command, replicated, deadline) waits to be sent (again); its
+        deadline, if it has none yet, is ``hold`` seconds from now."""
+        waiter, command, replicated, deadline = entry
+        if not deadline:
+            deadline = self._loop.time() + self.hold
+        self._waiting.append((waiter, command, replicated, deadline))
+        if self._wait_timer is None:
+            self._wait_timer = self._loop.call_at(deadline, self._give_up_waiting)
+
+    def _give_up_waiting(self) -> None:
+        """Fail the waiting commands whose time is up; look again at the next deadline."""
+        self._wait_timer = None
+        now = self._loop.time()
+        err = RedisClosed(f"Redis connection lost: {self.lost or 'Redis did not run it in time'}")
+        late = [e for e in self._waiting if e[3] <= now]
+        self._waiting = [e for e in self._waiting if e[3] > now]
+        for waiter, _, _, _ in late:
+            _deliver(waiter, err)
+        if self._waiting:
+            self._wait_timer = self._loop.call_at(min(e[3] for e in self._waiting),
+                                                  self._give_up_waiting)
+
+    def send_waiting(self) -> None:
+        """Send the waiting commands (again), in their order, if the connection is up
+        (``connect`` calls it once a re-opened connection is ready)."""
+        if self._transport is None or self._draining or not self._waiting:
+            return
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
+        waiting, self._waiting = self._waiting, []
+        for waiter, command, replicated, deadline in waiting:
+            self._hold_deadline = deadline  # carried into _sent: the time does not restart
+            if replicated:
+                self.send_cb_replicated(waiter, command)
+            else:
+                self._send(waiter, command)
+        self._hold_deadline = 0.0
 
     def _error(self, err: ReplyError) -> Exception:
         """An error reply as the caller should see it: a primary demoted to replica (or one
@@ -153,9 +247,21 @@ class RedisConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self.connected = False
+        self._draining = False
         if not self.lost:
             self.lost = f"{exc}" if exc else "closed by Redis"
         err = RedisClosed(f"Redis connection lost: {self.lost}")
+        if self.hold:
+            # Written but not sent: as good as never made, so they wait for the return too.
+            unsent = len(self._out)
+            if unsent:
+                for entry in list(self._sent)[-unsent:]:
+                    if entry is not None:
+                        self._wait(entry)
+                for _ in range(unsent):
+                    self._pending.pop()
+            self._sent.clear()
+            self._lost_at = self._loop.time()  # commands made from now on may wait
         self._out = []  # unsent: a re-opened connection must not send them
         held, self._held = self._held, None
         while self._pending:
@@ -191,10 +297,13 @@ class RedisConnection:
         if not self.wait_replicas:
             self._send(then, command)
             return
+        if self._transport is None or self._draining:
+            self._wait_or_fail(then, command, True)
+            return
         held = self._held
         if held is None:
             held = []
-        self._send(lambda reply: held.append((then, reply)), command)  # RedisClosed if closed
+        self._send(lambda reply: held.append((then, reply)), command, then)
         self._held = held  # filled as the replies come, released by the WAIT _flush adds
 
     def gather(self, send: Callable[[], None]) -> None:
@@ -210,13 +319,30 @@ class RedisConnection:
         if self._flush_handle is None or self._flush_handle is _GATHERING:
             self._flush_handle = self._loop.call_soon(self._flush)
 
-    def _send(self, waiter: asyncio.Future | Then, command: bytes) -> None:
-        if self._transport is None:
-            raise RedisClosed("Redis connection closed")
+    def _send(self, waiter: asyncio.Future | Then, command: bytes,
+              replicated_for: Any = None) -> None:
+        """``replicated_for``: the caller's waiter of a write sent by ``send_cb_replicated``
+        (``waiter`` then holds its reply for the WAIT)."""
+        if self._transport is None or self._draining:
+            self._wait_or_fail(waiter, command, False)
+            return
         self._pending.append(waiter)
+        if self.hold:
+            self._sent.append((waiter, command, False, self._hold_deadline)
+                              if replicated_for is None
+                              else (replicated_for, command, True, self._hold_deadline))
         self._out.append(command)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _wait_or_fail(self, waiter: Any, command: bytes, replicated: bool) -> None:
+        """A command made while the connection is down or drained: it waits for the
+        connection's return, if it has a hold and the connection went less than ``hold``
+        seconds ago."""
+        if not self.hold or (not self._draining
+                             and self._loop.time() >= self._lost_at + self.hold):
+            raise RedisClosed("Redis connection closed")
+        self._wait((waiter, command, replicated, 0.0))
 
     def _flush(self) -> None:
         self._flush_handle = _GATHERING  # the gatherers' commands join this write
@@ -228,6 +354,8 @@ class RedisConnection:
             held, self._held = self._held, None
             want = self.wait_replicas
             self._pending.append(lambda n: _release(held, n, want, self.wait_timeout))
+            if self.hold:
+                self._sent.append(None)
             self._out.append(pack_command("WAIT", want, self.wait_timeout))
         if self._transport is not None and self._out:
             out = self._out
@@ -334,6 +462,7 @@ async def connect(url: str, on_push: Callable[[list], None] | None = None,
         if isinstance(exc, TimeoutError):
             raise RedisClosed(f"{conn.address}: no answer within {CONNECT_TIMEOUT:g} s") from None
         raise
+    conn.send_waiting()  # what waited for the connection's return
     return conn
 
 

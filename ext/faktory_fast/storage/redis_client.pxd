@@ -17,7 +17,15 @@ cdef class RedisConnection:
     cdef readonly int wait_timeout
     cdef object _held
     cdef list _gatherers
-    cdef _send(self, object waiter, bytes command)
+    cdef public double hold
+    cdef object _sent
+    cdef list _waiting
+    cdef object _wait_timer
+    cdef double _hold_deadline
+    cdef bint _draining
+    cdef double _lost_at
+    cdef double _pause
+    cdef _send(self, object waiter, bytes command, object replicated_for=*)
     cdef object _error(self, object err)
 
 cdef _deliver(object waiter, object reply)
