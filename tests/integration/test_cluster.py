@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -182,7 +183,9 @@ def test_failover_under_load_loses_no_acknowledged_push(
     assert set(fetched) <= {j["jid"] for j in jobs}
     # A job is stored twice only by a push retried after an -ERR.
     assert duplicated <= errored, sorted(duplicated - errored)[:5]
-    assert LOST in errors
+    # Commands made during the failover (about 2.5 s here) wait for the promoted replica (the
+    # server's hold, 5 s): those in flight at the kill get LOST, and those a slower failover
+    # keeps waiting longer than the hold; nothing else.
     assert all(t == LOST or NOT_CONFIRMED in t for t in errors), errors
     for srv in servers:
         # Each process (the master, the server process) lost Redis once and came back once,
@@ -204,19 +207,13 @@ def _try_push(c: Client, payload: dict) -> str:
         return str(exc)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a bug: while the {ff} slot migrates with some keys moved, Redis answers a push's FCALL "
-    "(keys on both nodes) -TRYAGAIN Multiple keys request during rehashing of slot, which the "
-    "server does not treat as -ASK/-MOVED: it logs 'Unexpected error in PUSH' with "
-    "faktory_fast.codec.resp.ReplyError: TRYAGAIN ... and the client gets -ERR internal error "
-    "(every push until the migration ends), instead of -ERR lost the connection to Redis"))
 def test_the_slot_moving_to_another_primary_is_followed(
         cluster: RedisCluster, servers: list[FaktoryServer], tmp_path: Path) -> None:
-    """The ``{ff}`` slot resharded to another primary while two nodes run. During the
-    migration (some keys moved, the slot still the source's) a push either succeeds or gets
-    -ERR lost the connection (the server reconnects on -ASK / -MOVED, it does not follow them);
-    once the slot is the destination's every job pushed before, during (acknowledged) and after
-    is fetched exactly once."""
+    """The ``{ff}`` slot resharded to another primary while two nodes run and clients push.
+    During the migration (some keys moved, the slot still the source's) Redis answers a push's
+    FCALL -TRYAGAIN or -ASK: the server sends it again until the migration is done, and then
+    -MOVED: it reconnects to the destination and sends it there. No client sees an error, and
+    every job pushed before, during and after is fetched exactly once."""
     start_nodes(cluster, servers, tmp_path)
     clients = [s.client() for s in servers]
     acked: list[str] = []
@@ -234,15 +231,26 @@ def test_the_slot_moving_to_another_primary_is_followed(
     assert cluster.migrate_keys(FF_SLOT, half) == len(half)
     during: Counter[str] = Counter()
     tried: list[str] = []
-    for i in range(40):
-        payload = job(queue="moving", args=["during", i])
-        reply = _try_push(clients[i % 2], payload)
-        during[reply] += 1
-        tried.append(payload["jid"])
-        if reply == "OK":
-            acked.append(payload["jid"])
+
+    def push_during(c: Client, n: int) -> None:
+        for i in range(n):
+            payload = job(queue="moving", args=["during", i])
+            tried.append(payload["jid"])
+            reply = _try_push(c, payload)
+            during[reply] += 1
+            if reply == "OK":
+                acked.append(payload["jid"])
+    # Two clients (one per node) push while the slot is half moved, each push waiting in the
+    # server until Redis runs it; the rest of the keys move once both have one waiting.
+    pushers = [threading.Thread(target=push_during, args=(c, 20)) for c in clients]
+    for t in pushers:
+        t.start()
+    wait_for(lambda: len(tried) >= 2, timeout=5)
     moved_rest = cluster.migrate_keys(FF_SLOT)
     cluster.finish_migration(FF_SLOT)
+    for t in pushers:
+        t.join(30)
+    assert during == {"OK": 40}, during
     print(f"\n[cluster, resharding] {len(slot_keys)} keys in the slot, {len(half)} moved first; "
           f"pushes during the migration: {dict(during)}; {moved_rest} keys moved after")
     for srv in servers:
@@ -264,8 +272,6 @@ def test_the_slot_moving_to_another_primary_is_followed(
     for srv in servers:
         wait_for(lambda srv=srv: reconnections(srv, dst.port) >= 2, timeout=15)
         assert srv.proc is not None and srv.proc.poll() is None
-    # Last, as they fail now (the xfail's reason): the rest above held all the same.
-    assert set(during) <= {"OK", LOST}, during
     for srv in servers:
         _no_tracebacks(srv)
 
