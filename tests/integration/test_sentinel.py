@@ -275,7 +275,8 @@ def test_failover_under_load_loses_no_acknowledged_push(
         cluster: Cluster, servers: list[FaktoryServer], tmp_path: Path, wait_replicas: int) -> None:
     """Two servers on one Sentinel-managed Redis; 10,000 jobs pushed through both while the
     primary is SIGKILLed. Sentinel promotes the replica, every process finds it, clients keep
-    their connections (commands in between get -ERR and are retried). With
+    their connections (commands in flight get -ERR and are retried; those made meanwhile wait
+    for the new primary, up to the server's hold). With
     --redis-wait-replicas 1 every acknowledged job can be fetched afterwards; without it,
     the count of acknowledged jobs lost is reported."""
     args = ["--redis-wait-replicas", str(wait_replicas), "--redis-wait-timeout", "500"]
@@ -343,9 +344,9 @@ def test_failover_under_load_loses_no_acknowledged_push(
     else:  # the case the option is for does happen here: pushes acknowledged, then lost
         assert lost
     assert len(fetched) >= 10_000 - len(lost)
-    # Clients in flight got -ERR (the connection lost, or the write unconfirmed) and nothing
-    # else: no connection was dropped, no traceback logged.
-    assert LOST in errors
+    # Clients got -ERR (a command in flight when the connection broke, or one kept waiting
+    # longer than the server's hold; or the write unconfirmed) and nothing else: no connection
+    # was dropped, no traceback logged.
     assert all(t == LOST or "not confirmed by 1 Redis replica" in t for t in errors)
     # The restarted primary (empty: no persistence here) is a primary until a Sentinel demotes
     # it, and a Sentinel that has not caught up still names it, so a client may be sent there
