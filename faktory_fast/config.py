@@ -47,6 +47,7 @@ INT_SETTINGS: dict[str, tuple[int, int]] = {
     "backup_keep": (1, 10_000),
     "redis_wait_replicas": (0, 1000),  # Redis WAIT's count
     "redis_wait_timeout": (1, 60_000),  # ms Redis WAIT blocks a server process's connection
+    "redis_hold": (0, 600_000),  # ms a command waits for a Redis failing over or moving its slot
     "batch_retention": (1, MAX_ENT_SECONDS),  # seconds, Redis EXPIRE (in ms within 64 bits)
     "line_budget": (1, 64 << 30),  # bytes; and at least max_line
     "metrics_job_types": (0, 10_000),  # /metrics' job types; 0: no job metrics (job_metrics.py)
@@ -77,6 +78,7 @@ class Config:
     redis_url: str | None = None  # a Redis of the user's instead of the child
     redis_wait_replicas: int = 0  # acknowledged PUSHes wait until this many replicas have them
     redis_wait_timeout: int = 1000  # milliseconds; a PUSH not replicated by then gets -ERR
+    redis_hold: int = 5000  # milliseconds a command waits for a Redis of the user's to be back
     max_line: int = 16 * 1024 * 1024
     max_connections: int = 2000
     backup_every: int = 3600  # seconds between backups of the child Redis; 0: none
@@ -344,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-wait-timeout", type=int, default=None,
                    help="milliseconds a PUSH waits for --redis-wait-replicas before it is "
                         "answered with an error (default 1000)")
+    p.add_argument("--redis-hold", type=int, default=None,
+                   help="with REDIS_URL: milliseconds a command waits for Redis to be back "
+                        "(failover, a cluster moving a slot) before the client gets -ERR "
+                        "(default 5000; 0: at once)")
     return p
 
 
@@ -552,7 +558,7 @@ def _our_settings(cfg: Config, ours: _Settings) -> None:
     cfg.durability = ours.get("durability", "everysec")
     cfg.redis_server = ours.get("redis_server", None)
     for name in ("max_line", "max_connections", "backup_every", "backup_keep",
-                 "redis_wait_replicas", "redis_wait_timeout", "batch_retention",
+                 "redis_wait_replicas", "redis_wait_timeout", "redis_hold", "batch_retention",
                  "metrics_job_types"):
         setattr(cfg, name, ours.get(name, getattr(cfg, name)))
     if cfg.redis_wait_replicas and not cfg.redis_url:

@@ -198,6 +198,7 @@ class Supervisor:
             "redis_reconnect": self.redis is None,
             "redis_wait_replicas": self.cfg.redis_wait_replicas,
             "redis_wait_timeout": self.cfg.redis_wait_timeout,
+            "redis_hold": self.cfg.redis_hold,
             "environment": self.cfg.environment,
             "batch_retention": self.cfg.batch_retention,
             "job_metrics": self.cfg.metrics_job_types > 0,

@@ -34,10 +34,6 @@ log = logging.getLogger("faktory_fast")
 COMMAND_REPORT_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
 REDIS_START_WAIT = 30.0  # seconds a Redis of the user's may take to answer at start-up
-# Seconds a command may wait for a Redis of the user's that is failing over, or moving our keys to
-# another primary of its cluster, before the client is told the connection is lost: Redis did
-# not run it (-MOVED, -ASK, ...; redis_client.NOT_HERE, NOT_YET), or it came meanwhile.
-REDIS_HOLD = 5.0
 
 
 async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
@@ -54,7 +50,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     conn = redis_client.RedisConnection(on_pressure=state.redis_pressure,
                                   wait_replicas=settings.get("redis_wait_replicas", 0),
                                   wait_timeout=settings.get("redis_wait_timeout", 1000),
-                                  hold=REDIS_HOLD if reconnect else 0.0)
+                                  hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0)
     store = AsyncStore(conn)
     parking = Parking(store, proc_id, Reservations(), loop)
     metrics = JobMetrics() if settings.get("job_metrics", True) else None

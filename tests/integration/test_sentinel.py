@@ -226,6 +226,7 @@ def test_redis_url_and_wait_settings_from_flags_env_and_toml(tmp_path: Path) -> 
     cfg = load(["--redis-wait-replicas", "2"], '[faktory_fast]\nredis_url = "redis://x:1"\n',
                REDIS_URL=url)
     assert (cfg.redis_url, cfg.redis_wait_replicas, cfg.redis_wait_timeout) == (url, 2, 1000)
+    assert (cfg.redis_hold, load(["--redis-hold", "0"], REDIS_URL=url).redis_hold) == (5000, 0)
     assert load([]).redis_wait_replicas == 0
     with pytest.raises(ConfigError, match="needs REDIS_URL"):
         load(["--redis-wait-replicas", "1"])
@@ -373,7 +374,8 @@ def test_a_primary_demoted_to_replica_is_left_and_its_successor_used(
     a = RedisProcess(tmp_path, "a", NODE).start()
     b = RedisProcess(tmp_path, "b", [*NODE, f"replicaof 127.0.0.1 {a.port}"]).start()
     try:
-        srv = FaktoryServer(str(tmp_path / "ff"), processes=1,
+        # No hold: a command made while the server stays away fails at once.
+        srv = FaktoryServer(str(tmp_path / "ff"), processes=1, args=["--redis-hold", "0"],
                             env={"REDIS_URL": f"redis://127.0.0.1:{a.port}"}).start()
         servers.append(srv)
         c = srv.client()

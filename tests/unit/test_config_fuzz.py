@@ -135,7 +135,8 @@ def ours_cases(rng: random.Random) -> Iterator[Case]:
     """[faktory_fast]: every key."""
     ints = {"processes": (1, 256), "max_line": (1, 512 * MiB), "max_connections": (1, 1_000_000),
             "backup_every": (0, 365 * 86400), "backup_keep": (1, 10_000),
-            "redis_wait_timeout": (1, 60_000), "batch_retention": (1, 10 * 365 * 86400),
+            "redis_wait_timeout": (1, 60_000), "redis_hold": (0, 600_000),
+            "batch_retention": (1, 10 * 365 * 86400),
             "line_budget": (16 * MiB, 64 << 30), "metrics_job_types": (0, 10_000)}
     for key, (least, most) in ints.items():
         for v in numbers(rng, least, most):
