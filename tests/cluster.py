@@ -10,6 +10,12 @@ systemd-style restart: a killed primary comes back and turns into a replica of i
 until a dead primary is replaced, every node answers ``-CLUSTERDOWN`` (not only for the dead
 shard's slots), which is the case a client must ride out. ``RedisCluster(base, conf=[...])``
 adds conf lines (``cluster-require-full-coverage no``) for a test that wants otherwise.
+
+``RedisCluster(base, tls=TlsFiles(cert, key, ca))`` runs every node TLS-only: ``port 0``, the
+node's port as ``tls-port``, the cluster bus and replication over TLS too (``tls-cluster``,
+``tls-replication``), clients not asked for a certificate; the harness's own redis-py clients
+then connect with ``ssl=True`` and verify the node against ``ca``. ``tls_skip_reason`` says
+whether the binary can do that at all (a build without TLS cannot).
 """
 from __future__ import annotations
 
@@ -59,6 +65,43 @@ def redis_binary() -> str | None:
     except RedisChildError:
         return None
     return binary if binary_version(binary) >= MIN_REDIS else None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only node: its certificate and key, and the CA that signed it
+    (which the harness's clients, and the nodes among themselves, verify against)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def conf(self, port: int) -> list[str]:
+        """The conf lines of a node serving TLS only on ``port``."""
+        return ["port 0", f"tls-port {port}", "tls-cluster yes", "tls-replication yes",
+                f"tls-cert-file {self.cert}", f"tls-key-file {self.key}",
+                f"tls-ca-cert-file {self.ca}", "tls-auth-clients no"]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """redis-py's arguments for a client that verifies a node against ``ca``."""
+        return {"host": "127.0.0.1", "ssl": True, "ssl_ca_certs": self.ca}
+
+
+def tls_skip_reason(tls: TlsFiles, base: Path) -> str | None:
+    """None if the server binary (redis_binary) serves TLS: a TLS-only node started in
+    ``base/tls-check`` answers a PING over TLS; otherwise why not (a reason to skip)."""
+    binary = redis_binary()
+    if binary is None:
+        return SKIP_REASON
+    node = Node(binary, base, "tls-check", tls=tls)
+    try:
+        node.start(timeout=5)
+    except (AssertionError, TimeoutError, redis.RedisError) as exc:
+        return (f"{binary} did not serve TLS with the test's certificates (a build without "
+                f"TLS? Debian's redis-server 7 has it): {str(exc).splitlines()[0]}\n{node.log_tail(3)}")
+    finally:
+        node.stop()
+    return None
 
 
 SKIP_REASON = "no redis-server >= 7 to run (Debian: apt-get install redis-server)"
@@ -129,8 +172,10 @@ class Node:
     """One cluster node: a server process on a free port (and cluster bus port), its files in
     ``base/name``. The conf is written once, so a restart reuses it and ``nodes.conf``."""
 
-    def __init__(self, binary: str, base: Path, name: str, conf: Sequence[str] = ()) -> None:
+    def __init__(self, binary: str, base: Path, name: str, conf: Sequence[str] = (),
+                 tls: TlsFiles | None = None) -> None:
         self.binary = binary
+        self.tls = tls
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port, self.bus_port = free_ports(2)  # bus port given: port + 10000 may be > 65535
@@ -148,8 +193,9 @@ class Node:
     def start(self, timeout: float = 10) -> Node:
         conf = self.dir / "redis.conf"
         if not conf.exists():
+            port = [f"port {self.port}"] if self.tls is None else self.tls.conf(self.port)
             conf.write_text("\n".join([
-                f"port {self.port}", f"cluster-port {self.bus_port}", "bind 127.0.0.1",
+                *port, f"cluster-port {self.bus_port}", "bind 127.0.0.1",
                 f"dir {self.dir}", f"logfile {self.dir / 'redis.log'}",
                 *NODE_CONF, *self.conf]) + "\n")
         # PDEATHSIG: no node outlives a pytest killed before its cleanup
@@ -172,6 +218,8 @@ class Node:
 
     def client(self) -> redis.Redis:
         """A new plain (non-cluster) client of this node; the caller closes it."""
+        if self.tls is not None:
+            return redis.Redis(port=self.port, socket_timeout=5, **self.tls.client_kwargs())
         return redis.Redis(port=self.port, socket_timeout=5)
 
     def call(self, *args: str | int | bytes) -> object:
@@ -227,11 +275,12 @@ class Node:
 class RedisCluster:
     """Six nodes: ``nodes[i]`` a primary for ``SLOT_RANGES[i]``, ``nodes[i + 3]`` its replica."""
 
-    def __init__(self, base: Path, conf: Sequence[str] = ()) -> None:
+    def __init__(self, base: Path, conf: Sequence[str] = (), tls: TlsFiles | None = None) -> None:
         binary = redis_binary()
         if binary is None:
             raise RuntimeError(SKIP_REASON)
-        self.nodes = [Node(binary, base, f"node{i}", conf) for i in range(6)]
+        self.tls = tls
+        self.nodes = [Node(binary, base, f"node{i}", conf, tls) for i in range(6)]
         self._migrations: dict[int, tuple[Node, Node]] = {}  # slot -> (source, destination)
 
     @property
@@ -241,7 +290,8 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.seeds)
+        scheme = "redis" if self.tls is None else "rediss"
+        return scheme + "+cluster://" + ",".join(f"{h}:{p}" for h, p in self.seeds)
 
     def start(self, timeout: float = 30) -> RedisCluster:
         """Start the nodes, join them into a cluster and wait until it is stable with every
@@ -407,9 +457,10 @@ class RedisCluster:
 
 
 @contextlib.contextmanager
-def running_cluster(base: Path, conf: Sequence[str] = ()) -> Iterator[RedisCluster]:
+def running_cluster(base: Path, conf: Sequence[str] = (),
+                    tls: TlsFiles | None = None) -> Iterator[RedisCluster]:
     """A started cluster in ``base``, every node stopped afterwards (even if start failed)."""
-    cluster = RedisCluster(base, conf)
+    cluster = RedisCluster(base, conf, tls)
     try:
         yield cluster.start()
     finally:
