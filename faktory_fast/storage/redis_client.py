@@ -31,6 +31,7 @@ import asyncio
 import collections
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -547,6 +548,7 @@ async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None
     started = loop.time()
     delay = BACKOFF[0]
     next_word = started + STILL_DOWN_EVERY
+    said = False  # a failure that waiting will not mend was logged
     while stop is None or not stop.done():
         try:
             await connect(url, conn=conn, ready=ready)
@@ -555,7 +557,12 @@ async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None
             raise
         except Exception as exc:  # OSError, RedisClosed, ReplyError, Sentinel's errors
             now = loop.time()
-            log.debug("Redis at %s: %s", conn.address or redis_location(url), exc)
+            if not said and _needs_a_fix(exc):
+                said = True
+                log.warning("Redis at %s: %s (trying again)", conn.address or redis_location(url),
+                            exc)
+            else:
+                log.debug("Redis at %s: %s", conn.address or redis_location(url), exc)
             if give_up is not None and now - started >= give_up:
                 log.error("No Redis at %s after %.0f s: %s", redis_location(url), now - started, exc)
                 return False
@@ -569,3 +576,10 @@ async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None
             await asyncio.wait([stop], timeout=delay)
         delay = min(delay * 2, BACKOFF[1])
     return False
+
+
+def _needs_a_fix(exc: Exception) -> bool:
+    """A failure to connect that is a configuration's, not a Redis away for a while: its
+    certificate not trusted, the password refused."""
+    return isinstance(exc, ssl.SSLCertVerificationError) or (
+        isinstance(exc, ReplyError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM")))
