@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -477,3 +478,19 @@ def two_nodes(base: str, processes: int = 2, conf: str | tuple[str, str] = "",
         for node in nodes:
             node.stop()
         shared.stop()
+
+
+def fetch_all(servers: list[FaktoryServer], queue: str) -> Counter[str]:
+    """Every jid fetchable from ``queue``, fetched alternately through each server, with how
+    many times each was fetched. The queue's size (INFO) says how many are left: a FETCH of an
+    empty queue would wait 2 s for a job."""
+    fetchers = [s.client() for s in servers]
+    fetched: Counter[str] = Counter()
+    i = 0
+    while left := fetchers[0].info()["faktory"]["queues"].get(queue, 0):
+        for _ in range(left):
+            got = fetchers[i % len(fetchers)].fetch(queue)
+            i += 1
+            assert got is not None, f"{queue}: INFO said {left} jobs, fewer were fetched"
+            fetched[got["jid"]] += 1
+    return fetched

@@ -20,7 +20,7 @@ import pytest
 from faktory_fast.storage import keys
 from tests.cluster import SKIP_REASON, Node, RedisCluster, owners, redis_binary, slot_of
 from tests.integration.test_sentinel import LOST, Pusher, _no_tracebacks
-from tests.support import Client, FaktoryServer, ReplyError, get, job, wait_for
+from tests.support import Client, FaktoryServer, ReplyError, fetch_all, get, job, wait_for
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason=SKIP_REASON)
 
@@ -77,22 +77,6 @@ class ErrorsByJid:
         except ReplyError:
             self.errored.add(json.loads(line.split(" ", 1)[1])["jid"])
             raise
-
-
-def fetch_all(servers: list[FaktoryServer], queue: str) -> Counter[str]:
-    """Every jid fetchable from ``queue``, fetched alternately through each server, with how
-    many times each was fetched. The queue's size (INFO) says how many are left: a FETCH of an
-    empty queue would wait 2 s for a job."""
-    fetchers = [s.client() for s in servers]
-    fetched: Counter[str] = Counter()
-    i = 0
-    while left := fetchers[0].info()["faktory"]["queues"].get(queue, 0):
-        for _ in range(left):
-            got = fetchers[i % len(fetchers)].fetch(queue)
-            i += 1
-            assert got is not None, f"{queue}: INFO said {left} jobs, fewer were fetched"
-            fetched[got["jid"]] += 1
-    return fetched
 
 
 def reconnections(srv: FaktoryServer, port: int) -> int:

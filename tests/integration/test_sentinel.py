@@ -25,6 +25,7 @@ from tests.support import (
     Client,
     FaktoryServer,
     ReplyError,
+    fetch_all,
     free_port,
     job,
     load_config,
@@ -322,15 +323,7 @@ def test_failover_under_load_loses_no_acknowledged_push(
     assert len(acked) == 10_000
 
     # Fetched through both servers: each sees the jobs the other stored.
-    fetchers = [servers[0].client(), servers[1].client()]
-    fetched: set[str] = set()
-    empty = 0
-    while empty < 2:
-        got = fetchers[len(fetched) % 2].fetch("failover")
-        if got is None:
-            empty += 1
-        else:
-            fetched.add(got["jid"])
+    fetched = set(fetch_all(servers, "failover"))
     lost = acked - fetched
     errors: dict[str, int] = {}
     for p in pushers:
