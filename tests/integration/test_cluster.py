@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from faktory_fast.storage import keys
+from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 from tests.cluster import SKIP_REASON, Node, RedisCluster, owners, redis_binary, slot_of
 from tests.integration.test_sentinel import LOST, Pusher, _no_tracebacks
 from tests.support import Client, FaktoryServer, ReplyError, fetch_all, get, job, wait_for
@@ -298,3 +299,20 @@ def _push_ok(c: Client, payload: dict) -> bool:
     reply = _try_push(c, payload)
     assert reply in ("OK", LOST), reply
     return reply == "OK"
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+def test_cluster_url_forms() -> None:
+    """``redis+cluster://`` and ``rediss+cluster://``: nodes (IPv6 in brackets, the port 6379 by
+    default), the password, database 0 only; shown without the password."""
+    t = parse_redis_url("redis+cluster://:pw%21@10.0.0.1:7000,[::1]:7001,h3")
+    assert t["cluster"] == [("10.0.0.1", 7000), ("::1", 7001), ("h3", 6379)]
+    assert (t["password"], t["db"], t["ssl"]) == ("pw!", 0, False)
+    assert parse_redis_url("rediss+cluster://h:1/0")["ssl"] is True
+    assert redis_location("rediss+cluster://:pw@h1:1,[::1]:2") == "rediss+cluster://h1:1,[::1]:2"
+    for bad, why in (("redis+cluster://h:1/2", "database 0 only"),
+                     ("redis+cluster://h:notaport", "not a cluster node's host:port"),
+                     ("redis+cluster://", "not a cluster node's host:port")):
+        with pytest.raises(ValueError, match=why):
+            parse_redis_url(bad)
