@@ -85,11 +85,15 @@ class CuttingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
                 if from_client and self.drop_next.is_set():
                     self.drop_next.clear()
+                    # Nothing more reaches the client, the reply included (it could come back
+                    # before the close below), but the request reaches the server.
+                    src.shutdown(socket.SHUT_WR)
+                    dst.sendall(data)
                     self._close(src, dst)
                     return
+                dst.sendall(data)
         except OSError:
             pass
         self._close(src, dst)
