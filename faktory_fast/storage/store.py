@@ -404,7 +404,8 @@ class SyncStore(Operations, SyncRunner):
     @classmethod
     def connect(cls, url: str) -> SyncStore:
         """A store with a client of its own for the Redis at ``url`` (``redis+sentinel://``:
-        whichever primary the Sentinels name)."""
+        whichever primary the Sentinels name; ``redis+cluster://``: the cluster's, our keys
+        tagged)."""
         import redis
 
         target = parse_redis_url(url)
