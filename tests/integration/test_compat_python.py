@@ -30,12 +30,6 @@ import faktory
 import pytest
 from faktory.exceptions import FaktoryAuthenticationError
 
-from tests.deployments import on_each_deployment
-
-# The protocol of this module, on a single Redis and on a Redis Cluster.
-server = on_each_deployment()
-
-
 # pyfaktory's Consumer installs a SIGTERM handler (pebble's @sighandler) at import time;
 # keep pytest's own handler.
 _sigterm = signal.getsignal(signal.SIGTERM)
@@ -47,7 +41,11 @@ signal.signal(signal.SIGTERM, _sigterm)
 
 from faktory_fast.storage import keys  # noqa: E402
 from faktory_fast.storage.store import Operations  # noqa: E402
+from tests.deployments import on_each_deployment  # noqa: E402
 from tests.support import FaktoryServer, wait_for  # noqa: E402
+
+# The protocol of this module, on a single Redis and on a Redis Cluster.
+server = on_each_deployment()
 
 FORK = multiprocessing.get_context("fork")
 
