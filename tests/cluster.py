@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from faktory_fast.master.redis_child import (
     find_binary,
     set_pdeathsig,
 )
-from tests.support import wait_for
+from tests.support import free_ports, wait_for
 
 SLOTS = 16384
 # The split ``redis-cli --cluster create`` makes for three primaries.
@@ -110,18 +109,6 @@ SKIP_REASON = "no redis-server >= 7 to run (Debian: apt-get install redis-server
 def slot_of(key: str) -> int:
     """The hash slot of ``key`` as Redis computes it (CRC16 of the ``{hash tag}`` or the key)."""
     return key_slot(key.encode())
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all held at once while picked, so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass(frozen=True)

@@ -168,9 +168,7 @@ class RedisConnection:
         if text.startswith(NOT_HERE):
             if not self._draining:
                 self._draining = True
-                self.lost = (f"{self.address} is now a replica (READONLY)"
-                             if text.startswith("READONLY")
-                             else f"{self.address} no longer holds our keys ({text[:60]})")
+                self.lost = self._gone(text)
             self._wait(sent)
             return True
         if text.startswith(NOT_YET):
@@ -225,25 +223,24 @@ class RedisConnection:
         """An error reply as the caller should see it: a primary demoted to replica (or one
         refusing writes for want of replicas) is no error of the command's."""
         text = str(err)
-        if text.startswith("READONLY"):
-            # A failover made this Redis a replica: drop it (each process then finds the new
-            # primary), failing this command and those after it as if the connection broke.
+        if text.startswith((*NOT_HERE, "ASK")):
+            # A failover made this Redis a replica, or the cluster moved (or is moving) our
+            # slot: drop it (each process then finds where our keys are), failing this command
+            # and those after it as if the connection broke.
             if self._transport is not None:
-                self.lost = f"{self.address} is now a replica (READONLY)"
+                self.lost = self._gone(text)
                 self._transport.close()
                 self._transport = None  # nothing more is sent; connection_lost follows
-            return RedisClosed(self.lost)
-        if text.startswith(("MOVED", "ASK")):
-            # The slot of our keys moved (or is moving) to another primary of the cluster: the
-            # command was not run. Reconnecting asks the cluster where the slot is now.
-            if self._transport is not None:
-                self.lost = f"{self.address} no longer holds our keys ({text})"
-                self._transport.close()
-                self._transport = None
             return RedisClosed(self.lost)
         if text.startswith("NOREPLICAS"):  # min-replicas-to-write on the primary
             return NotReplicated(f"Redis refused the write: {text}")
         return err
+
+    def _gone(self, text: str) -> str:
+        """Why this Redis no longer serves our keys, for the log line (``lost``)."""
+        if text.startswith("READONLY"):
+            return f"{self.address} is now a replica (READONLY)"
+        return f"{self.address} no longer holds our keys ({text[:60]})"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

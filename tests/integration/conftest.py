@@ -15,3 +15,12 @@ def fc(srv: FaktoryServer) -> Iterator[Client]:
     c = Client(srv.url)
     yield c
     c.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[FaktoryServer]]:
+    """Servers the test starts; stopped afterwards."""
+    made: list[FaktoryServer] = []
+    yield made
+    for s in made:
+        s.stop()

@@ -38,15 +38,6 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
         c.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[FaktoryServer]]:
-    """Servers the test starts; stopped afterwards."""
-    made: list[FaktoryServer] = []
-    yield made
-    for s in made:
-        s.stop()
-
-
 def start_nodes(cluster: RedisCluster, servers: list[FaktoryServer], base: Path,
                 args: list[str] | None = None, web: bool = False, n: int = 2
                 ) -> list[FaktoryServer]:

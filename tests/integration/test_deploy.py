@@ -32,7 +32,7 @@ from pyfaktory.util.enums import State
 
 from tests.integration.test_compat_node import NODE_DIR, NodeWorker, _node_ready, start_node_worker
 from tests.integration.test_compat_python import counter, pyfaktory_consumer, pyfaktory_producer
-from tests.support import Client, FaktoryServer, pwdhash, stop_process, wait_for
+from tests.support import Client, FaktoryServer, free_ports, pwdhash, stop_process, wait_for
 
 # pyfaktory's tcp+tls builds its context with ssl.PROTOCOL_TLS (no verification), deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")
@@ -299,17 +299,6 @@ key = {certs['key']}
         yield p
     finally:
         p.stop()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def haproxy_server_state(proxy: Proxy, backend: str, server: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,14 +61,6 @@ class TlsRedis(RedisProcess):
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, **self.tls.client_kwargs())
-
-
-@pytest.fixture
-def servers() -> Iterator[list[FaktoryServer]]:
-    started: list[FaktoryServer] = []
-    yield started
-    for srv in started:
-        srv.stop()
 
 
 def stats(srv: FaktoryServer) -> dict:

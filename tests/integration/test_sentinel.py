@@ -183,15 +183,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[FaktoryServer]]:
-    """Servers the test starts; stopped afterwards."""
-    made: list[FaktoryServer] = []
-    yield made
-    for s in made:
-        s.stop()
-
-
 def _no_tracebacks(srv: FaktoryServer) -> None:
     assert not [line for line in srv.lines if "Traceback" in line or "Unexpected error" in line
                 or "never retrieved" in line], "\n".join(srv.lines)
