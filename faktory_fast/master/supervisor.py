@@ -110,7 +110,7 @@ class Supervisor:
             conn = redis_client.RedisConnection()
             if not await redis_client.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
                 return 1  # reconnect said why
-        store = AsyncStore(conn)
+        store = AsyncStore(conn, redis_client.layout_tag(self.redis_url))
         await self._check_redis(store)
         await store.load_library()
         await migration.migrate(store)

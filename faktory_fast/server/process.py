@@ -51,7 +51,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
                                   wait_replicas=settings.get("redis_wait_replicas", 0),
                                   wait_timeout=settings.get("redis_wait_timeout", 1000),
                                   hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0)
-    store = AsyncStore(conn)
+    store = AsyncStore(conn, redis_client.layout_tag(url))
     parking = Parking(store, proc_id, Reservations(), loop)
     metrics = JobMetrics() if settings.get("job_metrics", True) else None
     lc = Lifecycle(store, parking, proc_id, settings["started_at"], metrics)

@@ -10,8 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from enum import IntEnum
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from faktory_fast.storage import keys
-
 PAGE = 500  # queues, workers... a Paged operation's call looks at (about: SCAN's COUNT)
 
 T = TypeVar("T")
@@ -28,21 +26,33 @@ class Outcome(IntEnum):
 
 class Call(Generic[T]):
     """One Redis round trip: the command and the decoder of its reply. ``replicated``: a write
-    that waits for replicas when the server is told to (``--redis-wait-replicas``)."""
+    that waits for replicas when the server is told to (``--redis-wait-replicas``). ``keyed``:
+    how many keys a plain command names, right after its name (an FCALL declares its own).
+    The keys are the untagged names of ``keys``; the store that runs the call tags them
+    (``with_tag``)."""
 
-    __slots__ = ("args", "decode", "replicated")
+    __slots__ = ("args", "decode", "replicated", "keyed")
 
     def __init__(self, args: tuple[Any, ...], decode: Callable[[Any], T],
-                 replicated: bool = False) -> None:
+                 replicated: bool = False, keyed: int = 0) -> None:
         self.args = args
         self.decode = decode
         self.replicated = replicated
+        self.keyed = keyed
 
 
-def tagged(key: str) -> str:
-    """A key as it is named in Redis: with this process's tag (``keys.TAG``) on a cluster. For
-    the plain commands that name a key; a function's keys are tagged by ``Fn.args``."""
-    return keys.TAG + key
+def with_tag(args: tuple[Any, ...], tag: str, keyed: int = 0) -> tuple[Any, ...]:
+    """A command's arguments with ``tag`` (``keys.layout_tag``) on each key it names: an
+    FCALL's declared keys, or the ``keyed`` after its name. The one place where key names get
+    their tag; on a single Redis (tag "") the arguments as they are."""
+    if not tag:
+        return args
+    if args[0] == "FCALL":
+        n = args[2]
+        if not n:  # a function must name a key: the tag of its first one is its partition
+            raise ValueError(f"{args[1]} called without keys")
+        return (*args[:3], *[tag + k for k in args[3:3 + n]], *args[3 + n:])
+    return (args[0], *[tag + k for k in args[1:1 + keyed]], *args[1 + keyed:])
 
 
 class Fn(Generic[T]):
@@ -65,10 +75,7 @@ class Fn(Generic[T]):
 
     def args(self, item_keys: Sequence[str], args: Sequence[Any],
              lead: tuple[str, ...] = ()) -> tuple[Any, ...]:
-        tag = keys.TAG
-        if tag:  # a cluster: every key in the tag's slot
-            named = [tag + k for k in (*lead, *self.keys, *item_keys)]
-            return ("FCALL", self.name, len(named), *named, *args)
+        """The FCALL's arguments, keys untagged (the store tags them: ``with_tag``)."""
         return ("FCALL", self.name, len(lead) + len(self.keys) + len(item_keys), *lead,
                 *self.keys, *item_keys, *args)
 

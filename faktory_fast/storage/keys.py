@@ -22,19 +22,15 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
 
 #: On a Redis Cluster every key name below starts with this hash tag, so that all of them are
 #: in one slot and every function call (which touches several) runs on one primary. On a single
-#: Redis there is no tag: Faktory's layout, byte for byte. The tag is added where keys leave for
-#: Redis (``fcall.Fn.args``, and the Lua library's names: ``store.library_source``), so the
-#: names here and in Python code are the untagged ones.
+#: Redis there is no tag: Faktory's layout, byte for byte. The names here and in Python code are
+#: the untagged ones: a store adds its tag where keys leave for Redis (``fcall.with_tag``), and
+#: the Lua library takes the tag of the keys each call names (``store.library_source``).
 CLUSTER_TAG = "{ff}"
-#: The tag of this process's layout ("" or CLUSTER_TAG): set by ``use_tag`` when it connects
-#: (``redis_client.connect``, ``store.SyncStore.connect``); a process serves one deployment.
-TAG = ""
 
 
-def use_tag(cluster: bool) -> None:
-    """Use the cluster's layout (``CLUSTER_TAG`` on every key) or the single Redis's."""
-    global TAG
-    TAG = CLUSTER_TAG if cluster else ""
+def layout_tag(cluster: bool) -> str:
+    """The tag of the key layout: ``CLUSTER_TAG`` on a Redis Cluster, none on a single Redis."""
+    return CLUSTER_TAG if cluster else ""
 
 
 QUEUES = "queues"

@@ -422,18 +422,23 @@ def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
     return host, int(port)
 
 
+def layout_tag(url: str) -> str:
+    """The hash tag of our keys in the Redis at ``url`` (``keys.layout_tag``)."""
+    return keys.layout_tag("cluster" in parse_redis_url(url))
+
+
 async def connect(url: str, on_push: Callable[[list], None] | None = None,
                   conn: RedisConnection | None = None, ready: Ready | None = None
                   ) -> RedisConnection:
     """Open a connection to the Redis at ``url`` (with ``redis+sentinel://``, to the primary
-    the Sentinels name), check that it is a primary, select the database and run ``ready``.
+    the Sentinels name; ``redis+cluster://``, to the primary of our keys' slot), check that it
+    is a primary, select the database and run ``ready``.
 
     ``conn`` re-opens that (closed) connection object instead of making one. Raises
     RedisClosed (or the error that stopped it) if any step fails, the connection closed.
     """
     loop = asyncio.get_running_loop()
     target = parse_redis_url(url)
-    keys.use_tag("cluster" in target)
     if conn is None:
         conn = RedisConnection(on_push)
     try:

@@ -36,6 +36,7 @@ from faktory_fast.storage.fcall import (
     SyncRunner,
     as_none,
     as_text,
+    with_tag,
 )
 from faktory_fast.storage.ops.batches import BatchOps
 from faktory_fast.storage.ops.cron import CronOps
@@ -85,12 +86,18 @@ T = TypeVar("T")
 def library_source() -> str:
     """The Lua function library as Redis loads it: the files shipped in the package
     (``LUA_FILES``, in that order), with the names it takes from Python (``keys.LUA_NAMES``,
-    its keys with this process's tag, ``Outcome``, ``Fetched``) filled in."""
+    ``Outcome``, ``Fetched``) filled in, and ``use_tag``, which puts the tag of a call's keys
+    (``KEY_TAG``: none on a single Redis) on the key names of ``keys.LUA_KEY_NAMES``: one
+    library serves every key layout."""
     lua = resources.files("faktory_fast.storage").joinpath("lua")
     text = "\n".join(lua.joinpath(name).read_text() for name in LUA_FILES)
-    names = [f"local {name} = {json.dumps(keys.TAG + value if name in keys.LUA_KEY_NAMES else value)}"
-             for name, value in keys.LUA_NAMES.items()]
-    names.append(f"local KEY_TAG = {json.dumps(keys.TAG)}")
+    names = [f"local {name} = {json.dumps(value)}" for name, value in keys.LUA_NAMES.items()]
+    names.append("local KEY_TAG = ''")
+    names.append("local function use_tag(tag)")
+    names.append("  KEY_TAG = tag")
+    names += [f"  {name} = tag .. {json.dumps(keys.LUA_NAMES[name])}"
+              for name in sorted(keys.LUA_KEY_NAMES)]
+    names.append("end")
     for enum in (Outcome, Fetched):
         members = ", ".join(f"{m.name} = {m.value}" for m in enum)
         names.append(f"local {enum.__name__.upper()} = {{{members}}}")
@@ -150,8 +157,9 @@ class AsyncStore(Operations, AsyncRunner):
     """The server's store, over an ``redis_client.RedisConnection``: operations return awaitables.
     With the connection's ``wait_replicas`` set, pushes are answered once replicated."""
 
-    def __init__(self, conn: RedisConnection) -> None:
+    def __init__(self, conn: RedisConnection, tag: str = "") -> None:
         self.conn = conn
+        self.tag = tag  # of the keys this store names (keys.layout_tag)
         self._execute = conn.execute
         self._send_cb = conn.send_cb
         self._execute_push: Callable[..., Awaitable[Any]]
@@ -178,7 +186,7 @@ class AsyncStore(Operations, AsyncRunner):
     async def run(self, call: Call[T]) -> T:
         """The decoded reply of ``call`` (a ReplyError is raised)."""
         execute = self._execute_push if call.replicated else self._execute
-        return call.decode(await execute(*call.args))
+        return call.decode(await execute(*with_tag(call.args, self.tag, call.keyed)))
 
     # The hot path: the decoded reply (or the exception) goes to ``then`` from the Redis reply
     # handler, without a task or a future.
@@ -205,8 +213,8 @@ class AsyncStore(Operations, AsyncRunner):
                     if len(part) == 1:
                         self._push_one(*part[0])
                     else:
-                        self._push_cb(_split_pushes(part), pack_command(*push_args(
-                            [job for job, _ in part])))
+                        self._push_cb(_split_pushes(part), pack_command(*with_tag(push_args(
+                            [job for job, _ in part]), self.tag)))
                 except Exception as exc:  # RedisClosed: the connection went
                     for _, then in part:
                         then(exc)
@@ -222,8 +230,8 @@ class AsyncStore(Operations, AsyncRunner):
                         if len(ack_part) == 1:
                             self._ack_one(ack_part[0][0], day, ack_part[0][1], ack_part[0][2])
                         else:
-                            self._send_cb(_split_acks(ack_part), pack_command(*ack_args(
-                                [(jid, flag) for jid, flag, _ in ack_part], day)))
+                            self._send_cb(_split_acks(ack_part), pack_command(*with_tag(ack_args(
+                                [(jid, flag) for jid, flag, _ in ack_part], day), self.tag)))
                     except Exception as exc:
                         for _, _, answer in ack_part:
                             answer(exc)
@@ -240,9 +248,10 @@ class AsyncStore(Operations, AsyncRunner):
                             wid, now, queues, found_to = fetch_part[0]
                             self._fetch_one(wid, proc_id, now, default_reserve, queues, found_to)
                         else:
-                            self._send_cb(_split_fetches(fetch_part), pack_command(
-                                *fetch_args(proc_id, fetch_part[-1][1], default_reserve,
-                                             [(wid, qs) for wid, _, qs, _ in fetch_part])))
+                            self._send_cb(_split_fetches(fetch_part), pack_command(*with_tag(
+                                fetch_args(proc_id, fetch_part[-1][1], default_reserve,
+                                           [(wid, qs) for wid, _, qs, _ in fetch_part]),
+                                self.tag)))
                     except Exception as exc:  # RedisClosed: the connection went
                         for _, _, _, found_to in fetch_part:
                             found_to(exc)
@@ -251,12 +260,12 @@ class AsyncStore(Operations, AsyncRunner):
         def decoded(reply: Any) -> None:
             then(JobError.from_line(reply[0]) if type(reply) is list else reply)
         if job.unique:
-            self._push_cb(decoded, pack_command(*push_args((job,))))
+            self._push_cb(decoded, pack_command(*with_tag(push_args((job,)), self.tag)))
             return
         key = (job.queue, job.priority, job.plain)
         parts = self._push_parts.get(key)
         if parts is None:  # ff_push's arguments end with the job, its time and its hooks
-            args = push_args((job,))
+            args = with_tag(push_args((job,)), self.tag)
             parts = _pack_parts(self._push_parts, key, args, len(args) - 3, 2)
         self._push_cb(decoded, parts[0] + _bulks(job.payload, job.at_score) + parts[1])
 
@@ -268,7 +277,7 @@ class AsyncStore(Operations, AsyncRunner):
         key = (job.queue, wid, job.reserve_for, default_reserve)
         parts = self._push_to_parts.get(key)
         if parts is None:  # ff_push_to's arguments end with the job, its jid and the time
-            args = push_to_args(job, wid, now, default_reserve)
+            args = with_tag(push_to_args(job, wid, now, default_reserve), self.tag)
             parts = _pack_parts(self._push_to_parts, key, args, len(args) - 3, 3)
         self._push_cb(decoded, parts[0] + _bulks(job.payload, job.jid, now))
 
@@ -290,7 +299,7 @@ class AsyncStore(Operations, AsyncRunner):
         key = (wid, proc_id, default_reserve, *queues)
         parts = self._fetch_parts.get(key)
         if parts is None:  # all but the time: cached (FCALL, name, numkeys, keys..., proc_id, now)
-            args = fetch_args(proc_id, now, default_reserve, [(wid, queues)])
+            args = with_tag(fetch_args(proc_id, now, default_reserve, [(wid, queues)]), self.tag)
             parts = _pack_parts(self._fetch_parts, key, args, 4 + args[2], 1)
         self._send_cb(decoded, parts[0] + _bulks(now) + parts[1])
 
@@ -311,7 +320,7 @@ class AsyncStore(Operations, AsyncRunner):
         key = (day, flag)
         parts = self._ack_parts.get(key)
         if parts is None:  # ff_ack's arguments end with the jid and the flag
-            args = ack_args([("", flag)], day)
+            args = with_tag(ack_args([("", flag)], day), self.tag)
             parts = _pack_parts(self._ack_parts, key, args, len(args) - 2, 1)
         self._send_cb(decoded, parts[0] + _bulks(jid) + parts[1])
 
@@ -370,10 +379,11 @@ class SyncStore(Operations, SyncRunner):
     RESP2 and no reply post-processing, so both stores see the same raw replies.
     """
 
-    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, tag: str = "") -> None:
         from redis.exceptions import ResponseError
 
         self.client = client
+        self.tag = tag  # of the keys this store names (keys.layout_tag)
         self._execute = client.execute_command
         self._response_error = ResponseError
         if hasattr(client, "nodes_manager"):  # redis-py's RedisCluster: a client per node
@@ -399,7 +409,7 @@ class SyncStore(Operations, SyncRunner):
         client: Any = self.client
         if args[0] == "FCALL":
             return client.execute_command(*args)
-        return client.execute_command(*args, target_nodes=client.get_node_from_key(keys.TAG))
+        return client.execute_command(*args, target_nodes=client.get_node_from_key(self.tag))
 
     @classmethod
     def connect(cls, url: str) -> SyncStore:
@@ -409,7 +419,7 @@ class SyncStore(Operations, SyncRunner):
         import redis
 
         target = parse_redis_url(url)
-        keys.use_tag("cluster" in target)
+        tag = keys.layout_tag("cluster" in target)
         common = {"db": target["db"], "password": target["password"], "protocol": 2}
         if "cluster" in target:
             # redis-py's cluster client follows MOVED, ASK and failovers; every call of ours
@@ -418,7 +428,7 @@ class SyncStore(Operations, SyncRunner):
 
             del common["db"]
             return cls(RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target["cluster"]],
-                                    ssl=target["ssl"], socket_connect_timeout=5.0, **common))
+                                    ssl=target["ssl"], socket_connect_timeout=5.0, **common), tag)
         if "path" in target:
             client = redis.Redis(unix_socket_path=target["path"], **common)
         elif "sentinels" in target:
@@ -437,14 +447,15 @@ class SyncStore(Operations, SyncRunner):
         """The decoded reply of ``call`` (redis-py's ResponseError is raised). A Redis without
         our library (restarted empty, or a replica promoted before it had synchronised) gets it
         loaded, and the call is sent again, as the servers do on a reconnection."""
+        args = with_tag(call.args, self.tag, call.keyed)
         try:
-            return call.decode(self._execute(*call.args))
+            return call.decode(self._execute(*args))
         except self._response_error as exc:
             if not str(exc).startswith("Function not found") or self.library_loaded():
                 raise
         self.load_library()
         log.warning("Redis had no faktory_fast function library: loaded it")
-        return call.decode(self._execute(*call.args))
+        return call.decode(self._execute(*args))
 
     def run_all(self, calls: Sequence[Call[T]]) -> list[T]:
         """The decoded replies of ``calls``, sent in one round trip (a pipeline, not a
@@ -452,7 +463,7 @@ class SyncStore(Operations, SyncRunner):
         ``Operations.track_get.build(store, jid)``."""
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            pipe.execute_command(*call.args)
+            pipe.execute_command(*with_tag(call.args, self.tag, call.keyed))
         return [call.decode(reply) for call, reply in zip(calls, pipe.execute())]
 
 

@@ -266,7 +266,7 @@ local function ff_batch_new(keys, args)
   redis.call('SADD', open, bid)
   return ''
 end
-redis.register_function('ff_batch_new', ff_batch_new)
+register('ff_batch_new', ff_batch_new)
 
 -- ff_batch_commit(bid, retention): the batch may fire its callbacks (at once if its units are
 -- done); its data is kept `retention` seconds from now and from the end of each phase
@@ -285,7 +285,7 @@ local function ff_batch_commit(keys, args)
   end
   return OUTCOME.DONE
 end
-redis.register_function('ff_batch_commit', ff_batch_commit)
+register('ff_batch_commit', ff_batch_commit)
 
 -- ff_batch_open(bid): re-open a batch to add jobs (it must be committed again, within
 -- UNCOMMITTED_TTL). Callbacks that have fired do not fire again. OUTCOME.DONE or
@@ -299,7 +299,7 @@ local function ff_batch_open(keys, args)
   end
   return OUTCOME.DONE
 end
-redis.register_function('ff_batch_open', ff_batch_open)
+register('ff_batch_open', ff_batch_open)
 
 local BATCH_FIELDS = {'bid', 'parent_bid', 'description', 'created_at', 'total', 'pending',
   'failed', 'complete_st', 'success_st', 'state', 'complete_jid', 'success_jid'}
@@ -354,7 +354,7 @@ local function ff_batch_page(keys, args)
   end
   return {start, skip, ended, out}
 end
-redis.register_function('ff_batch_page', ff_batch_page)
+register('ff_batch_page', ff_batch_page)
 
 -- ff_batch_detail(bid, cursor, want, state, budget, children): {fields, next cursor ('0': the
 -- end), {jid, state, ...}, {child bid, state, ...}} ({} if unknown): its jobs from HSCAN
@@ -395,7 +395,7 @@ local function ff_batch_stats(keys, args)
   return {page[1], redis.call('SCARD', keys[1]),
     tonumber(redis.call('HGET', keys[2], 'callbacks')) or 0}
 end
-redis.register_function('ff_batch_stats', ff_batch_stats)
+register('ff_batch_stats', ff_batch_stats)
 
 -- ff_track_set(jid, has_percent, percent, has_desc, desc, reserve_until): update a tracked
 -- job's progress; reserve_until (unix seconds, '' = none) moves its live reservation's expiry
@@ -424,7 +424,7 @@ local function ff_track_set(keys, args)
   end
   return OUTCOME.DONE
 end
-redis.register_function('ff_track_set', ff_track_set)
+register('ff_track_set', ff_track_set)
 
 -- ff_track_get(jid): {reserved (0/1), field, value, ...} of a tracked job ({0} if unknown).
 -- KEYS: ff:t:<jid>, ff:res.

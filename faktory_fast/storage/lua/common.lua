@@ -22,8 +22,9 @@
 
 -- Names from Python, written here by store.library_source() when the library is loaded:
 -- QUEUE_PREFIX, PRIORITY_SUFFIX, WAITERS_PREFIX, WORKER_PREFIX (keys.py's key names),
--- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), KEY_TAG (the hash tag every key
--- carries on a Redis Cluster, keys.CLUSTER_TAG; "" on a single Redis), the named results OUTCOME
+-- WAKE_PREFIX, CONTROL_CHANNEL (its pub/sub channels), KEY_TAG (the hash tag every key of
+-- the current call carries on a Redis Cluster; "" on a single Redis) and use_tag(tag), which
+-- sets it and puts it on the key names (register does, each call), the named results OUTCOME
 -- (GONE: no such record, nothing changed; DONE; CHANGED: not the record the caller read) and
 -- FETCHED (what ff_fetch found instead of a job: EMPTY, QUIET, ALL_PAUSED, SOME_PAUSED, MORE).
 --@names from python
@@ -106,7 +107,24 @@ local function qsize(prioq, name)
   return n
 end
 
+-- `fn` as registered: first, the key names built here get the tag of the keys the call names
+-- (use_tag; '{ff}' or another partition's on a cluster, keys.layout_tag; none on a single
+-- Redis), so that every key a call touches is in the slot of its first one.
+local function tagging(fn)
+  return function(keys, args)
+    local first, tag = keys[1], ''
+    if first and string.byte(first, 1) == 123 then tag = string.match(first, '^{ff[^}]*}') or '' end
+    if tag ~= KEY_TAG then use_tag(tag) end
+    return fn(keys, args)
+  end
+end
+
+-- Register `fn` as `name`.
+local function register(name, fn)
+  redis.register_function(name, tagging(fn))
+end
+
 -- Register `fn` as `name`, flagged as a function that writes nothing (it may run on a replica).
 local function read_only(name, fn)
-  redis.register_function{function_name = name, callback = fn, flags = {'no-writes'}}
+  redis.register_function{function_name = name, callback = tagging(fn), flags = {'no-writes'}}
 end

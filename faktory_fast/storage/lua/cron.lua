@@ -19,7 +19,7 @@ local function ff_cron_push(keys, args)
   redis.call('HSET', keys[4], entry, tick .. ' ' .. job_head(job))
   return 1
 end
-redis.register_function('ff_cron_push', ff_cron_push)
+register('ff_cron_push', ff_cron_push)
 
 -- ff_cron_seen(now): move the cluster's cron watermark forward to `now` (never back); returns
 -- the previous one ('' if none). KEYS: ff:cron:seen.
@@ -28,4 +28,4 @@ local function ff_cron_seen(keys, args)
   if not old or tonumber(old) < tonumber(args[1]) then redis.call('SET', keys[1], args[1]) end
   return old or ''
 end
-redis.register_function('ff_cron_seen', ff_cron_seen)
+register('ff_cron_seen', ff_cron_seen)

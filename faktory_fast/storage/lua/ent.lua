@@ -191,7 +191,7 @@ local function ff_unique_sweep(keys, args)
   end
   return reply[1]
 end
-redis.register_function('ff_unique_sweep', ff_unique_sweep)
+register('ff_unique_sweep', ff_unique_sweep)
 
 -- expiring -------------------------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ local function ff_throttle_lapsed(keys, args)
   end
   return #due
 end
-redis.register_function('ff_throttle_lapsed', ff_throttle_lapsed)
+register('ff_throttle_lapsed', ff_throttle_lapsed)
 
 -- ff_replace_hash(field, value, ...): replace the hash KEYS[1] (the master's tables from the
 -- configuration, at start and on SIGHUP: ff:throttles, ff:cron:entries). KEYS: <hash>.
@@ -293,7 +293,7 @@ local function ff_replace_hash(keys, args)
   if #args > 0 then redis.call('HSET', keys[1], unpack(args)) end
   return #args / 2
 end
-redis.register_function('ff_replace_hash', ff_replace_hash)
+register('ff_replace_hash', ff_replace_hash)
 
 -- ff_throttle_usage(cursor, count): per throttle {queue, spec, locks held, workers holding
 -- locks, jobs waiting in the queue}, for the web UI, over one ZSCAN page (about `count` from

@@ -134,7 +134,7 @@ local function ff_push(keys, args)
   end
   return refused or n
 end
-redis.register_function('ff_push', ff_push)
+register('ff_push', ff_push)
 
 -- Is the worker whose hash is `wkey` (ff:w:<wid>) quiet or terminating (it fetches nothing)?
 local function stopping(wkey)
@@ -341,7 +341,7 @@ local function ff_fetch(keys, args)
   write_reservations(acc)
   return out
 end
-redis.register_function('ff_fetch', ff_fetch)
+register('ff_fetch', ff_fetch)
 
 -- ff_push_to(queue, wid, reserve_for, default_reserve, job, jid, now): PUSH of a job that this
 -- process has a FETCH of worker `wid` parked for (the job is due now, of priority 5 and has no
@@ -371,7 +371,7 @@ local function ff_push_to(keys, args)
   write_reservations(acc)
   return found
 end
-redis.register_function('ff_push_to', ff_push_to)
+register('ff_push_to', ff_push_to)
 
 -- ff_ack(n, [jid, flag] * n): finish n reservations successfully (the ACKs a server process
 -- had in one turn of its loop: one call for all of them). Returns a list of n outcomes:
@@ -456,7 +456,7 @@ local function ff_ack(keys, args)
   end
   return out
 end
-redis.register_function('ff_ack', ff_ack)
+register('ff_ack', ff_ack)
 
 -- ff_fail(jid, token, outcome, payload, score): end a reservation as failed. The caller
 -- computed `payload` (the job with its failure) from the reservation with this token; if the
@@ -490,7 +490,7 @@ local function ff_fail(keys, args)
   throttle_release(record, jid)
   return {OUTCOME.DONE}
 end
-redis.register_function('ff_fail', ff_fail)
+register('ff_fail', ff_fail)
 
 -- ff_release(jid, queue, priority, job): undo a reservation whose client left before the job
 -- could be sent: the job goes back to the end its queue is fetched from, so it runs next.
@@ -505,7 +505,7 @@ local function ff_release(keys, args)
   enqueue(keys[3], keys[4], args[2], tonumber(args[3]), args[4], 'RPUSH', keys[5], keys[6])
   return OUTCOME.DONE
 end
-redis.register_function('ff_release', ff_release)
+register('ff_release', ff_release)
 
 -- ff_expired(now, limit): reservations whose time is up, as {jid, record, jid, record, ...}
 -- (read by the reaper, which then fails each through ff_fail with its token). Drops `working`
@@ -526,7 +526,7 @@ local function ff_expired(keys, args)
   end
   return out
 end
-redis.register_function('ff_expired', ff_expired)
+register('ff_expired', ff_expired)
 
 -- ff_set_aside(key, record, dead_score, entry, reason, now): move one record the server cannot
 -- use out of the way. KEYS[1] is the sorted set holding it (key: the member) or `working` (key:
@@ -559,7 +559,7 @@ local function ff_set_aside(keys, args)
   end
   return OUTCOME.DONE
 end
-redis.register_function('ff_set_aside', ff_set_aside)
+register('ff_set_aside', ff_set_aside)
 
 -- ff_enqueue_from(n, [member, queue, priority, job] * n): move entries of a sorted set
 -- (scheduled, retries, dead) to their queues as `job` (the caller applied jobs.requeue). Each
@@ -579,7 +579,7 @@ local function ff_enqueue_from(keys, args)
   end
   return moved
 end
-redis.register_function('ff_enqueue_from', ff_enqueue_from)
+register('ff_enqueue_from', ff_enqueue_from)
 
 -- ff_reservations(limit): up to `limit` reservation records, soonest to expire first (for the
 -- web UI's jobs in progress). KEYS: working, ff:res.

@@ -67,4 +67,4 @@ local function ff_metrics(keys, args)
   end
   return 1
 end
-redis.register_function('ff_metrics', ff_metrics)
+register('ff_metrics', ff_metrics)

@@ -10,7 +10,7 @@ local function ff_migrate_reservation(keys, args)
   redis.call('ZADD', keys[1], args[4], args[2])
   return OUTCOME.DONE
 end
-redis.register_function('ff_migrate_reservation', ff_migrate_reservation)
+register('ff_migrate_reservation', ff_migrate_reservation)
 
 -- ff_migrate_queue(limit): Faktory <= 1.9 kept queue <name> in a list under its bare name; 1.10 and
 -- we use q:<name>. Move it, older jobs (1.9's) to the right, the end FETCH pops first. Only a
@@ -29,4 +29,4 @@ local function ff_migrate_queue(keys, args)
   for _ = 1, n do redis.call('LMOVE', bare, prefixed, 'LEFT', 'RIGHT') end
   return n
 end
-redis.register_function('ff_migrate_queue', ff_migrate_queue)
+register('ff_migrate_queue', ff_migrate_queue)

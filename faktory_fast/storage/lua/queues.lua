@@ -70,7 +70,7 @@ local function ff_flush(keys, args)
   redis.call('PUBLISH', CONTROL_CHANNEL, 'flush')
   return {'0', 0}
 end
-redis.register_function('ff_flush', ff_flush)
+register('ff_flush', ff_flush)
 
 -- ff_queue(sub, cursor, count, names...): QUEUE PAUSE | RESUME | REMOVE; name '*': the queues
 -- of one SSCAN page of `queues` (about `count` from `cursor`). PAUSE ignores unknown queues.
@@ -102,7 +102,7 @@ local function ff_queue(keys, args)
   end
   return {cursor, #names}
 end
-redis.register_function('ff_queue', ff_queue)
+register('ff_queue', ff_queue)
 
 -- ff_queue_heads(names...): for each queue, the job that has waited longest in each of its
 -- priority lists (the caller picks the oldest), for QUEUE LATENCY.
@@ -200,7 +200,7 @@ local function ff_mutate(keys, args)
   end
   return {cursor, n}
 end
-redis.register_function('ff_mutate', ff_mutate)
+register('ff_mutate', ff_mutate)
 
 -- ff_mutate_select(cursor, count, mode, pattern, extra...): one page of the members of the
 -- sorted set KEYS[1] a MUTATE filter selects (see `selected`), for a requeue: {next cursor,

@@ -152,7 +152,7 @@ local function ff_web_set_remove(keys, args)
   end)
   return {n, again}
 end
-redis.register_function('ff_web_set_remove', ff_web_set_remove)
+register('ff_web_set_remove', ff_web_set_remove)
 
 -- The start of a job's JSON as jobs.encode writes it when its jid is `jid`; nil for jid ''.
 local function jid_head(jid)
@@ -403,7 +403,7 @@ local function ff_web_queue_delete(keys, args)
   if half == '' then return {0, args[4], search == 'tail' and 'head' or 'tail'} end
   return {0}
 end
-redis.register_function('ff_web_queue_delete', ff_web_queue_delete)
+register('ff_web_queue_delete', ff_web_queue_delete)
 
 -- ff_web_queues(cursor, count): the known queues of one SSCAN page of `queues` (about `count`
 -- from `cursor`), each as {name, size, paused (0/1), {oldest job of each of its priority

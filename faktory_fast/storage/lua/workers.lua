@@ -25,7 +25,7 @@ local function ff_hello(keys, args)
   end
   return 0
 end
-redis.register_function('ff_hello', ff_hello)
+register('ff_hello', ff_hello)
 
 -- Forget worker `wid` (its hash, heartbeat and quiet flag). Touches ff:w:<wid>.
 local function forget_worker(wids, quiet, wid)
@@ -47,7 +47,7 @@ local function ff_bye(keys, args)
   end
   return 0
 end
-redis.register_function('ff_bye', ff_bye)
+register('ff_bye', ff_bye)
 
 local STATE_ORDER = {running = 0, quiet = 1, terminate = 2}
 
@@ -74,7 +74,7 @@ local function ff_beat(keys, args)
   if args[4] ~= '' then redis.call('HSET', wkey, 'rss_kb', args[4]) end
   return advance(keys[2], wid, args[3])
 end
-redis.register_function('ff_beat', ff_beat)
+register('ff_beat', ff_beat)
 
 -- ff_signal(state, cursor, count, wid...): quiet or terminate workers, as from the web UI;
 -- wid '*': the registered ones of one ZSCAN page of ff:wids (about `count` from `cursor`).
@@ -100,7 +100,7 @@ local function ff_signal(keys, args)
   end
   return {cursor, n}
 end
-redis.register_function('ff_signal', ff_signal)
+register('ff_signal', ff_signal)
 
 -- Is `s` well-formed UTF-8 (as Python's strict decoder sees it)?
 local function utf8_ok(s)
@@ -142,7 +142,7 @@ local function ff_reap_workers(keys, args)
   end
   return #wids
 end
-redis.register_function('ff_reap_workers', ff_reap_workers)
+register('ff_reap_workers', ff_reap_workers)
 
 -- ff_process_gone(proc_id): a server process ended; drop its connection count and keep its
 -- command count in the '-' field. KEYS: ff:conns, ff:cmds.
@@ -155,7 +155,7 @@ local function ff_process_gone(keys, args)
   end
   return 0
 end
-redis.register_function('ff_process_gone', ff_process_gone)
+register('ff_process_gone', ff_process_gone)
 
 -- ff_workers(cursor, count): the registered workers of one ZSCAN page of ff:wids (about
 -- `count` from `cursor`), each as a flat field/value list: {next cursor ('0': the last page),

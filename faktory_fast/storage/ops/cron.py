@@ -8,7 +8,7 @@ import orjson
 
 from faktory_fast.jobs import JobError, Prepared
 from faktory_fast.storage import keys
-from faktory_fast.storage.fcall import Call, Fn, Op, as_text, pairs, tagged
+from faktory_fast.storage.fcall import Call, Fn, Op, as_text, pairs
 from faktory_fast.storage.ops.ent import FF_REPLACE_HASH
 from faktory_fast.storage.ops.jobs import hooks_of, queue_keys
 
@@ -54,7 +54,7 @@ class CronOps:
         """The cron table as the master published it: entry id -> {schedule, job, source}."""
         def decode(reply: Any) -> dict[str, dict[str, Any]]:
             return {as_text(k): orjson.loads(v) for k, v in pairs(reply)}
-        return Call(("HGETALL", tagged(keys.CRON_ENTRIES)), decode)
+        return Call(("HGETALL", keys.CRON_ENTRIES), decode, keyed=1)
 
     @Op
     def cron_seen(self, now: int) -> Call[str]:
@@ -71,4 +71,4 @@ class CronOps:
                 tick, _, jid = as_text(v).partition(" ")
                 out[as_text(k)] = (int(tick), jid)
             return out
-        return Call(("HGETALL", tagged(keys.CRON_LAST)), decode)
+        return Call(("HGETALL", keys.CRON_LAST), decode, keyed=1)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from faktory_fast.jobs import unique_name
 from faktory_fast.storage import keys
-from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_none, as_text, paged, tagged
+from faktory_fast.storage.fcall import PAGE, Call, Fn, Op, as_int, as_none, as_text, paged
 
 
 class Throttle(NamedTuple):
@@ -103,4 +103,5 @@ class EntOps:
     def mark_tables(self, mark: str) -> Call[str]:
         """Record ``mark`` ("<node> <digest>") as the writer of the throttle and cron tables;
         the mark it replaced ('' if none)."""
-        return Call(("SET", tagged(keys.TABLES_BY), mark, "GET"), lambda v: "" if v is None else as_text(v))
+        return Call(("SET", keys.TABLES_BY, mark, "GET"),
+                    lambda v: "" if v is None else as_text(v), keyed=1)

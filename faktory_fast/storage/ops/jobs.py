@@ -21,7 +21,6 @@ from faktory_fast.storage.fcall import (
     as_outcome,
     as_text,
     pairs,
-    tagged,
 )
 
 log = logging.getLogger("faktory_fast")
@@ -262,7 +261,7 @@ class JobOps:
     @Op
     def due(self, zset: str, now: str, limit: int) -> Call[list[bytes]]:
         """Members of a sorted set whose score is ``<= now``, oldest first."""
-        return Call(("ZRANGEBYSCORE", tagged(zset), "-inf", now, "LIMIT", 0, limit), as_list)
+        return Call(("ZRANGEBYSCORE", zset, "-inf", now, "LIMIT", 0, limit), as_list, keyed=1)
 
     @Op
     def enqueue_from(self, zset: str, moves: Sequence[Move]) -> Call[int]:
@@ -286,4 +285,4 @@ class JobOps:
     @Op
     def purge_dead(self, now: str) -> Call[int]:
         """Forget dead jobs past their retention; how many."""
-        return Call(("ZREMRANGEBYSCORE", tagged(keys.DEAD), "-inf", now), as_int)
+        return Call(("ZREMRANGEBYSCORE", keys.DEAD, "-inf", now), as_int, keyed=1)

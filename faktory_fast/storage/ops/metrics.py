@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from faktory_fast.storage import keys
-from faktory_fast.storage.fcall import Call, Fn, Op, as_int, as_text, pairs, tagged
+from faktory_fast.storage.fcall import Call, Fn, Op, as_int, as_text, pairs
 
 FF_METRICS = Fn("ff_metrics", (keys.METRICS_TOTAL, keys.METRICS_PAIRS), as_int)
 
@@ -35,16 +35,16 @@ class MetricsOps:
     @Op
     def job_metrics_total(self) -> Call[dict[str, str]]:
         """The lifetime totals: "<queue>|<jobtype>" -> its counts (``job_metrics.pack``)."""
-        return Call(("HGETALL", tagged(keys.METRICS_TOTAL)), _counts)
+        return Call(("HGETALL", keys.METRICS_TOTAL), _counts, keyed=1)
 
     @Op
     def job_metrics_bucket(self, key: str) -> Call[dict[str, str]]:
         """One minute's or hour's counts (``keys.metrics_minute``, ``keys.metrics_hour``)."""
-        return Call(("HGETALL", tagged(key)), _counts)
+        return Call(("HGETALL", key), _counts, keyed=1)
 
     @Op
     def job_metrics_fields(self, key: str, pairs: Sequence[str]) -> Call[dict[str, str]]:
         """The counts of some "<queue>|<jobtype>" pairs in one minute's or hour's bucket."""
         def decode(reply: Any) -> dict[str, str]:
             return {pair: as_text(v) for pair, v in zip(pairs, reply) if v is not None}
-        return Call(("HMGET", tagged(key), *pairs), decode)
+        return Call(("HMGET", key, *pairs), decode, keyed=1)

@@ -15,7 +15,6 @@ from faktory_fast.storage.fcall import (
     as_outcome,
     paged,
     pairs,
-    tagged,
 )
 
 MIGRATE_PAGE = 2_000  # jobs of a Faktory 1.9 queue one migration call moves onto ours
@@ -33,7 +32,7 @@ class MigrationOps:
         """Faktory-format ``working`` members (reservation JSON) with scores, for migration."""
         def pick(flat: Any) -> list[tuple[bytes, float]]:
             return [(m, float(s)) for m, s in pairs(flat) if m[:1] == b"{"]
-        return Call(("ZRANGE", tagged(keys.WORKING), 0, -1, "WITHSCORES"), pick)
+        return Call(("ZRANGE", keys.WORKING, 0, -1, "WITHSCORES"), pick, keyed=1)
 
     @Op
     def migrate_reservation(self, member: bytes, jid: str, record: bytes,
@@ -52,8 +51,8 @@ class MigrationOps:
     @Op
     def data_version(self) -> Call[int]:
         """Faktory's data-format version (the ``v`` key; 0 when absent)."""
-        return Call(("INCRBY", tagged(keys.DATA_VERSION), 0), as_int)
+        return Call(("INCRBY", keys.DATA_VERSION, 0), as_int, keyed=1)
 
     @Op
     def set_data_version(self, version: int) -> Call[None]:
-        return Call(("SET", tagged(keys.DATA_VERSION), version), as_none)
+        return Call(("SET", keys.DATA_VERSION, version), as_none, keyed=1)

@@ -15,7 +15,6 @@ from faktory_fast.storage.fcall import (
     cursor_and,
     paged,
     pairs,
-    tagged,
 )
 
 MUTATE_PAGE = 500  # sorted-set entries one MUTATE call looks at: no call holds Redis for a set
@@ -78,7 +77,7 @@ class QueueOps:
         """The names in the ``queues`` set (sorted)."""
         def names(reply: Any) -> list[str]:
             return sorted(as_text(n) for n in reply)
-        return Call(("SMEMBERS", tagged(keys.QUEUES)), names)
+        return Call(("SMEMBERS", keys.QUEUES), names, keyed=1)
 
     @paged(sum)
     def queue_op(self, cursor: str, sub: str, names: Sequence[str]) -> Call[tuple[str, int]]:

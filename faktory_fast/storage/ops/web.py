@@ -16,7 +16,6 @@ from faktory_fast.storage.fcall import (
     concat,
     paged,
     pairs,
-    tagged,
 )
 
 #: What one call of the web UI's functions looks at (the caller goes on from where it stopped):
@@ -173,7 +172,7 @@ class WebOps:
     @Op
     def reservation(self, jid: str) -> Call[bytes | None]:
         """The reservation record of job ``jid`` (in progress), None if it has none."""
-        return Call(("HGET", tagged(keys.RESERVATIONS), jid), lambda reply: reply)
+        return Call(("HGET", keys.RESERVATIONS, jid), lambda reply: reply, keyed=1)
 
     @Op
     def queue_delete(self, name: str, priority: int, job: bytes, position: int,
@@ -196,7 +195,7 @@ class WebOps:
             values = [int(v or 0) for v in reply]
             return list(zip(values[0::2], values[1::2]))
         names = [keys.daily(c, d) for d in days for c in (keys.PROCESSED, keys.FAILURES)]
-        return Call(("MGET", *map(tagged, names)), decode)
+        return Call(("MGET", *names), decode, keyed=len(names))
 
     @Op
     def redis_info(self) -> Call[dict[str, str]]:
@@ -232,4 +231,4 @@ class WebOps:
     @Op
     def server_processes(self) -> Call[int]:
         """How many server processes are in the connection registry (``ff:conns``)."""
-        return Call(("HLEN", tagged(keys.CONNECTIONS)), as_int)
+        return Call(("HLEN", keys.CONNECTIONS), as_int, keyed=1)

@@ -18,7 +18,6 @@ from faktory_fast.storage.fcall import (
     cursor_and,
     paged,
     pairs,
-    tagged,
 )
 
 
@@ -87,14 +86,14 @@ class WorkerOps:
 
     @Op
     def count_commands(self, proc_id: str, n: int) -> Call[None]:
-        return Call(("HINCRBY", tagged(keys.COMMANDS), proc_id, n), as_none)
+        return Call(("HINCRBY", keys.COMMANDS, proc_id, n), as_none, keyed=1)
 
     @Op
     def registered_processes(self) -> Call[list[str]]:
         """Ids of the server processes counted in the connection registry."""
         def ids(reply: Any) -> list[str]:
             return [as_text(i) for i in reply]
-        return Call(("HKEYS", tagged(keys.CONNECTIONS)), ids)
+        return Call(("HKEYS", keys.CONNECTIONS), ids, keyed=1)
 
     @Op
     def process_gone(self, proc_id: str) -> Call[None]:
@@ -105,4 +104,4 @@ class WorkerOps:
         args: list[Any] = []
         for k, v in fields.items():
             args += (k, repr(float(v)) if isinstance(v, float) else v)
-        return Call(("HSET", tagged(keys.TASKS), *args), as_none)
+        return Call(("HSET", keys.TASKS, *args), as_none, keyed=1)
