@@ -30,6 +30,7 @@ from faktory_fast.jobs import JobError
 from faktory_fast.log import FailureLog, show
 
 if TYPE_CHECKING:
+    from faktory_fast.storage.partitions import Partitions
     from faktory_fast.storage.store import AsyncStore, SyncStore
 
 log = logging.getLogger("faktory_fast")
@@ -228,9 +229,10 @@ def clock(environ: Mapping[str, str]) -> Callable[[], float]:
 class CronRunner:
     """Pushes the jobs of due cron ticks (one round: ``run_due``)."""
 
-    def __init__(self, store: AsyncStore, entries: Callable[[], Sequence[CronEntry]],
+    def __init__(self, parts: Partitions[AsyncStore], entries: Callable[[], Sequence[CronEntry]],
                  now: Callable[[], float] = time.time, zone: tzinfo | None = None) -> None:
-        self.store = store
+        self.parts = parts
+        self.store = parts.home  # where the ticks handled are kept (its queues' jobs: parts.of)
         self.entries = entries
         self.now = now
         self.zone = zone or local_zone()
@@ -256,7 +258,7 @@ class CronRunner:
                 failures.failed(exc)
                 continue
             for tick in ticks:  # Redis away: the round fails, and the next tries these again
-                if await push_entry(self.store, entry, tick):
+                if await push_entry(self.parts, entry, tick):
                     pushed += 1
         if now > self.since:
             self.since = now
@@ -264,14 +266,15 @@ class CronRunner:
         return pushed
 
 
-async def push_entry(store: AsyncStore, entry: CronEntry, tick: int) -> bool:
-    """Push ``entry``'s job for ``tick`` unless another process or node did; True if here."""
+async def push_entry(parts: Partitions[AsyncStore], entry: CronEntry, tick: int) -> bool:
+    """Push ``entry``'s job for ``tick`` unless another process or node did; True if here.
+    The tick is claimed in the partition of the job's queue, which gets the job."""
     try:
         job = entry.prepared(time.time_ns())
     except JobError as exc:  # checked at load; a custom.expires_at that has passed, say
         log.error("Cron %s: job not pushed: %s", entry.source, exc)
         return False
-    done = await store.cron_push(entry.id, tick, CLAIM_TTL, job)
+    done = await parts.of(job.queue).cron_push(entry.id, tick, CLAIM_TTL, job)
     if isinstance(done, JobError):
         log.info("Cron %s: job not pushed: %s %s", entry.source, done.code, done)
         return False

@@ -33,6 +33,7 @@ from faktory_fast.master.redis_child import (
 from faktory_fast.master.tasks import BackgroundTasks
 from faktory_fast.master.webui import WebUI, bind_web
 from faktory_fast.storage import redis_client
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import AsyncStore, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
@@ -104,17 +105,28 @@ class Supervisor:
         loop.set_exception_handler(lambda _loop, context: loop_failures.failed(
             context.get("exception") or RuntimeError(context.get("message", "unknown"))))
         stop = loop.create_future()
-        if self.redis is not None:
-            conn = await redis_client.connect(self.redis_url)
-        else:  # a Redis of the user's may be restarting, or failing over: give it a while
-            conn = redis_client.RedisConnection()
-            if not await redis_client.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT):
+        tags = redis_client.layout_tags(self.redis_url)  # a connection for each partition
+        conns = [redis_client.RedisConnection() for _ in tags]
+        for conn, tag in zip(conns, tags):
+            if self.redis is not None:
+                await redis_client.connect(self.redis_url, conn=conn, tag=tag)
+            # A Redis of the user's may be restarting, or failing over: give it a while.
+            elif not await redis_client.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT,
+                                                  tag=tag):
                 return 1  # reconnect said why
-        store = AsyncStore(conn, redis_client.layout_tag(self.redis_url))
-        await self._check_redis(store)
-        await store.load_library()
+        parts = Partitions([AsyncStore(conn, tag) for conn, tag in zip(conns, tags)])
+        store = parts.home
+        for each in parts.stores:  # each partition may be on a primary of its own
+            await self._check_redis(each)
+            await each.load_library()
+        if tags != [""]:  # a cluster: its queues stay where the first node put them
+            recorded = await store.claim_partitions(parts.count)
+            if recorded != parts.count:
+                raise StartupError(f"the Redis Cluster's keys are spread over {recorded} "
+                                   f"partitions, not {parts.count}: use ?partitions={recorded} "
+                                   "in REDIS_URL (the count cannot change while it holds jobs)")
         await migration.migrate(store)
-        background = BackgroundTasks(store, lambda: self.cfg, self.redis)
+        background = BackgroundTasks(parts, lambda: self.cfg, self.redis)
         # Throttles are read by every FETCH: in Redis before the first server process starts.
         await background.publish_config()
         if self.redis is not None:
@@ -146,7 +158,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, request_stop, "SIGINT")
         tasks = background.start()
-        await self._follow_redis(conn, stop)
+        await self._follow_redis(conns, tags, stop)
         for t in tasks:
             t.cancel()
         self.stopping = True
@@ -156,27 +168,35 @@ class Supervisor:
                 await store.process_gone(sp.proc_id)
             except Exception:
                 pass
-        conn.close()
+        for conn in conns:
+            conn.close()
         return self.exit_code
 
-    async def _follow_redis(self, conn: redis_client.RedisConnection, stop: asyncio.Future) -> None:
+    async def _follow_redis(self, conns: list[redis_client.RedisConnection], tags: list[str],
+                            stop: asyncio.Future) -> None:
         """Until ``stop``: a Redis of the user's that goes away (killed, failed over to a
-        replica, demoted) is reconnected to, found again through Sentinel; the background
-        tasks skip their rounds meanwhile. Losing the child Redis stops the server."""
+        replica, demoted) is reconnected to, found again through Sentinel or the cluster;
+        the background tasks skip their rounds meanwhile. Losing the child Redis stops the
+        server."""
         while True:
-            await asyncio.wait([stop, conn.closed], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stop, *(c.closed for c in conns)],
+                               return_when=asyncio.FIRST_COMPLETED)
             if stop.done():
                 return
             if self.redis is not None:
                 log.error("Lost the connection to Redis")
                 self.exit_code = 1
                 return
-            log.warning("Lost the connection to Redis (%s); reconnecting", conn.lost)
-            down = time.monotonic()
-            if not await redis_client.reconnect(conn, self.redis_url, stop, ready=ensure_library):
-                return
-            log.info("Reconnected to Redis at %s after %.1f s", conn.address,
-                     time.monotonic() - down)
+            for conn, tag in zip(conns, tags):
+                if not conn.closed.done():
+                    continue
+                log.warning("Lost the connection to Redis (%s); reconnecting", conn.lost)
+                down = time.monotonic()
+                if not await redis_client.reconnect(conn, self.redis_url, stop,
+                                                    ready=ensure_library, tag=tag):
+                    return
+                log.info("Reconnected to Redis at %s after %.1f s", conn.address,
+                         time.monotonic() - down)
 
     async def _check_redis(self, store: AsyncStore) -> None:
         text = await store.server_version()

@@ -28,6 +28,7 @@ from faktory_fast.master import backup
 from faktory_fast.master.redis_child import RedisChild
 from faktory_fast.server.failures import expire_reservation, set_aside
 from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import AsyncStore
 
 log = logging.getLogger("faktory_fast")
@@ -59,27 +60,31 @@ class TaskStats:
 
 
 class BackgroundTasks:
-    """The background tasks of one server, over ``store``.
+    """The background tasks of one server, over the stores of the key partitions (``parts``:
+    each partition's sets and reservations are swept in turn; workers and cron are the home
+    partition's).
 
     ``config``: the configuration as it is now (a SIGHUP may change the backup schedule);
     ``redis``: the child Redis, whose data the backups copy (None: a Redis of the user's, and
     no backups).
     """
 
-    def __init__(self, store: AsyncStore, config: Callable[[], Config],
+    def __init__(self, parts: Partitions[AsyncStore], config: Callable[[], Config],
                  redis_child: RedisChild | None) -> None:
-        self.store = store
+        self.parts = parts
+        self.store = parts.home
         self.config = config
         self.redis_child = redis_child
         self.stats = TaskStats()
-        self.cron = cron.CronRunner(store, lambda: self.config().cron, cron.clock(os.environ))
+        self.cron = cron.CronRunner(parts, lambda: self.config().cron, cron.clock(os.environ))
         self._published: Config | None = None  # the config whose Enterprise tables Redis has
         self._published_at = 0.0  # time.monotonic() of that
         # This node in the mark it leaves on those tables: the same across its restarts (which
         # may bring a changed conf.d: no other node's doing).
         self._node = f"{os.uname().nodename}:{config().port}"
         self._disagreed: set[str] = set()  # marks of other nodes' tables already warned of
-        self._swept = "0"  # where the unique-lock records' sweep goes on from (purge_dead)
+        # Where the unique-lock records' sweep goes on from (purge_dead), by partition.
+        self._swept = ["0"] * parts.count
 
     def start(self) -> list[asyncio.Future[None]]:
         """Start every task; the caller cancels them."""
@@ -96,36 +101,37 @@ class BackgroundTasks:
 
     async def enqueue_due(self) -> None:
         """The scheduler: scheduled jobs and retries that are due go to their queues."""
-        store = self.store
         for zset, name in ((keys.SCHEDULED, "Scheduled"), (keys.RETRIES, "Retries")):
             t0 = time.perf_counter()
             moved = 0
-            while True:
-                due = await store.due(zset, now_score(), SCAN_BATCH)
-                if not due:
-                    break
-                moves, refused = jobs.requeue_moves(due, time.time_ns())
-                for member, exc in refused:  # one bad entry must not hold up the others
-                    await set_aside(store, zset, member, b"", str(exc))
-                if moves:
-                    moved += await store.enqueue_from(zset, moves)
-                if len(due) < SCAN_BATCH:
-                    break
+            for store in self.parts.stores:
+                while True:
+                    due = await store.due(zset, now_score(), SCAN_BATCH)
+                    if not due:
+                        break
+                    moves, refused = jobs.requeue_moves(due, time.time_ns())
+                    for member, exc in refused:  # one bad entry must not hold up the others
+                        await set_aside(store, zset, member, b"", str(exc))
+                    if moves:
+                        moved += await store.enqueue_from(zset, moves)
+                    if len(due) < SCAN_BATCH:
+                        break
             self.stats.add(name, cycles=1, enqueued=moved, wall_time_sec=time.perf_counter() - t0)
-        await store.set_task_stats(self.stats.values)
+        await self.store.set_task_stats(self.stats.values)
 
     async def expire_reservations(self) -> None:
         """Reservations past their time are failed, as Faktory does; FETCHes waiting on a
         throttle that had a lock lapse are woken."""
         n = 0
         metrics = JobMetrics() if self.config().metrics_job_types else None
-        while True:
-            expired = await self.store.expired(now_score(), EXPIRED_BATCH)
-            for jid, record in expired:
-                if await expire_reservation(self.store, jid, record, metrics):  # or set aside
-                    n += 1
-            if len(expired) < EXPIRED_BATCH:
-                break
+        for store in self.parts.stores:
+            while True:
+                expired = await store.expired(now_score(), EXPIRED_BATCH)
+                for jid, record in expired:
+                    if await expire_reservation(store, jid, record, metrics):  # or set aside
+                        n += 1
+                if len(expired) < EXPIRED_BATCH:
+                    break
         if metrics is not None:
             await metrics.flush(self.store)
         if n:
@@ -133,8 +139,9 @@ class BackgroundTasks:
             self.stats.add("Busy", reaped=n)
         # Throttle locks that lapsed by their own timeout free a place nobody was told of.
         now = now_score()
-        while await self.store.throttle_lapsed(now, EXPIRED_BATCH) == EXPIRED_BATCH:
-            pass
+        for store in self.parts.stores:
+            while await store.throttle_lapsed(now, EXPIRED_BATCH) == EXPIRED_BATCH:
+                pass
 
     async def publish_config(self) -> None:
         """Give Redis the throttle table and cron entries of the configuration (at start, after
@@ -148,7 +155,8 @@ class BackgroundTasks:
         digest = hashlib.sha1(orjson.dumps(
             [sorted(cfg.throttles.items()), sorted(e.id for e in cfg.cron)])).hexdigest()[:12]
         before = await self.store.mark_tables(f"{self._node} {digest}")
-        await self.store.set_throttles(cfg.throttles)
+        for store in self.parts.stores:  # every FETCH reads its partition's
+            await store.set_throttles(cfg.throttles)
         await self.store.set_cron_entries(cfg.cron)
         self._published, self._published_at = cfg, time.monotonic()
         node, _, theirs = before.partition(" ")
@@ -179,12 +187,14 @@ class BackgroundTasks:
         where the last round stopped, so a million unique jobs in flight cost Redis a few
         pages a minute, not a pass over all of them."""
         t0 = time.perf_counter()
-        await self.store.purge_dead(now_score())
+        for store in self.parts.stores:
+            await store.purge_dead(now_score())
         self.stats.add("Dead", cycles=1, wall_time_sec=time.perf_counter() - t0)
-        for _ in range(SWEEP_PAGES):
-            self._swept = await self.store.unique_sweep(self._swept, SCAN_BATCH)
-            if self._swept == "0":
-                break
+        for i, store in enumerate(self.parts.stores):
+            for _ in range(SWEEP_PAGES):
+                self._swept[i] = await store.unique_sweep(self._swept[i], SCAN_BATCH)
+                if self._swept[i] == "0":
+                    break
 
     async def backups(self) -> None:
         """A backup every ``backup_every`` seconds of the configuration (read each time)."""

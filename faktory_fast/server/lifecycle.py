@@ -23,6 +23,8 @@ from faktory_fast.stats import info_document, latency
 from faktory_fast.storage import keys
 from faktory_fast.storage.fcall import Outcome
 from faktory_fast.storage.ops.jobs import ACK_HOOKS, ACK_PLAIN, ACK_RECORD
+from faktory_fast.storage.ops.queues import sum_info
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.redis_client import Then
 from faktory_fast.storage.store import AsyncStore
 
@@ -36,9 +38,12 @@ PUSHB_CALL = 500  # jobs of a PUSHB stored per Redis call (under 10 ms of Redis,
 class Lifecycle:
     """Protocol command semantics for one server process (``proc_id``)."""
 
-    def __init__(self, store: AsyncStore, parking: Parking, proc_id: str, started_at: float,
-                 metrics: JobMetrics | None = None) -> None:
-        self.store = store
+    def __init__(self, parts: Partitions[AsyncStore], parking: Parking, proc_id: str,
+                 started_at: float, metrics: JobMetrics | None = None) -> None:
+        #: The stores of the key partitions: a queue's jobs are in its partition's
+        #: (``parts.of``); workers, batches and tracking in the home partition's (``store``).
+        self.parts = parts
+        store = self.store = parts.home
         #: The job metrics of the reservations that end here (None: not counted).
         self.metrics = metrics
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
@@ -73,7 +78,7 @@ class Lifecycle:
         if (prepared.plain and not prepared.at_score and prepared.priority == 5
                 and self.hand_over(prepared, then)):
             return
-        self.store.push_then(prepared, then)
+        self.parts.of(prepared.queue).push_then(prepared, then)
 
     async def push_bulk(self, payload: bytes) -> bytes:
         """Returns the JSON object of jid -> error for the jobs that were refused."""
@@ -90,11 +95,17 @@ class Lifecycle:
                 ok.append(jobs.prepare(job, now_ns, created_at))
             except JobError as exc:
                 errors[job.get("jid") or ""] = str(exc)
-        for start in range(0, len(ok), PUSHB_CALL):  # no call holds Redis for a whole PUSHB
-            part = ok[start:start + PUSHB_CALL]
-            for i, refusal in (await self.store.push(part)).items():
-                errors[part[i].jid] = (str(refusal) if refusal.code == "ERR"
-                                       else f"{refusal.code} {refusal}")
+        parts = self.parts
+        by_store: dict[int, tuple[AsyncStore, list[jobs.Prepared]]] = {}
+        for job in ok:
+            store = parts.of(job.queue)
+            by_store.setdefault(id(store), (store, []))[1].append(job)
+        for store, mine in by_store.values():
+            for start in range(0, len(mine), PUSHB_CALL):  # no call holds Redis for a PUSHB
+                part = mine[start:start + PUSHB_CALL]
+                for i, refusal in (await store.push(part)).items():
+                    errors[part[i].jid] = (str(refusal) if refusal.code == "ERR"
+                                           else f"{refusal.code} {refusal}")
         return orjson.dumps(errors)
 
     # -- FETCH (self.fetch, above) -------------------------------------------------------------
@@ -103,7 +114,8 @@ class Lifecycle:
         doc = orjson.loads(job)
         jid = doc.get("jid") or ""
         self.reserved.pop(jid)
-        await self.store.release(jid, doc.get("queue") or "default", jobs.priority_of(doc), job)
+        queue = doc.get("queue") or "default"
+        await self.parts.of(queue).release(jid, queue, jobs.priority_of(doc), job)
 
     # -- ACK / FAIL ------------------------------------------------------------------------
     def ack(self, payload: bytes, then: Then) -> None:
@@ -138,12 +150,27 @@ class Lifecycle:
                 metrics.finished(known[1], True, known[2])
             then(reply)
 
-        self.store.ack_then(jid, jobs.today(), flag, done)
+        parts = self.parts
+        if parts.count == 1:
+            self.store.ack_then(jid, jobs.today(), flag, done)
+        elif known is not None:
+            parts.of_job(known[1]).ack_then(jid, jobs.today(), flag, done)
+        else:  # fetched by another process: every partition is asked, one has it
+            ack_everywhere(parts.stores, jid, jobs.today(), flag, done)
 
     async def fail(self, payload: bytes) -> None:
         jid, info = jobs.fail_info(payload)
-        if not await fail_reservation(self.store, jid, info, self.reserved.pop(jid), self.metrics):
-            raise JobError(f"Job not found {jid}")
+        known = self.reserved.pop(jid)
+        parts = self.parts
+        if known is not None or parts.count == 1:
+            store = self.store if known is None else parts.of_job(known[1])
+            if await fail_reservation(store, jid, info, known, self.metrics):
+                return
+        else:  # fetched by another process: the partition that has it
+            for store in parts.stores:
+                if await fail_reservation(store, jid, info, None, self.metrics):
+                    return
+        raise JobError(f"Job not found {jid}")
 
     # -- BEAT ----------------------------------------------------------------------------------
     async def beat(self, payload: bytes) -> str:
@@ -169,11 +196,12 @@ class Lifecycle:
     # -- INFO / FLUSH / QUEUE / MUTATE -------------------------------------------------------
     async def info(self, local_commands: int = 0) -> bytes:
         """INFO's document; ``local_commands``: those dispatched here not yet counted in Redis."""
-        return orjson.dumps(info_document(await self.store.info(), self.started_at,
-                                          local_commands))
+        infos = [await store.info() for store in self.parts.stores]
+        return orjson.dumps(info_document(sum_info(infos), self.started_at, local_commands))
 
     async def flush(self) -> None:
-        await self.store.flush()
+        for store in self.parts.stores:
+            await store.flush()
 
     async def queue(self, payload: bytes) -> bytes | None:
         """QUEUE PAUSE|RESUME|REMOVE (None: +OK) or LATENCY (a JSON document)."""
@@ -185,15 +213,22 @@ class Lifecycle:
             for name in names:
                 if name != "*":  # a name like "a:p9" would reach another queue's keys
                     jobs.check_queue(name)
-            await self.store.queue_op(sub, names)
+            if "*" in names or self.parts.count == 1:
+                for store in self.parts.stores:
+                    await store.queue_op(sub, names)
+            else:
+                for store, mine in self.parts.by_store(names):
+                    await store.queue_op(sub, mine)
             return None
         if sub != "LATENCY":
             raise JobError(f"no such QUEUE subcommand: {sub}")
         if "*" in names:
             raise JobError("QUEUE LATENCY does not support wildcards")
-        heads = await self.store.queue_heads(names)
+        head: dict[str, list[bytes]] = {}
+        for store, mine in self.parts.by_store(names):
+            head.update(zip(mine, await store.queue_heads(mine)))
         now_ns = time.time_ns()
-        return orjson.dumps({n: latency(h, now_ns) for n, h in zip(names, heads)})
+        return orjson.dumps({n: latency(head[n], now_ns) for n in names})
 
     async def mutate(self, payload: bytes) -> None:
         if not payload or b" " in payload:
@@ -228,19 +263,41 @@ class Lifecycle:
         else:
             mode, extra = "all", []
         now_ns = time.time_ns()
-        cursor = "0"
-        while True:  # a page of the set a call (ops.queues.MUTATE_PAGE)
-            if cmd != "requeue":
-                cursor, _ = await self.store.mutate(cmd, target, jobs.dead_score(now_ns), mode,
-                                                    pattern, extra, cursor)
-            else:
-                cursor, members = await self.store.mutate_select(target, mode, pattern, extra,
-                                                                  cursor)
-                # jobs.requeue's rule, as the scheduler's and the web UI's: an entry that is
-                # not a job with a valid queue name stays where it is.
-                moves, _ = jobs.requeue_moves(members, now_ns)
-                if moves:
-                    await self.store.enqueue_from(target, moves)
-            if cursor == "0":
-                return
+        for store in self.parts.stores:  # each partition's set in turn
+            cursor = "0"
+            while True:  # a page of the set a call (ops.queues.MUTATE_PAGE)
+                if cmd != "requeue":
+                    cursor, _ = await store.mutate(cmd, target, jobs.dead_score(now_ns), mode,
+                                                   pattern, extra, cursor)
+                else:
+                    cursor, members = await store.mutate_select(target, mode, pattern, extra,
+                                                                cursor)
+                    # jobs.requeue's rule, as the scheduler's and the web UI's: an entry that
+                    # is not a job with a valid queue name stays where it is.
+                    moves, _ = jobs.requeue_moves(members, now_ns)
+                    if moves:
+                        await store.enqueue_from(target, moves)
+                if cursor == "0":
+                    break
 
+
+def ack_everywhere(stores: list[AsyncStore], jid: str, day: str, flag: str,
+                   then: Callable[[Outcome | bytes | Exception], None]) -> None:
+    """ACK ``jid`` in every partition at once (its reservation is in one of them): ``then``
+    gets that one's answer (DONE, or the record), GONE if none had it, or the first error."""
+    answers: list[Outcome | bytes | Exception] = []
+
+    def one(reply: Outcome | bytes | Exception) -> None:
+        answers.append(reply)
+        if len(answers) < len(stores):
+            return
+        found: Outcome | bytes | Exception = GONE
+        for a in answers:
+            if isinstance(a, Exception):
+                found = a if found is GONE else found
+            elif a is not GONE:
+                found = a
+                break
+        then(found)
+    for store in stores:
+        store.ack_then(jid, day, flag, one)

@@ -16,6 +16,7 @@ import time
 from faktory_fast import jobs
 from faktory_fast.jobs import Prepared, now_score
 from faktory_fast.storage.ops.jobs import Fetched, Reserved
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.redis_client import Then
 from faktory_fast.storage.store import AsyncStore
 
@@ -26,6 +27,7 @@ RESERVED_CACHE = 100_000  # reservations handed out here, remembered for a one-t
 # Fetched's members as module globals: found() compares with them on every empty FETCH, and
 # an Enum class's attributes are slow to read.
 EMPTY, QUIET, ALL_PAUSED, MORE = Fetched.EMPTY, Fetched.QUIET, Fetched.ALL_PAUSED, Fetched.MORE
+SOME_PAUSED = Fetched.SOME_PAUSED
 
 
 class Reservations:
@@ -56,10 +58,12 @@ class Reservations:
 class Parking:
     """The FETCHes of one server process that wait for a job."""
 
-    def __init__(self, store: AsyncStore, proc_id: str, reserved: Reservations,
+    def __init__(self, parts: Partitions[AsyncStore], proc_id: str, reserved: Reservations,
                  loop: asyncio.AbstractEventLoop,
                  default_reserve: int = jobs.DEFAULT_RESERVE) -> None:
-        self.store = store
+        self.parts = parts
+        self.store = parts.home
+        self.partitioned = parts.count > 1
         self.proc_id = proc_id
         self.reserved = reserved
         self.loop = loop
@@ -105,7 +109,7 @@ class Parking:
             else:
                 f.woken = True
                 f.look()
-        self.store.push_to_then(job, f.wid, now_score(), self.default_reserve, done)
+        self.parts.of(job.queue).push_to_then(job, f.wid, now_score(), self.default_reserve, done)
         return True
 
     # -- told by Redis (pub/sub) -------------------------------------------------------------
@@ -209,12 +213,16 @@ class _Fetch:
     """
 
     __slots__ = ("park", "queues", "wid", "deadline", "then", "wakes", "woken", "parked",
-                 "listening")
+                 "listening", "runs", "run", "empties", "pauses")
 
     def __init__(self, park: Parking, queues: list[str], wid: str, deadline: float,
                  then: Then) -> None:
         self.park = park
         self.queues = queues
+        # Over partitions: the runs of queues of one partition, asked in order (one call each;
+        # ``run``: the one being asked; ``empties``, ``pauses``: the runs that were).
+        self.runs = park.parts.runs(queues) if park.partitioned else None
+        self.run = self.empties = self.pauses = 0
         self.wid = wid
         self.deadline = deadline
         self.then = then
@@ -230,6 +238,10 @@ class _Fetch:
         if park._known_empty(self.queues, park.loop.time()):
             self.found(EMPTY, False)
             return
+        if self.runs is not None:
+            self.run = self.empties = self.pauses = 0
+            self._ask_run()
+            return
         try:
             park.store.fetch_then(self.wid, park.proc_id, now_score(), park.default_reserve,
                                   self.queues, self._asked)
@@ -239,6 +251,42 @@ class _Fetch:
     def _asked(self, res: Reserved | Fetched | Exception) -> None:
         try:
             self.found(res, True)
+        except Exception as exc:
+            self.then(exc)
+
+    def _ask_run(self) -> None:
+        park = self.park
+        assert self.runs is not None
+        store, queues = self.runs[self.run]
+        try:
+            store.fetch_then(self.wid, park.proc_id, now_score(), park.default_reserve, queues,
+                             self._ran)
+        except Exception as exc:  # Redis gone
+            self.then(exc)
+
+    def _ran(self, res: Reserved | Fetched | Exception) -> None:
+        """One partition's answer: a job (or QUIET, which only the home partition knows, or an
+        error) ends the look; nothing there asks the next run; after the last, the answer
+        is the runs' together (every queue empty, every one paused, or some of each)."""
+        try:
+            if res is MORE:
+                self._ask_run()
+                return
+            if type(res) is Reserved or res is QUIET or isinstance(res, Exception):
+                self.found(res, True)
+                return
+            if res is EMPTY:
+                self.empties += 1
+            elif res is ALL_PAUSED:
+                self.pauses += 1
+            self.run += 1
+            assert self.runs is not None
+            n = len(self.runs)
+            if self.run < n:
+                self._ask_run()
+                return
+            self.found(EMPTY if self.empties == n else ALL_PAUSED if self.pauses == n
+                       else SOME_PAUSED, True)
         except Exception as exc:
             self.then(exc)
 

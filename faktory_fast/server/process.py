@@ -2,8 +2,9 @@
 
 Started by the supervisor as ``python -P -m faktory_fast.server.process`` with the listening
 socket inherited and its settings (JSON) on stdin. Shares nothing with its siblings but Redis.
-``serve`` builds the process's parts (two Redis connections, the store, FETCH parking, the
-lifecycle, the connections' shared state) and routes Redis's broadcasts to them.
+``serve`` builds the process's parts (a Redis connection and a store for each partition of the
+keys, ``storage.partitions``, and one for broadcasts; FETCH parking, the lifecycle, the
+connections' shared state) and routes Redis's broadcasts to them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from faktory_fast.server.connection import LINE_TIMEOUT, Connection, ProxyHeader
 from faktory_fast.server.lifecycle import Lifecycle
 from faktory_fast.server.parking import Parking, Reservations
 from faktory_fast.storage import keys, redis_client
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
@@ -47,14 +49,17 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     state = ServerState(loop, settings["password"], settings["max_line"],
                         settings["max_connections"], settings["environment"],
                         settings.get("line_budget"), settings.get("line_timeout", LINE_TIMEOUT))
-    conn = redis_client.RedisConnection(on_pressure=state.redis_pressure,
-                                  wait_replicas=settings.get("redis_wait_replicas", 0),
-                                  wait_timeout=settings.get("redis_wait_timeout", 1000),
-                                  hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0)
-    store = AsyncStore(conn, redis_client.layout_tag(url))
-    parking = Parking(store, proc_id, Reservations(), loop)
+    tags = redis_client.layout_tags(url)
+    on_pressure = pressure_of(len(tags), state.redis_pressure)
+    conns = [redis_client.RedisConnection(
+        on_pressure=on_pressure, wait_replicas=settings.get("redis_wait_replicas", 0),
+        wait_timeout=settings.get("redis_wait_timeout", 1000),
+        hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0) for _ in tags]
+    parts = Partitions([AsyncStore(c, tag) for c, tag in zip(conns, tags)])
+    store, conn = parts.home, conns[keys.HOME]
+    parking = Parking(parts, proc_id, Reservations(), loop)
     metrics = JobMetrics() if settings.get("job_metrics", True) else None
-    lc = Lifecycle(store, parking, proc_id, settings["started_at"], metrics)
+    lc = Lifecycle(parts, parking, proc_id, settings["started_at"], metrics)
     lc.batches.retention = settings.get("batch_retention", lc.batches.retention)
     sub = redis_client.RedisConnection(on_push=broadcasts(parking, state))
 
@@ -63,12 +68,15 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         await sub.execute("SUBSCRIBE", keys.CONTROL_CHANNEL)
 
     if reconnect:  # the master has just reached it, but it may be failing over right now
-        if not (await redis_client.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT)
-                and await redis_client.reconnect(conn, url, give_up=REDIS_START_WAIT)):
+        if not await redis_client.reconnect(sub, url, ready=subscribe, give_up=REDIS_START_WAIT):
             return 1
+        for rc, tag in zip(conns, tags):
+            if not await redis_client.reconnect(rc, url, give_up=REDIS_START_WAIT, tag=tag):
+                return 1
     else:
         await redis_client.connect(url, conn=sub, ready=subscribe)
-        await redis_client.connect(url, conn=conn)
+        for rc, tag in zip(conns, tags):
+            await redis_client.connect(url, conn=rc, tag=tag)
     sock = socket.socket(fileno=settings["fd"])
     server = await listen(loop, state, lc, sock, settings)
     log.debug("Process %s serving (wire codec: %s, RESP codec: %s)", proc_id,
@@ -108,10 +116,11 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     reporter = asyncio.ensure_future(report_commands())
     flusher = asyncio.ensure_future(flush_metrics()) if metrics is not None else None
     while True:
-        await asyncio.wait([stop, conn.closed, sub.closed], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stop, sub.closed, *(rc.closed for rc in conns)],
+                           return_when=asyncio.FIRST_COMPLETED)
         if stop.done() or not reconnect:
             break
-        if not await _reconnect(proc_id, url, conn, sub, subscribe, state, parking, stop):
+        if not await _reconnect(proc_id, url, conns, tags, sub, subscribe, state, parking, stop):
             break
     reporter.cancel()
     if flusher is not None:
@@ -136,14 +145,30 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
             pass
     else:
         await asyncio.sleep(0)  # the connections' connection_lost (and their BYE tasks) run
-    if not stop.done() and (conn.closed.done() or sub.closed.done()):
+    if not stop.done() and (sub.closed.done() or any(rc.closed.done() for rc in conns)):
         # The one line for this: the commands it failed answered "-ERR lost the connection to
         # Redis" without a word each (connection._error_reply).
         log.error("Lost the connection to Redis; process %s exits", proc_id)
         return 1
-    conn.close()
+    for rc in conns:
+        rc.close()
     sub.close()
     return 0
+
+
+def pressure_of(count: int, pressure: Callable[[bool], None]) -> Callable[[bool], None]:
+    """The ``on_pressure`` of ``count`` Redis connections: ``pressure(True)`` once one of them
+    is congested, ``pressure(False)`` once none is."""
+    if count == 1:
+        return pressure
+    full = [0]
+
+    def on_pressure(congested: bool) -> None:
+        before = full[0]
+        full[0] = before + (1 if congested else -1)
+        if (before == 0) != (full[0] == 0):
+            pressure(congested)
+    return on_pressure
 
 
 class MasterPipe:
@@ -223,26 +248,30 @@ async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, lc: Lifecy
     return await loop.create_server(connection, sock=sock, backlog=1024)
 
 
-async def _reconnect(proc_id: str, url: str, conn: redis_client.RedisConnection,
-                     sub: redis_client.RedisConnection, subscribe: redis_client.Ready, state: ServerState,
-                     parking: Parking, stop: asyncio.Future) -> bool:
-    """Redis went away: open both connections again (to the primary Sentinel names now),
-    with one log line for the loss and one for the return. False if stopped meanwhile."""
-    lost = conn.lost if conn.closed.done() else sub.lost
+async def _reconnect(proc_id: str, url: str, conns: list[redis_client.RedisConnection],
+                     tags: list[str], sub: redis_client.RedisConnection,
+                     subscribe: redis_client.Ready, state: ServerState, parking: Parking,
+                     stop: asyncio.Future) -> bool:
+    """Redis went away: open every connection again (to the primary Sentinel names now, or
+    that holds the partition's slot), with one log line for the loss and one for the return.
+    False if stopped meanwhile."""
+    lost = next((c.lost for c in conns if c.closed.done()), sub.lost)
     log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc_id)
     started = time.monotonic()
-    for c in (conn, sub):  # both go to the same (new) primary
+    for c in (*conns, sub):  # all go to the (new) primaries
         c.close()
-    await asyncio.wait([conn.closed, sub.closed])
+    await asyncio.wait([sub.closed, *(c.closed for c in conns)])
     if state.redis_full:  # its write buffer went with it
         state.redis_pressure(False)
-    if not (await redis_client.reconnect(conn, url, stop, ready=ensure_library)
-            and await redis_client.reconnect(sub, url, stop, ready=subscribe)):
+    for c, tag in zip(conns, tags):
+        if not await redis_client.reconnect(c, url, stop, ready=ensure_library, tag=tag):
+            return False
+    if not await redis_client.reconnect(sub, url, stop, ready=subscribe):
         return False
     # Wake-ups published while we were away are lost, and "queue empty" may be stale:
     # forget it (as after a FLUSH) and let each parked FETCH look again.
     parking.look_again()
-    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conn.address,
+    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conns[0].address,
              time.monotonic() - started, proc_id)
     return True
 

@@ -19,6 +19,7 @@ Differences, all under the ``ff:`` prefix so they never collide with Faktory's k
   (entries with fields ``source``, ``reason``, ``at`` and ``record``, plus ``jid`` for a
   reservation): ``XRANGE ff:bad - +`` lists them; ``DEL ff:bad`` once they are dealt with.
 """
+import zlib
 
 #: On a Redis Cluster every key name below starts with this hash tag, so that all of them are
 #: in one slot and every function call (which touches several) runs on one primary. On a single
@@ -31,6 +32,41 @@ CLUSTER_TAG = "{ff}"
 def layout_tag(cluster: bool) -> str:
     """The tag of the key layout: ``CLUSTER_TAG`` on a Redis Cluster, none on a single Redis."""
     return CLUSTER_TAG if cluster else ""
+
+
+#: The partition that holds what is not a queue's: the registry of processes and workers,
+#: batches, tracking, cron and job metrics (with the queues that fall to it).
+HOME = 0
+
+
+def partition_tags(count: int) -> list[str]:
+    """The hash tags of ``count`` partitions of a Redis Cluster (``redis+cluster://...?
+    partitions=N``), each a whole key layout for the queues that fall to it (``partition_of``):
+    ``CLUSTER_TAG`` first (the home partition; the only one by default), then for each other
+    the first of ``{ffK}``, ``{ffK.1}``, ``{ffK.2}``... whose slot is in a range of 16384 /
+    ``count`` slots that no earlier tag has. A cluster whose slots are split in equal ranges
+    (as ``redis-cli --cluster create`` splits them) over ``count`` primaries then has one
+    partition on each."""
+    from redis.crc import key_slot
+
+    width = 16384 / count
+    tags = [CLUSTER_TAG]
+    taken = {int(key_slot(CLUSTER_TAG.encode()) // width)}
+    for k in range(1, count):
+        for i in range(1_000_000):
+            tag = f"{{ff{k}}}" if i == 0 else f"{{ff{k}.{i}}}"
+            part = int(key_slot(tag.encode()) // width)
+            if part not in taken:
+                break
+        taken.add(part)
+        tags.append(tag)
+    return tags
+
+
+def partition_of(queue: str, count: int) -> int:
+    """The partition of ``count`` that holds queue ``queue`` (its lists, its scheduled, retried,
+    dead and reserved jobs): CRC-32 of its name, modulo ``count``."""
+    return zlib.crc32(queue.encode()) % count if count > 1 else HOME
 
 
 QUEUES = "queues"
@@ -71,6 +107,7 @@ THROTTLE_LAPSES = "ff:thr-lapses"  # zset throttle lock set -> the earliest a lo
 CRON_ENTRIES = "ff:cron:entries"  # hash entry id -> {"schedule", "job", "source"} (config)
 CRON_LAST = "ff:cron:last"  # hash cron entry id -> "<tick unix seconds> <jid>" of its last push
 CRON_SEEN = "ff:cron:seen"  # unix seconds up to which cron ticks were handled (any node)
+PARTITIONS = "ff:partitions"  # the number of partitions the keys are spread over (cluster)
 TABLES_BY = "ff:tables-by"  # "<node> <digest>": who last wrote ff:throttles / ff:cron:entries
 # Job metrics (job_metrics.py): hashes "<queue>|<jobtype>" -> its counts (job_metrics.pack);
 # the lifetime totals, and the pairs they hold.

@@ -422,17 +422,20 @@ def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
     return host, int(port)
 
 
-def layout_tag(url: str) -> str:
-    """The hash tag of our keys in the Redis at ``url`` (``keys.layout_tag``)."""
-    return keys.layout_tag("cluster" in parse_redis_url(url))
+def layout_tags(url: str) -> list[str]:
+    """The hash tags of our keys' partitions in the Redis at ``url``: ``keys.partition_tags`` on
+    a cluster (one by default; ``?partitions=N``), [""] on a single Redis."""
+    target = parse_redis_url(url)
+    return keys.partition_tags(target["partitions"]) if "cluster" in target else [""]
 
 
 async def connect(url: str, on_push: Callable[[list], None] | None = None,
-                  conn: RedisConnection | None = None, ready: Ready | None = None
-                  ) -> RedisConnection:
+                  conn: RedisConnection | None = None, ready: Ready | None = None,
+                  tag: str = keys.CLUSTER_TAG) -> RedisConnection:
     """Open a connection to the Redis at ``url`` (with ``redis+sentinel://``, to the primary
-    the Sentinels name; ``redis+cluster://``, to the primary of our keys' slot), check that it
-    is a primary, select the database and run ``ready``.
+    the Sentinels name; ``redis+cluster://``, to the primary of the slot of ``tag``: one
+    partition's, ``layout_tags``), check that it is a primary, select the database and run
+    ``ready``.
 
     ``conn`` re-opens that (closed) connection object instead of making one. Raises
     RedisClosed (or the error that stopped it) if any step fails, the connection closed.
@@ -443,7 +446,7 @@ async def connect(url: str, on_push: Callable[[list], None] | None = None,
         conn = RedisConnection(on_push)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            await _open(loop, conn, target)
+            await _open(loop, conn, target, tag)
     except TimeoutError:
         await _abandon(conn)
         raise RedisClosed(f"{conn.address or redis_location(url)}: no answer within "
@@ -478,7 +481,7 @@ async def _abandon(conn: RedisConnection) -> None:
 
 
 async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
-                target: dict[str, Any]) -> None:
+                target: dict[str, Any], tag: str = keys.CLUSTER_TAG) -> None:
     if "path" in target:
         conn.address = target["path"]
         await loop.create_unix_connection(lambda: cast(asyncio.Protocol, conn), target["path"])
@@ -486,7 +489,7 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
     if "sentinels" in target:
         host, port = await asyncio.to_thread(discover_primary, target)
     elif "cluster" in target:
-        host, port = await _cluster_primary(loop, target)
+        host, port = await _cluster_primary(loop, target, tag)
     else:
         host, port = target["host"], target["port"]
     conn.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -500,13 +503,13 @@ async def _open(loop: asyncio.AbstractEventLoop, conn: RedisConnection,
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
-async def _cluster_primary(loop: asyncio.AbstractEventLoop, target: dict[str, Any]
+async def _cluster_primary(loop: asyncio.AbstractEventLoop, target: dict[str, Any], tag: str
                           ) -> tuple[str, int]:
-    """The primary that holds the slot of ``keys.CLUSTER_TAG``, as the first of the URL's nodes
-    that answers ``CLUSTER SLOTS`` says."""
+    """The primary that holds the slot of ``tag``, as the first of the URL's nodes that
+    answers ``CLUSTER SLOTS`` says."""
     from redis.crc import key_slot
 
-    slot = key_slot(keys.CLUSTER_TAG.encode())
+    slot = key_slot(tag.encode())
     failures = []
     for host, port in target["cluster"]:
         node = RedisConnection()
@@ -539,9 +542,11 @@ async def _role(conn: RedisConnection) -> bytes:
 
 
 async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None = None,
-                    ready: Ready | None = None, give_up: float | None = None) -> bool:
-    """Re-open ``conn`` (closed) until it works: True; False once ``stop`` is done or
-    ``give_up`` seconds have passed. Tries again after 0.1 s, 0.2 s, ... up to 1 s.
+                    ready: Ready | None = None, give_up: float | None = None,
+                    tag: str = keys.CLUSTER_TAG) -> bool:
+    """Re-open ``conn`` (closed, to the primary of ``tag`` on a cluster) until it works: True;
+    False once ``stop`` is done or ``give_up`` seconds have passed. Tries again after 0.1 s,
+    0.2 s, ... up to 1 s.
 
     The loss and the return are the caller's to log; here one warning says what fails if it
     still does after STILL_DOWN_EVERY seconds (and every as long again), not one per attempt.
@@ -553,7 +558,7 @@ async def reconnect(conn: RedisConnection, url: str, stop: asyncio.Future | None
     said = False  # a failure that waiting will not mend was logged
     while stop is None or not stop.done():
         try:
-            await connect(url, conn=conn, ready=ready)
+            await connect(url, conn=conn, ready=ready, tag=tag)
             return True
         except asyncio.CancelledError:
             raise

@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlparse
 
 from faktory_fast.log import show
 
+MAX_PARTITIONS = 256  # of a cluster's URL: a server process opens a Redis connection for each
+
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
@@ -38,9 +40,10 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     ``redis+sentinel://[:pw@]host:port[,host:port...]/primary-name[/db]``: the Sentinels to ask
     for the current primary of ``primary-name`` (``sentinels``, ``service``); ``pw`` is the
     primary's password, ``?sentinel_password=`` the Sentinels' own, if they have one; or
-    ``redis+cluster://[:pw@]host:port[,host:port...]`` (``rediss+cluster://``: TLS): nodes of a
-    Redis Cluster to ask where the rest are (``cluster``; database 0, the only one a cluster
-    has).
+    ``redis+cluster://[:pw@]host:port[,host:port...][?partitions=N]`` (``rediss+cluster://``:
+    TLS): nodes of a Redis Cluster to ask where the rest are (``cluster``; database 0, the only
+    one a cluster has), and how many partitions our keys are spread over (``partitions``,
+    default 1: ``keys.partition_tags``).
     """
     u = urlparse(url)
     out: dict[str, Any] = {"password": None, "db": 0}
@@ -48,7 +51,7 @@ def parse_redis_url(url: str) -> dict[str, Any]:
         return _parse_sentinel_url(url, u.netloc, u.path, u.query, out)
     if u.scheme in ("redis+cluster", "rediss+cluster"):
         out["ssl"] = u.scheme == "rediss+cluster"
-        return _parse_cluster_url(url, u.netloc, u.path, out)
+        return _parse_cluster_url(url, u.netloc, u.path, u.query, out)
     out["password"] = unquote(u.password) if u.password else None
     if u.scheme == "unix" or (not u.scheme and url.startswith("/")):
         if not u.path:
@@ -103,10 +106,22 @@ def _hosts(url: str, netloc: str, out: dict[str, Any], default_port: str, what: 
     return found
 
 
-def _parse_cluster_url(url: str, netloc: str, path: str, out: dict[str, Any]) -> dict[str, Any]:
+def _parse_cluster_url(url: str, netloc: str, path: str, query: str,
+                       out: dict[str, Any]) -> dict[str, Any]:
     out["cluster"] = _hosts(url, netloc, out, "6379", "a cluster node")
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"invalid Redis URL {_shown(url)}: a Redis Cluster has database 0 only")
+    out["partitions"] = 1
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "partitions":
+            if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= MAX_PARTITIONS:
+                raise ValueError(f"invalid Redis URL {_shown(url)}: partitions must be a number "
+                                 f"from 1 to {MAX_PARTITIONS}, not {show(value)}")
+            out["partitions"] = int(value)
+        elif part:
+            raise ValueError(f"invalid Redis URL {_shown(url)}: unknown parameter {show(name)} "
+                             "(a cluster's URL takes partitions=N)")
     return out
 
 
@@ -138,7 +153,8 @@ def redis_location(url: str) -> str:
         return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
     if "cluster" in target:
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target["cluster"])
-        return f"{'rediss' if target['ssl'] else 'redis'}+cluster://{hosts}"
+        partitions = f"?partitions={target['partitions']}" if target["partitions"] > 1 else ""
+        return f"{'rediss' if target['ssl'] else 'redis'}+cluster://{hosts}{partitions}"
     scheme = "rediss" if target.get("ssl") else "redis"
     host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
     return f"{scheme}://{host}:{target['port']}/{target['db']}"

@@ -10,3 +10,7 @@ cdef class _Fetch:
     cdef public bint woken
     cdef public bint parked
     cdef public bint listening
+    cdef readonly object runs  # list of (store, queues), or None with one partition
+    cdef public Py_ssize_t run
+    cdef public Py_ssize_t empties
+    cdef public Py_ssize_t pauses

@@ -56,3 +56,10 @@ class MigrationOps:
     @Op
     def set_data_version(self, version: int) -> Call[None]:
         return Call(("SET", keys.DATA_VERSION, version), as_none, keyed=1)
+
+    @Op
+    def claim_partitions(self, count: int) -> Call[int]:
+        """Record that the keys are spread over ``count`` partitions, unless a count is
+        recorded already: that count (``count`` if none was)."""
+        return Call(("SET", keys.PARTITIONS, count, "NX", "GET"),
+                    lambda reply: count if reply is None else int(reply), keyed=1)

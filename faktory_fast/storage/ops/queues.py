@@ -50,6 +50,20 @@ def _info(reply: Any) -> tuple[str, Info]:
     }
 
 
+def sum_info(parts: list[Info]) -> Info:
+    """INFO of several partitions (``storage.partitions``): the counters and sizes summed, the
+    queues of all (each queue is in one partition) and the task stats of all."""
+    info = parts[0]
+    for part in parts[1:]:
+        for name in ("processed", "failures", "scheduled", "retries", "dead", "working",
+                     "workers", "connections", "commands", "expired"):
+            info[name] += part[name]
+        info["queues"].update(part["queues"])
+        for task, value in part["tasks"].items():
+            info["tasks"][task] = info["tasks"].get(task, 0.0) + value
+    return info
+
+
 def _merge_info(parts: list[Info]) -> Info:
     """INFO from its pages: the counters of the first, the queues of all."""
     info = parts[0]

@@ -1,0 +1,67 @@
+"""The partitions of a deployment: one store per key layout (``keys.partition_tags``).
+
+On a single Redis, and on a Redis Cluster by default, there is one partition and one store. A
+cluster's URL may ask for more (``redis+cluster://...?partitions=N``): each partition is a
+whole key layout under its own hash tag, on whichever primary serves that tag's slot, and
+holds the queues that fall to it (``keys.partition_of``) with their scheduled, retried, dead
+and reserved jobs, unique locks and throttles. The home partition (``keys.HOME``) also holds
+what is not a queue's: processes, workers, batches, tracking, cron and job metrics. Every
+function call still touches one slot; a command over queues of several partitions makes one
+call in each (``runs``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+import orjson
+
+from faktory_fast.storage import keys
+
+S = TypeVar("S")
+
+
+class Partitions(Generic[S]):
+    """The stores (``store.AsyncStore`` or ``store.SyncStore``) of a deployment's partitions,
+    in partition order: ``home`` first."""
+
+    def __init__(self, stores: Sequence[S]) -> None:
+        self.stores = list(stores)
+        self.home = self.stores[keys.HOME]
+        self.count = len(self.stores)
+
+    def of(self, queue: str) -> S:
+        """The store of the partition that holds ``queue``."""
+        if self.count == 1:
+            return self.home
+        return self.stores[keys.partition_of(queue, self.count)]
+
+    def of_job(self, job: bytes) -> S:
+        """The store of the partition that holds a job (its JSON): its queue's."""
+        if self.count == 1:
+            return self.home
+        queue = orjson.loads(job).get("queue") or "default"
+        return self.of(queue if isinstance(queue, str) else "default")
+
+    def runs(self, queues: Sequence[str]) -> list[tuple[S, list[str]]]:
+        """``queues`` in their order, cut where the partition changes: (store, its queues) for
+        each run of consecutive queues of one partition. A FETCH asks the runs in this order,
+        so that Faktory's rule (the first queue with a job wins) holds across partitions."""
+        if self.count == 1:
+            return [(self.home, list(queues))]
+        out: list[tuple[S, list[str]]] = []
+        for q in queues:
+            store = self.of(q)
+            if out and out[-1][0] is store:
+                out[-1][1].append(q)
+            else:
+                out.append((store, [q]))
+        return out
+
+    def by_store(self, queues: Sequence[str]) -> list[tuple[S, list[str]]]:
+        """``queues`` grouped by partition (each group in the given order)."""
+        groups: dict[int, tuple[S, list[str]]] = {}
+        for q in queues:
+            store = self.of(q)
+            groups.setdefault(id(store), (store, []))[1].append(q)
+        return list(groups.values())
