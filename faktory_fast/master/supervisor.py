@@ -33,7 +33,7 @@ from faktory_fast.master.redis_child import (
 from faktory_fast.master.tasks import BackgroundTasks
 from faktory_fast.master.webui import WebUI, bind_web
 from faktory_fast.storage import redis_client
-from faktory_fast.storage.partitions import Partitions
+from faktory_fast.storage.partitions import Partitions, tags_of
 from faktory_fast.storage.store import AsyncStore, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
@@ -105,7 +105,7 @@ class Supervisor:
         loop.set_exception_handler(lambda _loop, context: loop_failures.failed(
             context.get("exception") or RuntimeError(context.get("message", "unknown"))))
         stop = loop.create_future()
-        tags = redis_client.layout_tags(self.redis_url)  # a connection for each partition
+        tags = tags_of(self.redis_url)  # a connection for each partition
         conns = [redis_client.RedisConnection() for _ in tags]
         for conn, tag in zip(conns, tags):
             if self.redis is not None:

@@ -40,6 +40,10 @@ WORKER_TIMEOUT = 60.0  # a worker without a heartbeat for this long is forgotten
 DEAD_PURGE_INTERVAL = 60.0
 BACKUP_CHECK_INTERVAL = 1.0  # how often the backup task looks at the (reloadable) schedule
 CRON_INTERVAL = 1.0  # cron ticks are pushed within this (and a reloaded config published)
+# With partitions, quiet workers are copied from the home partition to the others this often;
+# a copy lapses after QUIET_MIRROR_TTL seconds (the worker is gone, or the master is).
+QUIET_MIRROR_INTERVAL = 0.5
+QUIET_MIRROR_TTL = 10
 REPUBLISH_INTERVAL = 60.0  # the config's tables are written again this often (a Redis that lost
 #                            its data, say), changed or not
 SCAN_BATCH = 500
@@ -95,6 +99,8 @@ class BackgroundTasks:
             _every(DEAD_PURGE_INTERVAL, self.purge_dead),
             _every(CRON_INTERVAL, self.run_cron),
         ]
+        if self.parts.count > 1:
+            coros.append(_every(QUIET_MIRROR_INTERVAL, self.mirror_quiet))
         if self.redis_child is not None:
             coros.append(self.backups())
         return [asyncio.ensure_future(c) for c in coros]
@@ -142,6 +148,15 @@ class BackgroundTasks:
         for store in self.parts.stores:
             while await store.throttle_lapsed(now, EXPIRED_BATCH) == EXPIRED_BATCH:
                 pass
+
+    async def mirror_quiet(self) -> None:
+        """Copy the quiet and terminating workers (home) to the other partitions, whose FETCHes
+        answer such a worker nil as the home partition's do."""
+        states = await self.store.quiet_states()
+        step = 2 * SCAN_BATCH
+        for store in self.parts.stores[1:]:
+            for start in range(0, max(len(states), 1), step):
+                await store.mirror_quiet(QUIET_MIRROR_TTL, start == 0, states[start:start + step])
 
     async def publish_config(self) -> None:
         """Give Redis the throttle table and cron entries of the configuration (at start, after

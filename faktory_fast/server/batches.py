@@ -16,6 +16,7 @@ import orjson
 from faktory_fast import jobs
 from faktory_fast.jobs import JobError
 from faktory_fast.storage.fcall import Outcome
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import AsyncStore
 
 #: The batch fields BATCH STATUS reports (Go's client.BatchStatus), in its order.
@@ -101,14 +102,19 @@ def track_document(jid: str, reserved: bool, fields: dict[str, str]) -> bytes:
 class Batches:
     """BATCH and TRACK for one server process."""
 
-    def __init__(self, store: AsyncStore, retention: int = DEFAULT_RETENTION) -> None:
-        self.store = store
+    def __init__(self, parts: Partitions[AsyncStore], retention: int = DEFAULT_RETENTION) -> None:
+        self.parts = parts
+        self.store = parts.home  # the batches'
         self.retention = retention  # seconds a finished batch's data is kept
 
     async def batch(self, payload: bytes) -> str | bytes | None:
         """BATCH NEW | COMMIT | OPEN | STATUS. Returns a str to send as a simple string (the
         bid), bytes as a bulk string (STATUS's JSON), None for OK."""
         sub, rest = _split(payload, "BATCH")
+        if self.parts.count > 1:
+            # A batch's counters change in the same call as its jobs' reservations: not yet
+            # possible across the slots of several partitions.
+            raise JobError("BATCH is not available on a Redis Cluster with partitions=N > 1")
         if sub == "NEW":
             return await self.new(rest)
         if sub == "COMMIT":
@@ -156,7 +162,12 @@ class Batches:
         if sub == "GET":
             if not rest or " " in rest:
                 raise JobError("TRACK GET needs one jid")
-            reserved, fields = await self.store.track_get(rest)
+            # A tracked job's progress is kept in its queue's partition, which a jid does not
+            # tell: the partition that knows it (each is asked, in turn).
+            for store in self.parts.stores:
+                reserved, fields = await store.track_get(rest)
+                if fields or reserved:
+                    break
             return track_document(rest, reserved, fields)
         if sub != "SET":
             raise JobError(f"Unknown TRACK subcommand: {sub}")
@@ -179,6 +190,7 @@ class Batches:
                 score = jobs.score(jobs.parse_rfc3339(until))
             except ValueError as exc:
                 raise JobError(f"TRACK SET: invalid reserve_until: {exc}") from None
-        if await self.store.track_set(jid, percent, desc, score) is Outcome.GONE:
-            raise JobError(f"Job {jid} is not tracked: push it with custom.track = 1")
-        return None
+        for store in self.parts.stores:  # the partition that tracks it (see GET)
+            if await store.track_set(jid, percent, desc, score) is not Outcome.GONE:
+                return None
+        raise JobError(f"Job {jid} is not tracked: push it with custom.track = 1")

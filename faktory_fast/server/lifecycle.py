@@ -43,7 +43,7 @@ class Lifecycle:
         #: The stores of the key partitions: a queue's jobs are in its partition's
         #: (``parts.of``); workers, batches and tracking in the home partition's (``store``).
         self.parts = parts
-        store = self.store = parts.home
+        self.store = parts.home
         #: The job metrics of the reservations that end here (None: not counted).
         self.metrics = metrics
         self.reserved = parking.reserved  # what its FETCHes handed out: a FAIL in one trip
@@ -54,7 +54,7 @@ class Lifecycle:
         self.hand_over: Callable[[jobs.Prepared, Then], bool] = parking.hand_over
         self.proc_id = proc_id
         self.started_at = started_at
-        self.batches = Batches(store)  # BATCH and TRACK (Enterprise batches, job tracking)
+        self.batches = Batches(parts)  # BATCH and TRACK (Enterprise batches, job tracking)
 
     # -- HELLO / connection closed -------------------------------------------------------------
     async def hello(self, max_connections: int, wid: str, hostname: str, pid: int,

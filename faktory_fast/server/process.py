@@ -28,7 +28,7 @@ from faktory_fast.server.connection import LINE_TIMEOUT, Connection, ProxyHeader
 from faktory_fast.server.lifecycle import Lifecycle
 from faktory_fast.server.parking import Parking, Reservations
 from faktory_fast.storage import keys, redis_client
-from faktory_fast.storage.partitions import Partitions
+from faktory_fast.storage.partitions import Partitions, tags_of
 from faktory_fast.storage.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
@@ -49,7 +49,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     state = ServerState(loop, settings["password"], settings["max_line"],
                         settings["max_connections"], settings["environment"],
                         settings.get("line_budget"), settings.get("line_timeout", LINE_TIMEOUT))
-    tags = redis_client.layout_tags(url)
+    tags = tags_of(url)
     on_pressure = pressure_of(len(tags), state.redis_pressure)
     conns = [redis_client.RedisConnection(
         on_pressure=on_pressure, wait_replicas=settings.get("redis_wait_replicas", 0),

@@ -17,6 +17,8 @@ from typing import Generic, TypeVar
 import orjson
 
 from faktory_fast.storage import keys
+from faktory_fast.storage.redis_url import parse_redis_url
+from faktory_fast.storage.store import SyncStore
 
 S = TypeVar("S")
 
@@ -65,3 +67,18 @@ class Partitions(Generic[S]):
             store = self.of(q)
             groups.setdefault(id(store), (store, []))[1].append(q)
         return list(groups.values())
+
+
+def tags_of(url: str) -> list[str]:
+    """The hash tags of our keys' partitions in the Redis at ``url``: ``keys.partition_tags``
+    on a cluster (one by default; ``?partitions=N``), [""] on a single Redis."""
+    target = parse_redis_url(url)
+    return keys.partition_tags(target["partitions"]) if "cluster" in target else [""]
+
+
+def connect_sync(url: str) -> Partitions[SyncStore]:
+    """A ``SyncStore`` for each partition of the Redis at ``url``, sharing one client (the web
+    UI's, the tests' and tools')."""
+    home = SyncStore.connect(url)
+    tags = tags_of(url)
+    return Partitions([home, *(SyncStore(home.client, tag) for tag in tags[1:])])

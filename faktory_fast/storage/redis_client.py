@@ -422,19 +422,12 @@ def discover_primary(target: dict[str, Any]) -> tuple[str, int]:
     return host, int(port)
 
 
-def layout_tags(url: str) -> list[str]:
-    """The hash tags of our keys' partitions in the Redis at ``url``: ``keys.partition_tags`` on
-    a cluster (one by default; ``?partitions=N``), [""] on a single Redis."""
-    target = parse_redis_url(url)
-    return keys.partition_tags(target["partitions"]) if "cluster" in target else [""]
-
-
 async def connect(url: str, on_push: Callable[[list], None] | None = None,
                   conn: RedisConnection | None = None, ready: Ready | None = None,
                   tag: str = keys.CLUSTER_TAG) -> RedisConnection:
     """Open a connection to the Redis at ``url`` (with ``redis+sentinel://``, to the primary
     the Sentinels name; ``redis+cluster://``, to the primary of the slot of ``tag``: one
-    partition's, ``layout_tags``), check that it is a primary, select the database and run
+    partition's: ``partitions.tags_of``), check that it is a primary, select the database and run
     ``ready``.
 
     ``conn`` re-opens that (closed) connection object instead of making one. Raises

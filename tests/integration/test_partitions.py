@@ -452,3 +452,63 @@ def test_an_expired_reservation_on_partition_1_is_retried(p: Partitioned) -> Non
     assert faktory_info(b)["sets"]["working"] == 0
     assert b.ack(j["jid"]) == "OK"  # a late ACK is harmless
     assert faktory_info(a)["sets"]["retries"] == 1
+
+
+# -- workers, Enterprise --------------------------------------------------------------------------
+
+def test_a_quiet_worker_gets_nothing_from_any_partition(p: Partitioned) -> None:
+    """A worker quiet by its BEAT (kept in the home partition) gets nil after FETCH's 2 s from
+    queues of the other partitions too (the master copies quiet workers to them), while its
+    queue's job stays there for others."""
+    w = p.client(1, wid="quiet-worker")
+    a = p.client(0)
+    assert w.call('BEAT {"wid":"quiet-worker","current_state":"quiet"}') == '{"state":"quiet"}'
+    j = job(queue=p.q(2))
+    assert a.push(j) == "OK"
+    with p.redis(2) as r:  # copied there within the master's round (0.5 s)
+        wait_for(lambda: r.sismember(p.key(2, keys.QUIET_WORKERS), "quiet-worker"), timeout=5,
+                 interval=0.05)
+    t0 = time.monotonic()
+    assert w.fetch(p.q(1), p.q(2)) is None
+    assert time.monotonic() - t0 > 1.5
+    assert fetched(a, p.q(2))["jid"] == j["jid"]
+    w.close()
+
+
+def test_tracking_a_job_of_another_partition(p: Partitioned) -> None:
+    """TRACK SET and GET find a tracked job in whichever partition its queue is in."""
+    a, b = p.client(0), p.client(1)
+    for k in (1, 2):
+        j = job(queue=p.q(k), custom={"track": 1})
+        assert a.push(j) == "OK"
+        assert json.loads(b.call(f"TRACK GET {j['jid']}"))["state"] == "enqueued"
+        assert fetched(b, p.q(k))["jid"] == j["jid"]
+        spec = {"jid": j["jid"], "percent": 40 + k, "desc": f"half {k}"}
+        assert a.call("TRACK SET " + json.dumps(spec)) == "OK"
+        got = json.loads(b.call(f"TRACK GET {j['jid']}"))
+        assert (got["state"], got["percent"], got["desc"]) == ("working", 40 + k, f"half {k}")
+        with p.redis(k) as r:
+            assert r.hget(p.key(k, keys.tracking(j["jid"])), "percent") == str(40 + k).encode()
+        assert b.ack(j["jid"]) == "OK"
+        assert json.loads(a.call(f"TRACK GET {j['jid']}"))["state"] == "success"
+    with pytest.raises(ReplyError, match="is not tracked"):
+        a.call('TRACK SET {"jid":"nobody","percent":1}')
+
+
+def test_batches_are_refused_with_partitions(p: Partitioned) -> None:
+    """BATCH says clearly that it needs a deployment without partitions (for now)."""
+    spec = {"description": "d", "success": job(queue=p.q(1))}
+    with pytest.raises(ReplyError, match="BATCH is not available .* partitions"):
+        p.client(0).call("BATCH NEW " + json.dumps(spec))
+
+
+def test_a_node_with_another_partition_count_refuses_to_start(
+        partitioned: Partitioned, tmp_path: Path) -> None:
+    """The cluster records the count its first node used: a node configured with another
+    would look for queues where they are not, so it says so and exits."""
+    wrong = FaktoryServer(str(tmp_path / "c"), processes=1,
+                          env={"REDIS_URL": f"{partitioned.cluster.url}?partitions=2"})
+    with pytest.raises(Exception):  # noqa: B017 (whatever start raises when the server exits)
+        wrong.start(timeout=15)
+    wrong.stop()
+    assert any("spread over 3 partitions, not 2" in line for line in wrong.lines), wrong.lines[-5:]

@@ -35,8 +35,8 @@ read_only('ff_info', ff_info)
 -- matching KEY_TAG from `cursor`) is deleted a call, the registry's keys left as they are.
 -- Returns {next cursor ('0': done), 0}.
 -- KEYS: ff:conns, ff:cmds, ff:tasks (kept), ff:wids, ff:quiet (kept, with the ff:w:<wid> of
--- each registered worker), ff:throttles, ff:cron:entries (kept: configuration); FLUSHDB
--- drops every other key.
+-- each registered worker), ff:throttles, ff:cron:entries (kept: configuration), ff:partitions
+-- (kept: a cluster's layout; never on a single Redis); FLUSHDB drops every other key.
 local function ff_flush(keys, args)
   local wids, quiet = keys[4], keys[5]
   if KEY_TAG ~= '' then

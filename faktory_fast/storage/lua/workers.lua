@@ -102,6 +102,40 @@ local function ff_signal(keys, args)
 end
 register('ff_signal', ff_signal)
 
+-- ff_quiet_states(cursor, count): a page of the workers ff:quiet lists (SSCAN of about `count`
+-- from `cursor`) with their states: {next cursor ('0': done), {wid, state, ...}}.
+-- KEYS: ff:quiet; also ff:w:<wid> of each.
+local function ff_quiet_states(keys, args)
+  local page = redis.call('SSCAN', keys[1], args[1], 'COUNT', args[2])
+  local out = {}
+  for _, wid in ipairs(page[2]) do
+    local state = redis.call('HGET', WORKER_PREFIX .. wid, 'state')
+    if state == 'quiet' or state == 'terminate' then
+      out[#out + 1] = wid
+      out[#out + 1] = state
+    end
+  end
+  return {page[1], out}
+end
+read_only('ff_quiet_states', ff_quiet_states)
+
+-- ff_quiet_mirror(ttl, first, wid, state, ...): in a partition other than the home one, the
+-- quiet and terminating workers as ff_quiet_states read them there, for this partition's
+-- ff_fetch (storage/partitions.py). `first` '1': the copy starts over. What is not copied
+-- again within `ttl` seconds lapses. KEYS: ff:quiet (this partition's); also ff:w:<wid> of each.
+local function ff_quiet_mirror(keys, args)
+  if args[2] == '1' then redis.call('DEL', keys[1]) end
+  for i = 3, #args - 1, 2 do
+    local wkey = WORKER_PREFIX .. args[i]
+    redis.call('SADD', keys[1], args[i])
+    redis.call('HSET', wkey, 'state', args[i + 1])
+    redis.call('EXPIRE', wkey, args[1])
+  end
+  if redis.call('EXISTS', keys[1]) == 1 then redis.call('EXPIRE', keys[1], args[1]) end
+  return 0
+end
+register('ff_quiet_mirror', ff_quiet_mirror)
+
 -- Is `s` well-formed UTF-8 (as Python's strict decoder sees it)?
 local function utf8_ok(s)
   if not string.find(s, '[\128-\255]') then return true end

@@ -76,7 +76,8 @@ FF_INFO = Fn("ff_info", (keys.PROCESSED, keys.FAILURES, keys.SCHEDULED, keys.RET
                          keys.WORKING, keys.WORKER_BEATS, keys.CONNECTIONS, keys.COMMANDS,
                          keys.TASKS, keys.QUEUES, keys.PRIORITY_QUEUES, keys.EXPIRED), _info)
 FF_FLUSH = Fn("ff_flush", (keys.CONNECTIONS, keys.COMMANDS, keys.TASKS, keys.WORKER_BEATS,
-                           keys.QUIET_WORKERS, keys.THROTTLES, keys.CRON_ENTRIES), cursor_and)
+                           keys.QUIET_WORKERS, keys.THROTTLES, keys.CRON_ENTRIES,
+                           keys.PARTITIONS), cursor_and)
 FF_QUEUE = Fn("ff_queue", (keys.QUEUES, keys.PAUSED, keys.PRIORITY_QUEUES), cursor_and)
 FF_QUEUE_HEADS = Fn("ff_queue_heads", (keys.PRIORITY_QUEUES,), list)
 FF_MUTATE = Fn("ff_mutate", (keys.DEAD,), cursor_and)

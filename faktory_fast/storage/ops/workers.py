@@ -40,6 +40,8 @@ FF_SIGNAL = Fn("ff_signal", (keys.WORKER_BEATS, keys.QUIET_WORKERS), cursor_and)
 FF_REAP_WORKERS = Fn("ff_reap_workers", (keys.WORKER_BEATS, keys.QUIET_WORKERS), as_int)
 FF_PROCESS_GONE = Fn("ff_process_gone", (keys.CONNECTIONS, keys.COMMANDS), as_none)
 FF_WORKERS = Fn("ff_workers", (keys.WORKER_BEATS,), _worker_page)
+FF_QUIET_STATES = Fn("ff_quiet_states", (keys.QUIET_WORKERS,), cursor_and)
+FF_QUIET_MIRROR = Fn("ff_quiet_mirror", (keys.QUIET_WORKERS,), as_none)
 
 
 class WorkerOps:
@@ -78,6 +80,17 @@ class WorkerOps:
         def reaped(reply: Any) -> tuple[str, int]:
             return ("1" if reply == PAGE else "0"), reply
         return Call(FF_REAP_WORKERS.args((), (cutoff, PAGE)), reaped)
+
+    @paged(concat)
+    def quiet_states(self, cursor: str) -> Call[tuple[str, list[bytes]]]:
+        """The quiet and terminating workers: [wid, state, ...] (a page of PAGE a call)."""
+        return FF_QUIET_STATES.call((), cursor, PAGE)
+
+    @Op
+    def mirror_quiet(self, ttl: int, first: bool, states: Sequence[bytes]) -> Call[None]:
+        """Copy ``quiet_states``' [wid, state, ...] here, in a partition other than the home
+        one (``first``: the copy starts over); each lasts ``ttl`` seconds unless copied again."""
+        return FF_QUIET_MIRROR.call((), ttl, "1" if first else "", *states)
 
     @paged(concat)
     def workers(self, cursor: str) -> Call[tuple[str, list[dict[str, str]]]]:
