@@ -255,9 +255,21 @@ class _Fetch:
             self.then(exc)
 
     def _ask_run(self) -> None:
+        """Ask the next run whose queues are not known to be empty (this process waits on
+        those already: a push there wakes it); after the last, act on what the runs found."""
         park = self.park
-        assert self.runs is not None
-        store, queues = self.runs[self.run]
+        runs = self.runs
+        assert runs is not None
+        now = park.loop.time()
+        while self.run < len(runs) and park._known_empty(runs[self.run][1], now):
+            self.empties += 1
+            self.run += 1
+        n = len(runs)
+        if self.run == n:  # (unasked: the runs found empty have marked their queues already)
+            self.found(EMPTY if self.empties == n else ALL_PAUSED if self.pauses == n
+                       else SOME_PAUSED, False)
+            return
+        store, queues = runs[self.run]
         try:
             store.fetch_then(self.wid, park.proc_id, now_score(), park.default_reserve, queues,
                              self._ran)
@@ -265,9 +277,8 @@ class _Fetch:
             self.then(exc)
 
     def _ran(self, res: Reserved | Fetched | Exception) -> None:
-        """One partition's answer: a job (or QUIET, which only the home partition knows, or an
-        error) ends the look; nothing there asks the next run; after the last, the answer
-        is the runs' together (every queue empty, every one paused, or some of each)."""
+        """One partition's answer: a job (or QUIET, or an error) ends the look; nothing there
+        asks the next run."""
         try:
             if res is MORE:
                 self._ask_run()
@@ -275,18 +286,20 @@ class _Fetch:
             if type(res) is Reserved or res is QUIET or isinstance(res, Exception):
                 self.found(res, True)
                 return
+            park = self.park
             if res is EMPTY:
+                if park._wakes != self.wakes:  # a wake-up raced this look: look again at once
+                    self.look()
+                    return
+                t = park.loop.time()  # registered as waiting on these: known empty till woken
+                assert self.runs is not None
+                for q in self.runs[self.run][1]:
+                    park._empty[q] = t
                 self.empties += 1
             elif res is ALL_PAUSED:
                 self.pauses += 1
             self.run += 1
-            assert self.runs is not None
-            n = len(self.runs)
-            if self.run < n:
-                self._ask_run()
-                return
-            self.found(EMPTY if self.empties == n else ALL_PAUSED if self.pauses == n
-                       else SOME_PAUSED, True)
+            self._ask_run()
         except Exception as exc:
             self.then(exc)
 
