@@ -54,3 +54,11 @@ def act(store: SyncStore, zset: str, action: str, entries: Sequence[tuple[str, s
     if action == "kill":
         return bounded.set_remove(store, zset, entries, _dead_score())
     return _requeue(store, zset, [m for m, _ in bounded.set_entries(store, zset, entries)])[0]
+
+
+def act_everywhere(stores: Sequence[SyncStore], zset: str, action: str,
+                   entries: Sequence[tuple[str, str]] | str) -> int:
+    """``act`` on ``zset`` in every partition (``storage.partitions``): a job is in its queue's
+    partition, which a page's key does not say; a partition without a named entry just reads
+    the few members of its score. How many entries were affected in all."""
+    return sum(act(store, zset, action, entries) for store in stores)

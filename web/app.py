@@ -7,7 +7,7 @@ from typing import Any
 import falcon
 import orjson
 
-from faktory_fast.storage.store import SyncStore
+from faktory_fast.storage.partitions import connect_sync
 
 from . import resources, security
 from .i18n import Catalog, Localisation
@@ -53,9 +53,9 @@ def _error_serializer(ui: Renderer):
 def create_app(settings: Settings | None = None) -> falcon.App:
     """The WSGI app; gunicorn calls it with no argument (settings from the environment)."""
     settings = settings or Settings.from_env()
-    store = SyncStore.connect(settings.redis_url)
+    parts = connect_sync(settings.redis_url)  # a store per partition (one on a single Redis)
     catalog = Catalog.load()  # the locale files, parsed once
-    ui = Renderer(store, settings, catalog)
+    ui = Renderer(parts, settings, catalog)
     # (each implements some of falcon's middleware methods: no one type to declare them by)
     middleware: list[Any] = [Localisation(catalog), security.ScriptName(),
                              security.BasicAuth(settings.password), security.CsrfProtection(),

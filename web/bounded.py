@@ -14,6 +14,7 @@ from typing import NamedTuple, TypeVar
 from faktory_fast.storage import keys
 from faktory_fast.storage.ops.batches import WEB_BATCH_SCAN, BatchDetail
 from faktory_fast.storage.ops.web import WEB_QUEUE_SCAN, WEB_SET_SCAN
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import SyncStore
 
 T = TypeVar("T")
@@ -149,9 +150,15 @@ def _count_types(store: SyncStore, name: str, offset: int, counts: dict[str, int
 
 
 #: The places a job can be, in the order find_job looks: a reservation is read directly.
-FIND_SETS = keys.SORTED_SETS
+FIND_SETS = keys.SORTED_SETS  # the home partition's; another's are "<partition>/<set>"
 FIND_QUEUE = "queue:"  # + a queue's name
 FIND_BATCHES = "batches"
+
+
+def set_place(zset: str, partition: int) -> str:
+    """find_job's name of partition ``partition``'s sorted set ``zset`` (as a single Redis's
+    for the home partition; a queue name has no '/')."""
+    return zset if partition == keys.HOME else f"{partition}/{zset}"
 
 
 class Found(NamedTuple):
@@ -175,29 +182,37 @@ class Search(NamedTuple):
     scanned: int
 
 
-def find_job(store: SyncStore, jid: str, place: str, cursor: str, seconds: float) -> Search:
-    """Look for job ``jid`` in progress (one read), then from ``place`` and ``cursor`` ('' and
-    '0' the first time) in the sorted sets, the queues by name and the batches, a bounded part
-    a call, for about ``seconds``; the Search says where to go on from if time ran out."""
-    record = store.reservation(jid)
-    if record is not None:
-        return Search(Found("working", "", record, ""), "", "0", 0)
+def find_job(parts: Partitions[SyncStore], jid: str, place: str, cursor: str,
+             seconds: float) -> Search:
+    """Look for job ``jid`` in progress (one read a partition), then from ``place`` and
+    ``cursor`` ('' and '0' the first time) in every partition's sorted sets, the queues by name
+    and the batches, a bounded part a call, for about ``seconds``; the Search says where to go
+    on from if time ran out."""
+    for store in parts.stores:
+        record = store.reservation(jid)
+        if record is not None:
+            return Search(Found("working", "", record, ""), "", "0", 0)
     deadline = time.monotonic() + seconds
-    queues = sorted(FIND_QUEUE + name for name, *_ in store.queue_list())
-    places = [*FIND_SETS, *queues, FIND_BATCHES]
+    sets = {set_place(zset, k): (store, zset)
+            for k, store in enumerate(parts.stores) for zset in FIND_SETS}
+    queues = sorted(FIND_QUEUE + name for store in parts.stores for name, *_ in store.queue_list())
+    places = [*sets, *queues, FIND_BATCHES]
     if not place:
         start = 0
     elif place in places:
         start = places.index(place)
     else:  # a queue gone since: the next one by name
-        start = len(FIND_SETS) + bisect.bisect(queues, place)
+        start = len(sets) + bisect.bisect(queues, place)
         cursor = "0"
     scanned, calls = 0, 0
     for here in places[start:]:
+        store, what = sets.get(here) or (parts.home, here)
+        if here.startswith(FIND_QUEUE):
+            store = parts.of(here.removeprefix(FIND_QUEUE))
         while True:
             if calls and time.monotonic() > deadline:  # (each request gets on at least a call)
                 return Search(None, here, cursor, scanned)
-            found, cursor, n = _find_step(store, here, jid, cursor)
+            found, cursor, n = _find_step(store, what, jid, cursor)
             scanned, calls = scanned + n, calls + 1
             if found is not None:
                 return Search(found, "", "0", scanned)

@@ -10,7 +10,8 @@ import jinja2
 import redis
 
 from faktory_fast import FAKTORY_VERSION
-from faktory_fast.storage.ops.queues import Info
+from faktory_fast.storage.ops.queues import Info, sum_info
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.store import SyncStore
 
 from . import views
@@ -50,17 +51,23 @@ def environment() -> jinja2.Environment:
 
 
 class Renderer:
-    """Renders a template into a response, adding the shared page context."""
+    """Renders a template into a response, adding the shared page context. ``parts`` are the
+    deployment's partitions, ``store`` the home one's (processes, batches, cron, metrics)."""
 
-    def __init__(self, store: SyncStore, settings: Settings, catalog: Catalog) -> None:
-        self.store = store
+    def __init__(self, parts: Partitions[SyncStore], settings: Settings, catalog: Catalog) -> None:
+        self.parts = parts
+        self.store = parts.home
         self.settings = settings
         self.catalog = catalog
         self.env = environment()
 
+    def info(self) -> Info:
+        """The deployment's ``info()``: every partition's, summed (``sum_info``)."""
+        return sum_info([store.info() for store in self.parts.stores])
+
     def page(self, req: falcon.Request, resp: falcon.Response, template: str,
              info: Info | None = None, **context: Any) -> None:
-        """Render ``template``; ``info`` (the store's ``info()``) is fetched unless given."""
+        """Render ``template``; ``info`` (``self.info()``) is fetched unless given."""
         resp.content_type = falcon.MEDIA_HTML
         resp.cache_control = ["no-cache"]
         resp.text = self.render(req, template, info, **context)
@@ -68,7 +75,7 @@ class Renderer:
     def render(self, req: falcon.Request, template: str, info: Info | None = None,
                **context: Any) -> str:
         """``template`` with the shared page context (summary bar, navigation, footer)."""
-        info = info if info is not None else self.store.info()
+        info = info if info is not None else self.info()
         return self.env.get_template(template).render(
             summary={
                 "processed": info["processed"], "failed": info["failures"],

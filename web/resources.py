@@ -18,10 +18,12 @@ from faktory_fast import FAKTORY_VERSION, cron, jobs
 from faktory_fast.job_metrics import BUCKETS_MS, PERIODS, Period
 from faktory_fast.stats import info_document, latency, rss_bytes
 from faktory_fast.storage import keys
+from faktory_fast.storage.ops.ent import Throttle
+from faktory_fast.storage.partitions import Partitions
 from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 from faktory_fast.storage.store import Operations, SyncStore
 
-from . import actions, bounded, charts, jobmetrics, metrics, views
+from . import actions, bounded, charts, jobmetrics, metrics, partitioned, views
 from .i18n import locale_of
 from .render import Renderer
 from .settings import Settings
@@ -68,11 +70,31 @@ def page_param(req: falcon.Request) -> int:
         raise falcon.HTTPBadRequest(title="Invalid page") from None
 
 
-def queue_latencies(store: SyncStore) -> list[tuple[str, int, bool, float]]:
-    """(name, size, paused, latency seconds) of every queue, sorted by name."""
+def queue_latencies(parts: Partitions[SyncStore]) -> list[tuple[str, int, bool, float]]:
+    """(name, size, paused, latency seconds) of every queue of every partition, sorted by
+    name."""
     now = time.time_ns()
     return sorted((name, size, paused, latency(heads, now))
-                  for name, size, paused, heads in store.queue_list())
+                  for store in parts.stores for name, size, paused, heads in store.queue_list())
+
+
+def set_entry(parts: Partitions[SyncStore], zset: str,
+              entry: tuple[str, str]) -> tuple[SyncStore, bytes, str] | None:
+    """(its partition's store, member, score) of the entry (score, jid) of ``zset`` in
+    whichever partition holds it (its key does not say which), or None."""
+    for store in parts.stores:
+        found = bounded.set_entries(store, zset, [entry])
+        if found:
+            return store, *found[0]
+    return None
+
+
+def daily_counts(parts: Partitions[SyncStore], dates: list[str]) -> list[tuple[int, int]]:
+    """(processed, failures) of each date, summed over the partitions (each counts its
+    queues' jobs)."""
+    counts = [store.daily_counts(dates) for store in parts.stores]
+    return [(sum(c[i][0] for c in counts), sum(c[i][1] for c in counts))
+            for i in range(len(dates))]
 
 
 def json_response(resp: falcon.Response, document: Any) -> None:
@@ -82,10 +104,11 @@ def json_response(resp: falcon.Response, document: Any) -> None:
 
 
 class Resource:
-    """Base: the store, the settings and the page renderer."""
+    """Base: the partitions, the home partition's store, the settings and the page renderer."""
 
     def __init__(self, ui: Renderer) -> None:
         self.ui = ui
+        self.parts = ui.parts
         self.store = ui.store
         self.settings: Settings = ui.settings
 
@@ -96,7 +119,7 @@ class Health(Resource):
     """``/health``: liveness, no authentication."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        state = self.store.info()
+        state = self.ui.info()
         json_response(resp, {"now": jobs.rfc3339(), "server": {
             "command_count": state["commands"], "connections": state["connections"],
             "description": "Faktory", "faktory_version": FAKTORY_VERSION}})
@@ -106,14 +129,14 @@ class Stats(Resource):
     """``/stats``: the INFO document."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        json_response(resp, info_document(self.store.info(), self.settings.started_at))
+        json_response(resp, info_document(self.ui.info(), self.settings.started_at))
 
 
 class Metrics(Resource):
     """``/metrics``: Prometheus text format."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.text = metrics.render(self.store.info(), queue_latencies(self.store),
+        resp.text = metrics.render(self.ui.info(), queue_latencies(self.parts),
                                    bounded.batch_stats(self.store), self.store.job_metrics_total(),
                                    self.settings.metrics_job_types)
         resp.content_type = metrics.CONTENT_TYPE
@@ -143,8 +166,8 @@ class Dashboard(Resource):
             raise falcon.HTTPBadRequest(title="Invalid days", description="Use 7, 30, 90 or 180.")
         today = datetime.date.today()
         dates = [(today - datetime.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
-        counts = self.store.daily_counts(dates)
-        info = self.store.info()
+        counts = daily_counts(self.parts, dates)
+        info = self.ui.info()
         self.ui.page(req, resp, "dashboard.html", info=info, days=days, day_choices=HISTORY_DAYS,
                      history=charts.history_chart(dates, counts, locale_of(req, self.ui.catalog).t),
                      stats=info_document(info, self.settings.started_at),
@@ -223,18 +246,23 @@ class Busy(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         running = []
         per_worker: dict[str, int] = {}
-        for record in self.store.reservations(1000):
+        # each partition's (its queues' jobs); the workers are the home partition's
+        records = [r for store in self.parts.stores for r in store.reservations(1000)]
+        for record in records:
             res = orjson.loads(record)
             wid = res.get("wid") or ""
             per_worker[wid] = per_worker.get(wid, 0) + 1
             running.append(views.parse_job(orjson.dumps(res.get("job")), wid=wid,
                                            reserved_at=res.get("reserved_at"),
                                            expires_at=res.get("expires_at")))
-        # The progress (TRACK SET) of the tracked ones, all read in one round trip.
+        # The progress (TRACK SET) of the tracked ones, kept in their queue's partition: all
+        # read in one round trip a partition.
         tracked = [job for job in running if job.custom.get("track")]
-        reads = [Operations.track_get.build(self.store, job.jid) for job in tracked]
-        for job, (_, fields) in zip(tracked, self.store.run_all(reads)):
-            job.extra["tracking"] = fields
+        for store in self.parts.stores:
+            mine = [job for job in tracked if self.parts.of(job.queue) is store]
+            reads = [Operations.track_get.build(store, job.jid) for job in mine]
+            for job, (_, fields) in zip(mine, store.run_all(reads) if reads else []):
+                job.extra["tracking"] = fields
         workers = []
         for w in self.store.workers():
             try:
@@ -259,7 +287,7 @@ class Queues(Resource):
     """``/queues``: every queue with size, latency and paused state."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.ui.page(req, resp, "queues.html", queues=queue_latencies(self.store))
+        self.ui.page(req, resp, "queues.html", queues=queue_latencies(self.parts))
 
 
 def encode_bkey(priority: int, job: bytes, position: int) -> str:
@@ -293,7 +321,7 @@ class Queue(Resource):
     """
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        info = self.store.info()
+        info = self.ui.info()
         if name not in info["queues"]:
             raise redirect(req, "/queues")
         number = page_param(req)
@@ -305,45 +333,47 @@ class Queue(Resource):
         if not QUEUE_CURSOR.fullmatch(cursor):
             raise falcon.HTTPBadRequest(title="Invalid cursor")
         offset = (number - 1) * views.PAGE_SIZE
+        store = self.parts.of(name)
         page, scan = None, None
         if any(filters.values()):
             # newest first, as the default order: a scan from the head of each list
             next_cursor, scanned, found = bounded.queue_filter(
-                self.store, name, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE, "",
+                store, name, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE, "",
                 filters["jobtype"], filters["q"])
             placed = [(at, p, raw) for p, at, raw in found]
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         elif order == "fetch":
-            size, entries = bounded.queue_page(self.store, name, offset, views.PAGE_SIZE)
+            size, entries = bounded.queue_page(store, name, offset, views.PAGE_SIZE)
             placed = [(offset + i, p, raw) for i, (p, raw) in enumerate(entries)]
         else:
             # the same page counted from the other end (the size is the one just read: a job
             # fetched in between shifts the page by one, as any paging of a live queue)
             size = info["queues"][name]
             start = max(0, size - offset - views.PAGE_SIZE)
-            size, entries = bounded.queue_page(self.store, name, start,
+            size, entries = bounded.queue_page(store, name, start,
                                                max(0, size - offset - start))
             placed = [(start + i, p, raw) for i, (p, raw) in enumerate(entries)][::-1]
         if scan is None:
             page = views.Page(number, size)
         rows = [(encode_bkey(p, raw, at), views.parse_job(raw)) for at, p, raw in placed]
-        paused = any(n == name and p for n, _, p, _ in self.store.queue_list())
+        paused = any(n == name and p for n, _, p, _ in store.queue_list())
         self.ui.page(req, resp, "queue.html", info=info, name=name, rows=rows, page=page,
                      paused=paused, order=order, orders=QUEUE_ORDERS, filters=filters,
-                     scan=scan, types=bounded.queue_types(self.store, name))
+                     scan=scan, types=bounded.queue_types(store, name))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         fields = form(req)
         if not jobs.QUEUE_NAME.fullmatch(name):
             raise falcon.HTTPBadRequest(title="Invalid queue name")
         if fields.get("bkey"):
-            bounded.queue_delete(self.store, name, [decode_bkey(k) for k in fields["bkey"]])
+            bounded.queue_delete(self.parts.of(name), name,
+                                 [decode_bkey(k) for k in fields["bkey"]])
             raise redirect(req, f"/queues/{name}")
         action = one(fields, "action")
         ops = {"delete": "REMOVE", "pause": "PAUSE", "resume": "RESUME"}
         if action not in ops:
             raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
-        self.store.queue_op(ops[action], [name])
+        self.parts.of(name).queue_op(ops[action], [name])
         raise redirect(req, "/queues")
 
 
@@ -358,19 +388,23 @@ class SortedSet(Resource):
         filters = {k: (req.get_param(k) or "").strip() for k in ("jobtype", "queue", "q")}
         number = page_param(req)
         cursor = req.get_param("cursor") or "0"
-        if not cursor.isdigit():
-            raise falcon.HTTPBadRequest(title="Invalid cursor")
+        try:
+            partitioned.parse_cursor(cursor, self.parts.count)
+        except ValueError:
+            raise falcon.HTTPBadRequest(title="Invalid cursor") from None
         scan = None
         if any(filters.values()):
-            next_cursor, scanned, found = bounded.set_filter(
-                self.store, self.zset, cursor, FILTER_SCAN_CAP, views.PAGE_SIZE,
-                filters["jobtype"], filters["queue"], filters["q"])
+            # each partition's set in turn, from where the cursor says
+            next_cursor, scanned, found = partitioned.scan_partitions(
+                [self._filter(store, *filters.values()) for store in self.parts.stores],
+                cursor, FILTER_SCAN_CAP, views.PAGE_SIZE)
             entries = sorted(found, key=lambda e: float(e[1]))
             page = None
             scan = {"next": next_cursor, "scanned": scanned, "cursor": cursor}
         else:
-            size, entries = bounded.set_page(self.store, self.zset,
-                                             (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
+            size, entries = partitioned.merged_page(
+                [self._reader(store) for store in self.parts.stores],
+                (number - 1) * views.PAGE_SIZE, views.PAGE_SIZE)
             page = views.Page(number, size)
         rows = [views.parse_job(m, score) for m, score in entries]
         self.ui.page(req, resp, "set.html", kind=self.zset, base=self.path, actions=self.actions,
@@ -385,8 +419,18 @@ class SortedSet(Resource):
         if not given:
             raise falcon.HTTPBadRequest(title="No jobs selected")
         target = actions.ALL if actions.ALL in given else [self._entry(k) for k in given]
-        actions.act(self.store, self.zset, action, target)
+        actions.act_everywhere(self.parts.stores, self.zset, action, target)
         raise redirect(req, self.path)
+
+    def _reader(self, store: SyncStore) -> partitioned.PageReader:
+        """``bounded.set_page`` of this set in ``store``'s partition."""
+        return lambda offset, count: bounded.set_page(store, self.zset, offset, count)
+
+    def _filter(self, store: SyncStore, jobtype: str, queue: str,
+                text: str) -> partitioned.FilterStep[tuple[bytes, str]]:
+        """``bounded.set_filter`` of this set in ``store``'s partition."""
+        return lambda cursor, cap, want: bounded.set_filter(store, self.zset, cursor, cap, want,
+                                                            jobtype, queue, text)
 
     @staticmethod
     def _entry(key: str) -> tuple[str, str]:
@@ -412,22 +456,23 @@ class SortedSetEntry(Resource):
         self.listing = listing
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
-        found = bounded.set_entries(self.store, self.listing.zset, [self.listing._entry(key)])
-        if not found:
+        found = set_entry(self.parts, self.listing.zset, self.listing._entry(key))
+        if found is None:
             raise falcon.HTTPTemporaryRedirect(req.context.prefix + self.listing.path)
-        member, score = found[0]
+        store, member, score = found
         lst = self.listing
         job = views.parse_job(member, score)
-        tracking = self.store.track_get(job.jid)[1] if job.custom.get("track") else None
+        tracking = store.track_get(job.jid)[1] if job.custom.get("track") else None
         self.ui.page(req, resp, "job.html", kind=lst.zset, base=lst.path, actions=lst.actions,
-                     job=job, tracking=tracking, unique=unique_lock(self.store, job))
+                     job=job, tracking=tracking, unique=unique_lock(store, job))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         fields = form(req)
         action = one(fields, "action")
         if action not in self.listing.actions:
             raise falcon.HTTPBadRequest(title=f"Invalid action: {action}")
-        actions.act(self.store, self.listing.zset, action, [self.listing._entry(key)])
+        actions.act_everywhere(self.parts.stores, self.listing.zset, action,
+                               [self.listing._entry(key)])
         raise redirect(req, self.listing.path)
 
 
@@ -487,7 +532,7 @@ class Find(Resource):
             raise falcon.HTTPBadRequest(title="Invalid cursor")
         if not jid:
             raise redirect(req, "/")
-        search = bounded.find_job(self.store, jid, place, cursor, FIND_SECONDS)
+        search = bounded.find_job(self.parts, jid, place, cursor, FIND_SECONDS)
         found = search.found
         if found is not None and found.place in SET_PATHS:
             key = views.parse_job(found.job, found.detail).key
@@ -518,7 +563,10 @@ class Cron(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         now = time.time()
         zone = cron.local_zone()
-        last = self.store.cron_last()
+        last: dict[str, tuple[int, str]] = {}
+        for store in self.parts.stores:  # each entry's push records it in its queue's partition
+            for ident, pushed in store.cron_last().items():
+                last[ident] = max(pushed, last.get(ident, pushed))
         rows = [(e, e.next_tick(now, zone), last.get(e.id)) for e in self.entries()]
         rows.sort(key=lambda row: (row[1], row[0].source))
         self.ui.page(req, resp, "cron.html", rows=rows)
@@ -530,17 +578,32 @@ class Cron(Resource):
             raise falcon.HTTPBadRequest(title="No such cron entry",
                                         description="The configuration may have been reloaded.")
         try:
-            cron.enqueue_now(self.store, entry)
+            cron.enqueue_now(self.parts.of(cron_queue(entry)), entry)
         except jobs.JobError as exc:
             raise falcon.HTTPConflict(title="Job not pushed", description=str(exc)) from None
         raise redirect(req, "/cron")
+
+
+def cron_queue(entry: cron.CronEntry) -> str:
+    """The queue a cron entry's job is pushed to (its partition's)."""
+    queue = entry.job.get("queue")
+    return queue if isinstance(queue, str) and queue else "default"
 
 
 class Throttles(Resource):
     """``/throttles``: each throttle's limit, the locks in use and the jobs waiting."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.ui.page(req, resp, "throttles.html", throttles=self.store.throttle_usage())
+        self.ui.page(req, resp, "throttles.html", throttles=throttle_usage(self.parts))
+
+
+def throttle_usage(parts: Partitions[SyncStore]) -> list[Throttle]:
+    """Every throttle's use, read in its queue's partition (each partition has the whole table
+    but the locks and jobs of its own queues only)."""
+    if parts.count == 1:
+        return parts.home.throttle_usage()
+    return sorted(t for store in parts.stores for t in store.throttle_usage()
+                  if parts.of(t.queue) is store)
 
 
 class Debug(Resource):

@@ -18,6 +18,7 @@ partitions, the second with ``--partitions``), then:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -115,7 +116,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="bench load's result JSON")
     args = parser.parse_args()
-    from tests.cluster import running_cluster  # the checkout's (run from the repository root)
+    # The checkout's cluster harness (run from the repository root; not type-checked here).
+    running_cluster = importlib.import_module("tests.cluster").running_cluster
 
     conf = ["appendonly no", "save \"\""]
     with tempfile.TemporaryDirectory() as tmp, \

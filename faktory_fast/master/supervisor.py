@@ -33,7 +33,7 @@ from faktory_fast.master.redis_child import (
 from faktory_fast.master.tasks import BackgroundTasks
 from faktory_fast.master.webui import WebUI, bind_web
 from faktory_fast.storage import redis_client
-from faktory_fast.storage.partitions import Partitions, tags_of
+from faktory_fast.storage.partitions import Partitions, layout_text, pinned_of, tags_of
 from faktory_fast.storage.store import AsyncStore, ensure_library, process_id
 
 log = logging.getLogger("faktory_fast")
@@ -114,17 +114,19 @@ class Supervisor:
             elif not await redis_client.reconnect(conn, self.redis_url, give_up=REDIS_START_WAIT,
                                                   tag=tag):
                 return 1  # reconnect said why
-        parts = Partitions([AsyncStore(conn, tag) for conn, tag in zip(conns, tags)])
+        parts = Partitions([AsyncStore(conn, tag) for conn, tag in zip(conns, tags)],
+                           pinned_of(self.redis_url))
         store = parts.home
         for each in parts.stores:  # each partition may be on a primary of its own
             await self._check_redis(each)
             await each.load_library()
         if tags != [""]:  # a cluster: its queues stay where the first node put them
-            recorded = await store.claim_partitions(parts.count)
-            if recorded != parts.count:
-                raise StartupError(f"the Redis Cluster's keys are spread over {recorded} "
-                                   f"partitions, not {parts.count}: use ?partitions={recorded} "
-                                   "in REDIS_URL (the count cannot change while it holds jobs)")
+            layout = layout_text(self.redis_url)
+            recorded = await store.claim_layout(layout)
+            if recorded != layout:
+                raise StartupError(f"the Redis Cluster's queues are spread over partitions as "
+                                   f"{recorded!r} (count, pinned queues), not {layout!r}: use "
+                                   "that REDIS_URL (the layout cannot change while it holds jobs)")
         await migration.migrate(store)
         background = BackgroundTasks(parts, lambda: self.cfg, self.redis)
         # Throttles are read by every FETCH: in Redis before the first server process starts.

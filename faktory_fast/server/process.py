@@ -28,7 +28,7 @@ from faktory_fast.server.connection import LINE_TIMEOUT, Connection, ProxyHeader
 from faktory_fast.server.lifecycle import Lifecycle
 from faktory_fast.server.parking import Parking, Reservations
 from faktory_fast.storage import keys, redis_client
-from faktory_fast.storage.partitions import Partitions, tags_of
+from faktory_fast.storage.partitions import Partitions, pinned_of, tags_of
 from faktory_fast.storage.store import AsyncStore, ensure_library
 
 log = logging.getLogger("faktory_fast")
@@ -55,7 +55,7 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
         on_pressure=on_pressure, wait_replicas=settings.get("redis_wait_replicas", 0),
         wait_timeout=settings.get("redis_wait_timeout", 1000),
         hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0) for _ in tags]
-    parts = Partitions([AsyncStore(c, tag) for c, tag in zip(conns, tags)])
+    parts = Partitions([AsyncStore(c, tag) for c, tag in zip(conns, tags)], pinned_of(url))
     store, conn = parts.home, conns[keys.HOME]
     parking = Parking(parts, proc_id, Reservations(), loop)
     metrics = JobMetrics() if settings.get("job_metrics", True) else None

@@ -27,16 +27,19 @@ class Partitions(Generic[S]):
     """The stores (``store.AsyncStore`` or ``store.SyncStore``) of a deployment's partitions,
     in partition order: ``home`` first."""
 
-    def __init__(self, stores: Sequence[S]) -> None:
+    def __init__(self, stores: Sequence[S], pinned: dict[str, int] | None = None) -> None:
         self.stores = list(stores)
         self.home = self.stores[keys.HOME]
         self.count = len(self.stores)
+        self.pinned = pinned or {}  # queue -> its partition, as the URL says (queue.NAME=K)
 
     def of(self, queue: str) -> S:
-        """The store of the partition that holds ``queue``."""
+        """The store of the partition that holds ``queue``: the one the URL pins it to, else
+        the one its name hashes to (``keys.partition_of``)."""
         if self.count == 1:
             return self.home
-        return self.stores[keys.partition_of(queue, self.count)]
+        k = self.pinned.get(queue)
+        return self.stores[keys.partition_of(queue, self.count) if k is None else k]
 
     def of_job(self, job: bytes) -> S:
         """The store of the partition that holds a job (its JSON): its queue's."""
@@ -76,9 +79,22 @@ def tags_of(url: str) -> list[str]:
     return keys.partition_tags(target["partitions"]) if "cluster" in target else [""]
 
 
+def pinned_of(url: str) -> dict[str, int]:
+    """The queues the URL places in a partition of its choosing (``queue.NAME=K``)."""
+    return parse_redis_url(url).get("pinned", {})
+
+
+def layout_text(url: str) -> str:
+    """The layout of the URL's partitions, as the cluster records it (``claim_layout``): a
+    node with another would look for queues where they are not."""
+    pins = ",".join(f"{q}={k}" for q, k in sorted(pinned_of(url).items()))
+    return f"{len(tags_of(url))}" + (f" {pins}" if pins else "")
+
+
 def connect_sync(url: str) -> Partitions[SyncStore]:
     """A ``SyncStore`` for each partition of the Redis at ``url``, sharing one client (the web
     UI's, the tests' and tools')."""
     home = SyncStore.connect(url)
     tags = tags_of(url)
-    return Partitions([home, *(SyncStore(home.client, tag) for tag in tags[1:])])
+    return Partitions([home, *(SyncStore(home.client, tag) for tag in tags[1:])],
+                      pinned_of(url))

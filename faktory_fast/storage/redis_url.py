@@ -40,10 +40,12 @@ def parse_redis_url(url: str) -> dict[str, Any]:
     ``redis+sentinel://[:pw@]host:port[,host:port...]/primary-name[/db]``: the Sentinels to ask
     for the current primary of ``primary-name`` (``sentinels``, ``service``); ``pw`` is the
     primary's password, ``?sentinel_password=`` the Sentinels' own, if they have one; or
-    ``redis+cluster://[:pw@]host:port[,host:port...][?partitions=N]`` (``rediss+cluster://``:
-    TLS): nodes of a Redis Cluster to ask where the rest are (``cluster``; database 0, the only
-    one a cluster has), and how many partitions our keys are spread over (``partitions``,
-    default 1: ``keys.partition_tags``).
+    ``redis+cluster://[:pw@]host:port[,host:port...][?partitions=N[&queue.NAME=K...]]``
+    (``rediss+cluster://``: TLS): nodes of a Redis Cluster to ask where the rest are
+    (``cluster``; database 0, the only one a cluster has), how many partitions our keys are
+    spread over (``partitions``, default 1: ``keys.partition_tags``) and the queues placed in
+    a partition of the user's choosing (``pinned``: name -> K, from 0 to N - 1) rather than by
+    their names' hash (``keys.partition_of``).
     """
     u = urlparse(url)
     out: dict[str, Any] = {"password": None, "db": 0}
@@ -112,16 +114,27 @@ def _parse_cluster_url(url: str, netloc: str, path: str, query: str,
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"invalid Redis URL {_shown(url)}: a Redis Cluster has database 0 only")
     out["partitions"] = 1
+    out["pinned"] = pinned = {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
-        if name == "partitions":
-            if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= MAX_PARTITIONS:
-                raise ValueError(f"invalid Redis URL {_shown(url)}: partitions must be a number "
-                                 f"from 1 to {MAX_PARTITIONS}, not {show(value)}")
-            out["partitions"] = int(value)
+        name = unquote(name)
+        if name == "partitions" or name.startswith("queue."):
+            if not re.fullmatch(r"[0-9]{1,4}", value) or int(value) > MAX_PARTITIONS:
+                raise ValueError(f"invalid Redis URL {_shown(url)}: {show(name)} must be a "
+                                 f"number up to {MAX_PARTITIONS}, not {show(value)}")
+            if name == "partitions":
+                out["partitions"] = int(value)
+            elif name != "queue.":
+                pinned[name[len("queue."):]] = int(value)
         elif part:
             raise ValueError(f"invalid Redis URL {_shown(url)}: unknown parameter {show(name)} "
-                             "(a cluster's URL takes partitions=N)")
+                             "(a cluster's URL takes partitions=N and queue.NAME=K)")
+    if out["partitions"] < 1:
+        raise ValueError(f"invalid Redis URL {_shown(url)}: partitions must be at least 1")
+    for queue, k in pinned.items():
+        if k >= out["partitions"]:
+            raise ValueError(f"invalid Redis URL {_shown(url)}: {show('queue.' + queue)}={k}, "
+                             f"but the partitions are 0 to {out['partitions'] - 1}")
     return out
 
 
@@ -153,8 +166,10 @@ def redis_location(url: str) -> str:
         return f"redis+sentinel://{hosts}/{target['service']}/{target['db']}"
     if "cluster" in target:
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target["cluster"])
-        partitions = f"?partitions={target['partitions']}" if target["partitions"] > 1 else ""
-        return f"{'rediss' if target['ssl'] else 'redis'}+cluster://{hosts}{partitions}"
+        query = "&".join([f"partitions={target['partitions']}"] * (target["partitions"] > 1)
+                         + [f"queue.{q}={k}" for q, k in target["pinned"].items()])
+        return f"{'rediss' if target['ssl'] else 'redis'}+cluster://{hosts}" + (
+            f"?{query}" if query else "")
     scheme = "rediss" if target.get("ssl") else "redis"
     host = f"[{target['host']}]" if ":" in target["host"] else target["host"]
     return f"{scheme}://{host}:{target['port']}/{target['db']}"

@@ -302,8 +302,17 @@ def test_cluster_url_forms() -> None:
     assert (t["password"], t["db"], t["ssl"]) == ("pw!", 0, False)
     assert parse_redis_url("rediss+cluster://h:1/0")["ssl"] is True
     assert redis_location("rediss+cluster://:pw@h1:1,[::1]:2") == "rediss+cluster://h1:1,[::1]:2"
+    assert (t["partitions"], t["pinned"]) == (1, {})
+    t = parse_redis_url("redis+cluster://h:1?partitions=3&queue.critical=1&queue.a%2Eb=0")
+    assert (t["partitions"], t["pinned"]) == (3, {"critical": 1, "a.b": 0})
+    assert redis_location("redis+cluster://:pw@h:1?partitions=3&queue.critical=2") == \
+        "redis+cluster://h:1?partitions=3&queue.critical=2"
     for bad, why in (("redis+cluster://h:1/2", "database 0 only"),
                      ("redis+cluster://h:notaport", "not a cluster node's host:port"),
-                     ("redis+cluster://", "not a cluster node's host:port")):
+                     ("redis+cluster://", "not a cluster node's host:port"),
+                     ("redis+cluster://h:1?partitions=0", "at least 1"),
+                     ("redis+cluster://h:1?partitions=257", "up to 256"),
+                     ("redis+cluster://h:1?partitions=2&queue.x=2", "the partitions are 0 to 1"),
+                     ("redis+cluster://h:1?shards=2", "unknown parameter 'shards'")):
         with pytest.raises(ValueError, match=why):
             parse_redis_url(bad)

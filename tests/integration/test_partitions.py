@@ -34,6 +34,8 @@ from tests.support import Client, FaktoryServer, ReplyError, job, wait_for
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason=SKIP_REASON)
 
 PARTS = 3
+PINNED = "pinned"  # a queue the URL places in partition PINNED_TO, not where its name hashes to
+PINNED_TO = (partition_of(PINNED, PARTS) + 1) % PARTS
 FETCH_TIMEOUT = 2.0  # what a FETCH that finds nothing waits for, as Faktory's
 # The keys of a partition's single-Redis layout: none of them is left by a FLUSH.
 LAYOUT_KEYS = (keys.QUEUES, keys.PAUSED, keys.SCHEDULED, keys.RETRIES, keys.DEAD, keys.WORKING,
@@ -98,7 +100,7 @@ def partitioned(redis_cluster: RedisCluster,
     """Two nodes on the module's cluster with ``?partitions=3`` (tests.deployments'
     ClusterNodes passes the cluster's URL as it is, so the nodes are started here)."""
     base: Path = tmp_path_factory.mktemp("partitions")
-    env = {"REDIS_URL": f"{redis_cluster.url}?partitions={PARTS}"}
+    env = {"REDIS_URL": f"{redis_cluster.url}?partitions={PARTS}&queue.{PINNED}={PINNED_TO}"}
     nodes = [FaktoryServer(str(base / name), processes=1, env=env) for name in ("a", "b")]
     try:
         for node in nodes:
@@ -511,4 +513,19 @@ def test_a_node_with_another_partition_count_refuses_to_start(
     with pytest.raises(Exception):  # noqa: B017 (whatever start raises when the server exits)
         wrong.start(timeout=15)
     wrong.stop()
-    assert any("spread over 3 partitions, not 2" in line for line in wrong.lines), wrong.lines[-5:]
+    assert any(f"as '3 {PINNED}={PINNED_TO}' (count, pinned queues), not '2'" in line
+               for line in wrong.lines), wrong.lines[-5:]
+
+
+def test_a_queue_pinned_by_the_url_is_in_its_partition(p: Partitioned) -> None:
+    """``queue.NAME=K`` in the URL puts a queue in partition K, whatever its name hashes to."""
+    a, b = p.client(0), p.client(1)
+    j = job(queue=PINNED)
+    assert a.push(j) == "OK"
+    with p.redis(PINNED_TO) as r:
+        assert r.llen(p.key(PINNED_TO, keys.queue(PINNED))) == 1
+    hashed = partition_of(PINNED, PARTS)
+    with p.redis(hashed) as r:
+        assert r.llen(p.key(hashed, keys.queue(PINNED))) == 0
+    assert fetched(b, PINNED, p.q(hashed))["jid"] == j["jid"]
+    assert a.ack(j["jid"]) == "OK"

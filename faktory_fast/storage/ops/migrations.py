@@ -13,6 +13,7 @@ from faktory_fast.storage.fcall import (
     as_int,
     as_none,
     as_outcome,
+    as_text,
     paged,
     pairs,
 )
@@ -58,8 +59,8 @@ class MigrationOps:
         return Call(("SET", keys.DATA_VERSION, version), as_none, keyed=1)
 
     @Op
-    def claim_partitions(self, count: int) -> Call[int]:
-        """Record that the keys are spread over ``count`` partitions, unless a count is
-        recorded already: that count (``count`` if none was)."""
-        return Call(("SET", keys.PARTITIONS, count, "NX", "GET"),
-                    lambda reply: count if reply is None else int(reply), keyed=1)
+    def claim_layout(self, layout: str) -> Call[str]:
+        """Record how the keys are spread over partitions (``partitions.layout_text``), unless
+        a layout is recorded already: the recorded one (``layout`` if none was)."""
+        return Call(("SET", keys.PARTITIONS, layout, "NX", "GET"),
+                    lambda reply: layout if reply is None else as_text(reply), keyed=1)
