@@ -88,7 +88,7 @@ class FaktoryServer:
                                      env=env, cwd=ROOT, text=True)
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        if not self._listening.wait(timeout):
+        if not self._listening.wait(timeout) or not any("Listening on" in ln for ln in self.lines):
             self.stop()
             raise RuntimeError("server did not start:\n" + "\n".join(self.lines))
         return self
@@ -99,6 +99,7 @@ class FaktoryServer:
             self.lines.append(line.rstrip("\n"))
             if "Listening on" in line:
                 self._listening.set()
+        self._listening.set()  # its output ended: it will not listen (start() says so at once)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:

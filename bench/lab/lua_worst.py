@@ -690,6 +690,20 @@ class Worst:
             return Operations.reap_workers.build(self.store, "0", str(time.time() + 3600)).args
         self.add("ff_reap_workers", f"{ws} without a recent heartbeat (one call: {PAGE})", reap,
                  min(PAGE, len(self.wids)), undo=self.register_workers)
+
+        def all_quiet() -> tuple[Any, ...]:
+            running()
+            self.store.signal_workers("quiet", ["*"])
+            return Operations.quiet_states.build(self.store, "0").args
+        self.add("ff_quiet_states", f"{ws}, all quiet (one call: a page of ~{PAGE})", all_quiet,
+                 undo=running)
+        mirrored = [x for wid in self.wids[:tasks.SCAN_BATCH] for x in (wid, "quiet")]
+
+        def mirror() -> tuple[Any, ...]:
+            self.call("DEL", keys.QUIET_WORKERS)
+            return Operations.mirror_quiet.build(self.store, 10, True, mirrored).args
+        self.add("ff_quiet_mirror", f"{len(mirrored) // 2:,} quiet workers copied (one call of "
+                 "the master's)", mirror, undo=running)
         conns = f"{SERVER_PROCESSES} server processes"
 
         def hello() -> tuple[Any, ...]:

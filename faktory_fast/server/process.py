@@ -50,11 +50,12 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
                         settings["max_connections"], settings["environment"],
                         settings.get("line_budget"), settings.get("line_timeout", LINE_TIMEOUT))
     tags = tags_of(url)
-    on_pressure = pressure_of(len(tags), state.redis_pressure)
+    pressure = Pressure(len(tags), state.redis_pressure)
     conns = [redis_client.RedisConnection(
-        on_pressure=on_pressure, wait_replicas=settings.get("redis_wait_replicas", 0),
+        on_pressure=pressure.of(i), wait_replicas=settings.get("redis_wait_replicas", 0),
         wait_timeout=settings.get("redis_wait_timeout", 1000),
-        hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0) for _ in tags]
+        hold=settings.get("redis_hold", 5000) / 1000 if reconnect else 0.0)
+        for i in range(len(tags))]
     parts = Partitions([AsyncStore(c, tag) for c, tag in zip(conns, tags)], pinned_of(url))
     store, conn = parts.home, conns[keys.HOME]
     parking = Parking(parts, proc_id, Reservations(), loop)
@@ -120,7 +121,8 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
                            return_when=asyncio.FIRST_COMPLETED)
         if stop.done() or not reconnect:
             break
-        if not await _reconnect(proc_id, url, conns, tags, sub, subscribe, state, parking, stop):
+        if not await _reconnect(proc_id, url, conns, tags, sub, subscribe, pressure, parking,
+                                stop):
             break
     reporter.cancel()
     if flusher is not None:
@@ -156,19 +158,23 @@ async def serve(settings: dict[str, Any], pipe: MasterPipe) -> int:
     return 0
 
 
-def pressure_of(count: int, pressure: Callable[[bool], None]) -> Callable[[bool], None]:
-    """The ``on_pressure`` of ``count`` Redis connections: ``pressure(True)`` once one of them
-    is congested, ``pressure(False)`` once none is."""
-    if count == 1:
-        return pressure
-    full = [0]
+class Pressure:
+    """Whether any of ``count`` Redis connections is congested: ``pressure(True)`` once one is,
+    ``pressure(False)`` once none is (clients are read again)."""
 
-    def on_pressure(congested: bool) -> None:
-        before = full[0]
-        full[0] = before + (1 if congested else -1)
-        if (before == 0) != (full[0] == 0):
-            pressure(congested)
-    return on_pressure
+    def __init__(self, count: int, pressure: Callable[[bool], None]) -> None:
+        self.full = [False] * count
+        self.pressure = pressure
+
+    def of(self, i: int) -> Callable[[bool], None]:
+        """Connection ``i``'s ``on_pressure`` (also called with False when it is re-opened:
+        its write buffer went with it)."""
+        def on_pressure(congested: bool) -> None:
+            before = any(self.full)
+            self.full[i] = congested
+            if any(self.full) != before:
+                self.pressure(not before)
+        return on_pressure
 
 
 class MasterPipe:
@@ -250,28 +256,36 @@ async def listen(loop: asyncio.AbstractEventLoop, state: ServerState, lc: Lifecy
 
 async def _reconnect(proc_id: str, url: str, conns: list[redis_client.RedisConnection],
                      tags: list[str], sub: redis_client.RedisConnection,
-                     subscribe: redis_client.Ready, state: ServerState, parking: Parking,
+                     subscribe: redis_client.Ready, pressure: Pressure, parking: Parking,
                      stop: asyncio.Future) -> bool:
-    """Redis went away: open every connection again (to the primary Sentinel names now, or
-    that holds the partition's slot), with one log line for the loss and one for the return.
-    False if stopped meanwhile."""
-    lost = next((c.lost for c in conns if c.closed.done()), sub.lost)
+    """Redis went away: open the connection again (to the primary Sentinel names now, or that
+    holds the partition's slot), with one log line for the loss and one for the return. On one
+    Redis both connections go (they go to the same new primary); on a cluster, the ones that
+    were lost: the other partitions' primaries serve on. False if stopped meanwhile."""
+    gone = [i for i, c in enumerate(conns) if c.closed.done()]
+    lost = conns[gone[0]].lost if gone else sub.lost
     log.warning("Lost the connection to Redis (%s); process %s reconnecting", lost, proc_id)
     started = time.monotonic()
-    for c in (*conns, sub):  # all go to the (new) primaries
-        c.close()
-    await asyncio.wait([sub.closed, *(c.closed for c in conns)])
-    if state.redis_full:  # its write buffer went with it
-        state.redis_pressure(False)
-    for c, tag in zip(conns, tags):
-        if not await redis_client.reconnect(c, url, stop, ready=ensure_library, tag=tag):
+    single = tags == [""]
+    if single:
+        gone = list(range(len(conns)))
+        sub.close()
+    for i in gone:
+        conns[i].close()
+    await asyncio.wait([*(conns[i].closed for i in gone),
+                        *([sub.closed] if single or sub.closed.done() else [])])
+    for i in gone:
+        pressure.of(i)(False)  # its write buffer went with it
+        if not await redis_client.reconnect(conns[i], url, stop, ready=ensure_library,
+                                            tag=tags[i]):
             return False
-    if not await redis_client.reconnect(sub, url, stop, ready=subscribe):
+    if sub.closed.done() and not await redis_client.reconnect(sub, url, stop, ready=subscribe):
         return False
     # Wake-ups published while we were away are lost, and "queue empty" may be stale:
     # forget it (as after a FLUSH) and let each parked FETCH look again.
     parking.look_again()
-    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", conns[0].address,
+    back = conns[gone[0]].address if gone else sub.address
+    log.info("Reconnected to Redis at %s after %.1f s; process %s serving", back,
              time.monotonic() - started, proc_id)
     return True
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from faktory_fast.storage import keys
+from faktory_fast.storage.keys import partition_of, partition_tags
 from faktory_fast.storage.redis_url import parse_redis_url, redis_location
 from tests.cluster import SKIP_REASON, Node, RedisCluster, owners, redis_binary, slot_of
 from tests.integration.test_sentinel import LOST, Pusher, _no_tracebacks
@@ -39,11 +40,11 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 
 
 def start_nodes(cluster: RedisCluster, servers: list[FaktoryServer], base: Path,
-                args: list[str] | None = None, web: bool = False, n: int = 2
+                args: list[str] | None = None, web: bool = False, n: int = 2, query: str = ""
                 ) -> list[FaktoryServer]:
     for i in range(n):
         servers.append(FaktoryServer(str(base / f"ff{i}"), processes=1, args=args, web=web,
-                                     env={"REDIS_URL": cluster.url}).start())
+                                     env={"REDIS_URL": cluster.url + query}).start())
     return servers
 
 
@@ -77,23 +78,32 @@ def reconnections(srv: FaktoryServer, port: int) -> int:
 
 # -- failover under load -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-for-replica", "no-wait"])
+PARTITIONED_QUEUE = next(f"failover{i}" for i in range(100) if partition_of(f"failover{i}", 3) == 2)
+
+
+@pytest.mark.parametrize("wait_replicas, partitions", [(1, 1), (0, 1), (1, 3)],
+                         ids=["wait-for-replica", "no-wait", "partition-2-wait-for-replica"])
 def test_failover_under_load_loses_no_acknowledged_push(
         cluster: RedisCluster, servers: list[FaktoryServer], tmp_path: Path,
-        wait_replicas: int) -> None:
-    """Two nodes; 10,000 jobs pushed through both while the primary of the ``{ff}`` slot is
-    SIGKILLed. The cluster promotes its replica, each process asks the cluster where the slot
-    is now, clients keep their connections (pushes in between get -ERR and are retried). With
-    --redis-wait-replicas 1 every acknowledged job can be fetched afterwards; without it, the
-    count of acknowledged jobs lost is reported. A retried push may have been stored by the
-    try that got -ERR: such a job is stored twice, which is counted."""
+        wait_replicas: int, partitions: int) -> None:
+    """Two nodes; 10,000 jobs pushed through both while the primary of the ``{ff}`` slot (or,
+    with partitions, of partition 2's, where the queue is) is SIGKILLed. The cluster promotes
+    its replica, each process asks the cluster where the slot is now, clients keep their
+    connections (pushes in between get -ERR and are retried). With --redis-wait-replicas 1
+    every acknowledged job can be fetched afterwards; without it, the count of acknowledged
+    jobs lost is reported. A retried push may have been stored by the try that got -ERR: such
+    a job is stored twice, which is counted."""
     args = ["--redis-wait-replicas", str(wait_replicas), "--redis-wait-timeout", "500"]
-    start_nodes(cluster, servers, tmp_path, args)
-    old = cluster.primary_for_slot(FF_SLOT)
+    query, queue, slot = "", "failover", FF_SLOT
+    if partitions > 1:
+        query, queue = f"?partitions={partitions}", PARTITIONED_QUEUE
+        slot = slot_of(partition_tags(partitions)[2])
+    start_nodes(cluster, servers, tmp_path, args, query=query)
+    old = cluster.primary_for_slot(slot)
     replica = cluster.replica_of(old)
     assert replica.info("replication")["role"] == "slave"
 
-    jobs = [job(queue="failover", args=[i]) for i in range(10_000)]
+    jobs = [job(queue=queue, args=[i]) for i in range(10_000)]
     deadline = time.monotonic() + 45
     errored: set[str] = set()
     pushers = [Pusher(servers[i % 2], jobs[i::4], deadline) for i in range(4)]
@@ -120,7 +130,7 @@ def test_failover_under_load_loses_no_acknowledged_push(
     old.kill()
     replica.proc.send_signal(signal.SIGCONT)
     t0 = time.monotonic()
-    wait_promoted(cluster, replica, FF_SLOT)
+    wait_promoted(cluster, replica, slot)
     failover_s = time.monotonic() - t0
     # Every process finds the promoted replica (the master too: its scheduler writes).
     for srv in servers:
@@ -140,13 +150,14 @@ def test_failover_under_load_loses_no_acknowledged_push(
     acked = {jid for p in pushers for jid in p.acked}
     assert len(acked) == 10_000
 
-    fetched = fetch_all(servers, "failover")
+    fetched = fetch_all(servers, queue)
     lost = acked - set(fetched)
     duplicated = {jid for jid, n in fetched.items() if n > 1}
     errors: Counter[str] = Counter()
     for p in pushers:
         errors.update(p.errors)
-    print(f"\n[cluster, {'wait' if wait_replicas else 'no wait'}] primary :{old.port} killed "
+    print(f"\n[cluster, {partitions} partitions, {'wait' if wait_replicas else 'no wait'}] "
+          f"primary :{old.port} killed "
           f"after {killed_at} acknowledged pushes, replica :{replica.port} promoted in "
           f"{failover_s:.1f} s; acknowledged {len(acked)}, fetchable {len(fetched)} "
           f"({sum(fetched.values())} fetches), acknowledged but lost {len(lost)}, duplicated "

@@ -510,7 +510,7 @@ def test_a_node_with_another_partition_count_refuses_to_start(
     would look for queues where they are not, so it says so and exits."""
     wrong = FaktoryServer(str(tmp_path / "c"), processes=1,
                           env={"REDIS_URL": f"{partitioned.cluster.url}?partitions=2"})
-    with pytest.raises(Exception):  # noqa: B017 (whatever start raises when the server exits)
+    with pytest.raises(RuntimeError, match="server did not start"):
         wrong.start(timeout=15)
     wrong.stop()
     assert any(f"as '3 {PINNED}={PINNED_TO}' (count, pinned queues), not '2'" in line

@@ -87,7 +87,7 @@ class WorkerOps:
         return FF_QUIET_STATES.call((), cursor, PAGE)
 
     @Op
-    def mirror_quiet(self, ttl: int, first: bool, states: Sequence[bytes]) -> Call[None]:
+    def mirror_quiet(self, ttl: int, first: bool, states: Sequence[bytes | str]) -> Call[None]:
         """Copy ``quiet_states``' [wid, state, ...] here, in a partition other than the home
         one (``first``: the copy starts over); each lasts ``ttl`` seconds unless copied again."""
         return FF_QUIET_MIRROR.call((), ttl, "1" if first else "", *states)
