@@ -66,6 +66,27 @@ def cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def partitioned_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two faktory_fast nodes on another Redis Cluster of 3 primaries + 3 replicas, the queues
+    over three partitions (``?partitions=3``), started once for the session when asked."""
+    from tests.cluster import SKIP_REASON, RedisCluster, redis_binary
+    from tests.deployments import ClusterNodes
+
+    if redis_binary() is None:
+        pytest.skip(SKIP_REASON)
+    base = tmp_path_factory.mktemp("partitioned")
+    cluster = RedisCluster(base / "redis")
+    nodes = ClusterNodes(str(base), cluster, "?partitions=3")
+    try:
+        cluster.start()
+        yield nodes.start()
+    finally:
+        nodes.close_clients()
+        nodes.stop()
+        cluster.stop()
+
+
 @pytest.fixture
 def srv(server: FaktoryServer) -> Iterator[FaktoryServer]:
     """The server, flushed; clients opened through it are closed afterwards."""

@@ -28,7 +28,7 @@ from tests.integration.test_compat_python import (
 from tests.support import FaktoryServer, wait_for
 
 # The protocol of this module, on a single Redis and on a Redis Cluster.
-server = on_each_deployment()
+server = on_each_deployment(partitions=True)
 
 
 needs_node = pytest.mark.skipif(_node_ready() is not None, reason=str(_node_ready()))
