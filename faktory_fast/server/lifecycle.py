@@ -95,12 +95,7 @@ class Lifecycle:
                 ok.append(jobs.prepare(job, now_ns, created_at))
             except JobError as exc:
                 errors[job.get("jid") or ""] = str(exc)
-        parts = self.parts
-        by_store: dict[int, tuple[AsyncStore, list[jobs.Prepared]]] = {}
-        for job in ok:
-            store = parts.of(job.queue)
-            by_store.setdefault(id(store), (store, []))[1].append(job)
-        for store, mine in by_store.values():
+        for store, mine in self.parts.by_store(ok, _queue_of):
             for start in range(0, len(mine), PUSHB_CALL):  # no call holds Redis for a PUSHB
                 part = mine[start:start + PUSHB_CALL]
                 for i, refusal in (await store.push(part)).items():
@@ -217,7 +212,7 @@ class Lifecycle:
                 for store in self.parts.stores:
                     await store.queue_op(sub, names)
             else:
-                for store, mine in self.parts.by_store(names):
+                for store, mine in self.parts.by_store(names, str):  # (a name is its queue)
                     await store.queue_op(sub, mine)
             return None
         if sub != "LATENCY":
@@ -225,7 +220,7 @@ class Lifecycle:
         if "*" in names:
             raise JobError("QUEUE LATENCY does not support wildcards")
         head: dict[str, list[bytes]] = {}
-        for store, mine in self.parts.by_store(names):
+        for store, mine in self.parts.by_store(names, str):
             head.update(zip(mine, await store.queue_heads(mine)))
         now_ns = time.time_ns()
         return orjson.dumps({n: latency(head[n], now_ns) for n in names})
@@ -279,6 +274,10 @@ class Lifecycle:
                         await store.enqueue_from(target, moves)
                 if cursor == "0":
                     break
+
+
+def _queue_of(job: jobs.Prepared) -> str:
+    return job.queue
 
 
 def ack_everywhere(stores: list[AsyncStore], jid: str, day: str, flag: str,

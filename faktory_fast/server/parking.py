@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Sequence
 
 from faktory_fast import jobs
 from faktory_fast.jobs import Prepared, now_score
@@ -286,15 +287,10 @@ class _Fetch:
             if type(res) is Reserved or res is QUIET or isinstance(res, Exception):
                 self.found(res, True)
                 return
-            park = self.park
             if res is EMPTY:
-                if park._wakes != self.wakes:  # a wake-up raced this look: look again at once
-                    self.look()
-                    return
-                t = park.loop.time()  # registered as waiting on these: known empty till woken
                 assert self.runs is not None
-                for q in self.runs[self.run][1]:
-                    park._empty[q] = t
+                if not self._empty_here(self.runs[self.run][1]):
+                    return
                 self.empties += 1
             elif res is ALL_PAUSED:
                 self.pauses += 1
@@ -302,6 +298,19 @@ class _Fetch:
             self._ask_run()
         except Exception as exc:
             self.then(exc)
+
+    def _empty_here(self, asked: Sequence[str]) -> bool:
+        """Redis found the ``asked`` queues empty (and has this process down as waiting on
+        each): known empty from now until a wake-up. False, and a new look at once, if a
+        wake-up raced the look."""
+        park = self.park
+        if park._wakes != self.wakes:
+            self.look()
+            return False
+        t = park.loop.time()
+        for q in asked:
+            park._empty[q] = t
+        return True
 
     def found(self, res: Reserved | Fetched | Exception, asked: bool) -> None:
         """Act on ``ff_fetch``'s answer (EMPTY unasked: every queue was known to be empty)."""
@@ -323,14 +332,8 @@ class _Fetch:
                 park._pass_wake(self.queues)
             park._park(self, listen=False)  # nil at the deadline, as Faktory's blocking pop
             return
-        if res is EMPTY:
-            if park._wakes != self.wakes:  # a wake-up raced this look: look again at once
-                self.look()
-                return
-            if asked:  # Redis now has us down as waiting on each of these queues
-                t = park.loop.time()
-                for q in self.queues:
-                    park._empty[q] = t
+        if res is EMPTY and not self._empty_here(self.queues if asked else ()):
+            return
         if self.deadline <= park.loop.time():
             self.then(None)
         else:

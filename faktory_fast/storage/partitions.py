@@ -11,7 +11,7 @@ call in each (``runs``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import orjson
@@ -21,6 +21,7 @@ from faktory_fast.storage.redis_url import parse_redis_url
 from faktory_fast.storage.store import SyncStore
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 class Partitions(Generic[S]):
@@ -63,12 +64,13 @@ class Partitions(Generic[S]):
                 out.append((store, [q]))
         return out
 
-    def by_store(self, queues: Sequence[str]) -> list[tuple[S, list[str]]]:
-        """``queues`` grouped by partition (each group in the given order)."""
-        groups: dict[int, tuple[S, list[str]]] = {}
-        for q in queues:
-            store = self.of(q)
-            groups.setdefault(id(store), (store, []))[1].append(q)
+    def by_store(self, items: Sequence[T], queue: Callable[[T], str]) -> list[tuple[S, list[T]]]:
+        """``items`` (queue names, jobs...) grouped by the partition of their ``queue`` (each
+        group in the given order)."""
+        groups: dict[int, tuple[S, list[T]]] = {}
+        for item in items:
+            store = self.of(queue(item))
+            groups.setdefault(id(store), (store, []))[1].append(item)
         return list(groups.values())
 
 
