@@ -45,6 +45,7 @@ SLOTS = 16384
 # The split ``redis-cli --cluster create`` makes for three primaries.
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 # Failure detected after 1 s without a pong: a replica takes over within a few seconds.
+PORT_TRIES = 5  # a node's first start, on new ports each time the last were taken meanwhile
 NODE_CONF = [
     "cluster-enabled yes",
     "cluster-config-file nodes.conf",
@@ -179,21 +180,35 @@ class Node:
 
     def start(self, timeout: float = 10) -> Node:
         conf = self.dir / "redis.conf"
-        if not conf.exists():
-            port = [f"port {self.port}"] if self.tls is None else self.tls.conf(self.port)
-            conf.write_text("\n".join([
-                *port, f"cluster-port {self.bus_port}", "bind 127.0.0.1",
-                f"dir {self.dir}", f"logfile {self.dir / 'redis.log'}",
-                *NODE_CONF, *self.conf]) + "\n")
-        # PDEATHSIG: no node outlives a pytest killed before its cleanup
-        with open(self.dir / "output.log", "ab") as out:  # what it says before its logfile opens
-            self.proc = subprocess.Popen([self.binary, str(conf)], stdout=out, stderr=out,
-                                         preexec_fn=set_pdeathsig)
-        wait_for(self._pings, timeout=timeout)
+        first = not conf.exists()
+        for attempt in range(PORT_TRIES):
+            if first:
+                self._write_conf(conf)
+            # PDEATHSIG: no node outlives a pytest killed before its cleanup
+            with open(self.dir / "output.log", "ab") as out:  # said before its logfile opens
+                self.proc = subprocess.Popen([self.binary, str(conf)], stdout=out, stderr=out,
+                                             preexec_fn=set_pdeathsig)
+            try:
+                wait_for(self._pings, timeout=timeout)
+                break
+            except AssertionError:
+                # free_ports' ports may be taken (by another socket's ephemeral port) before
+                # the node binds them: a first start tries new ones; a restart keeps its own.
+                if not first or attempt == PORT_TRIES - 1 or \
+                        "Address already in use" not in self.log_tail(5):
+                    raise
+                self.port, self.bus_port = free_ports(2)
         node_id = self.call("CLUSTER", "MYID")
         assert isinstance(node_id, bytes)
         self.node_id = node_id.decode()
         return self
+
+    def _write_conf(self, conf: Path) -> None:
+        port = [f"port {self.port}"] if self.tls is None else self.tls.conf(self.port)
+        conf.write_text("\n".join([
+            *port, f"cluster-port {self.bus_port}", "bind 127.0.0.1",
+            f"dir {self.dir}", f"logfile {self.dir / 'redis.log'}",
+            *NODE_CONF, *self.conf]) + "\n")
 
     def _pings(self) -> bool:
         if not self.running:

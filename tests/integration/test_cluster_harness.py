@@ -3,6 +3,7 @@ the slot owners it names, ``-ASK`` then ``-MOVED`` around a slot migration, and 
 # ruff: noqa: F811
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,19 @@ def test_killed_primary_is_replaced_by_its_replica_and_rejoins(tmp_path: Path) -
                  timeout=15)
         assert victim.info("replication")["master_port"] == promoted.port
         cluster.wait_stable(10)
+
+
+def test_a_node_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    """free_ports' port taken before the node binds it (by another socket meanwhile): the
+    node's first start moves to new ports instead of failing the cluster."""
+    binary = redis_binary()
+    assert binary is not None
+    node = Node(binary, tmp_path, "n0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # (bound, not listening: a PING is refused)
+        node.port = taken.getsockname()[1]
+        try:
+            node.start()
+            assert node.port != taken.getsockname()[1] and node.call("PING")
+        finally:
+            node.stop()
